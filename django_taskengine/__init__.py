@@ -1,0 +1,15 @@
+"""django-taskengine: a durable task queue whose job table lives in your own database.
+
+Public API::
+
+    from django_taskengine import task, TaskContext
+"""
+
+from __future__ import annotations
+
+from .context import TaskContext
+from .serialization import NotJSONError
+from .task import Task, TaskNotRegistered, get_task, task
+
+__version__ = "0.1.0"
+__all__ = ["NotJSONError", "Task", "TaskContext", "TaskNotRegistered", "get_task", "task"]

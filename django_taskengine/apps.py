@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class TaskEngineConfig(AppConfig):
+    name = "django_taskengine"
+    label = "django_taskengine"
+    verbose_name = "Task engine"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        from . import checks  # noqa: F401 - registers the system checks
+        from .conf import taskengine_settings
+
+        autodiscover_modules(taskengine_settings.AUTODISCOVER_MODULE)

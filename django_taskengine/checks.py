@@ -1,0 +1,104 @@
+"""System checks for the ``TASKENGINE`` setting (ids ``taskengine.E001``…)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS
+
+_POSITIVE_NUMBERS = (
+    "POLL_INTERVAL",
+    "HEARTBEAT_INTERVAL",
+    "RESCUE_GRACE",
+    "RESCUE_INTERVAL",
+    "LEASE_SECONDS",
+    "RETRY_BACKOFF_MAX",
+)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    user = getattr(settings, "TASKENGINE", None)
+    if user is None:
+        return errors
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"TASKENGINE must be a dict, not {type(user).__name__}.",
+                hint="Set TASKENGINE = {...} with the keys listed in the README, or remove it.",
+                id="taskengine.E001",
+            )
+        ]
+    for key in sorted(set(user) - set(DEFAULTS)):
+        errors.append(
+            Error(
+                f"TASKENGINE has an unknown key {key!r}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="taskengine.E002",
+            )
+        )
+
+    def number(key: str) -> Any:
+        return user.get(key, DEFAULTS[key])
+
+    for key in _POSITIVE_NUMBERS:
+        value = number(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            errors.append(
+                Error(
+                    f"TASKENGINE[{key!r}] must be a positive number of seconds, not {value!r}.",
+                    id="taskengine.E003",
+                )
+            )
+    for key in ("DEFAULT_MAX_ATTEMPTS",):
+        value = number(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(
+                Error(f"TASKENGINE[{key!r}] must be an integer of at least 1, not {value!r}.",
+                      id="taskengine.E004")
+            )
+    for key in ("DEFAULT_PRIORITY", "ADVISORY_LOCK_NAMESPACE"):
+        value = number(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+            errors.append(
+                Error(f"TASKENGINE[{key!r}] must be a 32-bit integer, not {value!r}.",
+                      id="taskengine.E005")
+            )
+    for key in ("DEFAULT_RETRY_BACKOFF", "SHUTDOWN_TIMEOUT"):
+        value = number(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            errors.append(
+                Error(f"TASKENGINE[{key!r}] must be a number of seconds ≥ 0, not {value!r}.",
+                      id="taskengine.E006")
+            )
+    for key in ("DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"):
+        value = number(key)
+        if not isinstance(value, str) or not value or len(value) > 63:
+            errors.append(
+                Error(f"TASKENGINE[{key!r}] must be a non-empty string (≤ 63 characters), not {value!r}.",
+                      id="taskengine.E007")
+            )
+    database = number("DATABASE")
+    if database not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"TASKENGINE['DATABASE'] is {database!r}, which is not in DATABASES.",
+                hint=f"Use one of: {', '.join(settings.DATABASES)}.",
+                id="taskengine.E008",
+            )
+        )
+    elif number("RESCUE_GRACE") is not None and isinstance(number("RESCUE_GRACE"), (int, float)) \
+            and isinstance(number("HEARTBEAT_INTERVAL"), (int, float)) \
+            and number("RESCUE_GRACE") < 2 * number("HEARTBEAT_INTERVAL"):
+        errors.append(
+            Warning(
+                "TASKENGINE['RESCUE_GRACE'] is less than twice HEARTBEAT_INTERVAL: a live worker "
+                "that is a little late to heartbeat after a database restart could lose its jobs.",
+                id="taskengine.W001",
+            )
+        )
+    return errors

@@ -1,0 +1,119 @@
+"""Settings for django-taskengine, read lazily from ``settings.TASKENGINE``.
+
+Every setting has a default; each is read on access so ``override_settings`` works in tests.
+Bad values are reported by the system checks in :mod:`django_taskengine.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # Database alias that holds the job table (jobs are enqueued and claimed on it).
+    "DATABASE": "default",
+    # Queue used by tasks that do not name one.
+    "DEFAULT_QUEUE": "default",
+    # Defaults for @task options.
+    "DEFAULT_PRIORITY": 0,
+    "DEFAULT_MAX_ATTEMPTS": 3,
+    "DEFAULT_RETRY_BACKOFF": 1.0,
+    # Upper bound for one retry delay, in seconds.
+    "RETRY_BACKOFF_MAX": 3600.0,
+    # How often an idle worker polls even without a notification (seconds).
+    "POLL_INTERVAL": 1.0,
+    # How often a worker writes its heartbeat (seconds).
+    "HEARTBEAT_INTERVAL": 1.0,
+    # PostgreSQL: a running job whose advisory lock is free is rescued once its worker's
+    # heartbeat is older than this (seconds).
+    "RESCUE_GRACE": 3.0,
+    # How often a worker looks for orphaned jobs (seconds).
+    "RESCUE_INTERVAL": 1.0,
+    # SQLite and other databases without advisory locks: a running job whose lease is not
+    # renewed for this long is rescued (seconds).
+    "LEASE_SECONDS": 30.0,
+    # First key of the two-key advisory locks that mark running jobs (PostgreSQL).
+    "ADVISORY_LOCK_NAMESPACE": 0x7A5E,
+    # NOTIFY channel used for wake-ups (PostgreSQL).
+    "NOTIFY_CHANNEL": "taskengine",
+    # Seconds run_workers waits for running jobs on SIGTERM before requeueing them.
+    "SHUTDOWN_TIMEOUT": 30.0,
+    # Module name looked up in every installed app for @task definitions.
+    "AUTODISCOVER_MODULE": "tasks",
+}
+
+
+class Settings:
+    """Typed, lazily read view of ``settings.TASKENGINE`` merged over :data:`DEFAULTS`."""
+
+    def _get(self, name: str) -> Any:
+        user = getattr(django_settings, "TASKENGINE", None) or {}
+        return user.get(name, DEFAULTS[name])
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return dict(getattr(django_settings, "TASKENGINE", None) or {})
+
+    @property
+    def DATABASE(self) -> str:
+        return str(self._get("DATABASE"))
+
+    @property
+    def DEFAULT_QUEUE(self) -> str:
+        return str(self._get("DEFAULT_QUEUE"))
+
+    @property
+    def DEFAULT_PRIORITY(self) -> int:
+        return int(self._get("DEFAULT_PRIORITY"))
+
+    @property
+    def DEFAULT_MAX_ATTEMPTS(self) -> int:
+        return int(self._get("DEFAULT_MAX_ATTEMPTS"))
+
+    @property
+    def DEFAULT_RETRY_BACKOFF(self) -> float:
+        return float(self._get("DEFAULT_RETRY_BACKOFF"))
+
+    @property
+    def RETRY_BACKOFF_MAX(self) -> float:
+        return float(self._get("RETRY_BACKOFF_MAX"))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        return float(self._get("POLL_INTERVAL"))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float:
+        return float(self._get("HEARTBEAT_INTERVAL"))
+
+    @property
+    def RESCUE_GRACE(self) -> float:
+        return float(self._get("RESCUE_GRACE"))
+
+    @property
+    def RESCUE_INTERVAL(self) -> float:
+        return float(self._get("RESCUE_INTERVAL"))
+
+    @property
+    def LEASE_SECONDS(self) -> float:
+        return float(self._get("LEASE_SECONDS"))
+
+    @property
+    def ADVISORY_LOCK_NAMESPACE(self) -> int:
+        return int(self._get("ADVISORY_LOCK_NAMESPACE"))
+
+    @property
+    def NOTIFY_CHANNEL(self) -> str:
+        return str(self._get("NOTIFY_CHANNEL"))
+
+    @property
+    def SHUTDOWN_TIMEOUT(self) -> float:
+        return float(self._get("SHUTDOWN_TIMEOUT"))
+
+    @property
+    def AUTODISCOVER_MODULE(self) -> str:
+        return str(self._get("AUTODISCOVER_MODULE"))
+
+
+taskengine_settings = Settings()

@@ -1,0 +1,136 @@
+"""``manage.py run_workers``: run supervised worker processes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
+
+from ...conf import taskengine_settings
+from ...worker.supervisor import Supervisor
+
+logger = logging.getLogger("django_taskengine.supervisor")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run worker processes that claim and run jobs. SIGTERM or Ctrl-C stops them gracefully: "
+        "no new claims, running jobs get --shutdown-timeout seconds, unfinished ones go back to "
+        "the queue."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--queues",
+            default="",
+            help="Comma-separated queue names to take jobs from (default: every queue).",
+        )
+        parser.add_argument("--processes", type=int, default=1, help="Worker processes (default 1).")
+        parser.add_argument(
+            "--concurrency", type=int, default=1, help="Threads running jobs in each process (default 1)."
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Run every job that is due, then exit 0 (jobs due later stay queued).",
+        )
+        parser.add_argument(
+            "--max-jobs",
+            type=int,
+            default=None,
+            help="Each worker process exits after claiming this many jobs; the command exits "
+            "when all have.",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=None,
+            help="Seconds running jobs get to finish after SIGTERM before they are requeued "
+            f"(default TASKENGINE['SHUTDOWN_TIMEOUT'], {taskengine_settings.SHUTDOWN_TIMEOUT:g}).",
+        )
+        parser.add_argument(
+            "--database", default=None, help="Database alias of the job table (default TASKENGINE['DATABASE'])."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        _configure_logging(options["verbosity"])
+        queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
+        for name in queues:
+            if len(name) > 100:
+                raise CommandError(f"Queue name {name[:40]!r}… is longer than 100 characters.")
+        for key in ("processes", "concurrency"):
+            if options[key] < 1:
+                raise CommandError(f"--{key} must be at least 1, not {options[key]}.")
+        if options["max_jobs"] is not None and options["max_jobs"] < 1:
+            raise CommandError(f"--max-jobs must be at least 1, not {options['max_jobs']}.")
+        database = options["database"] or taskengine_settings.DATABASE
+        if database not in connections:
+            raise CommandError(f"--database {database!r} is not in settings.DATABASES.")
+        shutdown_timeout = options["shutdown_timeout"]
+        if shutdown_timeout is None:
+            shutdown_timeout = taskengine_settings.SHUTDOWN_TIMEOUT
+        if shutdown_timeout < 0:
+            raise CommandError("--shutdown-timeout must be 0 or more seconds.")
+        _wait_for_schema(database)
+        supervisor = Supervisor(
+            processes=options["processes"],
+            worker_options={
+                "queues": queues,
+                "concurrency": options["concurrency"],
+                "burst": options["burst"],
+                "max_jobs": options["max_jobs"],
+                "shutdown_timeout": shutdown_timeout,
+                "database": database,
+            },
+        )
+        code = supervisor.run()
+        if code:
+            sys.exit(code)
+
+
+def _wait_for_schema(alias: str) -> None:
+    """Wait for the database to answer, then insist that our migrations are applied."""
+    delay = 0.5
+    while True:
+        try:
+            connection = connections[alias]
+            connection.ensure_connection()
+            executor = MigrationExecutor(connection)
+            targets = [
+                node for node in executor.loader.graph.leaf_nodes() if node[0] == "django_taskengine"
+            ]
+            plan = executor.migration_plan(targets)
+            break
+        except DatabaseError as exc:
+            logger.error(
+                "database %r is unavailable (%s); retrying in %.1f s",
+                alias, str(exc).strip() or type(exc).__name__, delay,
+            )
+            connections[alias].close()
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    connections[alias].close()
+    if plan:
+        missing = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan)
+        raise CommandError(
+            f"The task engine's tables in database {alias!r} are missing or out of date "
+            f"(unapplied migrations: {missing}). Run `python manage.py migrate` first."
+        )
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Show worker logs on stderr unless the project's LOGGING already routes them."""
+    root = logging.getLogger("django_taskengine")
+    if root.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 3 else logging.INFO if verbosity >= 1 else logging.WARNING)

@@ -1,0 +1,237 @@
+"""The job table and its companions: queues, attempts and workers.
+
+The schema is plain Django models; the hot path (claim, complete, rescue) may use raw SQL
+against these tables through :mod:`django_taskengine.store`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+    PAUSED = "paused", "paused"
+
+
+#: States in which a job still has work ahead of it; a dedup key is unique among these.
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
+#: States a job never leaves on its own.
+TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Queue(models.Model):
+    """A named lane of jobs. Rows are created on first use; an operator pauses and resumes them."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    paused = models.BooleanField(default=False)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    pause_reason = models.TextField(blank=True, default="")
+    #: A timed pause ends by itself at this moment; claims treat the queue as running after it.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "taskengine_queue"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobTimeoutError(TimeoutError):
+    """Raised by :meth:`Job.wait` when the job is not finished within the timeout."""
+
+
+class Job(models.Model):
+    """One request to run a registered task with JSON arguments."""
+
+    id = models.BigAutoField(primary_key=True)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=100, default="default")
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED
+    )
+    priority = models.IntegerField(default=0, help_text="Higher runs first.")
+    run_after = models.DateTimeField(default=timezone.now)
+    dedup_key = models.CharField(max_length=255, null=True, blank=True)
+    attempts = models.IntegerField(default=0, help_text="Attempts started so far.")
+    max_attempts = models.IntegerField(default=3)
+    retry_backoff = models.FloatField(default=1.0)
+    timeout = models.FloatField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    #: The worker process running the current attempt (random per process start).
+    worker_id = models.UUIDField(null=True, blank=True)
+    #: Fencing token of the current attempt: every write an attempt makes is conditional on it.
+    token = models.UUIDField(null=True, blank=True)
+    #: Databases without advisory locks: the running attempt owns the job until this moment.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: Last state saved by ``ctx.checkpoint()``; a retry or resume starts from it.
+    checkpoint = models.JSONField(null=True, blank=True)
+    progress_current = models.BigIntegerField(null=True, blank=True)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    #: Set by an operator to ask a running attempt to stop at its next checkpoint.
+    stop_requested = models.CharField(max_length=16, blank=True, default="")
+
+    class Meta:
+        db_table = "taskengine_job"
+        ordering = ["-id"]
+        indexes = [
+            # Serves the claim: due queued jobs in priority, then run_after, then FIFO order.
+            models.Index(
+                models.F("priority").desc(),
+                "run_after",
+                "id",
+                name="taskengine_job_claim_idx",
+                condition=Q(status="queued"),
+            ),
+            # Serves rescue and the admin's running view.
+            models.Index(
+                fields=["worker_id"],
+                name="taskengine_job_running_idx",
+                condition=Q(status="running"),
+            ),
+            models.Index(fields=["status", "queue"], name="taskengine_job_status_idx"),
+            models.Index(fields=["task_name", "status"], name="taskengine_job_task_idx"),
+            models.Index(
+                fields=["finished_at"],
+                name="taskengine_job_finished_idx",
+                condition=Q(finished_at__isnull=False),
+            ),
+        ]
+        constraints = [
+            # Dedup is enforced here, not by a check-then-insert race.
+            models.UniqueConstraint(
+                fields=["dedup_key"],
+                condition=Q(status__in=["queued", "running", "paused"]),
+                name="taskengine_job_active_dedup_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in JobStatus]),
+                name="taskengine_job_status_valid",
+            ),
+        ]
+
+    #: Set by enqueue: False when an active job with the same dedup key was returned instead.
+    created: bool = True
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} {self.task_name} [{self.status}]"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the last attempt ran, once the job has finished."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def wait(self, timeout: float | None = 30.0, poll_interval: float = 0.5) -> Job:
+        """Block until this job is finished (succeeded, failed or cancelled); return it refreshed.
+
+        Polls the database, starting at 5 ms and backing off to ``poll_interval``. Raises
+        :class:`JobTimeoutError` if the job is not finished after ``timeout`` seconds
+        (``None`` waits forever). Call it outside a transaction, or it cannot see the worker's
+        commits.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            self.refresh_from_db()
+            if self.is_finished:
+                return self
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeoutError(
+                    f"Job {self.pk} ({self.task_name}) is still {self.status} after "
+                    f"{timeout} s; is a worker running for queue {self.queue!r}?"
+                )
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            time.sleep(delay if remaining is None else min(delay, remaining))
+            delay = min(delay * 2, poll_interval)
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"  # an exception; retried if attempts remain
+    ORPHANED = "orphaned", "worker died"  # the worker vanished mid-run; rescued
+    INTERRUPTED = "interrupted", "interrupted"  # graceful shutdown returned it to the queue
+    TIMED_OUT = "timed_out", "timed out"
+    SUPERSEDED = "superseded", "superseded"  # a newer attempt owns the job; writes discarded
+
+
+class Attempt(models.Model):
+    """One execution of a job by one worker, written when the attempt ends."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.IntegerField()
+    worker_id = models.UUIDField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    error = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "taskengine_attempt"
+        ordering = ["job", "number", "id"]
+        indexes = [models.Index(fields=["job", "number"], name="taskengine_attempt_job_idx")]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of job {self.job_id}: {self.outcome}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Worker(models.Model):
+    """A worker process, as it reports itself through heartbeats."""
+
+    id = models.UUIDField(primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.IntegerField(default=1)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    jobs_succeeded = models.BigIntegerField(default=0)
+    jobs_failed = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "taskengine_worker"
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Worker {self.hostname}:{self.pid} ({self.id})"
+
+
+def job_from_row(values: dict[str, Any]) -> Job:
+    """Build a Job instance from a mapping of column values, without a query."""
+    job = Job(**values)
+    job._state.adding = False
+    job._state.db = None
+    return job

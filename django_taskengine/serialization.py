@@ -1,0 +1,81 @@
+"""JSON validation for task arguments and results.
+
+Arguments are checked before anything is written, and an error names the argument and the
+offending value's place inside it, so the caller can fix the call site.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+_SCALARS = (str, int, bool, type(None))
+
+
+class NotJSONError(TypeError):
+    """An argument or result that cannot be stored as JSON."""
+
+
+def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
+    if depth > 100:
+        return f"{path} is nested more than 100 levels deep"
+    if isinstance(value, _SCALARS):
+        return None
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return f"{path} is {value!r}, which JSON cannot represent"
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = _find_problem(item, f"{path}[{index}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"{path} has a key {key!r} of type {type(key).__name__}; "
+                    "JSON object keys must be strings"
+                )
+            problem = _find_problem(item, f"{path}[{key!r}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{path} is a {type(value).__module__}.{type(value).__qualname__} ({value!r:.80})"
+
+
+def dump_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+    """Return ``(args_json, kwargs_json)`` or raise :class:`NotJSONError` naming the argument."""
+    for index, value in enumerate(args):
+        problem = _find_problem(value, f"positional argument {index}")
+        if problem:
+            raise NotJSONError(_message(task_name, problem))
+    for name, value in kwargs.items():
+        problem = _find_problem(value, f"argument {name!r}")
+        if problem:
+            raise NotJSONError(_message(task_name, problem))
+    return (
+        json.dumps(list(args), separators=(",", ":"), allow_nan=False),
+        json.dumps(kwargs, separators=(",", ":"), allow_nan=False),
+    )
+
+
+def dump_result(value: Any) -> str:
+    """Serialize a task's return value or raise :class:`NotJSONError`."""
+    problem = _find_problem(value, "the return value")
+    if problem:
+        raise NotJSONError(
+            f"{problem}: a task's return value is stored as JSON; return only dicts, lists, "
+            "strings, numbers, booleans and None (e.g. an id instead of a model instance)."
+        )
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _message(task_name: str, problem: str) -> str:
+    return (
+        f"Cannot enqueue {task_name}: {problem}, which is not JSON. Task arguments are stored "
+        "as JSON: pass dicts, lists, strings, numbers, booleans and None (e.g. a primary key "
+        "instead of a model instance, an ISO string instead of a datetime). Nothing was enqueued."
+    )

@@ -1,0 +1,30 @@
+"""Pick the storage implementation for a database alias (see :mod:`.base`)."""
+
+from __future__ import annotations
+
+from django.db import connections
+
+from ..conf import taskengine_settings
+from .base import ClaimedJob, Outcome, RescuedJob, Store, WorkerInfo, WorkerSession
+
+__all__ = ["ClaimedJob", "Outcome", "RescuedJob", "Store", "WorkerInfo", "WorkerSession", "get_store"]
+
+_stores: dict[str, Store] = {}
+
+
+def get_store(alias: str | None = None) -> Store:
+    """Return the store for ``alias`` (default: the ``TASKENGINE["DATABASE"]`` setting)."""
+    alias = alias or taskengine_settings.DATABASE
+    store = _stores.get(alias)
+    if store is None:
+        vendor = connections[alias].vendor
+        if vendor == "postgresql":
+            from .postgres import PostgresStore
+
+            store = PostgresStore(alias)
+        else:
+            from .generic import GenericStore
+
+            store = GenericStore(alias)
+        _stores[alias] = store
+    return store

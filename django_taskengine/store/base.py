@@ -1,0 +1,171 @@
+"""The storage interface: every way the engine reads or writes job rows goes through here.
+
+Two implementations: :mod:`.postgres` (``SKIP LOCKED`` claims, advisory-lock liveness,
+``LISTEN/NOTIFY``) and :mod:`.generic` (the ORM; SQLite and others: serialized claims, leases,
+polling). A :class:`Store` serves web processes (enqueue, on the caller's connection and
+transaction); a :class:`WorkerSession` is one worker process's own long-lived connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import Job
+
+
+@dataclass
+class ClaimedJob:
+    """A job a worker owns for one attempt, identified for fencing by ``(id, token)``."""
+
+    id: int
+    task_name: str
+    queue: str
+    args: Any
+    kwargs: Any
+    attempt: int
+    max_attempts: int
+    retry_backoff: float
+    timeout: float | None
+    token: uuid.UUID
+    started_at: dt.datetime
+    checkpoint: Any = None
+    #: Whether this worker's connection holds the job's advisory lock.
+    locked: bool = False
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended, to be written (fenced) by :meth:`WorkerSession.finish`."""
+
+    job_id: int
+    token: uuid.UUID
+    attempt: int
+    #: New job status: succeeded, failed, queued (retry or interrupted), cancelled or paused.
+    status: str
+    #: Attempt record outcome (see :class:`~django_taskengine.models.AttemptOutcome`).
+    outcome: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    result_json: str | None = None
+    error: str = ""
+    traceback: str = ""
+    #: For a retry: seconds from now until the job is due again.
+    retry_delay: float = 0.0
+    #: An interrupted attempt (shutdown) gives its attempt back.
+    refund_attempt: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerInfo:
+    id: uuid.UUID
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+
+
+@dataclass
+class RescuedJob:
+    id: int
+    task_name: str
+    attempt: int
+    status: str
+
+
+class Store(ABC):
+    """Storage operations that run on the caller's connection (web processes, admin, CLI)."""
+
+    vendor: str
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    @abstractmethod
+    def enqueue(
+        self,
+        *,
+        task_name: str,
+        queue: str,
+        priority: int,
+        run_after: dt.datetime | None,
+        dedup_key: str | None,
+        max_attempts: int,
+        retry_backoff: float,
+        timeout: float | None,
+        rows: list[tuple[str, str]],
+    ) -> list[Job]:
+        """Insert one job per ``(args_json, kwargs_json)`` row in one statement; return them.
+
+        Runs in the caller's transaction. With a ``dedup_key``, an active job with that key is
+        returned instead (``job.created`` False) and no row is added.
+        """
+
+    @abstractmethod
+    def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
+        """Write a successful outcome inside the caller's open transaction; False if fenced out.
+
+        Used by ``atomic`` tasks so the task body and the job's success commit together.
+        """
+
+    @abstractmethod
+    def open_session(self, worker: WorkerInfo) -> WorkerSession:
+        """Open a worker's own connection; raises a database error if it cannot connect."""
+
+
+class WorkerSession(ABC):
+    """One worker process's long-lived connection: claims, completions, heartbeats, rescue."""
+
+    #: Rescue needs a lease on each running job (no advisory locks on this database).
+    uses_leases = False
+
+    @abstractmethod
+    def register(self) -> None:
+        """Insert or refresh this process's worker row."""
+
+    @abstractmethod
+    def claim(self, limit: int) -> list[ClaimedJob]:
+        """Mark up to ``limit`` due jobs of unpaused queues as running for this worker."""
+
+    @abstractmethod
+    def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
+        """Write outcomes in one round trip, each fenced by its token; return applied job ids.
+
+        ``unlock`` lists job ids whose advisory locks to release.
+        """
+
+    @abstractmethod
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> None:
+        """Report liveness (and renew leases of ``running`` jobs where leases are used)."""
+
+    @abstractmethod
+    def rescue(self) -> list[RescuedJob]:
+        """Return orphaned running jobs (their worker died) to the queue, or fail them."""
+
+    @abstractmethod
+    def relock(self, running: list[ClaimedJob]) -> None:
+        """After a reconnect: take the locks of jobs this worker still owns."""
+
+    @abstractmethod
+    def wait_fileno(self) -> int | None:
+        """A file descriptor readable when a wake-up notification arrives, or None."""
+
+    @abstractmethod
+    def drain_notifications(self) -> bool:
+        """Consume pending notifications; True if any arrived."""
+
+    @abstractmethod
+    def unregister(self) -> None:
+        """Mark this worker stopped."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection (its advisory locks go with it)."""
+
+    @abstractmethod
+    def is_usable(self) -> bool:
+        """Whether the connection still works."""

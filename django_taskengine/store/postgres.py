@@ -1,0 +1,458 @@
+"""PostgreSQL storage: one-statement ``SKIP LOCKED`` claims, advisory-lock liveness, NOTIFY.
+
+Each worker process keeps one direct (session) connection. Claiming a job takes a
+session-level advisory lock ``(ADVISORY_LOCK_NAMESPACE, low 32 bits of job id)`` on it, in the
+claiming statement itself. If the process dies, PostgreSQL ends the session and frees its locks;
+a rescuer then requeues running jobs whose lock is free *and* whose worker has missed its
+heartbeat for ``RESCUE_GRACE`` seconds. The heartbeat condition keeps a database restart (which
+drops every lock at once) from requeueing jobs of live workers: they reconnect, take their locks
+again and heartbeat within the grace. Job ids that differ by a multiple of 2**32 share a lock
+key; that only makes a rescue wait for the other job, never run one twice.
+
+Session locks and LISTEN need a direct connection: point workers at PostgreSQL itself (or a
+session-mode pooler). Enqueueing works through a transaction-mode pooler.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import psycopg
+from django.db import connections, transaction
+
+from ..conf import taskengine_settings
+from ..models import ACTIVE_STATUSES, Job, job_from_row
+from .base import ClaimedJob, Outcome, RescuedJob, Store, WorkerInfo, WorkerSession
+
+_ACTIVE = "('queued', 'running', 'paused')"
+_LOCK_KEY = "({id})::bit(32)::int4"
+
+ENQUEUE_SQL = f"""
+WITH ins AS (
+    INSERT INTO taskengine_job (
+        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
+    SELECT %(task_name)s, %(queue)s, t.a::jsonb, t.k::jsonb, 'queued', %(priority)s,
+        COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
+        %(timeout)s, '', '', now(), ''
+    FROM unnest(%(args)s::text[], %(kwargs)s::text[]) WITH ORDINALITY AS t(a, k, n)
+    ORDER BY t.n
+    ON CONFLICT (dedup_key) WHERE status IN {_ACTIVE} DO NOTHING
+    RETURNING id, run_after, created_at
+)
+SELECT ins.id, ins.run_after, ins.created_at,
+    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
+     WHERE ins.run_after <= now())
+FROM ins ORDER BY ins.id
+"""
+
+CLAIM_SQL = f"""
+WITH picked AS (
+    SELECT j.id FROM taskengine_job j
+    WHERE j.status = 'queued' AND j.run_after <= now()
+      AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
+      AND NOT EXISTS (
+          SELECT 1 FROM taskengine_queue q
+          WHERE q.name = j.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE taskengine_job j
+SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
+    worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.task_name, j.queue, j.args, j.kwargs, j.attempts, j.max_attempts,
+    j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint,
+    pg_try_advisory_lock(%(ns)s, {_LOCK_KEY.format(id="j.id")})
+"""
+
+FINISH_SQL = f"""
+WITH o AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[], %(outcomes)s::text[],
+        %(results)s::text[], %(errors)s::text[], %(tracebacks)s::text[], %(delays)s::float8[],
+        %(refunds)s::bool[], %(numbers)s::int[], %(started)s::timestamptz[],
+        %(finished)s::timestamptz[])
+    AS o(id, token, status, outcome, result, error, traceback, delay, refund, number,
+         started, finished)
+),
+upd AS (
+    UPDATE taskengine_job j SET
+        status = o.status,
+        result = o.result::jsonb,
+        error = o.error,
+        traceback = o.traceback,
+        finished_at = CASE WHEN o.status IN ('succeeded', 'failed', 'cancelled')
+                           THEN o.finished END,
+        run_after = CASE WHEN o.status = 'queued'
+                         THEN now() + o.delay * interval '1 second' ELSE j.run_after END,
+        attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
+        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
+    FROM o
+    WHERE j.id = o.id AND j.token = o.token AND j.status = 'running'
+    RETURNING j.id
+),
+att AS (
+    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
+                                    error, traceback)
+    SELECT o.id, o.number, %(worker)s, o.started, o.finished,
+        CASE WHEN upd.id IS NULL THEN 'superseded' ELSE o.outcome END, o.error, o.traceback
+    FROM o LEFT JOIN upd ON upd.id = o.id
+    WHERE EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = o.id)
+),
+unlocked AS (
+    SELECT pg_advisory_unlock(%(ns)s, {_LOCK_KEY.format(id="u.id")})
+    FROM unnest(%(unlock)s::bigint[]) AS u(id)
+)
+SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked)
+"""
+
+FINISH_ONE_SQL = """
+WITH upd AS (
+    UPDATE taskengine_job SET status = 'succeeded', result = %(result)s::jsonb, error = '',
+        traceback = '', finished_at = %(finished)s, worker_id = NULL, token = NULL,
+        lease_expires_at = NULL, stop_requested = ''
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+    RETURNING id
+),
+att AS (
+    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
+                                    error, traceback)
+    SELECT id, %(number)s, %(worker)s, %(started)s, %(finished)s, 'succeeded', '', '' FROM upd
+)
+SELECT count(*) FROM upd
+"""
+
+RESCUE_SQL = f"""
+WITH guard AS (
+    SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
+),
+held AS (
+    SELECT l.objid::bigint AS k FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.classid = %(ns)s::oid AND l.objsubid = 2 AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+orphan AS (
+    SELECT j.id, j.worker_id, j.started_at FROM taskengine_job j
+    LEFT JOIN taskengine_worker w ON w.id = j.worker_id
+    WHERE (SELECT ok FROM guard) AND j.status = 'running'
+      AND (w.id IS NULL OR w.stopped_at IS NOT NULL
+           OR w.last_heartbeat_at < now() - %(grace)s * interval '1 second')
+      AND (j.id & 4294967295) NOT IN (SELECT k FROM held)
+    FOR UPDATE OF j SKIP LOCKED
+),
+upd AS (
+    UPDATE taskengine_job j SET
+        status = CASE WHEN j.attempts >= j.max_attempts OR j.task_name = ANY(%(park)s)
+                      THEN 'failed' ELSE 'queued' END,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts OR j.task_name = ANY(%(park)s)
+                           THEN now() END,
+        error = %(error)s, traceback = '', run_after = now(),
+        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
+    FROM orphan WHERE j.id = orphan.id
+    RETURNING j.id, j.task_name, j.attempts, j.status, orphan.worker_id, orphan.started_at
+),
+att AS (
+    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
+                                    error, traceback)
+    SELECT id, attempts, worker_id, started_at, now(), 'orphaned', %(error)s, '' FROM upd
+)
+SELECT id, task_name, attempts, status FROM upd
+"""
+
+ORPHAN_ERROR = (
+    "worker died mid-run: the worker process running this attempt stopped (killed, crashed or "
+    "lost its database connection) before the attempt finished"
+)
+
+
+class PostgresStore(Store):
+    vendor = "postgresql"
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(alias)
+        self._known_queues: set[str] = set()
+
+    def enqueue(
+        self,
+        *,
+        task_name: str,
+        queue: str,
+        priority: int,
+        run_after: dt.datetime | None,
+        dedup_key: str | None,
+        max_attempts: int,
+        retry_backoff: float,
+        timeout: float | None,
+        rows: list[tuple[str, str]],
+    ) -> list[Job]:
+        if not rows:
+            return []
+        connection = connections[self.alias]
+        params = {
+            "task_name": task_name,
+            "queue": queue,
+            "priority": priority,
+            "run_after": run_after,
+            "dedup_key": dedup_key,
+            "max_attempts": max_attempts,
+            "retry_backoff": retry_backoff,
+            "timeout": timeout,
+            "args": [row[0] for row in rows],
+            "kwargs": [row[1] for row in rows],
+            "channel": taskengine_settings.NOTIFY_CHANNEL,
+        }
+        with connection.cursor() as cursor:
+            self._ensure_queue(cursor, queue)
+            for _ in range(10):
+                cursor.execute(ENQUEUE_SQL, params)
+                inserted = cursor.fetchall()
+                if inserted or dedup_key is None:
+                    break
+                # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
+                existing = Job.objects.using(self.alias).filter(
+                    dedup_key=dedup_key, status__in=ACTIVE_STATUSES
+                ).first()
+                if existing is not None:
+                    existing.created = False
+                    return [existing] * len(rows)
+            else:
+                raise RuntimeError(f"could not enqueue {task_name} with dedup_key {dedup_key!r}")
+        jobs = []
+        common = {
+            "task_name": task_name,
+            "queue": queue,
+            "priority": priority,
+            "dedup_key": dedup_key,
+            "max_attempts": max_attempts,
+            "retry_backoff": retry_backoff,
+            "timeout": timeout,
+            "status": "queued",
+        }
+        for (args_json, kwargs_json), (job_id, job_run_after, created_at, _) in zip(rows, inserted):
+            job = job_from_row(
+                {
+                    **common,
+                    "id": job_id,
+                    "args": json.loads(args_json),
+                    "kwargs": json.loads(kwargs_json),
+                    "run_after": job_run_after,
+                    "created_at": created_at,
+                }
+            )
+            job._state.db = self.alias
+            jobs.append(job)
+        if len(jobs) < len(rows):
+            # With a dedup key, the first row was inserted and the rest repeat its key.
+            first = jobs[0]
+            duplicate = job_from_row({**common, "id": first.id, "args": first.args,
+                                      "kwargs": first.kwargs, "run_after": first.run_after,
+                                      "created_at": first.created_at})
+            duplicate.created = False
+            jobs.extend([duplicate] * (len(rows) - len(jobs)))
+        return jobs
+
+    def _ensure_queue(self, cursor: Any, queue: str) -> None:
+        if queue in self._known_queues:
+            return
+        cursor.execute(
+            "INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at) "
+            "VALUES (%s, false, '', '', now()) ON CONFLICT (name) DO NOTHING",
+            [queue],
+        )
+        # Remember it only once it is committed: a rolled-back enqueue must not hide the row.
+        transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
+
+    def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(
+                FINISH_ONE_SQL,
+                {
+                    "result": outcome.result_json,
+                    "finished": outcome.finished_at,
+                    "id": outcome.job_id,
+                    "token": outcome.token,
+                    "number": outcome.attempt,
+                    "worker": worker_id,
+                    "started": outcome.started_at,
+                },
+            )
+            return bool(cursor.fetchone()[0])
+
+    def open_session(self, worker: WorkerInfo) -> PostgresWorkerSession:
+        return PostgresWorkerSession(self, worker)
+
+
+class PostgresWorkerSession(WorkerSession):
+    def __init__(self, store: PostgresStore, worker: WorkerInfo) -> None:
+        self.store = store
+        self.worker = worker
+        wrapper = connections[store.alias]
+        params = dict(wrapper.get_connection_params())
+        params.pop("cursor_factory", None)
+        params.pop("pool", None)
+        # Our own adapters: psycopg's defaults (Django's context leaves jsonb undecoded).
+        params.pop("context", None)
+        params["autocommit"] = True
+        params.setdefault("application_name", f"taskengine-worker {worker.hostname}:{worker.pid}")
+        self.conn: psycopg.Connection[Any] = psycopg.connect(**params)
+        self.ns = taskengine_settings.ADVISORY_LOCK_NAMESPACE
+        self.conn.execute(f'LISTEN "{taskengine_settings.NOTIFY_CHANNEL}"')
+        self.queues = list(worker.queues)
+
+    def register(self) -> None:
+        self.conn.execute(
+            """
+            INSERT INTO taskengine_worker (id, hostname, pid, queues, concurrency, started_at,
+                                           last_heartbeat_at, stopped_at, jobs_succeeded,
+                                           jobs_failed)
+            VALUES (%s, %s, %s, %s::jsonb, %s, now(), now(), NULL, 0, 0)
+            ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL
+            """,
+            [
+                self.worker.id,
+                self.worker.hostname,
+                self.worker.pid,
+                json.dumps(self.worker.queues),
+                self.worker.concurrency,
+            ],
+        )
+
+    def claim(self, limit: int) -> list[ClaimedJob]:
+        rows = self.conn.execute(
+            CLAIM_SQL,
+            {
+                "queues": self.queues,
+                "all_queues": not self.queues,
+                "limit": limit,
+                "worker": self.worker.id,
+                "ns": self.ns,
+            },
+        ).fetchall()
+        claimed = [
+            ClaimedJob(
+                id=row[0],
+                task_name=row[1],
+                queue=row[2],
+                args=row[3],
+                kwargs=row[4],
+                attempt=row[5],
+                max_attempts=row[6],
+                retry_backoff=row[7],
+                timeout=row[8],
+                token=row[9],
+                started_at=row[10],
+                checkpoint=row[11],
+                locked=row[12],
+            )
+            for row in rows
+        ]
+        claimed.sort(key=lambda job: job.id)
+        return claimed
+
+    def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
+        if not outcomes and not unlock:
+            return set()
+        row = self.conn.execute(
+            FINISH_SQL,
+            {
+                "ids": [o.job_id for o in outcomes],
+                "tokens": [o.token for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "outcomes": [o.outcome for o in outcomes],
+                "results": [o.result_json for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "tracebacks": [o.traceback for o in outcomes],
+                "delays": [o.retry_delay for o in outcomes],
+                "refunds": [o.refund_attempt for o in outcomes],
+                "numbers": [o.attempt for o in outcomes],
+                "started": [o.started_at for o in outcomes],
+                "finished": [o.finished_at for o in outcomes],
+                "worker": self.worker.id,
+                "ns": self.ns,
+                "unlock": unlock,
+            },
+        ).fetchone()
+        return set(row[0] or ())
+
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> None:
+        cursor = self.conn.execute(
+            "UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %s, "
+            "jobs_failed = %s WHERE id = %s",
+            [succeeded, failed, self.worker.id],
+        )
+        if cursor.rowcount == 0:
+            self.register()
+
+    def rescue(self) -> list[RescuedJob]:
+        from ..task import registered_tasks
+
+        park = [name for name, t in registered_tasks().items() if t.on_orphan == "park"]
+        rows = self.conn.execute(
+            RESCUE_SQL,
+            {
+                "rescuer_key": (self.ns << 32) | 1,
+                "ns": self.ns,
+                "grace": taskengine_settings.RESCUE_GRACE,
+                "park": park,
+                "error": ORPHAN_ERROR,
+            },
+        ).fetchall()
+        return [RescuedJob(id=r[0], task_name=r[1], attempt=r[2], status=r[3]) for r in rows]
+
+    def relock(self, running: list[ClaimedJob]) -> None:
+        # A claim whose reply was lost with the connection left jobs running under this worker
+        # that it does not know about; nobody would rescue them while it heartbeats.
+        self.conn.execute(
+            "UPDATE taskengine_job SET status = 'queued', attempts = attempts - 1, "
+            "worker_id = NULL, token = NULL, started_at = NULL "
+            "WHERE worker_id = %s AND status = 'running' AND NOT (id = ANY(%s))",
+            [self.worker.id, [j.id for j in running]],
+        )
+        if not running:
+            return
+        rows = self.conn.execute(
+            f"""
+            SELECT j.id, pg_try_advisory_lock(%(ns)s, {_LOCK_KEY.format(id="j.id")})
+            FROM taskengine_job j
+            JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+              ON j.id = r.id AND j.token = r.token
+            WHERE j.status = 'running'
+            """,
+            {"ns": self.ns, "ids": [j.id for j in running], "tokens": [j.token for j in running]},
+        ).fetchall()
+        relocked = {row[0] for row in rows if row[1]}
+        for job in running:
+            job.locked = job.id in relocked
+
+    def wait_fileno(self) -> int | None:
+        return self.conn.fileno()
+
+    def drain_notifications(self) -> bool:
+        return sum(1 for _ in self.conn.notifies(timeout=0)) > 0
+
+    def unregister(self) -> None:
+        self.conn.execute(
+            "UPDATE taskengine_worker SET stopped_at = now(), last_heartbeat_at = now() "
+            "WHERE id = %s",
+            [self.worker.id],
+        )
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
+            pass
+
+    def is_usable(self) -> bool:
+        if self.conn.closed or self.conn.broken:
+            return False
+        try:
+            self.conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True

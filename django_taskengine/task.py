@@ -1,0 +1,311 @@
+"""``@task``: turning functions into registered tasks, and enqueueing jobs for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from .conf import taskengine_settings
+from .serialization import dump_arguments
+
+if TYPE_CHECKING:
+    from .models import Job
+
+OnOrphan = Literal["retry", "park"]
+
+
+class TaskNotRegistered(LookupError):
+    """A job names a task that no ``@task`` in this process registered."""
+
+
+_registry: dict[str, Task] = {}
+
+
+def get_task(name: str) -> Task:
+    """Return the registered task called ``name`` or raise :class:`TaskNotRegistered`."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise TaskNotRegistered(
+            f"No task named {name!r} is registered in this process. Tasks are registered by "
+            f"@task in modules Django imports: an app's "
+            f"'{taskengine_settings.AUTODISCOVER_MODULE}.py' is imported automatically. Is the "
+            "app in INSTALLED_APPS, or was the task renamed after the job was enqueued?"
+        ) from None
+
+
+def registered_tasks() -> dict[str, Task]:
+    """A copy of the registry: task name -> :class:`Task`."""
+    return dict(_registry)
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Per-call options set with :meth:`Task.using`."""
+
+    queue: str | None = None
+    priority: int | None = None
+    run_after: dt.datetime | None = None
+    dedup_key: str | None = None
+    max_attempts: int | None = None
+    database: str | None = None
+
+
+class Task:
+    """A registered function. Call it to run it here and now; ``enqueue`` it to run in a worker."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        retry_backoff: float | None = None,
+        timeout: float | None = None,
+        takes_context: bool = False,
+        atomic: bool = False,
+        on_orphan: OnOrphan = "retry",
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"@task needs a function, got {func!r}")
+        self.func = func
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self._queue = queue
+        self._priority = priority
+        self._max_attempts = max_attempts
+        self._retry_backoff = retry_backoff
+        self.timeout = timeout
+        self.takes_context = takes_context
+        self.atomic = atomic
+        self.on_orphan = on_orphan
+        _check_option("max_attempts", max_attempts, int, minimum=1, name=self.name)
+        _check_option("priority", priority, int, name=self.name)
+        _check_option("retry_backoff", retry_backoff, (int, float), minimum=0, name=self.name)
+        _check_option("timeout", timeout, (int, float), minimum=0, name=self.name)
+        if on_orphan not in ("retry", "park"):
+            raise ValueError(f"@task {self.name}: on_orphan must be 'retry' or 'park', not {on_orphan!r}")
+        signature = inspect.signature(func)
+        if takes_context:
+            params = list(signature.parameters.values())
+            if not params:
+                raise TypeError(f"@task(takes_context=True) {self.name} must accept a context argument first")
+            signature = signature.replace(parameters=params[1:])
+        self.signature = signature
+        self.__doc__ = func.__doc__
+        self.__name__ = getattr(func, "__name__", self.name)
+        self.__module__ = func.__module__
+        self.__wrapped__ = func
+
+    # Defaults are read when used, so TASKENGINE settings overridden in tests apply.
+    @property
+    def queue(self) -> str:
+        return self._queue or taskengine_settings.DEFAULT_QUEUE
+
+    @property
+    def priority(self) -> int:
+        return self._priority if self._priority is not None else taskengine_settings.DEFAULT_PRIORITY
+
+    @property
+    def max_attempts(self) -> int:
+        if self._max_attempts is not None:
+            return self._max_attempts
+        return taskengine_settings.DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def retry_backoff(self) -> float:
+        if self._retry_backoff is not None:
+            return float(self._retry_backoff)
+        return taskengine_settings.DEFAULT_RETRY_BACKOFF
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def using(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_after: dt.datetime | dt.timedelta | float | None = None,
+        dedup_key: str | None = None,
+        max_attempts: int | None = None,
+        database: str | None = None,
+    ) -> BoundTask:
+        """Return this task with per-call options for ``enqueue`` and ``bulk_enqueue``.
+
+        ``run_after`` is an aware datetime, a timedelta from now or a number of seconds from now.
+        ``dedup_key``: while a queued, running or paused job has this key, enqueueing returns
+        that job (with ``job.created`` False) instead of adding another.
+        """
+        return BoundTask(self, EnqueueOptions()).using(
+            queue=queue,
+            priority=priority,
+            run_after=run_after,
+            dedup_key=dedup_key,
+            max_attempts=max_attempts,
+            database=database,
+        )
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        """Add one job that will call this task with these JSON arguments; return it."""
+        return BoundTask(self, EnqueueOptions()).enqueue(*args, **kwargs)
+
+    def bulk_enqueue(
+        self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
+    ) -> list[Job]:
+        """Add many jobs in one statement: ``calls`` is an iterable of ``(args, kwargs)`` pairs."""
+        return BoundTask(self, EnqueueOptions()).bulk_enqueue(calls)
+
+
+class BoundTask:
+    """A task with enqueue options attached, as returned by :meth:`Task.using`."""
+
+    def __init__(self, task: Task, options: EnqueueOptions) -> None:
+        self.task = task
+        self.options = options
+
+    def using(self, **changes: Any) -> BoundTask:
+        updates = {key: value for key, value in changes.items() if value is not None}
+        name = self.task.name
+        if "run_after" in updates:
+            updates["run_after"] = _absolute_time(updates["run_after"], name)
+        _check_option("priority", updates.get("priority"), int, name=name)
+        _check_option("max_attempts", updates.get("max_attempts"), int, minimum=1, name=name)
+        for key in ("queue", "dedup_key"):
+            value = updates.get(key)
+            if value is not None and (not isinstance(value, str) or not value or len(value) > (100 if key == "queue" else 255)):
+                limit = 100 if key == "queue" else 255
+                raise ValueError(f"{name}: {key} must be a non-empty string of at most {limit} characters, not {value!r}")
+        return BoundTask(self.task, replace(self.options, **updates))
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        return self.bulk_enqueue([(args, kwargs)])[0]
+
+    def bulk_enqueue(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
+        from .store import get_store
+
+        task = self.task
+        options = self.options
+        queue = options.queue or task.queue
+        priority = options.priority if options.priority is not None else task.priority
+        max_attempts = options.max_attempts or task.max_attempts
+        rows = []
+        for call in calls:
+            try:
+                args, kwargs = call
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"bulk_enqueue({task.name}) takes (args, kwargs) pairs, got {call!r}"
+                ) from None
+            args = tuple(args)
+            kwargs = dict(kwargs)
+            try:
+                task.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(
+                    f"Cannot enqueue {task.name}{task.signature}: {exc}. Nothing was enqueued."
+                ) from None
+            args_json, kwargs_json = dump_arguments(task.name, args, kwargs)
+            rows.append((args_json, kwargs_json))
+        store = get_store(options.database)
+        return store.enqueue(
+            task_name=task.name,
+            queue=queue,
+            priority=priority,
+            run_after=options.run_after,
+            dedup_key=options.dedup_key,
+            max_attempts=max_attempts,
+            retry_backoff=task.retry_backoff,
+            timeout=task.timeout,
+            rows=rows,
+        )
+
+
+def _absolute_time(value: Any, name: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        if timezone.is_naive(value):
+            raise ValueError(
+                f"{name}: run_after={value!r} is a naive datetime; pass an aware one "
+                "(e.g. timezone.now() + timedelta(minutes=5))"
+            )
+        return value
+    if isinstance(value, dt.timedelta):
+        return timezone.now() + value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timezone.now() + dt.timedelta(seconds=value)
+    raise TypeError(
+        f"{name}: run_after must be an aware datetime, a timedelta or seconds, not {value!r}"
+    )
+
+
+def _check_option(
+    option: str,
+    value: Any,
+    kind: type | tuple[type, ...],
+    *,
+    name: str,
+    minimum: float | None = None,
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name}: {option} must be a number, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: {option} must be at least {minimum}, not {value!r}")
+
+
+@overload
+def task(func: Callable[..., Any], /) -> Task: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    retry_backoff: float | None = None,
+    timeout: float | None = None,
+    takes_context: bool = False,
+    atomic: bool = False,
+    on_orphan: OnOrphan = "retry",
+) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Register a function as a task: ``@task`` or ``@task(queue=..., max_attempts=...)``.
+
+    Options: ``name`` (default ``module.qualname``), ``queue``, ``priority`` (higher runs
+    first), ``max_attempts``, ``retry_backoff`` (seconds before the first retry; doubles each
+    time, with jitter), ``timeout`` (seconds), ``takes_context``, ``atomic``, ``on_orphan``.
+    """
+
+    def register(function: Callable[..., Any]) -> Task:
+        new = Task(function, **options)
+        existing = _registry.get(new.name)
+        if existing is not None and _origin(existing.func) != _origin(function):
+            raise ImproperlyConfigured(
+                f"Two tasks are named {new.name!r}: {_origin(existing.func)} and "
+                f"{_origin(function)}. Give one of them @task(name=...)."
+            )
+        _registry[new.name] = new
+        return new
+
+    if func is not None:
+        return register(func)
+    return register
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{getattr(func, '__qualname__', func)}"

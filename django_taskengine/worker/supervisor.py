@@ -1,0 +1,169 @@
+"""``run_workers``' parent process: starts worker processes, restarts any that die, and passes
+SIGTERM/SIGINT on for a graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from typing import Any
+
+from django.db import connections
+
+from .worker import EXIT_RECYCLE, WorkerProcess
+
+logger = logging.getLogger("django_taskengine.supervisor")
+
+#: A worker exiting with this code found a problem no restart can fix; stop everything.
+EXIT_FATAL = 78
+
+
+class Supervisor:
+    """Keeps ``processes`` worker processes running until told to stop (or, in burst and
+    max-jobs modes, until every worker has finished its work)."""
+
+    def __init__(self, *, processes: int, worker_options: dict[str, Any]) -> None:
+        self.processes = max(1, processes)
+        self.worker_options = worker_options
+        self.shutdown_timeout = float(worker_options["shutdown_timeout"])
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+        self.stop_signal = signal.SIGTERM
+        self.kill_deadline: float | None = None
+        self.fatal = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._crash_times: dict[int, list[float]] = {}
+
+    @property
+    def finite(self) -> bool:
+        return bool(self.worker_options.get("burst") or self.worker_options.get("max_jobs"))
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        logger.info("supervisor %s starting %s worker process(es)", os.getpid(), self.processes)
+        for slot in range(self.processes):
+            self._spawn(slot)
+        while self.children:
+            self._reap()
+            if not self.children:
+                break
+            timeout = 1.0
+            if self.kill_deadline is not None:
+                remaining = self.kill_deadline - time.monotonic()
+                if remaining <= 0:
+                    for pid in list(self.children):
+                        logger.error("worker process %s did not stop in time; killing it", pid)
+                        _kill(pid, signal.SIGKILL)
+                    self.kill_deadline = None
+                else:
+                    timeout = min(timeout, remaining)
+            try:
+                select.select([self._wake_r], [], [], timeout)
+            except InterruptedError:
+                pass
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        signal.set_wakeup_fd(-1)
+        logger.info("supervisor %s stopped", os.getpid())
+        return 1 if self.fatal else 0
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        first = not self.stopping
+        self.stopping = True
+        for pid in list(self.children):
+            _kill(pid, signal.SIGTERM)
+        if first:
+            logger.info(
+                "supervisor got %s: stopping workers (running jobs get %.0f s)",
+                signal.Signals(signum).name, self.shutdown_timeout,
+            )
+            self.kill_deadline = time.monotonic() + self.shutdown_timeout + 10.0
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            self._after_exit(pid, slot, code)
+
+    def _after_exit(self, pid: int, slot: int, code: int) -> None:
+        if self.stopping:
+            return
+        if code == 0 and self.finite:
+            return
+        if code == EXIT_FATAL:
+            logger.error("worker process %s hit an unrecoverable error; stopping", pid)
+            self.fatal = True
+            self._on_stop_signal(signal.SIGTERM, None)
+            return
+        if code == EXIT_RECYCLE:
+            logger.warning("worker process %s asked to be replaced; starting a new one", pid)
+        else:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            logger.error("worker process %s died (%s); starting a new one", pid, how)
+            # Back off if this slot keeps dying right after starting (e.g. a broken import).
+            now = time.monotonic()
+            recent = [t for t in self._crash_times.get(slot, []) if now - t < 30] + [now]
+            self._crash_times[slot] = recent
+            if len(recent) > 3:
+                delay = min(30.0, 2.0 ** (len(recent) - 3))
+                logger.error("worker slot %s keeps dying; waiting %.0f s before restarting", slot, delay)
+                self._sleep(delay)
+                if self.stopping:
+                    return
+        self._spawn(slot)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            try:
+                select.select([self._wake_r], [], [], deadline - time.monotonic())
+            except InterruptedError:
+                pass
+
+    def _spawn(self, slot: int) -> None:
+        # Children must not share the parent's database connections.
+        connections.close_all()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                code = WorkerProcess(**self.worker_options, supervised=True).run()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                logger.exception("worker process %s crashed", os.getpid())
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = slot
+        logger.info("started worker process %s", pid)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,115 @@
+"""Helpers for tests that start real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, message: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """Environment for a subprocess that uses this test run's database."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        TASKENGINE_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerCommand:
+    """A running ``manage.py run_workers`` process (the supervisor), with its log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "run_workers", *args],
+            cwd=REPO_ROOT,
+            env=env or worker_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"run_workers {' '.join(self.args)} did not exit within {timeout} s; log:\n"
+                + self.log()[-4000:]
+            ) from None
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """Kill the supervisor and every worker process it started."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not self._log.closed:
+            self._log.close()
+
+
+def child_pids(supervisor_pid: int) -> list[int]:
+    """PIDs of the live children of a process (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 is the parent pid; the command name (field 2) may contain spaces.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == supervisor_pid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return sorted(pids)

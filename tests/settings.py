@@ -1,0 +1,96 @@
+"""Settings for the test suite. ``TASKENGINE_TEST_DB`` picks the database: ``postgres`` (the
+default; ``DATABASE_URL`` names the server) or ``sqlite``. Worker processes started by the tests
+use these settings too, with ``TASKENGINE_TEST_DB_NAME`` naming the test database."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+BACKEND = os.environ.get("TASKENGINE_TEST_DB", "postgres")
+# Worker subprocesses connect to the test database the pytest process created.
+TEST_DB_NAME = os.environ.get("TASKENGINE_TEST_DB_NAME")
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if BACKEND == "sqlite":
+    sqlite_dir = Path(os.environ.get("TASKENGINE_SQLITE_DIR", tempfile.gettempdir()))
+    sqlite_path = str(sqlite_dir / f"taskengine-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": TEST_DB_NAME or sqlite_path,
+            "OPTIONS": {
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+            },
+            # A file, not memory: worker processes must see the same database.
+            "TEST": {"NAME": sqlite_path},
+        }
+    }
+else:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        )
+    }
+    DATABASES["default"]["TEST"] = {"NAME": "test_taskengine"}
+    if TEST_DB_NAME:
+        DATABASES["default"]["NAME"] = TEST_DB_NAME
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_taskengine",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# Short intervals so crash-recovery tests finish in seconds.
+TASKENGINE = {
+    "POLL_INTERVAL": 0.2,
+    "HEARTBEAT_INTERVAL": 0.25,
+    "RESCUE_GRACE": 1.5,
+    "RESCUE_INTERVAL": 0.25,
+    "LEASE_SECONDS": 2.0,
+    "SHUTDOWN_TIMEOUT": 10.0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"django_taskengine": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,74 @@
+"""Tasks used by the test suite (autodiscovered like any app's tasks.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django_taskengine import task
+
+from .models import LedgerEntry
+
+
+@task
+def add(a, b):
+    return a + b
+
+
+@task
+def noop():
+    return None
+
+
+@task(takes_context=True)
+def record(ctx, label="", sleep=0.0):
+    """Writes a ledger row for each run (outside any task transaction)."""
+    LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label=label, pid=os.getpid())
+    if sleep:
+        time.sleep(sleep)
+    return {"job": ctx.job_id, "attempt": ctx.attempt}
+
+
+@task(takes_context=True, atomic=True)
+def record_atomic(ctx, label="", sleep=0.0):
+    LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label=label, pid=os.getpid())
+    if sleep:
+        time.sleep(sleep)
+    return ctx.attempt
+
+
+@task(takes_context=True, max_attempts=3, retry_backoff=0.05)
+def fail_then_succeed(ctx, failures=2):
+    if ctx.attempt <= failures:
+        raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
+    return f"succeeded on attempt {ctx.attempt}"
+
+
+@task(max_attempts=2, retry_backoff=0.05)
+def always_fail():
+    raise ValueError("this task always fails")
+
+
+@task(takes_context=True, max_attempts=5)
+def sleep_and_record(ctx, seconds=30.0, label="sleeper"):
+    """Records its start, then sleeps: a job to kill a worker under."""
+    LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label=label, pid=os.getpid())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "slept"
+
+
+@task
+def returns_object():
+    return object()
+
+
+@task(queue="other")
+def in_other_queue(n):
+    return n
+
+
+@task(timeout=0.5, max_attempts=1)
+def overruns():
+    time.sleep(3)

@@ -25,3 +25,13 @@ def start_workers(
     yield start
     for command in started:
         command.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stores() -> Iterator[None]:
+    """Forget the queues a store has seen: each test starts with emptied tables."""
+    from django_taskengine import store
+
+    store._stores.clear()
+    yield
+    store._stores.clear()

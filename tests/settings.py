@@ -4,6 +4,7 @@ use these settings too, with ``TASKENGINE_TEST_DB_NAME`` naming the test databas
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -86,6 +87,8 @@ TASKENGINE = {
     "LEASE_SECONDS": 2.0,
     "SHUTDOWN_TIMEOUT": 10.0,
 }
+# Worker processes started by a test may get other values (JSON in this variable).
+TASKENGINE.update(json.loads(os.environ.get("TASKENGINE_TEST_OVERRIDES", "{}")))
 
 LOGGING = {
     "version": 1,

@@ -44,9 +44,50 @@ class Queue(models.Model):
     class Meta:
         db_table = "taskengine_queue"
         ordering = ["name"]
+        permissions = [("pause_queue", "Can pause and resume queues and task types")]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_paused(self) -> bool:
+        """Paused now: a timed pause whose end has passed no longer counts."""
+        return self.paused and (self.paused_until is None or self.paused_until > timezone.now())
+
+
+class PauseScope(models.TextChoices):
+    ENGINE = "engine", "every queue"
+    TASK = "task", "task type"
+
+
+class Pause(models.Model):
+    """A pause wider than one queue: the whole engine, or one task type across all queues.
+
+    A row means "paused" (until ``paused_until``, if set); resuming deletes it. Queue pauses
+    live on :class:`Queue` itself.
+    """
+
+    scope = models.CharField(max_length=16, choices=PauseScope.choices)
+    #: The task name for a task pause; empty for the engine-wide pause.
+    target = models.CharField(max_length=255, blank=True, default="")
+    paused_at = models.DateTimeField(default=timezone.now)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    pause_reason = models.TextField(blank=True, default="")
+    paused_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "taskengine_pause"
+        ordering = ["scope", "target"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "target"], name="taskengine_pause_unique")
+        ]
+
+    def __str__(self) -> str:
+        return "all queues" if self.scope == PauseScope.ENGINE else f"task {self.target}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.paused_until is None or self.paused_until > timezone.now()
 
 
 class JobTimeoutError(TimeoutError):
@@ -93,6 +134,11 @@ class Job(models.Model):
     class Meta:
         db_table = "taskengine_job"
         ordering = ["-id"]
+        permissions = [
+            ("pause_job", "Can pause and resume jobs"),
+            ("retry_job", "Can retry jobs and run them now"),
+            ("cancel_job", "Can cancel jobs"),
+        ]
         indexes = [
             # Serves the claim: due queued jobs in priority, then run_after, then FIFO order.
             models.Index(

@@ -25,6 +25,8 @@ from ..models import (
     AttemptOutcome,
     Job,
     JobStatus,
+    Pause,
+    PauseScope,
     Queue,
     Worker,
 )
@@ -175,8 +177,14 @@ class GenericWorkerSession(WorkerSession):
         candidates = self._jobs().filter(status=JobStatus.QUEUED, run_after__lte=now)
         if self.worker.queues:
             candidates = candidates.filter(queue__in=self.worker.queues)
+        pauses = Pause.objects.using(self.alias).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        )
+        if pauses.filter(scope=PauseScope.ENGINE).exists():
+            return []
         candidates = (
             candidates.exclude(queue__in=Subquery(paused.values("name")))
+            .exclude(task_name__in=Subquery(pauses.filter(scope=PauseScope.TASK).values("target")))
             .order_by("-priority", "run_after", "id")
             .values("id")[:limit]
         )

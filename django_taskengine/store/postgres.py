@@ -57,6 +57,10 @@ WITH picked AS (
       AND NOT EXISTS (
           SELECT 1 FROM taskengine_queue q
           WHERE q.name = j.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
+      AND NOT EXISTS (
+          SELECT 1 FROM taskengine_pause p
+          WHERE (p.scope = 'engine' OR (p.scope = 'task' AND p.target = j.task_name))
+            AND (p.paused_until IS NULL OR p.paused_until > now()))
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED

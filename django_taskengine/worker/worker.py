@@ -163,6 +163,7 @@ class WorkerProcess:
                     self.request_stop()
                 self._enforce_timeouts(now)
                 if self.stopping or self.recycle:
+                    self._return_unstarted()
                     if not self.running and not self.outcomes:
                         break
                     if self.stopping and self.stop_deadline is not None and now >= self.stop_deadline:
@@ -364,10 +365,29 @@ class WorkerProcess:
                 )
             self.recycle = True
 
+    def _return_unstarted(self) -> None:
+        """Give back claimed jobs no thread has started yet (a stop or recycle is pending)."""
+        unstarted = []
+        while True:
+            try:
+                entry = self.inbox.get_nowait()
+            except queue_module.Empty:
+                break
+            if entry is not None:
+                unstarted.append(entry)
+        if unstarted:
+            self._interrupt(unstarted, "the worker stopped before the attempt started")
+
     def _interrupt_running(self) -> None:
         """Return the jobs still running at the shutdown deadline to the queue."""
+        self._interrupt(
+            list(self.running.values()),
+            "interrupted: the worker shut down before the attempt finished",
+        )
+
+    def _interrupt(self, entries: list[_Running], error: str) -> None:
         now = timezone.now()
-        for entry in list(self.running.values()):
+        for entry in entries:
             job = entry.job
             self.running.pop(job.id, None)
             entry.abandoned = True
@@ -383,7 +403,7 @@ class WorkerProcess:
                         outcome=AttemptOutcome.INTERRUPTED,
                         started_at=job.started_at,
                         finished_at=now,
-                        error="interrupted: the worker shut down before the attempt finished",
+                        error=error,
                         refund_attempt=True,
                     ),
                     job,

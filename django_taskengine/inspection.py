@@ -1,0 +1,227 @@
+"""Read-only views of the engine for operators: queue statistics, live workers, and why a job
+is not running. Used by the admin and the ``taskengine`` command."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
+
+from .conf import taskengine_settings
+from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
+
+#: Window for the throughput figure.
+THROUGHPUT_WINDOW = dt.timedelta(minutes=5)
+
+
+def stale_after() -> dt.timedelta:
+    """A worker whose heartbeat is older than this is presumed dead."""
+    return dt.timedelta(
+        seconds=max(taskengine_settings.RESCUE_GRACE, 3 * taskengine_settings.HEARTBEAT_INTERVAL)
+    )
+
+
+@dataclass
+class QueueStats:
+    name: str
+    queue: Queue | None
+    queued: int = 0
+    due: int = 0
+    running: int = 0
+    paused_jobs: int = 0
+    failed: int = 0
+    oldest_due: dt.datetime | None = None
+    finished_recently: int = 0
+    failed_recently: int = 0
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.queue and self.queue.is_paused)
+
+    @property
+    def oldest_due_age(self) -> dt.timedelta | None:
+        return timezone.now() - self.oldest_due if self.oldest_due else None
+
+    @property
+    def throughput_per_minute(self) -> float:
+        return self.finished_recently / (THROUGHPUT_WINDOW.total_seconds() / 60)
+
+
+def queue_stats(*, using: str | None = None) -> dict[str, QueueStats]:
+    """Per-queue counts in three indexed queries (never a scan of finished history)."""
+    db = using or taskengine_settings.DATABASE
+    now = timezone.now()
+    jobs = Job.objects.using(db).order_by()
+    stats: dict[str, QueueStats] = {
+        q.name: QueueStats(q.name, q) for q in Queue.objects.using(db).all()
+    }
+
+    def entry(name: str) -> QueueStats:
+        if name not in stats:
+            stats[name] = QueueStats(name, None)
+        return stats[name]
+
+    active = (
+        jobs.filter(status__in=ACTIVE_STATUSES)
+        .values("queue")
+        .annotate(
+            queued=Count("id", filter=Q(status=JobStatus.QUEUED)),
+            due=Count("id", filter=Q(status=JobStatus.QUEUED, run_after__lte=now)),
+            running=Count("id", filter=Q(status=JobStatus.RUNNING)),
+            paused=Count("id", filter=Q(status=JobStatus.PAUSED)),
+            oldest_due=Min("run_after", filter=Q(status=JobStatus.QUEUED, run_after__lte=now)),
+        )
+    )
+    for row in active:
+        item = entry(row["queue"])
+        item.queued, item.due, item.running = row["queued"], row["due"], row["running"]
+        item.paused_jobs, item.oldest_due = row["paused"], row["oldest_due"]
+    for row in jobs.filter(status=JobStatus.FAILED).values("queue").annotate(n=Count("id")):
+        entry(row["queue"]).failed = row["n"]
+    recent = (
+        jobs.filter(finished_at__gte=now - THROUGHPUT_WINDOW)
+        .values("queue")
+        .annotate(
+            finished=Count("id"),
+            failed=Count("id", filter=Q(status=JobStatus.FAILED)),
+        )
+    )
+    for row in recent:
+        item = entry(row["queue"])
+        item.finished_recently, item.failed_recently = row["finished"], row["failed"]
+    return dict(sorted(stats.items()))
+
+
+def live_workers(*, using: str | None = None) -> list[Worker]:
+    db = using or taskengine_settings.DATABASE
+    return list(
+        Worker.objects.using(db).filter(
+            stopped_at__isnull=True, last_heartbeat_at__gte=timezone.now() - stale_after()
+        )
+    )
+
+
+def worker_is_stale(worker: Worker) -> bool:
+    return worker.stopped_at is None and worker.last_heartbeat_at < timezone.now() - stale_after()
+
+
+@dataclass
+class Reason:
+    """One reason a job is not running (or what it is doing), in words."""
+
+    code: str
+    text: str
+    blocking: bool = True
+
+
+@dataclass
+class Explanation:
+    job: Job
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return " ".join(r.text for r in self.reasons)
+
+
+def _ago(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "at an unknown time"
+    seconds = (timezone.now() - moment).total_seconds()
+    if seconds < 60:
+        return f"{max(0, int(seconds))} s ago"
+    return f"{timesince(moment)} ago"
+
+
+def _who(by: str, at: dt.datetime | None, reason: str, until: dt.datetime | None) -> str:
+    text = f" by {by}" if by else ""
+    text += f" {_ago(at)}"
+    if reason:
+        text += f' ("{reason}")'
+    if until:
+        text += f"; resumes by itself in {timeuntil(until)}"
+    return text
+
+
+def explain_job(job: Job, *, using: str | None = None) -> Explanation:
+    """Say in words why ``job`` is not running, or what it is doing."""
+    db = using or taskengine_settings.DATABASE
+    now = timezone.now()
+    explanation = Explanation(job)
+    add = explanation.reasons.append
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        add(Reason("finished", f"The job is {job.status}; it will not run again unless retried.", False))
+        return explanation
+    if job.status == JobStatus.RUNNING:
+        worker = Worker.objects.using(db).filter(id=job.worker_id).first()
+        if worker is None or worker.stopped_at is not None or worker_is_stale(worker):
+            last = _ago(worker.last_heartbeat_at) if worker else "never"
+            add(Reason(
+                "worker_dead",
+                f"Its worker died (last heartbeat {last}); the job will be rescued and run again "
+                "(or fail, if its attempts are used up).",
+            ))
+        else:
+            add(Reason(
+                "running",
+                f"Running attempt {job.attempts} on {worker.hostname} (pid {worker.pid}) since "
+                f"{_ago(job.started_at)}.",
+                False,
+            ))
+        return explanation
+    if job.status == JobStatus.PAUSED:
+        add(Reason("job_paused", "The job itself is paused; Resume puts it back in its queue."))
+    if job.run_after > now:
+        add(Reason("not_due", f"Due in {timeuntil(job.run_after)} (at {job.run_after:%Y-%m-%d %H:%M:%S %Z})."))
+    queue = Queue.objects.using(db).filter(name=job.queue).first()
+    if queue is not None and queue.is_paused:
+        add(Reason(
+            "queue_paused",
+            f"Queue '{job.queue}' is paused"
+            + _who(queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until) + ".",
+        ))
+    for pause in Pause.objects.using(db).filter(
+        Q(scope=PauseScope.ENGINE) | Q(scope=PauseScope.TASK, target=job.task_name)
+    ):
+        if not pause.is_active:
+            continue
+        what = "Every queue is paused" if pause.scope == PauseScope.ENGINE else f"Task type {job.task_name} is paused"
+        add(Reason(
+            "engine_paused" if pause.scope == PauseScope.ENGINE else "task_paused",
+            what + _who(pause.paused_by, pause.paused_at, pause.pause_reason, pause.paused_until) + ".",
+        ))
+    if job.status == JobStatus.QUEUED and job.run_after <= now:
+        ahead = _jobs_ahead(job, db, now)
+        if ahead:
+            shown = f"{ahead:,}" if ahead < 10_000 else "10,000 or more"
+            add(Reason("behind", f"Waiting behind {shown} due job(s) of the same queue that run first (higher priority or older).", False))
+    workers = [
+        w for w in live_workers(using=db) if not w.queues or job.queue in w.queues
+    ]
+    if not workers:
+        add(Reason(
+            "no_worker",
+            f"No live worker takes jobs from queue '{job.queue}': start one with "
+            f"`manage.py run_workers --queues {job.queue}` (or without --queues).",
+        ))
+    if not explanation.reasons:
+        add(Reason("soon", "Nothing holds it back: a worker should claim it within moments.", False))
+    return explanation
+
+
+def _jobs_ahead(job: Job, db: str, now: dt.datetime) -> int:
+    ahead = (
+        Job.objects.using(db)
+        .filter(status=JobStatus.QUEUED, queue=job.queue, run_after__lte=now)
+        .filter(
+            Q(priority__gt=job.priority)
+            | Q(priority=job.priority, run_after__lt=job.run_after)
+            | Q(priority=job.priority, run_after=job.run_after, id__lt=job.id)
+        )
+        .order_by()
+        .values("id")[:10_000]
+    )
+    return ahead.count()

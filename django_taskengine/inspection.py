@@ -8,13 +8,22 @@ from dataclasses import dataclass, field
 
 from django.db.models import Count, Min, Q
 from django.utils import timezone
-from django.utils.timesince import timesince, timeuntil
+from django.utils import timesince as _timesince
 
 from .conf import taskengine_settings
 from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
 
 #: Window for the throughput figure.
 THROUGHPUT_WINDOW = dt.timedelta(minutes=5)
+
+
+def timesince(moment: dt.datetime) -> str:
+    # Django joins number and unit with a no-break space; plain text reads better in a terminal.
+    return _timesince.timesince(moment).replace("\xa0", " ")
+
+
+def timeuntil(moment: dt.datetime) -> str:
+    return _timesince.timeuntil(moment).replace("\xa0", " ")
 
 
 def stale_after() -> dt.timedelta:

@@ -1,0 +1,174 @@
+"""The operator layer: guarded transitions, pauses of every scope, and their effect on claims."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from django_taskengine import operations as ops
+from django_taskengine.models import Job, JobStatus, Pause, Queue
+from django_taskengine.store import WorkerInfo, get_store
+from tests.testapp.tasks import add, always_fail, in_other_queue, noop
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def session():
+    info = WorkerInfo(uuid.uuid4(), socket.gethostname(), os.getpid(), [], 1)
+    s = get_store().open_session(info)
+    s.register()
+    yield s
+    s.close()
+
+
+def _claimed_ids(session) -> set[int]:
+    return {job.id for job in session.claim(100)}
+
+
+def test_pause_queue_records_who_when_why_and_stops_claims(session):
+    job = noop.enqueue()
+    queue = ops.pause_queue("default", by="alice", reason="smtp outage")
+    assert queue.paused and queue.is_paused
+    assert queue.paused_by == "alice" and queue.pause_reason == "smtp outage"
+    assert queue.paused_at is not None and queue.paused_until is None
+    assert _claimed_ids(session) == set()
+    ops.resume_queue("default", by="alice")
+    assert Queue.objects.get(name="default").paused is False
+    assert _claimed_ids(session) == {job.id}
+
+
+def test_pausing_an_unused_queue_creates_it_and_resuming_an_unknown_one_is_refused():
+    ops.pause_queue("future-queue", by="ops")
+    assert Queue.objects.get(name="future-queue").paused
+    with pytest.raises(ops.NotFound, match="No queue named 'nope'"):
+        ops.resume_queue("nope")
+
+
+def test_timed_pause_ends_by_itself(session):
+    job = noop.enqueue()
+    ops.pause_queue("default", until=dt.timedelta(minutes=15))
+    assert Queue.objects.get(name="default").paused_until > timezone.now()
+    assert _claimed_ids(session) == set()
+    # The moment passes (set it in the past rather than waiting 15 minutes).
+    Queue.objects.filter(name="default").update(paused_until=timezone.now() - dt.timedelta(seconds=1))
+    assert not Queue.objects.get(name="default").is_paused
+    assert _claimed_ids(session) == {job.id}
+
+
+def test_timed_pause_needs_a_positive_duration_and_an_aware_time():
+    with pytest.raises(ValueError):
+        ops.pause_queue("default", until=dt.timedelta(0))
+    with pytest.raises(ValueError):
+        ops.pause_queue("default", until=dt.datetime(2030, 1, 1))
+
+
+def test_pause_all_stops_every_queue_and_keeps_queue_pauses_after_resume_all(session):
+    default_job = noop.enqueue()
+    other_job = in_other_queue.enqueue(1)
+    ops.pause_queue("other", by="bob")
+    ops.pause_all(by="alice", reason="deploy")
+    assert _claimed_ids(session) == set()
+    assert ops.resume_all(by="alice") is True
+    assert ops.resume_all() is False
+    # The queue paused on its own stays paused.
+    assert _claimed_ids(session) == {default_job.id}
+    ops.resume_queue("other")
+    assert _claimed_ids(session) == {other_job.id}
+
+
+def test_pause_task_type_stops_it_in_every_queue_only(session):
+    paused_default = add.enqueue(1, 2)
+    paused_other = add.using(queue="other").enqueue(1, 2)
+    free = noop.enqueue()
+    ops.pause_task(add.name, by="carol", reason="billing down")
+    assert Pause.objects.get(target=add.name).pause_reason == "billing down"
+    assert _claimed_ids(session) == {free.id}
+    assert ops.resume_task(add.name) is True
+    assert _claimed_ids(session) == {paused_default.id, paused_other.id}
+
+
+def test_timed_task_pause_expires(session):
+    job = add.enqueue(1, 2)
+    ops.pause_task(add.name, until=dt.timedelta(minutes=5))
+    assert _claimed_ids(session) == set()
+    Pause.objects.update(paused_until=timezone.now() - dt.timedelta(seconds=1))
+    assert ops.active_pauses() == []
+    assert _claimed_ids(session) == {job.id}
+
+
+def test_pause_and_resume_a_queued_job(session):
+    job = noop.enqueue()
+    assert ops.pause_job(job.id).status == JobStatus.PAUSED
+    assert _claimed_ids(session) == set()
+    assert ops.resume_job(job.id).status == JobStatus.QUEUED
+    assert _claimed_ids(session) == {job.id}
+
+
+def test_actions_fit_the_state_and_say_why_not():
+    job = noop.enqueue()
+    assert ops.actions_for(job) == ["pause", "cancel", "run_now"]
+    with pytest.raises(ops.ActionRefused, match="retry applies only to failed or cancelled"):
+        ops.retry_job(job.id)
+    with pytest.raises(ops.NotFound, match="No job with id 999999"):
+        ops.cancel_job(999999)
+    cancelled = ops.cancel_job(job.id)
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.finished_at is not None
+    assert ops.actions_for(cancelled) == ["retry"]
+
+
+def test_retry_extends_attempts_and_keeps_history():
+    job = always_fail.enqueue()
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, attempts=2, finished_at=timezone.now(), error="ValueError: x"
+    )
+    retried = ops.retry_job(job.id)
+    assert retried.status == JobStatus.QUEUED
+    assert retried.attempts == 2
+    assert retried.max_attempts == 4  # two more, the task's budget
+    assert retried.finished_at is None
+    assert retried.run_after <= timezone.now()
+
+
+def test_a_stale_action_is_refused_and_never_applied_twice():
+    job = always_fail.enqueue()
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, attempts=2)
+    seen = ops.Expected(status=JobStatus.FAILED, attempts=2)
+    ops.retry_job(job.id, expected=seen)
+    # Another operator's second click, or a click after the job failed again.
+    with pytest.raises(ops.ActionRefused):
+        ops.retry_job(job.id, expected=seen)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, attempts=4)
+    with pytest.raises(ops.ActionRefused, match="changed since you looked"):
+        ops.retry_job(job.id, expected=seen)
+    assert Job.objects.get(pk=job.pk).max_attempts == 4
+
+
+def test_run_now_makes_a_delayed_job_due(session):
+    job = noop.using(run_after=3600).enqueue()
+    assert _claimed_ids(session) == set()
+    ops.run_job_now(job.id)
+    assert _claimed_ids(session) == {job.id}
+
+
+def test_retrying_a_job_whose_dedup_key_is_taken_is_refused_cleanly():
+    first = noop.using(dedup_key="nightly").enqueue()
+    ops.cancel_job(first.id)
+    second = noop.using(dedup_key="nightly").enqueue()
+    assert second.created and second.id != first.id
+    with pytest.raises(ops.ActionRefused, match="dedup key 'nightly'"):
+        ops.retry_job(first.id)
+    assert Job.objects.get(pk=first.id).status == JobStatus.CANCELLED
+
+
+def test_bulk_apply_reports_done_and_refused():
+    a, b = noop.enqueue(), noop.enqueue()
+    ops.cancel_job(b.id)
+    done, refused = ops.apply_to_jobs("cancel", [a.id, b.id, 424242])
+    assert [j.id for j in done] == [a.id]
+    assert [job_id for job_id, _ in refused] == [b.id, 424242]

@@ -223,6 +223,8 @@ class AttemptOutcome(models.TextChoices):
     INTERRUPTED = "interrupted", "interrupted"  # graceful shutdown returned it to the queue
     TIMED_OUT = "timed_out", "timed out"
     SUPERSEDED = "superseded", "superseded"  # a newer attempt owns the job; writes discarded
+    PAUSED = "paused", "paused at a checkpoint"  # an operator paused the running job
+    CANCELLED = "cancelled", "cancelled at a checkpoint"  # an operator cancelled it mid-run
 
 
 class Attempt(models.Model):

@@ -166,7 +166,7 @@ class WorkerProcess:
                     self._return_unstarted()
                     if not self.running and not self.outcomes:
                         break
-                    if self.stopping and self.stop_deadline is not None and now >= self.stop_deadline:
+                    if self.stop_deadline is not None and now >= self.stop_deadline:
                         self._interrupt_running()
                         self._flush()
                         break
@@ -359,6 +359,8 @@ class WorkerProcess:
             )
             self.outcomes.append((outcome, job))
             if not self.recycle:
+                if self.stop_deadline is None:
+                    self.stop_deadline = now + self.shutdown_timeout
                 logger.warning(
                     "worker %s: job %s overran its timeout; this process will be replaced once "
                     "its other jobs finish", self.info.id, job.id,

@@ -1,0 +1,1 @@
+"""A tiny app whose tasks the benchmarks enqueue."""

@@ -1,0 +1,37 @@
+"""Django settings for the benchmarks: PostgreSQL from ``DATABASE_URL`` (default
+``postgres://postgres@127.0.0.1:5432/taskengine_bench``), the engine's default ``TASKENGINE``
+settings (what users get), and django_taskengine's logging at WARNING so the per-job INFO line
+costs nothing."""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/taskengine_bench"
+
+SECRET_KEY = "benchmarks-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS: list[str] = []
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))}
+
+INSTALLED_APPS = [
+    "django_taskengine",
+    "benchmarks.benchapp",
+]
+
+# The defaults: no TASKENGINE overrides, so every figure is what a user gets out of the box.
+TASKENGINE: dict[str, object] = {}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"django_taskengine": {"handlers": ["console"], "level": "WARNING", "propagate": False}},
+}

@@ -68,7 +68,7 @@ def test_supervisor_restarts_a_worker_process_that_dies(start_workers):
     first = wait_for(lambda: child_pids(workers.pid), timeout=20, message="worker process")[0]
     os.kill(first, signal.SIGKILL)
     wait_for(
-        lambda: child_pids(workers.pid) and child_pids(workers.pid)[0] != first,
+        lambda: any(pid != first for pid in child_pids(workers.pid)),
         timeout=20,
         message="replacement process",
     )

@@ -283,3 +283,13 @@ def job_from_row(values: dict[str, Any]) -> Job:
     job._state.adding = False
     job._state.db = None
     return job
+
+
+class Overview(Queue):
+    """The admin's overview page. A proxy model (no table of its own) only so that the page is
+    listed on the admin index next to queues, jobs and workers."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "overview"
+        verbose_name_plural = "overview"

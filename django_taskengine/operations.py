@@ -62,12 +62,14 @@ def pause_queue(
     by: str = "",
     reason: str = "",
     until: dt.datetime | dt.timedelta | None = None,
+    stop_running: bool = False,
     using: str | None = None,
 ) -> Queue:
     """Pause a queue: no job of it starts after this returns, in any worker.
 
-    Running jobs finish. ``until`` makes a timed pause that ends by itself. Creates the queue
-    row if the queue has never been used (pausing ahead of an outage is allowed).
+    Running jobs finish, unless ``stop_running``: then each is asked to pause at its next
+    checkpoint (tasks without checkpoints still finish). ``until`` makes a timed pause that ends
+    by itself. Creates the queue row if the queue has never been used.
     """
     _check_queue_name(name)
     queue, _ = Queue.objects.using(_db(using)).update_or_create(
@@ -80,6 +82,8 @@ def pause_queue(
             "paused_until": _until(until),
         },
     )
+    if stop_running:
+        stop_running_jobs(name, "pause", using=using)
     return queue
 
 
@@ -190,10 +194,10 @@ def active_pauses(*, using: str | None = None) -> list[Pause]:
 
 #: Action name -> statuses it applies to.
 JOB_ACTIONS: dict[str, tuple[str, ...]] = {
-    "pause": (JobStatus.QUEUED,),
+    "pause": (JobStatus.QUEUED, JobStatus.RUNNING),
     "resume": (JobStatus.PAUSED,),
     "retry": (JobStatus.FAILED, JobStatus.CANCELLED),
-    "cancel": (JobStatus.QUEUED, JobStatus.PAUSED),
+    "cancel": (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING),
     "run_now": (JobStatus.QUEUED,),
 }
 
@@ -204,7 +208,14 @@ def actions_for(job: Job) -> list[str]:
 
 
 def pause_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
-    """queued → paused: the job is not claimed until resumed."""
+    """queued → paused: the job is not claimed until resumed.
+
+    A running job is asked to stop: at its next ``ctx.checkpoint()`` it becomes paused, keeping
+    its checkpoint, and Resume continues from there. A task that never checkpoints finishes its
+    current attempt.
+    """
+    if _get_job(job_id, _db(using)).status == JobStatus.RUNNING:
+        return _request_stop(job_id, "pause", expected, using)
     return _transition(job_id, "pause", {"status": JobStatus.PAUSED}, expected, using)
 
 
@@ -238,7 +249,13 @@ def retry_job(job_id: int, *, expected: Expected | None = None, using: str | Non
 
 
 def cancel_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
-    """queued or paused → cancelled (terminal; Retry brings it back)."""
+    """queued or paused → cancelled (terminal; Retry brings it back).
+
+    A running job is asked to stop and becomes cancelled at its next ``ctx.checkpoint()``; a task
+    that never checkpoints finishes its current attempt.
+    """
+    if _get_job(job_id, _db(using)).status == JobStatus.RUNNING:
+        return _request_stop(job_id, "cancel", expected, using)
     return _transition(
         job_id,
         "cancel",
@@ -274,6 +291,38 @@ def apply_to_jobs(
         except ActionRefused as exc:
             refused.append((job_id, str(exc)))
     return done, refused
+
+
+def _request_stop(job_id: int, reason: str, expected: Expected | None, using: str | None) -> Job:
+    """Ask a running attempt to stop at its next checkpoint (a cancel overrides a pause)."""
+    db = _db(using)
+    conditions = Q(pk=job_id, status=JobStatus.RUNNING)
+    conditions &= Q(stop_requested__in=["", "pause"]) if reason == "cancel" else Q(stop_requested="")
+    if expected is not None and expected.attempts is not None:
+        conditions &= Q(attempts=expected.attempts)
+    if expected is not None and expected.status not in (None, JobStatus.RUNNING):
+        conditions &= Q(pk__in=[])
+    updated = Job.objects.using(db).filter(conditions).update(stop_requested=reason)
+    job = _get_job(job_id, db)
+    if not updated:
+        if job.status == JobStatus.RUNNING and job.stop_requested:
+            raise ActionRefused(
+                f"Job {job_id} was already asked to {job.stop_requested} at its next checkpoint."
+            )
+        raise ActionRefused(
+            f"Job {job_id} changed since you looked at it (now {job.status}, attempt "
+            f"{job.attempts}). Nothing was changed; look again and choose anew."
+        )
+    return job
+
+
+def stop_running_jobs(queue: str, reason: str = "pause", *, using: str | None = None) -> int:
+    """Ask every running job of ``queue`` to stop at its next checkpoint; return how many."""
+    return (
+        Job.objects.using(_db(using))
+        .filter(queue=queue, status=JobStatus.RUNNING, stop_requested="")
+        .update(stop_requested=reason)
+    )
 
 
 def _attempt_budget(job: Job) -> int:

@@ -79,3 +79,11 @@ def _message(task_name: str, problem: str) -> str:
         "as JSON: pass dicts, lists, strings, numbers, booleans and None (e.g. a primary key "
         "instead of a model instance, an ISO string instead of a datetime). Nothing was enqueued."
     )
+
+
+def dump_checkpoint(state: Any) -> str:
+    """Serialize a checkpoint's state or raise :class:`NotJSONError`."""
+    problem = _find_problem(state, "the checkpoint state")
+    if problem:
+        raise NotJSONError(f"{problem}: checkpoint state is stored as JSON.")
+    return json.dumps(state, separators=(",", ":"), allow_nan=False)

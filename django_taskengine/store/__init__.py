@@ -5,9 +5,26 @@ from __future__ import annotations
 from django.db import connections
 
 from ..conf import taskengine_settings
-from .base import ClaimedJob, Outcome, RescuedJob, Store, WorkerInfo, WorkerSession
+from .base import (
+    ClaimedJob,
+    Outcome,
+    RescuedJob,
+    StateWrite,
+    Store,
+    WorkerInfo,
+    WorkerSession,
+)
 
-__all__ = ["ClaimedJob", "Outcome", "RescuedJob", "Store", "WorkerInfo", "WorkerSession", "get_store"]
+__all__ = [
+    "ClaimedJob",
+    "Outcome",
+    "RescuedJob",
+    "StateWrite",
+    "Store",
+    "WorkerInfo",
+    "WorkerSession",
+    "get_store",
+]
 
 _stores: dict[str, Store] = {}
 

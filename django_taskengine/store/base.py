@@ -61,6 +61,18 @@ class Outcome:
 
 
 @dataclass
+class StateWrite:
+    """A running attempt's checkpoint and/or progress, written fenced by its token."""
+
+    job_id: int
+    token: uuid.UUID
+    #: JSON text of the new checkpoint, or None to leave the checkpoint as it is.
+    checkpoint_json: str | None = None
+    progress_current: int | None = None
+    progress_total: int | None = None
+
+
+@dataclass
 class WorkerInfo:
     id: uuid.UUID
     hostname: str
@@ -139,8 +151,20 @@ class WorkerSession(ABC):
         """
 
     @abstractmethod
-    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> None:
-        """Report liveness (and renew leases of ``running`` jobs where leases are used)."""
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
+        """Report liveness (and renew leases of ``running`` jobs where leases are used).
+
+        Returns the stop requests (job id -> "pause" or "cancel") operators made for jobs this
+        worker runs.
+        """
+
+    @abstractmethod
+    def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
+        """Write checkpoints and progress in one round trip, each fenced by its token.
+
+        Returns job id -> the job's pending stop request ("" if none) for every write that
+        applied; a job missing from the result no longer belongs to its attempt.
+        """
 
     @abstractmethod
     def rescue(self) -> list[RescuedJob]:

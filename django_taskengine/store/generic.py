@@ -30,7 +30,15 @@ from ..models import (
     Queue,
     Worker,
 )
-from .base import ClaimedJob, Outcome, RescuedJob, Store, WorkerInfo, WorkerSession
+from .base import (
+    ClaimedJob,
+    Outcome,
+    RescuedJob,
+    StateWrite,
+    Store,
+    WorkerInfo,
+    WorkerSession,
+)
 from .postgres import ORPHAN_ERROR
 
 
@@ -272,7 +280,27 @@ class GenericWorkerSession(WorkerSession):
             Attempt.objects.using(self.alias).bulk_create(attempts)
         return applied
 
-    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> None:
+    def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
+        applied: dict[int, str] = {}
+        with transaction.atomic(using=self.alias):
+            for w in writes:
+                changes: dict[str, Any] = {}
+                if w.checkpoint_json is not None:
+                    changes["checkpoint"] = json.loads(w.checkpoint_json)
+                if w.progress_current is not None:
+                    changes["progress_current"] = w.progress_current
+                if w.progress_total is not None:
+                    changes["progress_total"] = w.progress_total
+                jobs = self._jobs().filter(id=w.job_id, token=w.token, status=JobStatus.RUNNING)
+                if changes:
+                    if not jobs.update(**changes):
+                        continue
+                stop = jobs.values_list("stop_requested", flat=True).first()
+                if stop is not None:
+                    applied[w.job_id] = stop
+        return applied
+
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
         now = timezone.now()
         with transaction.atomic(using=self.alias):
             updated = Worker.objects.using(self.alias).filter(id=self.worker.id).update(
@@ -286,6 +314,12 @@ class GenericWorkerSession(WorkerSession):
                 ).update(lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS))
         if not updated:
             self.register()
+        return dict(
+            self._jobs()
+            .filter(worker_id=self.worker.id, status=JobStatus.RUNNING)
+            .exclude(stop_requested="")
+            .values_list("id", "stop_requested")
+        )
 
     def rescue(self) -> list[RescuedJob]:
         from ..task import registered_tasks

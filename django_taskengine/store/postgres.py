@@ -25,7 +25,15 @@ from django.db import connections, transaction
 
 from ..conf import taskengine_settings
 from ..models import ACTIVE_STATUSES, Job, job_from_row
-from .base import ClaimedJob, Outcome, RescuedJob, Store, WorkerInfo, WorkerSession
+from .base import (
+    ClaimedJob,
+    Outcome,
+    RescuedJob,
+    StateWrite,
+    Store,
+    WorkerInfo,
+    WorkerSession,
+)
 
 _ACTIVE = "('queued', 'running', 'paused')"
 _LOCK_KEY = "({id})::bit(32)::int4"
@@ -383,14 +391,54 @@ class PostgresWorkerSession(WorkerSession):
         ).fetchone()
         return set(row[0] or ())
 
-    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> None:
-        cursor = self.conn.execute(
-            "UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %s, "
-            "jobs_failed = %s WHERE id = %s",
-            [succeeded, failed, self.worker.id],
-        )
-        if cursor.rowcount == 0:
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
+        row = self.conn.execute(
+            """
+            WITH w AS (
+                UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %(ok)s,
+                    jobs_failed = %(failed)s
+                WHERE id = %(worker)s RETURNING id
+            )
+            SELECT (SELECT count(*) FROM w),
+                ARRAY(SELECT j.id FROM taskengine_job j
+                      WHERE j.worker_id = %(worker)s AND j.status = 'running'
+                        AND j.stop_requested <> '' ORDER BY j.id),
+                ARRAY(SELECT j.stop_requested FROM taskengine_job j
+                      WHERE j.worker_id = %(worker)s AND j.status = 'running'
+                        AND j.stop_requested <> '' ORDER BY j.id)
+            """,
+            {"ok": succeeded, "failed": failed, "worker": self.worker.id},
+        ).fetchone()
+        if row[0] == 0:
             self.register()
+        return dict(zip(row[1], row[2]))
+
+    def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
+        if not writes:
+            return {}
+        rows = self.conn.execute(
+            """
+            UPDATE taskengine_job j SET
+                checkpoint = CASE WHEN w.has_checkpoint THEN w.checkpoint::jsonb
+                                  ELSE j.checkpoint END,
+                progress_current = COALESCE(w.current, j.progress_current),
+                progress_total = COALESCE(w.total, j.progress_total)
+            FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(has)s::bool[],
+                        %(checkpoints)s::text[], %(currents)s::bigint[], %(totals)s::bigint[])
+                AS w(id, token, has_checkpoint, checkpoint, current, total)
+            WHERE j.id = w.id AND j.token = w.token AND j.status = 'running'
+            RETURNING j.id, j.stop_requested
+            """,
+            {
+                "ids": [w.job_id for w in writes],
+                "tokens": [w.token for w in writes],
+                "has": [w.checkpoint_json is not None for w in writes],
+                "checkpoints": [w.checkpoint_json for w in writes],
+                "currents": [w.progress_current for w in writes],
+                "totals": [w.progress_total for w in writes],
+            },
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
 
     def rescue(self) -> list[RescuedJob]:
         from ..task import registered_tasks

@@ -12,7 +12,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from ..conf import taskengine_settings
-from ..context import TaskContext
+from ..context import ContextChannel, StopJob, TaskContext
 from ..models import AttemptOutcome, JobStatus
 from ..serialization import NotJSONError, dump_result
 from ..store import ClaimedJob, Outcome, Store
@@ -47,7 +47,9 @@ def retry_delay(attempt: int, backoff: float) -> float:
     return nominal / 2 + random.uniform(0, nominal / 2)
 
 
-def run_attempt(job: ClaimedJob, store: Store, worker_id: uuid.UUID) -> RunResult:
+def run_attempt(
+    job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None = None
+) -> RunResult:
     """Run ``job``'s task once and return its outcome; never raises for a task's own error."""
     close_old_connections()
     try:
@@ -69,9 +71,11 @@ def run_attempt(job: ClaimedJob, store: Store, worker_id: uuid.UUID) -> RunResul
             return RunResult(_failure(job, exc, retryable=False, with_traceback=False))
         try:
             if task.atomic:
-                return _run_atomic(task, job, store, worker_id)
-            value = _call(task, job)
+                return _run_atomic(task, job, store, worker_id, channel)
+            value = _call(task, job, channel)
             result_json = dump_result(value)
+        except StopJob as stop:
+            return _stopped(job, stop.reason)
         except Superseded as exc:
             return RunResult(_failure(job, exc, retryable=False), committed=True)
         except NotJSONError as exc:
@@ -94,15 +98,42 @@ def run_attempt(job: ClaimedJob, store: Store, worker_id: uuid.UUID) -> RunResul
         close_old_connections()
 
 
-def _call(task: Task, job: ClaimedJob) -> object:
+def _call(task: Task, job: ClaimedJob, channel: ContextChannel | None) -> object:
     if task.takes_context:
-        return task.func(TaskContext(job), *job.args, **job.kwargs)
+        context = TaskContext(job, channel, atomic=task.atomic)
+        return task.func(context, *job.args, **job.kwargs)
     return task.func(*job.args, **job.kwargs)
 
 
-def _run_atomic(task: Task, job: ClaimedJob, store: Store, worker_id: uuid.UUID) -> RunResult:
+def _stopped(job: ClaimedJob, reason: str) -> RunResult:
+    """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for."""
+    if reason == "superseded":
+        return RunResult(_failure(job, Superseded("the attempt lost its job"), retryable=False), committed=True)
+    status, outcome, error = {
+        "pause": (JobStatus.PAUSED, AttemptOutcome.PAUSED, "paused by an operator at a checkpoint"),
+        "cancel": (JobStatus.CANCELLED, AttemptOutcome.CANCELLED, "cancelled by an operator at a checkpoint"),
+    }.get(reason, (JobStatus.QUEUED, AttemptOutcome.INTERRUPTED, "stopped at a checkpoint for a worker shutdown"))
+    return RunResult(
+        Outcome(
+            job_id=job.id,
+            token=job.token,
+            attempt=job.attempt,
+            status=status,
+            outcome=outcome,
+            started_at=job.started_at,
+            finished_at=timezone.now(),
+            error=error,
+            # Stopping on request is not a failure: the attempt does not count.
+            refund_attempt=status != JobStatus.CANCELLED,
+        )
+    )
+
+
+def _run_atomic(
+    task: Task, job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
+) -> RunResult:
     with transaction.atomic(using=store.alias):
-        value = _call(task, job)
+        value = _call(task, job, channel)
         outcome = Outcome(
             job_id=job.id,
             token=job.token,

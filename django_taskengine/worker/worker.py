@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..models import AttemptOutcome, JobStatus
-from ..store import ClaimedJob, Outcome, WorkerInfo, WorkerSession, get_store
+from ..store import ClaimedJob, Outcome, StateWrite, WorkerInfo, WorkerSession, get_store
 from .runner import RunResult, retry_delay, run_attempt
 
 logger = logging.getLogger("django_taskengine.worker")
@@ -54,6 +54,19 @@ class _Running:
     started: float | None = None
     #: The worker gave up on it (timeout); its thread's result is ignored.
     abandoned: bool = False
+    #: Why the task should stop at its next checkpoint: "pause", "cancel" or "shutdown".
+    stop_reason: str = ""
+
+
+@dataclass
+class _CheckpointRequest:
+    """A runner thread waiting for its checkpoint to be saved by the main thread."""
+
+    job: ClaimedJob
+    state_json: str
+    done: threading.Event = field(default_factory=threading.Event)
+    #: After ``done``: the stop reason ("" to go on), or "superseded".
+    result: str = ""
 
 
 class WorkerProcess:
@@ -111,6 +124,31 @@ class WorkerProcess:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._threads: list[threading.Thread] = []
+        # Checkpoints and progress reported by runner threads, written by the main thread.
+        self._state_lock = threading.Lock()
+        self._checkpoints: list[_CheckpointRequest] = []
+        self._progress: dict[int, tuple[ClaimedJob, int, int | None]] = {}
+
+    # -- the channel runner threads' task contexts use ---------------------------------------
+
+    def save_checkpoint(self, job: ClaimedJob, state_json: str) -> str:
+        request = _CheckpointRequest(job, state_json)
+        with self._state_lock:
+            self._checkpoints.append(request)
+        self._wake()
+        request.done.wait()
+        return request.result
+
+    def report_progress(self, job: ClaimedJob, current: int, total: int | None) -> None:
+        with self._state_lock:
+            self._progress[job.id] = (job, current, total)
+        self._wake()
+
+    def stop_reason(self, job: ClaimedJob) -> str:
+        entry = self.running.get(job.id)
+        if entry is None or entry.abandoned:
+            return "superseded"
+        return entry.stop_reason
 
     # -- signals and wake-ups -------------------------------------------------------------
 
@@ -157,6 +195,7 @@ class WorkerProcess:
                     self._connect()
                 self._collect_done()
                 self._flush()
+                self._sync_state()
                 now = time.monotonic()
                 if self.supervised and not self.stopping and os.getppid() != self.parent_pid:
                     logger.error("worker %s: supervisor exited; shutting down", self.info.id)
@@ -164,6 +203,11 @@ class WorkerProcess:
                 self._enforce_timeouts(now)
                 if self.stopping or self.recycle:
                     self._return_unstarted()
+                    if self.stopping:
+                        # Checkpointing tasks stop at their next checkpoint and are requeued
+                        # with it, so a deploy does not throw long work away.
+                        for entry in self.running.values():
+                            entry.stop_reason = entry.stop_reason or "shutdown"
                     if not self.running and not self.outcomes:
                         break
                     if self.stop_deadline is not None and now >= self.stop_deadline:
@@ -246,6 +290,60 @@ class WorkerProcess:
 
     # -- running jobs --------------------------------------------------------------------
 
+    def _sync_state(self) -> None:
+        """Write pending checkpoints and progress in one round trip; answer waiting threads."""
+        with self._state_lock:
+            requests, self._checkpoints = self._checkpoints, []
+            progress, self._progress = self._progress, {}
+        if not requests and not progress:
+            return
+        writes: list[StateWrite] = []
+        live_requests = []
+        for request in requests:
+            entry = self.running.get(request.job.id)
+            if entry is None or entry.abandoned:
+                request.result = "superseded"
+                request.done.set()
+                continue
+            live_requests.append(request)
+            update = progress.pop(request.job.id, None)
+            writes.append(
+                StateWrite(
+                    job_id=request.job.id,
+                    token=request.job.token,
+                    checkpoint_json=request.state_json,
+                    progress_current=update[1] if update else None,
+                    progress_total=update[2] if update else None,
+                )
+            )
+        for job, current, total in progress.values():
+            if job.id in self.running:
+                writes.append(StateWrite(job.id, job.token, None, current, total))
+        assert self.session is not None
+        try:
+            applied = self.session.save_state(writes)
+        except BaseException:
+            # Keep them for after the reconnect: a checkpoint call returns only once saved.
+            with self._state_lock:
+                self._checkpoints[:0] = live_requests
+            raise
+        for request in live_requests:
+            entry = self.running.get(request.job.id)
+            if request.job.id not in applied or entry is None:
+                request.result = "superseded"
+            else:
+                if applied[request.job.id] and not entry.stop_reason:
+                    entry.stop_reason = applied[request.job.id]
+                request.result = entry.stop_reason
+            request.done.set()
+
+    def _release_waiting_threads(self) -> None:
+        with self._state_lock:
+            requests, self._checkpoints = self._checkpoints, []
+        for request in requests:
+            request.result = "superseded"
+            request.done.set()
+
     def _thread_main(self) -> None:
         while True:
             entry = self.inbox.get()
@@ -253,7 +351,7 @@ class WorkerProcess:
                 return
             entry.started = time.monotonic()
             try:
-                result = run_attempt(entry.job, self.store, self.info.id)
+                result = run_attempt(entry.job, self.store, self.info.id, self)
             except BaseException as exc:  # noqa: BLE001 - report, never lose the job
                 logger.exception("internal error running job %s", entry.job.id)
                 result = RunResult(_crash_outcome(entry.job, exc))
@@ -308,10 +406,12 @@ class WorkerProcess:
         duration_ms = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
         if outcome.outcome == AttemptOutcome.SUCCEEDED:
             what, level = "succeeded", logging.INFO
+        elif outcome.outcome in (AttemptOutcome.PAUSED, AttemptOutcome.CANCELLED):
+            what, level = f"{outcome.status} at a checkpoint", logging.INFO
         elif outcome.outcome == AttemptOutcome.SUPERSEDED:
             what, level = "superseded (result discarded)", logging.WARNING
         elif outcome.status == JobStatus.QUEUED and outcome.outcome == AttemptOutcome.INTERRUPTED:
-            what, level = "interrupted by shutdown, requeued", logging.WARNING
+            what, level = f"requeued ({outcome.error})", logging.WARNING
         elif outcome.status == JobStatus.QUEUED:
             what = f"failed, retry in {outcome.retry_delay:.2f} s: {outcome.error}"
             level = logging.WARNING
@@ -416,7 +516,13 @@ class WorkerProcess:
 
     def _heartbeat(self) -> None:
         assert self.session is not None
-        self.session.heartbeat([e.job for e in self.running.values()], self.succeeded, self.failed)
+        requests = self.session.heartbeat(
+            [e.job for e in self.running.values()], self.succeeded, self.failed
+        )
+        for job_id, reason in requests.items():
+            entry = self.running.get(job_id)
+            if entry is not None and not entry.stop_reason:
+                entry.stop_reason = reason
 
     def _rescue(self) -> None:
         assert self.session is not None
@@ -462,6 +568,7 @@ class WorkerProcess:
             pass
 
     def _shutdown(self) -> None:
+        self._release_waiting_threads()
         for _ in self._threads:
             self.inbox.put(None)
         if self.session is not None:

@@ -1,0 +1,21 @@
+"""The Django admin for operators of the engine.
+
+* :mod:`.queues` — queues with their counts, Pause / Resume (row buttons, bulk actions, timed
+  pauses on the queue's page), Pause all / Resume all, and task-type pauses;
+* :mod:`.jobs` — the job list (fast on millions of rows) and the job page with its actions and
+  "Why is this job not running?";
+* :mod:`.workers` — worker processes and their heartbeats;
+* :mod:`.overview` — the whole engine on one page.
+
+Every state change is a POST to a view that calls :mod:`django_taskengine.operations`; the admin
+never writes job or queue rows itself.
+"""
+
+from __future__ import annotations
+
+from .jobs import JobAdmin
+from .overview import OverviewAdmin
+from .queues import QueueAdmin
+from .workers import WorkerAdmin
+
+__all__ = ["JobAdmin", "OverviewAdmin", "QueueAdmin", "WorkerAdmin"]

@@ -1,0 +1,163 @@
+"""Pieces every page of the admin shares: POST-only operator views, the pause form, redirects
+back to where the operator was, and short human-readable times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.utils import timezone
+from django.utils.formats import localize
+from django.utils.http import url_has_allowed_host_and_scheme
+
+#: Path of the stylesheet every page of the admin loads (through ``ModelAdmin.Media``).
+STYLESHEET = "django_taskengine/admin.css"
+
+#: Choices of the pause duration select: value, label, length (None = until resumed).
+PAUSE_DURATIONS: list[tuple[str, str, dt.timedelta | None]] = [
+    ("", "until resumed", None),
+    ("15m", "for 15 minutes", dt.timedelta(minutes=15)),
+    ("1h", "for 1 hour", dt.timedelta(hours=1)),
+    ("4h", "for 4 hours", dt.timedelta(hours=4)),
+]
+
+
+def operator_view(
+    permission: str | None,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Wrap a ModelAdmin method as a state-changing view: POST only (a GET is answered 405 and
+    changes nothing) and refused with 403 unless the user holds ``permission`` (a codename of
+    this app, e.g. ``"pause_queue"``). Login, staff status and CSRF come from
+    ``AdminSite.admin_view``, which ``get_urls`` wraps around it."""
+
+    def decorate(method: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(method)
+        def view(self: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != "POST":
+                return HttpResponseNotAllowed(["POST"])
+            if permission is not None and not has_app_permission(request, permission):
+                raise PermissionDenied
+            return method(self, request, *args, **kwargs)
+
+        return view
+
+    return decorate
+
+
+def has_app_permission(request: HttpRequest, codename: str) -> bool:
+    """Whether the user holds ``django_taskengine.<codename>``."""
+    return bool(request.user.has_perm(f"django_taskengine.{codename}"))
+
+
+def redirect_back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:
+    """Redirect to the ``next`` URL the form carried, if it points into this site; else to
+    ``fallback``."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return HttpResponseRedirect(target)
+    return HttpResponseRedirect(fallback)
+
+
+def username(request: HttpRequest) -> str:
+    """The name recorded as "paused by"."""
+    return str(request.user.get_username())
+
+
+class PauseForm(forms.Form):
+    """Why and for how long: the optional fields of every pause (queue, task type, engine)."""
+
+    reason = forms.CharField(required=False, max_length=1000)
+    duration = forms.ChoiceField(
+        required=False, choices=[(value, label) for value, label, _ in PAUSE_DURATIONS]
+    )
+    until = forms.DateTimeField(required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        until = cleaned.get("until")
+        if until is not None:
+            if cleaned.get("duration"):
+                raise forms.ValidationError(
+                    "Choose a duration or an end time, not both."
+                )
+            if until <= timezone.now():
+                raise forms.ValidationError(
+                    f"The end time {localize(timezone.localtime(until))} has already passed; "
+                    "choose a time in the future."
+                )
+        return cleaned
+
+    def pause_until(self) -> dt.datetime | dt.timedelta | None:
+        """The ``until`` argument for the pause operations (None: until resumed)."""
+        if self.cleaned_data.get("until"):
+            return self.cleaned_data["until"]  # type: ignore[no-any-return]
+        lengths = {value: length for value, _, length in PAUSE_DURATIONS}
+        return lengths[self.cleaned_data.get("duration") or ""]
+
+    def error_text(self) -> str:
+        """All errors as one sentence, for the messages framework."""
+        parts = []
+        for field, errors in self.errors.items():
+            label = "" if field == "__all__" else f"{field}: "
+            parts.extend(f"{label}{error}" for error in errors)
+        return "Nothing was paused. " + " ".join(parts)
+
+
+def describe_pause(
+    by: str, at: dt.datetime | None, reason: str, until: dt.datetime | None
+) -> str:
+    """'by alice 10 min ago: "smtp outage"; until 14:05 (in 12 min)' — plain text, for log
+    entries and messages (templates escape it)."""
+    text = f"by {by}" if by else "by an unknown user"
+    if at is not None:
+        text += f" {format_age(timezone.now() - at)} ago"
+    if reason:
+        text += f': "{reason}"'
+    if until is not None:
+        text += "; " + describe_until(until)
+    return text
+
+
+def describe_until(until: dt.datetime) -> str:
+    """'until 2024-05-01 14:05 (in 12 min)', or 'ended at …' for a timed pause that is over."""
+    moment = localize(timezone.localtime(until))
+    remaining = until - timezone.now()
+    if remaining <= dt.timedelta(0):
+        return f"ended at {moment}"
+    return f"until {moment} (in {format_age(remaining)})"
+
+
+def format_age(delta: dt.timedelta | None) -> str:
+    """A short duration: '42 s', '12 min', '3 h 5 min', '2 d 4 h'."""
+    if delta is None:
+        return "—"
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A run time: '0.25 s', '42.0 s', '3 min 5 s', '2 h 1 min'."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"

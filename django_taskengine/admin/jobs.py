@@ -1,0 +1,480 @@
+"""The job list and the job page.
+
+Both are read-only views of the job table: every change an operator makes (pause, resume,
+retry, cancel, run now) goes through :mod:`django_taskengine.operations`, as a POST that carries
+the status and attempt count the operator saw, so a job that changed meanwhile is refused rather
+than changed twice. The list stays fast on millions of rows: no full ``COUNT(*)``
+(:class:`~.paginator.EstimatedCountPaginator`), no facet counts, filters with fixed choices,
+sorting by id only, and the heavy columns (arguments, results, tracebacks) left unread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+
+from .. import inspection, operations
+from ..conf import taskengine_settings
+from ..models import Job, JobStatus, Queue
+from ..task import registered_tasks
+from .common import STYLESHEET, format_seconds, has_app_permission, operator_view, redirect_back
+from .paginator import EstimatedCountPaginator
+
+#: A bulk action touches at most this many jobs; more is a job for a script, not a click.
+BULK_ACTION_LIMIT = 1000
+#: The job page lists this many of the latest attempts.
+ATTEMPTS_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class JobAction:
+    """How the admin offers one of :data:`operations.JOB_ACTIONS`."""
+
+    name: str  # the operations name: "pause", "run_now"…
+    label: str  # the button: "Run now"
+    permission: str  # codename that allows it
+    done: str  # "Retried", for messages and the admin log
+    url_name: str  # "run-now", the last part of its URL
+
+
+#: The job actions, in the order :func:`operations.actions_for` lists them.
+JOB_ACTIONS = {
+    action.name: action
+    for action in [
+        JobAction("pause", "Pause", "pause_job", "Paused", "pause"),
+        JobAction("resume", "Resume", "pause_job", "Resumed", "resume"),
+        JobAction("retry", "Retry", "retry_job", "Retried", "retry"),
+        JobAction("cancel", "Cancel", "cancel_job", "Cancelled", "cancel"),
+        JobAction("run_now", "Run now", "retry_job", "Made due now", "run-now"),
+    ]
+}
+
+#: The statuses whose page says why the job is not (or what it is) running.
+EXPLAINED_STATUSES = (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING)
+
+#: Columns the list reads; the rest (arguments, results, tracebacks) may be large.
+LIST_COLUMNS = (
+    "id", "task_name", "queue", "status", "priority", "attempts", "max_attempts",
+    "run_after", "started_at", "finished_at", "created_at",
+)
+
+
+def _db() -> str:
+    return taskengine_settings.DATABASE
+
+
+# -- filters ---------------------------------------------------------------------------
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(JobStatus.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Choices from the queue table (a few rows), never a DISTINCT over millions of jobs."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = list(Queue.objects.using(_db()).order_by("name").values_list("name", flat=True))
+        return _with_current(names, self.value())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class TaskFilter(admin.SimpleListFilter):
+    """Choices from the tasks registered in this process (and the one filtered on, if it is
+    not registered any more): no query at all."""
+
+    title = "task"
+    parameter_name = "task"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return _with_current(sorted(registered_tasks()), self.value())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        return queryset.filter(task_name=self.value()) if self.value() else queryset
+
+
+def _with_current(names: list[str], current: str | None) -> list[tuple[str, str]]:
+    if current and current not in names:
+        names = [*names, current]
+    return [(name, name) for name in names]
+
+
+class JobChangeList(ChangeList):
+    """Reads only the columns the list shows."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Job]:
+        return super().get_queryset(request, exclude_parameters).only(*LIST_COLUMNS)
+
+
+# -- the admin -------------------------------------------------------------------------
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "status_label", "task_name", "queue", "priority", "attempts_label",
+        "due", "started", "finished", "duration_label",
+    )
+    list_filter = (
+        StatusFilter, QueueFilter, TaskFilter, ("created_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("task_name", "dedup_key")
+    search_help_text = (
+        "A job id, a dedup key, or a task name (exact, or part of a registered task's name)."
+    )
+    # Only the primary key has an index that serves every filter's order.
+    sortable_by = ("id",)
+    ordering = ("-id",)
+    list_per_page = 50
+    list_max_show_all = 200
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    actions = (
+        "pause_selected", "resume_selected", "retry_selected", "cancel_selected",
+        "run_selected_now",
+    )
+    fieldsets = (
+        (None, {"fields": (
+            "id", "status_label", "task_name", "on_orphan", "queue_link", "priority",
+            "dedup_key",
+        )}),
+        ("Times", {"fields": (
+            "created_at", "run_after", "started_at", "finished_at", "duration_label",
+        )}),
+        ("Attempts", {"fields": (
+            "attempts_label", "worker_link", "progress", "timeout", "retry_backoff",
+            "stop_requested",
+        )}),
+        ("Arguments", {"fields": ("args_json", "kwargs_json")}),
+        ("Outcome", {"fields": ("result_json", "error_text", "traceback_text", "checkpoint_json")}),
+    )
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+
+    class Media:
+        css = {"all": [STYLESHEET]}
+
+    # -- permissions: the job table is written by workers and operations, never by a form --
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may act on jobs may see them.
+        return super().has_view_permission(request, obj) or any(
+            has_app_permission(request, codename)
+            for codename in ("pause_job", "retry_job", "cancel_job")
+        )
+
+    def has_pause_job_permission(self, request: HttpRequest) -> bool:
+        return has_app_permission(request, "pause_job")
+
+    def has_retry_job_permission(self, request: HttpRequest) -> bool:
+        return has_app_permission(request, "retry_job")
+
+    def has_cancel_job_permission(self, request: HttpRequest) -> bool:
+        return has_app_permission(request, "cancel_job")
+
+    # -- the list --------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return super().get_queryset(request).using(_db())
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """Exact matches only, each served by an index: a job id, a dedup key, a task name —
+        or the registered tasks whose name contains the term (matched here, not in SQL)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        matches = Q(dedup_key=term) | Q(task_name=term)
+        lowered = term.lower()
+        similar = [name for name in registered_tasks() if lowered in name.lower()]
+        if similar:
+            matches |= Q(task_name__in=similar)
+        number = term.removeprefix("#")
+        if number.isdigit() and int(number) < 2**63:
+            matches |= Q(pk=int(number))
+        return queryset.filter(matches), False
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, job: Job) -> SafeString:
+        return format_html('<span class="te-status te-status-{}">{}</span>', job.status, job.status)
+
+    @admin.display(description="attempts")
+    def attempts_label(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="due")
+    def due(self, job: Job) -> Any:
+        return job.run_after
+
+    @admin.display(description="started")
+    def started(self, job: Job) -> Any:
+        return job.started_at
+
+    @admin.display(description="finished")
+    def finished(self, job: Job) -> Any:
+        return job.finished_at
+
+    @admin.display(description="duration")
+    def duration_label(self, job: Job) -> str:
+        return format_seconds(job.duration)
+
+    # -- bulk actions ------------------------------------------------------------------
+
+    @admin.action(description="Pause selected jobs", permissions=["pause_job"])
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._apply_to_selected(request, queryset, "pause")
+
+    @admin.action(description="Resume selected jobs", permissions=["pause_job"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._apply_to_selected(request, queryset, "resume")
+
+    @admin.action(description="Retry selected jobs", permissions=["retry_job"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._apply_to_selected(request, queryset, "retry")
+
+    @admin.action(description="Cancel selected jobs", permissions=["cancel_job"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._apply_to_selected(request, queryset, "cancel")
+
+    @admin.action(description="Run selected jobs now", permissions=["retry_job"])
+    def run_selected_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._apply_to_selected(request, queryset, "run_now")
+
+    def _apply_to_selected(self, request: HttpRequest, queryset: QuerySet[Job], name: str) -> None:
+        action = JOB_ACTIONS[name]
+        ids = list(queryset.order_by("-pk").values_list("pk", flat=True)[: BULK_ACTION_LIMIT + 1])
+        if len(ids) > BULK_ACTION_LIMIT:
+            self.message_user(
+                request,
+                f"{action.label}: more than {BULK_ACTION_LIMIT:,} jobs are selected, and a bulk "
+                f"action handles at most {BULK_ACTION_LIMIT:,}. Nothing was changed; narrow the "
+                "list with filters, or use `manage.py taskengine` in a script.",
+                messages.ERROR,
+            )
+            return
+        done, refused = operations.apply_to_jobs(name, ids, using=_db())
+        for job in done:
+            self.log_change(request, job, f"{action.done} (bulk action).")
+        if done:
+            self.message_user(
+                request,
+                f"{action.done} {len(done)} job{'s' if len(done) != 1 else ''}: "
+                + ", ".join(str(job.pk) for job in done[:20])
+                + (" …" if len(done) > 20 else "")
+                + ".",
+                messages.SUCCESS,
+            )
+        if refused:
+            reasons = " ".join(reason for _, reason in refused[:5])
+            more = f" …and {len(refused) - 5} more." if len(refused) > 5 else ""
+            self.message_user(
+                request,
+                f"{action.label} refused for {len(refused)} job{'s' if len(refused) != 1 else ''}"
+                f" (left unchanged): {reasons}{more}",
+                messages.WARNING,
+            )
+
+    # -- the job page ------------------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        info = self.opts.app_label, self.opts.model_name
+        urls = [
+            path(
+                f"<path:object_id>/{action.url_name}/",
+                self.admin_site.admin_view(self.job_action_view),
+                {"action": action.name},
+                name="{}_{}_{}".format(*info, action.name),
+            )
+            for action in JOB_ACTIONS.values()
+        ]
+        return urls + super().get_urls()
+
+    @operator_view(permission=None)
+    def job_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """POST: apply one action to one job, if it is still in the state the operator saw."""
+        spec = JOB_ACTIONS[action]
+        if not has_app_permission(request, spec.permission):
+            raise PermissionDenied
+        try:
+            job_id = int(unquote(object_id))
+            expected = operations.Expected(
+                status=request.POST["expected_status"],
+                attempts=int(request.POST["expected_attempts"]),
+            )
+        except (KeyError, ValueError):
+            return HttpResponseBadRequest(
+                "A job action needs the job's id and the expected_status and expected_attempts "
+                "the operator saw."
+            )
+        function = operations.JOB_ACTION_FUNCTIONS[action]
+        try:
+            job = function(job_id, expected=expected, using=_db())
+        except operations.ActionRefused as refused:
+            self.message_user(request, str(refused), messages.ERROR)
+        else:
+            self.log_change(
+                request, job,
+                f"{spec.done} (was {expected.status}, {expected.attempts} attempts).",
+            )
+            self.message_user(request, f"{spec.done} job {job.pk}: now {job.status}.", messages.SUCCESS)
+        change_url = reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[quote(job_id)],
+        )
+        return redirect_back(request, change_url)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, unquote(object_id))
+        if job is not None and self.has_view_permission(request, job):
+            extra_context = {**self._page_context(request, job), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _page_context(self, request: HttpRequest, job: Job) -> dict[str, Any]:
+        info = self.admin_site.name, self.opts.app_label, self.opts.model_name
+        buttons = [
+            {
+                "label": action.label,
+                "data_action": f"{action.url_name}-job",
+                "url": reverse(
+                    "{}:{}_{}_{}".format(*info, action.name),
+                    args=[quote(job.pk)],
+                ),
+            }
+            for action in (JOB_ACTIONS[name] for name in operations.actions_for(job) if name in JOB_ACTIONS)
+            if has_app_permission(request, action.permission)
+        ]
+        # The latest attempts, oldest first; a job retried for ever does not flood the page.
+        attempts = list(job.attempt_set.order_by("-number", "-id")[:ATTEMPTS_SHOWN + 1])
+        truncated = len(attempts) > ATTEMPTS_SHOWN
+        attempts = attempts[:ATTEMPTS_SHOWN][::-1]
+        return {
+            "te_job_actions": buttons,
+            "te_explanation": (
+                inspection.explain_job(job, using=_db()) if job.status in EXPLAINED_STATUSES else None
+            ),
+            "te_attempts": [
+                {"attempt": attempt, "duration": format_seconds(attempt.duration)}
+                for attempt in attempts
+            ],
+            "te_attempts_truncated": truncated,
+            "te_expected": {"status": job.status, "attempts": job.attempts},
+        }
+
+    # -- read-only fields of the job page ---------------------------------------------
+
+    @admin.display(description="on orphan")
+    def on_orphan(self, job: Job) -> str:
+        task = registered_tasks().get(job.task_name)
+        if task is None:
+            return "unknown task (not registered in this process)"
+        return str(task.on_orphan)
+
+    @admin.display(description="queue")
+    def queue_link(self, job: Job) -> SafeString:
+        url = reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_queue_change", args=[quote(job.queue)]
+        )
+        return format_html('<a href="{}">{}</a>', url, job.queue)
+
+    @admin.display(description="worker")
+    def worker_link(self, job: Job) -> SafeString | str:
+        if job.worker_id is None:
+            return "—"
+        url = reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_worker_change", args=[quote(job.worker_id)]
+        )
+        return format_html('<a href="{}">{}</a>', url, job.worker_id)
+
+    @admin.display(description="progress")
+    def progress(self, job: Job) -> str:
+        if job.progress_current is None:
+            return "—"
+        if job.progress_total:
+            return f"{job.progress_current:,} of {job.progress_total:,}"
+        return f"{job.progress_current:,}"
+
+    @admin.display(description="args")
+    def args_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.kwargs)
+
+    @admin.display(description="result")
+    def result_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.result)
+
+    @admin.display(description="checkpoint")
+    def checkpoint_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.checkpoint)
+
+    @admin.display(description="error")
+    def error_text(self, job: Job) -> SafeString:
+        return _preformatted(job.error)
+
+    @admin.display(description="traceback")
+    def traceback_text(self, job: Job) -> SafeString:
+        return _preformatted(job.traceback)
+
+
+def _pretty_json(value: Any) -> SafeString:
+    """JSON, indented, inside an escaped <pre>."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return format_html('<pre class="te-pre">{}</pre>', text)
+
+
+def _preformatted(text: str) -> SafeString:
+    if not text:
+        return format_html("{}", "—")
+    return format_html('<pre class="te-pre">{}</pre>', text)
+
+
+def job_list_url(admin_site_name: str = "admin", **filters: str) -> str:
+    """The job list, filtered: ``job_list_url(queue="emails", status="failed")``."""
+    url = reverse(f"{admin_site_name}:django_taskengine_job_changelist")
+    return f"{url}?{urlencode(filters)}" if filters else url
+

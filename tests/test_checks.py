@@ -1,0 +1,193 @@
+"""System checks of the TASKENGINE setting: each id fires for a bad value, none for defaults."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from django_taskengine.checks import check_settings
+from django_taskengine.conf import DEFAULTS
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+@pytest.mark.parametrize("value", [None, {}, dict(DEFAULTS)])
+def test_defaults_pass(value):
+    with override_settings(TASKENGINE=value):
+        assert check_settings() == []
+
+
+def test_the_test_suite_settings_pass():
+    # tests/settings.py shortens every interval; it must still be a valid configuration.
+    assert check_settings() == []
+
+
+def test_check_is_registered_with_django():
+    with override_settings(TASKENGINE={"POLL_INTERVAL": 0}):
+        messages = checks.run_checks(tags=[checks.Tags.compatibility])
+    assert "taskengine.E003" in ids(messages)
+
+
+@pytest.mark.parametrize("value", [[], "POLL_INTERVAL=1", 1])
+def test_e001_taskengine_is_not_a_dict(value):
+    with override_settings(TASKENGINE=value):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E001"]
+    assert type(value).__name__ in messages[0].msg
+
+
+def test_e002_unknown_key_is_named_with_the_known_keys():
+    with override_settings(TASKENGINE={"POLL_INTERVALL": 1.0, "LEASE_SECONDS": 5.0}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E002"]
+    assert "'POLL_INTERVALL'" in messages[0].msg
+    assert "POLL_INTERVAL" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "POLL_INTERVAL",
+        "HEARTBEAT_INTERVAL",
+        "RESCUE_GRACE",
+        "RESCUE_INTERVAL",
+        "LEASE_SECONDS",
+        "RETRY_BACKOFF_MAX",
+    ],
+)
+@pytest.mark.parametrize("value", [0, -1.0, "1", True, None])
+def test_e003_interval_must_be_a_positive_number(key, value):
+    with override_settings(TASKENGINE={key: value}):
+        messages = check_settings()
+    if key == "RESCUE_GRACE":
+        # A grace of zero or less is also shorter than two heartbeats: W001 may come along.
+        messages = [m for m in messages if m.id != "taskengine.W001"]
+    assert ids(messages) == ["taskengine.E003"]
+    assert key in messages[0].msg
+
+
+@pytest.mark.parametrize("key", ["POLL_INTERVAL", "RESCUE_GRACE", "LEASE_SECONDS"])
+def test_e003_accepts_positive_ints_and_floats(key):
+    with override_settings(TASKENGINE={key: 5, "RESCUE_GRACE": 5}):
+        assert check_settings() == []
+    with override_settings(TASKENGINE={key: 0.5, "RESCUE_GRACE": 5}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "3", True, None])
+def test_e004_default_max_attempts_must_be_an_integer_of_at_least_one(value):
+    with override_settings(TASKENGINE={"DEFAULT_MAX_ATTEMPTS": value}):
+        assert ids(check_settings()) == ["taskengine.E004"]
+
+
+def test_e004_accepts_one():
+    with override_settings(TASKENGINE={"DEFAULT_MAX_ATTEMPTS": 1}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("key", ["DEFAULT_PRIORITY", "ADVISORY_LOCK_NAMESPACE"])
+@pytest.mark.parametrize("value", [2**31, -(2**31) - 1, 1.5, "1", False])
+def test_e005_must_be_a_32_bit_integer(key, value):
+    with override_settings(TASKENGINE={key: value}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E005"]
+    assert key in messages[0].msg
+
+
+@pytest.mark.parametrize("key", ["DEFAULT_PRIORITY", "ADVISORY_LOCK_NAMESPACE"])
+@pytest.mark.parametrize("value", [2**31 - 1, -(2**31), -5])
+def test_e005_accepts_the_32_bit_range(key, value):
+    with override_settings(TASKENGINE={key: value}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("key", ["DEFAULT_RETRY_BACKOFF", "SHUTDOWN_TIMEOUT"])
+@pytest.mark.parametrize("value", [-0.1, "1", True, None])
+def test_e006_must_be_seconds_of_at_least_zero(key, value):
+    with override_settings(TASKENGINE={key: value}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E006"]
+    assert key in messages[0].msg
+
+
+@pytest.mark.parametrize("key", ["DEFAULT_RETRY_BACKOFF", "SHUTDOWN_TIMEOUT"])
+def test_e006_accepts_zero(key):
+    with override_settings(TASKENGINE={key: 0}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("key", ["DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"])
+@pytest.mark.parametrize("value", ["", "x" * 64, 5, None])
+def test_e007_must_be_a_short_non_empty_string(key, value):
+    with override_settings(TASKENGINE={key: value}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E007"]
+    assert key in messages[0].msg
+
+
+@pytest.mark.parametrize("key", ["DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"])
+def test_e007_accepts_63_characters(key):
+    with override_settings(TASKENGINE={key: "x" * 63}):
+        assert check_settings() == []
+
+
+def test_e008_database_must_be_a_configured_alias():
+    with override_settings(TASKENGINE={"DATABASE": "jobs"}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E008"]
+    assert "'jobs'" in messages[0].msg
+    assert "default" in messages[0].hint
+
+
+@pytest.mark.parametrize("value", [["default"], {"alias": "default"}, None, 0])
+def test_e008_reports_a_database_of_the_wrong_type_instead_of_crashing(value):
+    # A list or dict is unhashable: `value in settings.DATABASES` must not raise TypeError.
+    with override_settings(TASKENGINE={"DATABASE": value}):
+        assert ids(check_settings()) == ["taskengine.E008"]
+
+
+def test_w001_rescue_grace_shorter_than_two_heartbeats():
+    with override_settings(TASKENGINE={"RESCUE_GRACE": 1.9, "HEARTBEAT_INTERVAL": 1.0}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.W001"]
+    assert messages[0].level == checks.WARNING
+
+
+def test_w001_silent_at_exactly_two_heartbeats():
+    with override_settings(TASKENGINE={"RESCUE_GRACE": 2.0, "HEARTBEAT_INTERVAL": 1.0}):
+        assert check_settings() == []
+
+
+def test_w001_does_not_stack_on_an_invalid_interval():
+    with override_settings(TASKENGINE={"RESCUE_GRACE": "soon"}):
+        assert ids(check_settings()) == ["taskengine.E003"]
+
+
+def test_every_problem_is_reported_at_once():
+    bad = {
+        "NOPE": 1,
+        "POLL_INTERVAL": 0,
+        "DEFAULT_MAX_ATTEMPTS": 0,
+        "DEFAULT_PRIORITY": 1.5,
+        "SHUTDOWN_TIMEOUT": -1,
+        "DEFAULT_QUEUE": "",
+        "DATABASE": "missing",
+    }
+    with override_settings(TASKENGINE=bad):
+        assert sorted(ids(check_settings())) == [
+            "taskengine.E002",
+            "taskengine.E003",
+            "taskengine.E004",
+            "taskengine.E005",
+            "taskengine.E006",
+            "taskengine.E007",
+            "taskengine.E008",
+        ]
+
+
+def test_errors_are_error_level():
+    with override_settings(TASKENGINE={"POLL_INTERVAL": 0}):
+        assert all(m.level == checks.ERROR for m in check_settings())

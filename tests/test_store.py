@@ -1,0 +1,627 @@
+"""The store's WorkerSession driven in-process: claims, fenced finishes, and rescue.
+
+A PostgreSQL session opens its own connection, so these tests commit (``transaction=True``)
+for it to see their rows. A generic (SQLite) session uses the calling thread's connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_taskengine import task
+from django_taskengine.conf import taskengine_settings
+from django_taskengine.models import Attempt, Job, Worker
+from django_taskengine.store import (
+    ClaimedJob,
+    Outcome,
+    WorkerInfo,
+    WorkerSession,
+    _stores,
+    get_store,
+)
+from django_taskengine.store.postgres import ORPHAN_ERROR
+
+from .factories import JobFactory, QueueFactory
+from .helpers import wait_for
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"]),
+    pytest.mark.timeout(60),
+]
+
+
+@pytest.fixture(autouse=True)
+def forget_known_queues():
+    """Stores remember committed queue rows for the process; transactional tests flush the
+    tables, so a remembered queue would have no row in the next test."""
+    yield
+    _stores.clear()
+
+
+@task(on_orphan="park")
+def parked_on_orphan():
+    """A task that must not run twice: an orphaned attempt fails it instead of retrying."""
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def open_session():
+    """Open registered worker sessions; all are closed at the end of the test."""
+    opened: list[WorkerSession] = []
+
+    def open_(*queues: str) -> WorkerSession:
+        info = WorkerInfo(
+            id=uuid.uuid4(),
+            hostname="test-host",
+            pid=os.getpid(),
+            queues=list(queues),
+            concurrency=1,
+        )
+        session = get_store().open_session(info)
+        session.register()
+        opened.append(session)
+        return session
+
+    yield open_
+    for session in opened:
+        session.close()
+
+
+def outcome(claimed: ClaimedJob, status: str = "succeeded", **changes) -> Outcome:
+    values = {
+        "job_id": claimed.id,
+        "token": claimed.token,
+        "attempt": claimed.attempt,
+        "status": status,
+        "outcome": "succeeded" if status == "succeeded" else "failed",
+        "started_at": claimed.started_at,
+        "finished_at": timezone.now(),
+        "result_json": json.dumps({"ok": claimed.id}) if status == "succeeded" else None,
+    }
+    values.update(changes)
+    return Outcome(**values)
+
+
+def ago(seconds: float) -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=seconds)
+
+
+def orphan_jobs_of(session: WorkerSession) -> None:
+    """Make a session's running jobs look as if its worker process died."""
+    if is_postgres():
+        session.close()  # the advisory locks go with the connection
+        Worker.objects.filter(id=session.worker.id).update(last_heartbeat_at=ago(300))
+    else:
+        Job.objects.filter(worker_id=session.worker.id, status="running").update(
+            lease_expires_at=ago(1)
+        )
+
+
+def advisory_lock_held(job_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 2 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [taskengine_settings.ADVISORY_LOCK_NAMESPACE, job_id],
+        )
+        return cursor.fetchone()[0] > 0
+
+
+# -- claim ----------------------------------------------------------------------------------
+
+
+def test_claim_marks_a_due_job_running_for_this_worker(open_session):
+    job = JobFactory(args=[4, 5], kwargs={"k": 1}, max_attempts=4, retry_backoff=0.5)
+    session = open_session()
+    (claimed,) = session.claim(10)
+    assert claimed.id == job.pk
+    assert (claimed.task_name, claimed.args, claimed.kwargs) == (job.task_name, [4, 5], {"k": 1})
+    assert (claimed.attempt, claimed.max_attempts, claimed.retry_backoff) == (1, 4, 0.5)
+    assert isinstance(claimed.token, uuid.UUID)
+    assert claimed.locked is is_postgres()
+    job.refresh_from_db()
+    assert job.status == "running"
+    assert job.attempts == 1
+    assert job.token == claimed.token
+    assert job.worker_id == session.worker.id
+    assert job.started_at is not None
+    assert session.claim(10) == []
+
+
+def test_claim_takes_at_most_the_limit(open_session):
+    JobFactory.create_batch(5)
+    session = open_session()
+    assert len(session.claim(2)) == 2
+    assert len(session.claim(2)) == 2
+    assert len(session.claim(2)) == 1
+    assert Job.objects.filter(status="running").count() == 5
+
+
+def test_claim_order_is_priority_then_run_after_then_id(open_session):
+    same_time = ago(10)
+    low_a = JobFactory(priority=0, run_after=same_time)
+    high_late = JobFactory(priority=5, run_after=ago(1))
+    high_early = JobFactory(priority=5, run_after=ago(20))
+    low_b = JobFactory(priority=0, run_after=same_time)
+    lowest_oldest = JobFactory(priority=-1, run_after=ago(100))
+    session = open_session()
+    order = [session.claim(1)[0].id for _ in range(5)]
+    assert order == [high_early.pk, high_late.pk, low_a.pk, low_b.pk, lowest_oldest.pk]
+
+
+def test_a_job_not_yet_due_is_not_claimed(open_session):
+    JobFactory(run_after=timezone.now() + dt.timedelta(minutes=5))
+    due = JobFactory()
+    session = open_session()
+    assert [c.id for c in session.claim(10)] == [due.pk]
+    assert session.claim(10) == []
+
+
+def test_a_paused_queue_is_never_claimed_from(open_session):
+    QueueFactory(name="held", on_pause=True)
+    held = JobFactory.create_batch(3, queue="held", priority=100)
+    free = JobFactory(queue="default")
+    session = open_session()
+    assert [c.id for c in session.claim(10)] == [free.pk]
+    assert session.claim(10) == []
+    assert set(Job.objects.filter(queue="held").values_list("status", flat=True)) == {"queued"}
+    # A worker serving only that queue claims nothing either.
+    assert open_session("held").claim(10) == []
+    assert len(held) == 3
+
+
+def test_a_timed_pause_still_running_is_not_claimed_from(open_session):
+    QueueFactory(name="later", on_pause=True, paused_until=timezone.now() + dt.timedelta(hours=1))
+    JobFactory(queue="later")
+    assert open_session().claim(10) == []
+
+
+def test_a_timed_pause_that_has_ended_is_claimed_from(open_session):
+    QueueFactory(name="resumed", on_pause=True, paused_until=ago(1))
+    job = JobFactory(queue="resumed")
+    assert [c.id for c in open_session().claim(10)] == [job.pk]
+
+
+def test_an_unpaused_queue_row_does_not_block_claims(open_session):
+    QueueFactory(name="open", paused=False)
+    job = JobFactory(queue="open")
+    assert [c.id for c in open_session().claim(10)] == [job.pk]
+
+
+def test_a_worker_claims_only_from_its_queues(open_session):
+    mine = JobFactory(queue="emails")
+    JobFactory(queue="reports", priority=10)
+    session = open_session("emails", "sms")
+    assert [c.id for c in session.claim(10)] == [mine.pk]
+    assert session.claim(10) == []
+
+
+def test_only_queued_jobs_are_claimed(open_session):
+    for status in ("running", "succeeded", "failed", "cancelled", "paused"):
+        JobFactory(status=status)
+    assert open_session().claim(10) == []
+
+
+def test_concurrent_sessions_never_claim_the_same_job(open_session):
+    jobs = JobFactory.create_batch(40)
+    barrier = threading.Barrier(4, timeout=20)
+    claimed: list[list[int]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            info = WorkerInfo(uuid.uuid4(), "test-host", os.getpid(), [], 1)
+            session = get_store().open_session(info)
+            session.register()
+            try:
+                barrier.wait()
+                while batch := session.claim(3):
+                    claimed[index].extend(job.id for job in batch)
+            finally:
+                session.close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=40)
+    assert errors == []
+    every_claim = [job_id for ids in claimed for job_id in ids]
+    assert sorted(every_claim) == sorted(job.pk for job in jobs)
+    assert Job.objects.filter(status="running", attempts=1).count() == 40
+
+
+def test_claim_takes_the_jobs_advisory_lock_and_finish_releases_it(open_session):
+    if not is_postgres():
+        pytest.skip("advisory locks are PostgreSQL only; SQLite uses leases")
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    assert claimed.locked is True
+    assert advisory_lock_held(job.pk)
+    session.finish([outcome(claimed)], unlock=[job.pk])
+    assert not advisory_lock_held(job.pk)
+
+
+# -- finish ---------------------------------------------------------------------------------
+
+
+def test_finish_writes_the_success_and_records_the_attempt(open_session):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    applied = session.finish([outcome(claimed)], unlock=[claimed.id])
+    assert applied == {job.pk}
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert job.result == {"ok": job.pk}
+    assert job.finished_at is not None
+    assert (job.token, job.worker_id, job.lease_expires_at) == (None, None, None)
+    (attempt,) = Attempt.objects.filter(job=job)
+    assert (attempt.number, attempt.outcome, attempt.worker_id) == (
+        1,
+        "succeeded",
+        session.worker.id,
+    )
+
+
+def test_a_finish_with_a_stale_token_changes_nothing_and_is_recorded_as_superseded(open_session):
+    job = JobFactory()
+    first = open_session()
+    (stale,) = first.claim(1)
+    # The job is taken from the first worker (rescued) and claimed again by a second one.
+    Job.objects.filter(pk=job.pk).update(status="queued", token=None, worker_id=None)
+    second = open_session()
+    (current,) = second.claim(1)
+    assert current.id == job.pk and current.token != stale.token
+
+    applied = first.finish([outcome(stale, result_json='"late"')], unlock=[job.pk])
+
+    assert applied == set()
+    job.refresh_from_db()
+    assert job.status == "running"
+    assert job.token == current.token
+    assert job.worker_id == second.worker.id
+    assert job.result is None
+    assert job.attempts == 2
+    (attempt,) = Attempt.objects.filter(job=job)
+    assert (attempt.number, attempt.outcome, attempt.worker_id) == (
+        1,
+        "superseded",
+        first.worker.id,
+    )
+    # The current attempt still completes.
+    assert second.finish([outcome(current)], unlock=[job.pk]) == {job.pk}
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+
+
+@pytest.mark.parametrize("status", ["cancelled", "queued", "succeeded"])
+def test_a_finish_after_the_job_left_running_is_superseded(open_session, status):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    Job.objects.filter(pk=job.pk).update(status=status)
+    assert session.finish([outcome(claimed, status="failed", error="late")], unlock=[]) == set()
+    job.refresh_from_db()
+    assert job.status == status
+    assert job.error == ""
+    assert Attempt.objects.get(job=job).outcome == "superseded"
+
+
+def test_one_finish_fences_each_outcome_separately(open_session):
+    jobs = JobFactory.create_batch(3)
+    session = open_session()
+    claimed = session.claim(3)
+    middle = claimed[1]
+    Job.objects.filter(pk=middle.id).update(token=uuid.uuid4())
+    applied = session.finish([outcome(c) for c in claimed], unlock=[c.id for c in claimed])
+    assert applied == {claimed[0].id, claimed[2].id}
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert statuses == {jobs[0].pk: "succeeded", jobs[1].pk: "running", jobs[2].pk: "succeeded"}
+    outcomes = dict(Attempt.objects.values_list("job_id", "outcome"))
+    assert outcomes == {
+        jobs[0].pk: "succeeded",
+        jobs[1].pk: "superseded",
+        jobs[2].pk: "succeeded",
+    }
+
+
+def test_a_retry_requeues_the_job_after_its_delay(open_session):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    before = timezone.now()
+    applied = session.finish(
+        [
+            outcome(
+                claimed,
+                status="queued",
+                error="RuntimeError: boom",
+                traceback="tb",
+                retry_delay=30.0,
+            )
+        ],
+        unlock=[job.pk],
+    )
+    assert applied == {job.pk}
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert job.attempts == 1
+    assert job.error == "RuntimeError: boom"
+    assert job.finished_at is None
+    assert job.token is None
+    assert (
+        before + dt.timedelta(seconds=25)
+        <= job.run_after
+        <= timezone.now() + dt.timedelta(seconds=31)
+    )
+    assert session.claim(1) == []
+    attempt = Attempt.objects.get(job=job)
+    assert (attempt.outcome, attempt.error, attempt.traceback) == (
+        "failed",
+        "RuntimeError: boom",
+        "tb",
+    )
+
+
+def test_an_interrupted_attempt_gives_its_attempt_back(open_session):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    session.finish(
+        [outcome(claimed, status="queued", outcome="interrupted", refund_attempt=True)],
+        unlock=[job.pk],
+    )
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("queued", 0)
+    assert Attempt.objects.get(job=job).outcome == "interrupted"
+    (again,) = session.claim(1)
+    assert again.attempt == 1
+
+
+def test_a_final_failure_is_kept_with_its_error(open_session):
+    job = JobFactory(max_attempts=1)
+    session = open_session()
+    (claimed,) = session.claim(1)
+    session.finish(
+        [outcome(claimed, status="failed", error="ValueError: no", traceback="Traceback…")],
+        unlock=[job.pk],
+    )
+    job.refresh_from_db()
+    assert (job.status, job.error, job.traceback) == ("failed", "ValueError: no", "Traceback…")
+    assert job.finished_at is not None
+
+
+def test_finish_of_nothing_is_a_no_op(open_session):
+    assert open_session().finish([], unlock=[]) == set()
+
+
+# -- worker rows ----------------------------------------------------------------------------
+
+
+def test_register_heartbeat_and_unregister_maintain_the_worker_row(open_session):
+    session = open_session("emails")
+    row = Worker.objects.get(id=session.worker.id)
+    assert (row.hostname, row.pid, row.queues, row.stopped_at) == (
+        "test-host",
+        os.getpid(),
+        ["emails"],
+        None,
+    )
+    Worker.objects.filter(id=session.worker.id).update(last_heartbeat_at=ago(60))
+    session.heartbeat([], succeeded=4, failed=1)
+    row.refresh_from_db()
+    assert row.last_heartbeat_at > ago(10)
+    assert (row.jobs_succeeded, row.jobs_failed) == (4, 1)
+    session.unregister()
+    row.refresh_from_db()
+    assert row.stopped_at is not None
+
+
+def test_a_heartbeat_recreates_a_deleted_worker_row(open_session):
+    session = open_session()
+    Worker.objects.filter(id=session.worker.id).delete()
+    session.heartbeat([], succeeded=0, failed=0)
+    assert Worker.objects.filter(id=session.worker.id, stopped_at__isnull=True).exists()
+
+
+def test_relock_requeues_running_jobs_the_worker_does_not_know_about(open_session):
+    # A claim whose reply was lost with the connection left jobs running under this worker.
+    first, second = JobFactory.create_batch(2)
+    session = open_session()
+    claimed = session.claim(2)
+    known = [c for c in claimed if c.id == first.pk]
+    session.relock(known)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == "running"
+    assert (second.status, second.attempts, second.token) == ("queued", 0, None)
+    if is_postgres():
+        assert known[0].locked is True
+
+
+# -- rescue ---------------------------------------------------------------------------------
+
+
+def test_an_orphaned_job_is_requeued_with_an_orphaned_attempt(open_session):
+    job = JobFactory(max_attempts=3)
+    dead = open_session()
+    (claimed,) = dead.claim(1)
+    rescuer = open_session()
+    orphan_jobs_of(dead)
+
+    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+
+    assert [(r.id, r.attempt, r.status) for r in rescued] == [(job.pk, 1, "queued")]
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert job.attempts == 1
+    assert job.error == ORPHAN_ERROR
+    assert (job.token, job.worker_id, job.finished_at) == (None, None, None)
+    attempt = Attempt.objects.get(job=job)
+    assert (attempt.number, attempt.outcome, attempt.worker_id) == (1, "orphaned", dead.worker.id)
+    assert attempt.started_at == claimed.started_at
+    # It runs again as a new attempt.
+    (again,) = rescuer.claim(1)
+    assert (again.id, again.attempt) == (job.pk, 2)
+
+
+def test_an_orphaned_job_with_no_attempts_left_fails(open_session):
+    job = JobFactory(max_attempts=1)
+    dead = open_session()
+    dead.claim(1)
+    rescuer = open_session()
+    orphan_jobs_of(dead)
+    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    assert [(r.id, r.status) for r in rescued] == [(job.pk, "failed")]
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.finished_at is not None
+    assert job.error == ORPHAN_ERROR
+    assert Attempt.objects.get(job=job).outcome == "orphaned"
+
+
+def test_an_orphaned_job_of_a_park_task_fails_instead_of_running_again(open_session):
+    job = JobFactory(task_name=parked_on_orphan.name, args=[], max_attempts=5)
+    dead = open_session()
+    dead.claim(1)
+    rescuer = open_session()
+    orphan_jobs_of(dead)
+    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    assert [(r.id, r.status) for r in rescued] == [(job.pk, "failed")]
+
+
+def test_a_late_finish_after_a_rescue_is_superseded(open_session):
+    job = JobFactory()
+    slow = open_session()
+    (claimed,) = slow.claim(1)
+    rescuer = open_session()
+    if is_postgres():
+        # The worker is alive but was cut off: its lock went (as in a database restart) and
+        # it missed its heartbeats, so its job was rescued; now it reports, late.
+        slow.finish([], unlock=[job.pk])
+        Worker.objects.filter(id=slow.worker.id).update(last_heartbeat_at=ago(300))
+    else:
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=ago(1))
+    wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+
+    assert slow.finish([outcome(claimed)], unlock=[]) == set()
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert job.result is None
+    assert list(Attempt.objects.filter(job=job).values_list("outcome", flat=True)) == [
+        "orphaned",
+        "superseded",
+    ]
+
+
+def test_sqlite_a_job_whose_lease_is_current_is_not_rescued(open_session):
+    if is_postgres():
+        pytest.skip("PostgreSQL rescues by advisory lock and heartbeat, tested below")
+    JobFactory()
+    worker = open_session()
+    worker.claim(1)
+    Worker.objects.filter(id=worker.worker.id).update(last_heartbeat_at=ago(3600))
+    assert open_session().rescue() == []
+    assert Job.objects.get().status == "running"
+
+
+def test_sqlite_a_heartbeat_renews_the_leases_of_running_jobs(open_session):
+    if is_postgres():
+        pytest.skip("PostgreSQL jobs have no lease")
+    job = JobFactory()
+    worker = open_session()
+    (claimed,) = worker.claim(1)
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=ago(1))
+    worker.heartbeat([claimed], succeeded=0, failed=0)
+    job.refresh_from_db()
+    assert job.lease_expires_at > timezone.now() + dt.timedelta(
+        seconds=taskengine_settings.LEASE_SECONDS / 2
+    )
+    assert open_session().rescue() == []
+
+
+def test_sqlite_a_heartbeat_with_a_stale_token_does_not_renew_the_lease(open_session):
+    if is_postgres():
+        pytest.skip("PostgreSQL jobs have no lease")
+    job = JobFactory()
+    worker = open_session()
+    (claimed,) = worker.claim(1)
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=ago(1), token=uuid.uuid4())
+    worker.heartbeat([claimed], succeeded=0, failed=0)
+    job.refresh_from_db()
+    assert job.lease_expires_at < timezone.now()
+
+
+def test_postgres_a_job_whose_worker_holds_its_lock_is_not_rescued_despite_an_old_heartbeat(
+    open_session,
+):
+    if not is_postgres():
+        pytest.skip("advisory locks are PostgreSQL only")
+    job = JobFactory()
+    alive = open_session()
+    (claimed,) = alive.claim(1)
+    assert claimed.locked
+    Worker.objects.filter(id=alive.worker.id).update(last_heartbeat_at=ago(3600))
+    assert open_session().rescue() == []
+    job.refresh_from_db()
+    assert (job.status, job.token) == ("running", claimed.token)
+    assert not Attempt.objects.exists()
+
+
+def test_postgres_a_free_lock_is_not_enough_while_the_worker_heartbeats(open_session):
+    if not is_postgres():
+        pytest.skip("advisory locks are PostgreSQL only")
+    job = JobFactory()
+    worker = open_session()
+    worker.claim(1)
+    rescuer = open_session()
+    # The lock vanishes (as in a database restart) but the worker keeps heartbeating.
+    worker.close()
+    wait_for(lambda: not advisory_lock_held(job.pk), timeout=10, message="the lock to go")
+    Worker.objects.filter(id=worker.worker.id).update(last_heartbeat_at=timezone.now())
+    assert rescuer.rescue() == []
+    assert Job.objects.get(pk=job.pk).status == "running"
+    # Once the heartbeat is older than RESCUE_GRACE, the job is rescued.
+    grace = taskengine_settings.RESCUE_GRACE
+    Worker.objects.filter(id=worker.worker.id).update(last_heartbeat_at=ago(grace + 1))
+    assert [r.id for r in rescuer.rescue()] == [job.pk]
+    assert Job.objects.get(pk=job.pk).status == "queued"
+
+
+def test_postgres_a_stopped_worker_with_a_free_lock_is_rescued_at_once(open_session):
+    if not is_postgres():
+        pytest.skip("advisory locks are PostgreSQL only")
+    job = JobFactory()
+    worker = open_session()
+    worker.claim(1)
+    rescuer = open_session()
+    worker.unregister()
+    worker.close()
+    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    assert [r.id for r in rescued] == [job.pk]
+
+
+def test_postgres_a_running_job_of_an_unknown_worker_with_a_free_lock_is_rescued(open_session):
+    if not is_postgres():
+        pytest.skip("advisory locks are PostgreSQL only")
+    job = JobFactory(running=True)  # its worker never registered a row
+    rescued = open_session().rescue()
+    assert [(r.id, r.status) for r in rescued] == [(job.pk, "queued")]

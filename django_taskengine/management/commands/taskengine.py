@@ -184,10 +184,13 @@ class Command(BaseCommand):
             handler(database, options)
         except DatabaseError as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CommandError(
+            message = (
                 f"Database {database!r} failed: {first_line}. Is it reachable, and has "
-                "`manage.py migrate` been run? Lines printed above were applied."
-            ) from exc
+                "`manage.py migrate` been run?"
+            )
+            if subcommand not in ("status", "why"):
+                message += " Changes reported above were applied, no others."
+            raise CommandError(message) from exc
 
     # -- status ---------------------------------------------------------------------------
 
@@ -195,10 +198,11 @@ class Command(BaseCommand):
         stats = inspection.queue_stats(using=database)
         pauses = operations.active_pauses(using=database)
         workers = inspection.live_workers(using=database)
-        if options["json"]:
-            self.stdout.write(json.dumps(_status_json(stats, pauses, workers), indent=2))
-            return
         engine_pause = next((p for p in pauses if p.scope == PauseScope.ENGINE), None)
+        if options["json"]:
+            data = _status_json(stats, engine_pause, pauses, workers)
+            self.stdout.write(json.dumps(data, indent=2))
+            return
         now = timezone.localtime()
         self.stdout.write(f"Task engine on database {database!r}, {now:%Y-%m-%d %H:%M:%S %Z}")
         if engine_pause is not None:
@@ -671,12 +675,16 @@ def _pause_json(pause: Queue | Pause) -> dict[str, Any]:
 
 
 def _status_json(
-    stats: dict[str, inspection.QueueStats], pauses: list[Pause], workers: list[Any]
+    stats: dict[str, inspection.QueueStats],
+    engine_pause: Pause | None,
+    pauses: list[Pause],
+    workers: list[Any],
 ) -> dict[str, Any]:
     queues = []
     for item in stats.values():
         entry: dict[str, Any] = {
             "name": item.name,
+            "state": _queue_state(item, engine_pause),
             "paused": item.paused,
             "pause": _pause_json(item.queue) if item.paused and item.queue else None,
             "queued": item.queued,
@@ -697,7 +705,7 @@ def _status_json(
     return {
         "at": timezone.now().isoformat(),
         "throughput_window_seconds": inspection.THROUGHPUT_WINDOW.total_seconds(),
-        "engine_paused": any(p.scope == PauseScope.ENGINE for p in pauses),
+        "engine_paused": engine_pause is not None,
         "queues": queues,
         "pauses": [
             {"scope": p.scope, "target": p.target, **_pause_json(p)} for p in pauses

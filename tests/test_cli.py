@@ -417,19 +417,23 @@ def test_a_job_action_that_does_not_fit_the_state_is_refused():
     assert job.status == JobStatus.SUCCEEDED
 
 
-@pytest.mark.skipif(
-    JobStatus.RUNNING not in operations.JOB_ACTIONS["pause"],
-    reason="operations cannot pause running jobs yet (issue 4)",
-)
-def test_pause_job_asks_a_running_job_to_stop_at_its_checkpoint():
+@pytest.mark.parametrize(("subcommand", "request_"), [("pause-job", "pause"), ("cancel", "cancel")])
+def test_a_running_job_is_asked_to_stop_at_its_next_checkpoint(subcommand, request_):
     job = JobFactory(running=True)
-    out, _ = run("pause-job", str(job.pk))
+    out, _ = run(subcommand, str(job.pk))
     assert out == (
-        f"job {job.pk}: running → running, asked to pause at its next checkpoint (a task "
+        f"job {job.pk}: running → running, asked to {request_} at its next checkpoint (a task "
         "without checkpoints finishes this attempt)\n"
     )
     job.refresh_from_db()
-    assert (job.status, job.stop_requested) == (JobStatus.RUNNING, "pause")
+    assert (job.status, job.stop_requested) == (JobStatus.RUNNING, request_)
+
+
+def test_asking_a_running_job_twice_to_pause_is_refused():
+    job = JobFactory(running=True)
+    run("pause-job", str(job.pk))
+    message, _, _ = fails("pause-job", str(job.pk))
+    assert message == f"Job {job.pk} was already asked to pause at its next checkpoint."
 
 
 def test_run_now_makes_a_delayed_job_due():

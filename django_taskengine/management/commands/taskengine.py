@@ -150,8 +150,10 @@ class Command(BaseCommand):
 
         job_help = {
             "retry": "Failed or cancelled jobs → queued, due now, with a fresh attempt budget.",
-            "cancel": "Queued or paused jobs → cancelled.",
-            "pause-job": "Queued jobs → paused: not claimed until resume-job.",
+            "cancel": "Queued or paused jobs → cancelled; a running job is asked to stop and "
+            "becomes cancelled at its next checkpoint.",
+            "pause-job": "Queued jobs → paused, not claimed until resume-job; a running job is "
+            "asked to stop and becomes paused at its next checkpoint.",
             "resume-job": "Paused jobs → queued.",
             "run-now": "Make queued jobs due now (clears a delay or a retry backoff).",
         }

@@ -78,6 +78,8 @@ class PauseForm(forms.Form):
         required=False, choices=[(value, label) for value, label, _ in PAUSE_DURATIONS]
     )
     until = forms.DateTimeField(required=False)
+    #: Queues only: also ask the queue's running jobs to pause at their next checkpoint.
+    stop_running = forms.BooleanField(required=False)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

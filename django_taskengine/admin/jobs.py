@@ -124,10 +124,32 @@ def _with_current(names: list[str], current: str | None) -> list[tuple[str, str]
 
 
 class JobChangeList(ChangeList):
-    """Reads only the columns the list shows."""
+    """Reads only the columns the list shows, and tells the pagination how exact its count is."""
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Job]:
         return super().get_queryset(request, exclude_parameters).only(*LIST_COLUMNS)
+
+    @property
+    def with_count_label(self) -> _CountLabelled:
+        return _CountLabelled(self)
+
+
+class _CountLabelled:
+    """The change list as Django's pagination template sees it, with ``result_count`` in words
+    ("about 1,000,000", "more than 10,000") when the paginator did not count every row."""
+
+    def __init__(self, changelist: ChangeList) -> None:
+        self._changelist = changelist
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._changelist, name)
+
+    @property
+    def result_count(self) -> int | str:
+        paginator = self._changelist.paginator
+        if getattr(paginator, "count_is_exact", True):
+            return int(self._changelist.result_count)
+        return str(paginator.count_label)
 
 
 # -- the admin -------------------------------------------------------------------------
@@ -166,7 +188,7 @@ class JobAdmin(admin.ModelAdmin):
         ("Times", {"fields": (
             "created_at", "run_after", "started_at", "finished_at", "duration_label",
         )}),
-        ("Attempts", {"fields": (
+        ("Execution", {"fields": (
             "attempts_label", "worker_link", "progress", "timeout", "retry_backoff",
             "stop_requested",
         )}),
@@ -289,16 +311,26 @@ class JobAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return
-        done, refused = operations.apply_to_jobs(name, ids, using=_db())
+        changed, refused = operations.apply_to_jobs(name, ids, using=_db())
+        # Running jobs are only asked to stop: they change at their next checkpoint.
+        asked = [job for job in changed if job.status == JobStatus.RUNNING]
+        done = [job for job in changed if job.status != JobStatus.RUNNING]
         for job in done:
             self.log_change(request, job, f"{action.done} (bulk action).")
+        for job in asked:
+            self.log_change(
+                request, job, f"Asked to {action.label.lower()} at its next checkpoint (bulk action)."
+            )
         if done:
             self.message_user(
                 request,
-                f"{action.done} {len(done)} job{'s' if len(done) != 1 else ''}: "
-                + ", ".join(str(job.pk) for job in done[:20])
-                + (" …" if len(done) > 20 else "")
-                + ".",
+                f"{action.done} {_jobs(done)}.",
+                messages.SUCCESS,
+            )
+        if asked:
+            self.message_user(
+                request,
+                f"Asked {_jobs(asked)} (running) to {action.label.lower()} at their next checkpoint.",
                 messages.SUCCESS,
             )
         if refused:
@@ -349,11 +381,19 @@ class JobAdmin(admin.ModelAdmin):
         except operations.ActionRefused as refused:
             self.message_user(request, str(refused), messages.ERROR)
         else:
+            if job.status == JobStatus.RUNNING:
+                done = f"Asked to {spec.label.lower()} at its next checkpoint"
+                told = (
+                    f"Asked job {job.pk} to {spec.label.lower()} at its next checkpoint (a task "
+                    "that never checkpoints finishes its current attempt)."
+                )
+            else:
+                done = spec.done
+                told = f"{spec.done} job {job.pk}: now {job.status}."
             self.log_change(
-                request, job,
-                f"{spec.done} (was {expected.status}, {expected.attempts} attempts).",
+                request, job, f"{done} (was {expected.status}, {expected.attempts} attempts)."
             )
-            self.message_user(request, f"{spec.done} job {job.pk}: now {job.status}.", messages.SUCCESS)
+            self.message_user(request, told, messages.SUCCESS)
         change_url = reverse(
             f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change",
             args=[quote(job_id)],
@@ -401,6 +441,7 @@ class JobAdmin(admin.ModelAdmin):
             ],
             "te_attempts_truncated": truncated,
             "te_expected": {"status": job.status, "attempts": job.attempts},
+            "te_next": request.get_full_path(),
         }
 
     # -- read-only fields of the job page ---------------------------------------------
@@ -459,6 +500,12 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="traceback")
     def traceback_text(self, job: Job) -> SafeString:
         return _preformatted(job.traceback)
+
+
+def _jobs(jobs: list[Job]) -> str:
+    """'3 jobs: 12, 11, 9' (at most 20 ids)."""
+    ids = ", ".join(str(job.pk) for job in jobs[:20]) + (" …" if len(jobs) > 20 else "")
+    return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}: {ids}"
 
 
 def _pretty_json(value: Any) -> SafeString:

@@ -113,6 +113,7 @@ class OverviewAdmin(admin.ModelAdmin):
             "te_failed_recently_url": job_list_url(site, status="failed"),
             "te_oldest": oldest,
             "te_oldest_age": format_age(oldest.oldest_due_age) if oldest else "—",
+            "te_oldest_url": job_list_url(site, queue=oldest.name, status="queued") if oldest else "",
             "te_live_workers": [
                 {"worker": w, "queues": ", ".join(w.queues) if w.queues else "all",
                  "heartbeat": format_age(now - w.last_heartbeat_at)}

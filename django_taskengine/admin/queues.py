@@ -92,8 +92,8 @@ def pause_controls_context(request: HttpRequest, admin_site_name: str, next_url:
         "durations": [(value, label) for value, label, _ in PAUSE_DURATIONS],
         "next_url": next_url,
         "urls": {
-            name: reverse(url + name.replace("-", "_"))
-            for name in ("pause-all", "resume-all", "pause-task", "resume-task")
+            name: reverse(url + name)
+            for name in ("pause_all", "resume_all", "pause_task", "resume_task")
         },
     }
 
@@ -277,11 +277,14 @@ class QueueAdmin(admin.ModelAdmin):
         stats = inspection.queue_stats(using=_db()).get(name)
         context = {
             "te_stats": stats,
+            "te_oldest_due_age": format_age(stats.oldest_due_age) if stats else "",
+            "te_throughput": f"{stats.throughput_per_minute:.1f}" if stats else "",
             "te_can_pause": self.has_pause_queue_permission(request),
             "te_durations": [(value, label) for value, label, _ in PAUSE_DURATIONS],
             "te_pause_url": self._url("pause", name),
             "te_resume_url": self._url("resume", name),
             "te_jobs_url": job_list_url(self.admin_site.name, queue=name),
+            "te_next": request.get_full_path(),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, context)
@@ -301,13 +304,21 @@ class QueueAdmin(admin.ModelAdmin):
                 by=username(request),
                 reason=form.cleaned_data["reason"],
                 until=form.pause_until(),
+                stop_running=form.cleaned_data["stop_running"],
                 using=_db(),
             )
         except ValueError as exc:
             self.message_user(request, f"Nothing was paused: {exc}", messages.ERROR)
             return back
-        self._log_pause(request, queue)
-        self.message_user(request, f"Paused queue “{name}”: no job of it starts now.", messages.SUCCESS)
+        stopping = (
+            " Its running jobs were asked to pause at their next checkpoint."
+            if form.cleaned_data["stop_running"]
+            else " Its running jobs finish."
+        )
+        self._log_pause(request, queue, stopping)
+        self.message_user(
+            request, f"Paused queue “{name}”: no job of it starts now.{stopping}", messages.SUCCESS
+        )
         return back
 
     @operator_view(PAUSE_PERMISSION)
@@ -324,13 +335,14 @@ class QueueAdmin(admin.ModelAdmin):
         self.message_user(request, f"Resumed queue “{name}”.", messages.SUCCESS)
         return back
 
-    def _log_pause(self, request: HttpRequest, queue: Queue) -> None:
+    def _log_pause(self, request: HttpRequest, queue: Queue, note: str = "") -> None:
         self.log_change(
             request,
             queue,
             f"Paused queue {queue.name} "
             + describe_pause(queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until)
-            + ".",
+            + "."
+            + note,
         )
 
     # -- the engine and task types -----------------------------------------------------

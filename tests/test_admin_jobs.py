@@ -1,0 +1,531 @@
+"""The job admin: the list (columns, filters, search, bounded queries, no full count), the job
+page (arguments, result, traceback, attempts, "why not running") and the job actions, guarded
+by the state the operator saw."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from django.contrib import messages
+from django.contrib.admin.models import LogEntry
+from django.db import connection
+from django.utils import timezone
+
+from django_taskengine.admin import jobs as job_admin
+from django_taskengine.admin.paginator import EstimatedCountPaginator
+from django_taskengine.models import Job, JobStatus, Pause, PauseScope
+
+from .admin_helpers import admin_url, content, messages_of
+from .factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
+
+pytestmark = pytest.mark.django_db
+
+ADD = "tests.testapp.tasks.add"
+NOOP = "tests.testapp.tasks.noop"
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="pg_class estimates exist only on PostgreSQL"
+)
+
+
+def _listed_ids(response) -> list[int]:
+    return [job.pk for job in response.context["cl"].result_list]
+
+
+def _post_action(client, job: Job, action: str, *, status: str | None = None, attempts=None):
+    """POST one job action the way the job page's button does."""
+    return client.post(
+        admin_url(f"job_{action}", job.pk),
+        {
+            "expected_status": status if status is not None else job.status,
+            "expected_attempts": attempts if attempts is not None else job.attempts,
+        },
+        follow=True,
+    )
+
+
+# -- the list ---------------------------------------------------------------------------
+
+
+def test_list_shows_status_task_queue_priority_attempts_and_times(admin_client):
+    start = timezone.now() - dt.timedelta(seconds=90)
+    job = JobFactory(
+        queue="emails", priority=7, status="failed", attempts=2, max_attempts=3,
+        started_at=start, finished_at=start + dt.timedelta(seconds=5),
+    )
+
+    response = admin_client.get(admin_url("job_changelist"))
+
+    html = content(response)
+    assert _listed_ids(response) == [job.pk]
+    for header in ("status", "task name", "queue", "priority", "attempts", "due", "started",
+                   "finished", "duration"):
+        assert f">{header.capitalize()}<" in html or f">{header}<" in html.lower()
+    assert '<span class="te-status te-status-failed">failed</span>' in html
+    assert ADD in html and "emails" in html and "2/3" in html and "5.00 s" in html
+
+
+def test_list_is_newest_first_and_sortable_by_id_only(admin_client):
+    older, newer = JobFactory(), JobFactory()
+
+    response = admin_client.get(admin_url("job_changelist"))
+
+    assert _listed_ids(response) == [newer.pk, older.pk]
+    assert response.context["cl"].sortable_by == ("id",)
+
+
+def test_filters_by_status_queue_task_and_created_time(admin_client):
+    QueueFactory(name="emails")
+    QueueFactory(name="reports")
+    emails = JobFactory(queue="emails")
+    failed = JobFactory(queue="reports", status="failed", task_name=NOOP)
+    old = JobFactory(queue="reports", created_at=timezone.now() - dt.timedelta(days=30))
+    url = admin_url("job_changelist")
+
+    assert _listed_ids(admin_client.get(url, {"status": "failed"})) == [failed.pk]
+    assert _listed_ids(admin_client.get(url, {"queue": "emails"})) == [emails.pk]
+    assert _listed_ids(admin_client.get(url, {"task": NOOP})) == [failed.pk]
+    # The "Past 7 days" link of the filter: an aware midnight.
+    since = str((timezone.now() - dt.timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0))
+    recent = _listed_ids(admin_client.get(url, {"created_at__gte": since}))
+    assert old.pk not in recent and emails.pk in recent
+
+
+def test_filter_choices_come_from_the_queue_table_and_the_task_registry(admin_client):
+    QueueFactory(name="declared-queue")
+    JobFactory(queue="undeclared-queue", task_name="gone.renamed_task")
+
+    response = admin_client.get(admin_url("job_changelist"))
+
+    specs = {spec.title: spec for spec in response.context["cl"].filter_specs}
+    queue_choices = [value for value, _ in specs["queue"].lookup_choices]
+    task_choices = [value for value, _ in specs["task"].lookup_choices]
+    assert queue_choices == ["declared-queue"]
+    assert ADD in task_choices and "gone.renamed_task" not in task_choices
+    assert [value for value, _ in specs["status"].lookup_choices] == list(JobStatus.values)
+
+
+def test_no_facet_counts_even_when_asked(admin_client):
+    JobFactory()
+
+    response = admin_client.get(admin_url("job_changelist"), {"_facets": "True"})
+
+    assert response.status_code == 200
+    assert "Show counts" not in content(response)
+
+
+def test_search_by_id_dedup_key_and_task_name(admin_client):
+    invoice = JobFactory(dedup_key="invoice-42")
+    noop = JobFactory(task_name=NOOP)
+    other = JobFactory()
+    url = admin_url("job_changelist")
+
+    assert _listed_ids(admin_client.get(url, {"q": str(other.pk)})) == [other.pk]
+    assert _listed_ids(admin_client.get(url, {"q": f"#{other.pk}"})) == [other.pk]
+    assert _listed_ids(admin_client.get(url, {"q": "invoice-42"})) == [invoice.pk]
+    assert _listed_ids(admin_client.get(url, {"q": "invoice"})) == []  # dedup keys: exact
+    assert _listed_ids(admin_client.get(url, {"q": NOOP})) == [noop.pk]
+    assert _listed_ids(admin_client.get(url, {"q": "NOOP"})) == [noop.pk]  # part of a registered name
+    assert _listed_ids(admin_client.get(url, {"q": "99999999999999999999999"})) == []
+
+
+def test_list_with_filters_and_search_runs_a_bounded_number_of_queries(
+    admin_client, django_assert_max_num_queries
+):
+    QueueFactory(name="emails")
+    for _ in range(60):
+        JobFactory(queue="emails", status="failed", attempts=3)
+    url = admin_url("job_changelist")
+    params = {"status": "failed", "queue": "emails", "task": ADD, "q": "add", "p": "2"}
+
+    # session, user, queue choices, capped count, the page's rows: no query per row.
+    with django_assert_max_num_queries(7):
+        response = admin_client.get(url, params)
+
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 10  # 60 rows, 50 per page, page 2
+
+
+def test_list_reads_only_the_columns_it_shows(admin_client, django_assert_max_num_queries):
+    JobFactory(args=["x" * 10_000], traceback="y" * 10_000)
+
+    with django_assert_max_num_queries(10) as queries:
+        admin_client.get(admin_url("job_changelist"))
+
+    page_query = next(q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "taskengine_job" in q["sql"])
+    assert '"traceback"' not in page_query and '"args"' not in page_query
+
+
+def test_every_count_of_the_unfiltered_list_is_capped(admin_client, django_assert_max_num_queries):
+    JobFactory.create_batch(3)
+
+    with django_assert_max_num_queries(10) as queries:
+        admin_client.get(admin_url("job_changelist"))
+
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts, "expected a capped count of a small table"
+    assert all("LIMIT 10001" in sql for sql in counts), counts
+
+
+@postgres_only
+def test_unfiltered_list_on_postgresql_uses_the_planner_estimate_not_count(
+    admin_client, django_assert_max_num_queries, monkeypatch
+):
+    JobFactory.create_batch(30)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job")
+    # Pretend 30 rows is a big table, as a million would be with the default cap.
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 10)
+
+    with django_assert_max_num_queries(10) as queries:
+        response = admin_client.get(admin_url("job_changelist"))
+
+    sqls = [q["sql"] for q in queries.captured_queries]
+    assert not [sql for sql in sqls if "COUNT(" in sql.upper()], sqls
+    assert any("reltuples" in sql for sql in sqls)
+    assert "about 30 jobs" in content(response)
+    assert len(response.context["cl"].result_list) == 30
+
+
+def test_a_filter_matching_more_than_the_cap_says_more_than(admin_client, monkeypatch):
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 5)
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 4)
+    JobFactory.create_batch(9, status="failed")
+
+    url = admin_url("job_changelist")
+    response = admin_client.get(url, {"status": "failed"})
+
+    assert "more than 5 jobs" in content(response)
+    # An inexact count never hides rows: page 3 of "6" rows still shows the ninth job.
+    last = admin_client.get(url, {"status": "failed", "p": "3"})
+    assert last.status_code == 200
+    assert len(last.context["cl"].result_list) == 1
+
+
+def test_an_exact_small_count_is_shown_as_is(admin_client):
+    JobFactory.create_batch(2)
+
+    assert "2 jobs" in content(admin_client.get(admin_url("job_changelist")))
+
+
+# -- the job page ---------------------------------------------------------------------
+
+
+def test_job_page_shows_arguments_and_result_as_indented_json(admin_client):
+    job = JobFactory(
+        args=[1, {"to": "a@example.com"}], kwargs={"retry": True}, succeeded=True,
+        result={"sent": 2}, dedup_key="mail-7",
+    )
+
+    html = content(admin_client.get(admin_url("job_change", job.pk)))
+
+    assert '<pre class="te-pre">[\n  1,\n  {\n    &quot;to&quot;: &quot;a@example.com&quot;\n  }\n]</pre>' in html
+    assert '<pre class="te-pre">{\n  &quot;retry&quot;: true\n}</pre>' in html
+    assert '<pre class="te-pre">{\n  &quot;sent&quot;: 2\n}</pre>' in html
+    assert "mail-7" in html
+
+
+def test_job_page_shows_error_traceback_and_every_attempt(admin_client):
+    worker_id = uuid.uuid4()
+    start = timezone.now() - dt.timedelta(minutes=5)
+    job = JobFactory(
+        status="failed", attempts=2, max_attempts=2, error="ValueError: bad row",
+        traceback='Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad row',
+        finished_at=timezone.now(),
+    )
+    AttemptFactory(job=job, number=1, worker_id=worker_id, outcome="orphaned", started_at=start,
+                   finished_at=start + dt.timedelta(seconds=3), error="worker died")
+    AttemptFactory(job=job, number=2, worker_id=worker_id, outcome="failed", started_at=start,
+                   finished_at=start + dt.timedelta(seconds=75), error="ValueError: bad row")
+
+    html = content(admin_client.get(admin_url("job_change", job.pk)))
+
+    assert '<pre class="te-pre">Traceback (most recent call last):\n  File &quot;x.py&quot;, line 1\nValueError: bad row</pre>' in html
+    attempts = html[html.index('id="job-attempts"'):]
+    assert attempts.count('<tr class="te-attempt"') == 2
+    assert str(worker_id) in attempts
+    assert "3.00 s" in attempts and "1 min 15 s" in attempts
+    assert "worker died" in attempts and ">failed<" in attempts
+
+
+def test_job_page_shows_the_tasks_on_orphan_policy(admin_client):
+    known = JobFactory(task_name=ADD)
+    unknown = JobFactory(task_name="gone.renamed_task")
+
+    assert ">retry</div>" in content(admin_client.get(admin_url("job_change", known.pk)))
+    assert "unknown task (not registered in this process)" in content(
+        admin_client.get(admin_url("job_change", unknown.pk))
+    )
+
+
+def test_job_page_is_read_only(admin_client):
+    job = JobFactory()
+
+    response = admin_client.get(admin_url("job_change", job.pk))
+
+    assert response.context["has_change_permission"] is False
+    assert 'name="_save"' not in content(response)
+    assert admin_client.post(admin_url("job_change", job.pk), {"status": "succeeded"}).status_code == 403
+    assert Job.objects.get(pk=job.pk).status == "queued"
+    assert admin_client.get(admin_url("job_add")).status_code == 403
+    assert admin_client.get(admin_url("job_delete", job.pk)).status_code == 403
+
+
+def test_why_not_running_names_the_paused_queue_task_delay_and_missing_workers(admin_client):
+    QueueFactory(
+        name="emails", paused=True, paused_by="alice", pause_reason="smtp outage",
+        paused_at=timezone.now() - dt.timedelta(minutes=10),
+    )
+    Pause.objects.create(scope=PauseScope.TASK, target=ADD, paused_by="bob")
+    job = JobFactory(queue="emails", run_after=timezone.now() + dt.timedelta(minutes=3))
+
+    response = admin_client.get(admin_url("job_change", job.pk))
+
+    html = content(response)
+    box = html[html.index('id="job-explanation"'):]
+    assert "Why is this job not running?" in box
+    codes = [reason.code for reason in response.context["te_explanation"].reasons]
+    assert codes == ["not_due", "queue_paused", "task_paused", "no_worker"]
+    assert "Queue &#x27;emails&#x27; is paused by alice 10" in box
+    assert "(&quot;smtp outage&quot;)" in box
+    assert f"Task type {ADD} is paused by bob" in box
+    assert "No live worker takes jobs from queue &#x27;emails&#x27;" in box
+
+
+def test_why_not_running_for_a_running_job_whose_worker_died(admin_client):
+    worker = WorkerFactory(last_heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
+    job = JobFactory(running=True, worker_id=worker.id)
+
+    html = content(admin_client.get(admin_url("job_change", job.pk)))
+
+    assert "What is this job doing?" in html
+    assert 'data-reason="worker_dead"' in html
+    assert "the job will be rescued" in html
+
+
+def test_no_explanation_box_for_a_finished_job(admin_client):
+    job = JobFactory(succeeded=True)
+
+    assert 'id="job-explanation"' not in content(admin_client.get(admin_url("job_change", job.pk)))
+
+
+# -- job actions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "state, buttons",
+    [
+        ({"status": "queued"}, ["Pause", "Cancel", "Run now"]),
+        ({"status": "paused"}, ["Resume", "Cancel"]),
+        ({"status": "failed", "attempts": 3}, ["Retry"]),
+        ({"status": "cancelled"}, ["Retry"]),
+        ({"running": True}, ["Pause", "Cancel"]),  # at the task's next checkpoint
+        ({"succeeded": True}, []),
+    ],
+)
+def test_job_page_offers_the_actions_that_fit_its_state(admin_client, state, buttons):
+    job = JobFactory(**state)
+
+    response = admin_client.get(admin_url("job_change", job.pk))
+
+    assert [b["label"] for b in response.context["te_job_actions"]] == buttons
+    html = content(response)
+    for button in response.context["te_job_actions"]:
+        assert f'data-action="{button["data_action"]}">{button["label"]}</button>' in html
+        assert f'action="{button["url"]}"' in html
+    if buttons:
+        assert f'name="expected_status" value="{job.status}"' in html
+        assert f'name="expected_attempts" value="{job.attempts}"' in html
+
+
+@pytest.mark.parametrize(
+    "state, action, after",
+    [
+        ({"status": "queued"}, "pause", {"status": "paused"}),
+        ({"status": "paused"}, "resume", {"status": "queued"}),
+        ({"status": "queued"}, "cancel", {"status": "cancelled"}),
+        ({"status": "paused"}, "cancel", {"status": "cancelled"}),
+        ({"status": "failed", "attempts": 3, "max_attempts": 3}, "retry",
+         {"status": "queued", "max_attempts": 6}),
+        ({"status": "cancelled", "attempts": 1, "max_attempts": 3}, "retry",
+         {"status": "queued", "max_attempts": 4}),
+    ],
+)
+def test_each_job_action_applies_and_is_logged(admin_client, state, action, after):
+    job = JobFactory(**state)
+
+    response = _post_action(admin_client, job, action)
+
+    assert response.redirect_chain[-1][0] == admin_url("job_change", job.pk)
+    job.refresh_from_db()
+    assert {key: getattr(job, key) for key in after} == after
+    [message] = response.context["messages"]
+    assert message.level == messages.SUCCESS
+    [entry] = LogEntry.objects.filter(object_id=str(job.pk))
+    assert entry.user.username == "admin" and state["status"] in entry.get_change_message()
+
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+def test_pause_or_cancel_on_a_running_job_asks_it_to_stop_at_its_next_checkpoint(
+    admin_client, action
+):
+    job = JobFactory(running=True)
+
+    response = _post_action(admin_client, job, action)
+
+    job.refresh_from_db()
+    assert job.status == "running" and job.stop_requested == action
+    assert messages_of(response) == [
+        f"Asked job {job.pk} to {action} at its next checkpoint (a task that never checkpoints "
+        "finishes its current attempt)."
+    ]
+    [entry] = LogEntry.objects.filter(object_id=str(job.pk))
+    assert entry.get_change_message().startswith(f"Asked to {action} at its next checkpoint")
+
+    again = _post_action(admin_client, job, action, status="running", attempts=1)
+
+    [message] = again.context["messages"]
+    assert message.level == messages.ERROR and "already asked" in str(message)
+
+
+def test_run_now_makes_a_delayed_job_due(admin_client):
+    job = JobFactory(run_after=timezone.now() + dt.timedelta(hours=3))
+
+    _post_action(admin_client, job, "run_now")
+
+    job.refresh_from_db()
+    assert job.status == "queued" and job.run_after <= timezone.now()
+
+
+def test_a_second_click_on_retry_is_refused_and_never_applied_twice(admin_client):
+    job = JobFactory(status="failed", attempts=3, max_attempts=3)
+
+    _post_action(admin_client, job, "retry")
+    response = _post_action(admin_client, job, "retry", status="failed", attempts=3)
+
+    [message] = response.context["messages"]
+    assert message.level == messages.ERROR
+    assert str(message) == (
+        f"Job {job.pk} is queued: retry applies only to failed or cancelled jobs. "
+        "Nothing was changed."
+    )
+    job.refresh_from_db()
+    assert job.status == "queued" and job.max_attempts == 6  # extended once, not twice
+    assert LogEntry.objects.filter(object_id=str(job.pk)).count() == 1
+
+
+def test_an_action_on_a_job_that_changed_meanwhile_is_refused(admin_client):
+    # The operator saw attempt 2; a worker has since retried it (now attempt 3, failed again).
+    job = JobFactory(status="failed", attempts=3, max_attempts=3)
+
+    response = _post_action(admin_client, job, "retry", status="failed", attempts=2)
+
+    assert messages_of(response) == [
+        f"Job {job.pk} changed since you looked at it (now failed, attempt 3). Nothing was "
+        "changed; look again and choose anew."
+    ]
+    job.refresh_from_db()
+    assert job.status == "failed" and job.max_attempts == 3
+
+
+def test_an_action_without_the_state_the_operator_saw_is_a_bad_request(admin_client):
+    job = JobFactory()
+
+    response = admin_client.post(admin_url("job_cancel", job.pk))
+
+    assert response.status_code == 400
+    assert Job.objects.get(pk=job.pk).status == "queued"
+
+
+def test_an_action_on_a_missing_job_says_so(admin_client):
+    response = admin_client.post(
+        admin_url("job_cancel", 999_999), {"expected_status": "queued", "expected_attempts": 0},
+    )
+
+    assert response.status_code == 302
+    shown = messages_of(admin_client.get(response["Location"], follow=True))
+    assert "No job with id 999999." in shown
+
+
+# -- bulk actions -----------------------------------------------------------------------
+
+
+def test_bulk_actions_are_offered(admin_client):
+    JobFactory()
+
+    html = content(admin_client.get(admin_url("job_changelist")))
+
+    for value, label in [
+        ("pause_selected", "Pause selected jobs"), ("resume_selected", "Resume selected jobs"),
+        ("retry_selected", "Retry selected jobs"), ("cancel_selected", "Cancel selected jobs"),
+        ("run_selected_now", "Run selected jobs now"),
+    ]:
+        assert f'<option value="{value}">{label}</option>' in html
+    assert "delete_selected" not in html
+
+
+def test_bulk_cancel_reports_applied_and_refused_counts(admin_client):
+    queued = JobFactory.create_batch(2)
+    done = JobFactory(succeeded=True)
+    ids = [str(job.pk) for job in [*queued, done]]
+
+    response = admin_client.post(
+        admin_url("job_changelist"),
+        {"action": "cancel_selected", "_selected_action": ids, "index": "0"},
+        follow=True,
+    )
+
+    assert set(Job.objects.filter(status="cancelled").values_list("pk", flat=True)) == {
+        job.pk for job in queued
+    }
+    applied, refused = response.context["messages"]
+    assert applied.level == messages.SUCCESS and str(applied).startswith("Cancelled 2 jobs: ")
+    assert refused.level == messages.WARNING
+    assert str(refused).startswith(
+        f"Cancel refused for 1 job (left unchanged): Job {done.pk} is succeeded: cancel applies "
+        "only to queued"
+    )
+    assert LogEntry.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "action, state, after",
+    [
+        ("pause_selected", {"status": "queued"}, "paused"),
+        ("resume_selected", {"status": "paused"}, "queued"),
+        ("retry_selected", {"status": "failed", "attempts": 3}, "queued"),
+        ("run_selected_now", {"status": "queued"}, "queued"),
+    ],
+)
+def test_each_bulk_action_applies(admin_client, action, state, after):
+    job = JobFactory(run_after=timezone.now() + dt.timedelta(hours=1), **state)
+
+    response = admin_client.post(
+        admin_url("job_changelist"),
+        {"action": action, "_selected_action": [str(job.pk)], "index": "0"},
+        follow=True,
+    )
+
+    job.refresh_from_db()
+    assert job.status == after
+    [message] = response.context["messages"]
+    assert message.level == messages.SUCCESS
+    if action in ("retry_selected", "run_selected_now"):
+        assert job.run_after <= timezone.now()
+
+
+def test_a_bulk_action_over_too_many_jobs_changes_nothing(admin_client, monkeypatch):
+    monkeypatch.setattr(job_admin, "BULK_ACTION_LIMIT", 2)
+    JobFactory.create_batch(3)
+
+    response = admin_client.post(
+        admin_url("job_changelist"),
+        {"action": "cancel_selected", "select_across": "1", "_selected_action": ["0"],
+         "index": "0"},
+        follow=True,
+    )
+
+    [message] = messages_of(response)
+    assert message.startswith("Cancel: more than 2 jobs are selected")
+    assert not Job.objects.filter(status="cancelled").exists()

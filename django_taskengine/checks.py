@@ -83,7 +83,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                       id="taskengine.E007")
             )
     database = number("DATABASE")
-    if database not in settings.DATABASES:
+    if not isinstance(database, str) or database not in settings.DATABASES:
         errors.append(
             Error(
                 f"TASKENGINE['DATABASE'] is {database!r}, which is not in DATABASES.",

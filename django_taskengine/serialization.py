@@ -17,9 +17,22 @@ class NotJSONError(TypeError):
     """An argument or result that cannot be stored as JSON."""
 
 
+def _string_problem(value: str, path: str) -> str | None:
+    # Valid JSON for Python, but PostgreSQL's jsonb cannot store either.
+    if "\x00" in value:
+        return f"{path} contains a NUL character (\\x00)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{path} contains a lone surrogate, which is not valid Unicode text"
+    return None
+
+
 def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
     if depth > 100:
         return f"{path} is nested more than 100 levels deep"
+    if isinstance(value, str):
+        return _string_problem(value, path)
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
@@ -39,6 +52,9 @@ def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
                     f"{path} has a key {key!r} of type {type(key).__name__}; "
                     "JSON object keys must be strings"
                 )
+            problem = _string_problem(key, f"{path} key {key!r}")
+            if problem:
+                return problem
             problem = _find_problem(item, f"{path}[{key!r}]", depth + 1)
             if problem:
                 return problem

@@ -203,12 +203,13 @@ class BoundTask:
         for call in calls:
             try:
                 args, kwargs = call
+                args = tuple(args)
+                kwargs = dict(kwargs)
             except (TypeError, ValueError):
                 raise TypeError(
-                    f"bulk_enqueue({task.name}) takes (args, kwargs) pairs, got {call!r}"
+                    f"bulk_enqueue({task.name}) takes (args, kwargs) pairs such as "
+                    f"((1, 2), {{'width': 320}}), got {call!r}"
                 ) from None
-            args = tuple(args)
-            kwargs = dict(kwargs)
             try:
                 task.signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -259,9 +260,12 @@ def _check_option(
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name}: {option} must be a number, not {value!r}")
+        what = "an integer" if kind is int else "a number"
+        raise TypeError(f"{name}: {option} must be {what}, not {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: {option} must be at least {minimum}, not {value!r}")
+    if kind is int and not -(2**31) <= value < 2**31:
+        raise ValueError(f"{name}: {option} must fit in 32 bits (±2147483647), not {value!r}")
 
 
 @overload

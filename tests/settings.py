@@ -25,7 +25,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if BACKEND == "sqlite":
     sqlite_dir = Path(os.environ.get("TASKENGINE_SQLITE_DIR", tempfile.gettempdir()))
-    sqlite_path = str(sqlite_dir / f"taskengine-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")
+    sqlite_path = str(sqlite_dir / f"{os.environ.get('TASKENGINE_TEST_NAME', 'taskengine-tests')}.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -45,7 +45,7 @@ else:
             os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
         )
     }
-    DATABASES["default"]["TEST"] = {"NAME": "test_taskengine"}
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TASKENGINE_TEST_NAME", "test_taskengine")}
     if TEST_DB_NAME:
         DATABASES["default"]["NAME"] = TEST_DB_NAME
 

@@ -211,7 +211,9 @@ class GenericWorkerSession(WorkerSession):
         )
         if not count:
             return []
-        rows = self._jobs().filter(token=token, status=JobStatus.RUNNING).order_by("id")
+        rows = self._jobs().filter(token=token, status=JobStatus.RUNNING).order_by(
+            "-priority", "run_after", "id"
+        )
         return [
             ClaimedJob(
                 id=job.id,

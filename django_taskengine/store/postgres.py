@@ -79,7 +79,7 @@ SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.task_name, j.queue, j.args, j.kwargs, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint,
-    pg_try_advisory_lock(%(ns)s, {_LOCK_KEY.format(id="j.id")})
+    pg_try_advisory_lock(%(ns)s, {_LOCK_KEY.format(id="j.id")}), j.priority, j.run_after
 """
 
 FINISH_SQL = f"""
@@ -345,7 +345,9 @@ class PostgresWorkerSession(WorkerSession):
                 "ns": self.ns,
             },
         ).fetchall()
-        claimed = [
+        # RETURNING has no order: run them in claim order.
+        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
+        return [
             ClaimedJob(
                 id=row[0],
                 task_name=row[1],
@@ -363,8 +365,6 @@ class PostgresWorkerSession(WorkerSession):
             )
             for row in rows
         ]
-        claimed.sort(key=lambda job: job.id)
-        return claimed
 
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         if not outcomes and not unlock:

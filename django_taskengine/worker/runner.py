@@ -43,7 +43,9 @@ def retry_delay(attempt: int, backoff: float) -> float:
     jitter": a random point in the upper half, so retries of many jobs that failed together
     spread out, and no retry comes sooner than half its nominal delay.
     """
-    nominal = min(taskengine_settings.RETRY_BACKOFF_MAX, backoff * (2 ** max(0, attempt - 1)))
+    # The exponent is capped so that a job with thousands of attempts cannot overflow.
+    exponent = min(max(0, attempt - 1), 62)
+    nominal = min(taskengine_settings.RETRY_BACKOFF_MAX, backoff * (2.0**exponent))
     return nominal / 2 + random.uniform(0, nominal / 2)
 
 

@@ -184,7 +184,7 @@ class WorkerProcess:
             self._threads.append(thread)
         logger.info(
             "worker %s started (pid %s, queues %s, concurrency %s)",
-            self.info.id, self.info.pid, ",".join(self.queues), self.concurrency,
+            self.info.id, self.info.pid, ",".join(self.queues) or "all", self.concurrency,
         )
         self._connect()
         next_heartbeat = next_rescue = 0.0

@@ -35,3 +35,21 @@ def _fresh_stores() -> Iterator[None]:
     store._stores.clear()
     yield
     store._stores.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_sessions_left_at_teardown(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Before the test database is dropped, end sessions that killed worker processes or the
+    live server left behind (PostgreSQL refuses to drop a database that is in use)."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()

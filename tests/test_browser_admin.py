@@ -1,0 +1,91 @@
+"""The operator's admin in a real browser, with real workers: pause, resume, retry."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from django_taskengine.models import Job, JobStatus, Queue
+from tests.browser import page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.helpers import wait_for
+from tests.testapp.tasks import add, in_other_queue, record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def operator(transactional_db):
+    user = get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
+    return user
+
+
+def _log_in(page, live_server) -> None:
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+
+def _status(job: Job) -> str:
+    job.refresh_from_db()
+    return job.status
+
+
+def test_pause_a_queue_in_the_browser_and_no_job_of_it_starts_until_resume(
+    page, live_server, operator, start_workers, request
+):
+    add.enqueue(0, 0).wait  # creates the queue row "default"
+    start_workers("--processes", "1", "--concurrency", "2")
+    wait_for(lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).exists(), timeout=30)
+    _log_in(page, live_server)
+    page.goto(f"{live_server.url}/admin/django_taskengine/queue/")
+    page.click('button[data-action="pause-queue"][data-queue="default"]')
+    page.wait_for_selector('button[data-action="resume-queue"][data-queue="default"]')
+    queue = Queue.objects.get(name="default")
+    assert queue.paused and queue.paused_by == "alice"
+
+    paused_jobs = record.bulk_enqueue([((), {"label": "while paused"})] * 5)
+    # A job of another queue, enqueued after them, proves the worker is claiming meanwhile.
+    witness = in_other_queue.enqueue(7)
+    assert witness.wait(timeout=30).status == JobStatus.SUCCEEDED
+    assert {_status(job) for job in paused_jobs} == {JobStatus.QUEUED}
+    page.reload()
+    assert "paused" in page.inner_text("#result_list").lower()
+    page.screenshot(path=str(screenshot_dir(request) / "queue-list-paused.png"), full_page=True)
+
+    page.click('button[data-action="resume-queue"][data-queue="default"]')
+    page.wait_for_selector('button[data-action="pause-queue"][data-queue="default"]')
+    for job in paused_jobs:
+        assert job.wait(timeout=30).status == JobStatus.SUCCEEDED
+    page.reload()
+    page.screenshot(path=str(screenshot_dir(request) / "queue-list.png"), full_page=True)
+
+
+def test_retry_a_failed_job_from_its_page(page, live_server, operator, start_workers, request):
+    job = add.enqueue(2, 3)
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, attempts=3, error="RuntimeError: upstream timed out",
+        traceback="Traceback (most recent call last):\n  ...\nRuntimeError: upstream timed out",
+    )
+    start_workers("--processes", "1")
+    _log_in(page, live_server)
+    page.goto(f"{live_server.url}/admin/django_taskengine/job/{job.pk}/change/")
+    assert "RuntimeError: upstream timed out" in page.content()
+    page.screenshot(path=str(screenshot_dir(request) / "job-page-failed.png"), full_page=True)
+    page.click('button[data-action="retry-job"]')
+    finished = job.wait(timeout=30)
+    assert finished.status == JobStatus.SUCCEEDED
+    assert finished.result == 5
+    assert finished.attempts == 4
+    page.goto(f"{live_server.url}/admin/django_taskengine/job/{job.pk}/change/")
+    assert "succeeded" in page.content()
+    page.screenshot(path=str(screenshot_dir(request) / "job-page.png"), full_page=True)
+
+
+def test_a_script_in_job_arguments_is_shown_as_text(page, live_server, operator):
+    job = add.enqueue("<script>document.title='pwned'</script>", "x")
+    _log_in(page, live_server)
+    page.goto(f"{live_server.url}/admin/django_taskengine/job/{job.pk}/change/")
+    assert page.title() != "pwned"
+    assert "<script>document.title='pwned'</script>" in page.inner_text("body")

@@ -17,7 +17,9 @@ def staff_client(*codenames: str, username: str = "operator") -> Client:
     django_taskengine."""
     user = User.objects.create_user(username=username, password="unused", is_staff=True)
     permissions = list(
-        Permission.objects.filter(content_type__app_label="django_taskengine", codename__in=codenames)
+        Permission.objects.filter(
+            content_type__app_label="django_taskengine", codename__in=codenames
+        )
     )
     assert {p.codename for p in permissions} == set(codenames), "unknown permission codename"
     user.user_permissions.add(*permissions)

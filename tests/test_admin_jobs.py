@@ -51,16 +51,30 @@ def _post_action(client, job: Job, action: str, *, status: str | None = None, at
 def test_list_shows_status_task_queue_priority_attempts_and_times(admin_client):
     start = timezone.now() - dt.timedelta(seconds=90)
     job = JobFactory(
-        queue="emails", priority=7, status="failed", attempts=2, max_attempts=3,
-        started_at=start, finished_at=start + dt.timedelta(seconds=5),
+        queue="emails",
+        priority=7,
+        status="failed",
+        attempts=2,
+        max_attempts=3,
+        started_at=start,
+        finished_at=start + dt.timedelta(seconds=5),
     )
 
     response = admin_client.get(admin_url("job_changelist"))
 
     html = content(response)
     assert _listed_ids(response) == [job.pk]
-    for header in ("status", "task name", "queue", "priority", "attempts", "due", "started",
-                   "finished", "duration"):
+    for header in (
+        "status",
+        "task name",
+        "queue",
+        "priority",
+        "attempts",
+        "due",
+        "started",
+        "finished",
+        "duration",
+    ):
         assert f">{header.capitalize()}<" in html or f">{header}<" in html.lower()
     assert '<span class="te-status te-status-failed">failed</span>' in html
     assert ADD in html and "emails" in html and "2/3" in html and "5.00 s" in html
@@ -87,7 +101,9 @@ def test_filters_by_status_queue_task_and_created_time(admin_client):
     assert _listed_ids(admin_client.get(url, {"queue": "emails"})) == [emails.pk]
     assert _listed_ids(admin_client.get(url, {"task": NOOP})) == [failed.pk]
     # The "Past 7 days" link of the filter: an aware midnight.
-    since = str((timezone.now() - dt.timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0))
+    since = str(
+        (timezone.now() - dt.timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0)
+    )
     recent = _listed_ids(admin_client.get(url, {"created_at__gte": since}))
     assert old.pk not in recent and emails.pk in recent
 
@@ -126,7 +142,9 @@ def test_search_by_id_dedup_key_and_task_name(admin_client):
     assert _listed_ids(admin_client.get(url, {"q": "invoice-42"})) == [invoice.pk]
     assert _listed_ids(admin_client.get(url, {"q": "invoice"})) == []  # dedup keys: exact
     assert _listed_ids(admin_client.get(url, {"q": NOOP})) == [noop.pk]
-    assert _listed_ids(admin_client.get(url, {"q": "NOOP"})) == [noop.pk]  # part of a registered name
+    assert _listed_ids(admin_client.get(url, {"q": "NOOP"})) == [
+        noop.pk
+    ]  # part of a registered name
     assert _listed_ids(admin_client.get(url, {"q": "99999999999999999999999"})) == []
 
 
@@ -153,7 +171,11 @@ def test_list_reads_only_the_columns_it_shows(admin_client, django_assert_max_nu
     with django_assert_max_num_queries(10) as queries:
         admin_client.get(admin_url("job_changelist"))
 
-    page_query = next(q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "taskengine_job" in q["sql"])
+    page_query = next(
+        q["sql"]
+        for q in queries.captured_queries
+        if "ORDER BY" in q["sql"] and "taskengine_job" in q["sql"]
+    )
     assert '"traceback"' not in page_query and '"args"' not in page_query
 
 
@@ -214,13 +236,17 @@ def test_an_exact_small_count_is_shown_as_is(admin_client):
 
 def test_job_page_shows_arguments_and_result_as_indented_json(admin_client):
     job = JobFactory(
-        args=[1, {"to": "a@example.com"}], kwargs={"retry": True}, succeeded=True,
-        result={"sent": 2}, dedup_key="mail-7",
+        args=[1, {"to": "a@example.com"}],
+        kwargs={"retry": True},
+        succeeded=True,
+        result={"sent": 2},
+        dedup_key="mail-7",
     )
 
     html = content(admin_client.get(admin_url("job_change", job.pk)))
 
-    assert '<pre class="te-pre">[\n  1,\n  {\n    &quot;to&quot;: &quot;a@example.com&quot;\n  }\n]</pre>' in html
+    args = "[\n  1,\n  {\n    &quot;to&quot;: &quot;a@example.com&quot;\n  }\n]"
+    assert f'<pre class="te-pre">{args}</pre>' in html
     assert '<pre class="te-pre">{\n  &quot;retry&quot;: true\n}</pre>' in html
     assert '<pre class="te-pre">{\n  &quot;sent&quot;: 2\n}</pre>' in html
     assert "mail-7" in html
@@ -230,19 +256,39 @@ def test_job_page_shows_error_traceback_and_every_attempt(admin_client):
     worker_id = uuid.uuid4()
     start = timezone.now() - dt.timedelta(minutes=5)
     job = JobFactory(
-        status="failed", attempts=2, max_attempts=2, error="ValueError: bad row",
+        status="failed",
+        attempts=2,
+        max_attempts=2,
+        error="ValueError: bad row",
         traceback='Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad row',
         finished_at=timezone.now(),
     )
-    AttemptFactory(job=job, number=1, worker_id=worker_id, outcome="orphaned", started_at=start,
-                   finished_at=start + dt.timedelta(seconds=3), error="worker died")
-    AttemptFactory(job=job, number=2, worker_id=worker_id, outcome="failed", started_at=start,
-                   finished_at=start + dt.timedelta(seconds=75), error="ValueError: bad row")
+    AttemptFactory(
+        job=job,
+        number=1,
+        worker_id=worker_id,
+        outcome="orphaned",
+        started_at=start,
+        finished_at=start + dt.timedelta(seconds=3),
+        error="worker died",
+    )
+    AttemptFactory(
+        job=job,
+        number=2,
+        worker_id=worker_id,
+        outcome="failed",
+        started_at=start,
+        finished_at=start + dt.timedelta(seconds=75),
+        error="ValueError: bad row",
+    )
 
     html = content(admin_client.get(admin_url("job_change", job.pk)))
 
-    assert '<pre class="te-pre">Traceback (most recent call last):\n  File &quot;x.py&quot;, line 1\nValueError: bad row</pre>' in html
-    attempts = html[html.index('id="job-attempts"'):]
+    traceback = (
+        "Traceback (most recent call last):\n  File &quot;x.py&quot;, line 1\nValueError: bad row"
+    )
+    assert f'<pre class="te-pre">{traceback}</pre>' in html
+    attempts = html[html.index('id="job-attempts"') :]
     assert attempts.count('<tr class="te-attempt"') == 2
     assert str(worker_id) in attempts
     assert "3.00 s" in attempts and "1 min 15 s" in attempts
@@ -266,7 +312,10 @@ def test_job_page_is_read_only(admin_client):
 
     assert response.context["has_change_permission"] is False
     assert 'name="_save"' not in content(response)
-    assert admin_client.post(admin_url("job_change", job.pk), {"status": "succeeded"}).status_code == 403
+    assert (
+        admin_client.post(admin_url("job_change", job.pk), {"status": "succeeded"}).status_code
+        == 403
+    )
     assert Job.objects.get(pk=job.pk).status == "queued"
     assert admin_client.get(admin_url("job_add")).status_code == 403
     assert admin_client.get(admin_url("job_delete", job.pk)).status_code == 403
@@ -274,7 +323,10 @@ def test_job_page_is_read_only(admin_client):
 
 def test_why_not_running_names_the_paused_queue_task_delay_and_missing_workers(admin_client):
     QueueFactory(
-        name="emails", paused=True, paused_by="alice", pause_reason="smtp outage",
+        name="emails",
+        paused=True,
+        paused_by="alice",
+        pause_reason="smtp outage",
         paused_at=timezone.now() - dt.timedelta(minutes=10),
     )
     Pause.objects.create(scope=PauseScope.TASK, target=ADD, paused_by="bob")
@@ -283,7 +335,7 @@ def test_why_not_running_names_the_paused_queue_task_delay_and_missing_workers(a
     response = admin_client.get(admin_url("job_change", job.pk))
 
     html = content(response)
-    box = html[html.index('id="job-explanation"'):]
+    box = html[html.index('id="job-explanation"') :]
     assert "Why is this job not running?" in box
     codes = [reason.code for reason in response.context["te_explanation"].reasons]
     assert codes == ["not_due", "queue_paused", "task_paused", "no_worker"]
@@ -346,10 +398,16 @@ def test_job_page_offers_the_actions_that_fit_its_state(admin_client, state, but
         ({"status": "paused"}, "resume", {"status": "queued"}),
         ({"status": "queued"}, "cancel", {"status": "cancelled"}),
         ({"status": "paused"}, "cancel", {"status": "cancelled"}),
-        ({"status": "failed", "attempts": 3, "max_attempts": 3}, "retry",
-         {"status": "queued", "max_attempts": 6}),
-        ({"status": "cancelled", "attempts": 1, "max_attempts": 3}, "retry",
-         {"status": "queued", "max_attempts": 4}),
+        (
+            {"status": "failed", "attempts": 3, "max_attempts": 3},
+            "retry",
+            {"status": "queued", "max_attempts": 6},
+        ),
+        (
+            {"status": "cancelled", "attempts": 1, "max_attempts": 3},
+            "retry",
+            {"status": "queued", "max_attempts": 4},
+        ),
     ],
 )
 def test_each_job_action_applies_and_is_logged(admin_client, state, action, after):
@@ -440,7 +498,8 @@ def test_an_action_without_the_state_the_operator_saw_is_a_bad_request(admin_cli
 
 def test_an_action_on_a_missing_job_says_so(admin_client):
     response = admin_client.post(
-        admin_url("job_cancel", 999_999), {"expected_status": "queued", "expected_attempts": 0},
+        admin_url("job_cancel", 999_999),
+        {"expected_status": "queued", "expected_attempts": 0},
     )
 
     assert response.status_code == 302
@@ -457,8 +516,10 @@ def test_bulk_actions_are_offered(admin_client):
     html = content(admin_client.get(admin_url("job_changelist")))
 
     for value, label in [
-        ("pause_selected", "Pause selected jobs"), ("resume_selected", "Resume selected jobs"),
-        ("retry_selected", "Retry selected jobs"), ("cancel_selected", "Cancel selected jobs"),
+        ("pause_selected", "Pause selected jobs"),
+        ("resume_selected", "Resume selected jobs"),
+        ("retry_selected", "Retry selected jobs"),
+        ("cancel_selected", "Cancel selected jobs"),
         ("run_selected_now", "Run selected jobs now"),
     ]:
         assert f'<option value="{value}">{label}</option>' in html
@@ -521,8 +582,12 @@ def test_a_bulk_action_over_too_many_jobs_changes_nothing(admin_client, monkeypa
 
     response = admin_client.post(
         admin_url("job_changelist"),
-        {"action": "cancel_selected", "select_across": "1", "_selected_action": ["0"],
-         "index": "0"},
+        {
+            "action": "cancel_selected",
+            "select_across": "1",
+            "_selected_action": ["0"],
+            "index": "0",
+        },
         follow=True,
     )
 

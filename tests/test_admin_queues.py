@@ -23,7 +23,9 @@ NOOP = "tests.testapp.tasks.noop"
 
 def _log_entries(model: type) -> list[LogEntry]:
     return list(
-        LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(model)).order_by("id")
+        LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(model)).order_by(
+            "id"
+        )
     )
 
 
@@ -51,7 +53,7 @@ def test_queue_list_shows_counts_age_and_throughput_per_queue(admin_client):
     html = content(response)
     assert "10 min" in html  # age of the oldest due job in emails
     assert "1.0" in html
-    assert f'{admin_url("job_changelist")}?queue=emails&amp;status=failed' in html
+    assert f"{admin_url('job_changelist')}?queue=emails&amp;status=failed" in html
 
 
 def test_queue_list_queries_do_not_grow_with_the_number_of_queues(
@@ -76,7 +78,11 @@ def test_each_row_has_a_pause_or_resume_button_inside_the_changelist_form(admin_
 
     html = content(admin_client.get(admin_url("queue_changelist")))
 
-    form = html[html.index('id="changelist-form"'):html.index("</form>", html.index('id="changelist-form"'))]
+    form = html[
+        html.index('id="changelist-form"') : html.index(
+            "</form>", html.index('id="changelist-form"')
+        )
+    ]
     assert f'formaction="{admin_url("queue_pause", "emails")}"' in form
     assert f'formaction="{admin_url("queue_resume", "billing")}"' in form
     assert 'data-action="pause-queue" data-queue="emails">Pause</button>' in form
@@ -133,7 +139,9 @@ def test_row_pause_button_pauses_records_who_and_writes_the_admin_log(admin_clie
     assert response.redirect_chain[-1][0] == changelist
     queue = Queue.objects.get(name="emails")
     assert queue.is_paused and queue.paused_by == "admin" and queue.paused_until is None
-    assert queue.paused_at is not None and timezone.now() - queue.paused_at < dt.timedelta(seconds=30)
+    assert queue.paused_at is not None and timezone.now() - queue.paused_at < dt.timedelta(
+        seconds=30
+    )
     [entry] = _log_entries(Queue)
     assert entry.action_flag == CHANGE and entry.object_id == "emails"
     assert entry.user.username == "admin"
@@ -278,7 +286,8 @@ def test_bulk_actions_pause_and_resume_the_selected_queues(admin_client):
     changelist = admin_url("queue_changelist")
 
     response = admin_client.post(
-        changelist, {"action": "pause_selected", "_selected_action": ["a", "b"], "index": "0"},
+        changelist,
+        {"action": "pause_selected", "_selected_action": ["a", "b"], "index": "0"},
         follow=True,
     )
 
@@ -288,7 +297,8 @@ def test_bulk_actions_pause_and_resume_the_selected_queues(admin_client):
     assert len(_log_entries(Queue)) == 2
 
     response = admin_client.post(
-        changelist, {"action": "resume_selected", "_selected_action": ["a", "b", "c"], "index": "0"},
+        changelist,
+        {"action": "resume_selected", "_selected_action": ["a", "b", "c"], "index": "0"},
         follow=True,
     )
 
@@ -363,12 +373,16 @@ def test_task_type_pause_form_lists_registered_tasks_and_pauses_and_resumes_one(
     )
 
     pause = Pause.objects.get(scope=PauseScope.TASK)
-    assert pause.target == ADD and pause.paused_by == "admin" and pause.pause_reason == "billing down"
+    assert (
+        pause.target == ADD and pause.paused_by == "admin" and pause.pause_reason == "billing down"
+    )
     assert pause.paused_until > timezone.now() + dt.timedelta(hours=3, minutes=59)
     html = content(response)
     assert f'<tr data-task="{ADD}">' in html
     assert 'data-action="resume-task">Resume</button>' in html
-    assert _log_entries(Pause)[0].get_change_message().startswith(f"Paused task type {ADD} by admin")
+    assert (
+        _log_entries(Pause)[0].get_change_message().startswith(f"Paused task type {ADD} by admin")
+    )
 
     admin_client.post(admin_url("queue_resume_task"), {"task_name": ADD})
 
@@ -402,4 +416,3 @@ def test_next_pointing_off_site_is_ignored(admin_client):
 
     assert response.status_code == 302
     assert response["Location"] == admin_url("queue_changelist")
-

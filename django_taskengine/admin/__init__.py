@@ -1,9 +1,9 @@
 """The Django admin for operators of the engine.
 
 * :mod:`.queues` — queues with their counts, Pause / Resume (row buttons, bulk actions, timed
-  pauses on the queue's page), Pause all / Resume all, and task-type pauses;
-* :mod:`.jobs` — the job list (fast on millions of rows) and the job page with its actions and
-  "Why is this job not running?";
+  pauses on the queue's page); :mod:`.pauses` — Pause all / Resume all and task-type pauses;
+* :mod:`.jobs` — the job list (fast on millions of rows: :mod:`.job_list`, :mod:`.paginator`)
+  and the job page (:mod:`.job_fields`) with its actions and "Why is this job not running?";
 * :mod:`.workers` — worker processes and their heartbeats;
 * :mod:`.overview` — the whole engine on one page.
 

@@ -86,9 +86,7 @@ class PauseForm(forms.Form):
         until = cleaned.get("until")
         if until is not None:
             if cleaned.get("duration"):
-                raise forms.ValidationError(
-                    "Choose a duration or an end time, not both."
-                )
+                raise forms.ValidationError("Choose a duration or an end time, not both.")
             if until <= timezone.now():
                 raise forms.ValidationError(
                     f"The end time {localize(timezone.localtime(until))} has already passed; "
@@ -112,9 +110,7 @@ class PauseForm(forms.Form):
         return "Nothing was paused. " + " ".join(parts)
 
 
-def describe_pause(
-    by: str, at: dt.datetime | None, reason: str, until: dt.datetime | None
-) -> str:
+def describe_pause(by: str, at: dt.datetime | None, reason: str, until: dt.datetime | None) -> str:
     """'by alice 10 min ago: "smtp outage"; until 14:05 (in 12 min)' — plain text, for log
     entries and messages (templates escape it)."""
     text = f"by {by}" if by else "by an unknown user"

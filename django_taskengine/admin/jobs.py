@@ -10,7 +10,6 @@ sorting by id only, and the heavy columns (arguments, results, tracebacks) left 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,18 +17,25 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from .. import inspection, operations
 from ..conf import taskengine_settings
-from ..models import Job, JobStatus, Queue
-from ..task import registered_tasks
+from ..models import Job, JobStatus
 from .common import STYLESHEET, format_seconds, has_app_permission, operator_view, redirect_back
+from .job_fields import JobFieldsMixin
+from .job_list import (
+    JobChangeList,
+    QueueFilter,
+    StatusFilter,
+    TaskFilter,
+    search_jobs,
+    short_time,
+)
 from .paginator import EstimatedCountPaginator
 
 #: A bulk action touches at most this many jobs; more is a job for a script, not a click.
@@ -64,105 +70,33 @@ JOB_ACTIONS = {
 #: The statuses whose page says why the job is not (or what it is) running.
 EXPLAINED_STATUSES = (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING)
 
-#: Columns the list reads; the rest (arguments, results, tracebacks) may be large.
-LIST_COLUMNS = (
-    "id", "task_name", "queue", "status", "priority", "attempts", "max_attempts",
-    "run_after", "started_at", "finished_at", "created_at",
-)
-
 
 def _db() -> str:
     return taskengine_settings.DATABASE
-
-
-# -- filters ---------------------------------------------------------------------------
-
-
-class StatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return list(JobStatus.choices)
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(status=self.value()) if self.value() else queryset
-
-
-class QueueFilter(admin.SimpleListFilter):
-    """Choices from the queue table (a few rows), never a DISTINCT over millions of jobs."""
-
-    title = "queue"
-    parameter_name = "queue"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = list(Queue.objects.using(_db()).order_by("name").values_list("name", flat=True))
-        return _with_current(names, self.value())
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(queue=self.value()) if self.value() else queryset
-
-
-class TaskFilter(admin.SimpleListFilter):
-    """Choices from the tasks registered in this process (and the one filtered on, if it is
-    not registered any more): no query at all."""
-
-    title = "task"
-    parameter_name = "task"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return _with_current(sorted(registered_tasks()), self.value())
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(task_name=self.value()) if self.value() else queryset
-
-
-def _with_current(names: list[str], current: str | None) -> list[tuple[str, str]]:
-    if current and current not in names:
-        names = [*names, current]
-    return [(name, name) for name in names]
-
-
-class JobChangeList(ChangeList):
-    """Reads only the columns the list shows, and tells the pagination how exact its count is."""
-
-    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Job]:
-        return super().get_queryset(request, exclude_parameters).only(*LIST_COLUMNS)
-
-    @property
-    def with_count_label(self) -> _CountLabelled:
-        return _CountLabelled(self)
-
-
-class _CountLabelled:
-    """The change list as Django's pagination template sees it, with ``result_count`` in words
-    ("about 1,000,000", "more than 10,000") when the paginator did not count every row."""
-
-    def __init__(self, changelist: ChangeList) -> None:
-        self._changelist = changelist
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._changelist, name)
-
-    @property
-    def result_count(self) -> int | str:
-        paginator = self._changelist.paginator
-        if getattr(paginator, "count_is_exact", True):
-            return int(self._changelist.result_count)
-        return str(paginator.count_label)
 
 
 # -- the admin -------------------------------------------------------------------------
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(JobFieldsMixin, admin.ModelAdmin):
     list_display = (
-        "id", "status_label", "task_name", "queue", "priority", "attempts_label",
-        "due", "started", "finished", "duration_label",
+        "id",
+        "status_label",
+        "task_name",
+        "queue",
+        "priority",
+        "attempts_label",
+        "due",
+        "started",
+        "finished",
+        "duration_label",
     )
     list_filter = (
-        StatusFilter, QueueFilter, TaskFilter, ("created_at", admin.DateFieldListFilter),
+        StatusFilter,
+        QueueFilter,
+        TaskFilter,
+        ("created_at", admin.DateFieldListFilter),
     )
     search_fields = ("task_name", "dedup_key")
     search_help_text = (
@@ -177,21 +111,52 @@ class JobAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     actions = (
-        "pause_selected", "resume_selected", "retry_selected", "cancel_selected",
+        "pause_selected",
+        "resume_selected",
+        "retry_selected",
+        "cancel_selected",
         "run_selected_now",
     )
     fieldsets = (
-        (None, {"fields": (
-            "id", "status_label", "task_name", "on_orphan", "queue_link", "priority",
-            "dedup_key",
-        )}),
-        ("Times", {"fields": (
-            "created_at", "run_after", "started_at", "finished_at", "duration_label",
-        )}),
-        ("Execution", {"fields": (
-            "attempts_label", "worker_link", "progress", "timeout", "retry_backoff",
-            "stop_requested",
-        )}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "status_label",
+                    "task_name",
+                    "on_orphan",
+                    "queue_link",
+                    "priority",
+                    "dedup_key",
+                )
+            },
+        ),
+        (
+            "Times",
+            {
+                "fields": (
+                    "created_at",
+                    "run_after",
+                    "started_at",
+                    "finished_at",
+                    "duration_label",
+                )
+            },
+        ),
+        (
+            "Execution",
+            {
+                "fields": (
+                    "attempts_label",
+                    "worker_link",
+                    "progress",
+                    "timeout",
+                    "retry_backoff",
+                    "stop_requested",
+                )
+            },
+        ),
         ("Arguments", {"fields": ("args_json", "kwargs_json")}),
         ("Outcome", {"fields": ("result_json", "error_text", "traceback_text", "checkpoint_json")}),
     )
@@ -235,23 +200,15 @@ class JobAdmin(admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return JobChangeList
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, {"title": "Jobs", **(extra_context or {})})
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
-        """Exact matches only, each served by an index: a job id, a dedup key, a task name —
-        or the registered tasks whose name contains the term (matched here, not in SQL)."""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        matches = Q(dedup_key=term) | Q(task_name=term)
-        lowered = term.lower()
-        similar = [name for name in registered_tasks() if lowered in name.lower()]
-        if similar:
-            matches |= Q(task_name__in=similar)
-        number = term.removeprefix("#")
-        if number.isdigit() and int(number) < 2**63:
-            matches |= Q(pk=int(number))
-        return queryset.filter(matches), False
+        return search_jobs(queryset, search_term), False
 
     @admin.display(description="status", ordering="status")
     def status_label(self, job: Job) -> SafeString:
@@ -262,16 +219,16 @@ class JobAdmin(admin.ModelAdmin):
         return f"{job.attempts}/{job.max_attempts}"
 
     @admin.display(description="due")
-    def due(self, job: Job) -> Any:
-        return job.run_after
+    def due(self, job: Job) -> SafeString | str:
+        return short_time(job.run_after)
 
     @admin.display(description="started")
-    def started(self, job: Job) -> Any:
-        return job.started_at
+    def started(self, job: Job) -> SafeString | str:
+        return short_time(job.started_at)
 
     @admin.display(description="finished")
-    def finished(self, job: Job) -> Any:
-        return job.finished_at
+    def finished(self, job: Job) -> SafeString | str:
+        return short_time(job.finished_at)
 
     @admin.display(description="duration")
     def duration_label(self, job: Job) -> str:
@@ -319,18 +276,17 @@ class JobAdmin(admin.ModelAdmin):
             self.log_change(request, job, f"{action.done} (bulk action).")
         for job in asked:
             self.log_change(
-                request, job, f"Asked to {action.label.lower()} at its next checkpoint (bulk action)."
+                request,
+                job,
+                f"Asked to {action.label.lower()} at its next checkpoint (bulk action).",
             )
         if done:
-            self.message_user(
-                request,
-                f"{action.done} {_jobs(done)}.",
-                messages.SUCCESS,
-            )
+            self.message_user(request, f"{action.done} {_jobs(done)}.", messages.SUCCESS)
         if asked:
+            verb = action.label.lower()
             self.message_user(
                 request,
-                f"Asked {_jobs(asked)} (running) to {action.label.lower()} at their next checkpoint.",
+                f"Asked {_jobs(asked)} (running) to {verb} at their next checkpoint.",
                 messages.SUCCESS,
             )
         if refused:
@@ -423,17 +379,21 @@ class JobAdmin(admin.ModelAdmin):
                     args=[quote(job.pk)],
                 ),
             }
-            for action in (JOB_ACTIONS[name] for name in operations.actions_for(job) if name in JOB_ACTIONS)
+            for action in (
+                JOB_ACTIONS[name] for name in operations.actions_for(job) if name in JOB_ACTIONS
+            )
             if has_app_permission(request, action.permission)
         ]
         # The latest attempts, oldest first; a job retried for ever does not flood the page.
-        attempts = list(job.attempt_set.order_by("-number", "-id")[:ATTEMPTS_SHOWN + 1])
+        attempts = list(job.attempt_set.order_by("-number", "-id")[: ATTEMPTS_SHOWN + 1])
         truncated = len(attempts) > ATTEMPTS_SHOWN
         attempts = attempts[:ATTEMPTS_SHOWN][::-1]
         return {
             "te_job_actions": buttons,
             "te_explanation": (
-                inspection.explain_job(job, using=_db()) if job.status in EXPLAINED_STATUSES else None
+                inspection.explain_job(job, using=_db())
+                if job.status in EXPLAINED_STATUSES
+                else None
             ),
             "te_attempts": [
                 {"attempt": attempt, "duration": format_seconds(attempt.duration)}
@@ -444,84 +404,8 @@ class JobAdmin(admin.ModelAdmin):
             "te_next": request.get_full_path(),
         }
 
-    # -- read-only fields of the job page ---------------------------------------------
-
-    @admin.display(description="on orphan")
-    def on_orphan(self, job: Job) -> str:
-        task = registered_tasks().get(job.task_name)
-        if task is None:
-            return "unknown task (not registered in this process)"
-        return str(task.on_orphan)
-
-    @admin.display(description="queue")
-    def queue_link(self, job: Job) -> SafeString:
-        url = reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_queue_change", args=[quote(job.queue)]
-        )
-        return format_html('<a href="{}">{}</a>', url, job.queue)
-
-    @admin.display(description="worker")
-    def worker_link(self, job: Job) -> SafeString | str:
-        if job.worker_id is None:
-            return "—"
-        url = reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_worker_change", args=[quote(job.worker_id)]
-        )
-        return format_html('<a href="{}">{}</a>', url, job.worker_id)
-
-    @admin.display(description="progress")
-    def progress(self, job: Job) -> str:
-        if job.progress_current is None:
-            return "—"
-        if job.progress_total:
-            return f"{job.progress_current:,} of {job.progress_total:,}"
-        return f"{job.progress_current:,}"
-
-    @admin.display(description="args")
-    def args_json(self, job: Job) -> SafeString:
-        return _pretty_json(job.args)
-
-    @admin.display(description="kwargs")
-    def kwargs_json(self, job: Job) -> SafeString:
-        return _pretty_json(job.kwargs)
-
-    @admin.display(description="result")
-    def result_json(self, job: Job) -> SafeString:
-        return _pretty_json(job.result)
-
-    @admin.display(description="checkpoint")
-    def checkpoint_json(self, job: Job) -> SafeString:
-        return _pretty_json(job.checkpoint)
-
-    @admin.display(description="error")
-    def error_text(self, job: Job) -> SafeString:
-        return _preformatted(job.error)
-
-    @admin.display(description="traceback")
-    def traceback_text(self, job: Job) -> SafeString:
-        return _preformatted(job.traceback)
-
 
 def _jobs(jobs: list[Job]) -> str:
     """'3 jobs: 12, 11, 9' (at most 20 ids)."""
     ids = ", ".join(str(job.pk) for job in jobs[:20]) + (" …" if len(jobs) > 20 else "")
     return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}: {ids}"
-
-
-def _pretty_json(value: Any) -> SafeString:
-    """JSON, indented, inside an escaped <pre>."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    return format_html('<pre class="te-pre">{}</pre>', text)
-
-
-def _preformatted(text: str) -> SafeString:
-    if not text:
-        return format_html("{}", "—")
-    return format_html('<pre class="te-pre">{}</pre>', text)
-
-
-def job_list_url(admin_site_name: str = "admin", **filters: str) -> str:
-    """The job list, filtered: ``job_list_url(queue="emails", status="failed")``."""
-    url = reverse(f"{admin_site_name}:django_taskengine_job_changelist")
-    return f"{url}?{urlencode(filters)}" if filters else url
-

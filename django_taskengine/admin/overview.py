@@ -22,15 +22,21 @@ from .. import inspection
 from ..conf import taskengine_settings
 from ..models import JobStatus, Overview, Worker
 from .common import STYLESHEET, format_age, has_app_permission
-from .jobs import job_list_url
-from .queues import pause_controls_context, queue_state
+from .job_list import job_list_url
+from .pauses import pause_controls_context, queue_state
 
 #: "Failures of the last hour" and the per-queue finished counts cover this window.
 RECENT_WINDOW = dt.timedelta(hours=1)
 
 #: Any of these lets a user see the overview (it is read-only; its buttons check their own).
 VIEW_PERMISSIONS = (
-    "view_overview", "view_queue", "view_job", "pause_queue", "pause_job", "retry_job", "cancel_job",
+    "view_overview",
+    "view_queue",
+    "view_job",
+    "pause_queue",
+    "pause_job",
+    "retry_job",
+    "cancel_job",
 )
 
 
@@ -76,31 +82,37 @@ class OverviewAdmin(admin.ModelAdmin):
         for name, item in stats.items():
             finished = recent.get(name, {})
             paused = item.paused
-            rows.append({
-                "stats": item,
-                "state": queue_state(item.queue, controls["engine_pause"]),
-                "paused": paused,
-                "oldest_due_age": format_age(item.oldest_due_age) if item.oldest_due else "—",
-                "succeeded_recently": finished.get(JobStatus.SUCCEEDED, 0),
-                "failed_recently": finished.get(JobStatus.FAILED, 0),
-                "queue_url": reverse(queue_url + "change", args=[quote(name)]) if item.queue else "",
-                "button_url": reverse(
-                    queue_url + ("resume" if paused else "pause"), args=[quote(name)]
-                ),
-                "jobs_url": {
-                    status: job_list_url(site, queue=name, status=status)
-                    for status in ("queued", "running", "paused", "failed")
-                },
-            })
+            rows.append(
+                {
+                    "stats": item,
+                    "state": queue_state(item.queue, controls["engine_pause"]),
+                    "paused": paused,
+                    "oldest_due_age": format_age(item.oldest_due_age) if item.oldest_due else "—",
+                    "succeeded_recently": finished.get(JobStatus.SUCCEEDED, 0),
+                    "failed_recently": finished.get(JobStatus.FAILED, 0),
+                    "queue_url": reverse(queue_url + "change", args=[quote(name)])
+                    if item.queue
+                    else "",
+                    "button_url": reverse(
+                        queue_url + ("resume" if paused else "pause"), args=[quote(name)]
+                    ),
+                    "jobs_url": {
+                        status: job_list_url(site, queue=name, status=status)
+                        for status in ("queued", "running", "paused", "failed")
+                    },
+                }
+            )
         oldest = max(
             (item for item in stats.values() if item.oldest_due),
             key=lambda item: item.oldest_due_age or dt.timedelta(0),
             default=None,
         )
         live = inspection.live_workers(using=db)
-        stale = Worker.objects.using(db).filter(
-            stopped_at__isnull=True, last_heartbeat_at__lt=now - inspection.stale_after()
-        ).count()
+        stale = (
+            Worker.objects.using(db)
+            .filter(stopped_at__isnull=True, last_heartbeat_at__lt=now - inspection.stale_after())
+            .count()
+        )
         context = {
             **self.admin_site.each_context(request),
             "title": "Task engine overview",
@@ -113,10 +125,15 @@ class OverviewAdmin(admin.ModelAdmin):
             "te_failed_recently_url": job_list_url(site, status="failed"),
             "te_oldest": oldest,
             "te_oldest_age": format_age(oldest.oldest_due_age) if oldest else "—",
-            "te_oldest_url": job_list_url(site, queue=oldest.name, status="queued") if oldest else "",
+            "te_oldest_url": job_list_url(site, queue=oldest.name, status="queued")
+            if oldest
+            else "",
             "te_live_workers": [
-                {"worker": w, "queues": ", ".join(w.queues) if w.queues else "all",
-                 "heartbeat": format_age(now - w.last_heartbeat_at)}
+                {
+                    "worker": w,
+                    "queues": ", ".join(w.queues) if w.queues else "all",
+                    "heartbeat": format_age(now - w.last_heartbeat_at),
+                }
                 for w in live
             ],
             "te_stale_workers": stale,

@@ -1,9 +1,10 @@
-"""The queue list and page, and the engine-wide controls: pause or resume a queue, every queue,
-or one task type across all queues.
+"""The queue list and the queue page: counts per queue, and Pause / Resume from a row button,
+a bulk action or the queue's page (with a reason and a duration or end time).
 
 Every pause and resume is a POST that calls :mod:`django_taskengine.operations` with the
 operator's user name, and is written to Django's admin log. The list's job counts come from one
 :func:`~django_taskengine.inspection.queue_stats` call per page, not from queries per row.
+Pauses of every queue or of a task type are in :mod:`.pauses`.
 """
 
 from __future__ import annotations
@@ -21,81 +22,24 @@ from django.utils.safestring import SafeString
 
 from .. import inspection, operations
 from ..conf import taskengine_settings
-from ..models import Pause, PauseScope, Queue
-from ..task import registered_tasks
+from ..models import PauseScope, Queue
 from .common import (
     PAUSE_DURATIONS,
     STYLESHEET,
     PauseForm,
     describe_pause,
-    describe_until,
     format_age,
     has_app_permission,
     operator_view,
     redirect_back,
     username,
 )
-from .jobs import job_list_url
-
-PAUSE_PERMISSION = "pause_queue"
+from .job_list import job_list_url
+from .pauses import PAUSE_PERMISSION, EnginePauseViews, pause_controls_context, queue_state
 
 
 def _db() -> str:
     return taskengine_settings.DATABASE
-
-
-def queue_state(queue: Queue | None, engine_pause: Pause | None = None) -> SafeString:
-    """'Paused by alice 3 min ago: "smtp outage"; until …' or 'Running', as escaped HTML."""
-    if queue is not None and queue.is_paused:
-        return format_html(
-            '<strong class="te-paused">Paused</strong> <span class="te-detail">{}</span>',
-            describe_pause(queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until),
-        )
-    notes = []
-    if queue is not None and queue.paused and queue.paused_until is not None:
-        notes.append(f"timed pause {describe_until(queue.paused_until)}")
-    if engine_pause is not None:
-        notes.append("held: every queue is paused")
-    if not notes:
-        return format_html('<span class="te-running">{}</span>', "Running")
-    return format_html(
-        '<span class="te-running">Running</span> <span class="te-detail">({})</span>',
-        "; ".join(notes),
-    )
-
-
-def pause_controls_context(request: HttpRequest, admin_site_name: str, next_url: str) -> dict[str, Any]:
-    """Context of ``engine_controls.html``: Pause all / Resume all, and task-type pauses."""
-    pauses = operations.active_pauses(using=_db())
-    task_pauses = [p for p in pauses if p.scope == PauseScope.TASK]
-    engine_pause = next((p for p in pauses if p.scope == PauseScope.ENGINE), None)
-    url = f"{admin_site_name}:django_taskengine_queue_"
-    return {
-        "can_pause": has_app_permission(request, PAUSE_PERMISSION),
-        "engine_pause": engine_pause,
-        "engine_pause_text": engine_pause and describe_pause(
-            engine_pause.paused_by,
-            engine_pause.paused_at,
-            engine_pause.pause_reason,
-            engine_pause.paused_until,
-        ),
-        "task_pauses": [
-            {
-                "pause": pause,
-                "text": describe_pause(
-                    pause.paused_by, pause.paused_at, pause.pause_reason, pause.paused_until
-                ),
-            }
-            for pause in task_pauses
-        ],
-        "task_names": sorted(set(registered_tasks()) | {p.target for p in task_pauses}),
-        "durations": [(value, label) for value, label, _ in PAUSE_DURATIONS],
-        "next_url": next_url,
-        "urls": {
-            name: reverse(url + name)
-            for name in ("pause_all", "resume_all", "pause_task", "resume_task")
-        },
-    }
 
 
 class QueueChangeList(ChangeList):
@@ -113,14 +57,27 @@ class QueueChangeList(ChangeList):
 
 
 @admin.register(Queue)
-class QueueAdmin(admin.ModelAdmin):
+class QueueAdmin(EnginePauseViews, admin.ModelAdmin):
     list_display = (
-        "name", "state", "queued", "due", "running", "failed", "oldest_due", "throughput",
+        "name",
+        "state",
+        "queued",
+        "due",
+        "running",
+        "failed",
+        "oldest_due",
+        "throughput",
     )
     actions = ("pause_selected", "resume_selected")
     list_per_page = 100
     fields = (
-        "name", "state", "paused_by", "paused_at", "pause_reason", "paused_until", "created_at",
+        "name",
+        "state",
+        "paused_by",
+        "paused_at",
+        "pause_reason",
+        "paused_until",
+        "created_at",
     )
     readonly_fields = fields
 
@@ -161,6 +118,7 @@ class QueueAdmin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         context = {
+            "title": "Queues",
             "te_controls": pause_controls_context(
                 request, self.admin_site.name, request.get_full_path()
             ),
@@ -259,9 +217,13 @@ class QueueAdmin(admin.ModelAdmin):
             path(
                 "resume-task/", wrap(self.resume_task_view), name="{}_{}_resume_task".format(*info)
             ),
-            path("<path:object_id>/pause/", wrap(self.pause_view), name="{}_{}_pause".format(*info)),
             path(
-                "<path:object_id>/resume/", wrap(self.resume_view), name="{}_{}_resume".format(*info)
+                "<path:object_id>/pause/", wrap(self.pause_view), name="{}_{}_pause".format(*info)
+            ),
+            path(
+                "<path:object_id>/resume/",
+                wrap(self.resume_view),
+                name="{}_{}_resume".format(*info),
             ),
             *super().get_urls(),
         ]
@@ -328,7 +290,9 @@ class QueueAdmin(admin.ModelAdmin):
         back = redirect_back(request, self._url("changelist"))
         queue = Queue.objects.using(_db()).filter(name=name).first()
         if queue is None or not queue.paused:
-            self.message_user(request, f"Queue “{name}” was not paused; nothing changed.", messages.WARNING)
+            self.message_user(
+                request, f"Queue “{name}” was not paused; nothing changed.", messages.WARNING
+            )
             return back
         operations.resume_queue(name, by=username(request), using=_db())
         self.log_change(request, queue, f"Resumed queue {name}.")
@@ -340,100 +304,14 @@ class QueueAdmin(admin.ModelAdmin):
             request,
             queue,
             f"Paused queue {queue.name} "
-            + describe_pause(queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until)
+            + describe_pause(
+                queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until
+            )
             + "."
             + note,
-        )
-
-    # -- the engine and task types -----------------------------------------------------
-
-    @operator_view(PAUSE_PERMISSION)
-    def pause_all_view(self, request: HttpRequest) -> HttpResponse:
-        """POST: pause every queue at once."""
-        back = redirect_back(request, self._url("changelist"))
-        form = PauseForm(request.POST)
-        if not form.is_valid():
-            self.message_user(request, form.error_text(), messages.ERROR)
-            return back
-        pause = operations.pause_all(
-            by=username(request),
-            reason=form.cleaned_data["reason"],
-            until=form.pause_until(),
-            using=_db(),
-        )
-        self._log_wide_pause(request, pause)
-        self.message_user(request, "Paused all queues: no job starts until Resume all.", messages.SUCCESS)
-        return back
-
-    @operator_view(PAUSE_PERMISSION)
-    def resume_all_view(self, request: HttpRequest) -> HttpResponse:
-        """POST: end the engine-wide pause (queues paused on their own stay paused)."""
-        back = redirect_back(request, self._url("changelist"))
-        pause = Pause.objects.using(_db()).filter(scope=PauseScope.ENGINE).first()
-        if pause is None or not operations.resume_all(by=username(request), using=_db()):
-            self.message_user(request, "The queues were not all paused; nothing changed.", messages.WARNING)
-            return back
-        self.log_change(request, pause, "Resumed all queues (the engine-wide pause ended).")
-        still = Queue.objects.using(_db()).filter(paused=True).count()
-        note = f" {still} queue(s) paused on their own stay paused." if still else ""
-        self.message_user(request, f"Resumed all queues.{note}", messages.SUCCESS)
-        return back
-
-    @operator_view(PAUSE_PERMISSION)
-    def pause_task_view(self, request: HttpRequest) -> HttpResponse:
-        """POST: stop starting jobs of one task type, in every queue."""
-        back = redirect_back(request, self._url("changelist"))
-        form = PauseForm(request.POST)
-        task_name = request.POST.get("task_name", "").strip()
-        if not form.is_valid():
-            self.message_user(request, form.error_text(), messages.ERROR)
-            return back
-        try:
-            pause = operations.pause_task(
-                task_name,
-                by=username(request),
-                reason=form.cleaned_data["reason"],
-                until=form.pause_until(),
-                using=_db(),
-            )
-        except ValueError as exc:
-            self.message_user(request, f"Nothing was paused: {exc}", messages.ERROR)
-            return back
-        self._log_wide_pause(request, pause)
-        self.message_user(
-            request, f"Paused task type {task_name}: none of its jobs starts now.", messages.SUCCESS
-        )
-        return back
-
-    @operator_view(PAUSE_PERMISSION)
-    def resume_task_view(self, request: HttpRequest) -> HttpResponse:
-        """POST: end one task type's pause."""
-        back = redirect_back(request, self._url("changelist"))
-        task_name = request.POST.get("task_name", "")
-        pause = Pause.objects.using(_db()).filter(scope=PauseScope.TASK, target=task_name).first()
-        if pause is None or not operations.resume_task(task_name, by=username(request), using=_db()):
-            self.message_user(
-                request, f"Task type {task_name} was not paused; nothing changed.", messages.WARNING
-            )
-            return back
-        self.log_change(request, pause, f"Resumed task type {task_name}.")
-        self.message_user(request, f"Resumed task type {task_name}.", messages.SUCCESS)
-        return back
-
-    def _log_wide_pause(self, request: HttpRequest, pause: Pause) -> None:
-        what = "all queues" if pause.scope == PauseScope.ENGINE else f"task type {pause.target}"
-        self.log_change(
-            request,
-            pause,
-            f"Paused {what} "
-            + describe_pause(pause.paused_by, pause.paused_at, pause.pause_reason, pause.paused_until)
-            + ".",
         )
 
 
 def _queues(names: list[str]) -> str:
     listed = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
     return f"{len(names)} queue{'s' if len(names) != 1 else ''} ({listed})"
-
-
-__all__ = ["QueueAdmin", "pause_controls_context", "queue_state"]

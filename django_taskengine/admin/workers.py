@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -61,15 +61,32 @@ class WorkerChangeList(ChangeList):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = (
-        "host", "pid", "queue_names", "state", "started_at", "last_heartbeat",
-        "running_now", "jobs_succeeded", "jobs_failed",
+        "host",
+        "pid",
+        "queue_names",
+        "state",
+        "started_at",
+        "last_heartbeat",
+        "running_now",
+        "jobs_succeeded",
+        "jobs_failed",
     )
     list_filter = (StateFilter,)
+    show_facets = admin.ShowFacets.NEVER
     search_fields = ("hostname",)
     list_per_page = 100
     fields = (
-        "id", "hostname", "pid", "queue_names", "state", "concurrency", "started_at",
-        "last_heartbeat_at", "stopped_at", "jobs_succeeded", "jobs_failed",
+        "id",
+        "hostname",
+        "pid",
+        "queue_names",
+        "state",
+        "concurrency",
+        "started_at",
+        "last_heartbeat_at",
+        "stopped_at",
+        "jobs_succeeded",
+        "jobs_failed",
     )
     readonly_fields = fields
 
@@ -90,6 +107,13 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return WorkerChangeList
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(
+            request, {"title": "Worker processes", **(extra_context or {})}
+        )
 
     @admin.display(description="host", ordering="hostname")
     def host(self, worker: Worker) -> SafeString:

@@ -161,6 +161,13 @@ class Job(models.Model):
                 name="taskengine_job_finished_idx",
                 condition=Q(finished_at__isnull=False),
             ),
+            # Serves the admin's search by dedup key over finished jobs too (the unique
+            # constraint below covers active jobs only).
+            models.Index(
+                fields=["dedup_key"],
+                name="taskengine_job_dedup_idx",
+                condition=Q(dedup_key__isnull=False),
+            ),
         ]
         constraints = [
             # Dedup is enforced here, not by a check-then-insert race.

@@ -297,9 +297,11 @@ def test_job_page_shows_error_traceback_and_every_attempt(admin_client):
 
 def test_job_page_shows_the_tasks_on_orphan_policy(admin_client):
     known = JobFactory(task_name=ADD)
+    parked = JobFactory(task_name="tests.testapp.tasks.charge_card")
     unknown = JobFactory(task_name="gone.renamed_task")
 
     assert ">retry</div>" in content(admin_client.get(admin_url("job_change", known.pk)))
+    assert ">park</div>" in content(admin_client.get(admin_url("job_change", parked.pk)))
     assert "unknown task (not registered in this process)" in content(
         admin_client.get(admin_url("job_change", unknown.pk))
     )

@@ -180,3 +180,11 @@ def _worker_listening() -> bool:
             " AND query LIKE '%%taskengine_worker%%'"
         )
         return cursor.fetchone()[0] > 0
+
+
+def test_an_async_def_task_runs_to_completion(start_workers):
+    from tests.testapp.tasks import async_add
+
+    job = async_add.enqueue(2, 40)
+    assert start_workers("--burst").wait() == 0
+    assert Job.objects.get(pk=job.pk).result == 42

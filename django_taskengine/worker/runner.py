@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import random
 import traceback
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import close_old_connections, transaction
 from django.utils import timezone
@@ -103,8 +106,17 @@ def run_attempt(
 def _call(task: Task, job: ClaimedJob, channel: ContextChannel | None) -> object:
     if task.takes_context:
         context = TaskContext(job, channel, atomic=task.atomic)
-        return task.func(context, *job.args, **job.kwargs)
-    return task.func(*job.args, **job.kwargs)
+        value = task.func(context, *job.args, **job.kwargs)
+    else:
+        value = task.func(*job.args, **job.kwargs)
+    if inspect.isawaitable(value):
+        # An ``async def`` task runs to completion on an event loop of this runner thread.
+        value = asyncio.run(_awaited(value))
+    return value
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _stopped(job: ClaimedJob, reason: str) -> RunResult:

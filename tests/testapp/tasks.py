@@ -97,3 +97,11 @@ def charge_card(ctx, seconds=30.0):
     """Must never run twice: a worker death parks it for an operator."""
     LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label="charge", pid=os.getpid())
     time.sleep(seconds)
+
+
+@task
+async def async_add(a, b):
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    return a + b

@@ -50,7 +50,6 @@ KILL_REPEATS = 3
 LATENCY_JOBS = 200
 #: A latency above this means the worker missed the wake-up and found the job by polling.
 LATENCY_SPIKE_MS = 100.0
-TABLES = ("taskengine_attempt", "taskengine_job", "taskengine_worker", "taskengine_queue")
 
 
 class BenchmarkFailed(RuntimeError):
@@ -94,26 +93,59 @@ def ensure_database() -> None:
             print(f"created database {db['NAME']}", file=sys.stderr)
 
 
-def setup_django() -> None:
+#: Advisory lock key held by a running benchmark, so two runs never share the database.
+RUN_LOCK_KEY = 0x7A5E_BE7C
+
+
+def hold_run_lock() -> Any:
+    """Take a session advisory lock on the benchmark database, or exit if another run holds it.
+
+    Returns the connection that holds it; the lock goes when the process ends.
+    """
+    import psycopg
+
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None,
+              "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
+              "dbname": db["NAME"], "autocommit": True, "application_name": "taskengine-bench"}
+    conn = psycopg.connect(**{k: v for k, v in params.items() if v is not None})
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK_KEY]).fetchone()[0]
+    if not got:
+        raise SystemExit(f"Another benchmark run is using database {db['NAME']!r}; wait for it to "
+                         "finish (or point DATABASE_URL at another database).")
+    return conn
+
+
+def setup_django() -> Any:
     import django
     from django.conf import settings
 
     # settings are lazy: reading DATABASES does not connect, so the database can be created first.
     settings.DATABASES  # noqa: B018
     ensure_database()
+    lock = hold_run_lock()
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+    return lock
 
 
 def truncate() -> None:
+    """Empty every table of the engine's models (jobs, attempts, workers, queues, pauses...)."""
+    from django.apps import apps
     from django.db import connection
 
     from django_taskengine.store import get_store
 
+    models = apps.get_app_config("django_taskengine").get_models()
+    tables = sorted({m._meta.db_table for m in models if not m._meta.proxy})
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        cursor.execute(
+            f"TRUNCATE {', '.join(connection.ops.quote_name(t) for t in tables)} RESTART IDENTITY"
+        )
     # The store remembers queue rows it created; the table is empty again.
     known = getattr(get_store(), "_known_queues", None)
     if isinstance(known, set):
@@ -229,7 +261,9 @@ class Workers:
         except BenchmarkFailed:
             pass
         finally:
-            self._kill_group()
+            # A supervisor that exited 0 had reaped all its workers; otherwise none may outlive us.
+            if self.proc.returncode != 0:
+                self._kill_group()
             self.log.close()
             try:
                 os.unlink(self.log.name)
@@ -321,6 +355,7 @@ def _drain(name: str, processes: int, concurrency: int) -> Callable[[argparse.Na
         bulk_enqueue_noops(jobs)
         if opts.analyze:
             execute("ANALYZE taskengine_job")
+        plan = claim_plan()
         cmd = f"--burst --processes {processes} --concurrency {concurrency}"
         with Workers(*cmd.split()) as workers:
             code = workers.wait(timeout=max(120.0, jobs / 50))
@@ -336,7 +371,7 @@ def _drain(name: str, processes: int, concurrency: int) -> Callable[[argparse.Na
         extra = {"jobs": jobs, "processes": processes, "concurrency": concurrency,
                  "wall_seconds": elapsed, "steady_seconds": span,
                  # Jobs claimed by one statement share started_at (the claim's now()).
-                 "claims": claims, "jobs_per_claim": jobs / claims}
+                 "claims": claims, "jobs_per_claim": jobs / claims, "claim_plan": plan}
         return [
             Row(name, jobs / elapsed, "jobs/s", f"{jobs} noops, {cmd}, incl. start-up ({elapsed:.2f} s)", extra),
             Row(f"{name}_steady", jobs / span, "jobs/s",
@@ -346,6 +381,23 @@ def _drain(name: str, processes: int, concurrency: int) -> Callable[[argparse.Na
 
     bench.__name__ = f"bench_{name}"
     return bench
+
+
+def claim_plan() -> list[str]:
+    """EXPLAIN (without running) the worker's claim statement against the queued jobs."""
+    import uuid
+
+    try:
+        from django_taskengine.conf import taskengine_settings
+        from django_taskengine.store.postgres import CLAIM_SQL
+    except ImportError as exc:
+        return [f"unavailable: {exc}"]
+    params = {"queues": [], "all_queues": True, "limit": 10, "worker": uuid.uuid4(),
+              "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+    try:
+        return [row[0] for row in query("EXPLAIN " + CLAIM_SQL, params)]
+    except Exception as exc:  # noqa: BLE001 - the statement's parameters may have changed
+        return [f"unavailable: {type(exc).__name__}: {exc}"]
 
 
 def verify_drained(jobs: int, workers: Workers) -> None:
@@ -490,6 +542,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
 
 
 def print_table(rows: list[Row], machine: dict[str, Any], elapsed: float) -> None:
+    planned = next((r.extra for r in rows if "claim_plan" in r.extra), None)
     print()
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory']}")
     print(f"         {machine['postgresql']}")
@@ -510,6 +563,10 @@ def print_table(rows: list[Row], machine: dict[str, Any], elapsed: float) -> Non
         else:
             value = f"{row.value:.2f}"
         print(f"{row.name:<{name_w}}  {value:>11}  {row.unit:<6}  {row.note}")
+    if planned:
+        plan = planned["claim_plan"]
+        scans = [line.strip(" ->") for line in plan if "Scan" in line and "taskengine_job" in line]
+        print(f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): {'; '.join(scans) or plan[0]}")
     print(f"\n(total {elapsed:.1f} s)")
 
 
@@ -534,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs and --drain-jobs must be at least 1, --latency-jobs at least 2")
 
     started = time.perf_counter()
-    setup_django()
+    run_lock = setup_django()  # noqa: F841 - held until the process exits
     machine = machine_info()
     rows: list[Row] = []
     failures: dict[str, str] = {}

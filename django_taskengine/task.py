@@ -13,9 +13,13 @@ from django.utils import timezone
 
 from .conf import taskengine_settings
 from .serialization import dump_arguments
+from .signals import job_enqueued
+
+from .context import ContextChannel, TaskContext
 
 if TYPE_CHECKING:
     from .models import Job
+    from .store import ClaimedJob
 
 OnOrphan = Literal["retry", "park"]
 
@@ -131,6 +135,17 @@ class Task:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
+    def invoke(self, job: ClaimedJob, channel: ContextChannel | None) -> Any:
+        """Run the function for one attempt of ``job`` (a worker calls this).
+
+        Returns what the function returns (an ``async def`` task's awaitable is run by the
+        caller). Integrations that wrap other task APIs override this.
+        """
+        if self.takes_context:
+            context = TaskContext(job, channel, atomic=self.atomic)
+            return self.func(context, *job.args, **job.kwargs)
+        return self.func(*job.args, **job.kwargs)
+
     def using(
         self,
         *,
@@ -219,7 +234,7 @@ class BoundTask:
             args_json, kwargs_json = dump_arguments(task.name, args, kwargs)
             rows.append((args_json, kwargs_json))
         store = get_store(options.database)
-        return store.enqueue(
+        jobs = store.enqueue(
             task_name=task.name,
             queue=queue,
             priority=priority,
@@ -230,6 +245,10 @@ class BoundTask:
             timeout=task.timeout,
             rows=rows,
         )
+        if job_enqueued.has_listeners():
+            for job in jobs:
+                job_enqueued.send(sender=task, job=job, created=job.created)
+        return jobs
 
 
 def _absolute_time(value: Any, name: str) -> dt.datetime:

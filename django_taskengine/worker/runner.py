@@ -15,9 +15,10 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from ..conf import taskengine_settings
-from ..context import ContextChannel, StopJob, TaskContext
+from ..context import ContextChannel, StopJob
 from ..models import AttemptOutcome, JobStatus
 from ..serialization import NotJSONError, dump_result
+from ..signals import job_started
 from ..store import ClaimedJob, Outcome, Store
 from ..task import Task, TaskNotRegistered, get_task
 
@@ -74,6 +75,14 @@ def run_attempt(
                 ) from None
         except (TaskNotRegistered, PermanentFailure) as exc:
             return RunResult(_failure(job, exc, retryable=False, with_traceback=False))
+        if job_started.has_listeners():
+            try:
+                job_started.send(
+                    sender=task, job_id=job.id, task_name=job.task_name, queue=job.queue,
+                    attempt=job.attempt,
+                )
+            except Exception:  # noqa: BLE001 - a user's receiver must not affect the job
+                logger.exception("a job_started receiver failed for job %s", job.id)
         try:
             if task.atomic:
                 return _run_atomic(task, job, store, worker_id, channel)
@@ -104,11 +113,7 @@ def run_attempt(
 
 
 def _call(task: Task, job: ClaimedJob, channel: ContextChannel | None) -> object:
-    if task.takes_context:
-        context = TaskContext(job, channel, atomic=task.atomic)
-        value = task.func(context, *job.args, **job.kwargs)
-    else:
-        value = task.func(*job.args, **job.kwargs)
+    value = task.invoke(job, channel)
     if inspect.isawaitable(value):
         # An ``async def`` task runs to completion on an event loop of this runner thread.
         value = asyncio.run(_awaited(value))

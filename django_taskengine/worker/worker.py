@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..models import AttemptOutcome, JobStatus
+from ..signals import job_finished
 from ..store import ClaimedJob, Outcome, StateWrite, WorkerInfo, WorkerSession, get_store
 from .runner import RunResult, retry_delay, run_attempt
 
@@ -128,6 +129,7 @@ class WorkerProcess:
         self._state_lock = threading.Lock()
         self._checkpoints: list[_CheckpointRequest] = []
         self._progress: dict[int, tuple[ClaimedJob, int, int | None]] = {}
+        self._duty_due: dict[str, float] = {}
 
     # -- the channel runner threads' task contexts use ---------------------------------------
 
@@ -222,6 +224,8 @@ class WorkerProcess:
                 if now >= next_rescue:
                     self._rescue()
                     next_rescue = now + taskengine_settings.RESCUE_INTERVAL
+                if not self.burst and not self.stopping:
+                    self._perform_duties(now)
                 if self._finished_work(exhausted):
                     break
                 exhausted = False
@@ -370,7 +374,7 @@ class WorkerProcess:
             if not result.committed:
                 self.outcomes.append((result.outcome, job))
             else:
-                self._log(result.outcome, job)
+                self._report(result.outcome, job)
                 self._count(result.outcome)
 
     def _flush(self) -> None:
@@ -391,7 +395,7 @@ class WorkerProcess:
                 self.burst_retry_until = max(
                     self.burst_retry_until, time.monotonic() + outcome.retry_delay + 0.05
                 )
-            self._log(outcome, job)
+            self._report(outcome, job)
             self._count(outcome)
         self.outcomes = []
         self.unlock = []
@@ -401,6 +405,25 @@ class WorkerProcess:
             self.succeeded += 1
         elif outcome.outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT):
             self.failed += 1
+
+    def _report(self, outcome: Outcome, job: ClaimedJob) -> None:
+        """One log line and a ``job_finished`` signal per finished attempt."""
+        self._log(outcome, job)
+        if job_finished.has_listeners():
+            try:
+                job_finished.send(
+                    sender=_registered(job.task_name),
+                    job_id=job.id,
+                    task_name=job.task_name,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                    outcome=str(outcome.outcome),
+                    status=str(outcome.status),
+                    duration=(outcome.finished_at - outcome.started_at).total_seconds(),
+                    error=outcome.error,
+                )
+            except Exception:  # noqa: BLE001 - a user's receiver must not affect the worker
+                logger.exception("a job_finished receiver failed for job %s", job.id)
 
     def _log(self, outcome: Outcome, job: ClaimedJob) -> None:
         duration_ms = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
@@ -514,6 +537,21 @@ class WorkerProcess:
 
     # -- liveness ----------------------------------------------------------------------
 
+    def _perform_duties(self, now: float) -> None:
+        from .maintenance import DUTIES
+
+        for duty in DUTIES:
+            if now < self._duty_due.get(duty.name, 0.0):
+                continue
+            self._duty_due[duty.name] = now + duty.interval
+            try:
+                duty.run(self.store.alias)
+            except Exception:  # noqa: BLE001 - housekeeping must never stop the worker
+                logger.exception("worker %s: %s failed", self.info.id, duty.name)
+                from django.db import connections
+
+                connections[self.store.alias].close_if_unusable_or_obsolete()
+
     def _heartbeat(self) -> None:
         assert self.session is not None
         requests = self.session.heartbeat(
@@ -581,6 +619,12 @@ class WorkerProcess:
             "worker %s stopped: %s succeeded, %s failed attempts",
             self.info.id, self.succeeded, self.failed,
         )
+
+
+def _registered(task_name: str) -> object:
+    from ..task import registered_tasks
+
+    return registered_tasks().get(task_name)
 
 
 def _crash_outcome(job: ClaimedJob, exc: BaseException) -> Outcome:

@@ -307,6 +307,25 @@ def test_bulk_actions_pause_and_resume_the_selected_queues(admin_client):
     assert len(_log_entries(Queue)) == 4
 
 
+def test_bulk_pause_keeps_the_pause_of_queues_already_paused(admin_client):
+    QueueFactory(name="a")
+    QueueFactory(name="b", paused=True, paused_by="alice", pause_reason="smtp outage")
+
+    response = admin_client.post(
+        admin_url("queue_changelist"),
+        {"action": "pause_selected", "_selected_action": ["a", "b"], "index": "0"},
+        follow=True,
+    )
+
+    assert messages_of(response) == [
+        "Paused 1 queue (a).",
+        "Already paused, left as they were: 1 queue (b).",
+    ]
+    kept = Queue.objects.get(name="b")
+    assert (kept.paused_by, kept.pause_reason) == ("alice", "smtp outage")
+    assert Queue.objects.get(name="a").paused_by == "admin"
+
+
 def test_bulk_action_choices_are_offered(admin_client):
     QueueFactory(name="a")
 

@@ -182,11 +182,21 @@ class QueueAdmin(EnginePauseViews, admin.ModelAdmin):
 
     @admin.action(description="Pause selected queues", permissions=[PAUSE_PERMISSION])
     def pause_selected(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
-        names = list(queryset.values_list("name", flat=True))
-        for name in names:
-            queue = operations.pause_queue(name, by=username(request), using=_db())
+        # Queues already paused keep their pause: who paused them and why is worth keeping.
+        paused, kept = [], []
+        for queue in queryset:
+            if queue.is_paused:
+                kept.append(queue.name)
+                continue
+            queue = operations.pause_queue(queue.name, by=username(request), using=_db())
             self._log_pause(request, queue)
-        self.message_user(request, f"Paused {_queues(names)}.", messages.SUCCESS)
+            paused.append(queue.name)
+        if paused:
+            self.message_user(request, f"Paused {_queues(paused)}.", messages.SUCCESS)
+        if kept:
+            self.message_user(
+                request, f"Already paused, left as they were: {_queues(kept)}.", messages.WARNING
+            )
 
     @admin.action(description="Resume selected queues", permissions=[PAUSE_PERMISSION])
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:

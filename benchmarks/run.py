@@ -18,7 +18,8 @@ Benchmarks (each starts from empty taskengine tables):
   ``started_at - created_at`` (both database timestamps) percentiles.
 
 The database (``DATABASE_URL``, default ``postgres://postgres@127.0.0.1:5432/taskengine_bench``)
-is created if missing and migrated. Never part of the test suite.
+is created if missing and migrated; its task engine tables are emptied, so its name must contain
+"bench" unless ``--force`` is given. Never part of the test suite.
 """
 
 from __future__ import annotations
@@ -119,12 +120,19 @@ def hold_run_lock() -> Any:
     return conn
 
 
-def setup_django() -> Any:
+def setup_django(*, force: bool) -> Any:
     import django
     from django.conf import settings
 
     # settings are lazy: reading DATABASES does not connect, so the database can be created first.
-    settings.DATABASES  # noqa: B018
+    db = settings.DATABASES["default"]
+    if "bench" not in db["NAME"] and not force:
+        # DATABASE_URL may still point at the database of the tests or of a project.
+        raise SystemExit(
+            f"DATABASE_URL names database {db['NAME']!r}. Every benchmark empties the task "
+            "engine's tables, so the database's name must contain 'bench' (the default is "
+            "taskengine_bench); pass --force to use this one anyway."
+        )
     ensure_database()
     lock = hold_run_lock()
     django.setup()
@@ -597,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"latency: jobs enqueued one at a time (default {LATENCY_JOBS})")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--force", action="store_true",
+                        help="use DATABASE_URL even if its database name lacks 'bench' "
+                             "(its task engine tables are emptied)")
     parser.add_argument("--analyze", action="store_true",
                         help="drain_*: ANALYZE the job table after enqueueing (default: no, as after "
                              "a sudden burst of jobs before autovacuum runs)")
@@ -609,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs and --drain-jobs must be at least 1, --latency-jobs at least 2")
 
     started = time.perf_counter()
-    run_lock = setup_django()  # noqa: F841 - held until the process exits
+    run_lock = setup_django(force=opts.force)  # noqa: F841 - held until the process exits
     machine = machine_info()
     rows: list[Row] = []
     failures: dict[str, str] = {}

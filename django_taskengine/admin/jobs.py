@@ -210,7 +210,7 @@ class JobAdmin(JobFieldsMixin, admin.ModelAdmin):
     ) -> tuple[QuerySet[Job], bool]:
         return search_jobs(queryset, search_term), False
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description="status")
     def status_label(self, job: Job) -> SafeString:
         return format_html('<span class="te-status te-status-{}">{}</span>', job.status, job.status)
 

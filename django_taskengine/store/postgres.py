@@ -166,14 +166,18 @@ upd AS (
         error = %(error)s, traceback = '', run_after = now(),
         worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
     FROM orphan WHERE j.id = orphan.id
-    RETURNING j.id, j.task_name, j.attempts, j.status, orphan.worker_id, orphan.started_at
+    RETURNING j.id, j.task_name, j.attempts, j.status, j.queue, orphan.worker_id,
+        orphan.started_at
 ),
 att AS (
     INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
                                     error, traceback)
     SELECT id, attempts, worker_id, started_at, now(), 'orphaned', %(error)s, '' FROM upd
 )
-SELECT id, task_name, attempts, status FROM upd
+SELECT id, task_name, attempts, status,
+    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, q.queue)
+                           FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') AS q) AS n)
+FROM upd
 """
 
 ORPHAN_ERROR = (
@@ -310,6 +314,8 @@ class PostgresWorkerSession(WorkerSession):
         # Our own adapters: psycopg's defaults (Django's context leaves jsonb undecoded).
         params.pop("context", None)
         params["autocommit"] = True
+        # A direct connection of our own: prepared statements save re-planning every claim.
+        params["prepare_threshold"] = 5
         params.setdefault("application_name", f"taskengine-worker {worker.hostname}:{worker.pid}")
         self.conn: psycopg.Connection[Any] = psycopg.connect(**params)
         self.ns = taskengine_settings.ADVISORY_LOCK_NAMESPACE
@@ -452,6 +458,7 @@ class PostgresWorkerSession(WorkerSession):
                 "grace": taskengine_settings.RESCUE_GRACE,
                 "park": park,
                 "error": ORPHAN_ERROR,
+                "channel": taskengine_settings.NOTIFY_CHANNEL,
             },
         ).fetchall()
         return [RescuedJob(id=r[0], task_name=r[1], attempt=r[2], status=r[3]) for r in rows]

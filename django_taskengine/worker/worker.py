@@ -222,7 +222,8 @@ class WorkerProcess:
                     self._heartbeat()
                     next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
                 if now >= next_rescue:
-                    self._rescue()
+                    if self._rescue() and not (self.stopping or self.recycle):
+                        self._claim()
                     next_rescue = now + taskengine_settings.RESCUE_INTERVAL
                 if not self.burst and not self.stopping:
                     self._perform_duties(now)
@@ -274,6 +275,10 @@ class WorkerProcess:
             if entry.job.timeout and entry.started is not None and not entry.abandoned:
                 timeout = min(timeout, max(0.0, entry.started + entry.job.timeout - now))
         if self.done:
+            return
+        if can_claim and self.session is not None and self.session.drain_notifications():
+            # A notification that arrived during another query waits inside the driver, where
+            # select() cannot see it: claim now instead of sleeping until the next poll.
             return
         fds = [self._wake_r]
         session_fd = self.session.wait_fileno() if self.session is not None else None
@@ -562,13 +567,17 @@ class WorkerProcess:
             if entry is not None and not entry.stop_reason:
                 entry.stop_reason = reason
 
-    def _rescue(self) -> None:
+    def _rescue(self) -> bool:
+        """Requeue orphans; True if any went back to the queue (worth claiming at once)."""
         assert self.session is not None
+        requeued = False
         for job in self.session.rescue():
             logger.warning(
                 "rescued job %s (%s) after its worker died during attempt %s: now %s",
                 job.id, job.task_name, job.attempt, job.status,
             )
+            requeued = requeued or job.status == JobStatus.QUEUED
+        return requeued
 
     def _connect(self) -> None:
         delay = 0.2

@@ -82,6 +82,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 Error(f"TASKENGINE[{key!r}] must be a non-empty string (≤ 63 characters), not {value!r}.",
                       id="taskengine.E007")
             )
+    errors.extend(_check_retention(number("RETENTION")))
+    errors.extend(_check_metrics_and_testing(user))
     database = number("DATABASE")
     if not isinstance(database, str) or database not in settings.DATABASES:
         errors.append(
@@ -101,4 +103,67 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="taskengine.W001",
             )
         )
+    return errors
+
+
+def _check_retention(retention: Any) -> list[Any]:
+    """E020: RETENTION is None, or a dict of finished status -> age (or None for forever)."""
+    from .retention import PRUNABLE_STATUSES, parse_age
+
+    example = 'e.g. {"succeeded": "1d", "failed": "14d", "cancelled": "7d"}'
+    if retention is None:
+        return []
+    if not isinstance(retention, dict):
+        return [
+            Error(
+                f"TASKENGINE['RETENTION'] must be a dict of status to age, not "
+                f"{type(retention).__name__}.",
+                hint=f"Use {example}, or None to keep finished jobs forever.",
+                id="taskengine.E020",
+            )
+        ]
+    errors: list[Any] = []
+    for status, value in retention.items():
+        if status not in PRUNABLE_STATUSES:
+            errors.append(
+                Error(
+                    f"TASKENGINE['RETENTION'] has a key {status!r}, which is not a finished "
+                    "status: only finished jobs are pruned.",
+                    hint=f"Keys: {', '.join(PRUNABLE_STATUSES)}.",
+                    id="taskengine.E020",
+                )
+            )
+            continue
+        try:
+            parse_age(value)
+        except ValueError as exc:
+            errors.append(
+                Error(
+                    f"TASKENGINE['RETENTION'][{status!r}]: {exc}.",
+                    hint=f"Use seconds, a timedelta, text like '7d', or None; {example}.",
+                    id="taskengine.E020",
+                )
+            )
+    return errors
+
+
+def _check_metrics_and_testing(user: dict[str, Any]) -> list[Any]:
+    """E021: METRICS_TOKEN is None or a non-empty string; E022: the switches are booleans."""
+    errors: list[Any] = []
+    token = user.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        errors.append(
+            Error(
+                f"TASKENGINE['METRICS_TOKEN'] must be a non-empty string or None, not {token!r}.",
+                hint="Read it from the environment, e.g. os.environ.get('TASKENGINE_METRICS_TOKEN').",
+                id="taskengine.E021",
+            )
+        )
+    for key in ("EAGER", "EAGER_PROPAGATE", "METRICS_ALLOW_ANONYMOUS"):
+        value = user.get(key, DEFAULTS[key])
+        if not isinstance(value, bool):
+            errors.append(
+                Error(f"TASKENGINE[{key!r}] must be True or False, not {value!r}.",
+                      id="taskengine.E022")
+            )
     return errors

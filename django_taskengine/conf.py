@@ -41,6 +41,18 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_TIMEOUT": 30.0,
     # Module name looked up in every installed app for @task definitions.
     "AUTODISCOVER_MODULE": "tasks",
+    # How long finished jobs are kept, per status, before workers delete them (with their
+    # attempts): seconds, a timedelta, or "90s", "15m", "12h", "7d", "2w"; None keeps them
+    # forever. Statuses left out keep these defaults. See django_taskengine.retention.
+    "RETENTION": {"succeeded": "1d", "failed": "14d", "cancelled": "7d"},
+    # Tests: enqueue() runs the job at once, in-process (see django_taskengine.testing).
+    "EAGER": False,
+    # With EAGER: a job that ends failed raises testing.JobFailed from enqueue().
+    "EAGER_PROPAGATE": False,
+    # The metrics view also admits requests with "Authorization: Bearer <this token>".
+    "METRICS_TOKEN": None,
+    # The metrics view admits anyone (put it behind your own network rules).
+    "METRICS_ALLOW_ANONYMOUS": False,
 }
 
 
@@ -114,6 +126,34 @@ class Settings:
     @property
     def AUTODISCOVER_MODULE(self) -> str:
         return str(self._get("AUTODISCOVER_MODULE"))
+
+    @property
+    def RETENTION(self) -> dict[str, Any]:
+        """Per-status retention as configured, merged over the defaults (values not parsed).
+
+        ``RETENTION = None`` keeps every finished job forever.
+        """
+        configured = self._get("RETENTION")
+        if configured is None:
+            return dict.fromkeys(DEFAULTS["RETENTION"])
+        return {**DEFAULTS["RETENTION"], **configured}
+
+    @property
+    def EAGER(self) -> bool:
+        return bool(self._get("EAGER"))
+
+    @property
+    def EAGER_PROPAGATE(self) -> bool:
+        return bool(self._get("EAGER_PROPAGATE"))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        token = self._get("METRICS_TOKEN")
+        return str(token) if token else None
+
+    @property
+    def METRICS_ALLOW_ANONYMOUS(self) -> bool:
+        return bool(self._get("METRICS_ALLOW_ANONYMOUS"))
 
 
 taskengine_settings = Settings()

@@ -124,10 +124,19 @@ def pause_all(
     by: str = "",
     reason: str = "",
     until: dt.datetime | dt.timedelta | None = None,
+    stop_running: bool = False,
     using: str | None = None,
 ) -> Pause:
-    """Pause every queue at once (queues paused on their own stay paused after resume_all)."""
-    return _pause(PauseScope.ENGINE, "", by, reason, until, using)
+    """Pause every queue at once (queues paused on their own stay paused after resume_all).
+
+    ``stop_running`` also asks every running job to pause at its next checkpoint.
+    """
+    pause = _pause(PauseScope.ENGINE, "", by, reason, until, using)
+    if stop_running:
+        Job.objects.using(_db(using)).filter(status=JobStatus.RUNNING, stop_requested="").update(
+            stop_requested="pause"
+        )
+    return pause
 
 
 def resume_all(*, by: str = "", using: str | None = None) -> bool:
@@ -203,8 +212,12 @@ JOB_ACTIONS: dict[str, tuple[str, ...]] = {
 
 
 def actions_for(job: Job) -> list[str]:
-    """The actions that fit the job's current status, in display order."""
-    return [action for action, statuses in JOB_ACTIONS.items() if job.status in statuses]
+    """The actions that fit the job's current state, in display order."""
+    actions = [action for action, statuses in JOB_ACTIONS.items() if job.status in statuses]
+    if job.status == JobStatus.RUNNING and job.stop_requested:
+        # Already asked to stop: only a cancel can still override a pending pause.
+        actions = ["cancel"] if job.stop_requested == "pause" else []
+    return actions
 
 
 def pause_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:

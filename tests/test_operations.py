@@ -172,3 +172,17 @@ def test_bulk_apply_reports_done_and_refused():
     done, refused = ops.apply_to_jobs("cancel", [a.id, b.id, 424242])
     assert [j.id for j in done] == [a.id]
     assert [job_id for job_id, _ in refused] == [b.id, 424242]
+
+
+def test_a_running_job_asked_to_pause_offers_only_cancel_and_pause_all_can_stop_running_jobs():
+    job = noop.enqueue()
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)
+    job.refresh_from_db()
+    assert ops.actions_for(job) == ["pause", "cancel"]
+    ops.pause_all(stop_running=True)
+    job.refresh_from_db()
+    assert job.stop_requested == "pause"
+    assert ops.actions_for(job) == ["cancel"]
+    ops.cancel_job(job.id)
+    job.refresh_from_db()
+    assert job.stop_requested == "cancel" and ops.actions_for(job) == []

@@ -26,6 +26,15 @@ from django.utils.dateparse import parse_datetime
 from ... import inspection, operations
 from ...conf import taskengine_settings
 from ...models import Job, JobStatus, Pause, PauseScope, Queue
+from ...retention import (
+    DEFAULT_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    PRUNABLE_STATUSES,
+    format_age,
+    parse_age,
+    retention_ages,
+)
+from ...retention import prune as prune_jobs
 from ...task import registered_tasks
 
 #: Subcommand -> (operations action, past participle for the report).
@@ -167,6 +176,40 @@ class Command(BaseCommand):
         why.add_argument("job_id", metavar="JOB_ID")
         why.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
 
+        prune = subcommands.add_parser(
+            "prune",
+            parents=[database],
+            help="Delete finished jobs older than their retention, with their attempts.",
+            description="Delete succeeded, failed and cancelled jobs (with their attempts) that "
+            "finished longer ago than TASKENGINE['RETENTION'] says, or than --older-than, in "
+            "short batches. Queued, running and paused jobs are never deleted. Without "
+            "--status, also deletes the rows of workers stopped longer ago than the longest age.",
+        )
+        prune.add_argument(
+            "--older-than",
+            metavar="AGE",
+            default=None,
+            help="Age for every status pruned, instead of the setting: 90s, 15m, 12h, 7d, 2w.",
+        )
+        prune.add_argument(
+            "--status",
+            action="append",
+            choices=list(PRUNABLE_STATUSES),
+            default=[],
+            help="Only jobs of this status (repeat for several; default: all three).",
+        )
+        prune.add_argument(
+            "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+        )
+        prune.add_argument(
+            "--batch-size",
+            type=int,
+            default=DEFAULT_BATCH_SIZE,
+            metavar="N",
+            help=f"Jobs per DELETE and per transaction (default {DEFAULT_BATCH_SIZE}, at most "
+            f"{MAX_BATCH_SIZE}).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         database = options.get("database") or taskengine_settings.DATABASE
         if database not in connections:
@@ -180,6 +223,7 @@ class Command(BaseCommand):
             "pause": self.pause,
             "resume": self.resume,
             "why": self.why,
+            "prune": self.prune,
         }
         handler = handlers.get(subcommand, self.job_action)
         try:
@@ -400,6 +444,67 @@ class Command(BaseCommand):
         )
         for reason in explanation.reasons:
             self.stdout.write(f"- {reason.text}")
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune(self, database: str, options: dict[str, Any]) -> None:
+        statuses = _unique(options["status"]) or list(PRUNABLE_STATUSES)
+        if options["older_than"] is not None:
+            try:
+                age = parse_age(options["older_than"])
+            except ValueError as exc:
+                raise CommandError(f"--older-than: {exc}. Nothing was deleted.") from None
+            ages = dict.fromkeys(statuses, age)
+        else:
+            try:
+                configured = retention_ages()
+            except ValueError as exc:
+                raise CommandError(
+                    f"TASKENGINE['RETENTION'] is not valid ({exc}); fix it (`manage.py check` "
+                    "says more) or pass --older-than. Nothing was deleted."
+                ) from None
+            ages = {status: configured[status] for status in statuses}
+        batch_size = options["batch_size"]
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(
+                f"--batch-size must be from 1 to {MAX_BATCH_SIZE}, not {batch_size}. "
+                "Nothing was deleted."
+            )
+        try:
+            result = prune_jobs(
+                ages,
+                batch_size=batch_size,
+                dry_run=options["dry_run"],
+                workers=not options["status"],
+                using=database,
+            )
+        except DatabaseError as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CommandError(
+                f"Database {database!r} failed while pruning: {first_line}. Batches deleted "
+                "before the failure stay deleted (each is its own transaction); run prune again "
+                "to finish."
+            ) from exc
+        verb = "Would delete" if options["dry_run"] else "Deleted"
+        parts = []
+        for status in statuses:
+            age = ages[status]
+            if age is None:
+                parts.append(
+                    f"{status}: kept forever by TASKENGINE['RETENTION'] (give --older-than)"
+                )
+            else:
+                parts.append(
+                    f"{status} {result.jobs[status]:,} (finished over {format_age(age)} ago)"
+                )
+        self.stdout.write(f"{verb} {result.total_jobs:,} jobs: {'; '.join(parts)}.")
+        if not options["status"]:
+            kept = [age for age in ages.values() if age is not None]
+            if len(kept) == len(ages):
+                self.stdout.write(
+                    f"{verb} {result.workers:,} worker rows (stopped over "
+                    f"{format_age(max(kept))} ago)."
+                )
 
     # -- reporting ------------------------------------------------------------------------
 

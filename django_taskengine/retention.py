@@ -1,0 +1,252 @@
+"""Retention: finished jobs are kept for inspection, then deleted with their attempts.
+
+``TASKENGINE["RETENTION"]`` says how long, per status (``succeeded``, ``failed``,
+``cancelled``), counted from ``finished_at``; ``None`` keeps that status forever. Active jobs
+(queued, running, paused) are never deleted, whatever their age.
+
+Deleting is done in small batches, each its own short transaction: pick up to ``batch_size``
+ids through the partial index on ``finished_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so a
+row an operator is retrying right now is left for next time), delete their attempts with one
+``DELETE … WHERE job_id IN (…)``, then the jobs with one ``DELETE … WHERE id IN (…)``. Both
+statements repeat the status and age conditions, so a job that changed meanwhile is never
+deleted. The ORM's cascade is not used: it would load every attempt row first. No statement
+touches more than one batch of rows, so the table is never locked for long.
+
+Every worker process (not ``--burst``) runs :func:`prune_duty` every :data:`PRUNE_INTERVAL`
+seconds; on PostgreSQL a transaction-level advisory lock lets one worker at a time do it. One
+run stops after :data:`DUTY_TIME_BUDGET` seconds, so the worker's main loop (heartbeats,
+claims) is never held up for long; a backlog is worked off over several runs, or at once with
+``manage.py taskengine prune``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .conf import taskengine_settings
+from .models import Job, JobStatus, Worker
+from .worker.maintenance import register
+
+#: The statuses retention applies to: a job in any other status still has work ahead of it.
+PRUNABLE_STATUSES: tuple[str, ...] = (
+    JobStatus.SUCCEEDED.value,
+    JobStatus.FAILED.value,
+    JobStatus.CANCELLED.value,
+)
+DEFAULT_BATCH_SIZE = 1000
+#: Larger batches hold row locks longer and make one statement slow; 10,000 is plenty.
+MAX_BATCH_SIZE = 10_000
+#: Seconds between two runs of the pruning duty in one worker process.
+PRUNE_INTERVAL = 300.0
+#: Seconds one run of the duty may spend before it leaves the rest for its next run.
+DUTY_TIME_BUDGET = 1.0
+#: Low 32 bits of the advisory lock key that lets one worker at a time prune (the high 32 bits
+#: are ADVISORY_LOCK_NAMESPACE; the rescuer uses 1).
+PRUNE_LOCK_ID = 0x7072
+
+_AGE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+_AGE_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(value: Any) -> dt.timedelta | None:
+    """An age for retention: ``None`` (forever), seconds, a timedelta, or text such as ``90s``,
+    ``15m``, ``12h``, ``7d``, ``2w`` or ``1d12h``. Raises ``ValueError`` for anything else,
+    including ages of zero or less."""
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        age = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        age = dt.timedelta(seconds=value)
+    elif isinstance(value, str):
+        compact = value.strip().lower().replace(" ", "")
+        if not _AGE.fullmatch(compact):
+            raise ValueError(
+                f"{value!r} is not an age: write it like 90s, 15m, 12h, 7d, 2w or 1d12h"
+            )
+        age = dt.timedelta(
+            seconds=sum(
+                float(n) * _SECONDS_PER_UNIT[unit] for n, unit in _AGE_PART.findall(compact)
+            )
+        )
+    else:
+        raise ValueError(
+            f"{value!r} is not an age: give seconds, a timedelta, text like '7d', or None"
+        )
+    if age <= dt.timedelta(0):
+        raise ValueError(f"{value!r} is no time at all; use None to keep jobs forever")
+    return age
+
+
+def retention_ages() -> dict[str, dt.timedelta | None]:
+    """The configured age per prunable status (``None``: kept forever).
+
+    Bad values are reported by the system checks (``taskengine.E020``); here they raise
+    ``ValueError``.
+    """
+    configured = taskengine_settings.RETENTION
+    return {status: parse_age(configured.get(status)) for status in PRUNABLE_STATUSES}
+
+
+@dataclass
+class PruneResult:
+    """What one :func:`prune` call deleted (or, in a dry run, would delete)."""
+
+    #: Status -> number of jobs.
+    jobs: dict[str, int] = field(default_factory=dict)
+    #: Worker rows of stopped (or long dead) worker processes.
+    workers: int = 0
+    #: DELETE round trips made (one per batch).
+    batches: int = 0
+    #: False when a time budget or batch limit stopped it before everything old was gone.
+    complete: bool = True
+    #: True when another worker held the pruning lock, so this call did nothing.
+    skipped: bool = False
+
+    @property
+    def total_jobs(self) -> int:
+        return sum(self.jobs.values())
+
+
+def prune(
+    ages: Mapping[str, dt.timedelta | None] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    workers: bool = True,
+    time_budget: float | None = None,
+    exclusive: bool = False,
+    using: str | None = None,
+) -> PruneResult:
+    """Delete finished jobs older than their status's age, with their attempts, in batches.
+
+    ``ages`` maps status to age (``None`` skips the status); by default the
+    ``TASKENGINE["RETENTION"]`` setting. ``workers``: also delete the rows of worker processes
+    that stopped (or stopped heartbeating) longer ago than the longest age, unless some status
+    is kept forever. ``dry_run`` only counts. ``time_budget`` (seconds) stops between batches
+    once spent. ``exclusive`` (PostgreSQL): give up at once if another process holds the
+    pruning lock, so that only one worker prunes at a time.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
+        1 <= batch_size <= MAX_BATCH_SIZE
+    ):
+        raise ValueError(
+            f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"
+        )
+    alias = using or taskengine_settings.DATABASE
+    ages = dict(retention_ages() if ages is None else ages)
+    unknown = set(ages) - set(PRUNABLE_STATUSES)
+    if unknown:
+        raise ValueError(
+            f"cannot prune jobs that are {', '.join(sorted(unknown))}: only finished jobs "
+            f"({', '.join(PRUNABLE_STATUSES)}) are pruned"
+        )
+    now = timezone.now()
+    cutoffs = {status: now - age for status, age in ages.items() if age is not None}
+    result = PruneResult(jobs=dict.fromkeys(cutoffs, 0))
+    if dry_run:
+        jobs = Job.objects.using(alias).order_by()
+        for status, cutoff in cutoffs.items():
+            result.jobs[status] = jobs.filter(status=status, finished_at__lt=cutoff).count()
+        if workers:
+            result.workers = _old_workers(ages, now, alias).count()
+        return result
+    deadline = None if time_budget is None else time.monotonic() + time_budget
+    for status, cutoff in cutoffs.items():
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                result.complete = False
+                return result
+            deleted = _delete_batch(status, cutoff, batch_size, alias, exclusive)
+            if deleted is None:
+                result.skipped = True
+                return result
+            if deleted:
+                result.batches += 1
+                result.jobs[status] += deleted
+            if deleted < batch_size:
+                break
+    if workers:
+        result.workers = _old_workers(ages, now, alias).delete()[0]
+    return result
+
+
+def _delete_batch(
+    status: str, cutoff: dt.datetime, batch_size: int, alias: str, exclusive: bool
+) -> int | None:
+    """Delete one batch in one short transaction; the number deleted, or None if another
+    process holds the pruning lock (``exclusive`` only)."""
+    connection = connections[alias]
+    postgres = connection.vendor == "postgresql"
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        if exclusive and postgres:
+            key = (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | PRUNE_LOCK_ID
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+            if not cursor.fetchone()[0]:
+                return None
+        cutoff_param = connection.ops.adapt_datetimefield_value(cutoff)
+        # ORDER BY finished_at walks the partial index on finished_at from the oldest end,
+        # which is where the prunable rows are.
+        cursor.execute(
+            "SELECT id FROM taskengine_job WHERE status = %s AND finished_at < %s "
+            "ORDER BY finished_at LIMIT %s" + (" FOR UPDATE SKIP LOCKED" if postgres else ""),
+            [status, cutoff_param, batch_size],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return 0
+        # The ids are integers read back from the database: inlined, they cannot inject, and
+        # they keep SQLite clear of its bound-parameter limit.
+        id_list = ", ".join(str(int(job_id)) for job_id in ids)
+        still_prunable = f"id IN ({id_list}) AND status = %s AND finished_at < %s"
+        cursor.execute(
+            "DELETE FROM taskengine_attempt WHERE job_id IN "
+            f"(SELECT id FROM taskengine_job WHERE {still_prunable})",
+            [status, cutoff_param],
+        )
+        cursor.execute(
+            f"DELETE FROM taskengine_job WHERE {still_prunable}", [status, cutoff_param]
+        )
+        return cursor.rowcount
+
+
+def _old_workers(
+    ages: Mapping[str, dt.timedelta | None], now: dt.datetime, alias: str
+) -> Any:
+    """Worker rows older than the longest age in ``ages`` (none if a status is kept forever):
+    stopped that long ago, or silent that long (a killed process never marks itself stopped)."""
+    values = list(ages.values())
+    if not values or any(age is None for age in values):
+        return Worker.objects.using(alias).none()
+    cutoff = now - max(age for age in values if age is not None)
+    return Worker.objects.using(alias).filter(
+        Q(stopped_at__lt=cutoff) | Q(stopped_at__isnull=True, last_heartbeat_at__lt=cutoff)
+    )
+
+
+def format_age(age: dt.timedelta) -> str:
+    """An age in the setting's own notation: ``14d``, ``1d12h``, ``90s`` → ``1m30s``."""
+    seconds = round(age.total_seconds())
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        count, seconds = divmod(seconds, _SECONDS_PER_UNIT[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or f"{age.total_seconds():g}s"
+
+
+@register("prune finished jobs", PRUNE_INTERVAL)
+def prune_duty(alias: str) -> PruneResult:
+    """A worker's housekeeping: prune by the retention setting, one worker at a time, for at
+    most :data:`DUTY_TIME_BUDGET` seconds."""
+    return prune(using=alias, exclusive=True, time_budget=DUTY_TIME_BUDGET)

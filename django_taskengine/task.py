@@ -248,6 +248,10 @@ class BoundTask:
         if job_enqueued.has_listeners():
             for job in jobs:
                 job_enqueued.send(sender=task, job=job, created=job.created)
+        if taskengine_settings.EAGER:
+            from .testing import run_enqueued_eagerly
+
+            jobs = run_enqueued_eagerly(jobs, store.alias)
         return jobs
 
 

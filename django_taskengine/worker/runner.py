@@ -54,10 +54,22 @@ def retry_delay(attempt: int, backoff: float) -> float:
 
 
 def run_attempt(
-    job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None = None
+    job: ClaimedJob,
+    store: Store,
+    worker_id: uuid.UUID,
+    channel: ContextChannel | None = None,
+    *,
+    close_connections: bool = True,
 ) -> RunResult:
-    """Run ``job``'s task once and return its outcome; never raises for a task's own error."""
-    close_old_connections()
+    """Run ``job``'s task once and return its outcome; never raises for a task's own error.
+
+    A worker thread closes stale connections before and after each attempt, as Django does
+    around a request. An in-process runner (:mod:`django_taskengine.testing`) runs on the
+    caller's connection, often inside a test's transaction, and passes
+    ``close_connections=False``: closing there would break that transaction.
+    """
+    if close_connections:
+        close_old_connections()
     try:
         try:
             task = get_task(job.task_name)
@@ -109,7 +121,8 @@ def run_attempt(
             )
         )
     finally:
-        close_old_connections()
+        if close_connections:
+            close_old_connections()
 
 
 def _call(task: Task, job: ClaimedJob, channel: ContextChannel | None) -> object:

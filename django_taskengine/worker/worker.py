@@ -412,53 +412,7 @@ class WorkerProcess:
             self.failed += 1
 
     def _report(self, outcome: Outcome, job: ClaimedJob) -> None:
-        """One log line and a ``job_finished`` signal per finished attempt."""
-        self._log(outcome, job)
-        if job_finished.has_listeners():
-            try:
-                job_finished.send(
-                    sender=_registered(job.task_name),
-                    job_id=job.id,
-                    task_name=job.task_name,
-                    queue=job.queue,
-                    attempt=job.attempt,
-                    outcome=str(outcome.outcome),
-                    status=str(outcome.status),
-                    duration=(outcome.finished_at - outcome.started_at).total_seconds(),
-                    error=outcome.error,
-                )
-            except Exception:  # noqa: BLE001 - a user's receiver must not affect the worker
-                logger.exception("a job_finished receiver failed for job %s", job.id)
-
-    def _log(self, outcome: Outcome, job: ClaimedJob) -> None:
-        duration_ms = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
-        if outcome.outcome == AttemptOutcome.SUCCEEDED:
-            what, level = "succeeded", logging.INFO
-        elif outcome.outcome in (AttemptOutcome.PAUSED, AttemptOutcome.CANCELLED):
-            what, level = f"{outcome.status} at a checkpoint", logging.INFO
-        elif outcome.outcome == AttemptOutcome.SUPERSEDED:
-            what, level = "superseded (result discarded)", logging.WARNING
-        elif outcome.status == JobStatus.QUEUED and outcome.outcome == AttemptOutcome.INTERRUPTED:
-            what, level = f"requeued ({outcome.error})", logging.WARNING
-        elif outcome.status == JobStatus.QUEUED:
-            what = f"failed, retry in {outcome.retry_delay:.2f} s: {outcome.error}"
-            level = logging.WARNING
-        else:
-            what, level = f"failed: {outcome.error}", logging.ERROR
-        logger.log(
-            level,
-            "%s job %s attempt %s/%s %s (%.1f ms)",
-            job.task_name, job.id, job.attempt, job.max_attempts, what, duration_ms,
-            extra={
-                "task_name": job.task_name,
-                "job_id": job.id,
-                "attempt": job.attempt,
-                "queue": job.queue,
-                "outcome": outcome.outcome,
-                "job_status": outcome.status,
-                "duration_ms": duration_ms,
-            },
-        )
+        report_outcome(outcome, job)
 
     def _enforce_timeouts(self, now: float) -> None:
         for entry in list(self.running.values()):
@@ -628,6 +582,58 @@ class WorkerProcess:
             "worker %s stopped: %s succeeded, %s failed attempts",
             self.info.id, self.succeeded, self.failed,
         )
+
+
+def report_outcome(outcome: Outcome, job: ClaimedJob) -> None:
+    """One log line and a ``job_finished`` signal per finished attempt (a worker process, or
+    the in-process runner of :mod:`django_taskengine.testing`)."""
+    _log_outcome(outcome, job)
+    if job_finished.has_listeners():
+        try:
+            job_finished.send(
+                sender=_registered(job.task_name),
+                job_id=job.id,
+                task_name=job.task_name,
+                queue=job.queue,
+                attempt=job.attempt,
+                outcome=str(outcome.outcome),
+                status=str(outcome.status),
+                duration=(outcome.finished_at - outcome.started_at).total_seconds(),
+                error=outcome.error,
+            )
+        except Exception:  # noqa: BLE001 - a user's receiver must not affect the worker
+            logger.exception("a job_finished receiver failed for job %s", job.id)
+
+
+def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
+    duration_ms = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
+    if outcome.outcome == AttemptOutcome.SUCCEEDED:
+        what, level = "succeeded", logging.INFO
+    elif outcome.outcome in (AttemptOutcome.PAUSED, AttemptOutcome.CANCELLED):
+        what, level = f"{outcome.status} at a checkpoint", logging.INFO
+    elif outcome.outcome == AttemptOutcome.SUPERSEDED:
+        what, level = "superseded (result discarded)", logging.WARNING
+    elif outcome.status == JobStatus.QUEUED and outcome.outcome == AttemptOutcome.INTERRUPTED:
+        what, level = f"requeued ({outcome.error})", logging.WARNING
+    elif outcome.status == JobStatus.QUEUED:
+        what = f"failed, retry in {outcome.retry_delay:.2f} s: {outcome.error}"
+        level = logging.WARNING
+    else:
+        what, level = f"failed: {outcome.error}", logging.ERROR
+    logger.log(
+        level,
+        "%s job %s attempt %s/%s %s (%.1f ms)",
+        job.task_name, job.id, job.attempt, job.max_attempts, what, duration_ms,
+        extra={
+            "task_name": job.task_name,
+            "job_id": job.id,
+            "attempt": job.attempt,
+            "queue": job.queue,
+            "outcome": outcome.outcome,
+            "job_status": outcome.status,
+            "duration_ms": duration_ms,
+        },
+    )
 
 
 def _registered(task_name: str) -> object:

@@ -284,14 +284,6 @@ class Worker(models.Model):
         return f"Worker {self.hostname}:{self.pid} ({self.id})"
 
 
-def job_from_row(values: dict[str, Any]) -> Job:
-    """Build a Job instance from a mapping of column values, without a query."""
-    job = Job(**values)
-    job._state.adding = False
-    job._state.db = None
-    return job
-
-
 class Overview(Queue):
     """The admin's overview page. A proxy model (no table of its own) only so that the page is
     listed on the admin index next to queues, jobs and workers."""

@@ -80,6 +80,15 @@ TEMPLATES = [
     }
 ]
 
+# Django's Tasks framework (Django ≥ 6.0, or the django-tasks backport) enqueues into the job
+# table: tests/test_backend.py.
+TASKS = {
+    "default": {
+        "BACKEND": "django_taskengine.backends.TaskEngineBackend",
+        "QUEUES": ["default", "emails"],
+    }
+}
+
 # Short intervals so crash-recovery tests finish in seconds.
 TASKENGINE = {
     "POLL_INTERVAL": 0.2,

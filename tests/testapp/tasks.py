@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from importlib.util import find_spec
 
 from django_taskengine import task
 
@@ -105,3 +106,9 @@ async def async_add(a, b):
 
     await asyncio.sleep(0.01)
     return a + b
+
+
+# Tasks written with Django's own @task (tests/test_backend.py), where Django has a Tasks
+# framework (Django ≥ 6.0, or the django-tasks backport on Django 5.2).
+if find_spec("django.tasks") or find_spec("django_tasks"):
+    from . import django_api_tasks  # noqa: E402, F401

@@ -1,0 +1,71 @@
+"""The ``task_class`` of the backend: Django's ``Task`` with the engine's options, and the
+context a ``takes_context`` task receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .compat import Task, TaskContext
+
+if TYPE_CHECKING:
+    from ..context import TaskContext as EngineContext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEngineTask(Task):  # type: ignore[misc]
+    """A ``django.tasks`` task that also carries django-taskengine's options.
+
+    Django 6.1 (and the django-tasks backport) pass extra ``@task(...)`` keywords to the
+    backend's ``task_class``, so they can be given where the task is defined::
+
+        @task(queue_name="emails", max_attempts=5, timeout=30, atomic=True)
+        def send_mail_task(to, subject): ...
+
+    ``max_attempts`` and ``dedup_key`` may also be set per call with :meth:`using`; the others
+    belong to the task (like ``@django_taskengine.task``'s options of the same names).
+    """
+
+    #: Attempts before the job fails (default ``TASKENGINE["DEFAULT_MAX_ATTEMPTS"]``).
+    max_attempts: int | None = None
+    #: Seconds before the first retry, doubling each time with jitter.
+    retry_backoff: float | None = None
+    #: Seconds one attempt may run.
+    timeout: float | None = None
+    #: Run the task body and the job's success in one database transaction.
+    atomic: bool = False
+    #: When the worker dies mid-run: "retry" (run again) or "park" (fail, for an operator).
+    on_orphan: str = "retry"
+    #: While an active (queued, running, paused) job has this key, enqueue returns that job.
+    dedup_key: str | None = None
+
+    def using(  # type: ignore[override]
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: Any = None,
+        backend: str | None = None,
+        max_attempts: int | None = None,
+        dedup_key: str | None = None,
+    ) -> TaskEngineTask:
+        """Django's ``using()``, plus the per-call options ``max_attempts`` and ``dedup_key``."""
+        # Explicit base class: zero-argument super() does not work in a slotted dataclass.
+        new = Task.using(
+            self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
+        )
+        changes: dict[str, Any] = {}
+        if max_attempts is not None:
+            changes["max_attempts"] = max_attempts
+        if dedup_key is not None:
+            changes["dedup_key"] = dedup_key
+        return replace(new, **changes) if changes else new  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEngineContext(TaskContext):  # type: ignore[misc]
+    """Django's ``TaskContext`` (``task_result``, ``attempt``) plus ``engine``: the
+    :class:`django_taskengine.TaskContext` of the attempt, for checkpoints, progress, pause and
+    cancel (``context.engine.checkpoint(...)``, ``context.engine.should_stop``)."""
+
+    engine: EngineContext

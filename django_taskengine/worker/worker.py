@@ -36,6 +36,11 @@ logger = logging.getLogger("django_taskengine.worker")
 #: thread); the supervisor starts a fresh process.
 EXIT_RECYCLE = 3
 
+#: A worker claims ahead about this many seconds of work per thread (for jobs of a few
+#: milliseconds, batches of up to MAX_PREFETCH jobs per round trip).
+PREFETCH_WINDOW = 0.05
+MAX_PREFETCH = 100
+
 #: In burst mode a worker waits for retries it scheduled itself if they fall due within this
 #: many seconds, so a script's quick retries finish in the same run.
 BURST_RETRY_WAIT = 10.0
@@ -87,7 +92,10 @@ class WorkerProcess:
     ) -> None:
         self.queues = queues
         self.concurrency = max(1, concurrency)
+        # Jobs claimed beyond the running threads, so that short jobs come in batches. Adapted
+        # to how long jobs take (see _adapt_prefetch); starts at one batch of `concurrency`.
         self.prefetch = self.concurrency
+        self._mean_run_time: float | None = None
         self.burst = burst
         self.max_jobs = max_jobs
         self.shutdown_timeout = (
@@ -244,13 +252,29 @@ class WorkerProcess:
             self.burst and exhausted and idle and time.monotonic() >= self.burst_retry_until
         )
 
-    def _claim(self) -> bool:
-        """Claim up to the free capacity; return True if fewer due jobs were found than asked."""
+    def _room(self) -> int:
+        """How many jobs to claim now: refill once half the prefetched buffer is used."""
         in_flight = len(self.running)
+        if in_flight > self.concurrency + self.prefetch // 2:
+            return 0
         room = self.concurrency + self.prefetch - in_flight
         if self.max_jobs is not None:
             room = min(room, self.max_jobs - self.claimed_total)
-        if room <= 0 or in_flight > self.concurrency:
+        return max(0, room)
+
+    def _adapt_prefetch(self, run_time: float) -> None:
+        """Prefetch about PREFETCH_WINDOW seconds of work: many very short jobs per claim, none
+        beyond the threads for long ones (a prefetched job waits; others could have run it)."""
+        mean = self._mean_run_time
+        mean = run_time if mean is None else 0.8 * mean + 0.2 * run_time
+        self._mean_run_time = mean
+        window = PREFETCH_WINDOW * self.concurrency
+        self.prefetch = max(0, min(MAX_PREFETCH, int(window / max(mean, 1e-5))))
+
+    def _claim(self) -> bool:
+        """Claim up to the free capacity; return True if fewer due jobs were found than asked."""
+        room = self._room()
+        if room <= 0:
             return False
         assert self.session is not None
         jobs = self.session.claim(room)
@@ -265,7 +289,7 @@ class WorkerProcess:
         now = time.monotonic()
         timeout = max(0.0, next_timer - now)
         can_claim = not self.stopping and not self.recycle and (
-            len(self.running) < self.concurrency + self.prefetch
+            self._room() > 0
         )
         if can_claim:
             timeout = min(timeout, taskengine_settings.POLL_INTERVAL)
@@ -374,6 +398,8 @@ class WorkerProcess:
             if entry.abandoned:
                 continue  # its timeout outcome was written already
             self.running.pop(job.id, None)
+            if entry.started is not None:
+                self._adapt_prefetch(time.monotonic() - entry.started)
             if job.locked:
                 self.unlock.append(job.id)
             if not result.committed:

@@ -2,14 +2,23 @@
 
 Public API::
 
-    from django_taskengine import task, TaskContext
+    from django_taskengine import task, periodic, TaskContext
 """
 
 from __future__ import annotations
 
 from .context import TaskContext
+from .periodic import periodic
 from .serialization import NotJSONError
 from .task import Task, TaskNotRegistered, get_task, task
 
 __version__ = "0.1.0"
-__all__ = ["NotJSONError", "Task", "TaskContext", "TaskNotRegistered", "get_task", "task"]
+__all__ = [
+    "NotJSONError",
+    "Task",
+    "TaskContext",
+    "TaskNotRegistered",
+    "get_task",
+    "periodic",
+    "task",
+]

@@ -16,6 +16,7 @@ _POSITIVE_NUMBERS = (
     "RESCUE_INTERVAL",
     "LEASE_SECONDS",
     "RETRY_BACKOFF_MAX",
+    "PERIODIC_MISSED_AFTER",
 )
 
 
@@ -167,3 +168,26 @@ def _check_metrics_and_testing(user: dict[str, Any]) -> list[Any]:
                       id="taskengine.E022")
             )
     return errors
+
+
+#: Check ids of periodic schedules, by the kind of problem :mod:`.periodic` reports.
+PERIODIC_CHECK_IDS = {
+    "definition": "taskengine.E023",  # not a dict, missing or unknown keys, bad option, same name
+    "cron": "taskengine.E024",  # not a cron expression, or one that never fires again
+    "task": "taskengine.E025",  # TASKENGINE["PERIODIC"] names a task no @task registers
+    "arguments": "taskengine.E026",  # args/kwargs not JSON, or not fitting the task's signature
+    "timezone": "taskengine.E027",  # an unknown time zone
+}
+
+
+@register(Tags.compatibility)
+def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """E023–E027: the schedules of ``@periodic`` and ``TASKENGINE["PERIODIC"]``."""
+    if not isinstance(getattr(settings, "TASKENGINE", None) or {}, dict):
+        return []  # E001 says so
+    from .periodic import collect_definitions
+
+    return [
+        Error(problem.message, hint=problem.hint or None, id=PERIODIC_CHECK_IDS[problem.kind])
+        for problem in collect_definitions()[1]
+    ]

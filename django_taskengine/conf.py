@@ -39,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_CHANNEL": "taskengine",
     # Seconds run_workers waits for running jobs on SIGTERM before requeueing them.
     "SHUTDOWN_TIMEOUT": 30.0,
+    # Periodic schedules with arguments: name -> {"task", "cron", "args", "kwargs", "timezone",
+    # "queue", "priority", "catch_up"}. See django_taskengine.periodic.
+    "PERIODIC": {},
+    # A tick not enqueued this many seconds after its time counts as missed (every worker was
+    # down); with catch_up "once", missed ticks collapse into one job.
+    "PERIODIC_MISSED_AFTER": 60.0,
     # Module name looked up in every installed app for @task definitions.
     "AUTODISCOVER_MODULE": "tasks",
     # How long finished jobs are kept, per status, before workers delete them (with their
@@ -122,6 +128,15 @@ class Settings:
     @property
     def SHUTDOWN_TIMEOUT(self) -> float:
         return float(self._get("SHUTDOWN_TIMEOUT"))
+
+    @property
+    def PERIODIC(self) -> dict[str, Any]:
+        """As configured: the system checks report a value that is not a dict."""
+        return self._get("PERIODIC") or {}  # type: ignore[no-any-return]
+
+    @property
+    def PERIODIC_MISSED_AFTER(self) -> float:
+        return float(self._get("PERIODIC_MISSED_AFTER"))
 
     @property
     def AUTODISCOVER_MODULE(self) -> str:

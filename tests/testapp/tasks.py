@@ -8,6 +8,7 @@ from importlib.util import find_spec
 
 from django_taskengine import task
 
+from . import periodic_tasks  # noqa: F401 - autodiscovery finds the test schedules
 from .models import LedgerEntry
 
 

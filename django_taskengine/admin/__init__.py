@@ -16,6 +16,7 @@ from __future__ import annotations
 from .jobs import JobAdmin
 from .overview import OverviewAdmin
 from .queues import QueueAdmin
+from .schedules import ScheduleAdmin
 from .workers import WorkerAdmin
 
-__all__ = ["JobAdmin", "OverviewAdmin", "QueueAdmin", "WorkerAdmin"]
+__all__ = ["JobAdmin", "OverviewAdmin", "QueueAdmin", "ScheduleAdmin", "WorkerAdmin"]

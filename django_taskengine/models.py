@@ -173,7 +173,8 @@ class Job(models.Model):
             # Dedup is enforced here, not by a check-then-insert race.
             models.UniqueConstraint(
                 fields=["dedup_key"],
-                condition=Q(status__in=["queued", "running", "paused"]),
+                # Jobs without a key stay out of the index: nothing to maintain for them.
+                condition=Q(dedup_key__isnull=False, status__in=["queued", "running", "paused"]),
                 name="taskengine_job_active_dedup_key",
             ),
             models.CheckConstraint(

@@ -48,7 +48,7 @@ WITH ins AS (
         %(timeout)s, '', '', now(), ''
     FROM unnest(%(args)s::text[], %(kwargs)s::text[]) WITH ORDINALITY AS t(a, k, n)
     ORDER BY t.n
-    ON CONFLICT (dedup_key) WHERE status IN {_ACTIVE} DO NOTHING
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN {_ACTIVE} DO NOTHING
     RETURNING id, run_after, created_at
 )
 SELECT ins.id, ins.run_after, ins.created_at,

@@ -288,7 +288,8 @@ def _refreshed(ids: list[int], alias: str) -> list[Job]:
 def _task_name(task: Any) -> str:
     if isinstance(task, str):
         return task
-    name = getattr(task, "name", None)
+    # A django.tasks Task is registered under its module path (its .name is the bare name).
+    name = getattr(task, "module_path", None) or getattr(task, "name", None)
     if not isinstance(name, str):
         inner = getattr(task, "task", None)  # a BoundTask, from task.using(...)
         name = getattr(inner, "name", None)

@@ -37,6 +37,8 @@ class Supervisor:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._crash_times: dict[int, list[float]] = {}
+        #: Slots to restart later (slot -> time.monotonic() when due), after repeated deaths.
+        self._delayed: dict[int, float] = {}
 
     @property
     def finite(self) -> bool:
@@ -50,11 +52,14 @@ class Supervisor:
         logger.info("supervisor %s starting %s worker process(es)", os.getpid(), self.processes)
         for slot in range(self.processes):
             self._spawn(slot)
-        while self.children:
+        while self.children or (self._delayed and not self.stopping):
             self._reap()
-            if not self.children:
+            self._spawn_delayed()
+            if not self.children and not (self._delayed and not self.stopping):
                 break
             timeout = 1.0
+            if self._delayed:
+                timeout = min(timeout, max(0.0, min(self._delayed.values()) - time.monotonic()))
             if self.kill_deadline is not None:
                 remaining = self.kill_deadline - time.monotonic()
                 if remaining <= 0:
@@ -124,19 +129,20 @@ class Supervisor:
             self._crash_times[slot] = recent
             if len(recent) > 3:
                 delay = min(30.0, 2.0 ** (len(recent) - 3))
-                logger.error("worker slot %s keeps dying; waiting %.0f s before restarting", slot, delay)
-                self._sleep(delay)
-                if self.stopping:
-                    return
+                logger.error("worker slot %s keeps dying; restarting it in %.0f s", slot, delay)
+                # Later, from the main loop: the other slots are still watched meanwhile.
+                self._delayed[slot] = now + delay
+                return
         self._spawn(slot)
 
-    def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            try:
-                select.select([self._wake_r], [], [], deadline - time.monotonic())
-            except InterruptedError:
-                pass
+    def _spawn_delayed(self) -> None:
+        now = time.monotonic()
+        for slot, due in list(self._delayed.items()):
+            if self.stopping:
+                del self._delayed[slot]
+            elif due <= now:
+                del self._delayed[slot]
+                self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
         # Children must not share the parent's database connections.

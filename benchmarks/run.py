@@ -1,25 +1,39 @@
 #!/usr/bin/env python
-"""django-taskengine benchmarks on PostgreSQL: one command, a table, optionally JSON.
+"""django-taskengine benchmarks on PostgreSQL: one command, a table, optionally JSON and a plot.
 
-    python benchmarks/run.py [--jobs N] [--only NAME,...] [--json out.json]
+    python benchmarks/run.py [--compare] [--scale] [--repeat N] [--only NAME,...]
+                             [--json out.json] [--plot [docs/benchmarks.png]]
 
 Benchmarks (each starts from empty taskengine tables):
 
 - ``enqueue_single``  N ``noop.enqueue()`` calls through the public API, autocommit.
 - ``enqueue_bulk``    ``noop.bulk_enqueue`` of 10,000 jobs in batches of 1,000.
-- ``drain_p1``, ``drain_p2``, ``drain_p2_c4``  10,000 queued no-op jobs drained by
-  ``python -m django run_workers --burst --processes P --concurrency C`` (a subprocess), timed
-  from start until it exits (start-up included) and from the first job's ``started_at`` to the
-  last job's ``finished_at`` (steady state). Afterwards every job must be ``succeeded`` with
-  exactly one attempt row, or the benchmark fails.
+- ``drain_pP_cC``     10,000 queued no-op jobs drained by ``python -m django run_workers --burst
+  --processes P --concurrency C`` (a subprocess) for P in 1, 2 and C in 1, 4, 10; the median
+  of ``--repeat`` runs. Timed from start until it exits (start-up included: "wall") and from
+  the first job's ``started_at`` to the last job's ``finished_at`` ("steady"); the peak RSS of
+  every worker process is sampled while it lives. Afterwards every job must be ``succeeded``
+  with exactly one attempt row, or the benchmark fails.
 - ``kill_recovery``   SIGKILL the worker process running a 30 s job; seconds until the job is
   running again (attempt 2), with the default TASKENGINE settings. 3 repetitions.
 - ``latency``         an idle ``run_workers --processes 1``; 200 no-op jobs one at a time;
-  ``started_at - created_at`` (both database timestamps) percentiles.
+  ``started_at - created_at`` (both database timestamps) percentiles, and the worker's RSS.
+
+``--compare`` also runs the same workload through procrastinate and pgqueuer, each with its own
+worker in its best documented configuration (scripts in ``benchmarks/peers/``, run with a venv
+of their own that is created once under ``benchmarks/.venvs/``), each in a fresh database, and
+reports every figure as a ratio to theirs measured in this same invocation: enqueue and drain
+in ``--repeat`` interleaved rounds (ours, pgqueuer, procrastinate, ours, ...), medians.
+
+``--scale`` drains 20,000 jobs of a 100,000 and a 1,000,000-job backlog (inserted by one
+``INSERT ... SELECT generate_series``) and 10,000 new jobs next to 1,000,000 finished ones,
+compares the steady rates with the 10,000-job case, and shows ``EXPLAIN ANALYZE`` of the claim
+statement in each case.
 
 The database (``DATABASE_URL``, default ``postgres://postgres@127.0.0.1:5432/taskengine_bench``)
 is created if missing and migrated; its task engine tables are emptied, so its name must contain
-"bench" unless ``--force`` is given. Never part of the test suite.
+"bench" unless ``--force`` is given. The peers' databases are that name plus ``_pgqueuer`` and
+``_procrastinate``, dropped and created for each run. Never part of the test suite.
 """
 
 from __future__ import annotations
@@ -29,6 +43,8 @@ import json
 import os
 import platform
 import random
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -36,20 +52,44 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
+from benchmarks.peers.common import RssSampler, peak_rss_mb, percentiles  # noqa: E402
+
+BENCH_DIR = REPO_ROOT / "benchmarks"
+PEERS_DIR = BENCH_DIR / "peers"
+PEER_VENV = BENCH_DIR / ".venvs" / "peers"
+#: What the comparison venv holds: the versions this suite was written against (their public
+#: APIs change between majors), and matplotlib for the plot.
+PEER_REQUIREMENTS = ("procrastinate==3.10.0", "pgqueuer[asyncpg]==1.6.0", "matplotlib>=3.8")
+DEFAULT_PLOT = REPO_ROOT / "docs" / "benchmarks.png"
+
 DRAIN_JOBS = 10_000
 BULK_JOBS = 10_000
 BULK_BATCH = 1_000
 KILL_REPEATS = 3
 LATENCY_JOBS = 200
+#: (processes, concurrency) of the drain sweep.
+DRAIN_CONFIGS = [(1, 1), (1, 4), (1, 10), (2, 1), (2, 4), (2, 10)]
+#: Our configuration in the comparison when the sweep did not run (else: the sweep's best).
+COMPARE_CONFIG = (2, 4)
+#: The peers' best documented configurations on a 2-CPU machine (see issue 6).
+PGQUEUER_CONFIG = {"processes": 2, "batch_size": 100}
+PROCRASTINATE_CONFIG = {"processes": 2, "concurrency": 10}
+#: --scale: backlog sizes, how many of them to drain, and the finished jobs next to new ones.
+SCALE_BACKLOGS = [100_000, 1_000_000]
+SCALE_DRAIN = 20_000
+SCALE_FINISHED = 1_000_000
 #: A latency above this means the worker missed the wake-up and found the job by polling.
 LATENCY_SPIKE_MS = 100.0
 
@@ -228,6 +268,7 @@ def _db_location() -> str:
 
 
 def bulk_enqueue_noops(count: int) -> None:
+    """``count`` queued no-op jobs through the public API, in batches of BULK_BATCH."""
     from benchmarks.benchapp.tasks import noop
 
     calls = [((), {})] * BULK_BATCH
@@ -259,11 +300,14 @@ class Workers:
             self.args, cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # Peak RSS of the supervisor's worker processes, sampled while they live.
+        self.rss = RssSampler(self.proc.pid)
 
     def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        self.rss.stop()
         try:
             if self.proc.poll() is None:
                 self.stop(timeout=15.0)
@@ -281,7 +325,9 @@ class Workers:
 
     def wait(self, timeout: float) -> int:
         try:
-            return self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
+            self.exited = time.perf_counter()
+            return code
         except subprocess.TimeoutExpired:
             self._kill_group()
             raise BenchmarkFailed(
@@ -325,6 +371,40 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float,
         time.sleep(interval)
 
 
+def db_params(dbname: str | None = None) -> dict[str, Any]:
+    """psycopg.connect() keyword arguments for the benchmark database (or ``dbname``)."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None,
+              "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
+              "dbname": dbname or db["NAME"]}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def db_url(dbname: str) -> str:
+    """A postgresql:// URL (what asyncpg takes as well as psycopg) for ``dbname``."""
+    p = db_params(dbname)
+    auth = quote(str(p.get("user", "")), safe="")
+    if p.get("password"):
+        auth += ":" + quote(str(p["password"]), safe="")
+    host = p.get("host", "")
+    port = f":{p['port']}" if p.get("port") else ""
+    return f"postgresql://{auth}{'@' if auth else ''}{host}{port}/{quote(dbname, safe='')}"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
 # -- benchmarks ---------------------------------------------------------------------------------
 
 
@@ -358,82 +438,154 @@ def bench_enqueue_bulk(opts: argparse.Namespace) -> list[Row]:
                 {"jobs": BULK_JOBS, "batch": BULK_BATCH, "seconds": elapsed})]
 
 
+def drain_once(processes: int, concurrency: int, *, expect: int, max_jobs: int | None = None,
+               min_id: int = 0) -> dict[str, Any]:
+    """Run ``run_workers --burst`` over the queued jobs; verify; wall and steady figures.
+
+    ``expect`` jobs with ids above ``min_id`` must end succeeded with one attempt each (all of
+    them, or with ``max_jobs`` per process, that many from the head of a bigger backlog).
+    """
+    cmd = ["--burst", "--processes", str(processes), "--concurrency", str(concurrency)]
+    if max_jobs is not None:
+        cmd += ["--max-jobs", str(max_jobs)]
+    load = _loadavg()
+    with Workers(*cmd) as workers:
+        code = workers.wait(timeout=max(120.0, expect / 50))
+        elapsed = workers.exited - workers.started
+        if code != 0:
+            raise BenchmarkFailed(f"run_workers {' '.join(cmd)} exited {code}\n{workers.output()}")
+        verify_drained(expect, workers, min_id=min_id, partial=max_jobs is not None)
+        workers.rss.stop()
+        worker_rss = workers.rss.workers()
+        supervisor_rss = workers.rss.peaks.get(workers.proc.pid)
+    span, claims = query(
+        "SELECT extract(epoch FROM max(finished_at) - min(started_at)), count(DISTINCT started_at) "
+        "FROM taskengine_job WHERE id > %s AND status = 'succeeded'", [min_id])[0]
+    span = float(span)
+    return {
+        "processes": processes, "concurrency": concurrency, "jobs": expect,
+        "command": "run_workers " + " ".join(cmd),
+        "wall_seconds": elapsed, "drain": expect / elapsed,
+        "steady_seconds": span, "drain_steady": expect / span,
+        # Jobs claimed by one statement share started_at (the claim's now()).
+        "claims": claims, "jobs_per_claim": expect / max(1, claims),
+        "worker_peak_rss_mb": worker_rss, "supervisor_peak_rss_mb": supervisor_rss,
+        "loadavg_before": load,
+    }
+
+
 def _drain(name: str, processes: int, concurrency: int) -> Callable[[argparse.Namespace], list[Row]]:
     def bench(opts: argparse.Namespace) -> list[Row]:
         jobs = opts.drain_jobs
-        bulk_enqueue_noops(jobs)
-        if opts.analyze:
-            execute("ANALYZE taskengine_job")
-        plan = claim_plan()
-        cmd = f"--burst --processes {processes} --concurrency {concurrency}"
-        with Workers(*cmd.split()) as workers:
-            code = workers.wait(timeout=max(120.0, jobs / 50))
-            elapsed = time.perf_counter() - workers.started
-            if code != 0:
-                raise BenchmarkFailed(f"run_workers {cmd} exited {code}\n{workers.output()}")
-            verify_drained(jobs, workers)
-        span, claims = query(
-            "SELECT extract(epoch FROM max(finished_at) - min(started_at)), "
-            "count(DISTINCT started_at) FROM taskengine_job"
-        )[0]
-        span = float(span)
+        runs = []
+        plan = None
+        for rep in range(opts.repeat):
+            if rep:
+                truncate()
+            bulk_enqueue_noops(jobs)
+            if opts.analyze:
+                execute("ANALYZE taskengine_job")
+            if plan is None:
+                plan = claim_plan(analyze=False)
+            runs.append(drain_once(processes, concurrency, expect=jobs))
+        walls = [r["drain"] for r in runs]
+        steadies = [r["drain_steady"] for r in runs]
+        rss = max(mb for r in runs for mb in r["worker_peak_rss_mb"])
+        per_claim = _median([r["jobs_per_claim"] for r in runs])
         extra = {"jobs": jobs, "processes": processes, "concurrency": concurrency,
-                 "wall_seconds": elapsed, "steady_seconds": span,
-                 # Jobs claimed by one statement share started_at (the claim's now()).
-                 "claims": claims, "jobs_per_claim": jobs / claims, "claim_plan": plan}
-        return [
-            Row(name, jobs / elapsed, "jobs/s", f"{jobs} noops, {cmd}, incl. start-up ({elapsed:.2f} s)", extra),
-            Row(f"{name}_steady", jobs / span, "jobs/s",
-                f"first started_at → last finished_at ({span:.2f} s); "
-                f"{jobs / claims:.1f} jobs per claim", extra),
-        ]
+                 "drain": _median(walls), "drain_steady": _median(steadies),
+                 "worker_peak_rss_mb": rss, "jobs_per_claim": per_claim, "runs": runs,
+                 "claim_plan": plan}
+        spread = f" ({_fmt(min(walls))}–{_fmt(max(walls))})" if len(runs) > 1 else ""
+        return [Row(name, _median(walls), "jobs/s",
+                    f"median of {len(runs)}{spread}; steady {_fmt(_median(steadies))}/s; "
+                    f"{per_claim:.0f} jobs/claim; worker RSS ≤ {rss:.0f} MB", extra)]
 
     bench.__name__ = f"bench_{name}"
     return bench
 
 
-def claim_plan() -> list[str]:
-    """EXPLAIN (without running) the worker's claim statement against the queued jobs."""
-    import uuid
+def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
+    """EXPLAIN the worker's claim statement against the jobs in the table.
+
+    With ``analyze``, it runs (``EXPLAIN (ANALYZE, BUFFERS)``) in a transaction that is rolled
+    back, on a connection of its own that is closed afterwards (which frees the advisory locks
+    the statement takes). Also the generic plan, which the worker's prepared statement may use
+    after five executions.
+    """
+    import psycopg
+    from psycopg import sql
 
     try:
         from django_taskengine.conf import taskengine_settings
         from django_taskengine.store.postgres import CLAIM_SQL
     except ImportError as exc:
-        return [f"unavailable: {exc}"]
-    params = {"queues": [], "all_queues": True, "limit": 10, "worker": uuid.uuid4(),
+        return {"plan": [f"unavailable: {exc}"], "generic": []}
+    params = {"queues": [], "all_queues": True, "limit": limit, "worker": uuid.uuid4(),
               "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+    head = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
+    # The generic plan: EXPLAIN of a statement with parameters plans it for their values, so
+    # PREPARE it ($n placeholders) and EXPLAIN EXECUTE with plan_cache_mode forced.
+    names: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    prepared = re.sub(r"%\((\w+)\)s", placeholder, CLAIM_SQL)
     try:
-        return [row[0] for row in query("EXPLAIN " + CLAIM_SQL, params)]
+        with psycopg.connect(**db_params(), autocommit=True) as conn:
+            with conn.transaction(force_rollback=True):
+                plan = [row[0] for row in conn.execute(head + CLAIM_SQL, params)]
+            conn.execute(f"PREPARE bench_claim AS {prepared}")
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            generic = [row[0] for row in conn.execute(
+                sql.SQL("EXPLAIN EXECUTE bench_claim({})").format(
+                    sql.SQL(", ").join(sql.Literal(params[n]) for n in names)))]
     except Exception as exc:  # noqa: BLE001 - the statement's parameters may have changed
-        return [f"unavailable: {type(exc).__name__}: {exc}"]
+        return {"plan": [f"unavailable: {type(exc).__name__}: {exc}"], "generic": []}
+    return {"plan": plan, "generic": generic, "limit": limit, "analyzed": analyze}
 
 
-def verify_drained(jobs: int, workers: Workers) -> None:
-    total, succeeded, one_attempt = query(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), "
-        "count(*) FILTER (WHERE attempts = 1) FROM taskengine_job"
-    )[0]
+def plan_summary(plan: dict[str, Any]) -> str:
+    """The scans on the job table, and the execution time if it ran."""
+    lines = plan.get("plan") or ["(none)"]
+    scans = [line.strip(" ->").split("  (")[0] for line in lines
+             if "Scan" in line and "taskengine_job" in line]
+    took = [line.strip() for line in lines if line.startswith("Execution Time")]
+    return "; ".join(scans or lines[:1]) + (f"; {took[0]}" if took else "")
+
+
+def verify_drained(expect: int, workers: Workers, *, min_id: int = 0, partial: bool = False) -> None:
+    """Jobs with ids above ``min_id``: ``expect`` succeeded with one attempt row each, none
+    running or failed; none left queued unless the drain was ``partial``."""
+    left, done, succeeded, one_attempt = query(
+        "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status <> 'queued'), "
+        "count(*) FILTER (WHERE status = 'succeeded'), "
+        "count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1) "
+        "FROM taskengine_job WHERE id > %s", [min_id])[0]
     attempt_rows, attempt_succeeded = query(
-        "SELECT count(*), count(*) FILTER (WHERE outcome = 'succeeded') FROM taskengine_attempt"
-    )[0]
-    bad = query(
-        "SELECT j.id, j.status, j.attempts, count(a.id) FROM taskengine_job j "
-        "LEFT JOIN taskengine_attempt a ON a.job_id = j.id "
-        "GROUP BY j.id HAVING count(a.id) <> 1 OR j.status <> 'succeeded' ORDER BY j.id LIMIT 10"
-    )
+        "SELECT count(*), count(*) FILTER (WHERE outcome = 'succeeded') FROM taskengine_attempt "
+        "WHERE job_id > %s", [min_id])[0]
     problems = []
-    if total != jobs:
-        problems.append(f"{total} jobs in the table, expected {jobs}")
-    if succeeded != jobs:
-        problems.append(f"{succeeded} of {jobs} jobs succeeded")
-    if one_attempt != jobs:
-        problems.append(f"{jobs - one_attempt} jobs have attempts != 1")
-    if attempt_rows != jobs or attempt_succeeded != jobs:
-        problems.append(f"{attempt_rows} attempt rows ({attempt_succeeded} succeeded), expected {jobs}")
-    if bad:
-        problems.append(f"first bad jobs (id, status, attempts, attempt rows): {bad}")
+    if left and not partial:
+        problems.append(f"{left} jobs still queued")
+    if done != expect:
+        problems.append(f"{done} jobs left the queue, expected {expect}")
+    if succeeded != expect:
+        problems.append(f"{succeeded} of {expect} jobs succeeded")
+    if one_attempt != succeeded:
+        problems.append(f"{succeeded - one_attempt} succeeded jobs have attempts != 1")
+    if attempt_rows != expect or attempt_succeeded != expect:
+        problems.append(f"{attempt_rows} attempt rows ({attempt_succeeded} succeeded), expected {expect}")
     if problems:
+        bad = query(
+            "SELECT j.id, j.status, j.attempts, count(a.id) FROM taskengine_job j "
+            "LEFT JOIN taskengine_attempt a ON a.job_id = j.id WHERE j.id > %s AND j.status <> 'queued' "
+            "GROUP BY j.id HAVING count(a.id) <> 1 OR j.status <> 'succeeded' ORDER BY j.id LIMIT 10",
+            [min_id])
+        problems.append(f"first bad jobs (id, status, attempts, attempt rows): {bad}")
         raise BenchmarkFailed("drain verification failed: " + "; ".join(problems) + "\n" + workers.output())
 
 
@@ -501,16 +653,6 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def _peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def bench_latency(opts: argparse.Namespace) -> list[Row]:
     from django_taskengine.models import Job, Worker
 
@@ -530,70 +672,459 @@ def bench_latency(opts: argparse.Namespace) -> list[Row]:
 
             row = wait_until(finished, timeout=10, interval=0.001, what=f"job {job.pk} to finish")
             latencies.append((row["started_at"] - row["created_at"]).total_seconds() * 1000)
-        rss = _peak_rss_mb(worker.pid)
+        rss = peak_rss_mb(worker.pid)
         if workers.proc.poll() is not None:
             raise BenchmarkFailed(f"run_workers exited early\n{workers.output()}")
         code = workers.stop(timeout=30)
         if code != 0:
             raise BenchmarkFailed(f"run_workers exited {code} after SIGTERM\n{workers.output()}")
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    spikes = [round(ms, 1) for ms in latencies if ms > LATENCY_SPIKE_MS]
-    extra = {"jobs": len(latencies), "p50": q[49], "p95": q[94], "p99": q[98],
-             "min": min(latencies), "max": max(latencies), "mean": statistics.fmean(latencies),
-             "spikes_ms": spikes}
+    extra = percentiles(latencies)
+    extra["jobs"] = len(latencies)
+    spikes = extra["spikes_ms"]
     note = f"enqueue → started_at, idle worker, {len(latencies)} jobs one at a time"
     rows = [
-        Row("latency_p50", q[49], "ms", note, extra),
-        Row("latency_p95", q[94], "ms", f"max {max(latencies):.1f} ms", extra),
-        Row("latency_p99", q[98], "ms",
+        Row("latency_p50", extra["p50"], "ms", note, extra),
+        Row("latency_p95", extra["p95"], "ms", f"max {extra['max']:.1f} ms", extra),
+        Row("latency_p99", extra["p99"], "ms",
             f"{len(spikes)} job(s) over {LATENCY_SPIKE_MS:.0f} ms (missed wake-up)", extra),
     ]
     if rss is not None:
-        rows.append(Row("worker_peak_rss", rss, "MB", f"VmHWM of the latency run's worker process (pid {worker.pid})"))
+        rows.append(Row("worker_idle_rss", rss, "MB",
+                        f"peak RSS (VmHWM) of the latency run's worker process (pid {worker.pid})",
+                        {"rss_mb": rss}))
     return rows
 
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "enqueue_single": bench_enqueue_single,
     "enqueue_bulk": bench_enqueue_bulk,
-    "drain_p1": _drain("drain_p1", 1, 1),
-    "drain_p2": _drain("drain_p2", 2, 1),
-    "drain_p2_c4": _drain("drain_p2_c4", 2, 4),
+    **{f"drain_p{p}_c{c}": _drain(f"drain_p{p}_c{c}", p, c) for p, c in DRAIN_CONFIGS},
     "kill_recovery": bench_kill_recovery,
     "latency": bench_latency,
 }
 
 
+def best_drain_config(rows: list[Row]) -> tuple[int, int]:
+    """The sweep's fastest (processes, concurrency) by median wall rate; COMPARE_CONFIG if the
+    sweep did not run."""
+    drains = [r for r in rows if r.name.startswith("drain_") and r.value is not None]
+    if not drains:
+        return COMPARE_CONFIG
+    best = max(drains, key=lambda r: r.value or 0.0)
+    return best.extra["processes"], best.extra["concurrency"]
+
+
+# -- comparison with procrastinate and pgqueuer ---------------------------------------------------
+
+
+PEERS = {
+    "pgqueuer": ("pgqueuer_bench.py",
+                 ["--processes", str(PGQUEUER_CONFIG["processes"]),
+                  "--batch-size", str(PGQUEUER_CONFIG["batch_size"])],
+                 ["--batch-size", str(PGQUEUER_CONFIG["batch_size"])]),
+    "procrastinate": ("procrastinate_bench.py",
+                      ["--processes", str(PROCRASTINATE_CONFIG["processes"]),
+                       "--concurrency", str(PROCRASTINATE_CONFIG["concurrency"])],
+                      ["--concurrency", str(PROCRASTINATE_CONFIG["concurrency"])]),
+}
+
+
+def ensure_peer_venv() -> Path:
+    """The comparison venv, created once (again only when PEER_REQUIREMENTS or the Python
+    version change); returns its python."""
+    python = PEER_VENV / "bin" / "python"
+    stamp = PEER_VENV / ".bench-requirements"
+    wanted = "\n".join([f"python {platform.python_version()}", *PEER_REQUIREMENTS]) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print(f"creating the comparison venv {PEER_VENV.relative_to(REPO_ROOT)} "
+          f"({', '.join(PEER_REQUIREMENTS)}) ...", file=sys.stderr, flush=True)
+    if PEER_VENV.exists():
+        shutil.rmtree(PEER_VENV)
+    PEER_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    *PEER_REQUIREMENTS], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+def run_peer(python: Path, peer: str, phase: str, args: list[str], dbname: str) -> dict[str, Any]:
+    script = PEERS[peer][0]
+    cmd = [str(python), str(PEERS_DIR / script), "--dsn", db_url(dbname), phase, *args]
+    proc = subprocess.run(cmd, cwd=PEERS_DIR, capture_output=True, text=True, timeout=900)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise BenchmarkFailed(f"{script} {phase} exited {proc.returncode}\n"
+                          f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
+def drop_database(dbname: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(**db_params("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+#: The comparison's figures: key, label, unit, whether higher is better.
+COMPARE_METRICS = [
+    ("drain", "drain, start → all done", "jobs/s", True),
+    ("drain_steady", "drain, steady (first start → last finish)", "jobs/s", True),
+    ("enqueue_single", "enqueue, one job per call", "jobs/s", True),
+    ("enqueue_bulk", "enqueue, 1,000 per call", "jobs/s", True),
+    ("latency_p50", "enqueue → start p50 (idle worker)", "ms", False),
+    ("latency_p95", "enqueue → start p95", "ms", False),
+    ("latency_p99", "enqueue → start p99", "ms", False),
+    ("drain_rss", "worker RSS while draining (max per process)", "MB", False),
+    ("idle_rss", "worker RSS, idle worker (latency run)", "MB", False),
+]
+
+
+def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
+    """Enqueue and drain in interleaved rounds (ours, then each peer), latency once each;
+    medians, and ours as a ratio of each peer's."""
+    python = ensure_peer_venv()
+    base = db_params()["dbname"]
+    dbs = {peer: f"{base}_{peer}" for peer in PEERS}
+    config = best_drain_config(rows)
+    systems = ["taskengine", *PEERS]
+    runs: dict[str, dict[str, list[Any]]] = {s: {"enqueue": [], "drain": [], "latency": []}
+                                             for s in systems}
+    failures: dict[str, str] = {}
+
+    def attempt(system: str, what: str, fn: Callable[[], Any]) -> None:
+        if system in failures:
+            return
+        print(f"  compare: {system} {what} (load {_loadavg()})", file=sys.stderr, flush=True)
+        try:
+            runs[system][what].append(fn())
+        except Exception as exc:  # noqa: BLE001 - report, and compare with the others
+            detail = str(exc) if isinstance(exc, BenchmarkFailed) else traceback.format_exc()
+            failures[system] = f"{what}: {detail}"
+            print(f"\n*** compare: {system} {what} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
+
+    def own_enqueue() -> dict[str, Any]:
+        truncate()
+        single = bench_enqueue_single(opts)[0]
+        truncate()
+        bulk = bench_enqueue_bulk(opts)[0]
+        return {"enqueue_single": single.value, "enqueue_bulk": bulk.value}
+
+    def own_drain() -> dict[str, Any]:
+        truncate()
+        bulk_enqueue_noops(opts.drain_jobs)
+        return drain_once(*config, expect=opts.drain_jobs)
+
+    def own_latency() -> dict[str, Any]:
+        truncate()
+        found = {r.name: r for r in bench_latency(opts)}
+        return {"latency": found["latency_p50"].extra,
+                "worker_peak_rss_mb": found["worker_idle_rss"].value if "worker_idle_rss" in found else None}
+
+    for _ in range(opts.repeat):
+        attempt("taskengine", "enqueue", own_enqueue)
+        for peer in PEERS:
+            attempt(peer, "enqueue", lambda peer=peer: run_peer(
+                python, peer, "enqueue", ["--jobs", str(opts.jobs)], dbs[peer]))
+    for _ in range(opts.repeat):
+        attempt("taskengine", "drain", own_drain)
+        for peer in PEERS:
+            attempt(peer, "drain", lambda peer=peer: run_peer(
+                python, peer, "drain", ["--jobs", str(opts.drain_jobs), *PEERS[peer][1]], dbs[peer]))
+    own_latency_row = next((r for r in rows if r.name == "latency_p50" and r.value is not None), None)
+    if own_latency_row is not None:
+        idle = next((r.value for r in rows if r.name == "worker_idle_rss"), None)
+        runs["taskengine"]["latency"].append({"latency": own_latency_row.extra,
+                                              "worker_peak_rss_mb": idle})
+    else:
+        attempt("taskengine", "latency", own_latency)
+    for peer in PEERS:
+        attempt(peer, "latency", lambda peer=peer: run_peer(
+            python, peer, "latency", ["--jobs", str(opts.latency_jobs), *PEERS[peer][2]], dbs[peer]))
+    for dbname in dbs.values():
+        try:
+            drop_database(dbname)
+        except Exception:  # noqa: BLE001 - leaving a benchmark database behind is harmless
+            pass
+    truncate()
+
+    values: dict[str, dict[str, float | None]] = {}
+    for system in systems:
+        r = runs[system]
+        v: dict[str, float | None] = dict.fromkeys(m[0] for m in COMPARE_METRICS)
+        if r["enqueue"]:
+            v["enqueue_single"] = _median([e["enqueue_single"] for e in r["enqueue"]])
+            v["enqueue_bulk"] = _median([e["enqueue_bulk"] for e in r["enqueue"]])
+        if r["drain"]:
+            v["drain"] = _median([d["drain"] for d in r["drain"]])
+            v["drain_steady"] = _median([d["drain_steady"] for d in r["drain"]])
+            v["drain_rss"] = max(mb for d in r["drain"] for mb in d["worker_peak_rss_mb"])
+        if r["latency"]:
+            lat = r["latency"][0]
+            v["latency_p50"], v["latency_p95"], v["latency_p99"] = (
+                lat["latency"]["p50"], lat["latency"]["p95"], lat["latency"]["p99"])
+            v["idle_rss"] = lat["worker_peak_rss_mb"]
+        values[system] = v
+    ratios = {peer: {key: (values["taskengine"][key] / values[peer][key]
+                           if values["taskengine"][key] and values[peer][key] else None)
+                     for key, *_ in COMPARE_METRICS} for peer in PEERS}
+    configs = {
+        "taskengine": f"run_workers --processes {config[0]} --concurrency {config[1]} "
+                      + ("(the fastest of this run's drains)" if any(
+                          r.name.startswith("drain_") and r.value for r in rows) else "(default)"),
+        "pgqueuer": next((d.get("config") for d in runs["pgqueuer"]["drain"]), None),
+        "procrastinate": next((d.get("config") for d in runs["procrastinate"]["drain"]), None),
+    }
+    versions = {peer: next((x["version"] for what in ("enqueue", "drain", "latency")
+                            for x in runs[peer][what] if "version" in x), None) for peer in PEERS}
+    return {"rounds": opts.repeat, "config": list(config), "configs": configs, "versions": versions,
+            "values": values, "ratios": ratios, "runs": runs, "failures": failures,
+            "targets": compare_targets(values, ratios)}
+
+
+def compare_targets(values: dict[str, dict[str, float | None]],
+                    ratios: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:
+    """Issue 6's targets, each with the figure measured here and whether it holds."""
+    ours = values.get("taskengine", {})
+
+    def ratio(peer: str, key: str) -> float | None:
+        return ratios.get(peer, {}).get(key)
+
+    def check(name: str, figure: float | None, ok: Callable[[float], bool], shown: str) -> dict[str, Any]:
+        return {"target": name, "figure": figure, "shown": shown if figure is not None else "—",
+                "met": None if figure is None else bool(ok(figure))}
+
+    pgq, procr = ratio("pgqueuer", "drain"), ratio("procrastinate", "drain")
+    return [
+        check("drain ≥ 1.0× pgqueuer", pgq, lambda x: x >= 1.0, f"×{pgq:.2f}" if pgq else ""),
+        check("drain ≥ 10× procrastinate", procr, lambda x: x >= 10.0, f"×{procr:.1f}" if procr else ""),
+        check("single enqueue ≥ 1.0× pgqueuer", ratio("pgqueuer", "enqueue_single"), lambda x: x >= 1.0,
+              f"×{ratio('pgqueuer', 'enqueue_single') or 0:.2f}"),
+        check("bulk enqueue ≥ 1.0× pgqueuer", ratio("pgqueuer", "enqueue_bulk"), lambda x: x >= 1.0,
+              f"×{ratio('pgqueuer', 'enqueue_bulk') or 0:.2f}"),
+        check("latency p50 ≤ 2.5 ms", ours.get("latency_p50"), lambda x: x <= 2.5,
+              f"{ours.get('latency_p50') or 0:.2f} ms"),
+        check("latency p99 ≤ 5 ms", ours.get("latency_p99"), lambda x: x <= 5.0,
+              f"{ours.get('latency_p99') or 0:.2f} ms"),
+        check("worker RSS ≤ 50 MB", ours.get("drain_rss"), lambda x: x <= 50.0,
+              f"{ours.get('drain_rss') or 0:.1f} MB"),
+    ]
+
+
+# -- scale: a big backlog, many finished jobs --------------------------------------------------------
+
+
+def insert_copies(count: int, overrides: dict[str, str]) -> int:
+    """``count`` job rows in one ``INSERT ... SELECT generate_series``: copies of a job enqueued
+    through the public API (so every column has what enqueue writes), with SQL ``overrides``
+    per column (``p`` is the prototype row, ``g`` the series). Returns the prototype's id."""
+    from benchmarks.benchapp.tasks import noop
+
+    proto = noop.enqueue()
+    columns = [r[0] for r in query(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'taskengine_job'::regclass "
+        "AND attnum > 0 AND NOT attisdropped AND attname <> 'id' ORDER BY attnum")]
+    exprs = [overrides.get(c, f"p.{c}") for c in columns]
+    execute(f"INSERT INTO taskengine_job ({', '.join(columns)}) SELECT {', '.join(exprs)} "
+            "FROM taskengine_job p CROSS JOIN generate_series(1, %s) g WHERE p.id = %s",
+            [count, proto.pk])
+    return proto.pk
+
+
+def fill_backlog(count: int) -> float:
+    """``count`` queued no-op jobs (the API's prototype plus count - 1 copies due an hour ago, in
+    id order); ANALYZE as autovacuum would have. Seconds taken."""
+    start = time.perf_counter()
+    insert_copies(count - 1, {
+        "run_after": "p.run_after - interval '1 hour' + g * interval '1 microsecond'",
+        "created_at": "p.created_at - interval '1 hour'"})
+    execute("ANALYZE taskengine_job")
+    return time.perf_counter() - start
+
+
+def fill_finished(count: int) -> float:
+    """``count`` succeeded jobs, each with its attempt row, as a busy queue leaves behind
+    before pruning; ANALYZE. Seconds taken."""
+    start = time.perf_counter()
+    proto = insert_copies(count, {
+        "status": "'succeeded'", "attempts": "1", "result": "'null'::jsonb",
+        "started_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
+        "finished_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond' "
+                       "+ interval '1 millisecond'",
+        "created_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
+        "run_after": "p.created_at - interval '2 hours' + g * interval '1 millisecond'"})
+    execute("DELETE FROM taskengine_job WHERE id = %s", [proto])
+    execute("INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, "
+            "outcome, error, traceback) SELECT id, 1, gen_random_uuid(), started_at, finished_at, "
+            "'succeeded', '', '' FROM taskengine_job")
+    execute("ANALYZE taskengine_job")
+    execute("ANALYZE taskengine_attempt")
+    return time.perf_counter() - start
+
+
+def max_job_id() -> int:
+    return query("SELECT coalesce(max(id), 0) FROM taskengine_job")[0][0]
+
+
+def run_scale(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
+    """Steady drain rate with a 10k, 100k and 1M backlog and next to 1M finished jobs, the same
+    worker configuration throughout, ``--repeat`` runs each; EXPLAIN ANALYZE of the claim."""
+    processes, concurrency = best_drain_config(rows)
+    cases: list[dict[str, Any]] = []
+
+    def case(name: str, backlog: int, drained: int, **info: Any) -> dict[str, Any]:
+        print(f"  scale: {name} (load {_loadavg()})", file=sys.stderr, flush=True)
+        entry = {"name": name, "backlog": backlog, "drained": drained, "runs": [], **info}
+        cases.append(entry)
+        return entry
+
+    base = case("backlog 10k", DRAIN_JOBS, DRAIN_JOBS)
+    for rep in range(opts.repeat):
+        truncate()
+        bulk_enqueue_noops(DRAIN_JOBS)
+        execute("ANALYZE taskengine_job")
+        if rep == 0:
+            base["plan"] = claim_plan()
+        base["runs"].append(drain_once(processes, concurrency, expect=DRAIN_JOBS))
+
+    per_process = SCALE_DRAIN // processes
+    for backlog in SCALE_BACKLOGS:
+        truncate()
+        entry = case(f"backlog {backlog // 1000:,}k" if backlog < 1_000_000 else
+                     f"backlog {backlog // 1_000_000}M", backlog, per_process * processes)
+        entry["fill_seconds"] = fill_backlog(backlog)
+        entry["plan"] = claim_plan()
+        for _ in range(opts.repeat):
+            # Each run drains the next SCALE_DRAIN jobs from the head of what is left.
+            done_before = max(query("SELECT coalesce(max(id), 0) FROM taskengine_job "
+                                    "WHERE status = 'succeeded'")[0][0], 0)
+            entry["runs"].append(drain_once(processes, concurrency, expect=per_process * processes,
+                                            max_jobs=per_process, min_id=done_before))
+
+    truncate()
+    entry = case(f"{SCALE_FINISHED // 1_000_000}M finished + 10k new", DRAIN_JOBS, DRAIN_JOBS,
+                 finished=SCALE_FINISHED)
+    entry["fill_seconds"] = fill_finished(SCALE_FINISHED)
+    for rep in range(opts.repeat):
+        first_new = max_job_id()
+        bulk_enqueue_noops(DRAIN_JOBS)
+        if rep == 0:
+            entry["plan"] = claim_plan()
+        entry["runs"].append(drain_once(processes, concurrency, expect=DRAIN_JOBS, min_id=first_new))
+    truncate()
+
+    base_steady = _median([r["drain_steady"] for r in base["runs"]])
+    for c in cases:
+        c["drain"] = _median([r["drain"] for r in c["runs"]])
+        c["drain_steady"] = _median([r["drain_steady"] for r in c["runs"]])
+        c["vs_10k"] = c["drain_steady"] / base_steady
+        c["plan_summary"] = plan_summary(c.get("plan", {}))
+    return {"processes": processes, "concurrency": concurrency, "cases": cases,
+            "autovacuum": query("SHOW autovacuum")[0][0]}
+
+
 # -- output -------------------------------------------------------------------------------------
 
 
-def print_table(rows: list[Row], machine: dict[str, Any], elapsed: float) -> None:
-    planned = next((r.extra for r in rows if "claim_plan" in r.extra), None)
+def print_machine(machine: dict[str, Any]) -> None:
     print()
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory']}")
-    print(f"         {machine['postgresql']}")
+    print(f"         {machine['postgresql']} ({machine['database']})")
     print(f"         Python {machine['python']}, Django {machine['django']}, psycopg {machine['psycopg']}")
     print(f"load average (1, 5, 15 min) at start {machine['loadavg_start']}, at end {machine['loadavg_end']}")
     if (machine["loadavg_start"] or [0])[0] > 0.5 * machine["nproc"]:
         print("WARNING: the machine was busy before the run started (other work, or a previous "
-              "run); these figures may not be comparable.")
+              "run); compare figures only with others of the same run (the ratios below).")
+
+
+def print_table(rows: list[Row]) -> None:
+    planned = next((r.extra for r in rows if "claim_plan" in r.extra), None)
     print()
     name_w = max(len("name"), *(len(r.name) for r in rows)) if rows else 4
     print(f"{'name':<{name_w}}  {'value':>11}  {'unit':<6}  note")
     print(f"{'-' * name_w}  {'-' * 11}  {'-' * 6}  {'-' * 40}")
     for row in rows:
-        if row.value is None:
-            value = "FAILED"
-        elif row.value >= 100:
-            value = f"{row.value:,.0f}"
-        else:
-            value = f"{row.value:.2f}"
+        value = "FAILED" if row.value is None else _fmt(row.value)
         print(f"{row.name:<{name_w}}  {value:>11}  {row.unit:<6}  {row.note}")
     if planned:
-        plan = planned["claim_plan"]
-        scans = [line.strip(" ->") for line in plan if "Scan" in line and "taskengine_job" in line]
-        print(f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): {'; '.join(scans) or plan[0]}")
-    print(f"\n(total {elapsed:.1f} s)")
+        print(f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): {plan_summary(planned['claim_plan'])}")
+
+
+def print_compare(compare: dict[str, Any]) -> None:
+    values, ratios = compare["values"], compare["ratios"]
+    peers = list(PEERS)
+    print(f"\ncomparison, same invocation: enqueue and drain are medians of {compare['rounds']} "
+          "interleaved rounds; ratio = ours ÷ theirs")
+    for system, config in compare["configs"].items():
+        version = compare["versions"].get(system)
+        print(f"  {system}{' ' + version if version else ''}: {config}")
+    label_w = max(len(m[1]) + len(m[2]) + 3 for m in COMPARE_METRICS)
+    head = f"{'figure':<{label_w}}  {'taskengine':>10}" + "".join(f"  {p:>13}" for p in peers)
+    head += "".join(f"  {'vs ' + p:>16}" for p in peers)
+    print(head)
+    print("-" * len(head))
+    for key, label, unit, higher in COMPARE_METRICS:
+        line = f"{label + ' (' + unit + ')':<{label_w}}  {_fmt(values['taskengine'][key]):>10}"
+        line += "".join(f"  {_fmt(values[p][key]):>13}" for p in peers)
+        for p in peers:
+            r = ratios[p][key]
+            line += f"  {('×' + format(r, '.2f')) if r is not None else '—':>16}"
+        print(line + ("" if higher else "  (lower is better)"))
+    print("\ntargets (issue 6):")
+    for t in compare["targets"]:
+        state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        print(f"  {t['target']:<34} {t['shown']:>12}  {state}")
+    for system, detail in compare["failures"].items():
+        print(f"  {system} FAILED: {detail.strip().splitlines()[0][:120]}")
+
+
+def print_scale(scale: dict[str, Any], *, full_plans: bool = True) -> None:
+    print(f"\nscale: run_workers --processes {scale['processes']} --concurrency "
+          f"{scale['concurrency']}, steady rate = drained ÷ (first start → last finish); "
+          f"medians (server autovacuum: {scale['autovacuum']}; the tables are ANALYZEd after filling)")
+    print(f"{'case':<26} {'backlog':>10} {'drained':>8} {'wall jobs/s':>12} {'steady jobs/s':>14} "
+          f"{'vs 10k':>7}  claim plan")
+    for c in scale["cases"]:
+        print(f"{c['name']:<26} {c['backlog']:>10,} {c['drained']:>8,} {_fmt(c['drain']):>12} "
+              f"{_fmt(c['drain_steady']):>14} {c['vs_10k']:>6.0%}  {c['plan_summary']}")
+    target = next((c for c in scale["cases"] if c["backlog"] >= 1_000_000), None)
+    if target:
+        state = "met" if target["vs_10k"] >= 0.8 else "MISSED"
+        print(f"target: 1M backlog drains at ≥ 80% of the 10k rate: {target['vs_10k']:.0%}, {state}")
+    if full_plans:
+        for c in scale["cases"]:
+            plan = c.get("plan", {})
+            print(f"\nEXPLAIN (ANALYZE, BUFFERS) claim of {plan.get('limit', '?')}, {c['name']}:")
+            for line in plan.get("plan", []):
+                print(f"    {line}")
+            scans = [g.strip(" ->").split("  (")[0] for g in plan.get("generic", []) if "Scan" in g]
+            if scans:
+                print(f"  generic plan (prepared statement): {'; '.join(scans)}")
+
+
+def write_plot(payload: dict[str, Any], path: Path) -> None:
+    """docs/benchmarks.png by benchmarks/plot.py, with whichever python has matplotlib (this one,
+    else the comparison venv's); skipped with a message if neither has it."""
+    candidates = [Path(sys.executable), PEER_VENV / "bin" / "python"]
+    python = next((c for c in candidates if c.exists() and subprocess.run(
+        [str(c), "-c", "import matplotlib"], capture_output=True).returncode == 0), None)
+    if python is None:
+        print("plot skipped: matplotlib is missing (pip install matplotlib, or run --compare "
+              "once: its venv has it)", file=sys.stderr)
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(payload, f, default=str)
+    try:
+        proc = subprocess.run([str(python), str(BENCH_DIR / "plot.py"), f.name, str(path)],
+                              capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        print(f"plot failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+    else:
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -603,8 +1134,21 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"drain_*: queued jobs to drain (default {DRAIN_JOBS})")
     parser.add_argument("--latency-jobs", type=int, default=LATENCY_JOBS,
                         help=f"latency: jobs enqueued one at a time (default {LATENCY_JOBS})")
-    parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each drain (and compare rounds), the median reported (default 3)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated subset of: " + ", ".join(BENCHMARKS)
+                             + " ('drain' for every drain_*; 'none' for none, e.g. with --scale)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run procrastinate and pgqueuer on the same workload (a venv of "
+                             "their own under benchmarks/.venvs/, made once) and report ratios")
+    parser.add_argument("--scale", action="store_true",
+                        help="also drain 20,000 of a 100k and a 1M backlog and 10,000 next to 1M "
+                             "finished jobs, with EXPLAIN ANALYZE of the claim (a few minutes)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", nargs="?", const=str(DEFAULT_PLOT),
+                        help="also draw throughput against concurrency and backlog (matplotlib) to "
+                             f"PATH (default {DEFAULT_PLOT.relative_to(REPO_ROOT)})")
     parser.add_argument("--force", action="store_true",
                         help="use DATABASE_URL even if its database name lacks 'bench' "
                              "(its task engine tables are emptied)")
@@ -612,20 +1156,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="drain_*: ANALYZE the job table after enqueueing (default: no, as after "
                              "a sudden burst of jobs before autovacuum runs)")
     opts = parser.parse_args(argv)
-    names = [n.strip() for n in opts.only.split(",") if n.strip()] or list(BENCHMARKS)
+    names: list[str] = []
+    for n in (n.strip() for n in opts.only.split(",") if n.strip()):
+        if n == "none":
+            continue
+        names.extend([b for b in BENCHMARKS if b.startswith("drain_")] if n == "drain" else [n])
+    if not opts.only:
+        names = list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    if opts.jobs < 1 or opts.drain_jobs < 1 or opts.latency_jobs < 2:
-        parser.error("--jobs and --drain-jobs must be at least 1, --latency-jobs at least 2")
+    if opts.jobs < 1 or opts.drain_jobs < 1 or opts.latency_jobs < 2 or opts.repeat < 1:
+        parser.error("--jobs, --drain-jobs and --repeat must be at least 1, --latency-jobs at least 2")
 
     started = time.perf_counter()
     run_lock = setup_django(force=opts.force)  # noqa: F841 - held until the process exits
     machine = machine_info()
     rows: list[Row] = []
     failures: dict[str, str] = {}
+    sections: list[dict[str, Any]] = []
     for name in names:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
+        load = _loadavg()
+        print(f"running {name} (load {load}) ...", file=sys.stderr, flush=True)
         truncate()
         t0 = time.perf_counter()
         try:
@@ -635,22 +1187,58 @@ def main(argv: list[str] | None = None) -> int:
             failures[name] = detail
             rows.append(Row(name, None, "", "FAILED: " + detail.strip().splitlines()[0][:100]))
             print(f"\n*** {name} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
+        sections.append({"name": name, "seconds": time.perf_counter() - t0, "loadavg_start": load,
+                         "loadavg_end": _loadavg()})
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    drains = [r for r in rows if r.name.startswith("drain_") and r.value is not None]
+    if drains:
+        rss = max(r.extra["worker_peak_rss_mb"] for r in drains)
+        rows.append(Row("worker_drain_rss", rss, "MB", "highest peak RSS (VmHWM) of any worker "
+                        "process in the drains above"))
+
+    extras: dict[str, Any] = {}
+    for flag, label, fn in (("compare", "compare", run_compare), ("scale", "scale", run_scale)):
+        if not getattr(opts, flag):
+            continue
+        load = _loadavg()
+        print(f"running {label} (load {load}) ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            truncate()
+            extras[label] = fn(opts, rows)
+        except Exception as exc:  # noqa: BLE001 - report it and go on
+            detail = str(exc) if isinstance(exc, BenchmarkFailed) else traceback.format_exc()
+            failures[label] = detail
+            print(f"\n*** {label} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
+        sections.append({"name": label, "seconds": time.perf_counter() - t0, "loadavg_start": load,
+                         "loadavg_end": _loadavg()})
+        print(f"  {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     truncate()
     machine["loadavg_end"] = _loadavg()
     elapsed = time.perf_counter() - started
-    print_table(rows, machine, elapsed)
+
+    print_machine(machine)
+    print_table(rows)
+    if "compare" in extras:
+        print_compare(extras["compare"])
+    if "scale" in extras:
+        print_scale(extras["scale"])
+    print(f"\n(total {elapsed:.1f} s)")
+    payload = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine,
+        "results": [asdict(r) for r in rows],
+        **extras,
+        "sections": sections,
+        "failures": failures,
+        "total_seconds": elapsed,
+    }
     if opts.json:
-        payload = {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine,
-            "results": [asdict(r) for r in rows],
-            "failures": failures,
-            "total_seconds": elapsed,
-        }
         Path(opts.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"wrote {opts.json}", file=sys.stderr)
+    if opts.plot:
+        write_plot(payload, Path(opts.plot))
     if failures:
         print(f"\nFAILED: {', '.join(failures)}", file=sys.stderr)
         return 1

@@ -1,0 +1,27 @@
+"""The procrastinate app of the comparison: one no-op ``async def`` task (procrastinate runs
+those on its event loop; sync tasks would go to threads). ``procrastinate
+--app=procrastinate_app.app worker`` loads it; BENCH_DSN and BENCH_POOL_SIZE come from
+``procrastinate_bench.py``."""
+
+from __future__ import annotations
+
+import os
+
+import procrastinate
+
+
+def make_app(dsn: str, pool_size: int) -> procrastinate.App:
+    # Every one of a worker's concurrent jobs takes a pool connection to fetch and to finish,
+    # and the listener holds one: psycopg_pool's default of 4 would make them queue.
+    connector = procrastinate.PsycopgConnector(conninfo=dsn, min_size=pool_size,
+                                               max_size=pool_size)
+    app = procrastinate.App(connector=connector)
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    return app
+
+
+app = make_app(os.environ.get("BENCH_DSN", ""), int(os.environ.get("BENCH_POOL_SIZE", "4")))

@@ -138,6 +138,7 @@ class WorkerProcess:
         self._checkpoints: list[_CheckpointRequest] = []
         self._progress: dict[int, tuple[ClaimedJob, int, int | None]] = {}
         self._duty_due: dict[str, float] = {}
+        self._wake_pending = False
 
     # -- the channel runner threads' task contexts use ---------------------------------------
 
@@ -298,6 +299,7 @@ class WorkerProcess:
         for entry in self.running.values():
             if entry.job.timeout and entry.started is not None and not entry.abandoned:
                 timeout = min(timeout, max(0.0, entry.started + entry.job.timeout - now))
+        self._wake_pending = False
         if self.done:
             return
         if can_claim and self.session is not None and self.session.drain_notifications():
@@ -389,7 +391,11 @@ class WorkerProcess:
                 logger.exception("internal error running job %s", entry.job.id)
                 result = RunResult(_crash_outcome(entry.job, exc))
             self.done.append((entry, result))
-            self._wake()
+            # One wake-up per batch of finished jobs: the main thread clears the flag before it
+            # last looks at `done` and sleeps, so a job appended after that look always wakes it.
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake()
 
     def _collect_done(self) -> None:
         while self.done:

@@ -26,7 +26,13 @@ from django.utils.safestring import SafeString
 from .. import inspection, operations
 from ..conf import taskengine_settings
 from ..models import Job, JobStatus
-from .common import STYLESHEET, format_seconds, has_app_permission, operator_view, redirect_back
+from .common import (
+    ReadOnlyModelAdmin,
+    format_seconds,
+    has_app_permission,
+    operator_view,
+    redirect_back,
+)
 from .job_fields import JobFieldsMixin
 from .job_list import (
     JobChangeList,
@@ -79,7 +85,7 @@ def _db() -> str:
 
 
 @admin.register(Job)
-class JobAdmin(JobFieldsMixin, admin.ModelAdmin):
+class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
     list_display = (
         "id",
         "status_label",
@@ -162,19 +168,7 @@ class JobAdmin(JobFieldsMixin, admin.ModelAdmin):
     )
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
-    class Media:
-        css = {"all": [STYLESHEET]}
-
     # -- permissions: the job table is written by workers and operations, never by a form --
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Whoever may act on jobs may see them.

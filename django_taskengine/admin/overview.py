@@ -21,7 +21,7 @@ from django.utils import timezone
 from .. import inspection
 from ..conf import taskengine_settings
 from ..models import JobStatus, Overview, Worker
-from .common import STYLESHEET, format_age, has_app_permission
+from .common import ReadOnlyModelAdmin, format_age, has_app_permission
 from .job_list import job_list_url
 from .pauses import pause_controls_context, queue_state
 
@@ -41,18 +41,7 @@ VIEW_PERMISSIONS = (
 
 
 @admin.register(Overview)
-class OverviewAdmin(admin.ModelAdmin):
-    class Media:
-        css = {"all": [STYLESHEET]}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class OverviewAdmin(ReadOnlyModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return any(has_app_permission(request, codename) for codename in VIEW_PERMISSIONS)

@@ -24,8 +24,8 @@ from .. import inspection, operations
 from ..conf import taskengine_settings
 from ..models import PauseScope, Queue
 from .common import (
+    ReadOnlyModelAdmin,
     PAUSE_DURATIONS,
-    STYLESHEET,
     PauseForm,
     describe_pause,
     format_age,
@@ -57,7 +57,7 @@ class QueueChangeList(ChangeList):
 
 
 @admin.register(Queue)
-class QueueAdmin(EnginePauseViews, admin.ModelAdmin):
+class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
     list_display = (
         "name",
         "state",
@@ -81,19 +81,7 @@ class QueueAdmin(EnginePauseViews, admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    class Media:
-        css = {"all": [STYLESHEET]}
-
     # -- permissions: queue rows change only through pause and resume ------------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_view_permission(request, obj) or self.has_pause_queue_permission(request)

@@ -31,7 +31,7 @@ from ..operations import ActionRefused
 # Names, not the module: ``django_taskengine.periodic`` is also the decorator's name.
 from ..periodic import definitions, pause_schedule, resume_schedule, run_schedule_now
 from .common import (
-    STYLESHEET,
+    ReadOnlyModelAdmin,
     describe_pause,
     format_age,
     has_app_permission,
@@ -73,7 +73,7 @@ def _attach_job_statuses(schedules: list[Schedule]) -> None:
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ReadOnlyModelAdmin):
     list_display = ("name", "state", "task", "cron_label", "last_run", "next_run")
     search_fields = ("name", "task_name")
     list_per_page = 100
@@ -85,23 +85,14 @@ class ScheduleAdmin(admin.ModelAdmin):
     )
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
-    class Media:
-        css = {"all": [STYLESHEET]}
-
     # -- permissions: rows come from code and settings ---------------------------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Only the leftovers of schedules removed from the code or settings.
         return (
             obj is not None
             and obj.name not in definitions()
-            and super().has_delete_permission(request, obj)
+            and admin.ModelAdmin.has_delete_permission(self, request, obj)
         )
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:

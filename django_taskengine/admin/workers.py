@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString
 from .. import inspection
 from ..conf import taskengine_settings
 from ..models import Worker
-from .common import STYLESHEET, format_age
+from .common import ReadOnlyModelAdmin, format_age
 
 
 def _db() -> str:
@@ -59,7 +59,7 @@ class WorkerChangeList(ChangeList):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ReadOnlyModelAdmin):
     list_display = (
         "host",
         "pid",
@@ -89,18 +89,6 @@ class WorkerAdmin(admin.ModelAdmin):
         "jobs_failed",
     )
     readonly_fields = fields
-
-    class Media:
-        css = {"all": [STYLESHEET]}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
         return super().get_queryset(request).using(_db())

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 from django.db import connections, transaction
+from django.db.models.base import ModelState
 
 from ..conf import taskengine_settings
 from ..models import ACTIVE_STATUSES, Job
@@ -43,18 +44,18 @@ WITH ins AS (
     INSERT INTO taskengine_job (
         task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
         max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
-    SELECT %(task_name)s, %(queue)s, t.a::jsonb, t.k::jsonb, 'queued', %(priority)s,
+    SELECT %(task_name)s, %(queue)s, t.call -> 0, t.call -> 1, 'queued', %(priority)s,
         COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
         %(timeout)s, '', '', now(), ''
-    FROM unnest(%(args)s::text[], %(kwargs)s::text[]) WITH ORDINALITY AS t(a, k, n)
+    FROM jsonb_array_elements(%(calls)s::jsonb) WITH ORDINALITY AS t(call, n)
     ORDER BY t.n
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN {_ACTIVE} DO NOTHING
     RETURNING id, run_after, created_at
 )
-SELECT ins.id, ins.run_after, ins.created_at,
+SELECT ARRAY(SELECT id FROM ins ORDER BY id),
+    (SELECT run_after FROM ins LIMIT 1), (SELECT created_at FROM ins LIMIT 1),
     (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
-     WHERE ins.run_after <= now())
-FROM ins ORDER BY ins.id
+     WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_after <= now()))
 """
 
 # The common case, one job without a dedup key: a plain INSERT plans and runs fastest.
@@ -237,8 +238,6 @@ class PostgresStore(Store):
             "max_attempts": max_attempts,
             "retry_backoff": retry_backoff,
             "timeout": timeout,
-            "args": [row[0] for row in rows],
-            "kwargs": [row[1] for row in rows],
             "channel": taskengine_settings.NOTIFY_CHANNEL,
         }
         with connection.cursor() as cursor:
@@ -247,9 +246,13 @@ class PostgresStore(Store):
                 params["arg"], params["kwarg"] = rows[0]
                 cursor.execute(ENQUEUE_ONE_SQL, params)
                 return self._jobs(rows, cursor.fetchall(), params)
+            # Every call's (args, kwargs) in one JSON parameter: one string to quote, however
+            # many jobs; the rows share run_after and created_at, so only ids come back.
+            params["calls"] = "[" + ",".join(f"[{a},{k}]" for a, k in rows) + "]"
             for _ in range(10):
                 cursor.execute(ENQUEUE_SQL, params)
-                inserted = cursor.fetchall()
+                ids, job_run_after, created_at, _ = cursor.fetchone()
+                inserted = [(job_id, job_run_after, created_at) for job_id in ids or ()]
                 if inserted or dedup_key is None:
                     break
                 # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
@@ -272,8 +275,7 @@ class PostgresStore(Store):
     def _jobs(
         self, rows: list[tuple[str, str]], inserted: list[tuple[Any, ...]], params: dict[str, Any]
     ) -> list[Job]:
-        """Job instances for inserted rows, built without a query (Model.from_db is the fast
-        constructor; it takes every concrete field in order)."""
+        """Job instances for inserted rows, built without a query."""
         names = _JOB_FIELD_NAMES
         template: dict[str, Any] = dict.fromkeys(names)
         template.update(
@@ -292,11 +294,20 @@ class PostgresStore(Store):
         )
         jobs = []
         loads = json.loads
+        new_job = Job.__new__
         for (args_json, kwargs_json), row in zip(rows, inserted):
             values = dict(template)
             values["id"], values["run_after"], values["created_at"] = row[0], row[1], row[2]
             values["args"], values["kwargs"] = loads(args_json), loads(kwargs_json)
-            jobs.append(Job.from_db(self.alias, names, [values[name] for name in names]))
+            # What Model.from_db ends up with, without __init__'s per-field work and signals
+            # (a bulk enqueue of 1,000 jobs spent a quarter of its time there).
+            job = new_job(Job)
+            job.__dict__.update(values)
+            state = ModelState()
+            state.adding = False
+            state.db = self.alias
+            job._state = state
+            jobs.append(job)
         return jobs
 
     def _ensure_queue(self, cursor: Any, queue: str) -> None:

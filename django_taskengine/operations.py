@@ -339,9 +339,9 @@ def stop_running_jobs(queue: str, reason: str = "pause", *, using: str | None = 
 
 
 def _attempt_budget(job: Job) -> int:
-    from .task import _registry
+    from .task import find_task
 
-    registered = _registry.get(job.task_name)
+    registered = find_task(job.task_name)
     if registered is not None:
         return registered.max_attempts
     return max(1, job.max_attempts)

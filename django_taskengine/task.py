@@ -44,6 +44,16 @@ def get_task(name: str) -> Task:
         ) from None
 
 
+def find_task(name: str) -> Task | None:
+    """The registered task called ``name``, or None (no copy of the registry is made)."""
+    return _registry.get(name)
+
+
+def tasks_parked_on_orphan() -> list[str]:
+    """Names of registered tasks declared ``on_orphan="park"`` (rescue fails their jobs)."""
+    return [name for name, task in _registry.items() if task.on_orphan == "park"]
+
+
 def registered_tasks() -> dict[str, Task]:
     """A copy of the registry: task name -> :class:`Task`."""
     return dict(_registry)

@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..models import Job
-from ..task import registered_tasks
+from ..task import find_task
 
 
 class JobFieldsMixin:
@@ -23,7 +23,7 @@ class JobFieldsMixin:
 
     @admin.display(description="on orphan")
     def on_orphan(self, job: Job) -> str:
-        task = registered_tasks().get(job.task_name)
+        task = find_task(job.task_name)
         if task is None:
             return "unknown task (not registered in this process)"
         return str(task.on_orphan)

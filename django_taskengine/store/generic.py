@@ -324,9 +324,9 @@ class GenericWorkerSession(WorkerSession):
         )
 
     def rescue(self) -> list[RescuedJob]:
-        from ..task import registered_tasks
+        from ..task import tasks_parked_on_orphan
 
-        park = {name for name, t in registered_tasks().items() if t.on_orphan == "park"}
+        park = set(tasks_parked_on_orphan())
         now = timezone.now()
         rescued = []
         orphans = list(

@@ -157,7 +157,7 @@ att AS (
 SELECT count(*) FROM upd
 """
 
-RESCUE_SQL = f"""
+RESCUE_SQL = """
 WITH guard AS (
     SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
 ),
@@ -488,9 +488,9 @@ class PostgresWorkerSession(WorkerSession):
         return {row[0]: row[1] for row in rows}
 
     def rescue(self) -> list[RescuedJob]:
-        from ..task import registered_tasks
+        from ..task import tasks_parked_on_orphan
 
-        park = [name for name, t in registered_tasks().items() if t.on_orphan == "park"]
+        park = tasks_parked_on_orphan()
         rows = self.conn.execute(
             RESCUE_SQL,
             {

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.utils import timezone
 
 from ..conf import taskengine_settings
@@ -669,9 +669,9 @@ def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
 
 
 def _registered(task_name: str) -> object:
-    from ..task import registered_tasks
+    from ..task import find_task
 
-    return registered_tasks().get(task_name)
+    return find_task(task_name)
 
 
 def _crash_outcome(job: ClaimedJob, exc: BaseException) -> Outcome:

@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from croniter import CroniterBadDateError, CroniterError, croniter
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone as django_timezone
@@ -88,6 +87,10 @@ class Cron:
     """
 
     def __init__(self, expression: str, zone: str) -> None:
+        # Imported here, not at module level: importing croniter runs the `file` command (for
+        # platform.architecture()), a cost every process that merely imports this app would pay.
+        from croniter import CroniterError, croniter
+
         self.expression = expression
         self.zone = zoneinfo.ZoneInfo(zone)
         try:
@@ -96,7 +99,9 @@ class Cron:
             raise ValueError(str(exc)) from None
         self._every_hour = expanded[1] == ["*"]
 
-    def _iterator(self, start: dt.datetime) -> croniter:
+    def _iterator(self, start: dt.datetime) -> Any:
+        from croniter import croniter
+
         return croniter(self.expression, start.astimezone(self.zone), second_at_beginning=True)
 
     def _is_repeat(self, tick: dt.datetime) -> bool:
@@ -110,6 +115,8 @@ class Cron:
 
     def next_after(self, moment: dt.datetime) -> dt.datetime | None:
         """The first tick strictly after ``moment``; None if the expression has no further date."""
+        from croniter import CroniterBadDateError
+
         iterator = self._iterator(moment)
         try:
             while True:
@@ -124,6 +131,8 @@ class Cron:
 
         Walks back from ``end``, so a long stretch costs ``limit`` steps, not one per tick.
         """
+        from croniter import CroniterBadDateError
+
         iterator = self._iterator(end + _JUST_AFTER)
         found: list[dt.datetime] = []
         try:

@@ -62,12 +62,22 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_NOTHING_SET: dict[str, Any] = {}
+
+
 class Settings:
     """Typed, lazily read view of ``settings.TASKENGINE`` merged over :data:`DEFAULTS`."""
 
     def _get(self, name: str) -> Any:
         user = getattr(django_settings, "TASKENGINE", None) or {}
         return user.get(name, DEFAULTS[name])
+
+    def current(self) -> dict[str, Any]:
+        """``settings.TASKENGINE`` as it is now, without the defaults (not to be modified).
+
+        For hot paths that need several settings: one read of ``django.conf.settings``.
+        """
+        return getattr(django_settings, "TASKENGINE", None) or _NOTHING_SET
 
     @property
     def user_settings(self) -> dict[str, Any]:

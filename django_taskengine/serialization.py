@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 _SCALARS = (str, int, bool, type(None))
+
+# One compact, strict encoder for everything stored: json.dumps with options builds a new
+# encoder on every call, which is a measurable share of an enqueue.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class NotJSONError(TypeError):
@@ -62,8 +67,8 @@ def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
     return f"{path} is a {type(value).__module__}.{type(value).__qualname__} ({value!r:.80})"
 
 
-def dump_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
-    """Return ``(args_json, kwargs_json)`` or raise :class:`NotJSONError` naming the argument."""
+def check_arguments(task_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Raise :class:`NotJSONError` naming the first argument JSON cannot store, if any."""
     for index, value in enumerate(args):
         problem = _find_problem(value, f"positional argument {index}")
         if problem:
@@ -72,10 +77,17 @@ def dump_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
         problem = _find_problem(value, f"argument {name!r}")
         if problem:
             raise NotJSONError(_message(task_name, problem))
-    return (
-        json.dumps(list(args), separators=(",", ":"), allow_nan=False),
-        json.dumps(kwargs, separators=(",", ":"), allow_nan=False),
-    )
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text of a value that passed the checks here (tuples become arrays)."""
+    return _encode(value)
+
+
+def dump_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+    """Return ``(args_json, kwargs_json)`` or raise :class:`NotJSONError` naming the argument."""
+    check_arguments(task_name, args, kwargs)
+    return _encode(list(args)), _encode(kwargs)
 
 
 def dump_result(value: Any) -> str:
@@ -86,7 +98,7 @@ def dump_result(value: Any) -> str:
             f"{problem}: a task's return value is stored as JSON; return only dicts, lists, "
             "strings, numbers, booleans and None (e.g. an id instead of a model instance)."
         )
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _encode(value)
 
 
 def _message(task_name: str, problem: str) -> str:
@@ -102,4 +114,4 @@ def dump_checkpoint(state: Any) -> str:
     problem = _find_problem(state, "the checkpoint state")
     if problem:
         raise NotJSONError(f"{problem}: checkpoint state is stored as JSON.")
-    return json.dumps(state, separators=(",", ":"), allow_nan=False)
+    return _encode(state)

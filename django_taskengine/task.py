@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from .conf import taskengine_settings
-from .serialization import dump_arguments
+from .conf import DEFAULTS, taskengine_settings
+from .serialization import check_arguments
 from .signals import job_enqueued
 
 from .context import ContextChannel, TaskContext
@@ -71,6 +71,9 @@ class EnqueueOptions:
     database: str | None = None
 
 
+_NO_OPTIONS = EnqueueOptions()
+
+
 class Task:
     """A registered function. Call it to run it here and now; ``enqueue`` it to run in a worker."""
 
@@ -117,27 +120,39 @@ class Task:
         self.__name__ = getattr(func, "__name__", self.name)
         self.__module__ = func.__module__
         self.__wrapped__ = func
+        self._unbound = BoundTask(self, _NO_OPTIONS)
 
     # Defaults are read when used, so TASKENGINE settings overridden in tests apply.
     @property
     def queue(self) -> str:
-        return self._queue or taskengine_settings.DEFAULT_QUEUE
+        return self._options(taskengine_settings.current())[0]
 
     @property
     def priority(self) -> int:
-        return self._priority if self._priority is not None else taskengine_settings.DEFAULT_PRIORITY
+        return self._options(taskengine_settings.current())[1]
 
     @property
     def max_attempts(self) -> int:
-        if self._max_attempts is not None:
-            return self._max_attempts
-        return taskengine_settings.DEFAULT_MAX_ATTEMPTS
+        return self._options(taskengine_settings.current())[2]
 
     @property
     def retry_backoff(self) -> float:
-        if self._retry_backoff is not None:
-            return float(self._retry_backoff)
-        return taskengine_settings.DEFAULT_RETRY_BACKOFF
+        return self._options(taskengine_settings.current())[3]
+
+    def _options(self, conf: dict[str, Any]) -> tuple[str, int, int, float]:
+        """Queue, priority, max_attempts and retry_backoff: the task's own, else the defaults
+        in ``conf`` (:meth:`~django_taskengine.conf.Settings.current`)."""
+        queue = self._queue or str(conf.get("DEFAULT_QUEUE", DEFAULTS["DEFAULT_QUEUE"]))
+        priority = self._priority
+        if priority is None:
+            priority = int(conf.get("DEFAULT_PRIORITY", DEFAULTS["DEFAULT_PRIORITY"]))
+        max_attempts = self._max_attempts
+        if max_attempts is None:
+            max_attempts = int(conf.get("DEFAULT_MAX_ATTEMPTS", DEFAULTS["DEFAULT_MAX_ATTEMPTS"]))
+        retry_backoff = self._retry_backoff
+        if retry_backoff is None:
+            retry_backoff = conf.get("DEFAULT_RETRY_BACKOFF", DEFAULTS["DEFAULT_RETRY_BACKOFF"])
+        return queue, priority, max_attempts, float(retry_backoff)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -183,13 +198,13 @@ class Task:
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
         """Add one job that will call this task with these JSON arguments; return it."""
-        return BoundTask(self, EnqueueOptions()).enqueue(*args, **kwargs)
+        return self._unbound.enqueue(*args, **kwargs)
 
     def bulk_enqueue(
         self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
     ) -> list[Job]:
         """Add many jobs in one statement: ``calls`` is an iterable of ``(args, kwargs)`` pairs."""
-        return BoundTask(self, EnqueueOptions()).bulk_enqueue(calls)
+        return self._unbound.bulk_enqueue(calls)
 
 
 class BoundTask:
@@ -214,17 +229,11 @@ class BoundTask:
         return BoundTask(self.task, replace(self.options, **updates))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
-        return self.bulk_enqueue([(args, kwargs)])[0]
+        self._check(args, kwargs)
+        return self._insert([(args, kwargs)])[0]
 
     def bulk_enqueue(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
-        from .store import get_store
-
-        task = self.task
-        options = self.options
-        queue = options.queue or task.queue
-        priority = options.priority if options.priority is not None else task.priority
-        max_attempts = options.max_attempts or task.max_attempts
-        rows = []
+        checked = []
         for call in calls:
             try:
                 args, kwargs = call
@@ -232,18 +241,38 @@ class BoundTask:
                 kwargs = dict(kwargs)
             except (TypeError, ValueError):
                 raise TypeError(
-                    f"bulk_enqueue({task.name}) takes (args, kwargs) pairs such as "
+                    f"bulk_enqueue({self.task.name}) takes (args, kwargs) pairs such as "
                     f"((1, 2), {{'width': 320}}), got {call!r}"
                 ) from None
-            try:
-                task.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(
-                    f"Cannot enqueue {task.name}{task.signature}: {exc}. Nothing was enqueued."
-                ) from None
-            args_json, kwargs_json = dump_arguments(task.name, args, kwargs)
-            rows.append((args_json, kwargs_json))
-        store = get_store(options.database)
+            self._check(args, kwargs)
+            checked.append((args, kwargs))
+        return self._insert(checked)
+
+    def _check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Refuse a call the function could not take, or arguments JSON cannot store."""
+        task = self.task
+        try:
+            task.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"Cannot enqueue {task.name}{task.signature}: {exc}. Nothing was enqueued."
+            ) from None
+        check_arguments(task.name, args, kwargs)
+
+    def _insert(self, calls: list[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
+        """Write checked ``(args, kwargs)`` calls as jobs with this task's options."""
+        from .store import get_store
+
+        task = self.task
+        options = self.options
+        # One read of django.conf.settings for every setting needed here.
+        conf = taskengine_settings.current()
+        queue, priority, max_attempts, retry_backoff = task._options(conf)
+        queue = options.queue or queue
+        if options.priority is not None:
+            priority = options.priority
+        max_attempts = options.max_attempts or max_attempts
+        store = get_store(options.database or conf.get("DATABASE", DEFAULTS["DATABASE"]))
         jobs = store.enqueue(
             task_name=task.name,
             queue=queue,
@@ -251,14 +280,14 @@ class BoundTask:
             run_after=options.run_after,
             dedup_key=options.dedup_key,
             max_attempts=max_attempts,
-            retry_backoff=task.retry_backoff,
+            retry_backoff=retry_backoff,
             timeout=task.timeout,
-            rows=rows,
+            calls=calls,
         )
-        if job_enqueued.has_listeners():
+        if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look
             for job in jobs:
                 job_enqueued.send(sender=task, job=job, created=job.created)
-        if taskengine_settings.EAGER:
+        if conf.get("EAGER", DEFAULTS["EAGER"]):
             from .testing import run_enqueued_eagerly
 
             jobs = run_enqueued_eagerly(jobs, store.alias)

@@ -97,25 +97,41 @@ def test_enqueue_returns_a_saved_queued_job():
     assert saved.token is None and saved.worker_id is None
 
 
-def test_returned_job_matches_the_stored_row():
-    job = send_welcome.using(dedup_key="welcome:1").enqueue(1)
+_CONCRETE_FIELDS = [f.attname for f in Job._meta.concrete_fields]
+
+
+@pytest.mark.parametrize(
+    "enqueue",
+    [
+        pytest.param(lambda: send_welcome.enqueue(1), id="one job"),
+        pytest.param(lambda: add.enqueue(1, 2), id="one job, task defaults"),
+        pytest.param(
+            lambda: send_welcome.using(
+                run_after=dt.datetime(2030, 6, 1, 9, 30, 0, 123456, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+            ).enqueue(user_id=1),
+            id="one job, run_after in another time zone",
+        ),
+        pytest.param(lambda: send_welcome.using(run_after=90).enqueue(1), id="one job, delayed"),
+        pytest.param(lambda: send_welcome.using(dedup_key="welcome:1").enqueue(1), id="dedup key"),
+        pytest.param(lambda: send_welcome.bulk_enqueue([((1,), {}), ((2,), {})])[1], id="bulk"),
+    ],
+)
+def test_returned_job_matches_the_stored_row(enqueue):
+    job = enqueue()
     saved = Job.objects.get(pk=job.pk)
-    for field in (
-        "task_name",
-        "queue",
-        "args",
-        "kwargs",
-        "status",
-        "priority",
-        "run_after",
-        "dedup_key",
-        "attempts",
-        "max_attempts",
-        "retry_backoff",
-        "timeout",
-        "created_at",
-    ):
+    for field in _CONCRETE_FIELDS:
         assert getattr(job, field) == getattr(saved, field), field
+    assert job.created_at.utcoffset() == dt.timedelta(0)
+    assert job._state.adding is False and job._state.db == saved._state.db
+    assert job.created is True
+
+
+@override_settings(USE_TZ=False)
+def test_returned_job_has_naive_times_without_time_zone_support():
+    job = add.enqueue(1, 2)
+    saved = Job.objects.get(pk=job.pk)
+    assert timezone.is_naive(saved.created_at)
+    assert job.created_at == saved.created_at and job.run_after == saved.run_after
 
 
 def test_returned_job_can_be_refreshed_and_saved():

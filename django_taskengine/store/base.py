@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +110,12 @@ class Store(ABC):
         max_attempts: int,
         retry_backoff: float,
         timeout: float | None,
-        rows: list[tuple[str, str]],
+        calls: list[tuple[Sequence[Any], dict[str, Any]]],
     ) -> list[Job]:
-        """Insert one job per ``(args_json, kwargs_json)`` row in one statement; return them.
+        """Insert one job per ``(args, kwargs)`` call in one statement; return them.
+
+        The arguments passed :func:`~django_taskengine.serialization.check_arguments`; the
+        returned jobs hold them as read back from JSON (lists for tuples), like a stored row.
 
         Runs in the caller's transaction. With a ``dedup_key``, an active job with that key is
         returned instead (``job.created`` False) and no row is added.

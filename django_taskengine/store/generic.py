@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
@@ -19,6 +20,7 @@ from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from ..conf import taskengine_settings
+from ..serialization import to_json
 from ..models import (
     ACTIVE_STATUSES,
     Attempt,
@@ -60,18 +62,19 @@ class GenericStore(Store):
         max_attempts: int,
         retry_backoff: float,
         timeout: float | None,
-        rows: list[tuple[str, str]],
+        calls: list[tuple[Sequence[Any], dict[str, Any]]],
     ) -> list[Job]:
-        if not rows:
+        if not calls:
             return []
         now = timezone.now()
 
-        def build(args_json: str, kwargs_json: str) -> Job:
+        def build(args: Sequence[Any], kwargs: dict[str, Any]) -> Job:
             return Job(
                 task_name=task_name,
                 queue=queue,
-                args=json.loads(args_json),
-                kwargs=json.loads(kwargs_json),
+                # As read back from JSON: lists for tuples, copies of the caller's objects.
+                args=json.loads(to_json(args)),
+                kwargs=json.loads(to_json(kwargs)),
                 priority=priority,
                 run_after=run_after or now,
                 dedup_key=dedup_key,
@@ -86,13 +89,13 @@ class GenericStore(Store):
                 Queue.objects.using(self.alias).get_or_create(name=queue)
                 transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
             if dedup_key is None:
-                return Job.objects.using(self.alias).bulk_create([build(*row) for row in rows])
-            job = self._create_deduplicated(build(*rows[0]))
-            if len(rows) == 1:
+                return Job.objects.using(self.alias).bulk_create([build(*call) for call in calls])
+            job = self._create_deduplicated(build(*calls[0]))
+            if len(calls) == 1:
                 return [job]
             duplicate = Job.objects.using(self.alias).get(pk=job.pk)
             duplicate.created = False
-            return [job] + [duplicate] * (len(rows) - 1)
+            return [job] + [duplicate] * (len(calls) - 1)
 
     def _create_deduplicated(self, job: Job) -> Job:
         for _ in range(10):

@@ -18,14 +18,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import connections, transaction
 from django.db.models.base import ModelState
+from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..models import ACTIVE_STATUSES, Job
+from ..serialization import to_json
 from .base import (
     ClaimedJob,
     Outcome,
@@ -58,22 +62,10 @@ SELECT ARRAY(SELECT id FROM ins ORDER BY id),
      WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_after <= now()))
 """
 
-# The common case, one job without a dedup key: a plain INSERT plans and runs fastest.
-ENQUEUE_ONE_SQL = """
-WITH ins AS (
-    INSERT INTO taskengine_job (
-        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
-        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
-    VALUES (%(task_name)s, %(queue)s, %(arg)s::jsonb, %(kwarg)s::jsonb, 'queued', %(priority)s,
-        COALESCE(%(run_after)s, now()), NULL, 0, %(max_attempts)s, %(retry_backoff)s,
-        %(timeout)s, '', '', now(), '')
-    RETURNING id, run_after, created_at
-)
-SELECT ins.id, ins.run_after, ins.created_at,
-    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
-     WHERE ins.run_after <= now())
-FROM ins
-"""
+# The common case, one job without a dedup key: a function (migration 0008) whose INSERT and
+# NOTIFY are planned once per session. It returns {id, created_at in µs since the epoch}.
+ENQUEUE_ONE_SQL = "SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 CLAIM_SQL = f"""
 WITH picked AS (
@@ -198,7 +190,15 @@ SELECT id, task_name, attempts, status,
 FROM upd
 """
 
-_JOB_FIELD_NAMES = [field.attname for field in Job._meta.concrete_fields]
+#: A freshly enqueued job's field values, before the ones each enqueue sets.
+_JOB_TEMPLATE: dict[str, Any] = {
+    **dict.fromkeys(field.attname for field in Job._meta.concrete_fields),
+    "status": "queued",
+    "attempts": 0,
+    "error": "",
+    "traceback": "",
+    "stop_requested": "",
+}
 
 ORPHAN_ERROR = (
     "worker died mid-run: the worker process running this attempt stopped (killed, crashed or "
@@ -224,81 +224,89 @@ class PostgresStore(Store):
         max_attempts: int,
         retry_backoff: float,
         timeout: float | None,
-        rows: list[tuple[str, str]],
+        calls: list[tuple[Sequence[Any], dict[str, Any]]],
     ) -> list[Job]:
-        if not rows:
+        if not calls:
             return []
         connection = connections[self.alias]
-        params = {
-            "task_name": task_name,
-            "queue": queue,
-            "priority": priority,
-            "run_after": run_after,
-            "dedup_key": dedup_key,
-            "max_attempts": max_attempts,
-            "retry_backoff": retry_backoff,
-            "timeout": timeout,
-            "channel": taskengine_settings.NOTIFY_CHANNEL,
-        }
+        channel = taskengine_settings.NOTIFY_CHANNEL
+        loads = json.loads
         with connection.cursor() as cursor:
             self._ensure_queue(cursor, queue)
-            if dedup_key is None and len(rows) == 1:
-                params["arg"], params["kwarg"] = rows[0]
-                cursor.execute(ENQUEUE_ONE_SQL, params)
-                return self._jobs(rows, cursor.fetchall(), params)
-            # Every call's (args, kwargs) in one JSON parameter: one string to quote, however
-            # many jobs; the rows share run_after and created_at, so only ids come back.
-            params["calls"] = "[" + ",".join(f"[{a},{k}]" for a, k in rows) + "]"
-            for _ in range(10):
-                cursor.execute(ENQUEUE_SQL, params)
-                ids, job_run_after, created_at, _ = cursor.fetchone()
-                inserted = [(job_id, job_run_after, created_at) for job_id in ids or ()]
-                if inserted or dedup_key is None:
-                    break
-                # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
-                existing = Job.objects.using(self.alias).filter(
-                    dedup_key=dedup_key, status__in=ACTIVE_STATUSES
-                ).first()
-                if existing is not None:
-                    existing.created = False
-                    return [existing] * len(rows)
+            if dedup_key is None and len(calls) == 1:
+                # The most common call: one job, through the function of migration 0008.
+                args_json, kwargs_json = to_json(calls[0][0]), to_json(calls[0][1])
+                cursor.execute(ENQUEUE_ONE_SQL, (
+                    task_name, queue, args_json, kwargs_json, priority, run_after, max_attempts,
+                    retry_backoff, timeout, channel))
+                job_id, created_us = cursor.fetchone()[0]
+                created_at = _EPOCH + dt.timedelta(microseconds=created_us)
+                if not settings.USE_TZ:  # as Django reads timestamps without time zone support
+                    created_at = timezone.make_naive(created_at)
+                inserted = [(job_id, created_at if run_after is None else run_after, created_at)]
+                stored = [(loads(args_json), loads(kwargs_json))]
             else:
-                raise RuntimeError(f"could not enqueue {task_name} with dedup_key {dedup_key!r}")
-        jobs = self._jobs(rows, inserted, params)
-        if len(jobs) < len(rows):
-            # With a dedup key, the first row was inserted and the rest repeat its key.
-            duplicate = self._jobs(rows[:1], inserted[:1], params)[0]
+                # Every call's [args, kwargs] in one JSON parameter: one string to encode and
+                # quote, and one to parse back for the returned jobs, however many there are.
+                calls_json = to_json(calls)
+                inserted = self._insert_many(cursor, calls_json, len(calls), {
+                    "task_name": task_name, "queue": queue, "priority": priority,
+                    "run_after": run_after, "dedup_key": dedup_key,
+                    "max_attempts": max_attempts, "retry_backoff": retry_backoff,
+                    "timeout": timeout, "channel": channel,
+                })
+                if inserted and isinstance(inserted[0], Job):
+                    return inserted  # an active job already held the dedup key
+                stored = loads(calls_json)
+        template: dict[str, Any] = dict(_JOB_TEMPLATE)
+        template.update(
+            task_name=task_name, queue=queue, priority=priority, dedup_key=dedup_key,
+            max_attempts=max_attempts, retry_backoff=retry_backoff, timeout=timeout,
+        )
+        jobs = self._jobs(template, stored, inserted)
+        if len(jobs) < len(calls):
+            # With a dedup key, the first call was inserted and the rest repeat its key.
+            duplicate = self._jobs(template, loads(to_json(calls[:1])), inserted[:1])[0]
             duplicate.created = False
-            jobs.extend([duplicate] * (len(rows) - len(jobs)))
+            jobs.extend([duplicate] * (len(calls) - len(jobs)))
         return jobs
 
+    def _insert_many(
+        self, cursor: Any, calls_json: str, count: int, params: dict[str, Any]
+    ) -> list[Any]:
+        """Insert the calls in one statement: their ``(id, run_after, created_at)``, or, when an
+        active job already holds the dedup key, that job ``count`` times."""
+        params["calls"] = calls_json
+        dedup_key = params["dedup_key"]
+        for _ in range(10):
+            cursor.execute(ENQUEUE_SQL, params)
+            # The rows share run_after and created_at, so only the ids come back per row.
+            ids, job_run_after, created_at, _ = cursor.fetchone()
+            if ids or dedup_key is None:
+                return [(job_id, job_run_after, created_at) for job_id in ids or ()]
+            # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
+            existing = Job.objects.using(self.alias).filter(
+                dedup_key=dedup_key, status__in=ACTIVE_STATUSES
+            ).first()
+            if existing is not None:
+                existing.created = False
+                return [existing] * count
+        raise RuntimeError(f"could not enqueue {params['task_name']} with dedup_key {dedup_key!r}")
+
     def _jobs(
-        self, rows: list[tuple[str, str]], inserted: list[tuple[Any, ...]], params: dict[str, Any]
+        self,
+        template: dict[str, Any],
+        stored: list[Any],
+        inserted: list[tuple[Any, ...]],
     ) -> list[Job]:
-        """Job instances for inserted rows, built without a query."""
-        names = _JOB_FIELD_NAMES
-        template: dict[str, Any] = dict.fromkeys(names)
-        template.update(
-            task_name=params["task_name"],
-            queue=params["queue"],
-            status="queued",
-            priority=params["priority"],
-            dedup_key=params["dedup_key"],
-            attempts=0,
-            max_attempts=params["max_attempts"],
-            retry_backoff=params["retry_backoff"],
-            timeout=params["timeout"],
-            error="",
-            traceback="",
-            stop_requested="",
-        )
+        """Job instances for inserted rows (``stored``: their args and kwargs as read back from
+        JSON), built without a query."""
         jobs = []
-        loads = json.loads
         new_job = Job.__new__
-        for (args_json, kwargs_json), row in zip(rows, inserted):
+        for (args, kwargs), row in zip(stored, inserted):
             values = dict(template)
             values["id"], values["run_after"], values["created_at"] = row[0], row[1], row[2]
-            values["args"], values["kwargs"] = loads(args_json), loads(kwargs_json)
+            values["args"], values["kwargs"] = args, kwargs
             # What Model.from_db ends up with, without __init__'s per-field work and signals
             # (a bulk enqueue of 1,000 jobs spent a quarter of its time there).
             job = new_job(Job)

@@ -608,3 +608,28 @@ def test_bulk_enqueue_explains_the_shape_it_expects(call):
     with pytest.raises(TypeError, match=r"takes \(args, kwargs\) pairs"):
         add.bulk_enqueue([call])
     assert Job.objects.count() == 0
+
+
+def test_the_enqueue_function_migration_drops_exactly_what_it_creates():
+    """Migration 0008 backwards must remove the function it created (its DROP names the same
+    argument types), and forwards again restore a working single enqueue."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the enqueue function exists on PostgreSQL only")
+    import importlib
+
+    migration = importlib.import_module("django_taskengine.migrations.0008_enqueue_function")
+
+    def exists():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = 'taskengine_enqueue_job'")
+            return cursor.fetchone()[0]
+
+    assert exists() == 1
+    with transaction.atomic():
+        with connection.schema_editor(atomic=False) as editor:
+            migration.drop_enqueue_function(None, editor)
+            assert exists() == 0
+            migration.create_enqueue_function(None, editor)
+        assert exists() == 1
+        job = add.enqueue(1, 2)
+        assert Job.objects.get(pk=job.pk).args == [1, 2]

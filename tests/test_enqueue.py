@@ -633,3 +633,75 @@ def test_the_enqueue_function_migration_drops_exactly_what_it_creates():
         assert exists() == 1
         job = add.enqueue(1, 2)
         assert Job.objects.get(pk=job.pk).args == [1, 2]
+
+
+def test_enqueue_statements_are_seen_by_query_capture_and_execute_wrappers():
+    add.enqueue(1, 2)  # a cursor kept from an earlier enqueue must not hide the next one
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    def job_inserts(statements):
+        return [sql for sql in statements if "taskengine_enqueue_job" in sql or 'INTO "taskengine_job"' in sql]
+
+    with CaptureQueriesContext(connection) as queries:
+        add.enqueue(1, 2)
+    assert len(job_inserts(q["sql"] for q in queries.captured_queries)) == 1
+    with connection.execute_wrapper(wrapper):
+        add.enqueue(3, 4)
+    assert len(job_inserts(seen)) == 1
+    add.enqueue(5, 6)
+    assert Job.objects.filter(task_name=add.name).count() == 3 + 1
+
+
+@committed_db
+def test_enqueue_works_after_the_connection_is_closed_and_from_other_threads():
+    add.enqueue(1, 2)
+    connection.close()
+    job = add.enqueue(3, 4)
+    assert Job.objects.get(pk=job.pk).args == [3, 4]
+    ids = []
+
+    def other_thread():
+        from django.db import connections
+
+        try:
+            ids.extend(j.pk for j in [add.enqueue(5, 6), add.enqueue(7, 8)])
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert sorted(Job.objects.filter(pk__in=ids).values_list("args", flat=True)) == [[5, 6], [7, 8]]
+    assert add.enqueue(9, 10).pk > max(ids)
+
+
+def test_database_errors_from_enqueue_are_djangos():
+    from django.db import DatabaseError
+
+    if connection.vendor != "postgresql":
+        pytest.skip("drops the PostgreSQL enqueue function")
+    add.enqueue(1, 2)
+    with pytest.raises(DatabaseError, match="taskengine_enqueue_job"):
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("DROP FUNCTION taskengine_enqueue_job")
+            add.enqueue(3, 4)
+    assert add.enqueue(5, 6).args == [5, 6]
+
+
+def test_enqueue_from_async_code_is_refused_like_any_database_call():
+    import asyncio
+
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    add.enqueue(1, 2)
+
+    async def from_a_coroutine():
+        add.enqueue(3, 4)
+
+    with pytest.raises(SynchronousOnlyOperation):
+        asyncio.run(from_a_coroutine())

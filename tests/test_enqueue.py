@@ -705,3 +705,18 @@ def test_enqueue_from_async_code_is_refused_like_any_database_call():
 
     with pytest.raises(SynchronousOnlyOperation):
         asyncio.run(from_a_coroutine())
+
+
+def test_a_kept_cursor_still_asks_for_the_connection(monkeypatch):
+    """Test runners block database access by hooking ensure_connection; reusing the cursor of
+    an earlier enqueue must not get around that."""
+    add.enqueue(1, 2)
+
+    def blocked(self):
+        raise RuntimeError("database access not allowed")
+
+    from django.db import connections
+
+    monkeypatch.setattr(type(connections["default"]), "ensure_connection", blocked)
+    with pytest.raises(RuntimeError, match="not allowed"):
+        add.enqueue(3, 4)

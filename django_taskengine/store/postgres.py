@@ -237,7 +237,9 @@ class PostgresStore(Store):
             and raw is not None
             and not raw.closed
         ):
+            # What Django's cursor() does first (and what test runners hook to block access).
             connection.close_if_health_check_failed()
+            connection.ensure_connection()
             if connection.connection is raw:
                 return kept[3]
         cursor = connection.cursor()

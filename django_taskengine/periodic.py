@@ -694,7 +694,9 @@ def enqueue_schedule_ticks(
     """Enqueue the due ticks of one schedule, as read in ``row``; return the jobs enqueued.
 
     Nothing is enqueued if the row changed since it was read (another worker advanced it, or
-    an operator paused it).
+    an operator paused it), or if it holds another expression or time zone than ``definition``
+    (during a deploy that changes them, workers still running the old code must not move the
+    row to their own next tick: that would skip the new definition's ticks).
     """
     from django.db.models import Q
 
@@ -707,7 +709,11 @@ def enqueue_schedule_ticks(
     enqueued: list[tuple[dt.datetime, Job]] = []
     with transaction.atomic(using=db):
         advanced = Schedule.objects.using(db).filter(
-            pk=row.pk, paused=False, next_tick_at=row.next_tick_at
+            pk=row.pk,
+            paused=False,
+            next_tick_at=row.next_tick_at,
+            cron=definition.cron,
+            timezone=definition.timezone,
         ).update(next_tick_at=following)
         if not advanced:
             return []

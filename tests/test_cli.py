@@ -643,3 +643,25 @@ def test_process_exits_1_with_one_line_when_the_database_is_not_ready(tmp_path):
     [line] = result.stderr.splitlines()
     assert line.startswith("CommandError: Database 'default' failed: ")
     assert line.endswith("Is it reachable, and has `manage.py migrate` been run?")
+
+
+def test_the_fast_exit_of_run_workers_waits_for_threads_and_runs_exit_hooks(tmp_path):
+    """After a command-line run, run_workers ends the process itself: like a normal exit it
+    stops idle thread pools, waits for other threads, runs atexit hooks and keeps the code."""
+    marker = tmp_path / "exit-hook-ran"
+    script = f"""
+import atexit, concurrent.futures, pathlib, threading, time
+import django
+django.setup()
+from django_taskengine.management.commands.run_workers import _exit_without_teardown
+pool = concurrent.futures.ThreadPoolExecutor(2)
+pool.submit(lambda: None).result()
+done = []
+threading.Thread(target=lambda: (time.sleep(0.3), done.append(1))).start()
+atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text(str(len(done))))
+_exit_without_teardown(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=worker_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3, proc.stderr
+    assert marker.read_text() == "1"

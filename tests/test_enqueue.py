@@ -126,10 +126,12 @@ def test_returned_job_matches_the_stored_row(enqueue):
     assert job.created is True
 
 
-@override_settings(USE_TZ=False)
-def test_returned_job_has_naive_times_without_time_zone_support():
-    job = add.enqueue(1, 2)
-    saved = Job.objects.get(pk=job.pk)
+@pytest.mark.parametrize("enqueue", [lambda: add.enqueue(1, 2), lambda: add.bulk_enqueue([((1, 2), {})])[0]])
+def test_returned_job_has_naive_times_without_time_zone_support(enqueue):
+    add.enqueue(0, 0)  # with time zone support: a cursor kept from this one must not be reused
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"), timezone.override("America/New_York"):
+        job = enqueue()
+        saved = Job.objects.get(pk=job.pk)
     assert timezone.is_naive(saved.created_at)
     assert job.created_at == saved.created_at and job.run_after == saved.run_after
 

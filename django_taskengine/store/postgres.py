@@ -221,19 +221,21 @@ class PostgresStore(Store):
 
         Making a cursor is a tenth of a single enqueue's time (Django's checks and wrappers).
         The kept one is reused only on the same thread, for the same open session, while the
-        connection logs queries (or not) as when it was made: statements still go through
+        connection logs queries (or not) and reads times in the same zone as when it was made:
+        statements still go through
         Django's cursor wrapper, so execute wrappers, query logging and error translation
         apply as usual.
         """
         connection = connections[self.alias]
         raw = connection.connection
-        logged = connection.queries_logged
+        # A cursor reads timestamps in the connection's time zone as of its making.
+        made_for = (connection.queries_logged, connection.timezone_name)
         kept = getattr(self._kept, "cursor", None)
         if (
             kept is not None
             and kept[0] is connection
             and kept[1] is raw
-            and kept[2] == logged
+            and kept[2] == made_for
             and raw is not None
             and not raw.closed
         ):
@@ -244,7 +246,7 @@ class PostgresStore(Store):
                 return kept[3]
         cursor = connection.cursor()
         if not connection.allow_thread_sharing:
-            self._kept.cursor = (connection, connection.connection, logged, cursor)
+            self._kept.cursor = (connection, connection.connection, made_for, cursor)
         return cursor
 
     @async_unsafe
@@ -276,7 +278,7 @@ class PostgresStore(Store):
             job_id, created_us = cursor.fetchone()[0]
             created_at = _EPOCH + dt.timedelta(microseconds=created_us)
             if not settings.USE_TZ:  # as Django reads timestamps without time zone support
-                created_at = timezone.make_naive(created_at)
+                created_at = timezone.make_naive(created_at, timezone.get_default_timezone())
             inserted = [(job_id, created_at if run_after is None else run_after, created_at)]
             stored = [(loads(args_json), loads(kwargs_json))]
         else:

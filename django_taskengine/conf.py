@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Database alias that holds the job table (jobs are enqueued and claimed on it).
@@ -62,22 +63,25 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-_NOTHING_SET: dict[str, Any] = {}
-
-
 class Settings:
-    """Typed, lazily read view of ``settings.TASKENGINE`` merged over :data:`DEFAULTS`."""
+    """Typed, lazily read view of ``settings.TASKENGINE`` merged over :data:`DEFAULTS`.
+
+    The merged values are kept until Django reports that ``TASKENGINE`` changed (as
+    ``override_settings`` does), so a read costs a dictionary lookup: enqueue reads several.
+    """
+
+    def __init__(self) -> None:
+        self._merged: dict[str, Any] | None = None
 
     def _get(self, name: str) -> Any:
-        user = getattr(django_settings, "TASKENGINE", None) or {}
-        return user.get(name, DEFAULTS[name])
+        merged = self._merged
+        if merged is None:
+            merged = self._merged = {**DEFAULTS, **(getattr(django_settings, "TASKENGINE", None) or {})}
+        return merged[name]
 
-    def current(self) -> dict[str, Any]:
-        """``settings.TASKENGINE`` as it is now, without the defaults (not to be modified).
-
-        For hot paths that need several settings: one read of ``django.conf.settings``.
-        """
-        return getattr(django_settings, "TASKENGINE", None) or _NOTHING_SET
+    def reload(self) -> None:
+        """Forget the merged values; the next read takes them from the settings again."""
+        self._merged = None
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -182,3 +186,11 @@ class Settings:
 
 
 taskengine_settings = Settings()
+
+
+def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TASKENGINE":
+        taskengine_settings.reload()
+
+
+setting_changed.connect(_reload_on_change)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from .conf import DEFAULTS, taskengine_settings
+from .conf import taskengine_settings
 from .serialization import check_arguments
 from .signals import job_enqueued
 
@@ -125,34 +125,23 @@ class Task:
     # Defaults are read when used, so TASKENGINE settings overridden in tests apply.
     @property
     def queue(self) -> str:
-        return self._options(taskengine_settings.current())[0]
+        return self._queue or taskengine_settings.DEFAULT_QUEUE
 
     @property
     def priority(self) -> int:
-        return self._options(taskengine_settings.current())[1]
+        return self._priority if self._priority is not None else taskengine_settings.DEFAULT_PRIORITY
 
     @property
     def max_attempts(self) -> int:
-        return self._options(taskengine_settings.current())[2]
+        if self._max_attempts is not None:
+            return self._max_attempts
+        return taskengine_settings.DEFAULT_MAX_ATTEMPTS
 
     @property
     def retry_backoff(self) -> float:
-        return self._options(taskengine_settings.current())[3]
-
-    def _options(self, conf: dict[str, Any]) -> tuple[str, int, int, float]:
-        """Queue, priority, max_attempts and retry_backoff: the task's own, else the defaults
-        in ``conf`` (:meth:`~django_taskengine.conf.Settings.current`)."""
-        queue = self._queue or str(conf.get("DEFAULT_QUEUE", DEFAULTS["DEFAULT_QUEUE"]))
-        priority = self._priority
-        if priority is None:
-            priority = int(conf.get("DEFAULT_PRIORITY", DEFAULTS["DEFAULT_PRIORITY"]))
-        max_attempts = self._max_attempts
-        if max_attempts is None:
-            max_attempts = int(conf.get("DEFAULT_MAX_ATTEMPTS", DEFAULTS["DEFAULT_MAX_ATTEMPTS"]))
-        retry_backoff = self._retry_backoff
-        if retry_backoff is None:
-            retry_backoff = conf.get("DEFAULT_RETRY_BACKOFF", DEFAULTS["DEFAULT_RETRY_BACKOFF"])
-        return queue, priority, max_attempts, float(retry_backoff)
+        if self._retry_backoff is not None:
+            return float(self._retry_backoff)
+        return taskengine_settings.DEFAULT_RETRY_BACKOFF
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -265,29 +254,22 @@ class BoundTask:
 
         task = self.task
         options = self.options
-        # One read of django.conf.settings for every setting needed here.
-        conf = taskengine_settings.current()
-        queue, priority, max_attempts, retry_backoff = task._options(conf)
-        queue = options.queue or queue
-        if options.priority is not None:
-            priority = options.priority
-        max_attempts = options.max_attempts or max_attempts
-        store = get_store(options.database or conf.get("DATABASE", DEFAULTS["DATABASE"]))
+        store = get_store(options.database)
         jobs = store.enqueue(
             task_name=task.name,
-            queue=queue,
-            priority=priority,
+            queue=options.queue or task.queue,
+            priority=options.priority if options.priority is not None else task.priority,
             run_after=options.run_after,
             dedup_key=options.dedup_key,
-            max_attempts=max_attempts,
-            retry_backoff=retry_backoff,
+            max_attempts=options.max_attempts or task.max_attempts,
+            retry_backoff=task.retry_backoff,
             timeout=task.timeout,
             calls=calls,
         )
         if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look
             for job in jobs:
                 job_enqueued.send(sender=task, job=job, created=job.created)
-        if conf.get("EAGER", DEFAULTS["EAGER"]):
+        if taskengine_settings.EAGER:
             from .testing import run_enqueued_eagerly
 
             jobs = run_enqueued_eagerly(jobs, store.alias)

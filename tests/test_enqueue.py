@@ -722,3 +722,14 @@ def test_a_kept_cursor_still_asks_for_the_connection(monkeypatch):
     monkeypatch.setattr(type(connections["default"]), "ensure_connection", blocked)
     with pytest.raises(RuntimeError, match="not allowed"):
         add.enqueue(3, 4)
+
+
+def test_overridden_settings_apply_to_enqueue_and_stop_applying_after():
+    before = add.enqueue(1, 2)
+    with override_settings(TASKENGINE={"DEFAULT_QUEUE": "elsewhere", "DEFAULT_PRIORITY": 7,
+                                       "DEFAULT_MAX_ATTEMPTS": 9}):
+        inside = add.enqueue(1, 2)
+    after = add.enqueue(1, 2)
+    assert (inside.queue, inside.priority, inside.max_attempts) == ("elsewhere", 7, 9)
+    for job in (before, after):
+        assert (job.queue, job.priority, job.max_attempts) == ("default", 0, 3)

@@ -133,9 +133,7 @@ def pause_all(
     """
     pause = _pause(PauseScope.ENGINE, "", by, reason, until, using)
     if stop_running:
-        Job.objects.using(_db(using)).filter(status=JobStatus.RUNNING, stop_requested="").update(
-            stop_requested="pause"
-        )
+        stop_running_jobs(None, "pause", using=using)
     return pause
 
 
@@ -329,13 +327,13 @@ def _request_stop(job_id: int, reason: str, expected: Expected | None, using: st
     return job
 
 
-def stop_running_jobs(queue: str, reason: str = "pause", *, using: str | None = None) -> int:
-    """Ask every running job of ``queue`` to stop at its next checkpoint; return how many."""
-    return (
-        Job.objects.using(_db(using))
-        .filter(queue=queue, status=JobStatus.RUNNING, stop_requested="")
-        .update(stop_requested=reason)
-    )
+def stop_running_jobs(queue: str | None, reason: str = "pause", *, using: str | None = None) -> int:
+    """Ask every running job of ``queue`` (None: of every queue) to stop at its next
+    checkpoint, unless it was already asked; return how many."""
+    running = Job.objects.using(_db(using)).filter(status=JobStatus.RUNNING, stop_requested="")
+    if queue is not None:
+        running = running.filter(queue=queue)
+    return running.update(stop_requested=reason)
 
 
 def _attempt_budget(job: Job) -> int:

@@ -174,6 +174,27 @@ def test_bulk_apply_reports_done_and_refused():
     assert [job_id for job_id, _ in refused] == [b.id, 424242]
 
 
+def test_a_stale_pause_never_replaces_a_pending_cancel():
+    """A page opened before someone clicked Cancel still offers Pause; posting it must not turn
+    the cancel request back into a pause (pause_all's stop_running neither)."""
+    job = noop.enqueue()
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)
+    ops.cancel_job(job.id)
+    with pytest.raises(ops.ActionRefused):
+        ops.pause_job(job.id, expected=ops.Expected(status=JobStatus.RUNNING, attempts=1))
+    ops.pause_all(stop_running=True)
+    assert Job.objects.get(pk=job.pk).stop_requested == "cancel"
+
+
+def test_pause_all_stop_running_asks_running_jobs_of_every_queue_only():
+    running = [noop.enqueue(), in_other_queue.enqueue(1)]
+    queued = noop.enqueue()
+    Job.objects.filter(pk__in=[j.pk for j in running]).update(status=JobStatus.RUNNING, attempts=1)
+    ops.pause_all(stop_running=True)
+    asked = dict(Job.objects.values_list("pk", "stop_requested"))
+    assert [asked[j.pk] for j in running] == ["pause", "pause"] and asked[queued.pk] == ""
+
+
 def test_a_running_job_asked_to_pause_offers_only_cancel_and_pause_all_can_stop_running_jobs():
     job = noop.enqueue()
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)

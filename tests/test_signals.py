@@ -48,3 +48,28 @@ def test_worker_sends_job_started_and_job_finished(start_workers):
     ]
     bad_finished = [e for e in events if e["job"] == bad.id and e["signal"] == "finished"]
     assert [(e["outcome"], e["status"]) for e in bad_finished] == [("failed", "queued"), ("failed", "failed")]
+
+
+def test_a_failing_job_finished_receiver_neither_stops_the_others_nor_the_run(caplog):
+    from django_taskengine.signals import job_finished
+    from django_taskengine.testing import run_jobs
+
+    seen = []
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    def recording(sender, job_id, outcome, **kwargs):
+        seen.append((job_id, outcome))
+
+    job = add.enqueue(1, 2)
+    job_finished.connect(broken)
+    job_finished.connect(recording)
+    try:
+        run_jobs()
+    finally:
+        job_finished.disconnect(broken)
+        job_finished.disconnect(recording)
+    assert seen == [(job.id, "succeeded")]
+    assert f"a job_finished receiver failed for job {job.id}" in caplog.text
+    assert "receiver bug" in caplog.text

@@ -5,14 +5,10 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections
-
-from ..conf import taskengine_settings
 from ..context import TaskContext as EngineContext
-from ..models import AttemptOutcome, JobStatus
+from ..models import TERMINAL_STATUSES, AttemptOutcome
 from ..serialization import NotJSONError
 from ..signals import job_finished
 from ..task import Task, _registry
@@ -33,12 +29,6 @@ from .task_class import TaskEngineContext
 if TYPE_CHECKING:
     from ..context import ContextChannel
     from ..store import ClaimedJob
-
-logger = logging.getLogger("django_taskengine.backends")
-
-#: Job statuses after which Django's ``task_finished`` is sent (the result is finished).
-_FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
 
 class DjangoTaskAdapter(Task):
     """The engine's registry entry for a ``django.tasks`` task, under its ``module_path``.
@@ -157,18 +147,12 @@ def _send_task_finished(
     """
     if not isinstance(sender, DjangoTaskAdapter):
         return
-    if outcome == AttemptOutcome.SUPERSEDED or status not in _FINISHED:
+    if outcome == AttemptOutcome.SUPERSEDED or status not in TERMINAL_STATUSES:
         return
-    try:
-        backend = task_backends[sender.backend_alias]
-        result = load_result(job_id, backend.alias, sender.django_task)
-    except Exception:  # noqa: BLE001 - the job is finished; only the signal is lost
-        logger.exception("cannot send task_finished for job %s", job_id)
-        # A connection broken by a database restart would fail every later signal too.
-        connection = connections[taskengine_settings.DATABASE]
-        if connection.connection is not None and not connection.is_usable():
-            connection.close()
-        return
+    # An error here (the job is finished; only the signal is lost) is logged by the worker,
+    # which also closes a connection a database restart broke.
+    backend = task_backends[sender.backend_alias]
+    result = load_result(job_id, backend.alias, sender.django_task)
     task_finished.send_robust(sender=type(backend), task_result=result)
 
 

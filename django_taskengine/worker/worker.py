@@ -21,13 +21,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..models import AttemptOutcome, JobStatus
 from ..signals import job_finished
 from ..store import ClaimedJob, Outcome, StateWrite, WorkerInfo, WorkerSession, get_store
+from .maintenance import DUTIES
 from .runner import RunResult, retry_delay, run_attempt
 
 logger = logging.getLogger("django_taskengine.worker")
@@ -461,9 +462,9 @@ class WorkerProcess:
                 self.unlock.append(job.id)
             will_retry = job.attempt < job.max_attempts
             outcome = Outcome(
-                job_id=job.id,
+            job_id=job.id,
                 token=job.token,
-                attempt=job.attempt,
+            attempt=job.attempt,
                 status=JobStatus.QUEUED if will_retry else JobStatus.FAILED,
                 outcome=AttemptOutcome.TIMED_OUT,
                 started_at=job.started_at,
@@ -529,8 +530,6 @@ class WorkerProcess:
     # -- liveness ----------------------------------------------------------------------
 
     def _perform_duties(self, now: float) -> None:
-        from .maintenance import DUTIES
-
         for duty in DUTIES:
             if now < self._duty_due.get(duty.name, 0.0):
                 continue
@@ -539,8 +538,6 @@ class WorkerProcess:
                 duty.run(self.store.alias)
             except Exception:  # noqa: BLE001 - housekeeping must never stop the worker
                 logger.exception("worker %s: %s failed", self.info.id, duty.name)
-                from django.db import connections
-
                 connections[self.store.alias].close_if_unusable_or_obsolete()
 
     def _heartbeat(self) -> None:
@@ -621,20 +618,27 @@ def report_outcome(outcome: Outcome, job: ClaimedJob) -> None:
     the in-process runner of :mod:`django_taskengine.testing`)."""
     _log_outcome(outcome, job)
     if job_finished.has_listeners():
-        try:
-            job_finished.send(
-                sender=_registered(job.task_name),
+        # Robust: one receiver's error neither stops the others nor the worker.
+        responses = job_finished.send_robust(
+            sender=_registered(job.task_name),
                 job_id=job.id,
-                task_name=job.task_name,
-                queue=job.queue,
+            task_name=job.task_name,
+            queue=job.queue,
                 attempt=job.attempt,
-                outcome=str(outcome.outcome),
-                status=str(outcome.status),
-                duration=(outcome.finished_at - outcome.started_at).total_seconds(),
-                error=outcome.error,
-            )
-        except Exception:  # noqa: BLE001 - a user's receiver must not affect the worker
-            logger.exception("a job_finished receiver failed for job %s", job.id)
+            outcome=str(outcome.outcome),
+            status=str(outcome.status),
+            duration=(outcome.finished_at - outcome.started_at).total_seconds(),
+            error=outcome.error,
+        )
+        errors = [error for _, error in responses if isinstance(error, Exception)]
+        for error in errors:
+            logger.error("a job_finished receiver failed for job %s", job.id, exc_info=error)
+        if errors:
+            # A receiver that queried through a connection a database restart broke: close it,
+            # or every later receiver would fail on it too (Django reconnects on next use).
+            connection = connections[taskengine_settings.DATABASE]
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
 
 
 def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:

@@ -33,15 +33,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .conf import taskengine_settings
-from .models import Job, JobStatus, Worker
+from .models import TERMINAL_STATUSES, Job, Worker
 from .worker.maintenance import register
 
 #: The statuses retention applies to: a job in any other status still has work ahead of it.
-PRUNABLE_STATUSES: tuple[str, ...] = (
-    JobStatus.SUCCEEDED.value,
-    JobStatus.FAILED.value,
-    JobStatus.CANCELLED.value,
-)
+PRUNABLE_STATUSES: tuple[str, ...] = tuple(status.value for status in TERMINAL_STATUSES)
 DEFAULT_BATCH_SIZE = 1000
 #: Larger batches hold row locks longer and make one statement slow; 10,000 is plenty.
 MAX_BATCH_SIZE = 10_000

@@ -11,7 +11,7 @@ from ..context import TaskContext as EngineContext
 from ..models import TERMINAL_STATUSES, AttemptOutcome
 from ..serialization import NotJSONError
 from ..signals import job_finished
-from ..task import Task, _registry
+from ..task import Task, _origin, _registry
 from .compat import (
     InvalidTask,
     TaskResult,
@@ -131,10 +131,6 @@ def register(django_task: DjangoTask, backend_alias: str) -> DjangoTaskAdapter:
     adapter = DjangoTaskAdapter(django_task, backend_alias)
     _registry[name] = adapter
     return adapter
-
-
-def _origin(func: Any) -> str:
-    return f"{func.__module__}.{getattr(func, '__qualname__', func)}"
 
 
 def _send_task_finished(

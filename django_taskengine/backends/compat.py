@@ -8,17 +8,9 @@ imported from here, so the rest of the package never cares which one it got.
 from __future__ import annotations
 
 try:
-    from django.tasks import (
-        DEFAULT_TASK_QUEUE_NAME,
-        Task,
-        TaskContext,
-        TaskResult,
-        TaskResultStatus,
-        task,
-        task_backends,
-    )
+    from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task, task_backends
     from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
+    from django.tasks.base import TaskError
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
@@ -26,16 +18,9 @@ try:
     SOURCE = "django.tasks"
 except ImportError as missing_django_tasks:
     try:
-        from django_tasks import (
-            DEFAULT_TASK_QUEUE_NAME,
-            TaskContext,
-            TaskResult,
-            TaskResultStatus,
-            task,
-            task_backends,
-        )
+        from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
         from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
+        from django_tasks.base import Task, TaskError
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
         from django_tasks.exceptions import TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started
@@ -49,10 +34,7 @@ except ImportError as missing_django_tasks:
         ) from missing_django_tasks
 
 __all__ = [
-    "DEFAULT_TASK_QUEUE_NAME",
     "SOURCE",
-    "TASK_MAX_PRIORITY",
-    "TASK_MIN_PRIORITY",
     "BaseTaskBackend",
     "InvalidTask",
     "Task",

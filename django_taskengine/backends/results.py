@@ -9,7 +9,7 @@ from typing import Any
 
 from ..conf import taskengine_settings
 from ..models import Attempt, AttemptOutcome, Job, JobStatus
-from ..task import _registry
+from ..task import find_task
 from .compat import (
     InvalidTask,
     Task,
@@ -74,7 +74,7 @@ def load_result(job_id: int, backend_alias: str, task: Task | None = None) -> Ta
             f"No task result (job) with id {job_id} in database {database!r}"
         )
     if task is None:
-        task = getattr(_registry.get(job.task_name), "django_task", None)
+        task = getattr(find_task(job.task_name), "django_task", None)
         if task is None:
             raise TaskResultDoesNotExist(
                 f"Job {job_id} runs {job.task_name!r}, which is not a django.tasks task defined "

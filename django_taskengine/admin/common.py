@@ -12,6 +12,8 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.contrib.admin.utils import quote
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -26,6 +28,8 @@ PAUSE_DURATIONS: list[tuple[str, str, dt.timedelta | None]] = [
     ("1h", "for 1 hour", dt.timedelta(hours=1)),
     ("4h", "for 4 hours", dt.timedelta(hours=4)),
 ]
+#: The same, as (value, label) for a select.
+PAUSE_DURATION_CHOICES = [(value, label) for value, label, _ in PAUSE_DURATIONS]
 
 
 def operator_view(
@@ -75,9 +79,7 @@ class PauseForm(forms.Form):
     """Why and for how long: the optional fields of every pause (queue, task type, engine)."""
 
     reason = forms.CharField(required=False, max_length=1000)
-    duration = forms.ChoiceField(
-        required=False, choices=[(value, label) for value, label, _ in PAUSE_DURATIONS]
-    )
+    duration = forms.ChoiceField(required=False, choices=PAUSE_DURATION_CHOICES)
     until = forms.DateTimeField(required=False)
     #: Queues only: also ask the queue's running jobs to pause at their next checkpoint.
     stop_running = forms.BooleanField(required=False)
@@ -177,3 +179,11 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def _url(self, name: str, key: Any = None) -> str:
+        """This admin's URL ``name`` ("changelist", "change", "pause"…), for the row ``key``
+        when the URL takes one."""
+        return reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}",
+            args=[] if key is None else [quote(key)],
+        )

@@ -31,7 +31,7 @@ class JobFieldsMixin:
     @admin.display(description="queue")
     def queue_link(self, job: Job) -> SafeString:
         url = reverse(
-            f"{self.admin_site.name}:{'django_taskengine'}_queue_change", args=[quote(job.queue)]
+            f"{self.admin_site.name}:django_taskengine_queue_change", args=[quote(job.queue)]
         )
         return format_html('<a href="{}">{}</a>', url, job.queue)
 
@@ -40,7 +40,7 @@ class JobFieldsMixin:
         if job.worker_id is None:
             return "—"
         url = reverse(
-            f"{self.admin_site.name}:{'django_taskengine'}_worker_change",
+            f"{self.admin_site.name}:django_taskengine_worker_change",
             args=[quote(job.worker_id)],
         )
         return format_html('<a href="{}">{}</a>', url, job.worker_id)

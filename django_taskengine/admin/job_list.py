@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -148,6 +149,11 @@ def short_time(moment: dt.datetime | None) -> SafeString | str:
     local = timezone.localtime(moment)
     shown = local.strftime("%H:%M:%S" if local.date() == timezone.localdate() else "%Y-%m-%d %H:%M")
     return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(), local, shown)
+
+
+def job_change_url(admin_site_name: str, job_id: int) -> str:
+    """One job's page."""
+    return reverse(f"{admin_site_name}:django_taskengine_job_change", args=[quote(job_id)])
 
 
 def job_list_url(admin_site_name: str = "admin", **filters: str) -> str:

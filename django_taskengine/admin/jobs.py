@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.urls import path, reverse
+from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -344,11 +344,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
                 request, job, f"{done} (was {expected.status}, {expected.attempts} attempts)."
             )
             self.message_user(request, told, messages.SUCCESS)
-        change_url = reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change",
-            args=[quote(job_id)],
-        )
-        return redirect_back(request, change_url)
+        return redirect_back(request, self._url("change", job_id))
 
     def change_view(
         self,
@@ -363,15 +359,11 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _page_context(self, request: HttpRequest, job: Job) -> dict[str, Any]:
-        info = self.admin_site.name, self.opts.app_label, self.opts.model_name
         buttons = [
             {
                 "label": action.label,
                 "data_action": f"{action.url_name}-job",
-                "url": reverse(
-                    "{}:{}_{}_{}".format(*info, action.name),
-                    args=[quote(job.pk)],
-                ),
+                "url": self._url(action.name, job.pk),
             }
             for action in (
                 JOB_ACTIONS[name] for name in operations.actions_for(job) if name in JOB_ACTIONS

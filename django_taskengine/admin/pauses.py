@@ -17,7 +17,7 @@ from ..conf import taskengine_settings
 from ..models import Pause, PauseScope, Queue
 from ..task import registered_tasks
 from .common import (
-    PAUSE_DURATIONS,
+    PAUSE_DURATION_CHOICES,
     PauseForm,
     describe_pause,
     describe_until,
@@ -87,7 +87,7 @@ def pause_controls_context(
             for pause in task_pauses
         ],
         "task_names": sorted(set(registered_tasks()) | {p.target for p in task_pauses}),
-        "durations": [(value, label) for value, label, _ in PAUSE_DURATIONS],
+        "durations": PAUSE_DURATION_CHOICES,
         "next_url": next_url,
         "urls": {
             name: reverse(url + name)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import path, reverse
+from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -25,7 +25,7 @@ from ..conf import taskengine_settings
 from ..models import PauseScope, Queue
 from .common import (
     ReadOnlyModelAdmin,
-    PAUSE_DURATIONS,
+    PAUSE_DURATION_CHOICES,
     PauseForm,
     describe_pause,
     format_age,
@@ -159,13 +159,6 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             action.capitalize(),
         )
 
-    def _url(self, name: str, queue_name: str | None = None) -> str:
-        args = [] if queue_name is None else [quote(queue_name)]
-        return reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}",
-            args=args,
-        )
-
     # -- bulk actions ------------------------------------------------------------------
 
     @admin.action(description="Pause selected queues", permissions=[PAUSE_PERMISSION])
@@ -240,7 +233,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             "te_oldest_due_age": format_age(stats.oldest_due_age) if stats else "",
             "te_throughput": f"{stats.throughput_per_minute:.1f}" if stats else "",
             "te_can_pause": self.has_pause_queue_permission(request),
-            "te_durations": [(value, label) for value, label, _ in PAUSE_DURATIONS],
+            "te_durations": PAUSE_DURATION_CHOICES,
             "te_pause_url": self._url("pause", name),
             "te_resume_url": self._url("resume", name),
             "te_jobs_url": job_list_url(self.admin_site.name, queue=name),

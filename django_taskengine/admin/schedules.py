@@ -16,11 +16,11 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import path, reverse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -39,7 +39,7 @@ from .common import (
     redirect_back,
     username,
 )
-from .job_list import short_time
+from .job_list import job_change_url, short_time
 
 PAUSE_PERMISSION = "pause_schedule"
 RUN_PERMISSION = "run_schedule"
@@ -160,10 +160,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
         if schedule.last_job_id is None:
             return short_time(schedule.last_tick_at)
         status = getattr(schedule, "te_last_job_status", None)
-        job_url = reverse(
-            f"{self.admin_site.name}:django_taskengine_job_change",
-            args=[quote(schedule.last_job_id)],
-        )
+        job_url = job_change_url(self.admin_site.name, schedule.last_job_id)
         return format_html(
             '{} <a href="{}" data-job="{}">job {}</a> '
             '<span class="te-status te-status-{}">{}</span>',
@@ -216,13 +213,6 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
                 schedule.name,
                 label,
             )
-        )
-
-    def _url(self, name: str, pk: int | None = None) -> str:
-        args = [] if pk is None else [quote(pk)]
-        return reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}",
-            args=args,
         )
 
     # -- one schedule ------------------------------------------------------------------
@@ -283,10 +273,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
                     "tick": short_time(tick.tick),
                     "enqueued_at": short_time(tick.enqueued_at),
                     "job_id": tick.job_id,
-                    "job_url": reverse(
-                        f"{self.admin_site.name}:django_taskengine_job_change",
-                        args=[quote(tick.job_id)],
-                    )
+                    "job_url": job_change_url(self.admin_site.name, tick.job_id)
                     if tick.job_id is not None
                     else "",
                     "status": statuses.get(tick.job_id, "") if tick.job_id is not None else "",
@@ -363,9 +350,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
             self.message_user(request, str(refused), messages.ERROR)
             return back
         self.log_change(request, schedule, f"Ran schedule {schedule.name} now: job {job.pk}.")
-        job_url = reverse(
-            f"{self.admin_site.name}:django_taskengine_job_change", args=[quote(job.pk)]
-        )
+        job_url = job_change_url(self.admin_site.name, job.pk)
         self.message_user(
             request,
             format_html(

@@ -64,7 +64,13 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
-from benchmarks.peers.common import RssSampler, peak_rss_mb, percentiles  # noqa: E402
+from benchmarks.peers.common import (  # noqa: E402
+    LATENCY_SPIKE_MS,
+    RssSampler,
+    loadavg,
+    peak_rss_mb,
+    percentiles,
+)
 
 BENCH_DIR = REPO_ROOT / "benchmarks"
 PEERS_DIR = BENCH_DIR / "peers"
@@ -90,8 +96,6 @@ PROCRASTINATE_CONFIG = {"processes": 2, "concurrency": 10}
 SCALE_BACKLOGS = [100_000, 1_000_000]
 SCALE_DRAIN = 20_000
 SCALE_FINISHED = 1_000_000
-#: A latency above this means the worker missed the wake-up and found the job by polling.
-LATENCY_SPIKE_MS = 100.0
 
 
 class BenchmarkFailed(RuntimeError):
@@ -262,15 +266,8 @@ def machine_info() -> dict[str, Any]:
         "django": django.get_version(),
         "psycopg": psycopg.__version__,
         "database": _db_location(),
-        "loadavg_start": _loadavg(),
+        "loadavg_start": loadavg(),
     }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _db_location() -> str:
@@ -461,7 +458,7 @@ def drain_once(processes: int, concurrency: int, *, expect: int, max_jobs: int |
     cmd = ["--burst", "--processes", str(processes), "--concurrency", str(concurrency)]
     if max_jobs is not None:
         cmd += ["--max-jobs", str(max_jobs)]
-    load = _loadavg()
+    load = loadavg()
     with Workers(*cmd) as workers:
         code = workers.wait(timeout=max(120.0, expect / 50))
         elapsed = workers.exited - workers.started
@@ -674,9 +671,8 @@ def bench_latency(opts: argparse.Namespace) -> list[Row]:
     with Workers("--processes", "1", "--shutdown-timeout", "5") as workers:
         worker = wait_until(lambda: Worker.objects.filter(stopped_at__isnull=True).first(),
                             timeout=30, interval=0.01, what="the worker to register")
-        time.sleep(0.5)  # let it finish its first rounds and go idle on LISTEN
-        latencies: list[float] = []
-        for _ in range(opts.latency_jobs):
+
+        def one() -> float:
             job = noop.enqueue()
 
             def finished(pk: int = job.pk) -> Any:
@@ -684,7 +680,11 @@ def bench_latency(opts: argparse.Namespace) -> list[Row]:
                     "created_at", "started_at").first()
 
             row = wait_until(finished, timeout=10, interval=0.001, what=f"job {job.pk} to finish")
-            latencies.append((row["started_at"] - row["created_at"]).total_seconds() * 1000)
+            return (row["started_at"] - row["created_at"]).total_seconds() * 1000
+
+        for _ in range(5):  # not counted: the worker is up, listening and idle once these ran
+            one()
+        latencies = [one() for _ in range(opts.latency_jobs)]
         rss = peak_rss_mb(worker.pid)
         if workers.proc.poll() is not None:
             raise BenchmarkFailed(f"run_workers exited early\n{workers.output()}")
@@ -810,7 +810,7 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
     def attempt(system: str, what: str, fn: Callable[[], Any]) -> None:
         if system in failures:
             return
-        print(f"  compare: {system} {what} (load {_loadavg()})", file=sys.stderr, flush=True)
+        print(f"  compare: {system} {what} (load {loadavg()})", file=sys.stderr, flush=True)
         try:
             runs[system][what].append(fn())
         except Exception as exc:  # noqa: BLE001 - report, and compare with the others
@@ -1025,7 +1025,7 @@ def run_scale(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
 
     for rep in range(opts.repeat):
         for c in cases:
-            print(f"  scale: round {rep + 1}, {c['name']} (load {_loadavg()})", file=sys.stderr,
+            print(f"  scale: round {rep + 1}, {c['name']} (load {loadavg()})", file=sys.stderr,
                   flush=True)
             truncate()
             min_id, max_jobs = 0, None
@@ -1216,7 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: dict[str, str] = {}
     sections: list[dict[str, Any]] = []
     for name in names:
-        load = _loadavg()
+        load = loadavg()
         print(f"running {name} (load {load}) ...", file=sys.stderr, flush=True)
         truncate()
         t0 = time.perf_counter()
@@ -1228,7 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(Row(name, None, "", "FAILED: " + detail.strip().splitlines()[0][:100]))
             print(f"\n*** {name} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
         sections.append({"name": name, "seconds": time.perf_counter() - t0, "loadavg_start": load,
-                         "loadavg_end": _loadavg()})
+                         "loadavg_end": loadavg()})
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     drains = [r for r in rows if r.name.startswith("drain_") and r.value is not None]
     if drains:
@@ -1240,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, label, fn in (("compare", "compare", run_compare), ("scale", "scale", run_scale)):
         if not getattr(opts, flag):
             continue
-        load = _loadavg()
+        load = loadavg()
         print(f"running {label} (load {load}) ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
@@ -1251,10 +1251,10 @@ def main(argv: list[str] | None = None) -> int:
             failures[label] = detail
             print(f"\n*** {label} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
         sections.append({"name": label, "seconds": time.perf_counter() - t0, "loadavg_start": load,
-                         "loadavg_end": _loadavg()})
+                         "loadavg_end": loadavg()})
         print(f"  {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     truncate()
-    machine["loadavg_end"] = _loadavg()
+    machine["loadavg_end"] = loadavg()
     elapsed = time.perf_counter() - started
 
     print_machine(machine)

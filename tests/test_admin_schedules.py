@@ -308,3 +308,18 @@ def test_a_post_without_the_csrf_token_is_refused():
     assert client.post(admin_url("schedule_run_now", schedule.pk)).status_code == 403
     assert client.post(admin_url("schedule_pause", schedule.pk)).status_code == 403
     assert snapshot() == before
+
+
+def test_the_schedule_and_job_pages_load_their_row_once(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    schedule = make_schedule()
+    job = JobFactory()
+    for url, table in ((admin_url("schedule_change", schedule.pk), "taskengine_schedule"),
+                       (admin_url("job_change", job.pk), "taskengine_job")):
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(url).status_code == 200
+        row_reads = [q["sql"] for q in queries.captured_queries
+                     if q["sql"].startswith("SELECT") and f'FROM "{table}" WHERE "{table}"."id" =' in q["sql"]]
+        assert len(row_reads) == 1, row_reads

@@ -180,6 +180,18 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, obj: Any = None, **kwargs: Any
+    ) -> HttpResponse:
+        # The page's own context, from the object Django already loaded and checked access to.
+        if obj is not None:
+            context = {**self._page_context(request, obj), **context}
+        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+
+    def _page_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
+        """What an object's page shows besides its fields (state, buttons, links)."""
+        return {}
+
     def _url(self, name: str, key: Any = None) -> str:
         """This admin's URL ``name`` ("changelist", "change", "pause"…), for the row ``key``
         when the URL takes one."""

@@ -346,18 +346,6 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
             self.message_user(request, told, messages.SUCCESS)
         return redirect_back(request, self._url("change", job_id))
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        job = self.get_object(request, unquote(object_id))
-        if job is not None and self.has_view_permission(request, job):
-            extra_context = {**self._page_context(request, job), **(extra_context or {})}
-        return super().change_view(request, object_id, form_url, extra_context)
-
     def _page_context(self, request: HttpRequest, job: Job) -> dict[str, Any]:
         buttons = [
             {

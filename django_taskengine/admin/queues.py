@@ -219,16 +219,10 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             *super().get_urls(),
         ]
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        name = unquote(object_id)
+    def _page_context(self, request: HttpRequest, queue: Queue) -> dict[str, Any]:
+        name = queue.name
         stats = inspection.queue_stats(using=_db()).get(name)
-        context = {
+        return {
             "te_stats": stats,
             "te_oldest_due_age": format_age(stats.oldest_due_age) if stats else "",
             "te_throughput": f"{stats.throughput_per_minute:.1f}" if stats else "",
@@ -238,9 +232,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             "te_resume_url": self._url("resume", name),
             "te_jobs_url": job_list_url(self.admin_site.name, queue=name),
             "te_next": request.get_full_path(),
-            **(extra_context or {}),
         }
-        return super().change_view(request, object_id, form_url, context)
 
     @operator_view(PAUSE_PERMISSION)
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

@@ -232,19 +232,6 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
             )
         ] + super().get_urls()
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        schedule = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if schedule is not None and self.has_view_permission(request, schedule):
-            context = {**self._page_context(request, schedule), **context}
-        return super().change_view(request, object_id, form_url, context)
-
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         schedule = super().get_object(request, object_id, from_field)
         if schedule is not None:

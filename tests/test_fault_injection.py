@@ -52,14 +52,20 @@ def _kill_storm(workers) -> int:
     return landed
 
 
-def test_kill_storm_atomic_task_has_exactly_once_database_effects(start_workers):
-    jobs = record_atomic.bulk_enqueue([((), {"sleep": 0.05})] * 500)
+def _jobs_through_a_kill_storm(task, start_workers):
+    """500 short jobs of ``task`` on 3 × 2 workers, killed repeatedly until all finished."""
+    jobs = task.bulk_enqueue([((), {"sleep": 0.05})] * 500)
     workers = start_workers("--processes", "3", "--concurrency", "2")
     wait_for(lambda: LedgerEntry.objects.exists(), timeout=30, message="work under way")
     landed = _kill_storm(workers)
     _all_finished(180, workers.log)
     assert landed >= 8
     assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 500
+    return jobs, landed
+
+
+def test_kill_storm_atomic_task_has_exactly_once_database_effects(start_workers):
+    jobs, landed = _jobs_through_a_kill_storm(record_atomic, start_workers)
     rows = Counter(LedgerEntry.objects.values_list("job_id", flat=True))
     assert set(rows) == {job.id for job in jobs}
     assert set(rows.values()) == {1}, "an atomic task's effects were committed twice"
@@ -68,13 +74,7 @@ def test_kill_storm_atomic_task_has_exactly_once_database_effects(start_workers)
 
 
 def test_kill_storm_plain_task_loses_nothing_and_repeats_only_interrupted_jobs(start_workers):
-    jobs = record.bulk_enqueue([((), {"sleep": 0.05})] * 500)
-    workers = start_workers("--processes", "3", "--concurrency", "2")
-    wait_for(lambda: LedgerEntry.objects.exists(), timeout=30, message="work under way")
-    landed = _kill_storm(workers)
-    _all_finished(180, workers.log)
-    assert landed >= 8
-    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 500
+    jobs, landed = _jobs_through_a_kill_storm(record, start_workers)
     rows = Counter(LedgerEntry.objects.values_list("job_id", flat=True))
     assert set(rows) == {job.id for job in jobs}, "a job never ran"
     repeated = {job_id for job_id, n in rows.items() if n > 1}

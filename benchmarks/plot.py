@@ -28,7 +28,8 @@ def _drains(payload: dict) -> dict[int, list[tuple[int, float, float]]]:
         if not row["name"].startswith("drain_") or row.get("value") is None or "runs" not in extra:
             continue
         by_processes.setdefault(extra["processes"], []).append(
-            (extra["concurrency"], extra["drain"], extra["drain_steady"]))
+            (extra["concurrency"], extra["drain"], extra["drain_steady"])
+        )
     return {p: sorted(v) for p, v in sorted(by_processes.items())}
 
 
@@ -41,16 +42,33 @@ def plot(payload: dict, out: Path) -> None:
     for processes, points in drains.items():
         xs = [c for c, _, _ in points]
         color = colors.get(processes, None)
-        left.plot(xs, [w for _, w, _ in points], "o-", color=color,
-                  label=f"taskengine, {processes} process{'es' if processes > 1 else ''}")
-        left.plot(xs, [s for _, _, s in points], "o--", color=color, alpha=0.5,
-                  label="  steady (first start → last finish)")
+        left.plot(
+            xs,
+            [w for _, w, _ in points],
+            "o-",
+            color=color,
+            label=f"taskengine, {processes} process{'es' if processes > 1 else ''}",
+        )
+        left.plot(
+            xs,
+            [s for _, _, s in points],
+            "o--",
+            color=color,
+            alpha=0.5,
+            label="  steady (first start → last finish)",
+        )
     compare = payload.get("compare") or {}
     ours = (compare.get("values", {}).get("taskengine") or {}).get("drain")
     if ours and compare.get("config"):
         processes, concurrency = compare["config"]
-        left.plot([concurrency], [ours], "*", color="black", markersize=12,
-                  label=f"taskengine, {processes} × {concurrency}, in the comparison rounds")
+        left.plot(
+            [concurrency],
+            [ours],
+            "*",
+            color="black",
+            markersize=12,
+            label=f"taskengine, {processes} × {concurrency}, in the comparison rounds",
+        )
     for peer, style in (("pgqueuer", "tab:orange"), ("procrastinate", "tab:red")):
         value = (compare.get("values", {}).get(peer) or {}).get("drain")
         if value:
@@ -70,28 +88,49 @@ def plot(payload: dict, out: Path) -> None:
     backlog = [c for c in cases if not c.get("finished")]
     if backlog:
         xs = [c["backlog"] for c in backlog]
-        right.plot(xs, [c["drain_steady"] for c in backlog], "o-", color="tab:green",
-                   label="steady rate")
-        right.plot(xs, [c["drain"] for c in backlog], "o--", color="tab:green", alpha=0.5,
-                   label="start → exit (incl. start-up)")
+        right.plot(
+            xs, [c["drain_steady"] for c in backlog], "o-", color="tab:green", label="steady rate"
+        )
+        right.plot(
+            xs,
+            [c["drain"] for c in backlog],
+            "o--",
+            color="tab:green",
+            alpha=0.5,
+            label="start → exit (incl. start-up)",
+        )
         base = backlog[0]["drain_steady"]
         right.axhline(0.8 * base, color="grey", linestyle=":", label="80% of the 10k rate (target)")
         for c in cases:
             if c.get("finished"):
-                right.plot([c["backlog"]], [c["drain_steady"]], "s", color="tab:purple",
-                           label=f"{c['name']} (steady)")
+                right.plot(
+                    [c["backlog"]],
+                    [c["drain_steady"]],
+                    "s",
+                    color="tab:purple",
+                    label=f"{c['name']} (steady)",
+                )
         right.set_xscale("log")
         right.set_xticks(xs)
         right.set_xticklabels([f"{x:,}" for x in xs])
         right.set_ylim(bottom=0)
         right.legend(fontsize=7, loc="lower left")
         processes = scale.get("processes")
-        right.set_title(f"Drain vs backlog size ({processes} process{'es' if processes != 1 else ''}"
-                        f" × {scale.get('concurrency')} threads; first {backlog[-1]['drained']:,} "
-                        "of each)", fontsize=10)
+        right.set_title(
+            f"Drain vs backlog size ({processes} process{'es' if processes != 1 else ''}"
+            f" × {scale.get('concurrency')} threads; first {backlog[-1]['drained']:,} "
+            "of each)",
+            fontsize=10,
+        )
     else:
-        right.text(0.5, 0.5, "run with --scale for this panel", ha="center", va="center",
-                   transform=right.transAxes)
+        right.text(
+            0.5,
+            0.5,
+            "run with --scale for this panel",
+            ha="center",
+            va="center",
+            transform=right.transAxes,
+        )
         right.set_title("Drain vs backlog size")
     right.set_xlabel("jobs waiting when the workers start")
     right.set_ylabel("jobs/s")
@@ -100,7 +139,9 @@ def plot(payload: dict, out: Path) -> None:
     fig.suptitle(
         f"django-taskengine on {machine.get('nproc', '?')} CPUs ({machine.get('cpu', '?')}), "
         f"{(machine.get('postgresql') or '').split(' on ')[0]} on the same machine — "
-        f"{payload.get('timestamp', '')[:10]}", fontsize=10)
+        f"{payload.get('timestamp', '')[:10]}",
+        fontsize=10,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -53,9 +53,9 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -117,9 +117,8 @@ class Row:
 def ensure_database() -> None:
     """CREATE DATABASE if the benchmark database does not exist (via the ``postgres`` db)."""
     import psycopg
-    from psycopg import sql
-
     from django.conf import settings
+    from psycopg import sql
 
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
@@ -133,7 +132,9 @@ def ensure_database() -> None:
         "autocommit": True,
     }
     with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]
+        ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
             print(f"created database {db['NAME']}", file=sys.stderr)
@@ -149,18 +150,25 @@ def hold_run_lock() -> Any:
     Returns the connection that holds it; the lock goes when the process ends.
     """
     import psycopg
-
     from django.conf import settings
 
     db = settings.DATABASES["default"]
-    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None,
-              "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
-              "dbname": db["NAME"], "autocommit": True, "application_name": "taskengine-bench"}
+    params = {
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "dbname": db["NAME"],
+        "autocommit": True,
+        "application_name": "taskengine-bench",
+    }
     conn = psycopg.connect(**{k: v for k, v in params.items() if v is not None})
     got = conn.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK_KEY]).fetchone()[0]
     if not got:
-        raise SystemExit(f"Another benchmark run is using database {db['NAME']!r}; wait for it to "
-                         "finish (or point DATABASE_URL at another database).")
+        raise SystemExit(
+            f"Another benchmark run is using database {db['NAME']!r}; wait for it to "
+            "finish (or point DATABASE_URL at another database)."
+        )
     return conn
 
 
@@ -304,10 +312,16 @@ class Workers:
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.args = [sys.executable, "-m", "django", "run_workers", *args]
-        self.log = tempfile.NamedTemporaryFile(prefix="taskengine-bench-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="taskengine-bench-", suffix=".log", delete=False
+        )
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            self.args,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         # Peak RSS of the supervisor's worker processes, sampled while they live.
@@ -353,8 +367,9 @@ class Workers:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._kill_group()
-            raise BenchmarkFailed(f"run_workers did not stop within {timeout:.0f} s of SIGTERM\n"
-                                  f"{self.output()}") from None
+            raise BenchmarkFailed(
+                f"run_workers did not stop within {timeout:.0f} s of SIGTERM\n{self.output()}"
+            ) from None
 
     def _kill_group(self) -> None:
         # The group was created for this subprocess (start_new_session): its id is our child's pid.
@@ -386,9 +401,13 @@ def db_params(dbname: str | None = None) -> dict[str, Any]:
     from django.conf import settings
 
     db = settings.DATABASES["default"]
-    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None,
-              "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
-              "dbname": dbname or db["NAME"]}
+    params = {
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "dbname": dbname or db["NAME"],
+    }
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -428,9 +447,15 @@ def bench_enqueue_single(opts: argparse.Namespace) -> list[Row]:
     for _ in range(n):
         noop.enqueue()
     elapsed = time.perf_counter() - start
-    return [Row("enqueue_single", n / elapsed, "jobs/s",
-                f"{n} noop.enqueue() in autocommit, {elapsed * 1e6 / n:.0f} µs each",
-                {"jobs": n, "seconds": elapsed})]
+    return [
+        Row(
+            "enqueue_single",
+            n / elapsed,
+            "jobs/s",
+            f"{n} noop.enqueue() in autocommit, {elapsed * 1e6 / n:.0f} µs each",
+            {"jobs": n, "seconds": elapsed},
+        )
+    ]
 
 
 def bench_enqueue_bulk(opts: argparse.Namespace) -> list[Row]:
@@ -443,13 +468,20 @@ def bench_enqueue_bulk(opts: argparse.Namespace) -> list[Row]:
     for _ in range(batches):
         noop.bulk_enqueue(calls)
     elapsed = time.perf_counter() - start
-    return [Row("enqueue_bulk", BULK_JOBS / elapsed, "jobs/s",
-                f"{batches} × bulk_enqueue({BULK_BATCH}), autocommit",
-                {"jobs": BULK_JOBS, "batch": BULK_BATCH, "seconds": elapsed})]
+    return [
+        Row(
+            "enqueue_bulk",
+            BULK_JOBS / elapsed,
+            "jobs/s",
+            f"{batches} × bulk_enqueue({BULK_BATCH}), autocommit",
+            {"jobs": BULK_JOBS, "batch": BULK_BATCH, "seconds": elapsed},
+        )
+    ]
 
 
-def drain_once(processes: int, concurrency: int, *, expect: int, max_jobs: int | None = None,
-               min_id: int = 0) -> dict[str, Any]:
+def drain_once(
+    processes: int, concurrency: int, *, expect: int, max_jobs: int | None = None, min_id: int = 0
+) -> dict[str, Any]:
     """Run ``run_workers --burst`` over the queued jobs; verify; wall and steady figures.
 
     ``expect`` jobs with ids above ``min_id`` must end succeeded with one attempt each (all of
@@ -470,21 +502,31 @@ def drain_once(processes: int, concurrency: int, *, expect: int, max_jobs: int |
         supervisor_rss = workers.rss.peaks.get(workers.proc.pid)
     span, claims = query(
         "SELECT extract(epoch FROM max(finished_at) - min(started_at)), count(DISTINCT started_at) "
-        "FROM taskengine_job WHERE id > %s AND status = 'succeeded'", [min_id])[0]
+        "FROM taskengine_job WHERE id > %s AND status = 'succeeded'",
+        [min_id],
+    )[0]
     span = float(span)
     return {
-        "processes": processes, "concurrency": concurrency, "jobs": expect,
+        "processes": processes,
+        "concurrency": concurrency,
+        "jobs": expect,
         "command": "run_workers " + " ".join(cmd),
-        "wall_seconds": elapsed, "drain": expect / elapsed,
-        "steady_seconds": span, "drain_steady": expect / span,
+        "wall_seconds": elapsed,
+        "drain": expect / elapsed,
+        "steady_seconds": span,
+        "drain_steady": expect / span,
         # Jobs claimed by one statement share started_at (the claim's now()).
-        "claims": claims, "jobs_per_claim": expect / max(1, claims),
-        "worker_peak_rss_mb": worker_rss, "supervisor_peak_rss_mb": supervisor_rss,
+        "claims": claims,
+        "jobs_per_claim": expect / max(1, claims),
+        "worker_peak_rss_mb": worker_rss,
+        "supervisor_peak_rss_mb": supervisor_rss,
         "loadavg_before": load,
     }
 
 
-def _drain(name: str, processes: int, concurrency: int) -> Callable[[argparse.Namespace], list[Row]]:
+def _drain(
+    name: str, processes: int, concurrency: int
+) -> Callable[[argparse.Namespace], list[Row]]:
     def bench(opts: argparse.Namespace) -> list[Row]:
         jobs = opts.drain_jobs
         runs = []
@@ -502,14 +544,28 @@ def _drain(name: str, processes: int, concurrency: int) -> Callable[[argparse.Na
         steadies = [r["drain_steady"] for r in runs]
         rss = max(mb for r in runs for mb in r["worker_peak_rss_mb"])
         per_claim = _median([r["jobs_per_claim"] for r in runs])
-        extra = {"jobs": jobs, "processes": processes, "concurrency": concurrency,
-                 "drain": _median(walls), "drain_steady": _median(steadies),
-                 "worker_peak_rss_mb": rss, "jobs_per_claim": per_claim, "runs": runs,
-                 "claim_plan": plan}
+        extra = {
+            "jobs": jobs,
+            "processes": processes,
+            "concurrency": concurrency,
+            "drain": _median(walls),
+            "drain_steady": _median(steadies),
+            "worker_peak_rss_mb": rss,
+            "jobs_per_claim": per_claim,
+            "runs": runs,
+            "claim_plan": plan,
+        }
         spread = f" ({_fmt(min(walls))}–{_fmt(max(walls))})" if len(runs) > 1 else ""
-        return [Row(name, _median(walls), "jobs/s",
-                    f"median of {len(runs)}{spread}; steady {_fmt(_median(steadies))}/s; "
-                    f"{per_claim:.0f} jobs/claim; worker RSS ≤ {rss:.0f} MB", extra)]
+        return [
+            Row(
+                name,
+                _median(walls),
+                "jobs/s",
+                f"median of {len(runs)}{spread}; steady {_fmt(_median(steadies))}/s; "
+                f"{per_claim:.0f} jobs/claim; worker RSS ≤ {rss:.0f} MB",
+                extra,
+            )
+        ]
 
     bench.__name__ = f"bench_{name}"
     return bench
@@ -531,8 +587,13 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
         from django_taskengine.store.postgres import CLAIM_SQL
     except ImportError as exc:
         return {"plan": [f"unavailable: {exc}"], "generic": []}
-    params = {"queues": [], "all_queues": True, "limit": limit, "worker": uuid.uuid4(),
-              "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+    params = {
+        "queues": [],
+        "all_queues": True,
+        "limit": limit,
+        "worker": uuid.uuid4(),
+        "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+    }
     head = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     # The generic plan: EXPLAIN of a statement with parameters plans it for their values, so
     # PREPARE it ($n placeholders) and EXPLAIN EXECUTE with plan_cache_mode forced.
@@ -550,9 +611,14 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
                 plan = [row[0] for row in conn.execute(head + CLAIM_SQL, params)]
             conn.execute(f"PREPARE bench_claim AS {prepared}")
             conn.execute("SET plan_cache_mode = force_generic_plan")
-            generic = [row[0] for row in conn.execute(
-                sql.SQL("EXPLAIN EXECUTE bench_claim({})").format(
-                    sql.SQL(", ").join(sql.Literal(params[n]) for n in names)))]
+            generic = [
+                row[0]
+                for row in conn.execute(
+                    sql.SQL("EXPLAIN EXECUTE bench_claim({})").format(
+                        sql.SQL(", ").join(sql.Literal(params[n]) for n in names)
+                    )
+                )
+            ]
     except Exception as exc:  # noqa: BLE001 - the statement's parameters may have changed
         return {"plan": [f"unavailable: {type(exc).__name__}: {exc}"], "generic": []}
     return {"plan": plan, "generic": generic, "limit": limit, "analyzed": analyze}
@@ -561,23 +627,32 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
 def plan_summary(plan: dict[str, Any]) -> str:
     """The scans on the job table, and the execution time if it ran."""
     lines = plan.get("plan") or ["(none)"]
-    scans = [line.strip(" ->").split("  (")[0] for line in lines
-             if "Scan" in line and "taskengine_job" in line]
+    scans = [
+        line.strip(" ->").split("  (")[0]
+        for line in lines
+        if "Scan" in line and "taskengine_job" in line
+    ]
     took = [line.strip() for line in lines if line.startswith("Execution Time")]
     return "; ".join(scans or lines[:1]) + (f"; {took[0]}" if took else "")
 
 
-def verify_drained(expect: int, workers: Workers, *, min_id: int = 0, partial: bool = False) -> None:
+def verify_drained(
+    expect: int, workers: Workers, *, min_id: int = 0, partial: bool = False
+) -> None:
     """Jobs with ids above ``min_id``: ``expect`` succeeded with one attempt row each, none
     running or failed; none left queued unless the drain was ``partial``."""
     left, done, succeeded, one_attempt = query(
         "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status <> 'queued'), "
         "count(*) FILTER (WHERE status = 'succeeded'), "
         "count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1) "
-        "FROM taskengine_job WHERE id > %s", [min_id])[0]
+        "FROM taskengine_job WHERE id > %s",
+        [min_id],
+    )[0]
     attempt_rows, attempt_succeeded = query(
         "SELECT count(*), count(*) FILTER (WHERE outcome = 'succeeded') FROM taskengine_attempt "
-        "WHERE job_id > %s", [min_id])[0]
+        "WHERE job_id > %s",
+        [min_id],
+    )[0]
     problems = []
     if left and not partial:
         problems.append(f"{left} jobs still queued")
@@ -588,22 +663,26 @@ def verify_drained(expect: int, workers: Workers, *, min_id: int = 0, partial: b
     if one_attempt != succeeded:
         problems.append(f"{succeeded - one_attempt} succeeded jobs have attempts != 1")
     if attempt_rows != expect or attempt_succeeded != expect:
-        problems.append(f"{attempt_rows} attempt rows ({attempt_succeeded} succeeded), expected {expect}")
+        problems.append(
+            f"{attempt_rows} attempt rows ({attempt_succeeded} succeeded), expected {expect}"
+        )
     if problems:
         bad = query(
             "SELECT j.id, j.status, j.attempts, count(a.id) FROM taskengine_job j "
             "LEFT JOIN taskengine_attempt a ON a.job_id = j.id WHERE j.id > %s AND j.status <> 'queued' "
             "GROUP BY j.id HAVING count(a.id) <> 1 OR j.status <> 'succeeded' ORDER BY j.id LIMIT 10",
-            [min_id])
+            [min_id],
+        )
         problems.append(f"first bad jobs (id, status, attempts, attempt rows): {bad}")
-        raise BenchmarkFailed("drain verification failed: " + "; ".join(problems) + "\n" + workers.output())
+        raise BenchmarkFailed(
+            "drain verification failed: " + "; ".join(problems) + "\n" + workers.output()
+        )
 
 
 def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
+    from benchmarks.benchapp.tasks import sleeper
     from django_taskengine.conf import taskengine_settings
     from django_taskengine.models import Job, Worker
-
-    from benchmarks.benchapp.tasks import sleeper
 
     times: list[float] = []
     details: list[dict[str, Any]] = []
@@ -617,9 +696,14 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
         with Workers("--processes", "2", "--shutdown-timeout", "1") as workers:
             job = sleeper.enqueue(30)
             running = wait_until(
-                lambda: Job.objects.filter(pk=job.pk, status="running", worker_id__isnull=False)
-                .values("worker_id").first(),
-                timeout=30, interval=0.01, what=f"job {job.pk} to start running",
+                lambda: (
+                    Job.objects.filter(pk=job.pk, status="running", worker_id__isnull=False)
+                    .values("worker_id")
+                    .first()
+                ),
+                timeout=30,
+                interval=0.01,
+                what=f"job {job.pk} to start running",
             )
             victim = Worker.objects.get(id=running["worker_id"])
             # A worker heartbeats in the loop round that claims, so an immediate kill always
@@ -630,54 +714,97 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
             # Database time of the kill and the victim's heartbeat age then, to split the figure.
             killed_db, heartbeat_age = query(
                 "SELECT now(), extract(epoch FROM now() - last_heartbeat_at) "
-                "FROM taskengine_worker WHERE id = %s", [victim.id])[0]
+                "FROM taskengine_worker WHERE id = %s",
+                [victim.id],
+            )[0]
 
             def running_again() -> Any:
-                return Job.objects.filter(pk=job.pk, attempts=2, status="running").values(
-                    "worker_id").first()
+                return (
+                    Job.objects.filter(pk=job.pk, attempts=2, status="running")
+                    .values("worker_id")
+                    .first()
+                )
 
-            rerun = wait_until(running_again, timeout=15, interval=0.005,
-                               what=f"job {job.pk} to run again after SIGKILL of pid {victim.pid}")
+            rerun = wait_until(
+                running_again,
+                timeout=15,
+                interval=0.005,
+                what=f"job {job.pk} to run again after SIGKILL of pid {victim.pid}",
+            )
             seconds = time.monotonic() - killed
-            rerun_pid = Worker.objects.filter(id=rerun["worker_id"]).values_list("pid", flat=True).first()
+            rerun_pid = (
+                Worker.objects.filter(id=rerun["worker_id"]).values_list("pid", flat=True).first()
+            )
             rescued, reclaimed = query(
                 "SELECT extract(epoch FROM a.finished_at - %s), extract(epoch FROM j.started_at - %s) "
                 "FROM taskengine_job j JOIN taskengine_attempt a ON a.job_id = j.id "
-                "AND a.outcome = 'orphaned' WHERE j.id = %s", [killed_db, killed_db, job.pk])[0]
+                "AND a.outcome = 'orphaned' WHERE j.id = %s",
+                [killed_db, killed_db, job.pk],
+            )[0]
             times.append(seconds)
-            details.append({"seconds": seconds, "killed_pid": victim.pid, "rerun_pid": rerun_pid,
-                            "heartbeat_age_at_kill": float(heartbeat_age),
-                            "rescued_after": float(rescued), "reclaimed_after": float(reclaimed)})
+            details.append(
+                {
+                    "seconds": seconds,
+                    "killed_pid": victim.pid,
+                    "rerun_pid": rerun_pid,
+                    "heartbeat_age_at_kill": float(heartbeat_age),
+                    "rescued_after": float(rescued),
+                    "reclaimed_after": float(reclaimed),
+                }
+            )
             if workers.proc.poll() is not None:
-                raise BenchmarkFailed(f"the supervisor exited ({workers.proc.returncode})\n{workers.output()}")
+                raise BenchmarkFailed(
+                    f"the supervisor exited ({workers.proc.returncode})\n{workers.output()}"
+                )
             code = workers.stop(timeout=60)
             if code != 0:
-                raise BenchmarkFailed(f"run_workers exited {code} after SIGTERM\n{workers.output()}")
-    rows = [Row(f"kill_recovery_{i + 1}", t, "s",
-                f"SIGKILL → running again (heartbeat {d['heartbeat_age_at_kill']:.2f} s old at kill, "
-                f"rescued +{d['rescued_after']:.2f} s, re-claimed +{d['reclaimed_after']:.2f} s)", d)
-            for i, (t, d) in enumerate(zip(times, details))]
-    rows.append(Row("kill_recovery_median", statistics.median(times), "s",
-                    "defaults: HEARTBEAT_INTERVAL 1, RESCUE_GRACE 3, RESCUE_INTERVAL 1, POLL_INTERVAL 1",
-                    {"seconds": times}))
+                raise BenchmarkFailed(
+                    f"run_workers exited {code} after SIGTERM\n{workers.output()}"
+                )
+    rows = [
+        Row(
+            f"kill_recovery_{i + 1}",
+            t,
+            "s",
+            f"SIGKILL → running again (heartbeat {d['heartbeat_age_at_kill']:.2f} s old at kill, "
+            f"rescued +{d['rescued_after']:.2f} s, re-claimed +{d['reclaimed_after']:.2f} s)",
+            d,
+        )
+        for i, (t, d) in enumerate(zip(times, details))
+    ]
+    rows.append(
+        Row(
+            "kill_recovery_median",
+            statistics.median(times),
+            "s",
+            "defaults: HEARTBEAT_INTERVAL 1, RESCUE_GRACE 3, RESCUE_INTERVAL 1, POLL_INTERVAL 1",
+            {"seconds": times},
+        )
+    )
     return rows
 
 
 def bench_latency(opts: argparse.Namespace) -> list[Row]:
+    from benchmarks.benchapp.tasks import noop
     from django_taskengine.models import Job, Worker
 
-    from benchmarks.benchapp.tasks import noop
-
     with Workers("--processes", "1", "--shutdown-timeout", "5") as workers:
-        worker = wait_until(lambda: Worker.objects.filter(stopped_at__isnull=True).first(),
-                            timeout=30, interval=0.01, what="the worker to register")
+        worker = wait_until(
+            lambda: Worker.objects.filter(stopped_at__isnull=True).first(),
+            timeout=30,
+            interval=0.01,
+            what="the worker to register",
+        )
 
         def one() -> float:
             job = noop.enqueue()
 
             def finished(pk: int = job.pk) -> Any:
-                return Job.objects.filter(pk=pk, status="succeeded").values(
-                    "created_at", "started_at").first()
+                return (
+                    Job.objects.filter(pk=pk, status="succeeded")
+                    .values("created_at", "started_at")
+                    .first()
+                )
 
             row = wait_until(finished, timeout=10, interval=0.001, what=f"job {job.pk} to finish")
             return (row["started_at"] - row["created_at"]).total_seconds() * 1000
@@ -698,13 +825,24 @@ def bench_latency(opts: argparse.Namespace) -> list[Row]:
     rows = [
         Row("latency_p50", extra["p50"], "ms", note, extra),
         Row("latency_p95", extra["p95"], "ms", f"max {extra['max']:.1f} ms", extra),
-        Row("latency_p99", extra["p99"], "ms",
-            f"{len(spikes)} job(s) over {LATENCY_SPIKE_MS:.0f} ms (missed wake-up)", extra),
+        Row(
+            "latency_p99",
+            extra["p99"],
+            "ms",
+            f"{len(spikes)} job(s) over {LATENCY_SPIKE_MS:.0f} ms (missed wake-up)",
+            extra,
+        ),
     ]
     if rss is not None:
-        rows.append(Row("worker_idle_rss", rss, "MB",
-                        f"peak RSS (VmHWM) of the latency run's worker process (pid {worker.pid})",
-                        {"rss_mb": rss}))
+        rows.append(
+            Row(
+                "worker_idle_rss",
+                rss,
+                "MB",
+                f"peak RSS (VmHWM) of the latency run's worker process (pid {worker.pid})",
+                {"rss_mb": rss},
+            )
+        )
     return rows
 
 
@@ -731,14 +869,26 @@ def best_drain_config(rows: list[Row]) -> tuple[int, int]:
 
 
 PEERS = {
-    "pgqueuer": ("pgqueuer_bench.py",
-                 ["--processes", str(PGQUEUER_CONFIG["processes"]),
-                  "--batch-size", str(PGQUEUER_CONFIG["batch_size"])],
-                 ["--batch-size", str(PGQUEUER_CONFIG["batch_size"])]),
-    "procrastinate": ("procrastinate_bench.py",
-                      ["--processes", str(PROCRASTINATE_CONFIG["processes"]),
-                       "--concurrency", str(PROCRASTINATE_CONFIG["concurrency"])],
-                      ["--concurrency", str(PROCRASTINATE_CONFIG["concurrency"])]),
+    "pgqueuer": (
+        "pgqueuer_bench.py",
+        [
+            "--processes",
+            str(PGQUEUER_CONFIG["processes"]),
+            "--batch-size",
+            str(PGQUEUER_CONFIG["batch_size"]),
+        ],
+        ["--batch-size", str(PGQUEUER_CONFIG["batch_size"])],
+    ),
+    "procrastinate": (
+        "procrastinate_bench.py",
+        [
+            "--processes",
+            str(PROCRASTINATE_CONFIG["processes"]),
+            "--concurrency",
+            str(PROCRASTINATE_CONFIG["concurrency"]),
+        ],
+        ["--concurrency", str(PROCRASTINATE_CONFIG["concurrency"])],
+    ),
 }
 
 
@@ -750,14 +900,28 @@ def ensure_peer_venv() -> Path:
     wanted = "\n".join([f"python {platform.python_version()}", *PEER_REQUIREMENTS]) + "\n"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    print(f"creating the comparison venv {PEER_VENV.relative_to(REPO_ROOT)} "
-          f"({', '.join(PEER_REQUIREMENTS)}) ...", file=sys.stderr, flush=True)
+    print(
+        f"creating the comparison venv {PEER_VENV.relative_to(REPO_ROOT)} "
+        f"({', '.join(PEER_REQUIREMENTS)}) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     if PEER_VENV.exists():
         shutil.rmtree(PEER_VENV)
     PEER_VENV.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    *PEER_REQUIREMENTS], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            *PEER_REQUIREMENTS,
+        ],
+        check=True,
+    )
     stamp.write_text(wanted)
     return python
 
@@ -768,9 +932,10 @@ def run_peer(python: Path, peer: str, phase: str, args: list[str], dbname: str) 
     proc = subprocess.run(cmd, cwd=PEERS_DIR, capture_output=True, text=True, timeout=900)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise BenchmarkFailed(f"{script} {phase} exited {proc.returncode}\n"
-                          f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+            return json.loads(line[len("RESULT ") :])
+    raise BenchmarkFailed(
+        f"{script} {phase} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    )
 
 
 def drop_database(dbname: str) -> None:
@@ -778,7 +943,9 @@ def drop_database(dbname: str) -> None:
     from psycopg import sql
 
     with psycopg.connect(**db_params("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
 
 
 #: The comparison's figures: key, label, unit, whether higher is better.
@@ -803,8 +970,9 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
     dbs = {peer: f"{base}_{peer}" for peer in PEERS}
     config = best_drain_config(rows)
     systems = ["taskengine", *PEERS]
-    runs: dict[str, dict[str, list[Any]]] = {s: {"enqueue": [], "drain": [], "latency": []}
-                                             for s in systems}
+    runs: dict[str, dict[str, list[Any]]] = {
+        s: {"enqueue": [], "drain": [], "latency": []} for s in systems
+    }
     failures: dict[str, str] = {}
 
     def attempt(system: str, what: str, fn: Callable[[], Any]) -> None:
@@ -816,7 +984,11 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - report, and compare with the others
             detail = str(exc) if isinstance(exc, BenchmarkFailed) else traceback.format_exc()
             failures[system] = f"{what}: {detail}"
-            print(f"\n*** compare: {system} {what} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
+            print(
+                f"\n*** compare: {system} {what} FAILED ***\n{detail}\n",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def own_enqueue() -> dict[str, Any]:
         truncate()
@@ -833,29 +1005,59 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
     def own_latency() -> dict[str, Any]:
         truncate()
         found = {r.name: r for r in bench_latency(opts)}
-        return {"latency": found["latency_p50"].extra,
-                "worker_peak_rss_mb": found["worker_idle_rss"].value if "worker_idle_rss" in found else None}
+        return {
+            "latency": found["latency_p50"].extra,
+            "worker_peak_rss_mb": found["worker_idle_rss"].value
+            if "worker_idle_rss" in found
+            else None,
+        }
 
     for _ in range(opts.repeat):
         attempt("taskengine", "enqueue", own_enqueue)
         for peer in PEERS:
-            attempt(peer, "enqueue", lambda peer=peer: run_peer(
-                python, peer, "enqueue", ["--jobs", str(opts.jobs)], dbs[peer]))
+            attempt(
+                peer,
+                "enqueue",
+                lambda peer=peer: run_peer(
+                    python, peer, "enqueue", ["--jobs", str(opts.jobs)], dbs[peer]
+                ),
+            )
     for _ in range(opts.repeat):
         attempt("taskengine", "drain", own_drain)
         for peer in PEERS:
-            attempt(peer, "drain", lambda peer=peer: run_peer(
-                python, peer, "drain", ["--jobs", str(opts.drain_jobs), *PEERS[peer][1]], dbs[peer]))
-    own_latency_row = next((r for r in rows if r.name == "latency_p50" and r.value is not None), None)
+            attempt(
+                peer,
+                "drain",
+                lambda peer=peer: run_peer(
+                    python,
+                    peer,
+                    "drain",
+                    ["--jobs", str(opts.drain_jobs), *PEERS[peer][1]],
+                    dbs[peer],
+                ),
+            )
+    own_latency_row = next(
+        (r for r in rows if r.name == "latency_p50" and r.value is not None), None
+    )
     if own_latency_row is not None:
         idle = next((r.value for r in rows if r.name == "worker_idle_rss"), None)
-        runs["taskengine"]["latency"].append({"latency": own_latency_row.extra,
-                                              "worker_peak_rss_mb": idle})
+        runs["taskengine"]["latency"].append(
+            {"latency": own_latency_row.extra, "worker_peak_rss_mb": idle}
+        )
     else:
         attempt("taskengine", "latency", own_latency)
     for peer in PEERS:
-        attempt(peer, "latency", lambda peer=peer: run_peer(
-            python, peer, "latency", ["--jobs", str(opts.latency_jobs), *PEERS[peer][2]], dbs[peer]))
+        attempt(
+            peer,
+            "latency",
+            lambda peer=peer: run_peer(
+                python,
+                peer,
+                "latency",
+                ["--jobs", str(opts.latency_jobs), *PEERS[peer][2]],
+                dbs[peer],
+            ),
+        )
     for dbname in dbs.values():
         try:
             drop_database(dbname)
@@ -877,52 +1079,116 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
         if r["latency"]:
             lat = r["latency"][0]
             v["latency_p50"], v["latency_p95"], v["latency_p99"] = (
-                lat["latency"]["p50"], lat["latency"]["p95"], lat["latency"]["p99"])
+                lat["latency"]["p50"],
+                lat["latency"]["p95"],
+                lat["latency"]["p99"],
+            )
             v["idle_rss"] = lat["worker_peak_rss_mb"]
         values[system] = v
-    ratios = {peer: {key: (values["taskengine"][key] / values[peer][key]
-                           if values["taskengine"][key] and values[peer][key] else None)
-                     for key, *_ in COMPARE_METRICS} for peer in PEERS}
+    ratios = {
+        peer: {
+            key: (
+                values["taskengine"][key] / values[peer][key]
+                if values["taskengine"][key] and values[peer][key]
+                else None
+            )
+            for key, *_ in COMPARE_METRICS
+        }
+        for peer in PEERS
+    }
     configs = {
         "taskengine": f"run_workers --processes {config[0]} --concurrency {config[1]} "
-                      + ("(the fastest of this run's drains)" if any(
-                          r.name.startswith("drain_") and r.value for r in rows) else "(default)"),
+        + (
+            "(the fastest of this run's drains)"
+            if any(r.name.startswith("drain_") and r.value for r in rows)
+            else "(default)"
+        ),
         "pgqueuer": next((d.get("config") for d in runs["pgqueuer"]["drain"]), None),
         "procrastinate": next((d.get("config") for d in runs["procrastinate"]["drain"]), None),
     }
-    versions = {peer: next((x["version"] for what in ("enqueue", "drain", "latency")
-                            for x in runs[peer][what] if "version" in x), None) for peer in PEERS}
-    return {"rounds": opts.repeat, "config": list(config), "configs": configs, "versions": versions,
-            "values": values, "ratios": ratios, "runs": runs, "failures": failures,
-            "targets": compare_targets(values, ratios)}
+    versions = {
+        peer: next(
+            (
+                x["version"]
+                for what in ("enqueue", "drain", "latency")
+                for x in runs[peer][what]
+                if "version" in x
+            ),
+            None,
+        )
+        for peer in PEERS
+    }
+    return {
+        "rounds": opts.repeat,
+        "config": list(config),
+        "configs": configs,
+        "versions": versions,
+        "values": values,
+        "ratios": ratios,
+        "runs": runs,
+        "failures": failures,
+        "targets": compare_targets(values, ratios),
+    }
 
 
-def compare_targets(values: dict[str, dict[str, float | None]],
-                    ratios: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:
+def compare_targets(
+    values: dict[str, dict[str, float | None]], ratios: dict[str, dict[str, float | None]]
+) -> list[dict[str, Any]]:
     """Issue 6's targets, each with the figure measured here and whether it holds."""
     ours = values.get("taskengine", {})
 
     def ratio(peer: str, key: str) -> float | None:
         return ratios.get(peer, {}).get(key)
 
-    def check(name: str, figure: float | None, ok: Callable[[float], bool], shown: str) -> dict[str, Any]:
-        return {"target": name, "figure": figure, "shown": shown if figure is not None else "—",
-                "met": None if figure is None else bool(ok(figure))}
+    def check(
+        name: str, figure: float | None, ok: Callable[[float], bool], shown: str
+    ) -> dict[str, Any]:
+        return {
+            "target": name,
+            "figure": figure,
+            "shown": shown if figure is not None else "—",
+            "met": None if figure is None else bool(ok(figure)),
+        }
 
     pgq, procr = ratio("pgqueuer", "drain"), ratio("procrastinate", "drain")
     return [
         check("drain ≥ 1.0× pgqueuer", pgq, lambda x: x >= 1.0, f"×{pgq:.2f}" if pgq else ""),
-        check("drain ≥ 10× procrastinate", procr, lambda x: x >= 10.0, f"×{procr:.1f}" if procr else ""),
-        check("single enqueue ≥ 1.0× pgqueuer", ratio("pgqueuer", "enqueue_single"), lambda x: x >= 1.0,
-              f"×{ratio('pgqueuer', 'enqueue_single') or 0:.2f}"),
-        check("bulk enqueue ≥ 1.0× pgqueuer", ratio("pgqueuer", "enqueue_bulk"), lambda x: x >= 1.0,
-              f"×{ratio('pgqueuer', 'enqueue_bulk') or 0:.2f}"),
-        check("latency p50 ≤ 2.5 ms", ours.get("latency_p50"), lambda x: x <= 2.5,
-              f"{ours.get('latency_p50') or 0:.2f} ms"),
-        check("latency p99 ≤ 5 ms", ours.get("latency_p99"), lambda x: x <= 5.0,
-              f"{ours.get('latency_p99') or 0:.2f} ms"),
-        check("worker RSS ≤ 50 MB", ours.get("drain_rss"), lambda x: x <= 50.0,
-              f"{ours.get('drain_rss') or 0:.1f} MB"),
+        check(
+            "drain ≥ 10× procrastinate",
+            procr,
+            lambda x: x >= 10.0,
+            f"×{procr:.1f}" if procr else "",
+        ),
+        check(
+            "single enqueue ≥ 1.0× pgqueuer",
+            ratio("pgqueuer", "enqueue_single"),
+            lambda x: x >= 1.0,
+            f"×{ratio('pgqueuer', 'enqueue_single') or 0:.2f}",
+        ),
+        check(
+            "bulk enqueue ≥ 1.0× pgqueuer",
+            ratio("pgqueuer", "enqueue_bulk"),
+            lambda x: x >= 1.0,
+            f"×{ratio('pgqueuer', 'enqueue_bulk') or 0:.2f}",
+        ),
+        check(
+            "latency p50 ≤ 2.5 ms",
+            ours.get("latency_p50"),
+            lambda x: x <= 2.5,
+            f"{ours.get('latency_p50') or 0:.2f} ms",
+        ),
+        check(
+            "latency p99 ≤ 5 ms",
+            ours.get("latency_p99"),
+            lambda x: x <= 5.0,
+            f"{ours.get('latency_p99') or 0:.2f} ms",
+        ),
+        check(
+            "worker RSS ≤ 50 MB",
+            ours.get("drain_rss"),
+            lambda x: x <= 50.0,
+            f"{ours.get('drain_rss') or 0:.1f} MB",
+        ),
     ]
 
 
@@ -936,13 +1202,19 @@ def insert_copies(count: int, overrides: dict[str, str]) -> int:
     from benchmarks.benchapp.tasks import noop
 
     proto = noop.enqueue()
-    columns = [r[0] for r in query(
-        "SELECT attname FROM pg_attribute WHERE attrelid = 'taskengine_job'::regclass "
-        "AND attnum > 0 AND NOT attisdropped AND attname <> 'id' ORDER BY attnum")]
+    columns = [
+        r[0]
+        for r in query(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'taskengine_job'::regclass "
+            "AND attnum > 0 AND NOT attisdropped AND attname <> 'id' ORDER BY attnum"
+        )
+    ]
     exprs = [overrides.get(c, f"p.{c}") for c in columns]
-    execute(f"INSERT INTO taskengine_job ({', '.join(columns)}) SELECT {', '.join(exprs)} "
-            "FROM taskengine_job p CROSS JOIN generate_series(1, %s) g WHERE p.id = %s",
-            [count, proto.pk])
+    execute(
+        f"INSERT INTO taskengine_job ({', '.join(columns)}) SELECT {', '.join(exprs)} "
+        "FROM taskengine_job p CROSS JOIN generate_series(1, %s) g WHERE p.id = %s",
+        [count, proto.pk],
+    )
     return proto.pk
 
 
@@ -950,9 +1222,13 @@ def fill_backlog(count: int) -> float:
     """``count`` queued no-op jobs (the API's prototype plus count - 1 copies due an hour ago, in
     id order); ANALYZE as autovacuum would have. Seconds taken."""
     start = time.perf_counter()
-    insert_copies(count - 1, {
-        "run_after": "p.run_after - interval '1 hour' + g * interval '1 microsecond'",
-        "created_at": "p.created_at - interval '1 hour'"})
+    insert_copies(
+        count - 1,
+        {
+            "run_after": "p.run_after - interval '1 hour' + g * interval '1 microsecond'",
+            "created_at": "p.created_at - interval '1 hour'",
+        },
+    )
     execute("ANALYZE taskengine_job")
     return time.perf_counter() - start
 
@@ -961,17 +1237,25 @@ def fill_finished(count: int) -> float:
     """``count`` succeeded jobs, each with its attempt row, as a busy queue leaves behind
     before pruning; ANALYZE. Seconds taken."""
     start = time.perf_counter()
-    proto = insert_copies(count, {
-        "status": "'succeeded'", "attempts": "1", "result": "'null'::jsonb",
-        "started_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
-        "finished_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond' "
-                       "+ interval '1 millisecond'",
-        "created_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
-        "run_after": "p.created_at - interval '2 hours' + g * interval '1 millisecond'"})
+    proto = insert_copies(
+        count,
+        {
+            "status": "'succeeded'",
+            "attempts": "1",
+            "result": "'null'::jsonb",
+            "started_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
+            "finished_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond' "
+            "+ interval '1 millisecond'",
+            "created_at": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
+            "run_after": "p.created_at - interval '2 hours' + g * interval '1 millisecond'",
+        },
+    )
     execute("DELETE FROM taskengine_job WHERE id = %s", [proto])
-    execute("INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, "
-            "outcome, error, traceback) SELECT id, 1, gen_random_uuid(), started_at, finished_at, "
-            "'succeeded', '', '' FROM taskengine_job")
+    execute(
+        "INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, "
+        "outcome, error, traceback) SELECT id, 1, gen_random_uuid(), started_at, finished_at, "
+        "'succeeded', '', '' FROM taskengine_job"
+    )
     execute("ANALYZE taskengine_job")
     execute("ANALYZE taskengine_attempt")
     return time.perf_counter() - start
@@ -992,11 +1276,18 @@ def claim_ms(samples: int = 5, limit: int = 100) -> float:
     times = []
     with psycopg.connect(**db_params(), autocommit=True) as conn:
         for _ in range(samples):
-            params = {"queues": [], "all_queues": True, "limit": limit, "worker": uuid.uuid4(),
-                      "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+            params = {
+                "queues": [],
+                "all_queues": True,
+                "limit": limit,
+                "worker": uuid.uuid4(),
+                "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+            }
             with conn.transaction(force_rollback=True):
-                plan = [row[0] for row in conn.execute(
-                    "EXPLAIN (ANALYZE, TIMING OFF) " + CLAIM_SQL, params)]
+                plan = [
+                    row[0]
+                    for row in conn.execute("EXPLAIN (ANALYZE, TIMING OFF) " + CLAIM_SQL, params)
+                ]
             times += [float(line.split()[2]) for line in plan if line.startswith("Execution Time")]
     return _median(times)
 
@@ -1015,18 +1306,27 @@ def run_scale(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
 
     cases: list[dict[str, Any]] = [
         {"name": "backlog 10k", "backlog": DRAIN_JOBS, "drained": DRAIN_JOBS},
-        *({"name": backlog_name(n), "backlog": n, "drained": per_process * processes}
-          for n in SCALE_BACKLOGS),
-        {"name": f"{million}M finished + 10k new", "backlog": DRAIN_JOBS, "drained": DRAIN_JOBS,
-         "finished": SCALE_FINISHED},
+        *(
+            {"name": backlog_name(n), "backlog": n, "drained": per_process * processes}
+            for n in SCALE_BACKLOGS
+        ),
+        {
+            "name": f"{million}M finished + 10k new",
+            "backlog": DRAIN_JOBS,
+            "drained": DRAIN_JOBS,
+            "finished": SCALE_FINISHED,
+        },
     ]
     for c in cases:
         c.update(runs=[], claim_ms=[], fill_seconds=[])
 
     for rep in range(opts.repeat):
         for c in cases:
-            print(f"  scale: round {rep + 1}, {c['name']} (load {loadavg()})", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  scale: round {rep + 1}, {c['name']} (load {loadavg()})",
+                file=sys.stderr,
+                flush=True,
+            )
             truncate()
             min_id, max_jobs = 0, None
             if c.get("finished"):
@@ -1042,8 +1342,11 @@ def run_scale(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
             if rep == 0:
                 c["plan"] = claim_plan()
             c["claim_ms"].append(claim_ms())
-            c["runs"].append(drain_once(processes, concurrency, expect=c["drained"],
-                                        max_jobs=max_jobs, min_id=min_id))
+            c["runs"].append(
+                drain_once(
+                    processes, concurrency, expect=c["drained"], max_jobs=max_jobs, min_id=min_id
+                )
+            )
     truncate()
 
     for c in cases:
@@ -1055,8 +1358,13 @@ def run_scale(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
     for c in cases:
         c["vs_10k"] = c["drain_steady"] / base["drain_steady"]
         c["vs_10k_wall"] = c["drain"] / base["drain"]
-    return {"processes": processes, "concurrency": concurrency, "rounds": opts.repeat,
-            "cases": cases, "autovacuum": query("SHOW autovacuum")[0][0]}
+    return {
+        "processes": processes,
+        "concurrency": concurrency,
+        "rounds": opts.repeat,
+        "cases": cases,
+        "autovacuum": query("SHOW autovacuum")[0][0],
+    }
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -1066,11 +1374,17 @@ def print_machine(machine: dict[str, Any]) -> None:
     print()
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory']}")
     print(f"         {machine['postgresql']} ({machine['database']})")
-    print(f"         Python {machine['python']}, Django {machine['django']}, psycopg {machine['psycopg']}")
-    print(f"load average (1, 5, 15 min) at start {machine['loadavg_start']}, at end {machine['loadavg_end']}")
+    print(
+        f"         Python {machine['python']}, Django {machine['django']}, psycopg {machine['psycopg']}"
+    )
+    print(
+        f"load average (1, 5, 15 min) at start {machine['loadavg_start']}, at end {machine['loadavg_end']}"
+    )
     if (machine["loadavg_start"] or [0])[0] > 0.5 * machine["nproc"]:
-        print("WARNING: the machine was busy before the run started (other work, or a previous "
-              "run); compare figures only with others of the same run (the ratios below).")
+        print(
+            "WARNING: the machine was busy before the run started (other work, or a previous "
+            "run); compare figures only with others of the same run (the ratios below)."
+        )
 
 
 def print_table(rows: list[Row]) -> None:
@@ -1083,14 +1397,18 @@ def print_table(rows: list[Row]) -> None:
         value = "FAILED" if row.value is None else _fmt(row.value)
         print(f"{row.name:<{name_w}}  {value:>11}  {row.unit:<6}  {row.note}")
     if planned:
-        print(f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): {plan_summary(planned['claim_plan'])}")
+        print(
+            f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): {plan_summary(planned['claim_plan'])}"
+        )
 
 
 def print_compare(compare: dict[str, Any]) -> None:
     values, ratios = compare["values"], compare["ratios"]
     peers = list(PEERS)
-    print(f"\ncomparison, same invocation: enqueue and drain are medians of {compare['rounds']} "
-          "interleaved rounds; ratio = ours ÷ theirs")
+    print(
+        f"\ncomparison, same invocation: enqueue and drain are medians of {compare['rounds']} "
+        "interleaved rounds; ratio = ours ÷ theirs"
+    )
     for system, config in compare["configs"].items():
         version = compare["versions"].get(system)
         print(f"  {system}{' ' + version if version else ''}: {config}")
@@ -1115,23 +1433,33 @@ def print_compare(compare: dict[str, Any]) -> None:
 
 
 def print_scale(scale: dict[str, Any], *, full_plans: bool = True) -> None:
-    print(f"\nscale: run_workers --processes {scale['processes']} --concurrency "
-          f"{scale['concurrency']}; medians of {scale['rounds']} interleaved rounds, each case "
-          "set up afresh; steady = drained ÷ (first start → last finish); claim = execution time "
-          "of one claim of 100 (EXPLAIN ANALYZE)")
-    print(f"  (server autovacuum: {scale['autovacuum']}; the table is ANALYZEd after filling it, "
-          "as autovacuum would have)")
-    print(f"{'case':<24} {'backlog':>10} {'drained':>8} {'wall jobs/s':>12} {'vs 10k':>7} "
-          f"{'steady jobs/s':>14} {'vs 10k':>7} {'claim ms':>9}  claim plan")
+    print(
+        f"\nscale: run_workers --processes {scale['processes']} --concurrency "
+        f"{scale['concurrency']}; medians of {scale['rounds']} interleaved rounds, each case "
+        "set up afresh; steady = drained ÷ (first start → last finish); claim = execution time "
+        "of one claim of 100 (EXPLAIN ANALYZE)"
+    )
+    print(
+        f"  (server autovacuum: {scale['autovacuum']}; the table is ANALYZEd after filling it, "
+        "as autovacuum would have)"
+    )
+    print(
+        f"{'case':<24} {'backlog':>10} {'drained':>8} {'wall jobs/s':>12} {'vs 10k':>7} "
+        f"{'steady jobs/s':>14} {'vs 10k':>7} {'claim ms':>9}  claim plan"
+    )
     for c in scale["cases"]:
-        print(f"{c['name']:<24} {c['backlog']:>10,} {c['drained']:>8,} {_fmt(c['drain']):>12} "
-              f"{c['vs_10k_wall']:>7.0%} {_fmt(c['drain_steady']):>14} {c['vs_10k']:>7.0%} "
-              f"{c['claim_ms']:>9.2f}  {c['plan_summary'].split('; Execution')[0]}")
+        print(
+            f"{c['name']:<24} {c['backlog']:>10,} {c['drained']:>8,} {_fmt(c['drain']):>12} "
+            f"{c['vs_10k_wall']:>7.0%} {_fmt(c['drain_steady']):>14} {c['vs_10k']:>7.0%} "
+            f"{c['claim_ms']:>9.2f}  {c['plan_summary'].split('; Execution')[0]}"
+        )
     target = next((c for c in scale["cases"] if c["backlog"] >= 1_000_000), None)
     if target:
         state = "met" if target["vs_10k"] >= 0.8 else "MISSED"
-        print(f"target: 1M backlog drains at ≥ 80% of the 10k rate: {target['vs_10k']:.0%} "
-              f"(steady; wall {target['vs_10k_wall']:.0%}), {state}")
+        print(
+            f"target: 1M backlog drains at ≥ 80% of the 10k rate: {target['vs_10k']:.0%} "
+            f"(steady; wall {target['vs_10k_wall']:.0%}), {state}"
+        )
     if full_plans:
         for c in scale["cases"]:
             plan = c.get("plan", {})
@@ -1147,17 +1475,31 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
     """docs/benchmarks.png by benchmarks/plot.py, with whichever python has matplotlib (this one,
     else the comparison venv's); skipped with a message if neither has it."""
     candidates = [Path(sys.executable), PEER_VENV / "bin" / "python"]
-    python = next((c for c in candidates if c.exists() and subprocess.run(
-        [str(c), "-c", "import matplotlib"], capture_output=True).returncode == 0), None)
+    python = next(
+        (
+            c
+            for c in candidates
+            if c.exists()
+            and subprocess.run([str(c), "-c", "import matplotlib"], capture_output=True).returncode
+            == 0
+        ),
+        None,
+    )
     if python is None:
-        print("plot skipped: matplotlib is missing (pip install matplotlib, or run --compare "
-              "once: its venv has it)", file=sys.stderr)
+        print(
+            "plot skipped: matplotlib is missing (pip install matplotlib, or run --compare "
+            "once: its venv has it)",
+            file=sys.stderr,
+        )
         return
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(payload, f, default=str)
     try:
-        proc = subprocess.run([str(python), str(BENCH_DIR / "plot.py"), f.name, str(path)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(python), str(BENCH_DIR / "plot.py"), f.name, str(path)],
+            capture_output=True,
+            text=True,
+        )
     finally:
         os.unlink(f.name)
     if proc.returncode != 0:
@@ -1168,32 +1510,67 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=2000, help="enqueue_single: jobs (default 2000)")
-    parser.add_argument("--drain-jobs", type=int, default=DRAIN_JOBS,
-                        help=f"drain_*: queued jobs to drain (default {DRAIN_JOBS})")
-    parser.add_argument("--latency-jobs", type=int, default=LATENCY_JOBS,
-                        help=f"latency: jobs enqueued one at a time (default {LATENCY_JOBS})")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each drain (and compare rounds), the median reported (default 3)")
-    parser.add_argument("--only", default="",
-                        help="comma-separated subset of: " + ", ".join(BENCHMARKS)
-                             + " ('drain' for every drain_*; 'none' for none, e.g. with --scale)")
-    parser.add_argument("--compare", action="store_true",
-                        help="also run procrastinate and pgqueuer on the same workload (a venv of "
-                             "their own under benchmarks/.venvs/, made once) and report ratios")
-    parser.add_argument("--scale", action="store_true",
-                        help="also drain 20,000 of a 100k and a 1M backlog and 10,000 next to 1M "
-                             "finished jobs, with EXPLAIN ANALYZE of the claim (a few minutes)")
+    parser.add_argument(
+        "--jobs", type=int, default=2000, help="enqueue_single: jobs (default 2000)"
+    )
+    parser.add_argument(
+        "--drain-jobs",
+        type=int,
+        default=DRAIN_JOBS,
+        help=f"drain_*: queued jobs to drain (default {DRAIN_JOBS})",
+    )
+    parser.add_argument(
+        "--latency-jobs",
+        type=int,
+        default=LATENCY_JOBS,
+        help=f"latency: jobs enqueued one at a time (default {LATENCY_JOBS})",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each drain (and compare rounds), the median reported (default 3)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset of: "
+        + ", ".join(BENCHMARKS)
+        + " ('drain' for every drain_*; 'none' for none, e.g. with --scale)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run procrastinate and pgqueuer on the same workload (a venv of "
+        "their own under benchmarks/.venvs/, made once) and report ratios",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="also drain 20,000 of a 100k and a 1M backlog and 10,000 next to 1M "
+        "finished jobs, with EXPLAIN ANALYZE of the claim (a few minutes)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--plot", metavar="PATH", nargs="?", const=str(DEFAULT_PLOT),
-                        help="also draw throughput against concurrency and backlog (matplotlib) to "
-                             f"PATH (default {DEFAULT_PLOT.relative_to(REPO_ROOT)})")
-    parser.add_argument("--force", action="store_true",
-                        help="use DATABASE_URL even if its database name lacks 'bench' "
-                             "(its task engine tables are emptied)")
-    parser.add_argument("--analyze", action="store_true",
-                        help="drain_*: ANALYZE the job table after enqueueing (default: no, as after "
-                             "a sudden burst of jobs before autovacuum runs)")
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        nargs="?",
+        const=str(DEFAULT_PLOT),
+        help="also draw throughput against concurrency and backlog (matplotlib) to "
+        f"PATH (default {DEFAULT_PLOT.relative_to(REPO_ROOT)})",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="use DATABASE_URL even if its database name lacks 'bench' "
+        "(its task engine tables are emptied)",
+    )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="drain_*: ANALYZE the job table after enqueueing (default: no, as after "
+        "a sudden burst of jobs before autovacuum runs)",
+    )
     opts = parser.parse_args(argv)
     names: list[str] = []
     for n in (n.strip() for n in opts.only.split(",") if n.strip()):
@@ -1204,9 +1581,13 @@ def main(argv: list[str] | None = None) -> int:
         names = list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
     if opts.jobs < 1 or opts.drain_jobs < 1 or opts.latency_jobs < 2 or opts.repeat < 1:
-        parser.error("--jobs, --drain-jobs and --repeat must be at least 1, --latency-jobs at least 2")
+        parser.error(
+            "--jobs, --drain-jobs and --repeat must be at least 1, --latency-jobs at least 2"
+        )
 
     started = time.perf_counter()
     precompile()
@@ -1227,14 +1608,26 @@ def main(argv: list[str] | None = None) -> int:
             failures[name] = detail
             rows.append(Row(name, None, "", "FAILED: " + detail.strip().splitlines()[0][:100]))
             print(f"\n*** {name} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
-        sections.append({"name": name, "seconds": time.perf_counter() - t0, "loadavg_start": load,
-                         "loadavg_end": loadavg()})
+        sections.append(
+            {
+                "name": name,
+                "seconds": time.perf_counter() - t0,
+                "loadavg_start": load,
+                "loadavg_end": loadavg(),
+            }
+        )
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     drains = [r for r in rows if r.name.startswith("drain_") and r.value is not None]
     if drains:
         rss = max(r.extra["worker_peak_rss_mb"] for r in drains)
-        rows.append(Row("worker_drain_rss", rss, "MB", "highest peak RSS (VmHWM) of any worker "
-                        "process in the drains above"))
+        rows.append(
+            Row(
+                "worker_drain_rss",
+                rss,
+                "MB",
+                "highest peak RSS (VmHWM) of any worker process in the drains above",
+            )
+        )
 
     extras: dict[str, Any] = {}
     for flag, label, fn in (("compare", "compare", run_compare), ("scale", "scale", run_scale)):
@@ -1250,8 +1643,14 @@ def main(argv: list[str] | None = None) -> int:
             detail = str(exc) if isinstance(exc, BenchmarkFailed) else traceback.format_exc()
             failures[label] = detail
             print(f"\n*** {label} FAILED ***\n{detail}\n", file=sys.stderr, flush=True)
-        sections.append({"name": label, "seconds": time.perf_counter() - t0, "loadavg_start": load,
-                         "loadavg_end": loadavg()})
+        sections.append(
+            {
+                "name": label,
+                "seconds": time.perf_counter() - t0,
+                "loadavg_start": load,
+                "loadavg_end": loadavg(),
+            }
+        )
         print(f"  {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     truncate()
     machine["loadavg_end"] = loadavg()

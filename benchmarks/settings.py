@@ -31,7 +31,11 @@ TASKENGINE: dict[str, object] = {}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"django_taskengine": {"handlers": ["console"], "level": "WARNING", "propagate": False}},
+    "loggers": {
+        "django_taskengine": {"handlers": ["console"], "level": "WARNING", "propagate": False}
+    },
 }

@@ -12,8 +12,10 @@ class TaskEngineConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks  # noqa: F401 - registers the system checks
-        from . import retention  # noqa: F401 - registers the workers' pruning duty
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            retention,  # noqa: F401 - registers the workers' pruning duty
+        )
         from .conf import taskengine_settings
 
         autodiscover_modules(taskengine_settings.AUTODISCOVER_MODULE)

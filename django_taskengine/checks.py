@@ -59,29 +59,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         value = number(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             errors.append(
-                Error(f"TASKENGINE[{key!r}] must be an integer of at least 1, not {value!r}.",
-                      id="taskengine.E004")
+                Error(
+                    f"TASKENGINE[{key!r}] must be an integer of at least 1, not {value!r}.",
+                    id="taskengine.E004",
+                )
             )
     for key in ("DEFAULT_PRIORITY", "ADVISORY_LOCK_NAMESPACE"):
         value = number(key)
         if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
             errors.append(
-                Error(f"TASKENGINE[{key!r}] must be a 32-bit integer, not {value!r}.",
-                      id="taskengine.E005")
+                Error(
+                    f"TASKENGINE[{key!r}] must be a 32-bit integer, not {value!r}.",
+                    id="taskengine.E005",
+                )
             )
     for key in ("DEFAULT_RETRY_BACKOFF", "SHUTDOWN_TIMEOUT"):
         value = number(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             errors.append(
-                Error(f"TASKENGINE[{key!r}] must be a number of seconds ≥ 0, not {value!r}.",
-                      id="taskengine.E006")
+                Error(
+                    f"TASKENGINE[{key!r}] must be a number of seconds ≥ 0, not {value!r}.",
+                    id="taskengine.E006",
+                )
             )
     for key in ("DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"):
         value = number(key)
         if not isinstance(value, str) or not value or len(value) > 63:
             errors.append(
-                Error(f"TASKENGINE[{key!r}] must be a non-empty string (≤ 63 characters), not {value!r}.",
-                      id="taskengine.E007")
+                Error(
+                    f"TASKENGINE[{key!r}] must be a non-empty string (≤ 63 characters), not {value!r}.",
+                    id="taskengine.E007",
+                )
             )
     errors.extend(_check_retention(number("RETENTION")))
     errors.extend(_check_metrics_and_testing(user))
@@ -94,9 +102,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="taskengine.E008",
             )
         )
-    elif number("RESCUE_GRACE") is not None and isinstance(number("RESCUE_GRACE"), (int, float)) \
-            and isinstance(number("HEARTBEAT_INTERVAL"), (int, float)) \
-            and number("RESCUE_GRACE") < 2 * number("HEARTBEAT_INTERVAL"):
+    elif (
+        number("RESCUE_GRACE") is not None
+        and isinstance(number("RESCUE_GRACE"), (int, float))
+        and isinstance(number("HEARTBEAT_INTERVAL"), (int, float))
+        and number("RESCUE_GRACE") < 2 * number("HEARTBEAT_INTERVAL")
+    ):
         errors.append(
             Warning(
                 "TASKENGINE['RESCUE_GRACE'] is less than twice HEARTBEAT_INTERVAL: a live worker "
@@ -164,8 +175,10 @@ def _check_metrics_and_testing(user: dict[str, Any]) -> list[Any]:
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, bool):
             errors.append(
-                Error(f"TASKENGINE[{key!r}] must be True or False, not {value!r}.",
-                      id="taskengine.E022")
+                Error(
+                    f"TASKENGINE[{key!r}] must be True or False, not {value!r}.",
+                    id="taskengine.E022",
+                )
             )
     return errors
 

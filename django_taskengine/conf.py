@@ -76,7 +76,10 @@ class Settings:
     def _get(self, name: str) -> Any:
         merged = self._merged
         if merged is None:
-            merged = self._merged = {**DEFAULTS, **(getattr(django_settings, "TASKENGINE", None) or {})}
+            merged = self._merged = {
+                **DEFAULTS,
+                **(getattr(django_settings, "TASKENGINE", None) or {}),
+            }
         return merged[name]
 
     def reload(self) -> None:

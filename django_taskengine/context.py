@@ -44,7 +44,9 @@ class TaskContext:
     cancel or shutdown has been asked for.
     """
 
-    def __init__(self, job: ClaimedJob, channel: ContextChannel | None = None, atomic: bool = False) -> None:
+    def __init__(
+        self, job: ClaimedJob, channel: ContextChannel | None = None, atomic: bool = False
+    ) -> None:
         self._job = job
         self._channel = channel
         self._atomic = atomic

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Count, Min, Q
-from django.utils import timezone
 from django.utils import timesince as _timesince
+from django.utils import timezone
 
 from .conf import taskengine_settings
 from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
@@ -163,62 +163,94 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
     explanation = Explanation(job)
     add = explanation.reasons.append
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
-        add(Reason("finished", f"The job is {job.status}; it will not run again unless retried.", False))
+        add(
+            Reason(
+                "finished", f"The job is {job.status}; it will not run again unless retried.", False
+            )
+        )
         return explanation
     if job.status == JobStatus.RUNNING:
         worker = Worker.objects.using(db).filter(id=job.worker_id).first()
         if worker is None or worker.stopped_at is not None or worker_is_stale(worker):
             last = _ago(worker.last_heartbeat_at) if worker else "never"
-            add(Reason(
-                "worker_dead",
-                f"Its worker died (last heartbeat {last}); the job will be rescued and run again "
-                "(or fail, if its attempts are used up).",
-            ))
+            add(
+                Reason(
+                    "worker_dead",
+                    f"Its worker died (last heartbeat {last}); the job will be rescued and run again "
+                    "(or fail, if its attempts are used up).",
+                )
+            )
         else:
-            add(Reason(
-                "running",
-                f"Running attempt {job.attempts} on {worker.hostname} (pid {worker.pid}) since "
-                f"{_ago(job.started_at)}.",
-                False,
-            ))
+            add(
+                Reason(
+                    "running",
+                    f"Running attempt {job.attempts} on {worker.hostname} (pid {worker.pid}) since "
+                    f"{_ago(job.started_at)}.",
+                    False,
+                )
+            )
         return explanation
     if job.status == JobStatus.PAUSED:
         add(Reason("job_paused", "The job itself is paused; Resume puts it back in its queue."))
     if job.run_after > now:
-        add(Reason("not_due", f"Due in {timeuntil(job.run_after)} (at {job.run_after:%Y-%m-%d %H:%M:%S %Z})."))
+        add(
+            Reason(
+                "not_due",
+                f"Due in {timeuntil(job.run_after)} (at {job.run_after:%Y-%m-%d %H:%M:%S %Z}).",
+            )
+        )
     queue = Queue.objects.using(db).filter(name=job.queue).first()
     if queue is not None and queue.is_paused:
-        add(Reason(
-            "queue_paused",
-            f"Queue '{job.queue}' is paused"
-            + _who(queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until) + ".",
-        ))
+        add(
+            Reason(
+                "queue_paused",
+                f"Queue '{job.queue}' is paused"
+                + _who(queue.paused_by, queue.paused_at, queue.pause_reason, queue.paused_until)
+                + ".",
+            )
+        )
     for pause in Pause.objects.using(db).filter(
         Q(scope=PauseScope.ENGINE) | Q(scope=PauseScope.TASK, target=job.task_name)
     ):
         if not pause.is_active:
             continue
-        what = "Every queue is paused" if pause.scope == PauseScope.ENGINE else f"Task type {job.task_name} is paused"
-        add(Reason(
-            "engine_paused" if pause.scope == PauseScope.ENGINE else "task_paused",
-            what + _who(pause.paused_by, pause.paused_at, pause.pause_reason, pause.paused_until) + ".",
-        ))
+        what = (
+            "Every queue is paused"
+            if pause.scope == PauseScope.ENGINE
+            else f"Task type {job.task_name} is paused"
+        )
+        add(
+            Reason(
+                "engine_paused" if pause.scope == PauseScope.ENGINE else "task_paused",
+                what
+                + _who(pause.paused_by, pause.paused_at, pause.pause_reason, pause.paused_until)
+                + ".",
+            )
+        )
     if job.status == JobStatus.QUEUED and job.run_after <= now:
         ahead = _jobs_ahead(job, db, now)
         if ahead:
             shown = f"{ahead:,}" if ahead < 10_000 else "10,000 or more"
-            add(Reason("behind", f"Waiting behind {shown} due job(s) of the same queue that run first (higher priority or older).", False))
-    workers = [
-        w for w in live_workers(using=db) if not w.queues or job.queue in w.queues
-    ]
+            add(
+                Reason(
+                    "behind",
+                    f"Waiting behind {shown} due job(s) of the same queue that run first (higher priority or older).",
+                    False,
+                )
+            )
+    workers = [w for w in live_workers(using=db) if not w.queues or job.queue in w.queues]
     if not workers:
-        add(Reason(
-            "no_worker",
-            f"No live worker takes jobs from queue '{job.queue}': start one with "
-            f"`manage.py run_workers --queues {job.queue}` (or without --queues).",
-        ))
+        add(
+            Reason(
+                "no_worker",
+                f"No live worker takes jobs from queue '{job.queue}': start one with "
+                f"`manage.py run_workers --queues {job.queue}` (or without --queues).",
+            )
+        )
     if not explanation.reasons:
-        add(Reason("soon", "Nothing holds it back: a worker should claim it within moments.", False))
+        add(
+            Reason("soon", "Nothing holds it back: a worker should claim it within moments.", False)
+        )
     return explanation
 
 

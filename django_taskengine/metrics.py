@@ -46,7 +46,22 @@ from .models import TERMINAL_STATUSES, Job, JobStatus
 WINDOW: dt.timedelta = inspection.THROUGHPUT_WINDOW
 #: Upper bounds (seconds) of the duration histogram's buckets; "+Inf" is added.
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
 )
 
 

@@ -7,7 +7,6 @@ against these tables through :mod:`django_taskengine.store`.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -102,9 +101,7 @@ class Job(models.Model):
     queue = models.CharField(max_length=100, default="default")
     args = models.JSONField(default=list)
     kwargs = models.JSONField(default=dict)
-    status = models.CharField(
-        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED
-    )
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     priority = models.IntegerField(default=0, help_text="Higher runs first.")
     run_after = models.DateTimeField(default=timezone.now)
     dedup_key = models.CharField(max_length=255, null=True, blank=True)

@@ -90,8 +90,10 @@ def pause_queue(
 def resume_queue(name: str, *, by: str = "", using: str | None = None) -> Queue:
     """Resume a paused queue. Raises :class:`NotFound` for a queue that does not exist."""
     db = _db(using)
-    updated = Queue.objects.using(db).filter(name=name).update(
-        paused=False, paused_at=None, paused_by="", pause_reason="", paused_until=None
+    updated = (
+        Queue.objects.using(db)
+        .filter(name=name)
+        .update(paused=False, paused_at=None, paused_by="", pause_reason="", paused_until=None)
     )
     if not updated:
         raise NotFound(_unknown_queue(name, db))
@@ -113,7 +115,9 @@ def _unknown_queue(name: str, db: str) -> str:
 
 def _check_queue_name(name: str) -> None:
     if not isinstance(name, str) or not name or len(name) > 100:
-        raise ValueError(f"A queue name is a non-empty string of at most 100 characters, not {name!r}")
+        raise ValueError(
+            f"A queue name is a non-empty string of at most 100 characters, not {name!r}"
+        )
 
 
 # -- the engine and task types ----------------------------------------------------------
@@ -139,9 +143,7 @@ def pause_all(
 
 def resume_all(*, by: str = "", using: str | None = None) -> bool:
     """End the engine-wide pause; True if there was one."""
-    return bool(
-        Pause.objects.using(_db(using)).filter(scope=PauseScope.ENGINE).delete()[0]
-    )
+    return bool(Pause.objects.using(_db(using)).filter(scope=PauseScope.ENGINE).delete()[0])
 
 
 def pause_task(
@@ -155,16 +157,16 @@ def pause_task(
     """Stop starting jobs of one task type, in every queue (e.g. ``send_invoice`` while billing
     is down). The task need not be registered in this process."""
     if not task_name or len(task_name) > 255:
-        raise ValueError(f"A task name is a non-empty string of at most 255 characters, not {task_name!r}")
+        raise ValueError(
+            f"A task name is a non-empty string of at most 255 characters, not {task_name!r}"
+        )
     return _pause(PauseScope.TASK, task_name, by, reason, until, using)
 
 
 def resume_task(task_name: str, *, by: str = "", using: str | None = None) -> bool:
     """End a task type's pause; True if it was paused."""
     return bool(
-        Pause.objects.using(_db(using))
-        .filter(scope=PauseScope.TASK, target=task_name)
-        .delete()[0]
+        Pause.objects.using(_db(using)).filter(scope=PauseScope.TASK, target=task_name).delete()[0]
     )
 
 
@@ -193,7 +195,9 @@ def active_pauses(*, using: str | None = None) -> list[Pause]:
     """Engine and task pauses in force now (expired timed pauses are left out)."""
     now = timezone.now()
     return list(
-        Pause.objects.using(_db(using)).filter(Q(paused_until__isnull=True) | Q(paused_until__gt=now))
+        Pause.objects.using(_db(using)).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        )
     )
 
 
@@ -308,7 +312,9 @@ def _request_stop(job_id: int, reason: str, expected: Expected | None, using: st
     """Ask a running attempt to stop at its next checkpoint (a cancel overrides a pause)."""
     db = _db(using)
     conditions = Q(pk=job_id, status=JobStatus.RUNNING)
-    conditions &= Q(stop_requested__in=["", "pause"]) if reason == "cancel" else Q(stop_requested="")
+    conditions &= (
+        Q(stop_requested__in=["", "pause"]) if reason == "cancel" else Q(stop_requested="")
+    )
     if expected is not None and expected.attempts is not None:
         conditions &= Q(attempts=expected.attempts)
     if expected is not None and expected.status not in (None, JobStatus.RUNNING):

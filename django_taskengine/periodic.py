@@ -62,7 +62,7 @@ PRUNE_INTERVAL = 60.0
 SETTING_KEYS = ("task", "cron", "args", "kwargs", "timezone", "queue", "priority", "catch_up")
 CATCH_UP_CHOICES = ("once", "all")
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _JUST_AFTER = dt.timedelta(microseconds=1)
 
 Decorated = TypeVar("Decorated")
@@ -257,7 +257,7 @@ def periodic(
     """
     if not isinstance(cron, str):
         raise TypeError(
-            f"@periodic needs a cron expression, as in @periodic(\"*/5 * * * *\"), not {cron!r}"
+            f'@periodic needs a cron expression, as in @periodic("*/5 * * * *"), not {cron!r}'
         )
     options = {
         "args": args,
@@ -273,8 +273,9 @@ def periodic(
         declaration = _Declaration(target, cron, options)
         # A module imported twice must not declare its schedules twice.
         _declarations[:] = [
-            d for d in _declarations if (_origin(d.target), d.cron, d.options.get("name"))
-            != (_origin(target), cron, name)
+            d
+            for d in _declarations
+            if (_origin(d.target), d.cron, d.options.get("name")) != (_origin(target), cron, name)
         ]
         _declarations.append(declaration)
         return target
@@ -291,14 +292,19 @@ def collect_definitions() -> tuple[dict[str, ScheduleDefinition], list[Problem]]
         candidates.append(_from_declaration(declaration, tasks))
     configured = taskengine_settings.PERIODIC
     if not isinstance(configured, dict):
-        candidates.append((None, [
-            Problem(
-                "definition",
-                f"TASKENGINE['PERIODIC'] must be a dict of schedule name -> schedule, not "
-                f"{type(configured).__name__}.",
-                'Use {"nightly-report": {"task": "myapp.tasks.report", "cron": "0 3 * * *"}}.',
+        candidates.append(
+            (
+                None,
+                [
+                    Problem(
+                        "definition",
+                        f"TASKENGINE['PERIODIC'] must be a dict of schedule name -> schedule, not "
+                        f"{type(configured).__name__}.",
+                        'Use {"nightly-report": {"task": "myapp.tasks.report", "cron": "0 3 * * *"}}.',
+                    )
+                ],
             )
-        ]))
+        )
         configured = {}
     for schedule_name, entry in configured.items():
         candidates.append(_from_setting(schedule_name, entry, tasks))
@@ -455,8 +461,11 @@ def _validate(
     problems: list[Problem] = []
     if not isinstance(name, str) or not name or len(name) > 200:
         problems.append(
-            Problem("definition", f"{origin}: a schedule name is a non-empty string of at most "
-                    f"200 characters, not {name!r}.")
+            Problem(
+                "definition",
+                f"{origin}: a schedule name is a non-empty string of at most "
+                f"200 characters, not {name!r}.",
+            )
         )
     zone = options["timezone"] if options["timezone"] is not None else settings.TIME_ZONE
     zone_ok = True
@@ -473,8 +482,11 @@ def _validate(
             )
         )
     if not isinstance(cron, str):
-        problems.append(Problem("cron", f"{origin}: the cron expression must be a string, not "
-                                f"{cron!r}.", _CRON_HINT))
+        problems.append(
+            Problem(
+                "cron", f"{origin}: the cron expression must be a string, not {cron!r}.", _CRON_HINT
+            )
+        )
     elif zone_ok:
         try:
             parsed = _cron(cron, zone)
@@ -495,12 +507,16 @@ def _validate(
     queue = options["queue"]
     if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 100):
         problems.append(
-            Problem("definition", f"{origin}: queue must be a non-empty string of at most 100 "
-                    f"characters, not {queue!r}.")
+            Problem(
+                "definition",
+                f"{origin}: queue must be a non-empty string of at most 100 "
+                f"characters, not {queue!r}.",
+            )
         )
     priority = options["priority"]
     if priority is not None and (
-        isinstance(priority, bool) or not isinstance(priority, int)
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
         or not -(2**31) <= priority < 2**31
     ):
         problems.append(
@@ -561,9 +577,7 @@ def _argument_problems(task: Task, args: Any, kwargs: Any, origin: str) -> list[
     return []
 
 
-_JSON_HINT = (
-    "Arguments are stored as JSON: use dicts, lists, strings, numbers, booleans and None."
-)
+_JSON_HINT = "Arguments are stored as JSON: use dicts, lists, strings, numbers, booleans and None."
 
 _crons: dict[tuple[str, str], Cron] = {}
 
@@ -626,9 +640,9 @@ def sync_schedules(using: str | None = None) -> dict[str, Schedule]:
         changes = {**wanted, "updated_at": now}
         if (row.cron, row.timezone) != (definition.cron, definition.timezone):
             changes["next_tick_at"] = definition.parsed_cron().next_after(now)
-        Schedule.objects.using(db).filter(
-            pk=row.pk, cron=row.cron, timezone=row.timezone
-        ).update(**changes)
+        Schedule.objects.using(db).filter(pk=row.pk, cron=row.cron, timezone=row.timezone).update(
+            **changes
+        )
         logger.info("periodic schedule %s changed: %s", definition.name, definition.origin)
     return {row.name: row for row in Schedule.objects.using(db).filter(name__in=defined)}
 
@@ -708,13 +722,17 @@ def enqueue_schedule_ticks(
     )
     enqueued: list[tuple[dt.datetime, Job]] = []
     with transaction.atomic(using=db):
-        advanced = Schedule.objects.using(db).filter(
-            pk=row.pk,
-            paused=False,
-            next_tick_at=row.next_tick_at,
-            cron=definition.cron,
-            timezone=definition.timezone,
-        ).update(next_tick_at=following)
+        advanced = (
+            Schedule.objects.using(db)
+            .filter(
+                pk=row.pk,
+                paused=False,
+                next_tick_at=row.next_tick_at,
+                cron=definition.cron,
+                timezone=definition.timezone,
+            )
+            .update(next_tick_at=following)
+        )
         if not advanced:
             return []
         for tick in ticks:
@@ -731,7 +749,10 @@ def enqueue_schedule_ticks(
         logger.warning(
             "periodic schedule %s: ticks since %s were missed (no worker ran); with "
             "catch_up=%r, %s job(s) enqueued for them",
-            definition.name, row.next_tick_at, definition.catch_up, len(enqueued),
+            definition.name,
+            row.next_tick_at,
+            definition.catch_up,
+            len(enqueued),
         )
     return [job for _, job in enqueued]
 
@@ -824,8 +845,10 @@ def pause_schedule(name: str, *, by: str = "", using: str | None = None) -> Sche
 
     db = _db(using)
     schedule = get_schedule(name, using=db)
-    updated = Schedule.objects.using(db).filter(pk=schedule.pk, paused=False).update(
-        paused=True, paused_at=django_timezone.now(), paused_by=by
+    updated = (
+        Schedule.objects.using(db)
+        .filter(pk=schedule.pk, paused=False)
+        .update(paused=True, paused_at=django_timezone.now(), paused_by=by)
     )
     if not updated:
         raise ActionRefused(f"Schedule {name!r} is paused already; nothing changed.")
@@ -844,12 +867,15 @@ def resume_schedule(name: str, *, by: str = "", using: str | None = None) -> Sch
     db = _db(using)
     schedule = get_schedule(name, using=db)
     following = _cron(schedule.cron, schedule.timezone).next_after(django_timezone.now())
-    updated = Schedule.objects.using(db).filter(
-        pk=schedule.pk, paused=True, cron=schedule.cron, timezone=schedule.timezone
-    ).update(paused=False, paused_at=None, paused_by="", next_tick_at=following)
+    updated = (
+        Schedule.objects.using(db)
+        .filter(pk=schedule.pk, paused=True, cron=schedule.cron, timezone=schedule.timezone)
+        .update(paused=False, paused_at=None, paused_by="", next_tick_at=following)
+    )
     if not updated:
-        raise ActionRefused(f"Schedule {name!r} is not paused (or changed meanwhile); "
-                            "nothing changed.")
+        raise ActionRefused(
+            f"Schedule {name!r} is not paused (or changed meanwhile); nothing changed."
+        )
     return get_schedule(name, using=db)
 
 

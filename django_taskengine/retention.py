@@ -133,8 +133,10 @@ def prune(
     once spent. ``exclusive`` (PostgreSQL): give up at once if another process holds the
     pruning lock, so that only one worker prunes at a time.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
-        1 <= batch_size <= MAX_BATCH_SIZE
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or not (1 <= batch_size <= MAX_BATCH_SIZE)
     ):
         raise ValueError(
             f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"
@@ -210,15 +212,11 @@ def _delete_batch(
             f"(SELECT id FROM taskengine_job WHERE {still_prunable})",
             [status, cutoff_param],
         )
-        cursor.execute(
-            f"DELETE FROM taskengine_job WHERE {still_prunable}", [status, cutoff_param]
-        )
+        cursor.execute(f"DELETE FROM taskengine_job WHERE {still_prunable}", [status, cutoff_param])
         return cursor.rowcount
 
 
-def _old_workers(
-    ages: Mapping[str, dt.timedelta | None], now: dt.datetime, alias: str
-) -> Any:
+def _old_workers(ages: Mapping[str, dt.timedelta | None], now: dt.datetime, alias: str) -> Any:
     """Worker rows older than the longest age in ``ages`` (none if a status is kept forever):
     stopped that long ago, or silent that long (a killed process never marks itself stopped)."""
     values = list(ages.values())

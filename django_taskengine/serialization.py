@@ -84,7 +84,9 @@ def to_json(value: Any) -> str:
     return _encode(value)
 
 
-def dump_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+def dump_arguments(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str, str]:
     """Return ``(args_json, kwargs_json)`` or raise :class:`NotJSONError` naming the argument."""
     check_arguments(task_name, args, kwargs)
     return _encode(list(args)), _encode(kwargs)

@@ -12,10 +12,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from .conf import taskengine_settings
+from .context import ContextChannel, TaskContext
 from .serialization import check_arguments
 from .signals import job_enqueued
-
-from .context import ContextChannel, TaskContext
 
 if TYPE_CHECKING:
     from .models import Job
@@ -108,12 +107,16 @@ class Task:
         _check_option("retry_backoff", retry_backoff, (int, float), minimum=0, name=self.name)
         _check_option("timeout", timeout, (int, float), minimum=0, name=self.name)
         if on_orphan not in ("retry", "park"):
-            raise ValueError(f"@task {self.name}: on_orphan must be 'retry' or 'park', not {on_orphan!r}")
+            raise ValueError(
+                f"@task {self.name}: on_orphan must be 'retry' or 'park', not {on_orphan!r}"
+            )
         signature = inspect.signature(func)
         if takes_context:
             params = list(signature.parameters.values())
             if not params:
-                raise TypeError(f"@task(takes_context=True) {self.name} must accept a context argument first")
+                raise TypeError(
+                    f"@task(takes_context=True) {self.name} must accept a context argument first"
+                )
             signature = signature.replace(parameters=params[1:])
         self.signature = signature
         self.__doc__ = func.__doc__
@@ -129,7 +132,9 @@ class Task:
 
     @property
     def priority(self) -> int:
-        return self._priority if self._priority is not None else taskengine_settings.DEFAULT_PRIORITY
+        return (
+            self._priority if self._priority is not None else taskengine_settings.DEFAULT_PRIORITY
+        )
 
     @property
     def max_attempts(self) -> int:
@@ -189,9 +194,7 @@ class Task:
         """Add one job that will call this task with these JSON arguments; return it."""
         return self._unbound.enqueue(*args, **kwargs)
 
-    def bulk_enqueue(
-        self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
-    ) -> list[Job]:
+    def bulk_enqueue(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
         """Add many jobs in one statement: ``calls`` is an iterable of ``(args, kwargs)`` pairs."""
         return self._unbound.bulk_enqueue(calls)
 
@@ -212,9 +215,15 @@ class BoundTask:
         _check_option("max_attempts", updates.get("max_attempts"), int, minimum=1, name=name)
         for key in ("queue", "dedup_key"):
             value = updates.get(key)
-            if value is not None and (not isinstance(value, str) or not value or len(value) > (100 if key == "queue" else 255)):
+            if value is not None and (
+                not isinstance(value, str)
+                or not value
+                or len(value) > (100 if key == "queue" else 255)
+            ):
                 limit = 100 if key == "queue" else 255
-                raise ValueError(f"{name}: {key} must be a non-empty string of at most {limit} characters, not {value!r}")
+                raise ValueError(
+                    f"{name}: {key} must be a non-empty string of at most {limit} characters, not {value!r}"
+                )
         return BoundTask(self.task, replace(self.options, **updates))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:

@@ -252,9 +252,9 @@ class _InProcessRunner:
             report_outcome(outcome, job)
             if outcome.status == JobStatus.QUEUED and outcome.outcome != AttemptOutcome.SUPERSEDED:
                 if self.retries:
-                    Job.objects.using(self.alias).filter(
-                        id=job.id, status=JobStatus.QUEUED
-                    ).update(run_after=timezone.now())
+                    Job.objects.using(self.alias).filter(id=job.id, status=JobStatus.QUEUED).update(
+                        run_after=timezone.now()
+                    )
                 else:
                     self.session.held_back.add(job.id)
         return list(ran)

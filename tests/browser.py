@@ -26,8 +26,10 @@ CHROMIUM_ARGS = [
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("TASKENGINE_CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-browser"
+    return (
+        os.environ.get("TASKENGINE_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
     )
 
 

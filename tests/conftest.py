@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -10,9 +9,7 @@ from .helpers import WorkerCommand, worker_env
 
 
 @pytest.fixture
-def start_workers(
-    transactional_db: None, tmp_path: Path
-) -> Iterator[Callable[..., WorkerCommand]]:
+def start_workers(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., WorkerCommand]]:
     """Start ``run_workers`` subprocesses against the test database; all are killed at the end."""
     started: list[WorkerCommand] = []
 

@@ -56,14 +56,31 @@ class PrivateCluster:
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(
-            f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
-            "--no-sync", "-E", "UTF8",
+            f"{self.bindir}/initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
         )
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(f"{self.bindir}/pg_ctl", action, "-D", self.data, "-l", self.log, "-w",
-                  "-o", options, *extra)
+        self._run(
+            f"{self.bindir}/pg_ctl",
+            action,
+            "-D",
+            self.data,
+            "-l",
+            self.log,
+            "-w",
+            "-o",
+            options,
+            *extra,
+        )
 
     def start(self) -> None:
         self._pg_ctl("start")
@@ -86,8 +103,13 @@ class PrivateCluster:
         deadline = time.monotonic() + 30
         while True:
             try:
-                return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
-                                       dbname="postgres", autocommit=True)
+                return psycopg.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user="postgres",
+                    dbname="postgres",
+                    autocommit=True,
+                )
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise

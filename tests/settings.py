@@ -26,7 +26,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if BACKEND == "sqlite":
     sqlite_dir = Path(os.environ.get("TASKENGINE_SQLITE_DIR", tempfile.gettempdir()))
-    sqlite_path = str(sqlite_dir / f"{os.environ.get('TASKENGINE_TEST_NAME', 'taskengine-tests')}.sqlite3")
+    sqlite_path = str(
+        sqlite_dir / f"{os.environ.get('TASKENGINE_TEST_NAME', 'taskengine-tests')}.sqlite3"
+    )
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -46,7 +48,9 @@ else:
             os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
         )
     }
-    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TASKENGINE_TEST_NAME", "test_taskengine")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("TASKENGINE_TEST_NAME", "test_taskengine")
+    }
     if TEST_DB_NAME:
         DATABASES["default"]["NAME"] = TEST_DB_NAME
 
@@ -104,7 +108,9 @@ TASKENGINE.update(json.loads(os.environ.get("TASKENGINE_TEST_OVERRIDES", "{}")))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"django_taskengine": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -50,8 +50,9 @@ def log_messages() -> list[str]:
     content_type = ContentType.objects.get_for_model(Schedule)
     return [
         entry.get_change_message()
-        for entry in LogEntry.objects.filter(content_type=content_type, action_flag=CHANGE)
-        .order_by("id")
+        for entry in LogEntry.objects.filter(
+            content_type=content_type, action_flag=CHANGE
+        ).order_by("id")
     ]
 
 
@@ -69,7 +70,7 @@ def test_the_list_shows_cron_task_last_run_with_its_job_and_next_run(admin_clien
     assert response.status_code == 200
     html = content(response)
     assert "<code>0 3 * * *</code>" in html and "Europe/Paris" in html
-    assert f"{ADD} <span class=\"te-detail\">(1, 2)</span>" in html
+    assert f'{ADD} <span class="te-detail">(1, 2)</span>' in html
     job_url = admin_url("job_change", job.pk)
     assert f'<a href="{job_url}" data-job="{job.pk}">job {job.pk}</a>' in html
     assert '<span class="te-status te-status-succeeded">succeeded</span>' in html
@@ -179,7 +180,10 @@ def test_the_row_pause_button_pauses_for_every_worker_and_writes_the_log(admin_c
 
 def test_resume_goes_on_from_the_next_tick(admin_client):
     schedule = make_schedule(
-        cron="*/5 * * * *", timezone="UTC", paused=True, paused_by="alice",
+        cron="*/5 * * * *",
+        timezone="UTC",
+        paused=True,
+        paused_by="alice",
         next_tick_at=timezone.now() - dt.timedelta(days=2),
     )
 
@@ -316,10 +320,16 @@ def test_the_schedule_and_job_pages_load_their_row_once(admin_client):
 
     schedule = make_schedule()
     job = JobFactory()
-    for url, table in ((admin_url("schedule_change", schedule.pk), "taskengine_schedule"),
-                       (admin_url("job_change", job.pk), "taskengine_job")):
+    for url, table in (
+        (admin_url("schedule_change", schedule.pk), "taskengine_schedule"),
+        (admin_url("job_change", job.pk), "taskengine_job"),
+    ):
         with CaptureQueriesContext(connection) as queries:
             assert admin_client.get(url).status_code == 200
-        row_reads = [q["sql"] for q in queries.captured_queries
-                     if q["sql"].startswith("SELECT") and f'FROM "{table}" WHERE "{table}"."id" =' in q["sql"]]
+        row_reads = [
+            q["sql"]
+            for q in queries.captured_queries
+            if q["sql"].startswith("SELECT")
+            and f'FROM "{table}" WHERE "{table}"."id" =' in q["sql"]
+        ]
         assert len(row_reads) == 1, row_reads

@@ -105,7 +105,10 @@ def test_enqueue_adds_an_ordinary_job_and_returns_a_ready_result():
     result = tasks.add.enqueue(2, 3)
     job = _job(result)
     assert (job.task_name, job.queue, job.priority, job.status) == (
-        "tests.testapp.django_api_tasks.add", "default", 0, JobStatus.QUEUED,
+        "tests.testapp.django_api_tasks.add",
+        "default",
+        0,
+        JobStatus.QUEUED,
     )
     assert (job.args, job.kwargs) == ([2, 3], {})
     assert result.id == str(job.id)
@@ -479,8 +482,13 @@ def test_the_worker_sends_task_started_per_attempt_and_task_finished_once(start_
         return [json.loads(label) for label in rows.values_list("label", flat=True)]
 
     def event(signal_name, status, attempts, errors=0):
-        return {"signal": signal_name, "sender": "TaskEngineBackend", "status": status,
-                "attempts": attempts, "errors": errors}
+        return {
+            "signal": signal_name,
+            "sender": "TaskEngineBackend",
+            "status": status,
+            "attempts": attempts,
+            "errors": errors,
+        }
 
     assert events(ok) == [event("started", "RUNNING", 1), event("finished", "SUCCESSFUL", 1)]
     assert events(bad) == [
@@ -583,7 +591,9 @@ def test_check_reports_queue_names_the_job_table_cannot_store_and_options():
         "other", {"QUEUES": ["default", "", "q" * 101], "OPTIONS": {"DATABASE": "x"}}
     )
     assert sorted(_ids(backend.check())) == [
-        "taskengine.E102", "taskengine.E102", "taskengine.E103",
+        "taskengine.E102",
+        "taskengine.E102",
+        "taskengine.E103",
     ]
 
 

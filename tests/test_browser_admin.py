@@ -65,7 +65,9 @@ def test_pause_a_queue_in_the_browser_and_no_job_of_it_starts_until_resume(
 def test_retry_a_failed_job_from_its_page(page, live_server, operator, start_workers, request):
     job = add.enqueue(2, 3)
     Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.FAILED, attempts=3, error="RuntimeError: upstream timed out",
+        status=JobStatus.FAILED,
+        attempts=3,
+        error="RuntimeError: upstream timed out",
         traceback="Traceback (most recent call last):\n  ...\nRuntimeError: upstream timed out",
     )
     start_workers("--processes", "1")

@@ -84,7 +84,15 @@ def test_status_counts_jobs_of_each_queue():
     out, _ = run("status")
 
     assert out.splitlines()[2].split() == [
-        "QUEUE", "QUEUED", "DUE", "RUNNING", "PAUSED", "FAILED", "OLDEST", "DUE", "DONE/MIN",
+        "QUEUE",
+        "QUEUED",
+        "DUE",
+        "RUNNING",
+        "PAUSED",
+        "FAILED",
+        "OLDEST",
+        "DUE",
+        "DONE/MIN",
         "STATE",
     ]
     # 6 finished in the 5-minute window: 1.2 per minute.
@@ -108,7 +116,7 @@ def test_status_shows_who_paused_a_queue_why_and_until_when():
     assert '"smtp outage", until ' in state
     assert state.endswith("(in 29m)")
     assert table_row(out, "default")[8] == "running"
-    assert f'  task {noop.name}: paused by bob since ' in out
+    assert f"  task {noop.name}: paused by bob since " in out
     assert '"billing down"' in out
     assert "EVERY QUEUE IS PAUSED" not in out
 
@@ -237,7 +245,8 @@ def test_pausing_several_queues_pauses_the_known_ones_and_reports_the_rest():
     assert "queue default: running → paused" in out
     assert "queue emails: running → paused" in out
     assert set(Queue.objects.filter(paused=True).values_list("name", flat=True)) == {
-        "default", "emails",
+        "default",
+        "emails",
     }
 
 
@@ -661,7 +670,13 @@ threading.Thread(target=lambda: (time.sleep(0.3), done.append(1))).start()
 atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text(str(len(done))))
 _exit_without_teardown(3)
 """
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=worker_env(),
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 3, proc.stderr
     assert marker.read_text() == "1"

@@ -74,7 +74,9 @@ def test_cancel_a_running_job_at_its_checkpoint(start_workers):
     assert len(_step_counts(job)) < 1000
 
 
-def test_sigterm_stops_a_checkpointing_task_at_once_and_requeues_it_with_its_checkpoint(start_workers):
+def test_sigterm_stops_a_checkpointing_task_at_once_and_requeues_it_with_its_checkpoint(
+    start_workers,
+):
     job = steps.enqueue(total=2000, step_sleep=0.01)
     workers = start_workers("--processes", "1", "--shutdown-timeout", "60")
     wait_for(lambda: _progress_at_least(job, 10), timeout=30, message="progress")
@@ -86,7 +88,9 @@ def test_sigterm_stops_a_checkpointing_task_at_once_and_requeues_it_with_its_che
     assert job.attempts == 0
     assert job.checkpoint["next"] >= 10
     assert list(job.attempt_set.values_list("outcome", flat=True)) == ["interrupted"]
-    Job.objects.filter(pk=job.pk).update(kwargs={"total": job.checkpoint["next"] + 20, "step_sleep": 0})
+    Job.objects.filter(pk=job.pk).update(
+        kwargs={"total": job.checkpoint["next"] + 20, "step_sleep": 0}
+    )
     again = start_workers("--burst")
     assert again.wait(timeout=60) == 0
     counts = _step_counts(job)
@@ -98,7 +102,9 @@ def test_checkpoint_resume_under_kills_redoes_at_most_one_step_per_kill(start_wo
     start_workers("--processes", "2")
     kills = 0
     for threshold in (40, 110):
-        wait_for(lambda: _progress_at_least(job, threshold), timeout=60, message=f"step {threshold}")
+        wait_for(
+            lambda: _progress_at_least(job, threshold), timeout=60, message=f"step {threshold}"
+        )
         job.refresh_from_db()
         os.kill(Worker.objects.get(id=job.worker_id).pid, signal.SIGKILL)
         kills += 1
@@ -110,7 +116,9 @@ def test_checkpoint_resume_under_kills_redoes_at_most_one_step_per_kill(start_wo
     redone = sum(n - 1 for n in counts.values())
     assert redone <= kills, counts.most_common(5)
     assert list(finished.attempt_set.order_by("number").values_list("outcome", flat=True)) == [
-        "orphaned", "orphaned", "succeeded"
+        "orphaned",
+        "orphaned",
+        "succeeded",
     ]
 
 

@@ -107,7 +107,9 @@ _CONCRETE_FIELDS = [f.attname for f in Job._meta.concrete_fields]
         pytest.param(lambda: add.enqueue(1, 2), id="one job, task defaults"),
         pytest.param(
             lambda: send_welcome.using(
-                run_after=dt.datetime(2030, 6, 1, 9, 30, 0, 123456, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+                run_after=dt.datetime(
+                    2030, 6, 1, 9, 30, 0, 123456, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")
+                )
             ).enqueue(user_id=1),
             id="one job, run_after in another time zone",
         ),
@@ -126,10 +128,15 @@ def test_returned_job_matches_the_stored_row(enqueue):
     assert job.created is True
 
 
-@pytest.mark.parametrize("enqueue", [lambda: add.enqueue(1, 2), lambda: add.bulk_enqueue([((1, 2), {})])[0]])
+@pytest.mark.parametrize(
+    "enqueue", [lambda: add.enqueue(1, 2), lambda: add.bulk_enqueue([((1, 2), {})])[0]]
+)
 def test_returned_job_has_naive_times_without_time_zone_support(enqueue):
     add.enqueue(0, 0)  # with time zone support: a cursor kept from this one must not be reused
-    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"), timezone.override("America/New_York"):
+    with (
+        override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"),
+        timezone.override("America/New_York"),
+    ):
         job = enqueue()
         saved = Job.objects.get(pk=job.pk)
     assert timezone.is_naive(saved.created_at)
@@ -646,7 +653,11 @@ def test_enqueue_statements_are_seen_by_query_capture_and_execute_wrappers():
         return execute(sql, params, many, context)
 
     def job_inserts(statements):
-        return [sql for sql in statements if "taskengine_enqueue_job" in sql or 'INTO "taskengine_job"' in sql]
+        return [
+            sql
+            for sql in statements
+            if "taskengine_enqueue_job" in sql or 'INTO "taskengine_job"' in sql
+        ]
 
     with CaptureQueriesContext(connection) as queries:
         add.enqueue(1, 2)
@@ -726,8 +737,9 @@ def test_a_kept_cursor_still_asks_for_the_connection(monkeypatch):
 
 def test_overridden_settings_apply_to_enqueue_and_stop_applying_after():
     before = add.enqueue(1, 2)
-    with override_settings(TASKENGINE={"DEFAULT_QUEUE": "elsewhere", "DEFAULT_PRIORITY": 7,
-                                       "DEFAULT_MAX_ATTEMPTS": 9}):
+    with override_settings(
+        TASKENGINE={"DEFAULT_QUEUE": "elsewhere", "DEFAULT_PRIORITY": 7, "DEFAULT_MAX_ATTEMPTS": 9}
+    ):
         inside = add.enqueue(1, 2)
     after = add.enqueue(1, 2)
     assert (inside.queue, inside.priority, inside.max_attempts) == ("elsewhere", 7, 9)

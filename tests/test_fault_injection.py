@@ -70,7 +70,9 @@ def test_kill_storm_atomic_task_has_exactly_once_database_effects(start_workers)
     assert set(rows) == {job.id for job in jobs}
     assert set(rows.values()) == {1}, "an atomic task's effects were committed twice"
     orphaned = Attempt.objects.filter(outcome="orphaned").count()
-    print(f"kill storm (atomic): {landed} kills, {orphaned} attempts rescued, 500 rows for 500 jobs")
+    print(
+        f"kill storm (atomic): {landed} kills, {orphaned} attempts rescued, 500 rows for 500 jobs"
+    )
 
 
 def test_kill_storm_plain_task_loses_nothing_and_repeats_only_interrupted_jobs(start_workers):
@@ -94,7 +96,9 @@ def test_terminated_database_connections_lose_nothing(start_workers):
     for _ in range(2):
         # Each cut after 20 more jobs ran: the second one hits workers that recovered.
         done = LedgerEntry.objects.count()
-        wait_for(lambda: LedgerEntry.objects.count() > done + 20, timeout=60, message="work under way")
+        wait_for(
+            lambda: LedgerEntry.objects.count() > done + 20, timeout=60, message="work under way"
+        )
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -108,7 +112,9 @@ def test_terminated_database_connections_lose_nothing(start_workers):
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
-@pytest.mark.skipif(PrivateCluster.unavailable_reason() is not None, reason=str(PrivateCluster.unavailable_reason()))
+@pytest.mark.skipif(
+    PrivateCluster.unavailable_reason() is not None, reason=str(PrivateCluster.unavailable_reason())
+)
 def test_a_restarted_database_server_loses_nothing(tmp_path):
     cluster = PrivateCluster()
     try:
@@ -118,29 +124,49 @@ def test_a_restarted_database_server_loses_nothing(tmp_path):
 
         def manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
             return subprocess.run(
-                [sys.executable, "-m", "django", *args], cwd=REPO_ROOT, env=env,
-                capture_output=True, text=True, timeout=timeout, check=True,
+                [sys.executable, "-m", "django", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=True,
             )
 
         manage("migrate", "-v0")
         manage(
-            "shell", "-c",
+            "shell",
+            "-c",
             "from tests.testapp.tasks import record_atomic; "
             "record_atomic.bulk_enqueue([((), {'sleep': 0.02})] * 300)",
         )
         log_path = tmp_path / "workers.log"
         with open(log_path, "wb") as log:
             workers = subprocess.Popen(
-                [sys.executable, "-m", "django", "run_workers", "--processes", "2",
-                 "--concurrency", "2"],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "django",
+                    "run_workers",
+                    "--processes",
+                    "2",
+                    "--concurrency",
+                    "2",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             try:
                 db = cluster.connect()
                 wait_for(
-                    lambda: db.execute("SELECT count(*) FROM testapp_ledgerentry").fetchone()[0] > 30,
-                    timeout=60, message="work under way",
+                    lambda: (
+                        db.execute("SELECT count(*) FROM testapp_ledgerentry").fetchone()[0] > 30
+                    ),
+                    timeout=60,
+                    message="work under way",
                 )
                 db.close()
                 started = time.monotonic()
@@ -154,10 +180,14 @@ def test_a_restarted_database_server_loses_nothing(tmp_path):
 
                 wait_for(lambda: unfinished() == 0, timeout=120, message="all jobs finished")
                 recovered = time.monotonic() - started
-                statuses = dict(db.execute(
-                    "SELECT status, count(*) FROM taskengine_job GROUP BY status").fetchall())
+                statuses = dict(
+                    db.execute(
+                        "SELECT status, count(*) FROM taskengine_job GROUP BY status"
+                    ).fetchall()
+                )
                 per_job = db.execute(
-                    "SELECT count(*), count(DISTINCT job_id) FROM testapp_ledgerentry").fetchone()
+                    "SELECT count(*), count(DISTINCT job_id) FROM testapp_ledgerentry"
+                ).fetchone()
                 db.close()
             finally:
                 os.killpg(workers.pid, signal.SIGKILL)

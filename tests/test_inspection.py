@@ -19,7 +19,10 @@ pytestmark = pytest.mark.django_db
 def _worker(queues=(), heartbeat_age=0.0, stopped=False) -> Worker:
     now = timezone.now()
     return Worker.objects.create(
-        id=uuid.uuid4(), hostname="host-a", pid=4242, queues=list(queues),
+        id=uuid.uuid4(),
+        hostname="host-a",
+        pid=4242,
+        queues=list(queues),
         last_heartbeat_at=now - dt.timedelta(seconds=heartbeat_age),
         stopped_at=now if stopped else None,
     )
@@ -67,7 +70,9 @@ def test_explains_a_job_that_is_not_due_yet():
     job = noop.using(run_after=dt.timedelta(minutes=3)).enqueue()
     reasons = explain_job(job).reasons
     assert [r.code for r in reasons] == ["not_due"]
-    assert reasons[0].text.startswith("Due in 2 minutes") or reasons[0].text.startswith("Due in 3 minutes")
+    assert reasons[0].text.startswith("Due in 2 minutes") or reasons[0].text.startswith(
+        "Due in 3 minutes"
+    )
 
 
 def test_explains_a_paused_queue_with_who_when_and_why():

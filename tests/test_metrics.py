@@ -53,8 +53,12 @@ def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
 def finished_job(queue: str, task_name: str, seconds: float, status=JobStatus.SUCCEEDED, ago=60.0):
     end = timezone.now() - dt.timedelta(seconds=ago)
     return JobFactory(
-        queue=queue, task_name=task_name, status=status, attempts=1,
-        started_at=end - dt.timedelta(seconds=seconds), finished_at=end,
+        queue=queue,
+        task_name=task_name,
+        status=status,
+        attempts=1,
+        started_at=end - dt.timedelta(seconds=seconds),
+        finished_at=end,
     )
 
 
@@ -156,7 +160,9 @@ def test_exposition_has_jobs_by_status_due_oldest_throughput_workers_durations(s
     assert 119 <= oldest[(("queue", "emails"),)] < 180
     assert oldest[(("queue", "idle"),)] == 0
     assert samples["taskengine_queue_paused"] == {
-        (("queue", "emails"),): 0, (("queue", "held"),): 1, (("queue", "idle"),): 0,
+        (("queue", "emails"),): 0,
+        (("queue", "held"),): 1,
+        (("queue", "idle"),): 0,
     }
     recent = samples["taskengine_jobs_finished_recently"]
     assert recent[(("queue", "emails"), ("status", "succeeded"))] == 2
@@ -250,8 +256,12 @@ def test_importing_the_package_and_its_urls_does_not_import_prometheus_client():
         "assert 'prometheus_client' not in sys.modules, 'imported'"
     )
     completed = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=worker_env(), capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
 

@@ -56,7 +56,9 @@ def test_timed_pause_ends_by_itself(session):
     assert Queue.objects.get(name="default").paused_until > timezone.now()
     assert _claimed_ids(session) == set()
     # The moment passes (set it in the past rather than waiting 15 minutes).
-    Queue.objects.filter(name="default").update(paused_until=timezone.now() - dt.timedelta(seconds=1))
+    Queue.objects.filter(name="default").update(
+        paused_until=timezone.now() - dt.timedelta(seconds=1)
+    )
     assert not Queue.objects.get(name="default").is_paused
     assert _claimed_ids(session) == {job.id}
 

@@ -41,7 +41,7 @@ from tests.testapp.models import LedgerEntry
 
 from .helpers import wait_for
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PARIS = "Europe/Paris"
 ADD = "tests.testapp.tasks.add"
 RECORD = "tests.testapp.tasks.record"
@@ -296,8 +296,9 @@ def test_a_setting_defines_a_schedule_with_arguments_queue_and_priority():
 
 
 def test_the_timezone_defaults_to_settings_time_zone():
-    with override_settings(TIME_ZONE="America/New_York"), settings_with(
-        {"sum": {"task": ADD, "cron": "0 3 * * *", "args": [1, 2]}}
+    with (
+        override_settings(TIME_ZONE="America/New_York"),
+        settings_with({"sum": {"task": ADD, "cron": "0 3 * * *", "args": [1, 2]}}),
     ):
         assert definitions()["sum"].timezone == "America/New_York"
 
@@ -546,8 +547,9 @@ def test_after_downtime_catch_up_all_runs_each_missed_tick():
         Schedule.objects.filter(name="sum").update(next_tick_at=since)
         enqueue_due_ticks("default")
 
-    run_afters = list(Job.objects.filter(task_name=ADD).order_by("run_after")
-                      .values_list("run_after", flat=True))
+    run_afters = list(
+        Job.objects.filter(task_name=ADD).order_by("run_after").values_list("run_after", flat=True)
+    )
     assert len(run_afters) == 12
     assert run_afters[0] == since
     assert all(b - a == dt.timedelta(minutes=5) for a, b in zip(run_afters, run_afters[1:]))
@@ -673,8 +675,9 @@ def test_prune_keeps_the_latest_ticks_of_each_schedule():
 
     assert prune_ticks("default") == 150
 
-    kept = list(PeriodicTick.objects.filter(schedule=busy).order_by("tick")
-                .values_list("tick", flat=True))
+    kept = list(
+        PeriodicTick.objects.filter(schedule=busy).order_by("tick").values_list("tick", flat=True)
+    )
     assert len(kept) == TICKS_KEPT
     assert kept[0] == start + dt.timedelta(seconds=150)
     assert PeriodicTick.objects.filter(schedule=quiet).count() == 5
@@ -683,10 +686,22 @@ def test_prune_keeps_the_latest_ticks_of_each_schedule():
 def _definition_for(row: Schedule):
     from django_taskengine.periodic import ScheduleDefinition
 
-    return ScheduleDefinition(name=row.name, **{
-        k: getattr(row, k) for k in ("task_name", "cron", "timezone", "args", "kwargs", "queue",
-                                      "priority", "catch_up")
-    })
+    return ScheduleDefinition(
+        name=row.name,
+        **{
+            k: getattr(row, k)
+            for k in (
+                "task_name",
+                "cron",
+                "timezone",
+                "args",
+                "kwargs",
+                "queue",
+                "priority",
+                "catch_up",
+            )
+        },
+    )
 
 
 # -- racing for one tick: threads, then processes on two "hosts" ----------------------------

@@ -149,15 +149,25 @@ def test_prune_deletes_finished_jobs_older_than_their_status_retention_with_thei
 def test_active_jobs_are_never_pruned_however_old():
     ancient = timezone.now() - 400 * DAY
     active = [
-        JobFactory(status=status, created_at=ancient, run_after=ancient, started_at=ancient,
-                   finished_at=ancient)  # a stale finished_at, as after an operator's retry
+        JobFactory(
+            status=status,
+            created_at=ancient,
+            run_after=ancient,
+            started_at=ancient,
+            finished_at=ancient,
+        )  # a stale finished_at, as after an operator's retry
         for status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
     ]
     for job in active:
         AttemptFactory(job=job, started_at=ancient, finished_at=ancient)
 
-    result = prune({"succeeded": dt.timedelta(seconds=1), "failed": dt.timedelta(seconds=1),
-                    "cancelled": dt.timedelta(seconds=1)})
+    result = prune(
+        {
+            "succeeded": dt.timedelta(seconds=1),
+            "failed": dt.timedelta(seconds=1),
+            "cancelled": dt.timedelta(seconds=1),
+        }
+    )
 
     assert result.total_jobs == 0
     assert remaining() == {job.id for job in active}
@@ -205,8 +215,12 @@ def test_the_batch_select_walks_the_finished_at_index_on_a_realistic_table():
     now = timezone.now()
     Job.objects.bulk_create(
         [
-            Job(task_name="t", status=JobStatus.FAILED if i % 20 == 0 else JobStatus.SUCCEEDED,
-                started_at=now - 15 * DAY * i / 5000, finished_at=now - 15 * DAY * i / 5000)
+            Job(
+                task_name="t",
+                status=JobStatus.FAILED if i % 20 == 0 else JobStatus.SUCCEEDED,
+                started_at=now - 15 * DAY * i / 5000,
+                finished_at=now - 15 * DAY * i / 5000,
+            )
             for i in range(5000)
         ],
         batch_size=1000,

@@ -40,14 +40,26 @@ def test_worker_sends_job_started_and_job_finished(start_workers):
     # The worker process loads tests.testapp.signal_receivers, which writes ledger rows.
     workers = start_workers("--burst", TASKENGINE_TEST_SIGNAL_RECEIVERS="1")
     assert workers.wait() == 0
-    events = [json.loads(label) for label in LedgerEntry.objects.order_by("id").values_list("label", flat=True)]
+    events = [
+        json.loads(label)
+        for label in LedgerEntry.objects.order_by("id").values_list("label", flat=True)
+    ]
     ok_events = [e for e in events if e["job"] == ok.id]
     assert ok_events == [
         {"signal": "started", "job": ok.id, "attempt": 1},
-        {"signal": "finished", "job": ok.id, "attempt": 1, "outcome": "succeeded", "status": "succeeded"},
+        {
+            "signal": "finished",
+            "job": ok.id,
+            "attempt": 1,
+            "outcome": "succeeded",
+            "status": "succeeded",
+        },
     ]
     bad_finished = [e for e in events if e["job"] == bad.id and e["signal"] == "finished"]
-    assert [(e["outcome"], e["status"]) for e in bad_finished] == [("failed", "queued"), ("failed", "failed")]
+    assert [(e["outcome"], e["status"]) for e in bad_finished] == [
+        ("failed", "queued"),
+        ("failed", "failed"),
+    ]
 
 
 def test_a_failing_job_finished_receiver_neither_stops_the_others_nor_the_run(caplog):

@@ -101,9 +101,10 @@ def test_run_jobs_with_retries_runs_attempts_back_to_back_until_the_job_is_finis
     ran = {job.id: job for job in run_jobs(retries=True)}
     assert (ran[flaky.id].status, ran[flaky.id].attempts) == ("succeeded", 3)
     assert (ran[hopeless.id].status, ran[hopeless.id].attempts) == ("failed", 2)
-    assert list(
-        Attempt.objects.filter(job_id=hopeless.id).values_list("number", "outcome")
-    ) == [(1, "failed"), (2, "failed")]
+    assert list(Attempt.objects.filter(job_id=hopeless.id).values_list("number", "outcome")) == [
+        (1, "failed"),
+        (2, "failed"),
+    ]
 
 
 def test_run_jobs_runs_the_jobs_that_tasks_enqueue():

@@ -64,8 +64,11 @@ def _empty_database() -> tuple[str, callable]:
         name = f"taskengine_empty_{uuid.uuid4().hex[:8]}"
         params = connection.get_connection_params()
         admin = psycopg.connect(
-            host=params.get("host"), port=params.get("port"), user=params.get("user"),
-            dbname="postgres", autocommit=True,
+            host=params.get("host"),
+            port=params.get("port"),
+            user=params.get("user"),
+            dbname="postgres",
+            autocommit=True,
         )
         admin.execute(f'CREATE DATABASE "{name}"')
 
@@ -100,7 +103,11 @@ def test_worker_on_a_database_without_migrations_exits_1_with_one_clear_error():
 def test_bad_command_line_values_are_clear_errors():
     proc = subprocess.run(
         [sys.executable, "-m", "django", "run_workers", "--processes", "0"],
-        cwd=REPO_ROOT, env=worker_env(), capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert "--processes must be at least 1" in proc.stderr

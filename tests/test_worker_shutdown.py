@@ -24,7 +24,9 @@ def test_sigterm_lets_running_jobs_finish_and_exits_zero(start_workers):
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 1
     # No new claims after the signal: jobs that were merely prefetched went back to the queue.
-    statuses = set(Job.objects.filter(id__in=[j.id for j in waiting]).values_list("status", flat=True))
+    statuses = set(
+        Job.objects.filter(id__in=[j.id for j in waiting]).values_list("status", flat=True)
+    )
     assert statuses <= {JobStatus.QUEUED, JobStatus.SUCCEEDED}
     assert not Job.objects.filter(status=JobStatus.RUNNING).exists()
     # The one busy thread was running the sleeper; no waiting job was started after the signal.

@@ -26,9 +26,16 @@ LATENCY_SPIKE_MS = 100.0
 
 def percentiles(values: list[float]) -> dict[str, float]:
     q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": q[49], "p95": q[94], "p99": q[98], "min": min(values), "max": max(values),
-            "mean": statistics.fmean(values), "n": len(values),
-            "spikes_ms": [round(v, 1) for v in values if v > LATENCY_SPIKE_MS]}
+    return {
+        "p50": q[49],
+        "p95": q[94],
+        "p99": q[98],
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+        "n": len(values),
+        "spikes_ms": [round(v, 1) for v in values if v > LATENCY_SPIKE_MS],
+    }
 
 
 def loadavg() -> list[float] | None:
@@ -50,7 +57,9 @@ def fresh_database(dsn: str) -> None:
         raise SystemExit(f"refusing to recreate database {name!r}: its name lacks 'bench'")
     admin = make_conninfo(dsn, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
@@ -63,7 +72,9 @@ def _children(pid: int) -> list[int]:
         return kids
     for tid in tids:
         try:
-            kids.extend(int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+            kids.extend(
+                int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            )
         except (OSError, ValueError):
             pass
     return kids
@@ -125,13 +136,20 @@ class Proc:
     """A subprocess in its own session with its output in a temp file; killed (the whole
     group) if still running when closed."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self.args = args
         self.log = tempfile.NamedTemporaryFile(prefix="bench-peer-", suffix=".log", delete=False)
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.exited: float | None = None
 
     def wait(self, timeout: float) -> int:
@@ -139,8 +157,9 @@ class Proc:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError(f"`{' '.join(self.args)}` did not exit within {timeout:.0f} s\n"
-                               f"{self.output()}") from None
+            raise RuntimeError(
+                f"`{' '.join(self.args)}` did not exit within {timeout:.0f} s\n{self.output()}"
+            ) from None
         self.exited = time.perf_counter()
         return code
 
@@ -175,8 +194,9 @@ class Proc:
             pass
 
 
-def run_drain(procs_args: list[list[str]], env: dict[str, str], timeout: float,
-              cwd: str | None = None) -> dict[str, Any]:
+def run_drain(
+    procs_args: list[list[str]], env: dict[str, str], timeout: float, cwd: str | None = None
+) -> dict[str, Any]:
     """Start the worker commands at once, wait for all to exit; wall time and peak RSS."""
     started = time.perf_counter()
     procs = [Proc(args, env=env, cwd=cwd) for args in procs_args]
@@ -187,7 +207,9 @@ def run_drain(procs_args: list[list[str]], env: dict[str, str], timeout: float,
         for s in samplers:
             s.stop()
         if any(codes):
-            raise RuntimeError(f"worker exit codes {codes}\n" + "\n---\n".join(p.output() for p in procs))
+            raise RuntimeError(
+                f"worker exit codes {codes}\n" + "\n---\n".join(p.output() for p in procs)
+            )
         rss = [mb for s in samplers for mb in s.workers()]
         return {"wall_seconds": elapsed, "exit_codes": codes, "worker_peak_rss_mb": rss}
     finally:

@@ -91,10 +91,16 @@ async def phase_enqueue(opts: argparse.Namespace) -> dict[str, Any]:
         bulk = time.perf_counter() - start
     finally:
         await connection.close()
-    return {"enqueue_single": opts.jobs / single, "single_jobs": opts.jobs, "single_seconds": single,
-            "enqueue_bulk": opts.bulk_jobs / bulk, "bulk_jobs": opts.bulk_jobs,
-            "bulk_batch": opts.bulk_batch, "bulk_seconds": bulk,
-            "api": "await Queries.enqueue(...) (asyncpg); bulk: its list form"}
+    return {
+        "enqueue_single": opts.jobs / single,
+        "single_jobs": opts.jobs,
+        "single_seconds": single,
+        "enqueue_bulk": opts.bulk_jobs / bulk,
+        "bulk_jobs": opts.bulk_jobs,
+        "bulk_batch": opts.bulk_batch,
+        "bulk_seconds": bulk,
+        "api": "await Queries.enqueue(...) (asyncpg); bulk: its list form",
+    }
 
 
 def _worker_cmd(opts: argparse.Namespace, mode: str) -> list[str]:
@@ -102,16 +108,26 @@ def _worker_cmd(opts: argparse.Namespace, mode: str) -> list[str]:
     # option parsing fails with the typer release that pip resolves today ("'str' object has no
     # attribute 'name'" for --log-level), so the worker phase calls pgqueuer.run, the function
     # `pgq run` calls, with the same arguments.
-    return [sys.executable, str(HERE / "pgqueuer_bench.py"), "--dsn", opts.dsn, "worker",
-            "--batch-size", str(opts.batch_size), "--mode", mode]
+    return [
+        sys.executable,
+        str(HERE / "pgqueuer_bench.py"),
+        "--dsn",
+        opts.dsn,
+        "worker",
+        "--batch-size",
+        str(opts.batch_size),
+        "--mode",
+        mode,
+    ]
 
 
 def phase_worker(opts: argparse.Namespace) -> None:
     import pgqueuer
     from pgqueuer.types import QueueExecutionMode
 
-    uvloop_run(pgqueuer.run(create_manager, batch_size=opts.batch_size,
-                            mode=QueueExecutionMode[opts.mode]))
+    uvloop_run(
+        pgqueuer.run(create_manager, batch_size=opts.batch_size, mode=QueueExecutionMode[opts.mode])
+    )
 
 
 def _env(opts: argparse.Namespace) -> dict[str, str]:
@@ -129,7 +145,8 @@ async def _counts(dsn: str) -> tuple[int, int, Any]:
             "SELECT count(*) FILTER (WHERE status = 'successful') AS ok, "
             "extract(epoch FROM max(created) FILTER (WHERE status = 'successful') "
             "  - min(created) FILTER (WHERE status = 'picked')) AS span "
-            "FROM pgqueuer_log")
+            "FROM pgqueuer_log"
+        )
         return left, row["ok"], row["span"]
     finally:
         await connection.close()
@@ -145,15 +162,26 @@ def phase_drain(opts: argparse.Namespace) -> dict[str, Any]:
             await connection.close()
 
     uvloop_run(prepare())
-    result = run_drain([_worker_cmd(opts, "drain")] * opts.processes, _env(opts),
-                       timeout=max(120.0, opts.jobs / 50), cwd=str(HERE))
+    result = run_drain(
+        [_worker_cmd(opts, "drain")] * opts.processes,
+        _env(opts),
+        timeout=max(120.0, opts.jobs / 50),
+        cwd=str(HERE),
+    )
     left, ok, span = uvloop_run(_counts(opts.dsn))
     if left or ok != opts.jobs:
-        raise SystemExit(f"pgqueuer drain: {left} jobs left in the queue, {ok} successful of {opts.jobs}")
+        raise SystemExit(
+            f"pgqueuer drain: {left} jobs left in the queue, {ok} successful of {opts.jobs}"
+        )
     result.update(
-        drain=opts.jobs / result["wall_seconds"], jobs=opts.jobs, processes=opts.processes,
-        batch_size=opts.batch_size, steady_seconds=float(span), drain_steady=opts.jobs / float(span),
-        config=f"{opts.processes} × pgqueuer worker, batch_size {opts.batch_size} (asyncpg, uvloop)")
+        drain=opts.jobs / result["wall_seconds"],
+        jobs=opts.jobs,
+        processes=opts.processes,
+        batch_size=opts.batch_size,
+        steady_seconds=float(span),
+        drain_steady=opts.jobs / float(span),
+        config=f"{opts.processes} × pgqueuer worker, batch_size {opts.batch_size} (asyncpg, uvloop)",
+    )
     return result
 
 
@@ -170,8 +198,11 @@ def phase_latency(opts: argparse.Namespace) -> dict[str, Any]:
     finally:
         peaks = sampler.stop()
         worker.close()
-    return {"latency": percentiles(latencies), "worker_peak_rss_mb": max(peaks.values()),
-            "config": f"1 × pgqueuer worker, batch_size {opts.batch_size}, idle"}
+    return {
+        "latency": percentiles(latencies),
+        "worker_peak_rss_mb": max(peaks.values()),
+        "config": f"1 × pgqueuer worker, batch_size {opts.batch_size}, idle",
+    }
 
 
 async def _latencies(opts: argparse.Namespace, worker: Proc) -> list[float]:
@@ -187,7 +218,9 @@ async def _latencies(opts: argparse.Namespace, worker: Proc) -> list[float]:
                     "SELECT extract(epoch FROM max(created) FILTER (WHERE status = 'picked') "
                     "  - max(created) FILTER (WHERE status = 'queued')) * 1000 AS ms, "
                     "  bool_or(status = 'successful') AS done "
-                    "FROM pgqueuer_log WHERE job_id = $1", job_id)
+                    "FROM pgqueuer_log WHERE job_id = $1",
+                    job_id,
+                )
                 if row["done"]:
                     return float(row["ms"])
                 if time.monotonic() > deadline or worker.proc.poll() is not None:

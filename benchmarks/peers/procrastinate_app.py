@@ -13,8 +13,7 @@ import procrastinate
 def make_app(dsn: str, pool_size: int) -> procrastinate.App:
     # Every one of a worker's concurrent jobs takes a pool connection to fetch and to finish,
     # and the listener holds one: psycopg_pool's default of 4 would make them queue.
-    connector = procrastinate.PsycopgConnector(conninfo=dsn, min_size=pool_size,
-                                               max_size=pool_size)
+    connector = procrastinate.PsycopgConnector(conninfo=dsn, min_size=pool_size, max_size=pool_size)
     app = procrastinate.App(connector=connector)
 
     @app.task(name="noop")

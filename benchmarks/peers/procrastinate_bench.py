@@ -40,6 +40,7 @@ from procrastinate_app import make_app  # noqa: E402
 
 app: procrastinate.App
 
+
 def noop_task() -> Any:
     return app.tasks["noop"]
 
@@ -71,15 +72,26 @@ async def phase_enqueue(opts: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         await _bulk(opts.bulk_jobs, opts.bulk_batch)
         bulk = time.perf_counter() - start
-    return {"enqueue_single": opts.jobs / single, "single_jobs": opts.jobs, "single_seconds": single,
-            "enqueue_bulk": opts.bulk_jobs / bulk, "bulk_jobs": opts.bulk_jobs,
-            "bulk_batch": opts.bulk_batch, "bulk_seconds": bulk,
-            "api": "await noop_task().defer_async() (psycopg pool); bulk: batch_defer_async"}
+    return {
+        "enqueue_single": opts.jobs / single,
+        "single_jobs": opts.jobs,
+        "single_seconds": single,
+        "enqueue_bulk": opts.bulk_jobs / bulk,
+        "bulk_jobs": opts.bulk_jobs,
+        "bulk_batch": opts.bulk_batch,
+        "bulk_seconds": bulk,
+        "api": "await noop_task().defer_async() (psycopg pool); bulk: batch_defer_async",
+    }
 
 
 def _worker_cmd(opts: argparse.Namespace, one_shot: bool) -> list[str]:
-    cmd = [str(Path(sys.executable).with_name("procrastinate")), "--app=procrastinate_app.app",
-           "--log-level=warning", "worker", f"--concurrency={opts.concurrency}"]
+    cmd = [
+        str(Path(sys.executable).with_name("procrastinate")),
+        "--app=procrastinate_app.app",
+        "--log-level=warning",
+        "worker",
+        f"--concurrency={opts.concurrency}",
+    ]
     return cmd + (["--one-shot"] if one_shot else [])
 
 
@@ -98,7 +110,8 @@ async def _counts() -> tuple[int, int, Any]:
                 "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), "
                 "(SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded') "
                 "        - min(at) FILTER (WHERE type = 'started')) FROM procrastinate_events) "
-                "FROM procrastinate_jobs")
+                "FROM procrastinate_jobs"
+            )
             return await cur.fetchone()
 
 
@@ -110,16 +123,26 @@ def phase_drain(opts: argparse.Namespace) -> dict[str, Any]:
             await _bulk(opts.jobs)
 
     asyncio.run(prepare())
-    result = run_drain([_worker_cmd(opts, one_shot=True)] * opts.processes, _env(opts),
-                       timeout=max(300.0, opts.jobs / 20), cwd=str(HERE))
+    result = run_drain(
+        [_worker_cmd(opts, one_shot=True)] * opts.processes,
+        _env(opts),
+        timeout=max(300.0, opts.jobs / 20),
+        cwd=str(HERE),
+    )
     total, ok, span = asyncio.run(_counts())
     if total != opts.jobs or ok != opts.jobs:
-        raise SystemExit(f"procrastinate drain: {ok} of {total} jobs succeeded, expected {opts.jobs}")
+        raise SystemExit(
+            f"procrastinate drain: {ok} of {total} jobs succeeded, expected {opts.jobs}"
+        )
     result.update(
-        drain=opts.jobs / result["wall_seconds"], jobs=opts.jobs, processes=opts.processes,
-        concurrency=opts.concurrency, steady_seconds=float(span),
+        drain=opts.jobs / result["wall_seconds"],
+        jobs=opts.jobs,
+        processes=opts.processes,
+        concurrency=opts.concurrency,
+        steady_seconds=float(span),
         drain_steady=opts.jobs / float(span),
-        config=f"{opts.processes} × procrastinate worker --concurrency {opts.concurrency}")
+        config=f"{opts.processes} × procrastinate worker --concurrency {opts.concurrency}",
+    )
     return result
 
 
@@ -136,8 +159,11 @@ def phase_latency(opts: argparse.Namespace) -> dict[str, Any]:
     finally:
         peaks = sampler.stop()
         worker.close()
-    return {"latency": percentiles(latencies), "worker_peak_rss_mb": max(peaks.values()),
-            "config": f"1 × procrastinate worker --concurrency {opts.concurrency}, idle"}
+    return {
+        "latency": percentiles(latencies),
+        "worker_peak_rss_mb": max(peaks.values()),
+        "config": f"1 × procrastinate worker --concurrency {opts.concurrency}, idle",
+    }
 
 
 async def _fresh() -> None:
@@ -158,12 +184,16 @@ async def _latencies(opts: argparse.Namespace, worker: Proc) -> list[float]:
                         "SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'started') "
                         "  - max(at) FILTER (WHERE type = 'deferred')) * 1000, "
                         "  bool_or(type = 'succeeded') "
-                        "FROM procrastinate_events WHERE job_id = %s", [job_id])
+                        "FROM procrastinate_events WHERE job_id = %s",
+                        [job_id],
+                    )
                     ms, done = await cur.fetchone()
                     if done:
                         return float(ms)
                     if time.monotonic() > deadline or worker.proc.poll() is not None:
-                        raise SystemExit(f"procrastinate job {job_id} did not finish\n{worker.output()}")
+                        raise SystemExit(
+                            f"procrastinate job {job_id} did not finish\n{worker.output()}"
+                        )
                     await asyncio.sleep(0.001)
 
             for _ in range(5):  # the worker is up and listening once these ran

@@ -10,9 +10,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
-from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
@@ -181,7 +181,12 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
         return False
 
     def render_change_form(
-        self, request: HttpRequest, context: dict[str, Any], *args: Any, obj: Any = None, **kwargs: Any
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        *args: Any,
+        obj: Any = None,
+        **kwargs: Any,
     ) -> HttpResponse:
         # The page's own context, from the object Django already loaded and checked access to.
         if obj is not None:

@@ -42,7 +42,6 @@ VIEW_PERMISSIONS = (
 
 @admin.register(Overview)
 class OverviewAdmin(ReadOnlyModelAdmin):
-
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return any(has_app_permission(request, codename) for codename in VIEW_PERMISSIONS)
 

@@ -24,9 +24,9 @@ from .. import inspection, operations
 from ..conf import taskengine_settings
 from ..models import PauseScope, Queue
 from .common import (
-    ReadOnlyModelAdmin,
     PAUSE_DURATION_CHOICES,
     PauseForm,
+    ReadOnlyModelAdmin,
     describe_pause,
     format_age,
     has_app_permission,

@@ -28,6 +28,7 @@ from django.utils.safestring import SafeString
 from ..conf import taskengine_settings
 from ..models import Job, Schedule
 from ..operations import ActionRefused
+
 # Names, not the module: ``django_taskengine.periodic`` is also the decorator's name.
 from ..periodic import definitions, pause_schedule, resume_schedule, run_schedule_now
 from .common import (
@@ -273,7 +274,8 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
         schedule = Schedule.objects.using(_db()).filter(pk=_int(unquote(object_id))).first()
         if schedule is None:
             self.message_user(
-                request, f"No schedule with id {unquote(object_id)!r}; nothing changed.",
+                request,
+                f"No schedule with id {unquote(object_id)!r}; nothing changed.",
                 messages.ERROR,
             )
         return schedule

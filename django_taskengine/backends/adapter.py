@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..context import ContextChannel
     from ..store import ClaimedJob
 
+
 class DjangoTaskAdapter(Task):
     """The engine's registry entry for a ``django.tasks`` task, under its ``module_path``.
 

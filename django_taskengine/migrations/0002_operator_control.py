@@ -5,35 +5,58 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_taskengine', '0001_initial'),
+        ("django_taskengine", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='job',
-            options={'ordering': ['-id'], 'permissions': [('pause_job', 'Can pause and resume jobs'), ('retry_job', 'Can retry jobs and run them now'), ('cancel_job', 'Can cancel jobs')]},
+            name="job",
+            options={
+                "ordering": ["-id"],
+                "permissions": [
+                    ("pause_job", "Can pause and resume jobs"),
+                    ("retry_job", "Can retry jobs and run them now"),
+                    ("cancel_job", "Can cancel jobs"),
+                ],
+            },
         ),
         migrations.AlterModelOptions(
-            name='queue',
-            options={'ordering': ['name'], 'permissions': [('pause_queue', 'Can pause and resume queues and task types')]},
+            name="queue",
+            options={
+                "ordering": ["name"],
+                "permissions": [("pause_queue", "Can pause and resume queues and task types")],
+            },
         ),
         migrations.CreateModel(
-            name='Pause',
+            name="Pause",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(choices=[('engine', 'every queue'), ('task', 'task type')], max_length=16)),
-                ('target', models.CharField(blank=True, default='', max_length=255)),
-                ('paused_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('paused_by', models.CharField(blank=True, default='', max_length=150)),
-                ('pause_reason', models.TextField(blank=True, default='')),
-                ('paused_until', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[("engine", "every queue"), ("task", "task type")], max_length=16
+                    ),
+                ),
+                ("target", models.CharField(blank=True, default="", max_length=255)),
+                ("paused_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("paused_by", models.CharField(blank=True, default="", max_length=150)),
+                ("pause_reason", models.TextField(blank=True, default="")),
+                ("paused_until", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'taskengine_pause',
-                'ordering': ['scope', 'target'],
-                'constraints': [models.UniqueConstraint(fields=('scope', 'target'), name='taskengine_pause_unique')],
+                "db_table": "taskengine_pause",
+                "ordering": ["scope", "target"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("scope", "target"), name="taskengine_pause_unique"
+                    )
+                ],
             },
         ),
     ]

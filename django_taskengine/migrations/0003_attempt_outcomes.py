@@ -4,15 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_taskengine', '0002_operator_control'),
+        ("django_taskengine", "0002_operator_control"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='attempt',
-            name='outcome',
-            field=models.CharField(choices=[('succeeded', 'succeeded'), ('failed', 'failed'), ('orphaned', 'worker died'), ('interrupted', 'interrupted'), ('timed_out', 'timed out'), ('superseded', 'superseded'), ('paused', 'paused at a checkpoint'), ('cancelled', 'cancelled at a checkpoint')], max_length=16),
+            model_name="attempt",
+            name="outcome",
+            field=models.CharField(
+                choices=[
+                    ("succeeded", "succeeded"),
+                    ("failed", "failed"),
+                    ("orphaned", "worker died"),
+                    ("interrupted", "interrupted"),
+                    ("timed_out", "timed out"),
+                    ("superseded", "superseded"),
+                    ("paused", "paused at a checkpoint"),
+                    ("cancelled", "cancelled at a checkpoint"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

@@ -4,23 +4,21 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_taskengine', '0003_attempt_outcomes'),
+        ("django_taskengine", "0003_attempt_outcomes"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Overview',
-            fields=[
-            ],
+            name="Overview",
+            fields=[],
             options={
-                'verbose_name': 'overview',
-                'verbose_name_plural': 'overview',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "overview",
+                "verbose_name_plural": "overview",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('django_taskengine.queue',),
+            bases=("django_taskengine.queue",),
         ),
     ]

@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_taskengine', '0004_admin_overview'),
+        ("django_taskengine", "0004_admin_overview"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('dedup_key__isnull', False)), fields=['dedup_key'], name='taskengine_job_dedup_idx'),
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("dedup_key__isnull", False)),
+                fields=["dedup_key"],
+                name="taskengine_job_dedup_idx",
+            ),
         ),
     ]

@@ -6,53 +6,82 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_taskengine', '0005_job_dedup_key_index'),
+        ("django_taskengine", "0005_job_dedup_key_index"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Schedule',
+            name="Schedule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('task_name', models.CharField(max_length=255)),
-                ('cron', models.CharField(max_length=255)),
-                ('timezone', models.CharField(max_length=64)),
-                ('args', models.JSONField(blank=True, default=list)),
-                ('kwargs', models.JSONField(blank=True, default=dict)),
-                ('queue', models.CharField(blank=True, default='', max_length=100)),
-                ('priority', models.IntegerField(blank=True, null=True)),
-                ('catch_up', models.CharField(choices=[('once', 'once: one job for the latest missed tick'), ('all', 'all: one job per missed tick (the latest 100 at most)')], default='once', max_length=8)),
-                ('paused', models.BooleanField(default=False)),
-                ('paused_at', models.DateTimeField(blank=True, null=True)),
-                ('paused_by', models.CharField(blank=True, default='', max_length=150)),
-                ('last_tick_at', models.DateTimeField(blank=True, null=True)),
-                ('last_job_id', models.BigIntegerField(blank=True, null=True)),
-                ('next_tick_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("task_name", models.CharField(max_length=255)),
+                ("cron", models.CharField(max_length=255)),
+                ("timezone", models.CharField(max_length=64)),
+                ("args", models.JSONField(blank=True, default=list)),
+                ("kwargs", models.JSONField(blank=True, default=dict)),
+                ("queue", models.CharField(blank=True, default="", max_length=100)),
+                ("priority", models.IntegerField(blank=True, null=True)),
+                (
+                    "catch_up",
+                    models.CharField(
+                        choices=[
+                            ("once", "once: one job for the latest missed tick"),
+                            ("all", "all: one job per missed tick (the latest 100 at most)"),
+                        ],
+                        default="once",
+                        max_length=8,
+                    ),
+                ),
+                ("paused", models.BooleanField(default=False)),
+                ("paused_at", models.DateTimeField(blank=True, null=True)),
+                ("paused_by", models.CharField(blank=True, default="", max_length=150)),
+                ("last_tick_at", models.DateTimeField(blank=True, null=True)),
+                ("last_job_id", models.BigIntegerField(blank=True, null=True)),
+                ("next_tick_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'db_table': 'taskengine_schedule',
-                'ordering': ['name'],
-                'permissions': [('pause_schedule', 'Can pause and resume periodic schedules'), ('run_schedule', "Can run a periodic schedule's task now")],
+                "db_table": "taskengine_schedule",
+                "ordering": ["name"],
+                "permissions": [
+                    ("pause_schedule", "Can pause and resume periodic schedules"),
+                    ("run_schedule", "Can run a periodic schedule's task now"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PeriodicTick',
+            name="PeriodicTick",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('tick', models.DateTimeField()),
-                ('job_id', models.BigIntegerField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('schedule', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='ticks', to='django_taskengine.schedule')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("tick", models.DateTimeField()),
+                ("job_id", models.BigIntegerField(blank=True, null=True)),
+                ("enqueued_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "schedule",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ticks",
+                        to="django_taskengine.schedule",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'taskengine_periodic_tick',
-                'ordering': ['schedule', '-tick'],
-                'constraints': [models.UniqueConstraint(fields=('schedule', 'tick'), name='taskengine_tick_once')],
+                "db_table": "taskengine_periodic_tick",
+                "ordering": ["schedule", "-tick"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("schedule", "tick"), name="taskengine_tick_once"
+                    )
+                ],
             },
         ),
     ]

@@ -20,7 +20,6 @@ from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from ..conf import taskengine_settings
-from ..serialization import to_json
 from ..models import (
     ACTIVE_STATUSES,
     Attempt,
@@ -32,6 +31,7 @@ from ..models import (
     Queue,
     Worker,
 )
+from ..serialization import to_json
 from .base import (
     ClaimedJob,
     Outcome,
@@ -214,8 +214,10 @@ class GenericWorkerSession(WorkerSession):
         )
         if not count:
             return []
-        rows = self._jobs().filter(token=token, status=JobStatus.RUNNING).order_by(
-            "-priority", "run_after", "id"
+        rows = (
+            self._jobs()
+            .filter(token=token, status=JobStatus.RUNNING)
+            .order_by("-priority", "run_after", "id")
         )
         return [
             ClaimedJob(
@@ -242,7 +244,9 @@ class GenericWorkerSession(WorkerSession):
         now = timezone.now()
         with transaction.atomic(using=self.alias):
             existing = set(
-                self._jobs().filter(id__in=[o.job_id for o in outcomes]).values_list("id", flat=True)
+                self._jobs()
+                .filter(id__in=[o.job_id for o in outcomes])
+                .values_list("id", flat=True)
             )
             attempts = []
             for o in outcomes:
@@ -253,7 +257,9 @@ class GenericWorkerSession(WorkerSession):
                     "result": json.loads(o.result_json) if o.result_json is not None else None,
                     "error": o.error,
                     "traceback": o.traceback,
-                    "finished_at": o.finished_at if o.status in ("succeeded", "failed", "cancelled") else None,
+                    "finished_at": o.finished_at
+                    if o.status in ("succeeded", "failed", "cancelled")
+                    else None,
                     "worker_id": None,
                     "token": None,
                     "lease_expires_at": None,
@@ -308,15 +314,19 @@ class GenericWorkerSession(WorkerSession):
     def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
         now = timezone.now()
         with transaction.atomic(using=self.alias):
-            updated = Worker.objects.using(self.alias).filter(id=self.worker.id).update(
-                last_heartbeat_at=now, jobs_succeeded=succeeded, jobs_failed=failed
+            updated = (
+                Worker.objects.using(self.alias)
+                .filter(id=self.worker.id)
+                .update(last_heartbeat_at=now, jobs_succeeded=succeeded, jobs_failed=failed)
             )
             if running:
                 self._jobs().filter(
                     id__in=[j.id for j in running],
                     token__in={j.token for j in running},
                     status=JobStatus.RUNNING,
-                ).update(lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS))
+                ).update(
+                    lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS)
+                )
         if not updated:
             self.register()
         return dict(
@@ -333,7 +343,9 @@ class GenericWorkerSession(WorkerSession):
         now = timezone.now()
         rescued = []
         orphans = list(
-            self._jobs().filter(status=JobStatus.RUNNING, lease_expires_at__lt=now).values(
+            self._jobs()
+            .filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+            .values(
                 "id", "token", "task_name", "attempts", "max_attempts", "worker_id", "started_at"
             )
         )
@@ -343,8 +355,12 @@ class GenericWorkerSession(WorkerSession):
             with transaction.atomic(using=self.alias):
                 updated = (
                     self._jobs()
-                    .filter(id=orphan["id"], token=orphan["token"], status=JobStatus.RUNNING,
-                            lease_expires_at__lt=now)
+                    .filter(
+                        id=orphan["id"],
+                        token=orphan["token"],
+                        status=JobStatus.RUNNING,
+                        lease_expires_at__lt=now,
+                    )
                     .update(
                         status=status,
                         finished_at=now if give_up else None,

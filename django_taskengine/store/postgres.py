@@ -67,7 +67,7 @@ SELECT ARRAY(SELECT id FROM ins ORDER BY id),
 # The common case, one job without a dedup key: a function (migration 0008) whose INSERT and
 # NOTIFY are planned once per session. It returns {id, created_at in µs since the epoch}.
 ENQUEUE_ONE_SQL = "SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 CLAIM_SQL = f"""
 WITH picked AS (
@@ -272,9 +272,21 @@ class PostgresStore(Store):
         if dedup_key is None and len(calls) == 1:
             # The most common call: one job, through the function of migration 0008.
             args_json, kwargs_json = to_json(calls[0][0]), to_json(calls[0][1])
-            cursor.execute(ENQUEUE_ONE_SQL, (
-                task_name, queue, args_json, kwargs_json, priority, run_after, max_attempts,
-                retry_backoff, timeout, channel))
+            cursor.execute(
+                ENQUEUE_ONE_SQL,
+                (
+                    task_name,
+                    queue,
+                    args_json,
+                    kwargs_json,
+                    priority,
+                    run_after,
+                    max_attempts,
+                    retry_backoff,
+                    timeout,
+                    channel,
+                ),
+            )
             job_id, created_us = cursor.fetchone()[0]
             created_at = _EPOCH + dt.timedelta(microseconds=created_us)
             if not settings.USE_TZ:  # as Django reads timestamps without time zone support
@@ -285,19 +297,34 @@ class PostgresStore(Store):
             # Every call's [args, kwargs] in one JSON parameter: one string to encode and
             # quote, and one to parse back for the returned jobs, however many there are.
             calls_json = to_json(calls)
-            inserted = self._insert_many(cursor, calls_json, len(calls), {
-                "task_name": task_name, "queue": queue, "priority": priority,
-                "run_after": run_after, "dedup_key": dedup_key,
-                "max_attempts": max_attempts, "retry_backoff": retry_backoff,
-                "timeout": timeout, "channel": channel,
-            })
+            inserted = self._insert_many(
+                cursor,
+                calls_json,
+                len(calls),
+                {
+                    "task_name": task_name,
+                    "queue": queue,
+                    "priority": priority,
+                    "run_after": run_after,
+                    "dedup_key": dedup_key,
+                    "max_attempts": max_attempts,
+                    "retry_backoff": retry_backoff,
+                    "timeout": timeout,
+                    "channel": channel,
+                },
+            )
             if inserted and isinstance(inserted[0], Job):
                 return inserted  # an active job already held the dedup key
             stored = loads(calls_json)
         template: dict[str, Any] = dict(_JOB_TEMPLATE)
         template.update(
-            task_name=task_name, queue=queue, priority=priority, dedup_key=dedup_key,
-            max_attempts=max_attempts, retry_backoff=retry_backoff, timeout=timeout,
+            task_name=task_name,
+            queue=queue,
+            priority=priority,
+            dedup_key=dedup_key,
+            max_attempts=max_attempts,
+            retry_backoff=retry_backoff,
+            timeout=timeout,
         )
         jobs = self._jobs(template, stored, inserted)
         if len(jobs) < len(calls):
@@ -321,9 +348,11 @@ class PostgresStore(Store):
             if ids or dedup_key is None:
                 return [(job_id, job_run_after, created_at) for job_id in ids or ()]
             # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
-            existing = Job.objects.using(self.alias).filter(
-                dedup_key=dedup_key, status__in=ACTIVE_STATUSES
-            ).first()
+            existing = (
+                Job.objects.using(self.alias)
+                .filter(dedup_key=dedup_key, status__in=ACTIVE_STATUSES)
+                .first()
+            )
             if existing is not None:
                 existing.created = False
                 return [existing] * count

@@ -20,7 +20,9 @@ class Duty:
 DUTIES: list[Duty] = []
 
 
-def register(name: str, interval: float) -> Callable[[Callable[[str], object]], Callable[[str], object]]:
+def register(
+    name: str, interval: float
+) -> Callable[[Callable[[str], object]], Callable[[str], object]]:
     """Decorator: run ``function(database_alias)`` in every worker about every ``interval`` s."""
 
     def decorate(function: Callable[[str], object]) -> Callable[[str], object]:

@@ -90,7 +90,10 @@ def run_attempt(
         if job_started.has_listeners():
             try:
                 job_started.send(
-                    sender=task, job_id=job.id, task_name=job.task_name, queue=job.queue,
+                    sender=task,
+                    job_id=job.id,
+                    task_name=job.task_name,
+                    queue=job.queue,
                     attempt=job.attempt,
                 )
             except Exception:  # noqa: BLE001 - a user's receiver must not affect the job
@@ -140,11 +143,24 @@ async def _awaited(awaitable: Any) -> Any:
 def _stopped(job: ClaimedJob, reason: str) -> RunResult:
     """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for."""
     if reason == "superseded":
-        return RunResult(_failure(job, Superseded("the attempt lost its job"), retryable=False), committed=True)
+        return RunResult(
+            _failure(job, Superseded("the attempt lost its job"), retryable=False), committed=True
+        )
     status, outcome, error = {
         "pause": (JobStatus.PAUSED, AttemptOutcome.PAUSED, "paused by an operator at a checkpoint"),
-        "cancel": (JobStatus.CANCELLED, AttemptOutcome.CANCELLED, "cancelled by an operator at a checkpoint"),
-    }.get(reason, (JobStatus.QUEUED, AttemptOutcome.INTERRUPTED, "stopped at a checkpoint for a worker shutdown"))
+        "cancel": (
+            JobStatus.CANCELLED,
+            AttemptOutcome.CANCELLED,
+            "cancelled by an operator at a checkpoint",
+        ),
+    }.get(
+        reason,
+        (
+            JobStatus.QUEUED,
+            AttemptOutcome.INTERRUPTED,
+            "stopped at a checkpoint for a worker shutdown",
+        ),
+    )
     return RunResult(
         Outcome(
             job_id=job.id,
@@ -185,7 +201,9 @@ def _run_atomic(
     return RunResult(outcome, committed=True)
 
 
-def _failure(job: ClaimedJob, exc: BaseException, *, retryable: bool, with_traceback: bool = True) -> Outcome:
+def _failure(
+    job: ClaimedJob, exc: BaseException, *, retryable: bool, with_traceback: bool = True
+) -> Outcome:
     error = f"{type(exc).__name__}: {exc}"
     tb = "".join(traceback.format_exception(exc)) if with_traceback else ""
     will_retry = retryable and job.attempt < job.max_attempts

@@ -90,7 +90,8 @@ class Supervisor:
         if first:
             logger.info(
                 "supervisor got %s: stopping workers (running jobs get %.0f s)",
-                signal.Signals(signum).name, self.shutdown_timeout,
+                signal.Signals(signum).name,
+                self.shutdown_timeout,
             )
             self.kill_deadline = time.monotonic() + self.shutdown_timeout + 10.0
 

@@ -185,9 +185,7 @@ class WorkerProcess:
     def run(self) -> int:
         if self.install_signal_handlers:
             signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(
-                signal.SIGINT, signal.SIG_IGN if self.supervised else self.request_stop
-            )
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.supervised else self.request_stop)
         for index in range(self.concurrency):
             thread = threading.Thread(
                 target=self._thread_main, name=f"taskengine-runner-{index}", daemon=True
@@ -196,7 +194,10 @@ class WorkerProcess:
             self._threads.append(thread)
         logger.info(
             "worker %s started (pid %s, queues %s, concurrency %s)",
-            self.info.id, self.info.pid, ",".join(self.queues) or "all", self.concurrency,
+            self.info.id,
+            self.info.pid,
+            ",".join(self.queues) or "all",
+            self.concurrency,
         )
         self._connect()
         next_heartbeat = next_rescue = 0.0
@@ -250,9 +251,7 @@ class WorkerProcess:
         idle = not self.running and not self.outcomes and not self.done
         if self.max_jobs is not None and self.claimed_total >= self.max_jobs and idle:
             return True
-        return (
-            self.burst and exhausted and idle and time.monotonic() >= self.burst_retry_until
-        )
+        return self.burst and exhausted and idle and time.monotonic() >= self.burst_retry_until
 
     def _room(self) -> int:
         """How many jobs to claim now: refill once half the prefetched buffer is used."""
@@ -290,9 +289,7 @@ class WorkerProcess:
     def _wait(self, next_timer: float) -> None:
         now = time.monotonic()
         timeout = max(0.0, next_timer - now)
-        can_claim = not self.stopping and not self.recycle and (
-            self._room() > 0
-        )
+        can_claim = not self.stopping and not self.recycle and (self._room() > 0)
         if can_claim:
             timeout = min(timeout, taskengine_settings.POLL_INTERVAL)
         if self.stop_deadline is not None:
@@ -462,9 +459,9 @@ class WorkerProcess:
                 self.unlock.append(job.id)
             will_retry = job.attempt < job.max_attempts
             outcome = Outcome(
-            job_id=job.id,
+                job_id=job.id,
                 token=job.token,
-            attempt=job.attempt,
+                attempt=job.attempt,
                 status=JobStatus.QUEUED if will_retry else JobStatus.FAILED,
                 outcome=AttemptOutcome.TIMED_OUT,
                 started_at=job.started_at,
@@ -478,7 +475,9 @@ class WorkerProcess:
                     self.stop_deadline = now + self.shutdown_timeout
                 logger.warning(
                     "worker %s: job %s overran its timeout; this process will be replaced once "
-                    "its other jobs finish", self.info.id, job.id,
+                    "its other jobs finish",
+                    self.info.id,
+                    job.id,
                 )
             self.recycle = True
 
@@ -557,7 +556,10 @@ class WorkerProcess:
         for job in self.session.rescue():
             logger.warning(
                 "rescued job %s (%s) after its worker died during attempt %s: now %s",
-                job.id, job.task_name, job.attempt, job.status,
+                job.id,
+                job.task_name,
+                job.attempt,
+                job.status,
             )
             requeued = requeued or job.status == JobStatus.QUEUED
         return requeued
@@ -572,11 +574,17 @@ class WorkerProcess:
                 self.session = session
                 return
             except _DB_ERRORS as exc:
-                if self.stopping and self.stop_deadline is not None and time.monotonic() >= self.stop_deadline:
+                if (
+                    self.stopping
+                    and self.stop_deadline is not None
+                    and time.monotonic() >= self.stop_deadline
+                ):
                     raise SystemExit(1) from exc
                 logger.error(
                     "worker %s: cannot reach the database (%s); retrying in %.1f s",
-                    self.info.id, str(exc).strip() or type(exc).__name__, delay,
+                    self.info.id,
+                    str(exc).strip() or type(exc).__name__,
+                    delay,
                 )
                 self._sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -584,7 +592,8 @@ class WorkerProcess:
     def _lost_connection(self, exc: BaseException) -> None:
         logger.error(
             "worker %s: database error (%s); reconnecting",
-            self.info.id, str(exc).strip() or type(exc).__name__,
+            self.info.id,
+            str(exc).strip() or type(exc).__name__,
         )
         if self.session is not None:
             self.session.close()
@@ -609,7 +618,9 @@ class WorkerProcess:
             self.session.close()
         logger.info(
             "worker %s stopped: %s succeeded, %s failed attempts",
-            self.info.id, self.succeeded, self.failed,
+            self.info.id,
+            self.succeeded,
+            self.failed,
         )
 
 
@@ -621,10 +632,10 @@ def report_outcome(outcome: Outcome, job: ClaimedJob) -> None:
         # Robust: one receiver's error neither stops the others nor the worker.
         responses = job_finished.send_robust(
             sender=_registered(job.task_name),
-                job_id=job.id,
+            job_id=job.id,
             task_name=job.task_name,
             queue=job.queue,
-                attempt=job.attempt,
+            attempt=job.attempt,
             outcome=str(outcome.outcome),
             status=str(outcome.status),
             duration=(outcome.finished_at - outcome.started_at).total_seconds(),
@@ -659,7 +670,12 @@ def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
     logger.log(
         level,
         "%s job %s attempt %s/%s %s (%.1f ms)",
-        job.task_name, job.id, job.attempt, job.max_attempts, what, duration_ms,
+        job.task_name,
+        job.id,
+        job.attempt,
+        job.max_attempts,
+        what,
+        duration_ms,
         extra={
             "task_name": job.task_name,
             "job_id": job.id,

@@ -20,6 +20,12 @@ def on_started(sender, job_id, attempt, **kwargs):
 @receiver(job_finished)
 def on_finished(sender, job_id, attempt, outcome, status, **kwargs):
     label = json.dumps(
-        {"signal": "finished", "job": job_id, "attempt": attempt, "outcome": outcome, "status": status}
+        {
+            "signal": "finished",
+            "job": job_id,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status": status,
+        }
     )
     LedgerEntry.objects.create(job_id=job_id, attempt=attempt, label=label)

@@ -81,7 +81,9 @@ def steps(ctx, total=200, step_sleep=0.01, label="steps"):
     """A long task that checkpoints after every step; each step writes one ledger row."""
     state = ctx.checkpoint_state or {"next": 0}
     for step in range(state["next"], total):
-        LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label=f"{label}-{step}", pid=os.getpid())
+        LedgerEntry.objects.create(
+            job_id=ctx.job_id, attempt=ctx.attempt, label=f"{label}-{step}", pid=os.getpid()
+        )
         if step_sleep:
             time.sleep(step_sleep)
         ctx.progress(step + 1, total)
@@ -97,7 +99,9 @@ def checkpoint_in_atomic(ctx):
 @task(takes_context=True, on_orphan="park")
 def charge_card(ctx, seconds=30.0):
     """Must never run twice: a worker death parks it for an operator."""
-    LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label="charge", pid=os.getpid())
+    LedgerEntry.objects.create(
+        job_id=ctx.job_id, attempt=ctx.attempt, label="charge", pid=os.getpid()
+    )
     time.sleep(seconds)
 
 

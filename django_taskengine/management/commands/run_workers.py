@@ -33,9 +33,14 @@ class Command(BaseCommand):
             default="",
             help="Comma-separated queue names to take jobs from (default: every queue).",
         )
-        parser.add_argument("--processes", type=int, default=1, help="Worker processes (default 1).")
         parser.add_argument(
-            "--concurrency", type=int, default=1, help="Threads running jobs in each process (default 1)."
+            "--processes", type=int, default=1, help="Worker processes (default 1)."
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=1,
+            help="Threads running jobs in each process (default 1).",
         )
         parser.add_argument(
             "--burst",
@@ -57,7 +62,9 @@ class Command(BaseCommand):
             f"(default TASKENGINE['SHUTDOWN_TIMEOUT'], {taskengine_settings.SHUTDOWN_TIMEOUT:g}).",
         )
         parser.add_argument(
-            "--database", default=None, help="Database alias of the job table (default TASKENGINE['DATABASE'])."
+            "--database",
+            default=None,
+            help="Database alias of the job table (default TASKENGINE['DATABASE']).",
         )
 
     def run_from_argv(self, argv: list[str]) -> None:
@@ -138,14 +145,18 @@ def _wait_for_schema(alias: str) -> None:
             connection.ensure_connection()
             executor = MigrationExecutor(connection)
             targets = [
-                node for node in executor.loader.graph.leaf_nodes() if node[0] == "django_taskengine"
+                node
+                for node in executor.loader.graph.leaf_nodes()
+                if node[0] == "django_taskengine"
             ]
             plan = executor.migration_plan(targets)
             break
         except DatabaseError as exc:
             logger.error(
                 "database %r is unavailable (%s); retrying in %.1f s",
-                alias, str(exc).strip() or type(exc).__name__, delay,
+                alias,
+                str(exc).strip() or type(exc).__name__,
+                delay,
             )
             connections[alias].close()
             time.sleep(delay)
@@ -169,4 +180,6 @@ def _configure_logging(verbosity: int) -> None:
         logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     )
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbosity >= 3 else logging.INFO if verbosity >= 1 else logging.WARNING)
+    root.setLevel(
+        logging.DEBUG if verbosity >= 3 else logging.INFO if verbosity >= 1 else logging.WARNING
+    )

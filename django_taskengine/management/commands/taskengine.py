@@ -272,8 +272,15 @@ class Command(BaseCommand):
                 for item in stats.values()
             ]
             header = [
-                "QUEUE", "QUEUED", "DUE", "RUNNING", "PAUSED", "FAILED",
-                "OLDEST DUE", "DONE/MIN", "STATE",
+                "QUEUE",
+                "QUEUED",
+                "DUE",
+                "RUNNING",
+                "PAUSED",
+                "FAILED",
+                "OLDEST DUE",
+                "DONE/MIN",
+                "STATE",
             ]
             for line in _table(header, rows, right_aligned={1, 2, 3, 4, 5, 6, 7}):
                 self.stdout.write(line)
@@ -814,9 +821,7 @@ def _status_json(
         "throughput_window_seconds": inspection.THROUGHPUT_WINDOW.total_seconds(),
         "engine_paused": engine_pause is not None,
         "queues": queues,
-        "pauses": [
-            {"scope": p.scope, "target": p.target, **_pause_json(p)} for p in pauses
-        ],
+        "pauses": [{"scope": p.scope, "target": p.target, **_pause_json(p)} for p in pauses],
         "live_workers": len(workers),
         "workers": [
             {

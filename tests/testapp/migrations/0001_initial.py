@@ -4,21 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('job_id', models.BigIntegerField(db_index=True)),
-                ('attempt', models.IntegerField(default=0)),
-                ('label', models.CharField(blank=True, default='', max_length=100)),
-                ('pid', models.IntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("job_id", models.BigIntegerField(db_index=True)),
+                ("attempt", models.IntegerField(default=0)),
+                ("label", models.CharField(blank=True, default="", max_length=100)),
+                ("pid", models.IntegerField(default=0)),
             ],
         ),
     ]

@@ -4,12 +4,18 @@ use these settings too, with ``TASKENGINE_TEST_DB_NAME`` naming the test databas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import dj_database_url
+
+#: Test databases are named per checkout, so two checkouts can run the suite at the same time
+#: without sharing a database (``TASKENGINE_TEST_NAME`` overrides the name).
+CHECKOUT = hashlib.sha1(str(Path(__file__).resolve().parent.parent).encode()).hexdigest()[:8]
+TEST_NAME = os.environ.get("TASKENGINE_TEST_NAME") or f"test_taskengine_{CHECKOUT}"
 
 BACKEND = os.environ.get("TASKENGINE_TEST_DB", "postgres")
 # Worker subprocesses connect to the test database the pytest process created.
@@ -26,9 +32,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if BACKEND == "sqlite":
     sqlite_dir = Path(os.environ.get("TASKENGINE_SQLITE_DIR", tempfile.gettempdir()))
-    sqlite_path = str(
-        sqlite_dir / f"{os.environ.get('TASKENGINE_TEST_NAME', 'taskengine-tests')}.sqlite3"
-    )
+    sqlite_path = str(sqlite_dir / f"{TEST_NAME}.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -48,9 +52,7 @@ else:
             os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
         )
     }
-    DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get("TASKENGINE_TEST_NAME", "test_taskengine")
-    }
+    DATABASES["default"]["TEST"] = {"NAME": TEST_NAME}
     if TEST_DB_NAME:
         DATABASES["default"]["NAME"] = TEST_DB_NAME
 

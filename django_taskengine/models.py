@@ -12,29 +12,35 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .core.limits import ACTOR_MAX, DEDUP_KEY_MAX, QUEUE_NAME_MAX, TASK_NAME_MAX
+from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, AttemptOutcome, JobStatus
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "queued"
-    RUNNING = "running", "running"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
-    CANCELLED = "cancelled", "cancelled"
-    PAUSED = "paused", "paused"
-
-
-#: States in which a job still has work ahead of it; a dedup key is unique among these.
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
-#: States a job never leaves on its own.
-TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "Attempt",
+    "AttemptOutcome",
+    "CatchUp",
+    "Job",
+    "JobStatus",
+    "JobTimeoutError",
+    "Overview",
+    "Pause",
+    "PauseScope",
+    "PeriodicTick",
+    "Queue",
+    "Schedule",
+    "Worker",
+]
 
 
 class Queue(models.Model):
     """A named lane of jobs. Rows are created on first use; an operator pauses and resumes them."""
 
-    name = models.CharField(max_length=100, primary_key=True)
+    name = models.CharField(max_length=QUEUE_NAME_MAX, primary_key=True)
     paused = models.BooleanField(default=False)
     paused_at = models.DateTimeField(null=True, blank=True)
-    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_by = models.CharField(max_length=ACTOR_MAX, blank=True, default="")
     pause_reason = models.TextField(blank=True, default="")
     #: A timed pause ends by itself at this moment; claims treat the queue as running after it.
     paused_until = models.DateTimeField(null=True, blank=True)
@@ -70,7 +76,7 @@ class Pause(models.Model):
     #: The task name for a task pause; empty for the engine-wide pause.
     target = models.CharField(max_length=255, blank=True, default="")
     paused_at = models.DateTimeField(default=timezone.now)
-    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_by = models.CharField(max_length=ACTOR_MAX, blank=True, default="")
     pause_reason = models.TextField(blank=True, default="")
     paused_until = models.DateTimeField(null=True, blank=True)
 
@@ -97,14 +103,15 @@ class Job(models.Model):
     """One request to run a registered task with JSON arguments."""
 
     id = models.BigAutoField(primary_key=True)
-    task_name = models.CharField(max_length=255)
-    queue = models.CharField(max_length=100, default="default")
+    task_name = models.CharField(max_length=TASK_NAME_MAX)
+    queue = models.CharField(max_length=QUEUE_NAME_MAX, default="default")
     args = models.JSONField(default=list)
     kwargs = models.JSONField(default=dict)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     priority = models.IntegerField(default=0, help_text="Higher runs first.")
     run_after = models.DateTimeField(default=timezone.now)
-    dedup_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "": jobs without a key stay out of the unique index.
+    dedup_key = models.CharField(max_length=DEDUP_KEY_MAX, null=True, blank=True)  # noqa: DJ001
     attempts = models.IntegerField(default=0, help_text="Attempts started so far.")
     max_attempts = models.IntegerField(default=3)
     retry_backoff = models.FloatField(default=1.0)
@@ -221,17 +228,6 @@ class Job(models.Model):
             delay = min(delay * 2, poll_interval)
 
 
-class AttemptOutcome(models.TextChoices):
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"  # an exception; retried if attempts remain
-    ORPHANED = "orphaned", "worker died"  # the worker vanished mid-run; rescued
-    INTERRUPTED = "interrupted", "interrupted"  # graceful shutdown returned it to the queue
-    TIMED_OUT = "timed_out", "timed out"
-    SUPERSEDED = "superseded", "superseded"  # a newer attempt owns the job; writes discarded
-    PAUSED = "paused", "paused at a checkpoint"  # an operator paused the running job
-    CANCELLED = "cancelled", "cancelled at a checkpoint"  # an operator cancelled it mid-run
-
-
 class Attempt(models.Model):
     """One execution of a job by one worker, written when the attempt ends."""
 
@@ -312,20 +308,20 @@ class Schedule(models.Model):
     """
 
     name = models.CharField(max_length=200, unique=True)
-    task_name = models.CharField(max_length=255)
+    task_name = models.CharField(max_length=TASK_NAME_MAX)
     cron = models.CharField(max_length=255)
     #: IANA time zone the cron expression is read in, e.g. "Europe/Paris".
     timezone = models.CharField(max_length=64)
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     #: Empty: the task's own queue.
-    queue = models.CharField(max_length=100, blank=True, default="")
+    queue = models.CharField(max_length=QUEUE_NAME_MAX, blank=True, default="")
     #: None: the task's own priority.
     priority = models.IntegerField(null=True, blank=True)
     catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONCE)
     paused = models.BooleanField(default=False)
     paused_at = models.DateTimeField(null=True, blank=True)
-    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_by = models.CharField(max_length=ACTOR_MAX, blank=True, default="")
     #: The latest tick a job was enqueued for, and that job (which retention may have deleted).
     last_tick_at = models.DateTimeField(null=True, blank=True)
     last_job_id = models.BigIntegerField(null=True, blank=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from django_taskengine.worker import runner
-from django_taskengine.worker.runner import retry_delay
+from django_taskengine.core import lifecycle as runner
+from django_taskengine.core.lifecycle import retry_delay
 
 
 @pytest.fixture

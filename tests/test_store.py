@@ -27,7 +27,7 @@ from django_taskengine.store import (
     _stores,
     get_store,
 )
-from django_taskengine.store.postgres import ORPHAN_ERROR
+from django_taskengine.core.lifecycle import ORPHAN_ERROR
 
 from .factories import JobFactory, QueueFactory
 from .helpers import wait_for

@@ -12,53 +12,21 @@ import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ..core.lifecycle import ClaimedJob, Outcome
 from ..models import Job
 
-
-@dataclass
-class ClaimedJob:
-    """A job a worker owns for one attempt, identified for fencing by ``(id, token)``."""
-
-    id: int
-    task_name: str
-    queue: str
-    args: Any
-    kwargs: Any
-    attempt: int
-    max_attempts: int
-    retry_backoff: float
-    timeout: float | None
-    token: uuid.UUID
-    started_at: dt.datetime
-    checkpoint: Any = None
-    #: Whether this worker's connection holds the job's advisory lock.
-    locked: bool = False
-
-
-@dataclass
-class Outcome:
-    """How an attempt ended, to be written (fenced) by :meth:`WorkerSession.finish`."""
-
-    job_id: int
-    token: uuid.UUID
-    attempt: int
-    #: New job status: succeeded, failed, queued (retry or interrupted), cancelled or paused.
-    status: str
-    #: Attempt record outcome (see :class:`~django_taskengine.models.AttemptOutcome`).
-    outcome: str
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    result_json: str | None = None
-    error: str = ""
-    traceback: str = ""
-    #: For a retry: seconds from now until the job is due again.
-    retry_delay: float = 0.0
-    #: An interrupted attempt (shutdown) gives its attempt back.
-    refund_attempt: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = [
+    "ClaimedJob",
+    "Outcome",
+    "RescuedJob",
+    "StateWrite",
+    "Store",
+    "WorkerInfo",
+    "WorkerSession",
+]
 
 
 @dataclass

@@ -41,7 +41,7 @@ from .base import (
     WorkerInfo,
     WorkerSession,
 )
-from .postgres import ORPHAN_ERROR
+from ..core.lifecycle import ORPHAN_ERROR
 
 
 class GenericStore(Store):

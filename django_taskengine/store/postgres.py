@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.asyncio import async_unsafe
 
 from ..conf import taskengine_settings
+from ..core.lifecycle import ORPHAN_ERROR
 from ..models import ACTIVE_STATUSES, Job
 from ..serialization import to_json
 from .base import (
@@ -201,12 +202,6 @@ _JOB_TEMPLATE: dict[str, Any] = {
     "traceback": "",
     "stop_requested": "",
 }
-
-ORPHAN_ERROR = (
-    "worker died mid-run: the worker process running this attempt stopped (killed, crashed or "
-    "lost its database connection) before the attempt finished"
-)
-
 
 class PostgresStore(Store):
     vendor = "postgresql"

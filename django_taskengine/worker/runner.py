@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
-import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import close_old_connections, transaction
-from django.utils import timezone
 
-from ..conf import taskengine_settings
 from ..context import ContextChannel, StopJob
-from ..models import AttemptOutcome, JobStatus
+from ..core import lifecycle
+from ..core.lifecycle import ClaimedJob, Outcome
 from ..serialization import NotJSONError, dump_result
 from ..signals import job_started
-from ..store import ClaimedJob, Outcome, Store
+from ..store import Store
 from ..task import Task, TaskNotRegistered, get_task
 
 logger = logging.getLogger("django_taskengine.worker")
@@ -38,19 +35,6 @@ class RunResult:
     outcome: Outcome
     #: True when the outcome was already committed (atomic tasks); False: the worker writes it.
     committed: bool = False
-
-
-def retry_delay(attempt: int, backoff: float) -> float:
-    """Seconds before retrying after failed attempt number ``attempt`` (1-based).
-
-    Exponential (``backoff * 2**(attempt-1)``), capped by ``RETRY_BACKOFF_MAX``, with "equal
-    jitter": a random point in the upper half, so retries of many jobs that failed together
-    spread out, and no retry comes sooner than half its nominal delay.
-    """
-    # The exponent is capped so that a job with thousands of attempts cannot overflow.
-    exponent = min(max(0, attempt - 1), 62)
-    nominal = min(taskengine_settings.RETRY_BACKOFF_MAX, backoff * (2.0**exponent))
-    return nominal / 2 + random.uniform(0, nominal / 2)
 
 
 def run_attempt(
@@ -86,7 +70,7 @@ def run_attempt(
                     f"arguments do not match {task.name}{task.signature}: {exc}"
                 ) from None
         except (TaskNotRegistered, PermanentFailure) as exc:
-            return RunResult(_failure(job, exc, retryable=False, with_traceback=False))
+            return RunResult(lifecycle.raised(job, exc, retryable=False, with_traceback=False))
         if job_started.has_listeners():
             try:
                 job_started.send(
@@ -106,23 +90,12 @@ def run_attempt(
         except StopJob as stop:
             return _stopped(job, stop.reason)
         except Superseded as exc:
-            return RunResult(_failure(job, exc, retryable=False), committed=True)
+            return RunResult(lifecycle.raised(job, exc, retryable=False), committed=True)
         except NotJSONError as exc:
-            return RunResult(_failure(job, exc, retryable=False))
+            return RunResult(lifecycle.raised(job, exc, retryable=False))
         except Exception as exc:  # noqa: BLE001 - any error of the task is an attempt's failure
-            return RunResult(_failure(job, exc, retryable=True))
-        return RunResult(
-            Outcome(
-                job_id=job.id,
-                token=job.token,
-                attempt=job.attempt,
-                status=JobStatus.SUCCEEDED,
-                outcome=AttemptOutcome.SUCCEEDED,
-                started_at=job.started_at,
-                finished_at=timezone.now(),
-                result_json=result_json,
-            )
-        )
+            return RunResult(lifecycle.raised(job, exc, retryable=True))
+        return RunResult(lifecycle.succeeded(job, result_json))
     finally:
         if close_connections:
             close_old_connections()
@@ -143,38 +116,9 @@ async def _awaited(awaitable: Any) -> Any:
 def _stopped(job: ClaimedJob, reason: str) -> RunResult:
     """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for."""
     if reason == "superseded":
-        return RunResult(
-            _failure(job, Superseded("the attempt lost its job"), retryable=False), committed=True
-        )
-    status, outcome, error = {
-        "pause": (JobStatus.PAUSED, AttemptOutcome.PAUSED, "paused by an operator at a checkpoint"),
-        "cancel": (
-            JobStatus.CANCELLED,
-            AttemptOutcome.CANCELLED,
-            "cancelled by an operator at a checkpoint",
-        ),
-    }.get(
-        reason,
-        (
-            JobStatus.QUEUED,
-            AttemptOutcome.INTERRUPTED,
-            "stopped at a checkpoint for a worker shutdown",
-        ),
-    )
-    return RunResult(
-        Outcome(
-            job_id=job.id,
-            token=job.token,
-            attempt=job.attempt,
-            status=status,
-            outcome=outcome,
-            started_at=job.started_at,
-            finished_at=timezone.now(),
-            error=error,
-            # Stopping on request is not a failure: the attempt does not count.
-            refund_attempt=status != JobStatus.CANCELLED,
-        )
-    )
+        superseded = Superseded("the attempt lost its job")
+        return RunResult(lifecycle.raised(job, superseded, retryable=False), committed=True)
+    return RunResult(lifecycle.stopped(job, reason))
 
 
 def _run_atomic(
@@ -182,16 +126,7 @@ def _run_atomic(
 ) -> RunResult:
     with transaction.atomic(using=store.alias):
         value = _call(task, job, channel)
-        outcome = Outcome(
-            job_id=job.id,
-            token=job.token,
-            attempt=job.attempt,
-            status=JobStatus.SUCCEEDED,
-            outcome=AttemptOutcome.SUCCEEDED,
-            started_at=job.started_at,
-            finished_at=timezone.now(),
-            result_json=dump_result(value),
-        )
+        outcome = lifecycle.succeeded(job, dump_result(value))
         if not store.finish_atomic(outcome, worker_id):
             # Rolling back discards the task's database writes along with the completion.
             raise Superseded(
@@ -199,23 +134,3 @@ def _run_atomic(
                 "changed meanwhile); its database writes were rolled back"
             )
     return RunResult(outcome, committed=True)
-
-
-def _failure(
-    job: ClaimedJob, exc: BaseException, *, retryable: bool, with_traceback: bool = True
-) -> Outcome:
-    error = f"{type(exc).__name__}: {exc}"
-    tb = "".join(traceback.format_exception(exc)) if with_traceback else ""
-    will_retry = retryable and job.attempt < job.max_attempts
-    return Outcome(
-        job_id=job.id,
-        token=job.token,
-        attempt=job.attempt,
-        status=JobStatus.QUEUED if will_retry else JobStatus.FAILED,
-        outcome=AttemptOutcome.FAILED,
-        started_at=job.started_at,
-        finished_at=timezone.now(),
-        error=error,
-        traceback=tb,
-        retry_delay=retry_delay(job.attempt, job.retry_backoff) if will_retry else 0.0,
-    )

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, connections
-from django.utils import timezone
 
 from ..conf import taskengine_settings
-from ..models import AttemptOutcome, JobStatus
+from ..core import lifecycle
+from ..core.statuses import AttemptOutcome, JobStatus
 from ..signals import job_finished
 from ..store import ClaimedJob, Outcome, StateWrite, WorkerInfo, WorkerSession, get_store
 from .maintenance import DUTIES
-from .runner import RunResult, retry_delay, run_attempt
+from .runner import RunResult, run_attempt
 
 logger = logging.getLogger("django_taskengine.worker")
 
@@ -457,18 +457,7 @@ class WorkerProcess:
             self.running.pop(job.id, None)
             if job.locked:
                 self.unlock.append(job.id)
-            will_retry = job.attempt < job.max_attempts
-            outcome = Outcome(
-                job_id=job.id,
-                token=job.token,
-                attempt=job.attempt,
-                status=JobStatus.QUEUED if will_retry else JobStatus.FAILED,
-                outcome=AttemptOutcome.TIMED_OUT,
-                started_at=job.started_at,
-                finished_at=timezone.now(),
-                error=f"TimeoutError: the attempt ran longer than its timeout of {job.timeout} s",
-                retry_delay=retry_delay(job.attempt, job.retry_backoff) if will_retry else 0.0,
-            )
+            outcome = lifecycle.timed_out(job)
             self.outcomes.append((outcome, job))
             if not self.recycle:
                 if self.stop_deadline is None:
@@ -498,33 +487,17 @@ class WorkerProcess:
         """Return the jobs still running at the shutdown deadline to the queue."""
         self._interrupt(
             list(self.running.values()),
-            "interrupted: the worker shut down before the attempt finished",
+            lifecycle.SHUTDOWN_ERROR,
         )
 
     def _interrupt(self, entries: list[_Running], error: str) -> None:
-        now = timezone.now()
         for entry in entries:
             job = entry.job
             self.running.pop(job.id, None)
             entry.abandoned = True
             if job.locked:
                 self.unlock.append(job.id)
-            self.outcomes.append(
-                (
-                    Outcome(
-                        job_id=job.id,
-                        token=job.token,
-                        attempt=job.attempt,
-                        status=JobStatus.QUEUED,
-                        outcome=AttemptOutcome.INTERRUPTED,
-                        started_at=job.started_at,
-                        finished_at=now,
-                        error=error,
-                        refund_attempt=True,
-                    ),
-                    job,
-                )
-            )
+            self.outcomes.append((lifecycle.interrupted(job, error), job))
 
     # -- liveness ----------------------------------------------------------------------
 
@@ -695,14 +668,4 @@ def _registered(task_name: str) -> object:
 
 
 def _crash_outcome(job: ClaimedJob, exc: BaseException) -> Outcome:
-    return Outcome(
-        job_id=job.id,
-        token=job.token,
-        attempt=job.attempt,
-        status=JobStatus.QUEUED if job.attempt < job.max_attempts else JobStatus.FAILED,
-        outcome=AttemptOutcome.FAILED,
-        started_at=job.started_at,
-        finished_at=timezone.now(),
-        error=f"{type(exc).__name__}: {exc}",
-        retry_delay=retry_delay(job.attempt, job.retry_backoff),
-    )
+    return lifecycle.raised(job, exc, with_traceback=False)

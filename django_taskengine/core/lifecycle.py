@@ -1,0 +1,209 @@
+"""What happens to a job when an attempt ends: one function per way an attempt can end.
+
+Each returns an :class:`Outcome`: the job's next status and everything a store writes with it
+(the attempt record, the result or error, when the job is due again). The rules live here once:
+whether a failure is retried or final, the backoff, which outcomes give their attempt back,
+which statuses finish a job. Stores write an outcome as they are handed it, fenced by the
+attempt's token (``… WHERE id = … AND token = … AND status = 'running'``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import traceback as traceback_module
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from ..conf import taskengine_settings
+from .statuses import TERMINAL_STATUSES, AttemptOutcome, JobStatus
+
+#: The error of an attempt whose worker died, as the rescuer records it.
+ORPHAN_ERROR = (
+    "worker died mid-run: the worker process running this attempt stopped (killed, crashed or "
+    "lost its database connection) before the attempt finished"
+)
+SHUTDOWN_ERROR = "interrupted: the worker shut down before the attempt finished"
+NOT_STARTED_ERROR = "the worker stopped before the attempt started"
+
+
+@dataclass
+class ClaimedJob:
+    """A job a worker owns for one attempt, identified for fencing by ``(id, token)``."""
+
+    id: int
+    task_name: str
+    queue: str
+    args: Any
+    kwargs: Any
+    attempt: int
+    max_attempts: int
+    retry_backoff: float
+    timeout: float | None
+    token: uuid.UUID
+    started_at: dt.datetime
+    checkpoint: Any = None
+    #: Whether this worker's connection holds the job's advisory lock.
+    locked: bool = False
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended and the job's next state, to be written fenced by ``token``."""
+
+    job_id: int
+    token: uuid.UUID
+    #: The attempt's number, as its record keeps it.
+    attempt: int
+    #: The job's next status.
+    status: str
+    #: The attempt record's outcome (:class:`~.statuses.AttemptOutcome`).
+    outcome: str
+    started_at: dt.datetime
+    #: When the attempt ended.
+    finished_at: dt.datetime
+    result_json: str | None = None
+    error: str = ""
+    traceback: str = ""
+    #: A requeued job is due this many seconds after the write (by the database's clock).
+    retry_delay: float = 0.0
+    #: The attempt does not count towards ``max_attempts`` (it was stopped, not failed).
+    refund_attempt: bool = False
+    #: The worker that ran the attempt, when it is not the one writing (a rescue).
+    worker_id: uuid.UUID | None = None
+
+    @property
+    def job_finished_at(self) -> dt.datetime | None:
+        """The job's ``finished_at``: set once it is terminal, cleared otherwise."""
+        return self.finished_at if self.status in TERMINAL_STATUSES else None
+
+    @property
+    def due_in(self) -> float | None:
+        """Seconds until a requeued job is due again; None leaves ``run_after`` as it is."""
+        return self.retry_delay if self.status == JobStatus.QUEUED else None
+
+
+def retry_delay(attempt: int, backoff: float) -> float:
+    """Seconds before retrying after failed attempt number ``attempt`` (1-based).
+
+    Exponential (``backoff * 2**(attempt-1)``), capped by ``RETRY_BACKOFF_MAX``, with "equal
+    jitter": a random point in the upper half, so retries of many jobs that failed together
+    spread out, and no retry comes sooner than half its nominal delay.
+    """
+    # The exponent is capped so that a job with thousands of attempts cannot overflow.
+    exponent = min(max(0, attempt - 1), 62)
+    nominal = min(taskengine_settings.RETRY_BACKOFF_MAX, backoff * (2.0**exponent))
+    return nominal / 2 + random.uniform(0, nominal / 2)
+
+
+def has_attempts_left(job: ClaimedJob) -> bool:
+    return job.attempt < job.max_attempts
+
+
+def _outcome(job: ClaimedJob, status: str, outcome: str, **fields: Any) -> Outcome:
+    fields.setdefault("finished_at", timezone.now())
+    return Outcome(
+        job_id=job.id,
+        token=job.token,
+        attempt=job.attempt,
+        status=status,
+        outcome=outcome,
+        started_at=job.started_at,
+        **fields,
+    )
+
+
+def succeeded(job: ClaimedJob, result_json: str) -> Outcome:
+    """The task returned ``result_json`` (its JSON-encoded return value)."""
+    return _outcome(job, JobStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, result_json=result_json)
+
+
+def failed(
+    job: ClaimedJob,
+    error: str,
+    traceback: str = "",
+    *,
+    retryable: bool = True,
+    outcome: str = AttemptOutcome.FAILED,
+) -> Outcome:
+    """The attempt failed: retried after the backoff while attempts remain and it is
+    ``retryable``; otherwise the job is ``failed`` for good."""
+    if retryable and has_attempts_left(job):
+        return _outcome(
+            job,
+            JobStatus.QUEUED,
+            outcome,
+            error=error,
+            traceback=traceback,
+            retry_delay=retry_delay(job.attempt, job.retry_backoff),
+        )
+    return _outcome(job, JobStatus.FAILED, outcome, error=error, traceback=traceback)
+
+
+def raised(
+    job: ClaimedJob, exc: BaseException, *, retryable: bool = True, with_traceback: bool = True
+) -> Outcome:
+    """The task (or the engine, preparing it) raised ``exc``."""
+    tb = "".join(traceback_module.format_exception(exc)) if with_traceback else ""
+    return failed(job, f"{type(exc).__name__}: {exc}", tb, retryable=retryable)
+
+
+def timed_out(job: ClaimedJob) -> Outcome:
+    """The attempt ran past its timeout; counted like an exception."""
+    return failed(
+        job,
+        f"TimeoutError: the attempt ran longer than its timeout of {job.timeout} s",
+        outcome=AttemptOutcome.TIMED_OUT,
+    )
+
+
+#: A stop request carried out at a checkpoint: the job's status, the attempt's outcome, the note.
+_STOPS = {
+    "pause": (JobStatus.PAUSED, AttemptOutcome.PAUSED, "paused by an operator at a checkpoint"),
+    "cancel": (
+        JobStatus.CANCELLED,
+        AttemptOutcome.CANCELLED,
+        "cancelled by an operator at a checkpoint",
+    ),
+}
+_SHUTDOWN_STOP = (
+    JobStatus.QUEUED,
+    AttemptOutcome.INTERRUPTED,
+    "stopped at a checkpoint for a worker shutdown",
+)
+
+
+def stopped(job: ClaimedJob, reason: str) -> Outcome:
+    """The task stopped at a checkpoint for a pause, a cancel or a shutdown (``reason``).
+
+    Stopping on request is not a failure: a paused or requeued job gets its attempt back.
+    """
+    status, outcome, note = _STOPS.get(reason, _SHUTDOWN_STOP)
+    return _outcome(job, status, outcome, error=note, refund_attempt=status != JobStatus.CANCELLED)
+
+
+def interrupted(job: ClaimedJob, error: str = SHUTDOWN_ERROR) -> Outcome:
+    """The worker shut down (or gave back a job it had not started): back to the queue, due
+    at once, its attempt not counted."""
+    return _outcome(
+        job, JobStatus.QUEUED, AttemptOutcome.INTERRUPTED, error=error, refund_attempt=True
+    )
+
+
+def orphaned(
+    job: ClaimedJob, *, worker_id: uuid.UUID | None, park: bool, now: dt.datetime
+) -> Outcome:
+    """The worker running the attempt died. The job runs again while attempts remain, unless
+    its task is declared ``on_orphan="park"``: then it fails, for an operator to decide."""
+    retry = has_attempts_left(job) and not park
+    return _outcome(
+        job,
+        JobStatus.QUEUED if retry else JobStatus.FAILED,
+        AttemptOutcome.ORPHANED,
+        error=ORPHAN_ERROR,
+        finished_at=now,
+        worker_id=worker_id,
+    )

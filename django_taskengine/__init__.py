@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .context import TaskContext
 from .periodic import periodic
+from .registry import TaskNotRegistered, get_task
 from .serialization import NotJSONError
-from .task import Task, TaskNotRegistered, get_task, task
+from .task import Task, task
 
 __version__ = "0.1.0"
 __all__ = [

@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from .conf import taskengine_settings
 from .context import ContextChannel, TaskContext
+from .registry import TaskNotRegistered, find_task, get_task, registered_tasks
+from .registry import tasks as registry
 from .serialization import check_arguments
 from .signals import job_enqueued
 
@@ -20,42 +21,18 @@ if TYPE_CHECKING:
     from .models import Job
     from .store import ClaimedJob
 
+__all__ = [
+    "BoundTask",
+    "EnqueueOptions",
+    "Task",
+    "TaskNotRegistered",
+    "find_task",
+    "get_task",
+    "registered_tasks",
+    "task",
+]
+
 OnOrphan = Literal["retry", "park"]
-
-
-class TaskNotRegistered(LookupError):
-    """A job names a task that no ``@task`` in this process registered."""
-
-
-_registry: dict[str, Task] = {}
-
-
-def get_task(name: str) -> Task:
-    """Return the registered task called ``name`` or raise :class:`TaskNotRegistered`."""
-    try:
-        return _registry[name]
-    except KeyError:
-        raise TaskNotRegistered(
-            f"No task named {name!r} is registered in this process. Tasks are registered by "
-            f"@task in modules Django imports: an app's "
-            f"'{taskengine_settings.AUTODISCOVER_MODULE}.py' is imported automatically. Is the "
-            "app in INSTALLED_APPS, or was the task renamed after the job was enqueued?"
-        ) from None
-
-
-def find_task(name: str) -> Task | None:
-    """The registered task called ``name``, or None (no copy of the registry is made)."""
-    return _registry.get(name)
-
-
-def tasks_parked_on_orphan() -> list[str]:
-    """Names of registered tasks declared ``on_orphan="park"`` (rescue fails their jobs)."""
-    return [name for name, task in _registry.items() if task.on_orphan == "park"]
-
-
-def registered_tasks() -> dict[str, Task]:
-    """A copy of the registry: task name -> :class:`Task`."""
-    return dict(_registry)
 
 
 @dataclass(frozen=True)
@@ -350,19 +327,9 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     def register(function: Callable[..., Any]) -> Task:
         new = Task(function, **options)
-        existing = _registry.get(new.name)
-        if existing is not None and _origin(existing.func) != _origin(function):
-            raise ImproperlyConfigured(
-                f"Two tasks are named {new.name!r}: {_origin(existing.func)} and "
-                f"{_origin(function)}. Give one of them @task(name=...)."
-            )
-        _registry[new.name] = new
+        registry.register(new)
         return new
 
     if func is not None:
         return register(func)
     return register
-
-
-def _origin(func: Callable[..., Any]) -> str:
-    return f"{func.__module__}.{getattr(func, '__qualname__', func)}"

@@ -47,8 +47,9 @@ from django_taskengine.backends.compat import (
 )
 from django_taskengine.backends.results import exception_class_path
 from django_taskengine.models import Attempt, Job, JobStatus
+from django_taskengine.registry import get_task
+from django_taskengine.registry import tasks as registry
 from django_taskengine.serialization import NotJSONError
-from django_taskengine.task import _registry, get_task
 from tests.helpers import wait_for
 from tests.testapp import django_api_tasks as tasks
 from tests.testapp.models import LedgerEntry
@@ -624,7 +625,6 @@ def _other_function(a=1):
 
 @pytest.fixture
 def isolated_registry():
-    saved = dict(_registry)
+    saved = registry.snapshot()
     yield
-    _registry.clear()
-    _registry.update(saved)
+    registry.restore(saved)

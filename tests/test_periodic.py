@@ -36,7 +36,7 @@ from django_taskengine.periodic import (
     run_schedule_now,
     sync_schedules,
 )
-from django_taskengine.task import _registry
+from django_taskengine.registry import tasks as registry
 from tests.testapp.models import LedgerEntry
 
 from .helpers import wait_for
@@ -72,11 +72,10 @@ def ids(messages) -> list[str]:
 @pytest.fixture(autouse=True)
 def _own_declarations():
     """A test may declare schedules (and tasks); they are forgotten afterwards."""
-    declarations, registry = list(_declarations), dict(_registry)
+    declarations, saved = list(_declarations), registry.snapshot()
     yield
     _declarations[:] = declarations
-    _registry.clear()
-    _registry.update(registry)
+    registry.restore(saved)
 
 
 # -- cron expressions: seconds, time zones, daylight saving time -------------------------

@@ -18,7 +18,9 @@ from django.utils import timezone
 
 from django_taskengine import task
 from django_taskengine.conf import taskengine_settings
+from django_taskengine.core.lifecycle import ORPHAN_ERROR
 from django_taskengine.models import Attempt, Job, Worker
+from django_taskengine.registry import tasks as registry
 from django_taskengine.store import (
     ClaimedJob,
     Outcome,
@@ -27,7 +29,6 @@ from django_taskengine.store import (
     _stores,
     get_store,
 )
-from django_taskengine.core.lifecycle import ORPHAN_ERROR
 
 from .factories import JobFactory, QueueFactory
 from .helpers import wait_for
@@ -467,7 +468,11 @@ def test_an_orphaned_job_is_requeued_with_an_orphaned_attempt(open_session):
     rescuer = open_session()
     orphan_jobs_of(dead)
 
-    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    rescued = wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
 
     assert [(r.id, r.attempt, r.status) for r in rescued] == [(job.pk, 1, "queued")]
     job.refresh_from_db()
@@ -489,7 +494,11 @@ def test_an_orphaned_job_with_no_attempts_left_fails(open_session):
     dead.claim(1)
     rescuer = open_session()
     orphan_jobs_of(dead)
-    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    rescued = wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "failed")]
     job.refresh_from_db()
     assert job.status == "failed"
@@ -504,7 +513,11 @@ def test_an_orphaned_job_of_a_park_task_fails_instead_of_running_again(open_sess
     dead.claim(1)
     rescuer = open_session()
     orphan_jobs_of(dead)
-    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    rescued = wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "failed")]
 
 
@@ -520,7 +533,11 @@ def test_a_late_finish_after_a_rescue_is_superseded(open_session):
         Worker.objects.filter(id=slow.worker.id).update(last_heartbeat_at=ago(300))
     else:
         Job.objects.filter(pk=job.pk).update(lease_expires_at=ago(1))
-    wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
 
     assert slow.finish([outcome(claimed)], unlock=[]) == set()
     job.refresh_from_db()
@@ -539,7 +556,7 @@ def test_sqlite_a_job_whose_lease_is_current_is_not_rescued(open_session):
     worker = open_session()
     worker.claim(1)
     Worker.objects.filter(id=worker.worker.id).update(last_heartbeat_at=ago(3600))
-    assert open_session().rescue() == []
+    assert open_session().rescue([]) == []
     assert Job.objects.get().status == "running"
 
 
@@ -555,7 +572,7 @@ def test_sqlite_a_heartbeat_renews_the_leases_of_running_jobs(open_session):
     assert job.lease_expires_at > timezone.now() + dt.timedelta(
         seconds=taskengine_settings.LEASE_SECONDS / 2
     )
-    assert open_session().rescue() == []
+    assert open_session().rescue([]) == []
 
 
 def test_sqlite_a_heartbeat_with_a_stale_token_does_not_renew_the_lease(open_session):
@@ -580,7 +597,7 @@ def test_postgres_a_job_whose_worker_holds_its_lock_is_not_rescued_despite_an_ol
     (claimed,) = alive.claim(1)
     assert claimed.locked
     Worker.objects.filter(id=alive.worker.id).update(last_heartbeat_at=ago(3600))
-    assert open_session().rescue() == []
+    assert open_session().rescue([]) == []
     job.refresh_from_db()
     assert (job.status, job.token) == ("running", claimed.token)
     assert not Attempt.objects.exists()
@@ -597,12 +614,12 @@ def test_postgres_a_free_lock_is_not_enough_while_the_worker_heartbeats(open_ses
     worker.close()
     wait_for(lambda: not advisory_lock_held(job.pk), timeout=10, message="the lock to go")
     Worker.objects.filter(id=worker.worker.id).update(last_heartbeat_at=timezone.now())
-    assert rescuer.rescue() == []
+    assert rescuer.rescue([]) == []
     assert Job.objects.get(pk=job.pk).status == "running"
     # Once the heartbeat is older than RESCUE_GRACE, the job is rescued.
     grace = taskengine_settings.RESCUE_GRACE
     Worker.objects.filter(id=worker.worker.id).update(last_heartbeat_at=ago(grace + 1))
-    assert [r.id for r in rescuer.rescue()] == [job.pk]
+    assert [r.id for r in rescuer.rescue([])] == [job.pk]
     assert Job.objects.get(pk=job.pk).status == "queued"
 
 
@@ -615,7 +632,11 @@ def test_postgres_a_stopped_worker_with_a_free_lock_is_rescued_at_once(open_sess
     rescuer = open_session()
     worker.unregister()
     worker.close()
-    rescued = wait_for(rescuer.rescue, timeout=10, message="the orphan to be rescued")
+    rescued = wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
     assert [r.id for r in rescued] == [job.pk]
 
 
@@ -623,5 +644,5 @@ def test_postgres_a_running_job_of_an_unknown_worker_with_a_free_lock_is_rescued
     if not is_postgres():
         pytest.skip("advisory locks are PostgreSQL only")
     job = JobFactory(running=True)  # its worker never registered a row
-    rescued = open_session().rescue()
+    rescued = open_session().rescue([])
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "queued")]

@@ -7,17 +7,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_taskengine import Task, TaskNotRegistered, get_task, task
-from django_taskengine.task import _registry, registered_tasks
+from django_taskengine.registry import registered_tasks
+from django_taskengine.registry import tasks as registry
 from tests.testapp import tasks as testapp_tasks
 
 
 @pytest.fixture(autouse=True)
 def isolated_registry():
     """Tasks registered by a test are forgotten after it."""
-    saved = dict(_registry)
+    saved = registry.snapshot()
     yield
-    _registry.clear()
-    _registry.update(saved)
+    registry.restore(saved)
 
 
 def resize(image_id, width=800):

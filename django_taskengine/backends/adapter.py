@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import TaskContext as EngineContext
 from ..models import TERMINAL_STATUSES, AttemptOutcome
+from ..registry import origin
+from ..registry import tasks as registry
 from ..serialization import NotJSONError
 from ..signals import job_finished
-from ..task import Task, _origin, _registry
+from ..task import Task
 from .compat import (
     InvalidTask,
     TaskResult,
@@ -118,19 +120,19 @@ def register(django_task: DjangoTask, backend_alias: str) -> DjangoTaskAdapter:
     definition).
     """
     name = django_task.module_path
-    existing = _registry.get(name)
+    existing = registry.find(name)
     if isinstance(existing, DjangoTaskAdapter) and existing.func is django_task.func:
         return existing
     if existing is not None and (
-        not isinstance(existing, DjangoTaskAdapter) or _origin(existing.func) != name
+        not isinstance(existing, DjangoTaskAdapter) or origin(existing.func) != name
     ):
         raise InvalidTask(
-            f"Two tasks are named {name!r}: {_origin(existing.func)} (registered with "
+            f"Two tasks are named {name!r}: {origin(existing.func)} (registered with "
             f"@django_taskengine.task) and the django.tasks task {name}. Rename one of them, or "
             "give the engine's one @task(name=...)."
         )
     adapter = DjangoTaskAdapter(django_task, backend_alias)
-    _registry[name] = adapter
+    registry.register(adapter, replace=True)
     return adapter
 
 

@@ -139,8 +139,11 @@ class WorkerSession(ABC):
         """
 
     @abstractmethod
-    def rescue(self) -> list[RescuedJob]:
-        """Return orphaned running jobs (their worker died) to the queue, or fail them."""
+    def rescue(self, park: list[str]) -> list[RescuedJob]:
+        """Return orphaned running jobs (their worker died) to the queue, or fail them.
+
+        ``park`` names the tasks declared ``on_orphan="park"``: their orphans fail.
+        """
 
     @abstractmethod
     def relock(self, running: list[ClaimedJob]) -> None:

@@ -20,6 +20,7 @@ from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from ..conf import taskengine_settings
+from ..core.lifecycle import ORPHAN_ERROR
 from ..models import (
     ACTIVE_STATUSES,
     Attempt,
@@ -41,7 +42,6 @@ from .base import (
     WorkerInfo,
     WorkerSession,
 )
-from ..core.lifecycle import ORPHAN_ERROR
 
 
 class GenericStore(Store):
@@ -336,10 +336,7 @@ class GenericWorkerSession(WorkerSession):
             .values_list("id", "stop_requested")
         )
 
-    def rescue(self) -> list[RescuedJob]:
-        from ..task import tasks_parked_on_orphan
-
-        park = set(tasks_parked_on_orphan())
+    def rescue(self, park: list[str]) -> list[RescuedJob]:
         now = timezone.now()
         rescued = []
         orphans = list(
@@ -350,7 +347,9 @@ class GenericWorkerSession(WorkerSession):
             )
         )
         for orphan in orphans:
-            give_up = orphan["attempts"] >= orphan["max_attempts"] or orphan["task_name"] in park
+            give_up = orphan["attempts"] >= orphan["max_attempts"] or orphan["task_name"] in set(
+                park
+            )
             status = JobStatus.FAILED if give_up else JobStatus.QUEUED
             with transaction.atomic(using=self.alias):
                 updated = (

@@ -203,6 +203,7 @@ _JOB_TEMPLATE: dict[str, Any] = {
     "stop_requested": "",
 }
 
+
 class PostgresStore(Store):
     vendor = "postgresql"
 
@@ -555,10 +556,7 @@ class PostgresWorkerSession(WorkerSession):
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
-    def rescue(self) -> list[RescuedJob]:
-        from ..task import tasks_parked_on_orphan
-
-        park = tasks_parked_on_orphan()
+    def rescue(self, park: list[str]) -> list[RescuedJob]:
         rows = self.conn.execute(
             RESCUE_SQL,
             {

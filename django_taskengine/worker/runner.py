@@ -14,10 +14,10 @@ from django.db import close_old_connections, transaction
 from ..context import ContextChannel, StopJob
 from ..core import lifecycle
 from ..core.lifecycle import ClaimedJob, Outcome
+from ..registry import TaskNotRegistered, get_task
 from ..serialization import NotJSONError, dump_result
 from ..signals import job_started
 from ..store import Store
-from ..task import Task, TaskNotRegistered, get_task
 
 logger = logging.getLogger("django_taskengine.worker")
 
@@ -101,7 +101,7 @@ def run_attempt(
             close_old_connections()
 
 
-def _call(task: Task, job: ClaimedJob, channel: ContextChannel | None) -> object:
+def _call(task: Any, job: ClaimedJob, channel: ContextChannel | None) -> object:
     value = task.invoke(job, channel)
     if inspect.isawaitable(value):
         # An ``async def`` task runs to completion on an event loop of this runner thread.
@@ -122,7 +122,7 @@ def _stopped(job: ClaimedJob, reason: str) -> RunResult:
 
 
 def _run_atomic(
-    task: Task, job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
+    task: Any, job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
 ) -> RunResult:
     with transaction.atomic(using=store.alias):
         value = _call(task, job, channel)

@@ -26,6 +26,8 @@ from django.db import DatabaseError, connections
 from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.statuses import AttemptOutcome, JobStatus
+from ..registry import find_task
+from ..registry import tasks as registry
 from ..signals import job_finished
 from ..store import ClaimedJob, Outcome, StateWrite, WorkerInfo, WorkerSession, get_store
 from .maintenance import DUTIES
@@ -526,7 +528,7 @@ class WorkerProcess:
         """Requeue orphans; True if any went back to the queue (worth claiming at once)."""
         assert self.session is not None
         requeued = False
-        for job in self.session.rescue():
+        for job in self.session.rescue(registry.parked_on_orphan()):
             logger.warning(
                 "rescued job %s (%s) after its worker died during attempt %s: now %s",
                 job.id,
@@ -662,8 +664,6 @@ def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
 
 
 def _registered(task_name: str) -> object:
-    from ..task import find_task
-
     return find_task(task_name)
 
 

@@ -1,0 +1,56 @@
+"""Every SQL statement the engine sends, kept in ``.sql`` files beside this module.
+
+Each file holds named blocks::
+
+    -- name: claim_jobs
+    -- What the statement does, for a reader of the file.
+    WITH picked AS (...)
+    UPDATE ...
+
+:func:`query` returns a block's text by name (names are unique across the files); the files are
+read once, at first use. A reader greps this folder to see every statement the engine sends:
+no ``.py`` file of the package holds SQL but this loader and the migrations that load from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+_NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+class UnknownQuery(LookupError):
+    """No ``.sql`` file beside the loader has a block of that name."""
+
+
+@functools.cache
+def _queries() -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for path in sorted(_HERE.glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        marks = list(_NAME.finditer(text))
+        for mark, following in zip(marks, [*marks[1:], None], strict=True):
+            name = mark.group(1)
+            if name in queries:
+                raise ValueError(f"{path.name}: the query name {name!r} is used twice")
+            end = following.start() if following else len(text)
+            queries[name] = text[mark.end() : end].strip()
+    return queries
+
+
+def query(name: str) -> str:
+    """The SQL text of the block ``-- name: <name>``."""
+    try:
+        return _queries()[name]
+    except KeyError:
+        raise UnknownQuery(
+            f"no SQL block named {name!r} in {_HERE} (blocks start with '-- name: {name}')"
+        ) from None
+
+
+def names() -> list[str]:
+    """Every block's name, sorted."""
+    return sorted(_queries())

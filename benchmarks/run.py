@@ -584,7 +584,8 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
 
     try:
         from django_taskengine.conf import taskengine_settings
-        from django_taskengine.store.postgres import CLAIM_SQL
+
+        CLAIM_SQL = claim_statement()
     except ImportError as exc:
         return {"plan": [f"unavailable: {exc}"], "generic": []}
     params = {
@@ -1265,14 +1266,25 @@ def max_job_id() -> int:
     return query("SELECT coalesce(max(id), 0) FROM taskengine_job")[0][0]
 
 
+def claim_statement() -> str:
+    """The engine's claim statement (from its SQL files; older versions kept it in the store)."""
+    try:
+        from django_taskengine.store.sql import query
+    except ImportError:
+        from django_taskengine.store.postgres import CLAIM_SQL
+
+        return CLAIM_SQL
+    return query("claim_jobs")
+
+
 def claim_ms(samples: int = 5, limit: int = 100) -> float:
     """Median execution time of the claim statement (EXPLAIN (ANALYZE, TIMING OFF), each in a
     rolled-back transaction on a throwaway connection), in ms."""
     import psycopg
 
     from django_taskengine.conf import taskengine_settings
-    from django_taskengine.store.postgres import CLAIM_SQL
 
+    CLAIM_SQL = claim_statement()
     times = []
     with psycopg.connect(**db_params(), autocommit=True) as conn:
         for _ in range(samples):

@@ -236,7 +236,10 @@ class BoundTask:
 
     def _insert(self, calls: list[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
         """Write checked ``(args, kwargs)`` calls as jobs with this task's options."""
+        # Imported here: the package's __init__ imports this module while Django populates
+        # its app registry, and the store imports the models, which cannot load before that.
         from .store import get_store
+        from .worker.inprocess import run_enqueued_eagerly
 
         task = self.task
         options = self.options
@@ -256,8 +259,6 @@ class BoundTask:
             for job in jobs:
                 job_enqueued.send(sender=task, job=job, created=job.created)
         if taskengine_settings.EAGER:
-            from .testing import run_enqueued_eagerly
-
             jobs = run_enqueued_eagerly(jobs, store.alias)
         return jobs
 

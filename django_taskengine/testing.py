@@ -23,11 +23,7 @@ advisory lock and no heartbeat, and a worker's rescuer would take their jobs.
 
 from __future__ import annotations
 
-import copy
 import json
-import os
-import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,13 +31,11 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db.models import QuerySet
 from django.test import override_settings
-from django.utils import timezone
 
 from .conf import taskengine_settings
-from .models import AttemptOutcome, Job, JobStatus
+from .models import Job
 from .serialization import dump_arguments
-from .store import ClaimedJob, StateWrite, WorkerInfo, get_store
-from .store.generic import GenericStore, GenericWorkerSession
+from .worker.inprocess import InProcessRunner, JobFailed
 
 if TYPE_CHECKING:
     from .task import Task
@@ -54,21 +48,6 @@ __all__ = [
     "enqueued_jobs",
     "run_jobs",
 ]
-
-
-class JobFailed(Exception):
-    """Raised by ``enqueue()`` in eager mode with ``EAGER_PROPAGATE`` when the job ended failed.
-
-    ``job`` is the failed job; the message carries its error and the last traceback.
-    """
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        attempts = f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"
-        message = f"Job {job.pk} ({job.task_name}) failed after {attempts}: {job.error}"
-        if job.traceback:
-            message += f"\n\nTraceback of the last attempt:\n{job.traceback.rstrip()}"
-        super().__init__(message)
 
 
 def run_jobs(
@@ -100,37 +79,9 @@ def run_jobs(
             f"run_jobs(max_jobs=...) must be a positive integer or None, not {max_jobs!r}"
         )
     alias = using or taskengine_settings.DATABASE
-    runner = _InProcessRunner(alias, queues=[queue] if queue else [], retries=retries)
+    runner = InProcessRunner(alias, queues=[queue] if queue else [], retries=retries)
     ids = runner.run(max_jobs)
     return _refreshed(ids, alias)
-
-
-def run_enqueued_eagerly(jobs: list[Job], alias: str) -> list[Job]:
-    """Eager mode's hook in ``bulk_enqueue``: run the jobs just created, to the end.
-
-    Every attempt runs back to back (the retry backoff is not waited for) until the job is
-    finished. A job not due yet (``run_after`` in the future), or in a paused queue, is not run
-    and stays queued, as it would with a worker; so is one that a dedup key matched to an older
-    job. Returns the jobs refreshed, in the order given.
-    """
-    created = list(dict.fromkeys(job.pk for job in jobs if job.created))
-    if not created:
-        return jobs
-    _InProcessRunner(alias, queues=[], retries=True, only_ids=created).run(None)
-    fresh = Job.objects.using(alias).in_bulk(created)
-    refreshed = []
-    for job in jobs:
-        if job.pk in fresh:
-            current = copy.copy(fresh[job.pk])
-            current.created = job.created
-            refreshed.append(current)
-        else:
-            refreshed.append(job)
-    if taskengine_settings.EAGER_PROPAGATE:
-        for job in refreshed:
-            if job.created and job.status == JobStatus.FAILED:
-                raise JobFailed(job)
-    return refreshed
 
 
 @contextmanager
@@ -186,95 +137,6 @@ def assert_not_enqueued(task: Task | str, *args: Any, **kwargs: Any) -> None:
             f"Expected {_call_text(name, args, kwargs)} not to be enqueued; found "
             f"{_times(len(matching))}. {_jobs_of(name)}"
         )
-
-
-# -- the in-process runner -------------------------------------------------------------------
-
-
-class _InProcessSession(GenericWorkerSession):
-    """The generic (ORM) worker session, on the caller's connection, narrowed to some jobs.
-
-    Every query of the generic session starts from ``_jobs()``; narrowing it makes the claim
-    take only the jobs eager mode just created, and skip the jobs this call already tried.
-    """
-
-    def __init__(self, alias: str, worker: WorkerInfo, only_ids: list[int] | None) -> None:
-        super().__init__(GenericStore(alias), worker)
-        self.only_ids = only_ids
-        self.held_back: set[int] = set()
-
-    def _jobs(self) -> Any:
-        jobs = super()._jobs()
-        if self.only_ids is not None:
-            jobs = jobs.filter(id__in=self.only_ids)
-        if self.held_back:
-            jobs = jobs.exclude(id__in=self.held_back)
-        return jobs
-
-
-class _InProcessRunner:
-    """Claims and runs jobs one at a time; the channel of their task contexts."""
-
-    def __init__(
-        self, alias: str, *, queues: list[str], retries: bool, only_ids: list[int] | None = None
-    ) -> None:
-        self.alias = alias
-        self.retries = retries
-        self.store = get_store(alias)
-        self.info = WorkerInfo(
-            id=uuid.uuid4(),
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            queues=queues,
-            concurrency=1,
-        )
-        self.session = _InProcessSession(alias, self.info, only_ids)
-        self.stops: dict[int, str] = {}
-
-    def run(self, max_jobs: int | None) -> list[int]:
-        """Run until nothing can be claimed (or ``max_jobs`` attempts); the ids run, in order."""
-        from .worker.runner import run_attempt
-        from .worker.worker import report_outcome
-
-        ran: dict[int, None] = {}
-        attempts = 0
-        while max_jobs is None or attempts < max_jobs:
-            claimed = self.session.claim(1)
-            if not claimed:
-                break
-            job = claimed[0]
-            attempts += 1
-            ran[job.id] = None
-            result = run_attempt(job, self.store, self.info.id, self, close_connections=False)
-            outcome = result.outcome
-            if not result.committed and job.id not in self.session.finish([outcome], []):
-                outcome.outcome = AttemptOutcome.SUPERSEDED
-            report_outcome(outcome, job)
-            if outcome.status == JobStatus.QUEUED and outcome.outcome != AttemptOutcome.SUPERSEDED:
-                if self.retries:
-                    Job.objects.using(self.alias).filter(id=job.id, status=JobStatus.QUEUED).update(
-                        run_after=timezone.now()
-                    )
-                else:
-                    self.session.held_back.add(job.id)
-        return list(ran)
-
-    # ContextChannel: checkpoints and progress are written at once, fenced by the token.
-
-    def save_checkpoint(self, job: ClaimedJob, state_json: str) -> str:
-        applied = self.session.save_state([StateWrite(job.id, job.token, state_json)])
-        if job.id not in applied:
-            return "superseded"
-        self.stops[job.id] = applied[job.id]
-        return applied[job.id]
-
-    def report_progress(self, job: ClaimedJob, current: int, total: int | None) -> None:
-        applied = self.session.save_state([StateWrite(job.id, job.token, None, current, total)])
-        if job.id in applied:
-            self.stops[job.id] = applied[job.id]
-
-    def stop_reason(self, job: ClaimedJob) -> str:
-        return self.stops.get(job.id, "")
 
 
 def _refreshed(ids: list[int], alias: str) -> list[Job]:

@@ -254,12 +254,12 @@ def test_eager_jobs_roll_back_with_the_enqueuing_transaction():
 
 
 def test_without_eager_the_hook_is_not_called(monkeypatch):
-    import django_taskengine.testing as testing
+    from django_taskengine.worker import inprocess
 
     def fail(*args, **kwargs):
         raise AssertionError("the eager hook ran with EAGER off")
 
-    monkeypatch.setattr(testing, "run_enqueued_eagerly", fail)
+    monkeypatch.setattr(inprocess, "run_enqueued_eagerly", fail)
     assert add.enqueue(1, 1).status == JobStatus.QUEUED
 
 

@@ -1,19 +1,18 @@
 from django.db import migrations, models
 
+from django_taskengine.store.sql import query
+
 
 def create_created_at_brin(apps, schema_editor):
     # The admin filters jobs by creation time. created_at grows with insertion order, so a BRIN
     # index serves that filter in a few pages of storage at almost no cost per enqueue.
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(
-            "CREATE INDEX IF NOT EXISTS taskengine_job_created_brin "
-            "ON taskengine_job USING brin (created_at)"
-        )
+        schema_editor.execute(query("create_created_at_brin_v1"))
 
 
 def drop_created_at_brin(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("DROP INDEX IF EXISTS taskengine_job_created_brin")
+        schema_editor.execute(query("drop_created_at_brin_v1"))
 
 
 class Migration(migrations.Migration):

@@ -14,6 +14,8 @@ from .base import (
     WorkerInfo,
     WorkerSession,
 )
+from .generic import GenericStore
+from .postgres import PostgresStore
 
 __all__ = [
     "ClaimedJob",
@@ -35,13 +37,6 @@ def get_store(alias: str | None = None) -> Store:
     store = _stores.get(alias)
     if store is None:
         vendor = connections[alias].vendor
-        if vendor == "postgresql":
-            from .postgres import PostgresStore
-
-            store = PostgresStore(alias)
-        else:
-            from .generic import GenericStore
-
-            store = GenericStore(alias)
+        store = PostgresStore(alias) if vendor == "postgresql" else GenericStore(alias)
         _stores[alias] = store
     return store

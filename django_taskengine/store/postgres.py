@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models.base import ModelState
@@ -30,168 +29,17 @@ from django.utils import timezone
 from django.utils.asyncio import async_unsafe
 
 from ..conf import taskengine_settings
-from ..core.lifecycle import ORPHAN_ERROR
 from ..models import ACTIVE_STATUSES, Job
 from ..serialization import to_json
 from .base import (
-    ClaimedJob,
     Outcome,
-    RescuedJob,
-    StateWrite,
     Store,
     WorkerInfo,
-    WorkerSession,
 )
+from .postgres_session import PostgresWorkerSession
+from .sql import query
 
-_ACTIVE = "('queued', 'running', 'paused')"
-_LOCK_KEY = "({id})::bit(32)::int4"
-
-ENQUEUE_SQL = f"""
-WITH ins AS (
-    INSERT INTO taskengine_job (
-        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
-        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
-    SELECT %(task_name)s, %(queue)s, t.call -> 0, t.call -> 1, 'queued', %(priority)s,
-        COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
-        %(timeout)s, '', '', now(), ''
-    FROM jsonb_array_elements(%(calls)s::jsonb) WITH ORDINALITY AS t(call, n)
-    ORDER BY t.n
-    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN {_ACTIVE} DO NOTHING
-    RETURNING id, run_after, created_at
-)
-SELECT ARRAY(SELECT id FROM ins ORDER BY id),
-    (SELECT run_after FROM ins LIMIT 1), (SELECT created_at FROM ins LIMIT 1),
-    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
-     WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_after <= now()))
-"""
-
-# The common case, one job without a dedup key: a function (migration 0008) whose INSERT and
-# NOTIFY are planned once per session. It returns {id, created_at in µs since the epoch}.
-ENQUEUE_ONE_SQL = "SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-CLAIM_SQL = f"""
-WITH picked AS (
-    SELECT j.id FROM taskengine_job j
-    WHERE j.status = 'queued' AND j.run_after <= now()
-      AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
-      AND NOT EXISTS (
-          SELECT 1 FROM taskengine_queue q
-          WHERE q.name = j.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
-      AND NOT EXISTS (
-          SELECT 1 FROM taskengine_pause p
-          WHERE (p.scope = 'engine' OR (p.scope = 'task' AND p.target = j.task_name))
-            AND (p.paused_until IS NULL OR p.paused_until > now()))
-    ORDER BY j.priority DESC, j.run_after, j.id
-    LIMIT %(limit)s
-    FOR UPDATE OF j SKIP LOCKED
-)
-UPDATE taskengine_job j
-SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
-    worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
-WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.task_name, j.queue, j.args, j.kwargs, j.attempts, j.max_attempts,
-    j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint,
-    pg_try_advisory_lock(%(ns)s, {_LOCK_KEY.format(id="j.id")}), j.priority, j.run_after
-"""
-
-FINISH_SQL = f"""
-WITH o AS (
-    SELECT * FROM unnest(
-        %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
-        %(results)b::text[], %(errors)b::text[], %(tracebacks)b::text[], %(delays)b::float8[],
-        %(refunds)b::bool[], %(numbers)b::int[], %(started)b::timestamptz[],
-        %(finished)b::timestamptz[])
-    AS o(id, token, status, outcome, result, error, traceback, delay, refund, number,
-         started, finished)
-),
-upd AS (
-    UPDATE taskengine_job j SET
-        status = o.status,
-        result = o.result::jsonb,
-        error = o.error,
-        traceback = o.traceback,
-        finished_at = CASE WHEN o.status IN ('succeeded', 'failed', 'cancelled')
-                           THEN o.finished END,
-        run_after = CASE WHEN o.status = 'queued'
-                         THEN now() + o.delay * interval '1 second' ELSE j.run_after END,
-        attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
-        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
-    FROM o
-    WHERE j.id = o.id AND j.token = o.token AND j.status = 'running'
-    RETURNING j.id
-),
-att AS (
-    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
-                                    error, traceback)
-    SELECT o.id, o.number, %(worker)s, o.started, o.finished,
-        CASE WHEN upd.id IS NULL THEN 'superseded' ELSE o.outcome END, o.error, o.traceback
-    FROM o LEFT JOIN upd ON upd.id = o.id
-    WHERE upd.id IS NOT NULL OR EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = o.id)
-),
-unlocked AS (
-    SELECT pg_advisory_unlock(%(ns)s, {_LOCK_KEY.format(id="u.id")})
-    FROM unnest(%(unlock)b::bigint[]) AS u(id)
-)
-SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked)
-"""
-
-FINISH_ONE_SQL = """
-WITH upd AS (
-    UPDATE taskengine_job SET status = 'succeeded', result = %(result)s::jsonb, error = '',
-        traceback = '', finished_at = %(finished)s, worker_id = NULL, token = NULL,
-        lease_expires_at = NULL, stop_requested = ''
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-    RETURNING id
-),
-att AS (
-    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
-                                    error, traceback)
-    SELECT id, %(number)s, %(worker)s, %(started)s, %(finished)s, 'succeeded', '', '' FROM upd
-)
-SELECT count(*) FROM upd
-"""
-
-RESCUE_SQL = """
-WITH guard AS (
-    SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
-),
-held AS (
-    SELECT l.objid::bigint AS k FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.classid = %(ns)s::oid AND l.objsubid = 2 AND l.granted
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-),
-orphan AS (
-    SELECT j.id, j.worker_id, j.started_at FROM taskengine_job j
-    LEFT JOIN taskengine_worker w ON w.id = j.worker_id
-    WHERE (SELECT ok FROM guard) AND j.status = 'running'
-      AND (w.id IS NULL OR w.stopped_at IS NOT NULL
-           OR w.last_heartbeat_at < now() - %(grace)s * interval '1 second')
-      AND (j.id & 4294967295) NOT IN (SELECT k FROM held)
-    FOR UPDATE OF j SKIP LOCKED
-),
-upd AS (
-    UPDATE taskengine_job j SET
-        status = CASE WHEN j.attempts >= j.max_attempts OR j.task_name = ANY(%(park)s)
-                      THEN 'failed' ELSE 'queued' END,
-        finished_at = CASE WHEN j.attempts >= j.max_attempts OR j.task_name = ANY(%(park)s)
-                           THEN now() END,
-        error = %(error)s, traceback = '', run_after = now(),
-        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
-    FROM orphan WHERE j.id = orphan.id
-    RETURNING j.id, j.task_name, j.attempts, j.status, j.queue, orphan.worker_id,
-        orphan.started_at
-),
-att AS (
-    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
-                                    error, traceback)
-    SELECT id, attempts, worker_id, started_at, now(), 'orphaned', %(error)s, '' FROM upd
-)
-SELECT id, task_name, attempts, status,
-    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, q.queue)
-                           FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') AS q) AS n)
-FROM upd
-"""
 
 #: A freshly enqueued job's field values, before the ones each enqueue sets.
 _JOB_TEMPLATE: dict[str, Any] = {
@@ -269,7 +117,7 @@ class PostgresStore(Store):
             # The most common call: one job, through the function of migration 0008.
             args_json, kwargs_json = to_json(calls[0][0]), to_json(calls[0][1])
             cursor.execute(
-                ENQUEUE_ONE_SQL,
+                query("enqueue_one"),
                 (
                     task_name,
                     queue,
@@ -338,7 +186,7 @@ class PostgresStore(Store):
         params["calls"] = calls_json
         dedup_key = params["dedup_key"]
         for _ in range(10):
-            cursor.execute(ENQUEUE_SQL, params)
+            cursor.execute(query("enqueue_many"), params)
             # The rows share run_after and created_at, so only the ids come back per row.
             ids, job_run_after, created_at, _ = cursor.fetchone()
             if ids or dedup_key is None:
@@ -364,7 +212,8 @@ class PostgresStore(Store):
         JSON), built without a query."""
         jobs = []
         new_job = Job.__new__
-        for (args, kwargs), row in zip(stored, inserted):
+        # With a dedup key, fewer rows than calls come back: the rest are added by the caller.
+        for (args, kwargs), row in zip(stored, inserted, strict=False):
             values = dict(template)
             values["id"], values["run_after"], values["created_at"] = row[0], row[1], row[2]
             values["args"], values["kwargs"] = args, kwargs
@@ -382,243 +231,28 @@ class PostgresStore(Store):
     def _ensure_queue(self, cursor: Any, queue: str) -> None:
         if queue in self._known_queues:
             return
-        cursor.execute(
-            "INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at) "
-            "VALUES (%s, false, '', '', now()) ON CONFLICT (name) DO NOTHING",
-            [queue],
-        )
+        cursor.execute(query("ensure_queue"), [queue])
         # Remember it only once it is committed: a rolled-back enqueue must not hide the row.
         transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
 
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         with connections[self.alias].cursor() as cursor:
             cursor.execute(
-                FINISH_ONE_SQL,
+                query("finish_atomic"),
                 {
+                    "status": outcome.status,
                     "result": outcome.result_json,
-                    "finished": outcome.finished_at,
+                    "job_finished": outcome.job_finished_at,
                     "id": outcome.job_id,
                     "token": outcome.token,
                     "number": outcome.attempt,
                     "worker": worker_id,
                     "started": outcome.started_at,
+                    "finished": outcome.finished_at,
+                    "outcome": outcome.outcome,
                 },
             )
             return bool(cursor.fetchone()[0])
 
     def open_session(self, worker: WorkerInfo) -> PostgresWorkerSession:
         return PostgresWorkerSession(self, worker)
-
-
-class PostgresWorkerSession(WorkerSession):
-    def __init__(self, store: PostgresStore, worker: WorkerInfo) -> None:
-        self.store = store
-        self.worker = worker
-        wrapper = connections[store.alias]
-        params = dict(wrapper.get_connection_params())
-        params.pop("cursor_factory", None)
-        params.pop("pool", None)
-        # Our own adapters: psycopg's defaults (Django's context leaves jsonb undecoded).
-        params.pop("context", None)
-        params["autocommit"] = True
-        # A direct connection of our own: prepared statements save re-planning every claim.
-        params["prepare_threshold"] = 5
-        params.setdefault("application_name", f"taskengine-worker {worker.hostname}:{worker.pid}")
-        self.conn: psycopg.Connection[Any] = psycopg.connect(**params)
-        self.ns = taskengine_settings.ADVISORY_LOCK_NAMESPACE
-        self.conn.execute(f'LISTEN "{taskengine_settings.NOTIFY_CHANNEL}"')
-        # The claim and finish statements are planned once: a custom plan per call costs as much
-        # as running them, and the generic plan is the index plan.
-        self.conn.execute("SET plan_cache_mode = force_generic_plan")
-        self.queues = list(worker.queues)
-
-    def register(self) -> None:
-        self.conn.execute(
-            """
-            INSERT INTO taskengine_worker (id, hostname, pid, queues, concurrency, started_at,
-                                           last_heartbeat_at, stopped_at, jobs_succeeded,
-                                           jobs_failed)
-            VALUES (%s, %s, %s, %s::jsonb, %s, now(), now(), NULL, 0, 0)
-            ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL
-            """,
-            [
-                self.worker.id,
-                self.worker.hostname,
-                self.worker.pid,
-                json.dumps(self.worker.queues),
-                self.worker.concurrency,
-            ],
-        )
-
-    def claim(self, limit: int) -> list[ClaimedJob]:
-        rows = self.conn.execute(
-            CLAIM_SQL,
-            {
-                "queues": self.queues,
-                "all_queues": not self.queues,
-                "limit": limit,
-                "worker": self.worker.id,
-                "ns": self.ns,
-            },
-        ).fetchall()
-        # RETURNING has no order: run them in claim order.
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
-        return [
-            ClaimedJob(
-                id=row[0],
-                task_name=row[1],
-                queue=row[2],
-                args=row[3],
-                kwargs=row[4],
-                attempt=row[5],
-                max_attempts=row[6],
-                retry_backoff=row[7],
-                timeout=row[8],
-                token=row[9],
-                started_at=row[10],
-                checkpoint=row[11],
-                locked=row[12],
-            )
-            for row in rows
-        ]
-
-    def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
-        if not outcomes and not unlock:
-            return set()
-        row = self.conn.execute(
-            FINISH_SQL,
-            {
-                "ids": [o.job_id for o in outcomes],
-                "tokens": [o.token for o in outcomes],
-                "statuses": [o.status for o in outcomes],
-                "outcomes": [o.outcome for o in outcomes],
-                "results": [o.result_json for o in outcomes],
-                "errors": [o.error for o in outcomes],
-                "tracebacks": [o.traceback for o in outcomes],
-                "delays": [o.retry_delay for o in outcomes],
-                "refunds": [o.refund_attempt for o in outcomes],
-                "numbers": [o.attempt for o in outcomes],
-                "started": [o.started_at for o in outcomes],
-                "finished": [o.finished_at for o in outcomes],
-                "worker": self.worker.id,
-                "ns": self.ns,
-                "unlock": unlock,
-            },
-        ).fetchone()
-        return set(row[0] or ())
-
-    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
-        row = self.conn.execute(
-            """
-            WITH w AS (
-                UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %(ok)s,
-                    jobs_failed = %(failed)s
-                WHERE id = %(worker)s RETURNING id
-            )
-            SELECT (SELECT count(*) FROM w),
-                ARRAY(SELECT j.id FROM taskengine_job j
-                      WHERE j.worker_id = %(worker)s AND j.status = 'running'
-                        AND j.stop_requested <> '' ORDER BY j.id),
-                ARRAY(SELECT j.stop_requested FROM taskengine_job j
-                      WHERE j.worker_id = %(worker)s AND j.status = 'running'
-                        AND j.stop_requested <> '' ORDER BY j.id)
-            """,
-            {"ok": succeeded, "failed": failed, "worker": self.worker.id},
-        ).fetchone()
-        if row[0] == 0:
-            self.register()
-        return dict(zip(row[1], row[2]))
-
-    def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
-        if not writes:
-            return {}
-        rows = self.conn.execute(
-            """
-            UPDATE taskengine_job j SET
-                checkpoint = CASE WHEN w.has_checkpoint THEN w.checkpoint::jsonb
-                                  ELSE j.checkpoint END,
-                progress_current = COALESCE(w.current, j.progress_current),
-                progress_total = COALESCE(w.total, j.progress_total)
-            FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(has)s::bool[],
-                        %(checkpoints)s::text[], %(currents)s::bigint[], %(totals)s::bigint[])
-                AS w(id, token, has_checkpoint, checkpoint, current, total)
-            WHERE j.id = w.id AND j.token = w.token AND j.status = 'running'
-            RETURNING j.id, j.stop_requested
-            """,
-            {
-                "ids": [w.job_id for w in writes],
-                "tokens": [w.token for w in writes],
-                "has": [w.checkpoint_json is not None for w in writes],
-                "checkpoints": [w.checkpoint_json for w in writes],
-                "currents": [w.progress_current for w in writes],
-                "totals": [w.progress_total for w in writes],
-            },
-        ).fetchall()
-        return {row[0]: row[1] for row in rows}
-
-    def rescue(self, park: list[str]) -> list[RescuedJob]:
-        rows = self.conn.execute(
-            RESCUE_SQL,
-            {
-                "rescuer_key": (self.ns << 32) | 1,
-                "ns": self.ns,
-                "grace": taskengine_settings.RESCUE_GRACE,
-                "park": park,
-                "error": ORPHAN_ERROR,
-                "channel": taskengine_settings.NOTIFY_CHANNEL,
-            },
-        ).fetchall()
-        return [RescuedJob(id=r[0], task_name=r[1], attempt=r[2], status=r[3]) for r in rows]
-
-    def relock(self, running: list[ClaimedJob]) -> None:
-        # A claim whose reply was lost with the connection left jobs running under this worker
-        # that it does not know about; nobody would rescue them while it heartbeats.
-        self.conn.execute(
-            "UPDATE taskengine_job SET status = 'queued', attempts = attempts - 1, "
-            "worker_id = NULL, token = NULL, started_at = NULL "
-            "WHERE worker_id = %s AND status = 'running' AND NOT (id = ANY(%s))",
-            [self.worker.id, [j.id for j in running]],
-        )
-        if not running:
-            return
-        rows = self.conn.execute(
-            f"""
-            SELECT j.id, pg_try_advisory_lock(%(ns)s, {_LOCK_KEY.format(id="j.id")})
-            FROM taskengine_job j
-            JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
-              ON j.id = r.id AND j.token = r.token
-            WHERE j.status = 'running'
-            """,
-            {"ns": self.ns, "ids": [j.id for j in running], "tokens": [j.token for j in running]},
-        ).fetchall()
-        relocked = {row[0] for row in rows if row[1]}
-        for job in running:
-            job.locked = job.id in relocked
-
-    def wait_fileno(self) -> int | None:
-        return self.conn.fileno()
-
-    def drain_notifications(self) -> bool:
-        return sum(1 for _ in self.conn.notifies(timeout=0)) > 0
-
-    def unregister(self) -> None:
-        self.conn.execute(
-            "UPDATE taskengine_worker SET stopped_at = now(), last_heartbeat_at = now() "
-            "WHERE id = %s",
-            [self.worker.id],
-        )
-
-    def close(self) -> None:
-        try:
-            self.conn.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
-            pass
-
-    def is_usable(self) -> bool:
-        if self.conn.closed or self.conn.broken:
-            return False
-        try:
-            self.conn.execute("SELECT 1")
-        except psycopg.Error:
-            return False
-        return True

@@ -8,8 +8,11 @@ Each file holds named blocks::
     UPDATE ...
 
 :func:`query` returns a block's text by name (names are unique across the files); the files are
-read once, at first use. A reader greps this folder to see every statement the engine sends:
-no ``.py`` file of the package holds SQL but this loader and the migrations that load from it.
+read once, at first use. The comment lines that open a block are for readers and are not sent.
+Statements hold ``%`` only as placeholders (psycopg reads them).
+
+A reader greps this folder to see every statement the engine sends: no ``.py`` file of the
+package holds SQL but this loader and the migrations that load from it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ def _queries() -> dict[str, str]:
             if name in queries:
                 raise ValueError(f"{path.name}: the query name {name!r} is used twice")
             end = following.start() if following else len(text)
-            queries[name] = text[mark.end() : end].strip()
+            lines = text[mark.end() : end].strip().splitlines()
+            # The comment lines that open a block describe it; the server need not see them.
+            while lines and lines[0].startswith("--"):
+                lines.pop(0)
+            queries[name] = "\n".join(lines).strip()
     return queries
 
 

@@ -1,0 +1,250 @@
+"""A worker session through the Django ORM (SQLite and others): serialized claims, leases
+that heartbeats renew, rescue of jobs whose lease lapsed, polling; see :mod:`.generic`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import F, Q, Subquery
+from django.utils import timezone
+
+from ..conf import taskengine_settings
+from ..core import lifecycle
+from ..models import Job, JobStatus, Pause, PauseScope, Queue, Worker
+from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
+from .orm_writes import write_outcomes
+
+
+class GenericWorkerSession(WorkerSession):
+    uses_leases = True
+
+    def __init__(self, store: Store, worker: WorkerInfo) -> None:
+        self.store = store
+        self.alias = store.alias
+        self.worker = worker
+        connections[self.alias].ensure_connection()
+
+    def _jobs(self) -> Any:
+        return Job.objects.using(self.alias)
+
+    def register(self) -> None:
+        now = timezone.now()
+        Worker.objects.using(self.alias).update_or_create(
+            id=self.worker.id,
+            defaults={
+                "hostname": self.worker.hostname,
+                "pid": self.worker.pid,
+                "queues": self.worker.queues,
+                "concurrency": self.worker.concurrency,
+                "last_heartbeat_at": now,
+                "stopped_at": None,
+            },
+            create_defaults={
+                "hostname": self.worker.hostname,
+                "pid": self.worker.pid,
+                "queues": self.worker.queues,
+                "concurrency": self.worker.concurrency,
+                "started_at": now,
+                "last_heartbeat_at": now,
+            },
+        )
+
+    def claim(self, limit: int) -> list[ClaimedJob]:
+        now = timezone.now()
+        token = uuid.uuid4()
+        paused = Queue.objects.using(self.alias).filter(
+            Q(paused=True), Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        )
+        candidates = self._jobs().filter(status=JobStatus.QUEUED, run_after__lte=now)
+        if self.worker.queues:
+            candidates = candidates.filter(queue__in=self.worker.queues)
+        pauses = Pause.objects.using(self.alias).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        )
+        if pauses.filter(scope=PauseScope.ENGINE).exists():
+            return []
+        candidates = (
+            candidates.exclude(queue__in=Subquery(paused.values("name")))
+            .exclude(task_name__in=Subquery(pauses.filter(scope=PauseScope.TASK).values("target")))
+            .order_by("-priority", "run_after", "id")
+            .values("id")[:limit]
+        )
+        count = (
+            self._jobs()
+            .filter(id__in=Subquery(candidates), status=JobStatus.QUEUED)
+            .update(
+                status=JobStatus.RUNNING,
+                attempts=F("attempts") + 1,
+                started_at=now,
+                finished_at=None,
+                worker_id=self.worker.id,
+                token=token,
+                lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS),
+            )
+        )
+        if not count:
+            return []
+        rows = (
+            self._jobs()
+            .filter(token=token, status=JobStatus.RUNNING)
+            .order_by("-priority", "run_after", "id")
+        )
+        return [
+            ClaimedJob(
+                id=job.id,
+                task_name=job.task_name,
+                queue=job.queue,
+                args=job.args,
+                kwargs=job.kwargs,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                retry_backoff=job.retry_backoff,
+                timeout=job.timeout,
+                token=token,
+                started_at=job.started_at or now,
+                checkpoint=job.checkpoint,
+            )
+            for job in rows
+        ]
+
+    def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
+        return write_outcomes(self._jobs(), self.alias, outcomes, self.worker.id)
+
+    def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
+        applied: dict[int, str] = {}
+        with transaction.atomic(using=self.alias):
+            for w in writes:
+                changes: dict[str, Any] = {}
+                if w.checkpoint_json is not None:
+                    changes["checkpoint"] = json.loads(w.checkpoint_json)
+                if w.progress_current is not None:
+                    changes["progress_current"] = w.progress_current
+                if w.progress_total is not None:
+                    changes["progress_total"] = w.progress_total
+                jobs = self._jobs().filter(id=w.job_id, token=w.token, status=JobStatus.RUNNING)
+                if changes:
+                    if not jobs.update(**changes):
+                        continue
+                stop = jobs.values_list("stop_requested", flat=True).first()
+                if stop is not None:
+                    applied[w.job_id] = stop
+        return applied
+
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
+        now = timezone.now()
+        with transaction.atomic(using=self.alias):
+            updated = (
+                Worker.objects.using(self.alias)
+                .filter(id=self.worker.id)
+                .update(last_heartbeat_at=now, jobs_succeeded=succeeded, jobs_failed=failed)
+            )
+            if running:
+                self._jobs().filter(
+                    id__in=[j.id for j in running],
+                    token__in={j.token for j in running},
+                    status=JobStatus.RUNNING,
+                ).update(
+                    lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS)
+                )
+        if not updated:
+            self.register()
+        return dict(
+            self._jobs()
+            .filter(worker_id=self.worker.id, status=JobStatus.RUNNING)
+            .exclude(stop_requested="")
+            .values_list("id", "stop_requested")
+        )
+
+    def rescue(self, park: list[str]) -> list[RescuedJob]:
+        """Jobs whose lease lapsed: their worker stopped renewing it (it died)."""
+        parked = set(park)
+        now = timezone.now()
+        orphans = [
+            (_orphan(row), row["worker_id"])
+            for row in self._jobs()
+            .filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+            .values(
+                "id",
+                "token",
+                "task_name",
+                "queue",
+                "attempts",
+                "max_attempts",
+                "retry_backoff",
+                "timeout",
+                "worker_id",
+                "started_at",
+            )
+        ]
+        outcomes = [
+            lifecycle.orphaned(job, worker_id=worker, park=job.task_name in parked, now=now)
+            for job, worker in orphans
+        ]
+        # A job that finished (or was rescued by another worker) meanwhile is left alone.
+        applied = write_outcomes(
+            self._jobs(),
+            self.alias,
+            outcomes,
+            self.worker.id,
+            record_fenced=False,
+            lease_expires_at__lt=now,
+        )
+        return [
+            RescuedJob(o.job_id, job.task_name, o.attempt, o.status)
+            for (job, _), o in zip(orphans, outcomes, strict=True)
+            if o.job_id in applied
+        ]
+
+    def relock(self, running: list[ClaimedJob]) -> None:
+        # Requeue jobs claimed by a statement whose reply was lost with the connection.
+        self._jobs().filter(worker_id=self.worker.id, status=JobStatus.RUNNING).exclude(
+            id__in=[j.id for j in running]
+        ).update(
+            status=JobStatus.QUEUED,
+            attempts=F("attempts") - 1,
+            worker_id=None,
+            token=None,
+            started_at=None,
+            lease_expires_at=None,
+        )
+        self.heartbeat(running, 0, 0)
+
+    def wait_fileno(self) -> int | None:
+        return None
+
+    def drain_notifications(self) -> bool:
+        return False
+
+    def unregister(self) -> None:
+        now = timezone.now()
+        Worker.objects.using(self.alias).filter(id=self.worker.id).update(
+            stopped_at=now, last_heartbeat_at=now
+        )
+
+    def close(self) -> None:
+        connections[self.alias].close()
+
+    def is_usable(self) -> bool:
+        connection = connections[self.alias]
+        return connection.connection is not None and connection.is_usable()
+
+
+def _orphan(row: dict[str, Any]) -> ClaimedJob:
+    """An orphaned job as the attempt its dead worker was running."""
+    return ClaimedJob(
+        id=row["id"],
+        task_name=row["task_name"],
+        queue=row["queue"],
+        args=None,
+        kwargs=None,
+        attempt=row["attempts"],
+        max_attempts=row["max_attempts"],
+        retry_backoff=row["retry_backoff"],
+        timeout=row["timeout"],
+        token=row["token"],
+        started_at=row["started_at"],
+    )

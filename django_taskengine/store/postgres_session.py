@@ -1,0 +1,230 @@
+"""A PostgreSQL worker session: one worker process's own direct connection.
+
+Claims (``SKIP LOCKED``, advisory lock per job), batched fenced writes of outcomes, heartbeats,
+checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import psycopg.sql
+from django.db import connections
+from django.utils import timezone
+
+from ..conf import taskengine_settings
+from ..core import lifecycle
+from ..core.statuses import JobStatus
+from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
+from .sql import query
+
+
+class PostgresWorkerSession(WorkerSession):
+    def __init__(self, store: Store, worker: WorkerInfo) -> None:
+        self.store = store
+        self.worker = worker
+        wrapper = connections[store.alias]
+        params = dict(wrapper.get_connection_params())
+        params.pop("cursor_factory", None)
+        params.pop("pool", None)
+        # Our own adapters: psycopg's defaults (Django's context leaves jsonb undecoded).
+        params.pop("context", None)
+        params["autocommit"] = True
+        # A direct connection of our own: prepared statements save re-planning every claim.
+        params["prepare_threshold"] = 5
+        params.setdefault("application_name", f"taskengine-worker {worker.hostname}:{worker.pid}")
+        self.conn: psycopg.Connection[Any] = psycopg.connect(**params)
+        self.ns = taskengine_settings.ADVISORY_LOCK_NAMESPACE
+        channel = psycopg.sql.Identifier(taskengine_settings.NOTIFY_CHANNEL)
+        self.conn.execute(psycopg.sql.SQL(query("listen")).format(channel=channel))
+        self.conn.execute(query("plan_generic"))
+        self.queues = list(worker.queues)
+
+    def register(self) -> None:
+        info = self.worker
+        self.conn.execute(
+            query("register_worker"),
+            [info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency],
+        )
+
+    def claim(self, limit: int) -> list[ClaimedJob]:
+        rows = self.conn.execute(
+            query("claim_jobs"),
+            {
+                "queues": self.queues,
+                "all_queues": not self.queues,
+                "limit": limit,
+                "worker": self.worker.id,
+                "ns": self.ns,
+            },
+        ).fetchall()
+        # RETURNING has no order: run them in claim order.
+        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
+        return [
+            ClaimedJob(
+                id=row[0],
+                task_name=row[1],
+                queue=row[2],
+                args=row[3],
+                kwargs=row[4],
+                attempt=row[5],
+                max_attempts=row[6],
+                retry_backoff=row[7],
+                timeout=row[8],
+                token=row[9],
+                started_at=row[10],
+                checkpoint=row[11],
+                locked=row[12],
+            )
+            for row in rows
+        ]
+
+    def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
+        if not outcomes and not unlock:
+            return set()
+        return self._write(outcomes, unlock)
+
+    def _write(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
+        """Write outcomes as they were decided, each fenced by its token; the ids applied."""
+        row = self.conn.execute(
+            query("write_outcomes"),
+            {
+                "ids": [o.job_id for o in outcomes],
+                "tokens": [o.token for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "outcomes": [o.outcome for o in outcomes],
+                "results": [o.result_json for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "tracebacks": [o.traceback for o in outcomes],
+                "due_in": [o.due_in for o in outcomes],
+                "refunds": [o.refund_attempt for o in outcomes],
+                "numbers": [o.attempt for o in outcomes],
+                "started": [o.started_at for o in outcomes],
+                "finished": [o.finished_at for o in outcomes],
+                "job_finished": [o.job_finished_at for o in outcomes],
+                "workers": [o.worker_id for o in outcomes],
+                "worker": self.worker.id,
+                "ns": self.ns,
+                "unlock": unlock,
+            },
+        ).fetchone()
+        return set(row[0] or ())
+
+    def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
+        row = self.conn.execute(
+            query("heartbeat"), {"ok": succeeded, "failed": failed, "worker": self.worker.id}
+        ).fetchone()
+        if row[0] == 0:
+            self.register()
+        return dict(zip(row[1], row[2], strict=True))
+
+    def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
+        if not writes:
+            return {}
+        rows = self.conn.execute(
+            query("save_state"),
+            {
+                "ids": [w.job_id for w in writes],
+                "tokens": [w.token for w in writes],
+                "has": [w.checkpoint_json is not None for w in writes],
+                "checkpoints": [w.checkpoint_json for w in writes],
+                "currents": [w.progress_current for w in writes],
+                "totals": [w.progress_total for w in writes],
+            },
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def rescue(self, park: list[str]) -> list[RescuedJob]:
+        parked = set(park)
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                query("select_orphans"),
+                {
+                    "rescuer_key": (self.ns << 32) | 1,
+                    "ns": self.ns,
+                    "grace": taskengine_settings.RESCUE_GRACE,
+                },
+            ).fetchall()
+            if not rows:
+                return []
+            now = timezone.now()
+            orphans = [(_orphan(row), row[9]) for row in rows]
+            outcomes = [
+                lifecycle.orphaned(job, worker_id=worker, park=job.task_name in parked, now=now)
+                for job, worker in orphans
+            ]
+            applied = self._write(outcomes, [])
+            requeued = {
+                job.queue
+                for (job, _), outcome in zip(orphans, outcomes, strict=True)
+                if job.id in applied and outcome.status == JobStatus.QUEUED
+            }
+            if requeued:
+                self.conn.execute(
+                    query("notify_queues"),
+                    {"channel": taskengine_settings.NOTIFY_CHANNEL, "queues": sorted(requeued)},
+                )
+        return [
+            RescuedJob(id=o.job_id, task_name=job.task_name, attempt=o.attempt, status=o.status)
+            for (job, _), o in zip(orphans, outcomes, strict=True)
+            if o.job_id in applied
+        ]
+
+    def relock(self, running: list[ClaimedJob]) -> None:
+        # A claim whose reply was lost with the connection left jobs running under this worker
+        # that it does not know about; nobody would rescue them while it heartbeats.
+        self.conn.execute(
+            query("release_unknown_claims"), [self.worker.id, [j.id for j in running]]
+        )
+        if not running:
+            return
+        rows = self.conn.execute(
+            query("relock_jobs"),
+            {"ns": self.ns, "ids": [j.id for j in running], "tokens": [j.token for j in running]},
+        ).fetchall()
+        relocked = {row[0] for row in rows if row[1]}
+        for job in running:
+            job.locked = job.id in relocked
+
+    def wait_fileno(self) -> int | None:
+        return self.conn.fileno()
+
+    def drain_notifications(self) -> bool:
+        return sum(1 for _ in self.conn.notifies(timeout=0)) > 0
+
+    def unregister(self) -> None:
+        self.conn.execute(query("unregister_worker"), [self.worker.id])
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
+            pass
+
+    def is_usable(self) -> bool:
+        if self.conn.closed or self.conn.broken:
+            return False
+        try:
+            self.conn.execute(query("ping"))
+        except psycopg.Error:
+            return False
+        return True
+
+
+def _orphan(row: tuple[Any, ...]) -> ClaimedJob:
+    """An orphaned job as the attempt its dead worker was running (select_orphans' row)."""
+    return ClaimedJob(
+        id=row[0],
+        task_name=row[1],
+        queue=row[2],
+        args=None,
+        kwargs=None,
+        attempt=row[3],
+        max_attempts=row[4],
+        retry_backoff=row[5],
+        timeout=row[6],
+        token=row[7],
+        started_at=row[8],
+    )

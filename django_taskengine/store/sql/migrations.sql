@@ -1,0 +1,48 @@
+-- Statements that migrations run on PostgreSQL. A migration names a versioned block, so what
+-- an applied migration did never changes: a new version of a function gets a new block.
+
+-- name: create_created_at_brin_v1
+-- The admin filters jobs by creation time. created_at grows with insertion order, so a BRIN
+-- index serves that filter in a few pages of storage at almost no cost per enqueue.
+CREATE INDEX IF NOT EXISTS taskengine_job_created_brin ON taskengine_job USING brin (created_at)
+
+-- name: drop_created_at_brin_v1
+DROP INDEX IF EXISTS taskengine_job_created_brin
+
+-- name: create_enqueue_function_v1
+-- One job, no dedup key: the most common enqueue. As a PL/pgSQL function, the INSERT is parsed
+-- and planned once per database session and reused, which saves about a quarter of the
+-- statement's server time; unlike a client-side prepared statement, nothing is kept on the
+-- client, so it works the same through a transaction-mode pooler.
+-- Returns {job id, created_at as microseconds since the Unix epoch}: one scalar is cheaper to
+-- return and to read than a row (no function scan, no timestamp text to parse). run_after is
+-- p_run_after, or created_at when that is NULL.
+CREATE OR REPLACE FUNCTION taskengine_enqueue_job(
+    p_task_name varchar, p_queue varchar, p_args jsonb, p_kwargs jsonb, p_priority integer,
+    p_run_after timestamptz, p_max_attempts integer, p_retry_backoff double precision,
+    p_timeout double precision, p_channel text)
+RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_run_after timestamptz;
+BEGIN
+    INSERT INTO taskengine_job AS j (
+        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
+    VALUES (p_task_name, p_queue, p_args, p_kwargs, 'queued', p_priority,
+        COALESCE(p_run_after, now()), NULL, 0, p_max_attempts, p_retry_backoff, p_timeout,
+        '', '', now(), '')
+    RETURNING j.id, j.run_after INTO v_id, v_run_after;
+    IF v_run_after <= now() THEN
+        -- Wake an idle worker at commit; a job due later is found by a later poll.
+        PERFORM pg_notify(p_channel, p_queue);
+    END IF;
+    RETURN ARRAY[v_id, (extract(epoch FROM now()) * 1000000)::bigint];
+END
+$$
+
+-- name: drop_enqueue_function_v1
+DROP FUNCTION IF EXISTS taskengine_enqueue_job(
+    varchar, varchar, jsonb, jsonb, integer, timestamptz, integer, double precision,
+    double precision, text)

@@ -1,0 +1,221 @@
+-- The PostgreSQL store's statements (django_taskengine/store/postgres.py).
+--
+-- Advisory locks: a running job's lock is (ADVISORY_LOCK_NAMESPACE, low 32 bits of its id),
+-- written `(id)::bit(32)::int4` below; the rescuer's guard is one 64-bit key.
+-- Ownership of a running job is (worker_id, token, lease_expires_at, stop_requested): every
+-- statement that ends an attempt releases all four (django_taskengine/core/ownership.py).
+
+-- name: enqueue_one
+-- One job without a dedup key, through the function of migration 0008: its INSERT and NOTIFY
+-- are planned once per session. Returns {id, created_at in µs since the epoch}.
+SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+
+-- name: enqueue_many
+-- Any number of calls (one JSON array of [args, kwargs]) with the same options, in one
+-- statement; with a dedup key, a conflict with an active job inserts nothing. Returns the new
+-- ids, their shared run_after and created_at, and NOTIFYs at commit if any is due.
+WITH ins AS (
+    INSERT INTO taskengine_job (
+        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
+    SELECT %(task_name)s, %(queue)s, t.call -> 0, t.call -> 1, 'queued', %(priority)s,
+        COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
+        %(timeout)s, '', '', now(), ''
+    FROM jsonb_array_elements(%(calls)s::jsonb) WITH ORDINALITY AS t(call, n)
+    ORDER BY t.n
+    -- The predicate of the partial unique index taskengine_job_active_dedup_key.
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL
+        AND status IN ('queued', 'running', 'paused') DO NOTHING
+    RETURNING id, run_after, created_at
+)
+SELECT ARRAY(SELECT id FROM ins ORDER BY id),
+    (SELECT run_after FROM ins LIMIT 1), (SELECT created_at FROM ins LIMIT 1),
+    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
+     WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_after <= now()))
+
+-- name: ensure_queue
+INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at)
+VALUES (%s, false, '', '', now())
+ON CONFLICT (name) DO NOTHING
+
+-- name: claim_jobs
+-- Due queued jobs of unpaused queues and task types, in priority, then run_after, then FIFO
+-- order, marked running for this worker in one statement (no window between choosing a job
+-- and owning it), each with a new fencing token and its advisory lock taken.
+WITH picked AS (
+    SELECT j.id FROM taskengine_job j
+    WHERE j.status = 'queued' AND j.run_after <= now()
+      AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
+      AND NOT EXISTS (
+          SELECT 1 FROM taskengine_queue q
+          WHERE q.name = j.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
+      AND NOT EXISTS (
+          SELECT 1 FROM taskengine_pause p
+          WHERE (p.scope = 'engine' OR (p.scope = 'task' AND p.target = j.task_name))
+            AND (p.paused_until IS NULL OR p.paused_until > now()))
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE taskengine_job j
+SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
+    worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING j.id, j.task_name, j.queue, j.args, j.kwargs, j.attempts, j.max_attempts,
+    j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint,
+    pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after
+
+-- name: write_outcomes
+-- The outcomes the caller decided (django_taskengine/core/lifecycle.py), one array element
+-- per attempt, each applied only if its attempt still owns the job (token, status running).
+-- Every attempt gets its record: "superseded" when its write was fenced out (unless the job
+-- is gone). Also releases the advisory locks of the jobs in `unlock`.
+WITH o AS (
+    SELECT * FROM unnest(
+        %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
+        %(results)b::text[], %(errors)b::text[], %(tracebacks)b::text[], %(due_in)b::float8[],
+        %(refunds)b::bool[], %(numbers)b::int[], %(started)b::timestamptz[],
+        %(finished)b::timestamptz[], %(job_finished)b::timestamptz[], %(workers)b::uuid[])
+    AS o(id, token, status, outcome, result, error, traceback, due_in, refund, number,
+         started, finished, job_finished, worker)
+),
+upd AS (
+    UPDATE taskengine_job j SET
+        status = o.status,
+        result = o.result::jsonb,
+        error = o.error,
+        traceback = o.traceback,
+        finished_at = o.job_finished,
+        run_after = COALESCE(now() + o.due_in * interval '1 second', j.run_after),
+        attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
+        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
+    FROM o
+    WHERE j.id = o.id AND j.token = o.token AND j.status = 'running'
+    RETURNING j.id
+),
+att AS (
+    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
+                                    error, traceback)
+    SELECT o.id, o.number, COALESCE(o.worker, %(worker)s), o.started, o.finished,
+        CASE WHEN upd.id IS NULL THEN 'superseded' ELSE o.outcome END, o.error, o.traceback
+    FROM o LEFT JOIN upd ON upd.id = o.id
+    WHERE upd.id IS NOT NULL OR EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = o.id)
+),
+unlocked AS (
+    SELECT pg_advisory_unlock(%(ns)s, (u.id)::bit(32)::int4)
+    FROM unnest(%(unlock)b::bigint[]) AS u(id)
+)
+SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked)
+
+-- name: finish_atomic
+-- An atomic task's success, in the task's own transaction (Django's connection, so text
+-- parameters), fenced like write_outcomes. Returns 1 if it applied, 0 if fenced out.
+WITH upd AS (
+    UPDATE taskengine_job SET status = %(status)s, result = %(result)s::jsonb, error = '',
+        traceback = '', finished_at = %(job_finished)s, worker_id = NULL, token = NULL,
+        lease_expires_at = NULL, stop_requested = ''
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+    RETURNING id
+),
+att AS (
+    INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
+                                    error, traceback)
+    SELECT id, %(number)s, %(worker)s, %(started)s, %(finished)s, %(outcome)s, '', '' FROM upd
+)
+SELECT count(*) FROM upd
+
+-- name: select_orphans
+-- Running jobs whose worker died: their advisory lock is free and their worker missed its
+-- heartbeat for the grace (or stopped, or is gone). Locked FOR UPDATE for the rest of the
+-- rescuer's transaction; only one rescuer at a time (the transaction-level guard lock), and
+-- none while another holds it.
+WITH guard AS (
+    SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
+),
+held AS (
+    SELECT l.objid::bigint AS k FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.classid = %(ns)s::oid AND l.objsubid = 2 AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
+SELECT j.id, j.task_name, j.queue, j.attempts, j.max_attempts, j.retry_backoff, j.timeout,
+    j.token, j.started_at, j.worker_id
+FROM taskengine_job j
+LEFT JOIN taskengine_worker w ON w.id = j.worker_id
+WHERE (SELECT ok FROM guard) AND j.status = 'running'
+  AND (w.id IS NULL OR w.stopped_at IS NOT NULL
+       OR w.last_heartbeat_at < now() - %(grace)s * interval '1 second')
+  AND (j.id & 4294967295) NOT IN (SELECT k FROM held)
+FOR UPDATE OF j SKIP LOCKED
+
+-- name: notify_queues
+-- Wake idle workers of these queues (at commit).
+SELECT count(*) FROM (SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q) AS n
+
+-- name: register_worker
+INSERT INTO taskengine_worker (id, hostname, pid, queues, concurrency, started_at,
+                               last_heartbeat_at, stopped_at, jobs_succeeded, jobs_failed)
+VALUES (%s, %s, %s, %s::jsonb, %s, now(), now(), NULL, 0, 0)
+ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL
+
+-- name: heartbeat
+-- The worker's liveness and counters; returns whether its row exists and the stop requests
+-- operators made for the jobs it runs.
+WITH w AS (
+    UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %(ok)s,
+        jobs_failed = %(failed)s
+    WHERE id = %(worker)s RETURNING id
+)
+SELECT (SELECT count(*) FROM w),
+    ARRAY(SELECT j.id FROM taskengine_job j
+          WHERE j.worker_id = %(worker)s AND j.status = 'running'
+            AND j.stop_requested <> '' ORDER BY j.id),
+    ARRAY(SELECT j.stop_requested FROM taskengine_job j
+          WHERE j.worker_id = %(worker)s AND j.status = 'running'
+            AND j.stop_requested <> '' ORDER BY j.id)
+
+-- name: save_state
+-- Checkpoints and progress of running attempts, each fenced by its token; returns the pending
+-- stop request of every job written.
+UPDATE taskengine_job j SET
+    checkpoint = CASE WHEN w.has_checkpoint THEN w.checkpoint::jsonb ELSE j.checkpoint END,
+    progress_current = COALESCE(w.current, j.progress_current),
+    progress_total = COALESCE(w.total, j.progress_total)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(has)s::bool[],
+            %(checkpoints)s::text[], %(currents)s::bigint[], %(totals)s::bigint[])
+    AS w(id, token, has_checkpoint, checkpoint, current, total)
+WHERE j.id = w.id AND j.token = w.token AND j.status = 'running'
+RETURNING j.id, j.stop_requested
+
+-- name: release_unknown_claims
+-- After a reconnect: jobs marked running for this worker that it does not know of (a claim
+-- whose reply was lost with the connection) go back to the queue as never claimed.
+UPDATE taskengine_job SET status = 'queued', attempts = attempts - 1, worker_id = NULL,
+    token = NULL, started_at = NULL
+WHERE worker_id = %s AND status = 'running' AND NOT (id = ANY(%s))
+
+-- name: relock_jobs
+-- After a reconnect: take again the advisory locks of the jobs this worker still owns.
+SELECT j.id, pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4)
+FROM taskengine_job j
+JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+  ON j.id = r.id AND j.token = r.token
+WHERE j.status = 'running'
+
+-- name: unregister_worker
+UPDATE taskengine_worker SET stopped_at = now(), last_heartbeat_at = now() WHERE id = %s
+
+-- name: listen
+-- {channel} is the notification channel, quoted as an identifier by the caller.
+LISTEN {channel}
+
+-- name: plan_generic
+-- The worker's claim and finish statements are planned once: a custom plan per call costs as
+-- much as running them, and the generic plan is the index plan.
+SET plan_cache_mode = force_generic_plan
+
+-- name: ping
+SELECT 1
+
+-- name: estimated_row_count
+-- The planner's estimate of a table's rows (-1 or 0 when never analysed).
+SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)

@@ -1,7 +1,11 @@
-"""The store's WorkerSession driven in-process: claims, fenced finishes, and rescue.
+"""The store contract: every worker session, driven in-process — claims, fenced finishes,
+heartbeats, relock and rescue.
 
-A PostgreSQL session opens its own connection, so these tests commit (``transaction=True``)
-for it to see their rows. A generic (SQLite) session uses the calling thread's connection.
+Each test runs against every store that can serve the test database: on PostgreSQL the
+PostgreSQL store (advisory locks, its own connection), the ORM store and the in-process store
+(leases, on the calling thread's connection); on SQLite the ORM and in-process stores. A
+PostgreSQL session opens its own connection, so these tests commit (``transaction=True``) for
+it to see their rows.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from django_taskengine.store import (
     _stores,
     get_store,
 )
+from django_taskengine.store.generic import GenericStore
+from django_taskengine.store.inprocess import InProcessSession
 
 from .factories import JobFactory, QueueFactory
 from .helpers import wait_for
+from .settings import BACKEND
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"]),
@@ -52,8 +59,31 @@ def parked_on_orphan():
     """A task that must not run twice: an orphaned attempt fails it instead of retrying."""
 
 
+#: The stores under contract on this test run's database.
+STORES = ["postgres", "orm", "inprocess"] if BACKEND == "postgres" else ["orm", "inprocess"]
+_current = {"store": STORES[0]}
+
+
+@pytest.fixture(autouse=True, params=STORES)
+def store_kind(request):
+    """Run every test of this module against each store."""
+    _current["store"] = request.param
+    return request.param
+
+
 def is_postgres() -> bool:
-    return connection.vendor == "postgresql"
+    """The store under test is PostgreSQL's (advisory locks, not leases)."""
+    return _current["store"] == "postgres"
+
+
+def new_session(info: WorkerInfo) -> WorkerSession:
+    """An unregistered session of the store under test."""
+    kind = _current["store"]
+    if kind == "postgres":
+        return get_store().open_session(info)
+    if kind == "orm":
+        return GenericStore(get_store().alias).open_session(info)
+    return InProcessSession(get_store().alias, info, None)
 
 
 @pytest.fixture
@@ -69,7 +99,7 @@ def open_session():
             queues=list(queues),
             concurrency=1,
         )
-        session = get_store().open_session(info)
+        session = new_session(info)
         session.register()
         opened.append(session)
         return session
@@ -224,7 +254,7 @@ def test_concurrent_sessions_never_claim_the_same_job(open_session):
     def work(index: int) -> None:
         try:
             info = WorkerInfo(uuid.uuid4(), "test-host", os.getpid(), [], 1)
-            session = get_store().open_session(info)
+            session = new_session(info)
             session.register()
             try:
                 barrier.wait()
@@ -250,7 +280,7 @@ def test_concurrent_sessions_never_claim_the_same_job(open_session):
 
 def test_claim_takes_the_jobs_advisory_lock_and_finish_releases_it(open_session):
     if not is_postgres():
-        pytest.skip("advisory locks are PostgreSQL only; SQLite uses leases")
+        pytest.skip("only the PostgreSQL store takes advisory locks; the others use leases")
     job = JobFactory()
     session = open_session()
     (claimed,) = session.claim(1)
@@ -549,9 +579,9 @@ def test_a_late_finish_after_a_rescue_is_superseded(open_session):
     ]
 
 
-def test_sqlite_a_job_whose_lease_is_current_is_not_rescued(open_session):
+def test_lease_store_a_job_whose_lease_is_current_is_not_rescued(open_session):
     if is_postgres():
-        pytest.skip("PostgreSQL rescues by advisory lock and heartbeat, tested below")
+        pytest.skip("the PostgreSQL store rescues by advisory lock and heartbeat, tested below")
     JobFactory()
     worker = open_session()
     worker.claim(1)
@@ -560,9 +590,9 @@ def test_sqlite_a_job_whose_lease_is_current_is_not_rescued(open_session):
     assert Job.objects.get().status == "running"
 
 
-def test_sqlite_a_heartbeat_renews_the_leases_of_running_jobs(open_session):
+def test_lease_store_a_heartbeat_renews_the_leases_of_running_jobs(open_session):
     if is_postgres():
-        pytest.skip("PostgreSQL jobs have no lease")
+        pytest.skip("the PostgreSQL store uses no leases")
     job = JobFactory()
     worker = open_session()
     (claimed,) = worker.claim(1)
@@ -575,9 +605,9 @@ def test_sqlite_a_heartbeat_renews_the_leases_of_running_jobs(open_session):
     assert open_session().rescue([]) == []
 
 
-def test_sqlite_a_heartbeat_with_a_stale_token_does_not_renew_the_lease(open_session):
+def test_lease_store_a_heartbeat_with_a_stale_token_does_not_renew_the_lease(open_session):
     if is_postgres():
-        pytest.skip("PostgreSQL jobs have no lease")
+        pytest.skip("the PostgreSQL store uses no leases")
     job = JobFactory()
     worker = open_session()
     (claimed,) = worker.claim(1)
@@ -587,11 +617,11 @@ def test_sqlite_a_heartbeat_with_a_stale_token_does_not_renew_the_lease(open_ses
     assert job.lease_expires_at < timezone.now()
 
 
-def test_postgres_a_job_whose_worker_holds_its_lock_is_not_rescued_despite_an_old_heartbeat(
+def test_lock_store_a_job_whose_worker_holds_its_lock_is_not_rescued_despite_an_old_heartbeat(
     open_session,
 ):
     if not is_postgres():
-        pytest.skip("advisory locks are PostgreSQL only")
+        pytest.skip("only the PostgreSQL store takes advisory locks")
     job = JobFactory()
     alive = open_session()
     (claimed,) = alive.claim(1)
@@ -603,9 +633,9 @@ def test_postgres_a_job_whose_worker_holds_its_lock_is_not_rescued_despite_an_ol
     assert not Attempt.objects.exists()
 
 
-def test_postgres_a_free_lock_is_not_enough_while_the_worker_heartbeats(open_session):
+def test_lock_store_a_free_lock_is_not_enough_while_the_worker_heartbeats(open_session):
     if not is_postgres():
-        pytest.skip("advisory locks are PostgreSQL only")
+        pytest.skip("only the PostgreSQL store takes advisory locks")
     job = JobFactory()
     worker = open_session()
     worker.claim(1)
@@ -623,9 +653,9 @@ def test_postgres_a_free_lock_is_not_enough_while_the_worker_heartbeats(open_ses
     assert Job.objects.get(pk=job.pk).status == "queued"
 
 
-def test_postgres_a_stopped_worker_with_a_free_lock_is_rescued_at_once(open_session):
+def test_lock_store_a_stopped_worker_with_a_free_lock_is_rescued_at_once(open_session):
     if not is_postgres():
-        pytest.skip("advisory locks are PostgreSQL only")
+        pytest.skip("only the PostgreSQL store takes advisory locks")
     job = JobFactory()
     worker = open_session()
     worker.claim(1)
@@ -640,9 +670,9 @@ def test_postgres_a_stopped_worker_with_a_free_lock_is_rescued_at_once(open_sess
     assert [r.id for r in rescued] == [job.pk]
 
 
-def test_postgres_a_running_job_of_an_unknown_worker_with_a_free_lock_is_rescued(open_session):
+def test_lock_store_a_running_job_of_an_unknown_worker_with_a_free_lock_is_rescued(open_session):
     if not is_postgres():
-        pytest.skip("advisory locks are PostgreSQL only")
+        pytest.skip("only the PostgreSQL store takes advisory locks")
     job = JobFactory(running=True)  # its worker never registered a row
     rescued = open_session().rescue([])
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "queued")]

@@ -238,22 +238,24 @@ class BoundTask:
         """Write checked ``(args, kwargs)`` calls as jobs with this task's options."""
         # Imported here: the package's __init__ imports this module while Django populates
         # its app registry, and the store imports the models, which cannot load before that.
-        from .store import get_store
+        from .store import NewJobs, get_store
         from .worker.inprocess import run_enqueued_eagerly
 
         task = self.task
         options = self.options
         store = get_store(options.database)
         jobs = store.enqueue(
-            task_name=task.name,
-            queue=options.queue or task.queue,
-            priority=options.priority if options.priority is not None else task.priority,
-            run_after=options.run_after,
-            dedup_key=options.dedup_key,
-            max_attempts=options.max_attempts or task.max_attempts,
-            retry_backoff=task.retry_backoff,
-            timeout=task.timeout,
-            calls=calls,
+            NewJobs(
+                task_name=task.name,
+                queue=options.queue or task.queue,
+                priority=options.priority if options.priority is not None else task.priority,
+                run_after=options.run_after,
+                dedup_key=options.dedup_key,
+                max_attempts=options.max_attempts or task.max_attempts,
+                retry_backoff=task.retry_backoff,
+                timeout=task.timeout,
+                calls=calls,
+            )
         )
         if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look
             for job in jobs:

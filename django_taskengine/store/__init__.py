@@ -7,6 +7,7 @@ from django.db import connections
 from ..conf import taskengine_settings
 from .base import (
     ClaimedJob,
+    NewJobs,
     Outcome,
     RescuedJob,
     StateWrite,
@@ -19,6 +20,7 @@ from .postgres import PostgresStore
 
 __all__ = [
     "ClaimedJob",
+    "NewJobs",
     "Outcome",
     "RescuedJob",
     "StateWrite",

@@ -20,6 +20,7 @@ from ..models import Job
 
 __all__ = [
     "ClaimedJob",
+    "NewJobs",
     "Outcome",
     "RescuedJob",
     "StateWrite",
@@ -27,6 +28,29 @@ __all__ = [
     "WorkerInfo",
     "WorkerSession",
 ]
+
+
+@dataclass(slots=True)
+class NewJobs:
+    """What an enqueue writes: one job per ``(args, kwargs)`` call, all with these options."""
+
+    task_name: str
+    queue: str
+    priority: int
+    #: None: due at once (the database's clock).
+    run_after: dt.datetime | None
+    dedup_key: str | None
+    max_attempts: int
+    retry_backoff: float
+    timeout: float | None
+    calls: list[tuple[Sequence[Any], dict[str, Any]]]
+
+    def options(self) -> dict[str, Any]:
+        """Every option but the calls, by field name."""
+        return {name: getattr(self, name) for name in _OPTIONS}
+
+
+_OPTIONS = [name for name in NewJobs.__dataclass_fields__ if name != "calls"]
 
 
 @dataclass
@@ -67,20 +91,8 @@ class Store(ABC):
         self.alias = alias
 
     @abstractmethod
-    def enqueue(
-        self,
-        *,
-        task_name: str,
-        queue: str,
-        priority: int,
-        run_after: dt.datetime | None,
-        dedup_key: str | None,
-        max_attempts: int,
-        retry_backoff: float,
-        timeout: float | None,
-        calls: list[tuple[Sequence[Any], dict[str, Any]]],
-    ) -> list[Job]:
-        """Insert one job per ``(args, kwargs)`` call in one statement; return them.
+    def enqueue(self, new: NewJobs) -> list[Job]:
+        """Insert one job per ``(args, kwargs)`` call of ``new`` in one statement; return them.
 
         The arguments passed :func:`~django_taskengine.serialization.check_arguments`; the
         returned jobs hold them as read back from JSON (lists for tuples), like a stored row.

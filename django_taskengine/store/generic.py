@@ -9,7 +9,6 @@ production: use PostgreSQL there.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from ..models import (
 )
 from ..serialization import to_json
 from .base import (
+    NewJobs,
     Outcome,
     Store,
     WorkerInfo,
@@ -40,44 +40,24 @@ class GenericStore(Store):
         super().__init__(alias)
         self._known_queues: set[str] = set()
 
-    def enqueue(
-        self,
-        *,
-        task_name: str,
-        queue: str,
-        priority: int,
-        run_after: dt.datetime | None,
-        dedup_key: str | None,
-        max_attempts: int,
-        retry_backoff: float,
-        timeout: float | None,
-        calls: list[tuple[Sequence[Any], dict[str, Any]]],
-    ) -> list[Job]:
+    def enqueue(self, new: NewJobs) -> list[Job]:
+        calls, queue = new.calls, new.queue
         if not calls:
             return []
         now = timezone.now()
+        options = new.options()
+        options["run_after"] = new.run_after or now
 
         def build(args: Sequence[Any], kwargs: dict[str, Any]) -> Job:
-            return Job(
-                task_name=task_name,
-                queue=queue,
-                # As read back from JSON: lists for tuples, copies of the caller's objects.
-                args=json.loads(to_json(args)),
-                kwargs=json.loads(to_json(kwargs)),
-                priority=priority,
-                run_after=run_after or now,
-                dedup_key=dedup_key,
-                max_attempts=max_attempts,
-                retry_backoff=retry_backoff,
-                timeout=timeout,
-                created_at=now,
-            )
+            # As read back from JSON: lists for tuples, copies of the caller's objects.
+            args, kwargs = json.loads(to_json(args)), json.loads(to_json(kwargs))
+            return Job(args=args, kwargs=kwargs, created_at=now, **options)
 
         with transaction.atomic(using=self.alias):
             if queue not in self._known_queues:
                 Queue.objects.using(self.alias).get_or_create(name=queue)
                 transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
-            if dedup_key is None:
+            if new.dedup_key is None:
                 return Job.objects.using(self.alias).bulk_create([build(*call) for call in calls])
             job = self._create_deduplicated(build(*calls[0]))
             if len(calls) == 1:

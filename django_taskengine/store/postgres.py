@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import threading
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +31,7 @@ from ..conf import taskengine_settings
 from ..models import ACTIVE_STATUSES, Job
 from ..serialization import to_json
 from .base import (
+    NewJobs,
     Outcome,
     Store,
     WorkerInfo,
@@ -94,40 +94,29 @@ class PostgresStore(Store):
         return cursor
 
     @async_unsafe
-    def enqueue(
-        self,
-        *,
-        task_name: str,
-        queue: str,
-        priority: int,
-        run_after: dt.datetime | None,
-        dedup_key: str | None,
-        max_attempts: int,
-        retry_backoff: float,
-        timeout: float | None,
-        calls: list[tuple[Sequence[Any], dict[str, Any]]],
-    ) -> list[Job]:
+    def enqueue(self, new: NewJobs) -> list[Job]:
+        calls, run_after = new.calls, new.run_after
         if not calls:
             return []
         channel = taskengine_settings.NOTIFY_CHANNEL
         loads = json.loads
         cursor = self._cursor()
-        self._ensure_queue(cursor, queue)
-        if dedup_key is None and len(calls) == 1:
+        self._ensure_queue(cursor, new.queue)
+        if new.dedup_key is None and len(calls) == 1:
             # The most common call: one job, through the function of migration 0008.
             args_json, kwargs_json = to_json(calls[0][0]), to_json(calls[0][1])
             cursor.execute(
                 query("enqueue_one"),
                 (
-                    task_name,
-                    queue,
+                    new.task_name,
+                    new.queue,
                     args_json,
                     kwargs_json,
-                    priority,
+                    new.priority,
                     run_after,
-                    max_attempts,
-                    retry_backoff,
-                    timeout,
+                    new.max_attempts,
+                    new.retry_backoff,
+                    new.timeout,
                     channel,
                 ),
             )
@@ -141,35 +130,15 @@ class PostgresStore(Store):
             # Every call's [args, kwargs] in one JSON parameter: one string to encode and
             # quote, and one to parse back for the returned jobs, however many there are.
             calls_json = to_json(calls)
-            inserted = self._insert_many(
-                cursor,
-                calls_json,
-                len(calls),
-                {
-                    "task_name": task_name,
-                    "queue": queue,
-                    "priority": priority,
-                    "run_after": run_after,
-                    "dedup_key": dedup_key,
-                    "max_attempts": max_attempts,
-                    "retry_backoff": retry_backoff,
-                    "timeout": timeout,
-                    "channel": channel,
-                },
-            )
+            params = new.options()
+            params["channel"] = channel
+            inserted = self._insert_many(cursor, calls_json, len(calls), params)
             if inserted and isinstance(inserted[0], Job):
                 return inserted  # an active job already held the dedup key
             stored = loads(calls_json)
         template: dict[str, Any] = dict(_JOB_TEMPLATE)
-        template.update(
-            task_name=task_name,
-            queue=queue,
-            priority=priority,
-            dedup_key=dedup_key,
-            max_attempts=max_attempts,
-            retry_backoff=retry_backoff,
-            timeout=timeout,
-        )
+        template.update(new.options())
+        del template["run_after"]  # each row's own, from `inserted`
         jobs = self._jobs(template, stored, inserted)
         if len(jobs) < len(calls):
             # With a dedup key, the first call was inserted and the rest repeat its key.

@@ -636,9 +636,10 @@ def test_the_enqueue_function_migration_drops_exactly_what_it_creates():
     assert exists() == 1
     with transaction.atomic():
         with connection.schema_editor(atomic=False) as editor:
-            migration.drop_enqueue_function(None, editor)
+            (operation,) = migration.Migration.operations
+            operation.reverse_code(None, editor)
             assert exists() == 0
-            migration.create_enqueue_function(None, editor)
+            operation.code(None, editor)
         assert exists() == 1
         job = add.enqueue(1, 2)
         assert Job.objects.get(pk=job.pk).args == [1, 2]

@@ -1,18 +1,6 @@
 from django.db import migrations, models
 
-from django_taskengine.store.sql import query
-
-
-def create_created_at_brin(apps, schema_editor):
-    # The admin filters jobs by creation time. created_at grows with insertion order, so a BRIN
-    # index serves that filter in a few pages of storage at almost no cost per enqueue.
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(query("create_created_at_brin_v1"))
-
-
-def drop_created_at_brin(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(query("drop_created_at_brin_v1"))
+from django_taskengine.store.sql import run_on_postgresql
 
 
 class Migration(migrations.Migration):
@@ -37,5 +25,6 @@ class Migration(migrations.Migration):
                 name="taskengine_job_active_dedup_key",
             ),
         ),
-        migrations.RunPython(create_created_at_brin, drop_created_at_brin),
+        # The admin filters jobs by creation time: a BRIN index on created_at (see the block).
+        run_on_postgresql("create_created_at_brin_v1", "drop_created_at_brin_v1"),
     ]

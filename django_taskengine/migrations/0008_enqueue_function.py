@@ -1,19 +1,9 @@
 from django.db import migrations
 
-from django_taskengine.store.sql import query
+from django_taskengine.store.sql import run_on_postgresql
 
 # One job, no dedup key, through a PL/pgSQL function (see the block's comment in
 # django_taskengine/store/sql/migrations.sql).
-
-
-def create_enqueue_function(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(query("create_enqueue_function_v1"))
-
-
-def drop_enqueue_function(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(query("drop_enqueue_function_v1"))
 
 
 class Migration(migrations.Migration):
@@ -24,5 +14,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(create_enqueue_function, drop_enqueue_function),
+        run_on_postgresql("create_enqueue_function_v1", "drop_enqueue_function_v1"),
     ]

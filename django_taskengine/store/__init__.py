@@ -5,30 +5,19 @@ from __future__ import annotations
 from django.db import connections
 
 from ..conf import taskengine_settings
-from .base import (
-    ClaimedJob,
-    NewJobs,
-    Outcome,
-    RescuedJob,
-    StateWrite,
-    Store,
-    WorkerInfo,
-    WorkerSession,
-)
+from . import base
+from .base import ClaimedJob as ClaimedJob
+from .base import NewJobs as NewJobs
+from .base import Outcome as Outcome
+from .base import RescuedJob as RescuedJob
+from .base import StateWrite as StateWrite
+from .base import Store
+from .base import WorkerInfo as WorkerInfo
+from .base import WorkerSession as WorkerSession
 from .generic import GenericStore
 from .postgres import PostgresStore
 
-__all__ = [
-    "ClaimedJob",
-    "NewJobs",
-    "Outcome",
-    "RescuedJob",
-    "StateWrite",
-    "Store",
-    "WorkerInfo",
-    "WorkerSession",
-    "get_store",
-]
+__all__ = [*base.__all__, "get_store"]
 
 _stores: dict[str, Store] = {}
 

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from django.db import migrations
 
 _HERE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -56,6 +60,20 @@ def query(name: str) -> str:
         raise UnknownQuery(
             f"no SQL block named {name!r} in {_HERE} (blocks start with '-- name: {name}')"
         ) from None
+
+
+def run_on_postgresql(forward: str, backward: str) -> migrations.RunPython:
+    """A migration operation that runs the block ``forward`` (and ``backward`` to reverse it)
+    on PostgreSQL, and nothing on other databases."""
+
+    def run(name: str) -> Callable[[Any, Any], None]:
+        def operation(apps: Any, schema_editor: Any) -> None:
+            if schema_editor.connection.vendor == "postgresql":
+                schema_editor.execute(query(name))
+
+        return operation
+
+    return migrations.RunPython(run(forward), run(backward))
 
 
 def names() -> list[str]:

@@ -1,0 +1,177 @@
+"""The lifecycle core, on its own: outcomes of every way an attempt ends, limits, durations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from django_taskengine.core import durations, lifecycle, limits
+from django_taskengine.core.ownership import OWNERSHIP_FIELDS, RELEASED
+from django_taskengine.core.statuses import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    AttemptOutcome,
+    JobStatus,
+)
+from django_taskengine.models import Job
+
+
+def attempt(number: int = 1, max_attempts: int = 3, **changes) -> lifecycle.ClaimedJob:
+    values = {
+        "id": 7,
+        "task_name": "app.tasks.work",
+        "queue": "default",
+        "args": [],
+        "kwargs": {},
+        "attempt": number,
+        "max_attempts": max_attempts,
+        "retry_backoff": 1.0,
+        "timeout": None,
+        "token": uuid.uuid4(),
+        "started_at": timezone.now(),
+    }
+    values.update(changes)
+    return lifecycle.ClaimedJob(**values)
+
+
+def test_every_status_is_either_active_or_terminal():
+    assert set(ACTIVE_STATUSES) | set(TERMINAL_STATUSES) == set(JobStatus)
+    assert not set(ACTIVE_STATUSES) & set(TERMINAL_STATUSES)
+
+
+def test_a_success_finishes_the_job_with_its_result():
+    job = attempt()
+    outcome = lifecycle.succeeded(job, '{"ok": true}')
+    assert (outcome.status, outcome.outcome) == (JobStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED)
+    assert outcome.result_json == '{"ok": true}'
+    assert (outcome.job_id, outcome.token, outcome.attempt) == (job.id, job.token, 1)
+    assert outcome.job_finished_at == outcome.finished_at
+    assert outcome.due_in is None  # run_after is left as it is
+
+
+def test_a_failure_with_attempts_left_is_retried_after_the_backoff():
+    outcome = lifecycle.failed(attempt(number=2, max_attempts=3), "ValueError: no")
+    assert (outcome.status, outcome.outcome) == (JobStatus.QUEUED, AttemptOutcome.FAILED)
+    assert 1.0 <= outcome.due_in <= 2.0  # backoff 1 s doubled once, upper-half jitter
+    assert outcome.job_finished_at is None
+    assert not outcome.refund_attempt
+
+
+def test_the_last_attempts_failure_fails_the_job_for_good():
+    outcome = lifecycle.failed(attempt(number=3, max_attempts=3), "ValueError: no", "tb")
+    assert outcome.status == JobStatus.FAILED
+    assert (outcome.error, outcome.traceback) == ("ValueError: no", "tb")
+    assert outcome.job_finished_at == outcome.finished_at
+
+
+def test_a_failure_that_retrying_cannot_fix_fails_at_once():
+    outcome = lifecycle.failed(attempt(number=1), "corrupted arguments", retryable=False)
+    assert outcome.status == JobStatus.FAILED
+
+
+def test_an_exception_is_named_with_its_class_and_traceback():
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        outcome = lifecycle.raised(attempt(), exc)
+    assert outcome.error == "KeyError: 'missing'"
+    assert "Traceback" in outcome.traceback and "KeyError" in outcome.traceback
+
+
+def test_a_timeout_counts_like_a_failure_with_its_own_outcome():
+    retried = lifecycle.timed_out(attempt(number=1, timeout=2.5))
+    assert (retried.status, retried.outcome) == (JobStatus.QUEUED, AttemptOutcome.TIMED_OUT)
+    assert "2.5 s" in retried.error
+    assert lifecycle.timed_out(attempt(number=3, timeout=1)).status == JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "outcome", "refund"),
+    [
+        ("pause", JobStatus.PAUSED, AttemptOutcome.PAUSED, True),
+        ("cancel", JobStatus.CANCELLED, AttemptOutcome.CANCELLED, False),
+        ("shutdown", JobStatus.QUEUED, AttemptOutcome.INTERRUPTED, True),
+    ],
+)
+def test_a_stop_at_a_checkpoint_is_not_a_failure(reason, status, outcome, refund):
+    stopped = lifecycle.stopped(attempt(number=3, max_attempts=3), reason)
+    assert (stopped.status, stopped.outcome, stopped.refund_attempt) == (status, outcome, refund)
+    assert (stopped.due_in == 0.0) is (status == JobStatus.QUEUED)
+
+
+def test_an_interrupted_attempt_goes_back_due_at_once_and_is_not_counted():
+    outcome = lifecycle.interrupted(attempt(number=3, max_attempts=3))
+    assert (outcome.status, outcome.due_in, outcome.refund_attempt) == (JobStatus.QUEUED, 0, True)
+    assert outcome.error == lifecycle.SHUTDOWN_ERROR
+
+
+@pytest.mark.parametrize(
+    ("number", "park", "status"),
+    [(1, False, JobStatus.QUEUED), (3, False, JobStatus.FAILED), (1, True, JobStatus.FAILED)],
+)
+def test_an_orphan_runs_again_unless_its_attempts_are_used_or_its_task_parks(number, park, status):
+    dead_worker = uuid.uuid4()
+    now = timezone.now()
+    outcome = lifecycle.orphaned(
+        attempt(number=number, max_attempts=3), worker_id=dead_worker, park=park, now=now
+    )
+    assert (outcome.status, outcome.outcome) == (status, AttemptOutcome.ORPHANED)
+    assert outcome.error == lifecycle.ORPHAN_ERROR
+    assert (outcome.worker_id, outcome.finished_at) == (dead_worker, now)
+
+
+def test_released_ownership_names_every_ownership_column_of_the_job():
+    columns = {field.attname for field in Job._meta.concrete_fields}
+    assert set(OWNERSHIP_FIELDS) <= columns
+    assert set(RELEASED) == set(OWNERSHIP_FIELDS)
+
+
+def test_the_models_take_their_sizes_from_the_limits():
+    assert Job._meta.get_field("queue").max_length == limits.QUEUE_NAME_MAX
+    assert Job._meta.get_field("task_name").max_length == limits.TASK_NAME_MAX
+    assert Job._meta.get_field("dedup_key").max_length == limits.DEDUP_KEY_MAX
+
+
+@pytest.mark.parametrize("value", ["", 5, None, "q" * (limits.QUEUE_NAME_MAX + 1)])
+def test_a_queue_name_must_fit_its_column(value):
+    with pytest.raises(ValueError, match="at most 100 characters"):
+        limits.check_queue_name(value, "queue")
+
+
+def test_int32_bounds():
+    assert limits.check_int32(2**31 - 1, "priority") == 2**31 - 1
+    with pytest.raises(ValueError, match="32 bits"):
+        limits.check_int32(2**31, "priority")
+    with pytest.raises(TypeError, match="integer"):
+        limits.check_int32(True, "priority")
+    with pytest.raises(ValueError, match="at least 1"):
+        limits.check_int32(0, "max_attempts", minimum=1)
+    assert limits.is_int32(-(2**31)) and not limits.is_int32(2**31) and not limits.is_int32(1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("1h30m", 5400), ("2d", 172800), ("1w", 604800), (" 1H ", 3600)],
+)
+def test_durations_people_write(text, seconds):
+    assert durations.parse_duration(text) == dt.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "1x", "h", "-1s", "1.5.2h"])
+def test_what_is_not_a_duration_is_refused_with_examples(text):
+    with pytest.raises(ValueError, match="90s, 15m, 1h30m"):
+        durations.parse_duration(text)
+
+
+def test_bare_numbers_are_seconds_where_allowed():
+    assert durations.parse_duration(30, allow_seconds=True) == dt.timedelta(seconds=30)
+    assert durations.parse_duration("2.5", allow_seconds=True) == dt.timedelta(seconds=2.5)
+
+
+@pytest.mark.parametrize("seconds", [0, 45, 3600, 5400, 90061, 8 * 86400 + 5])
+def test_a_formatted_duration_reads_back_as_itself(seconds):
+    text = durations.format_duration(dt.timedelta(seconds=seconds))
+    assert durations.parse_duration(text) == dt.timedelta(seconds=seconds)

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Compare this tree's engine with an earlier commit's, on the same workload, in one run.
+
+    python benchmarks/baseline.py REV [--rounds 3] [--only enqueue_single,enqueue_bulk,drain]
+
+REV (a commit, tag or branch) is checked out into a temporary git worktree. Both trees' own
+``benchmarks/run.py`` then run the chosen benchmarks in interleaved rounds (baseline, current,
+baseline, current, ...), one drain each per round, against the same database and with the same
+virtualenv; each tree's ``run.py`` puts its own package first on ``sys.path``, so each measures
+its own engine. The table gives each figure's median per tree and a ratio that is above 1.0
+when the current tree does better (current/baseline for rates, baseline/current for times and
+memory). This machine is noisy: only ratios from one run count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ONLY = "enqueue_single,enqueue_bulk,drain_p1_c1,drain_p2_c4"
+
+
+#: Units of figures where less is better (times, memory); for the rest more is better.
+LOWER_IS_BETTER = {"ms", "s", "MB"}
+
+
+def run_tree(tree: Path, only: str, extra: list[str]) -> dict[str, tuple[float, str]]:
+    """One run of ``tree``'s benchmarks: figure name → (value, unit); failed ones left out."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            sys.executable,
+            str(tree / "benchmarks" / "run.py"),
+            "--only",
+            only,
+            "--repeat",
+            "1",
+            "--json",
+            out.name,
+            *extra,
+        ]
+        subprocess.run(command, check=True, cwd=tree, stdout=subprocess.DEVNULL)
+        results = json.loads(Path(out.name).read_text())["results"]
+    return {r["name"]: (r["value"], r["unit"]) for r in results if r["value"] is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev", help="the commit to compare with (e.g. HEAD~3, a tag, main)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--only", default=DEFAULT_ONLY, help=f"benchmarks (default {DEFAULT_ONLY})")
+    opts, extra = parser.parse_known_args(argv)
+    if opts.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="taskengine-baseline-") as tmp:
+        base = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q", str(base), opts.rev],
+            check=True,
+        )
+        try:
+            figures: dict[str, dict[str, list[float]]] = {"baseline": {}, "current": {}}
+            units: dict[str, str] = {}
+            for round_ in range(1, opts.rounds + 1):
+                for label, tree in (("baseline", base), ("current", REPO_ROOT)):
+                    print(f"round {round_}/{opts.rounds}: {label}", file=sys.stderr, flush=True)
+                    for name, (value, unit) in run_tree(tree, opts.only, extra).items():
+                        figures[label].setdefault(name, []).append(value)
+                        units[name] = unit
+        finally:
+            subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(base)],
+                check=False,
+            )
+    print(f"\nbaseline {opts.rev} vs current tree, medians of {opts.rounds} interleaved rounds")
+    print(f"{'figure':<28}{'unit':>8}{'baseline':>14}{'current':>14}{'better ×':>10}")
+    for name in sorted(set(figures["baseline"]) & set(figures["current"])):
+        before = statistics.median(figures["baseline"][name])
+        after = statistics.median(figures["current"][name])
+        unit = units.get(name, "")
+        better, worse = (before, after) if unit in LOWER_IS_BETTER else (after, before)
+        ratio = better / worse if worse else float("nan")
+        print(f"{name:<28}{unit:>8}{before:>14,.1f}{after:>14,.1f}{ratio:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

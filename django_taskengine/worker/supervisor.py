@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import connections
 
-from .worker import EXIT_RECYCLE, WorkerProcess
+from .process import EXIT_RECYCLE, WorkerProcess
 
 logger = logging.getLogger("django_taskengine.supervisor")
 

@@ -1,0 +1,93 @@
+"""What a worker holds: the jobs it claimed, and how many more to claim.
+
+A worker claims a little ahead of its threads, so that very short jobs come in batches of up to
+MAX_PREFETCH per round trip, while long jobs are not hoarded (a claimed job that waits for a
+thread is one another worker could have run). Claimed jobs wait in the inbox for a thread.
+"""
+
+from __future__ import annotations
+
+import queue as queue_module
+from dataclasses import dataclass
+
+from ..core.lifecycle import ClaimedJob
+from ..store import WorkerSession
+
+#: A worker claims ahead about this many seconds of work per thread (for jobs of a few
+#: milliseconds, batches of up to MAX_PREFETCH jobs per round trip).
+PREFETCH_WINDOW = 0.05
+MAX_PREFETCH = 100
+
+
+@dataclass
+class Running:
+    """A job this worker claimed, from the claim until its outcome is handed to the completer."""
+
+    job: ClaimedJob
+    #: time.monotonic() when a thread started the task; None while waiting for a thread.
+    started: float | None = None
+    #: The worker gave up on it (timeout, shutdown); its thread's result is ignored.
+    abandoned: bool = False
+    #: Why the task should stop at its next checkpoint: "pause", "cancel" or "shutdown".
+    stop_reason: str = ""
+
+
+class Claimer:
+    """Claims jobs up to the free capacity and hands them to the runner threads' inbox."""
+
+    def __init__(self, *, concurrency: int, max_jobs: int | None = None) -> None:
+        self.concurrency = concurrency
+        self.max_jobs = max_jobs
+        # Jobs claimed beyond the running threads, so that short jobs come in batches. Adapted
+        # to how long jobs take (see adapt_prefetch); starts at one batch of `concurrency`.
+        self.prefetch = concurrency
+        self._mean_run_time: float | None = None
+        #: Every job claimed and not yet finished, started or not, by job id.
+        self.running: dict[int, Running] = {}
+        #: Claimed jobs waiting for a runner thread; None tells a thread to exit.
+        self.inbox: queue_module.Queue[Running | None] = queue_module.Queue()
+        self.claimed_total = 0
+
+    def room(self) -> int:
+        """How many jobs to claim now: refill once half the prefetched buffer is used."""
+        in_flight = len(self.running)
+        if in_flight > self.concurrency + self.prefetch // 2:
+            return 0
+        room = self.concurrency + self.prefetch - in_flight
+        if self.max_jobs is not None:
+            room = min(room, self.max_jobs - self.claimed_total)
+        return max(0, room)
+
+    def adapt_prefetch(self, run_time: float) -> None:
+        """Prefetch about PREFETCH_WINDOW seconds of work: many very short jobs per claim, none
+        beyond the threads for long ones (a prefetched job waits; others could have run it)."""
+        mean = self._mean_run_time
+        mean = run_time if mean is None else 0.8 * mean + 0.2 * run_time
+        self._mean_run_time = mean
+        window = PREFETCH_WINDOW * self.concurrency
+        self.prefetch = max(0, min(MAX_PREFETCH, int(window / max(mean, 1e-5))))
+
+    def claim(self, session: WorkerSession) -> bool:
+        """Claim up to the free capacity; return True if fewer due jobs were found than asked."""
+        room = self.room()
+        if room <= 0:
+            return False
+        jobs = session.claim(room)
+        for job in jobs:
+            entry = Running(job)
+            self.running[job.id] = entry
+            self.inbox.put(entry)
+        self.claimed_total += len(jobs)
+        return len(jobs) < room
+
+    def take_unstarted(self) -> list[Running]:
+        """Take back the claimed jobs no thread has started yet."""
+        unstarted = []
+        while True:
+            try:
+                entry = self.inbox.get_nowait()
+            except queue_module.Empty:
+                break
+            if entry is not None:
+                unstarted.append(entry)
+        return unstarted

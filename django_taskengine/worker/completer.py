@@ -1,0 +1,106 @@
+"""Finishing attempts: the outcomes of the runner threads, written in batches.
+
+Runner threads append ``(entry, result)`` to ``done``; the main thread collects them, and writes
+every pending outcome and advisory-lock release in one ``session.finish`` round trip. An outcome
+the store fenced out (the job was rescued or changed meanwhile) is reported as superseded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from ..core.lifecycle import ClaimedJob, Outcome
+from ..core.statuses import AttemptOutcome, JobStatus
+from ..store import WorkerSession
+from .claimer import Claimer, Running
+from .report import report_outcome
+from .runner import RunResult
+
+#: In burst mode a worker waits for retries it scheduled itself if they fall due within this
+#: many seconds, so a script's quick retries finish in the same run.
+BURST_RETRY_WAIT = 10.0
+
+
+class Completer:
+    """Collects finished attempts, writes their outcomes in batches, and counts them."""
+
+    def __init__(self, claimer: Claimer, *, burst: bool = False) -> None:
+        self.claimer = claimer
+        self.burst = burst
+        #: Attempts the runner threads finished, not yet collected by the main thread.
+        self.done: deque[tuple[Running, RunResult]] = deque()
+        #: Outcomes to write with the next flush.
+        self.outcomes: list[tuple[Outcome, ClaimedJob]] = []
+        #: Job ids whose advisory locks to release with the next flush.
+        self.unlock: list[int] = []
+        self.succeeded = 0
+        self.failed = 0
+        #: Burst mode also waits for retries it scheduled that fall due within BURST_RETRY_WAIT.
+        self.burst_retry_until = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs and nothing waits to be written."""
+        return not self.claimer.running and not self.outcomes and not self.done
+
+    def collect(self) -> None:
+        """Take the attempts the runner threads finished: queue their outcomes for the flush."""
+        running = self.claimer.running
+        while self.done:
+            entry, result = self.done.popleft()
+            job = entry.job
+            if entry.abandoned:
+                continue  # its outcome was queued when the worker gave up on it
+            running.pop(job.id, None)
+            if entry.started is not None:
+                self.claimer.adapt_prefetch(time.monotonic() - entry.started)
+            if job.locked:
+                self.unlock.append(job.id)
+            if not result.committed:
+                self.outcomes.append((result.outcome, job))
+            else:
+                report_outcome(result.outcome, job)
+                self.count(result.outcome)
+
+    def give_up(self, entry: Running, outcome: Outcome) -> None:
+        """Finish an attempt without waiting for its thread (a timeout, a shutdown): its
+        thread's result will be ignored, and ``outcome`` is written with the next flush."""
+        job = entry.job
+        self.claimer.running.pop(job.id, None)
+        entry.abandoned = True
+        if job.locked:
+            self.unlock.append(job.id)
+        self.outcomes.append((outcome, job))
+
+    def flush(self, session: WorkerSession | None) -> None:
+        """Write the pending outcomes and lock releases in one round trip, then report them.
+
+        On a database error they stay pending, for the flush after the reconnect.
+        """
+        if not self.outcomes and not self.unlock:
+            return
+        assert session is not None
+        applied = session.finish([outcome for outcome, _ in self.outcomes], self.unlock)
+        for outcome, job in self.outcomes:
+            if outcome.job_id not in applied:
+                outcome.outcome = AttemptOutcome.SUPERSEDED
+            elif (
+                self.burst
+                and outcome.status == JobStatus.QUEUED
+                and outcome.outcome != AttemptOutcome.INTERRUPTED
+                and outcome.retry_delay <= BURST_RETRY_WAIT
+            ):
+                self.burst_retry_until = max(
+                    self.burst_retry_until, time.monotonic() + outcome.retry_delay + 0.05
+                )
+            report_outcome(outcome, job)
+            self.count(outcome)
+        self.outcomes = []
+        self.unlock = []
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome.outcome == AttemptOutcome.SUCCEEDED:
+            self.succeeded += 1
+        elif outcome.outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT):
+            self.failed += 1

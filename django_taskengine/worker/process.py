@@ -1,0 +1,213 @@
+"""A worker process: claims jobs, runs them on a pool of threads, writes their outcomes.
+
+One main thread owns the worker's database session and runs the loop below; ``concurrency``
+runner threads run task bodies on their own Django connections. Each room of the loop is its
+own part: the :class:`~.claimer.Claimer` (what to claim), the :class:`~.runner_pool.RunnerPool`
+(running attempts), the :class:`~.completer.Completer` (writing outcomes in batches),
+:class:`~.state_sync.StateSync` (checkpoints and progress), :class:`~.stopping.StopControl`
+(timeouts and shutdown) and :class:`~.liveness.Liveness` (the session, heartbeats, rescue,
+duties).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+from ..conf import taskengine_settings
+from ..store import WorkerInfo, get_store
+from .claimer import Claimer
+from .completer import Completer
+from .liveness import DB_ERRORS, Liveness
+from .runner_pool import RunnerPool
+from .state_sync import StateSync
+from .stopping import StopControl
+from .wakeup import WakeUp
+
+logger = logging.getLogger("django_taskengine.worker")
+
+#: Exit code of a worker that must be replaced (a task overran its timeout and still holds a
+#: thread); the supervisor starts a fresh process.
+EXIT_RECYCLE = 3
+
+
+class WorkerProcess:
+    """The claim loop of one worker process. ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        *,
+        queues: list[str],
+        concurrency: int = 1,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        shutdown_timeout: float | None = None,
+        database: str | None = None,
+        install_signal_handlers: bool = True,
+        supervised: bool = False,
+    ) -> None:
+        self.queues = queues
+        self.concurrency = max(1, concurrency)
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.store = get_store(database)
+        self.info = WorkerInfo(
+            id=uuid.uuid4(),
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(queues),
+            concurrency=self.concurrency,
+        )
+        self.install_signal_handlers = install_signal_handlers
+        # Under run_workers' supervisor: SIGINT from a terminal reaches the whole process group,
+        # and the supervisor turns it into SIGTERM for us; a worker whose supervisor vanished
+        # shuts down.
+        self.supervised = supervised
+        self.parent_pid = os.getppid()
+        self.wakeup = WakeUp()
+        self.claimer = Claimer(concurrency=self.concurrency, max_jobs=max_jobs)
+        self.completer = Completer(self.claimer, burst=burst)
+        self.state = StateSync(self.claimer.running, self.wakeup.wake)
+        self.stops = StopControl(
+            shutdown_timeout=(
+                taskengine_settings.SHUTDOWN_TIMEOUT
+                if shutdown_timeout is None
+                else shutdown_timeout
+            ),
+            claimer=self.claimer,
+            completer=self.completer,
+            wake=self.wakeup.wake,
+            worker_id=self.info.id,
+        )
+        self.liveness = Liveness(
+            self.store,
+            self.info,
+            self.claimer.running,
+            sleep=self.wakeup.sleep,
+            overdue=self.stops.overdue,
+        )
+        self.runners = RunnerPool(
+            self.concurrency,
+            inbox=self.claimer.inbox,
+            done=self.completer.done,
+            store=self.store,
+            worker_id=self.info.id,
+            channel=self.state,
+            wakeup=self.wakeup,
+        )
+
+    def request_stop(self, *_: Any) -> None:
+        """Stop claiming; running jobs get ``shutdown_timeout`` seconds (a second call: none).
+
+        The SIGTERM (and, unsupervised, SIGINT) handler.
+        """
+        self.stops.request()
+
+    def run(self) -> int:
+        if self.install_signal_handlers:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.supervised else self.request_stop)
+        self.runners.start()
+        logger.info(
+            "worker %s started (pid %s, queues %s, concurrency %s)",
+            self.info.id,
+            self.info.pid,
+            ",".join(self.queues) or "all",
+            self.concurrency,
+        )
+        claimer, completer = self.claimer, self.completer
+        stops, liveness = self.stops, self.liveness
+        liveness.connect()
+        exhausted = False  # the last claim found fewer due jobs than it asked for
+        while True:
+            try:
+                session = liveness.session
+                if session is None:
+                    session = liveness.connect()
+                completer.collect()
+                completer.flush(session)
+                self.state.sync(session)
+                now = time.monotonic()
+                if self.supervised and not stops.requested and os.getppid() != self.parent_pid:
+                    logger.error("worker %s: supervisor exited; shutting down", self.info.id)
+                    stops.request()
+                stops.enforce_timeouts(now)
+                if stops.requested or stops.recycle:
+                    stops.return_unstarted()
+                    if stops.requested:
+                        stops.ask_running_to_stop()
+                    if not claimer.running and not completer.outcomes:
+                        break
+                    if stops.deadline is not None and now >= stops.deadline:
+                        stops.interrupt_running()
+                        completer.flush(session)
+                        break
+                else:
+                    exhausted = claimer.claim(session) or exhausted
+                if now >= liveness.next_heartbeat:
+                    liveness.heartbeat(completer.succeeded, completer.failed)
+                    liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
+                if now >= liveness.next_rescue:
+                    if liveness.rescue() and not (stops.requested or stops.recycle):
+                        claimer.claim(session)
+                    liveness.next_rescue = now + taskengine_settings.RESCUE_INTERVAL
+                if not self.burst and not stops.requested:
+                    liveness.perform_duties(now)
+                if self._finished_work(exhausted):
+                    break
+                exhausted = False
+                self._wait(min(liveness.next_heartbeat, liveness.next_rescue))
+            except DB_ERRORS as exc:
+                liveness.lost_connection(exc)
+        self._shutdown()
+        return EXIT_RECYCLE if stops.recycle and not stops.requested else 0
+
+    def _finished_work(self, exhausted: bool) -> bool:
+        idle = self.completer.idle
+        if self.max_jobs is not None and self.claimer.claimed_total >= self.max_jobs and idle:
+            return True
+        return (
+            self.burst
+            and exhausted
+            and idle
+            and time.monotonic() >= self.completer.burst_retry_until
+        )
+
+    def _wait(self, next_timer: float) -> None:
+        """Sleep until the next timer, a finished attempt, a wake-up notification (when there is
+        room to claim), the shutdown deadline or the next attempt's timeout."""
+        now = time.monotonic()
+        timeout = max(0.0, next_timer - now)
+        can_claim = not self.stops.requested and not self.stops.recycle and self.claimer.room() > 0
+        if can_claim:
+            timeout = min(timeout, taskengine_settings.POLL_INTERVAL)
+        timeout = self.stops.wait_limit(now, timeout)
+        self.wakeup.pending = False
+        if self.completer.done:
+            return
+        session = self.liveness.session
+        if can_claim and session is not None and session.drain_notifications():
+            # A notification that arrived during another query waits inside the driver, where
+            # select() cannot see it: claim now instead of sleeping until the next poll.
+            return
+        session_fd = session.wait_fileno() if session is not None else None
+        fds = [session_fd] if can_claim and session_fd is not None else []
+        readable = self.wakeup.wait(fds, timeout)
+        if session_fd is not None and session_fd in readable and session is not None:
+            session.drain_notifications()
+
+    def _shutdown(self) -> None:
+        self.state.release_waiting_threads()
+        self.runners.stop()
+        self.liveness.close()
+        logger.info(
+            "worker %s stopped: %s succeeded, %s failed attempts",
+            self.info.id,
+            self.completer.succeeded,
+            self.completer.failed,
+        )

@@ -1,0 +1,77 @@
+"""The runner threads: each takes a claimed job from the inbox, runs one attempt on its own
+Django connection, and hands the result to the completer. The main thread never runs task
+code, so heartbeats and locks stay alive while tasks are busy."""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+import time
+import uuid
+from collections import deque
+
+from ..context import ContextChannel
+from ..core import lifecycle
+from ..store import Store
+from .claimer import Running
+from .runner import RunResult, run_attempt
+from .wakeup import WakeUp
+
+logger = logging.getLogger("django_taskengine.worker")
+
+
+class RunnerPool:
+    """``count`` daemon threads between the claimer's inbox and the completer's ``done``."""
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        inbox: queue_module.Queue[Running | None],
+        done: deque[tuple[Running, RunResult]],
+        store: Store,
+        worker_id: uuid.UUID,
+        channel: ContextChannel,
+        wakeup: WakeUp,
+    ) -> None:
+        self.count = count
+        self.inbox = inbox
+        self.done = done
+        self.store = store
+        self.worker_id = worker_id
+        self.channel = channel
+        self.wakeup = wakeup
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self.count):
+            thread = threading.Thread(
+                target=self._thread_main, name=f"taskengine-runner-{index}", daemon=True
+            )
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        """Tell each thread to exit once it is idle (a thread still running a task finishes it)."""
+        for _ in self.threads:
+            self.inbox.put(None)
+
+    def _thread_main(self) -> None:
+        inbox, done, wakeup = self.inbox, self.done, self.wakeup
+        while True:
+            entry = inbox.get()
+            if entry is None:
+                return
+            entry.started = time.monotonic()
+            try:
+                result = run_attempt(entry.job, self.store, self.worker_id, self.channel)
+            except BaseException as exc:  # noqa: BLE001 - report, never lose the job
+                logger.exception("internal error running job %s", entry.job.id)
+                result = RunResult(lifecycle.raised(entry.job, exc, with_traceback=False))
+            done.append((entry, result))
+            # One wake-up per batch of finished jobs: the main thread clears the flag before it
+            # last looks at `done` and sleeps, so a job appended after that look always wakes it.
+            if not wakeup.pending:
+                wakeup.pending = True
+                wakeup.wake()

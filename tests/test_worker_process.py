@@ -1,0 +1,112 @@
+"""A whole worker process built and run in the test process (its runner threads are threads)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus
+from django_taskengine.worker.worker import EXIT_RECYCLE, WorkerProcess
+from tests.helpers import wait_for
+from tests.testapp.tasks import add, always_fail, fail_then_succeed, overruns, steps
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_to_the_end(worker: WorkerProcess, timeout: float = 60.0) -> int:
+    """``worker.run()`` in a thread, bounded by ``timeout``; its exit code."""
+    ended: dict[str, Any] = {}
+
+    def main() -> None:
+        try:
+            ended["code"] = worker.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            ended["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=main, name="worker-main")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        worker.request_stop()
+        worker.request_stop()  # a second request: no grace period
+        thread.join(15)
+        raise AssertionError(f"the worker did not finish within {timeout} s")
+    if "error" in ended:
+        raise ended["error"]
+    return ended["code"]
+
+
+def in_process_worker(**options: Any) -> WorkerProcess:
+    options.setdefault("queues", [])
+    return WorkerProcess(burst=True, install_signal_handlers=False, **options)
+
+
+def test_a_burst_worker_drains_the_queue_with_retries_and_stops_its_threads():
+    adds = [add.enqueue(i, i) for i in range(8)]
+    flaky = fail_then_succeed.enqueue(failures=1)  # retried after 0.05 s
+    doomed = always_fail.enqueue()  # two attempts, both fail
+    worker = in_process_worker(concurrency=3)
+    assert run_to_the_end(worker) == 0
+    assert [Job.objects.get(id=job.id).result for job in adds] == [i + i for i in range(8)]
+    flaky.refresh_from_db()
+    doomed.refresh_from_db()
+    assert (flaky.status, flaky.attempts) == (JobStatus.SUCCEEDED, 2)
+    assert (doomed.status, doomed.attempts) == (JobStatus.FAILED, 2)
+    assert (worker.completer.succeeded, worker.completer.failed) == (9, 3)
+    assert not worker.claimer.running and worker.claimer.inbox.empty()
+    wait_for(
+        lambda: not any(thread.is_alive() for thread in worker.runners.threads),
+        timeout=10,
+        message="the runner threads to exit",
+    )
+
+
+def test_max_jobs_stops_after_that_many_claims():
+    jobs = [add.enqueue(i, 1) for i in range(5)]
+    worker = in_process_worker(concurrency=2, max_jobs=3)
+    assert run_to_the_end(worker) == 0
+    statuses = list(
+        Job.objects.filter(id__in=[j.id for j in jobs]).values_list("status", flat=True)
+    )
+    assert sorted(statuses) == sorted([JobStatus.SUCCEEDED] * 3 + [JobStatus.QUEUED] * 2)
+
+
+def test_an_attempt_past_its_timeout_is_given_up_and_the_process_asks_to_be_replaced():
+    job = overruns.enqueue()  # timeout 0.5 s, sleeps 3 s, one attempt
+    worker = in_process_worker(concurrency=1)
+    assert run_to_the_end(worker, timeout=30) == EXIT_RECYCLE
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert "timeout of 0.5 s" in job.error
+    assert list(Attempt.objects.values_list("outcome", flat=True)) == [AttemptOutcome.TIMED_OUT]
+
+
+def test_a_stop_request_requeues_a_checkpointing_job_with_its_checkpoint():
+    job = steps.enqueue(total=500, step_sleep=0.02)
+    worker = in_process_worker(concurrency=1, shutdown_timeout=20)
+
+    def stop_after_two_steps() -> None:
+        try:
+            wait_for(
+                lambda: Job.objects.filter(id=job.id, progress_current__gte=2).exists(),
+                timeout=30,
+                message="two steps",
+            )
+        finally:
+            worker.request_stop()
+            connections.close_all()
+
+    stopper = threading.Thread(target=stop_after_two_steps)
+    stopper.start()
+    assert run_to_the_end(worker) == 0
+    stopper.join(10)
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+    assert job.checkpoint["next"] >= 2
+    assert job.attempts == 0, "a stop at a checkpoint gives the attempt back"
+    assert list(Attempt.objects.values_list("outcome", flat=True)) == [AttemptOutcome.INTERRUPTED]

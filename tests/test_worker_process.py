@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 
 from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus
-from django_taskengine.worker.worker import EXIT_RECYCLE, WorkerProcess
+from django_taskengine.worker.process import EXIT_RECYCLE, WorkerProcess
 from tests.helpers import wait_for
 from tests.testapp.tasks import add, always_fail, fail_then_succeed, overruns, steps
 

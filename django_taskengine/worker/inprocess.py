@@ -21,8 +21,8 @@ from ..core.statuses import AttemptOutcome, JobStatus
 from ..models import Job
 from ..store import StateWrite, WorkerInfo, get_store
 from ..store.inprocess import InProcessSession
+from .report import report_outcome
 from .runner import run_attempt
-from .worker import report_outcome
 
 
 class JobFailed(Exception):

@@ -100,7 +100,8 @@ class PauseForm(forms.Form):
     def pause_until(self) -> dt.datetime | dt.timedelta | None:
         """The ``until`` argument for the pause operations (None: until resumed)."""
         if self.cleaned_data.get("until"):
-            return self.cleaned_data["until"]
+            until: dt.datetime = self.cleaned_data["until"]
+            return until
         lengths = {value: length for value, _, length in PAUSE_DURATIONS}
         return lengths[self.cleaned_data.get("duration") or ""]
 

@@ -1,7 +1,15 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import migrations, models
 
+if TYPE_CHECKING:
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+    from django.db.migrations.state import StateApps
 
-def create_created_at_brin(apps, schema_editor):
+
+def create_created_at_brin(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     # The admin filters jobs by creation time. created_at grows with insertion order, so a BRIN
     # index serves that filter in a few pages of storage at almost no cost per enqueue.
     if schema_editor.connection.vendor == "postgresql":
@@ -11,7 +19,7 @@ def create_created_at_brin(apps, schema_editor):
         )
 
 
-def drop_created_at_brin(apps, schema_editor):
+def drop_created_at_brin(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP INDEX IF EXISTS taskengine_job_created_brin")
 

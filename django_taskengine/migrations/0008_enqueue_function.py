@@ -1,4 +1,12 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import migrations
+
+if TYPE_CHECKING:
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+    from django.db.migrations.state import StateApps
 
 # One job, no dedup key: the most common enqueue. As a PL/pgSQL function, the INSERT is parsed
 # and planned once per database session and reused, which saves about a quarter of the
@@ -41,12 +49,12 @@ DROP_ENQUEUE_FUNCTION = (
 )
 
 
-def create_enqueue_function(apps, schema_editor):
+def create_enqueue_function(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(CREATE_ENQUEUE_FUNCTION)
 
 
-def drop_enqueue_function(apps, schema_editor):
+def drop_enqueue_function(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(DROP_ENQUEUE_FUNCTION)
 

@@ -643,7 +643,8 @@ def verify_drained(
     """Jobs with ids above ``min_id``: ``expect`` succeeded with one attempt row each, none
     running or failed; none left queued unless the drain was ``partial``."""
     left, done, succeeded, one_attempt = query(
-        "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status <> 'queued'), "
+        "SELECT count(*) FILTER (WHERE status = 'queued'), "
+        "count(*) FILTER (WHERE status <> 'queued'), "
         "count(*) FILTER (WHERE status = 'succeeded'), "
         "count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1) "
         "FROM taskengine_job WHERE id > %s",
@@ -670,8 +671,10 @@ def verify_drained(
     if problems:
         bad = query(
             "SELECT j.id, j.status, j.attempts, count(a.id) FROM taskengine_job j "
-            "LEFT JOIN taskengine_attempt a ON a.job_id = j.id WHERE j.id > %s AND j.status <> 'queued' "
-            "GROUP BY j.id HAVING count(a.id) <> 1 OR j.status <> 'succeeded' ORDER BY j.id LIMIT 10",
+            "LEFT JOIN taskengine_attempt a ON a.job_id = j.id "
+            "WHERE j.id > %s AND j.status <> 'queued' "
+            "GROUP BY j.id HAVING count(a.id) <> 1 OR j.status <> 'succeeded' "
+            "ORDER BY j.id LIMIT 10",
             [min_id],
         )
         problems.append(f"first bad jobs (id, status, attempts, attempt rows): {bad}")
@@ -697,7 +700,7 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
         with Workers("--processes", "2", "--shutdown-timeout", "1") as workers:
             job = sleeper.enqueue(30)
             running = wait_until(
-                lambda: (
+                lambda job=job: (
                     Job.objects.filter(pk=job.pk, status="running", worker_id__isnull=False)
                     .values("worker_id")
                     .first()
@@ -719,7 +722,7 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
                 [victim.id],
             )[0]
 
-            def running_again() -> Any:
+            def running_again(job: Job = job) -> Any:
                 return (
                     Job.objects.filter(pk=job.pk, attempts=2, status="running")
                     .values("worker_id")
@@ -737,7 +740,8 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
                 Worker.objects.filter(id=rerun["worker_id"]).values_list("pid", flat=True).first()
             )
             rescued, reclaimed = query(
-                "SELECT extract(epoch FROM a.finished_at - %s), extract(epoch FROM j.started_at - %s) "
+                "SELECT extract(epoch FROM a.finished_at - %s), "
+                "extract(epoch FROM j.started_at - %s) "
                 "FROM taskengine_job j JOIN taskengine_attempt a ON a.job_id = j.id "
                 "AND a.outcome = 'orphaned' WHERE j.id = %s",
                 [killed_db, killed_db, job.pk],
@@ -771,7 +775,7 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
             f"rescued +{d['rescued_after']:.2f} s, re-claimed +{d['reclaimed_after']:.2f} s)",
             d,
         )
-        for i, (t, d) in enumerate(zip(times, details))
+        for i, (t, d) in enumerate(zip(times, details, strict=True))
     ]
     rows.append(
         Row(
@@ -1193,7 +1197,7 @@ def compare_targets(
     ]
 
 
-# -- scale: a big backlog, many finished jobs --------------------------------------------------------
+# -- scale: a big backlog, many finished jobs ------------------------------------------------
 
 
 def insert_copies(count: int, overrides: dict[str, str]) -> int:
@@ -1387,10 +1391,12 @@ def print_machine(machine: dict[str, Any]) -> None:
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory']}")
     print(f"         {machine['postgresql']} ({machine['database']})")
     print(
-        f"         Python {machine['python']}, Django {machine['django']}, psycopg {machine['psycopg']}"
+        f"         Python {machine['python']}, Django {machine['django']}, "
+        f"psycopg {machine['psycopg']}"
     )
     print(
-        f"load average (1, 5, 15 min) at start {machine['loadavg_start']}, at end {machine['loadavg_end']}"
+        f"load average (1, 5, 15 min) at start {machine['loadavg_start']}, "
+        f"at end {machine['loadavg_end']}"
     )
     if (machine["loadavg_start"] or [0])[0] > 0.5 * machine["nproc"]:
         print(
@@ -1410,7 +1416,8 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.name:<{name_w}}  {value:>11}  {row.unit:<6}  {row.note}")
     if planned:
         print(
-            f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): {plan_summary(planned['claim_plan'])}"
+            f"\nclaim plan (EXPLAIN, {planned['jobs']:,} queued): "
+            f"{plan_summary(planned['claim_plan'])}"
         )
 
 

@@ -149,7 +149,7 @@ class Settings:
     @property
     def PERIODIC(self) -> dict[str, Any]:
         """As configured: the system checks report a value that is not a dict."""
-        return self._get("PERIODIC") or {}  # type: ignore[no-any-return]
+        return self._get("PERIODIC") or {}
 
     @property
     def PERIODIC_MISSED_AFTER(self) -> float:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -210,12 +210,14 @@ def duration_histogram(
 ) -> dict[tuple[str, str], tuple[list[tuple[float, int]], float]]:
     """``(queue, task) -> ([(upper bound, cumulative count), …, (inf, count)], sum of seconds)``
     for jobs that succeeded or failed at or after ``since``, counted in one grouped query."""
-    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    # Not "duration": that name is the model's property.
+    run_time = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
     buckets = {
-        f"le_{index}": Count("id", filter=Q(duration__lte=dt.timedelta(seconds=bound)))
+        f"le_{index}": Count("id", filter=Q(run_time__lte=dt.timedelta(seconds=bound)))
         for index, bound in enumerate(DURATION_BUCKETS)
     }
-    rows = (
+    # Mappings: the row type the type checker derives leaves out the keys from **buckets.
+    rows: Iterable[Mapping[str, Any]] = (
         Job.objects.using(using)
         .order_by()
         .filter(
@@ -223,9 +225,9 @@ def duration_histogram(
             status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED],
             started_at__isnull=False,
         )
-        .alias(duration=duration)
+        .alias(run_time=run_time)
         .values("queue", "task_name")
-        .annotate(count=Count("id"), total=Sum("duration"), **buckets)
+        .annotate(count=Count("id"), total=Sum("run_time"), **buckets)
     )
     histogram = {}
     for row in rows:

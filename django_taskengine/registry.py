@@ -22,11 +22,17 @@ class TaskNotRegistered(LookupError):
 
 class RegisteredTask(Protocol):
     """What the registry needs of a task (:class:`~django_taskengine.task.Task` and the
-    ``django.tasks`` adapter)."""
+    ``django.tasks`` adapter). Read-only, as the registry never sets them: a task may declare
+    narrower types (``on_orphan`` is ``Literal["retry", "park"]``)."""
 
-    name: str
-    func: Callable[..., Any]
-    on_orphan: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def func(self) -> Callable[..., Any]: ...
+
+    @property
+    def on_orphan(self) -> str: ...
 
 
 def origin(func: Callable[..., Any]) -> str:

@@ -33,8 +33,10 @@ def chromium_path() -> str | None:
     )
 
 
-@pytest.fixture
-def page() -> Iterator[object]:
+# Named apart from the fixture, so a test module imports it without its ``page`` parameters
+# shadowing the import.
+@pytest.fixture(name="page")
+def browser_page() -> Iterator[object]:
     """A fresh browser page. Without Chromium the test is skipped, except in CI, where it fails."""
     executable = chromium_path()
     if executable is None:

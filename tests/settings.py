@@ -33,7 +33,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if BACKEND == "sqlite":
     sqlite_dir = Path(os.environ.get("TASKENGINE_SQLITE_DIR", tempfile.gettempdir()))
     sqlite_path = str(sqlite_dir / f"{TEST_NAME}.sqlite3")
-    DATABASES = {
+    DATABASES: dict[str, dj_database_url.DBConfig] = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": TEST_DB_NAME or sqlite_path,

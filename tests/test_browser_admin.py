@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from django_taskengine.models import Job, JobStatus, Queue
-from tests.browser import page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.browser import browser_page, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.tasks import add, in_other_queue, record
 
@@ -35,7 +35,7 @@ def _status(job: Job) -> str:
 def test_pause_a_queue_in_the_browser_and_no_job_of_it_starts_until_resume(
     page, live_server, operator, start_workers, request
 ):
-    add.enqueue(0, 0).wait  # creates the queue row "default"
+    add.enqueue(0, 0)  # creates the queue row "default"
     start_workers("--processes", "1", "--concurrency", "2")
     wait_for(lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).exists(), timeout=30)
     _log_in(page, live_server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections import Counter
@@ -103,7 +104,9 @@ def test_checkpoint_resume_under_kills_redoes_at_most_one_step_per_kill(start_wo
     kills = 0
     for threshold in (40, 110):
         wait_for(
-            lambda: _progress_at_least(job, threshold), timeout=60, message=f"step {threshold}"
+            functools.partial(_progress_at_least, job, threshold),
+            timeout=60,
+            message=f"step {threshold}",
         )
         job.refresh_from_db()
         os.kill(Worker.objects.get(id=job.worker_id).pid, signal.SIGKILL)

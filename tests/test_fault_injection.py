@@ -97,7 +97,9 @@ def test_terminated_database_connections_lose_nothing(start_workers):
         # Each cut after 20 more jobs ran: the second one hits workers that recovered.
         done = LedgerEntry.objects.count()
         wait_for(
-            lambda: LedgerEntry.objects.count() > done + 20, timeout=60, message="work under way"
+            lambda done=done: LedgerEntry.objects.count() > done + 20,
+            timeout=60,
+            message="work under way",
         )
         with connection.cursor() as cursor:
             cursor.execute(
@@ -175,7 +177,8 @@ def test_a_restarted_database_server_loses_nothing(tmp_path):
 
                 def unfinished() -> int:
                     return db.execute(
-                        "SELECT count(*) FROM taskengine_job WHERE status NOT IN ('succeeded', 'failed')"
+                        "SELECT count(*) FROM taskengine_job"
+                        " WHERE status NOT IN ('succeeded', 'failed')"
                     ).fetchone()[0]
 
                 wait_for(lambda: unfinished() == 0, timeout=120, message="all jobs finished")

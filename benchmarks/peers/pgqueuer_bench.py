@@ -10,8 +10,8 @@ Phases (each prints one ``RESULT {json}`` line):
   the other, then 10 × ``Queries.enqueue`` of 1,000 jobs (its list form, one statement).
 - ``drain``    a fresh database; N jobs enqueued in lists of 1,000, then P worker processes,
   each ``pgqueuer.run(factory, batch_size=B, mode=drain)`` (what ``pgq run`` calls; asyncpg
-  and uvloop, pgqueuer's defaults when installed), timed from their start until every one has exited. The log table gives the
-  steady-state span (first ``picked`` to last ``successful``).
+  and uvloop, pgqueuer's defaults when installed), timed from their start until every one has
+  exited. The log table gives the steady-state span (first ``picked`` to last ``successful``).
 - ``latency``  a fresh database; one idle worker (continuous mode); N jobs enqueued one at a time,
   each waited for; enqueue→start is the ``picked`` log row's time minus the ``queued`` one's
   (both database ``now()``), as ours is ``started_at - created_at``.
@@ -180,7 +180,9 @@ def phase_drain(opts: argparse.Namespace) -> dict[str, Any]:
         batch_size=opts.batch_size,
         steady_seconds=float(span),
         drain_steady=opts.jobs / float(span),
-        config=f"{opts.processes} × pgqueuer worker, batch_size {opts.batch_size} (asyncpg, uvloop)",
+        config=(
+            f"{opts.processes} × pgqueuer worker, batch_size {opts.batch_size} (asyncpg, uvloop)"
+        ),
     )
     return result
 

@@ -100,13 +100,14 @@ class PauseForm(forms.Form):
     def pause_until(self) -> dt.datetime | dt.timedelta | None:
         """The ``until`` argument for the pause operations (None: until resumed)."""
         if self.cleaned_data.get("until"):
-            return self.cleaned_data["until"]  # type: ignore[no-any-return]
+            until: dt.datetime = self.cleaned_data["until"]
+            return until
         lengths = {value: length for value, _, length in PAUSE_DURATIONS}
         return lengths[self.cleaned_data.get("duration") or ""]
 
     def error_text(self) -> str:
         """All errors as one sentence, for the messages framework."""
-        parts = []
+        parts: list[str] = []
         for field, errors in self.errors.items():
             label = "" if field == "__all__" else f"{field}: "
             parts.extend(f"{label}{error}" for error in errors)
@@ -184,14 +185,17 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
         self,
         request: HttpRequest,
         context: dict[str, Any],
-        *args: Any,
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
         obj: Any = None,
-        **kwargs: Any,
     ) -> HttpResponse:
         # The page's own context, from the object Django already loaded and checked access to.
         if obj is not None:
             context = {**self._page_context(request, obj), **context}
-        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+        return super().render_change_form(
+            request, context, add=add, change=change, form_url=form_url, obj=obj
+        )
 
     def _page_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
         """What an object's page shows besides its fields (state, buttons, links)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -166,7 +166,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
         ("Arguments", {"fields": ("args_json", "kwargs_json")}),
         ("Outcome", {"fields": ("result_json", "error_text", "traceback_text", "checkpoint_json")}),
     )
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     # -- permissions: the job table is written by workers and operations, never by a form --
 

@@ -66,7 +66,7 @@ class OverviewAdmin(ReadOnlyModelAdmin):
         can_pause = has_app_permission(request, "pause_queue")
         controls = pause_controls_context(request, site, request.get_full_path())
         queue_url = f"{site}:django_taskengine_queue_"
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, item in stats.items():
             finished = recent.get(name, {})
             paused = item.paused

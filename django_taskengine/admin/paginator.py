@@ -77,7 +77,7 @@ class EstimatedCountPaginator(Paginator):
         top = bottom + self.per_page
         if self.count_is_exact and top + self.orphans >= self.count:
             top = self.count
-        return self._get_page(self.object_list[bottom:top], number, self)
+        return Page(self.object_list[bottom:top], number, self)
 
     @staticmethod
     def _planner_estimate(queryset: QuerySet[Any]) -> int | None:

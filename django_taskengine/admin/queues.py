@@ -56,6 +56,12 @@ class QueueChangeList(ChangeList):
             queue.te_engine_pause = engine_pause
 
 
+def _listed_stats(queue: Queue) -> inspection.QueueStats:
+    """The statistics :class:`QueueChangeList` attached to a listed queue (empty ones if none)."""
+    stats: inspection.QueueStats | None = getattr(queue, "te_stats", None)
+    return stats if stats is not None else inspection.QueueStats(queue.name, queue)
+
+
 @admin.register(Queue)
 class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
     list_display = (
@@ -124,27 +130,27 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
 
     @admin.display(description="queued")
     def queued(self, queue: Queue) -> SafeString:
-        return self._count_link(queue, queue.te_stats.queued, "queued")
+        return self._count_link(queue, _listed_stats(queue).queued, "queued")
 
     @admin.display(description="due")
     def due(self, queue: Queue) -> str:
-        return f"{queue.te_stats.due:,}"
+        return f"{_listed_stats(queue).due:,}"
 
     @admin.display(description="running")
     def running(self, queue: Queue) -> SafeString:
-        return self._count_link(queue, queue.te_stats.running, "running")
+        return self._count_link(queue, _listed_stats(queue).running, "running")
 
     @admin.display(description="failed")
     def failed(self, queue: Queue) -> SafeString:
-        return self._count_link(queue, queue.te_stats.failed, "failed")
+        return self._count_link(queue, _listed_stats(queue).failed, "failed")
 
     @admin.display(description="oldest due")
     def oldest_due(self, queue: Queue) -> str:
-        return format_age(queue.te_stats.oldest_due_age)
+        return format_age(_listed_stats(queue).oldest_due_age)
 
     @admin.display(description="finished per minute (5 min)")
     def throughput(self, queue: Queue) -> str:
-        return f"{queue.te_stats.throughput_per_minute:.1f}"
+        return f"{_listed_stats(queue).throughput_per_minute:.1f}"
 
     @admin.display(description="actions")
     def buttons(self, queue: Queue) -> SafeString:

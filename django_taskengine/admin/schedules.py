@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -59,18 +59,18 @@ class ScheduleChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         schedules = list(self.result_list)
-        _attach_job_statuses(schedules)
+        statuses = _last_job_statuses(schedules)
         can_pause = has_app_permission(request, PAUSE_PERMISSION)
         can_run = has_app_permission(request, RUN_PERMISSION)
         for schedule in schedules:
+            schedule.te_last_job_status = statuses.get(schedule.last_job_id)
             schedule.te_can_pause, schedule.te_can_run = can_pause, can_run
 
 
-def _attach_job_statuses(schedules: list[Schedule]) -> None:
+def _last_job_statuses(schedules: list[Schedule]) -> dict[int, str]:
+    """The status of each schedule's last job, by job id, in one query."""
     ids = [s.last_job_id for s in schedules if s.last_job_id is not None]
-    statuses = dict(Job.objects.using(_db()).filter(pk__in=ids).values_list("pk", "status"))
-    for schedule in schedules:
-        schedule.te_last_job_status = statuses.get(schedule.last_job_id)
+    return dict(Job.objects.using(_db()).filter(pk__in=ids).values_list("pk", "status"))
 
 
 @admin.register(Schedule)
@@ -84,7 +84,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
         ("When", {"fields": ("cron_label", "catch_up", "last_run", "next_run")}),
         ("History", {"fields": ("paused_by", "paused_at", "created_at", "updated_at")}),
     )
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     # -- permissions: rows come from code and settings ---------------------------------
 
@@ -236,7 +236,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         schedule = super().get_object(request, object_id, from_field)
         if schedule is not None:
-            _attach_job_statuses([schedule])
+            schedule.te_last_job_status = _last_job_statuses([schedule]).get(schedule.last_job_id)
         return schedule
 
     def _page_context(self, request: HttpRequest, schedule: Schedule) -> dict[str, Any]:

@@ -4,7 +4,7 @@ context a ``takes_context`` task receives."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .compat import Task, TaskContext
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TaskEngineTask(Task):  # type: ignore[misc]
+class TaskEngineTask(Task):
     """A ``django.tasks`` task that also carries django-taskengine's options.
 
     Django 6.1 (and the django-tasks backport) pass extra ``@task(...)`` keywords to the
@@ -39,7 +39,7 @@ class TaskEngineTask(Task):  # type: ignore[misc]
     #: While an active (queued, running, paused) job has this key, enqueue returns that job.
     dedup_key: str | None = None
 
-    def using(  # type: ignore[override]
+    def using(
         self,
         *,
         priority: int | None = None,
@@ -51,17 +51,24 @@ class TaskEngineTask(Task):  # type: ignore[misc]
     ) -> TaskEngineTask:
         """Django's ``using()``, plus the per-call options ``max_attempts`` and ``dedup_key``."""
         # Explicit base class: zero-argument super() does not work in a slotted dataclass.
-        new = Task.using(
-            self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
+        # Django's using() returns dataclasses.replace(self, ...), an instance of this class; its
+        # signature promises only a Task.
+        new = cast(
+            TaskEngineTask,
+            Task.using(
+                self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
+            ),
         )
         changes: dict[str, Any] = {}
         if max_attempts is not None:
             changes["max_attempts"] = max_attempts
         if dedup_key is not None:
             changes["dedup_key"] = dedup_key
-        return replace(new, **changes) if changes else new  # type: ignore[no-any-return]
+        return replace(new, **changes) if changes else new
 
 
+# django-stubs declares TaskContext a plain dataclass, but Django's and the backport's are frozen
+# (a frozen subclass of a non-frozen one would raise at import).
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskEngineContext(TaskContext):  # type: ignore[misc]
     """Django's ``TaskContext`` (``task_result``, ``attempt``) plus ``engine``: the

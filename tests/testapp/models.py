@@ -8,3 +8,6 @@ class LedgerEntry(models.Model):
     attempt = models.IntegerField(default=0)
     label = models.CharField(max_length=100, blank=True, default="")
     pid = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}, attempt {self.attempt}"

@@ -20,6 +20,8 @@ from django.db import connections
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
+from ..store.sql import query
+
 
 class EstimatedCountPaginator(Paginator):
     """Counts exactly up to :attr:`count_cap`, estimates (PostgreSQL, unfiltered) above it."""
@@ -84,7 +86,7 @@ class EstimatedCountPaginator(Paginator):
         connection = connections[queryset.db]
         table = connection.ops.quote_name(queryset.model._meta.db_table)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", [table])
+            cursor.execute(query("estimated_row_count"), [table])
             row = cursor.fetchone()
         # -1 (PostgreSQL 14+) or 0: never analysed, so nothing is known.
         if row is None or row[0] is None or row[0] <= 0:

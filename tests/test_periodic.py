@@ -31,7 +31,6 @@ from django_taskengine.periodic import (
     TICKS_KEPT,
     Cron,
     ScheduleDefinition,
-    declarations,
     definitions,
     due_ticks,
     enqueue_due_ticks,
@@ -39,6 +38,7 @@ from django_taskengine.periodic import (
     enqueue_tick,
     prune_ticks,
     restore_declarations,
+    snapshot_declarations,
     sync_schedules,
 )
 from django_taskengine.registry import tasks as registry
@@ -77,7 +77,7 @@ def ids(messages) -> list[str]:
 @pytest.fixture(autouse=True)
 def _own_declarations():
     """A test may declare schedules (and tasks); they are forgotten afterwards."""
-    declared, saved = declarations(), registry.snapshot()
+    declared, saved = snapshot_declarations(), registry.snapshot()
     yield
     restore_declarations(declared)
     registry.restore(saved)
@@ -794,3 +794,42 @@ def test_four_worker_processes_on_two_hosts_enqueue_exactly_one_job_per_second(s
     assert len(finished) >= len(jobs) - 2
     ledger = list(LedgerEntry.objects.filter(label="every-second").values_list("job_id", flat=True))
     assert sorted(ledger) == sorted({*ledger}) and set(ledger) >= {job.pk for job in finished}
+
+
+# -- the package's boundaries ----------------------------------------------------------------
+
+
+def test_the_package_gives_the_decorator_and_the_package_the_rest():
+    import importlib
+
+    import django_taskengine
+
+    declarations_module = importlib.import_module("django_taskengine.periodic.declarations")
+    assert django_taskengine.periodic is periodic_decorator
+    assert periodic_decorator is declarations_module.periodic
+
+
+def test_a_cron_expression_is_parsed_once_per_zone():
+    from django_taskengine.periodic import parsed_cron
+
+    assert parsed_cron("*/5 * * * *", PARIS) is parsed_cron("*/5 * * * *", PARIS)
+    assert parsed_cron("*/5 * * * *", PARIS) is not parsed_cron("*/5 * * * *", "UTC")
+
+
+def test_the_tick_insert_is_a_named_sql_block():
+    from django_taskengine.store.sql import query
+
+    assert "ON CONFLICT (schedule_id, tick) DO NOTHING" in query("insert_periodic_tick")
+
+
+def test_a_declaration_snapshot_restores_what_was_declared():
+    saved = snapshot_declarations()
+
+    @periodic_decorator("0 * * * *", name="tests.periodic.snapshot")
+    @task(name="tests.periodic.snapshot")
+    def snapshotted():
+        pass
+
+    assert len(snapshot_declarations()) == len(saved) + 1
+    restore_declarations(saved)
+    assert snapshot_declarations() == saved

@@ -83,6 +83,18 @@ def test_format_age_writes_the_setting_notation():
     assert format_age(dt.timedelta(days=14)) == "14d"
     assert format_age(dt.timedelta(hours=36)) == "1d12h"
     assert format_age(dt.timedelta(seconds=90)) == "1m30s"
+    assert format_age(dt.timedelta(seconds=89.6)) == "1m30s"
+    assert format_age(dt.timedelta(seconds=0.2)) == "0.2s"
+
+
+def test_ages_are_read_in_the_same_grammar_as_the_command_line():
+    assert parse_age("2w") == dt.timedelta(weeks=2)
+    assert parse_age("1d12h") == dt.timedelta(hours=36)
+    assert parse_age(90) == dt.timedelta(seconds=90)
+    with pytest.raises(ValueError, match="'15' is not an age"):
+        parse_age("15")  # text needs its units
+    with pytest.raises(ValueError, match="give seconds"):
+        parse_age(True)
 
 
 def test_retention_defaults_and_partial_settings_merge_per_status():

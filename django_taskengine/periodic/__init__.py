@@ -28,7 +28,7 @@ Definitions are validated by the system checks (``taskengine.E023``–``E027``),
 ``run_workers`` runs before it starts; a worker skips a definition that does not validate.
 Operators pause, resume and run schedules through :mod:`django_taskengine.operations`.
 
-The modules: :mod:`.cron` (expressions, time zones, due ticks), :mod:`.definitions` (the
+The modules: :mod:`.cron` (expressions, time zones, due ticks), :mod:`.declarations` (the
 decorator and the setting), :mod:`.validation` (what a valid definition is), :mod:`.scheduler`
 (the rows and the worker duties).
 """
@@ -36,13 +36,13 @@ decorator and the setting), :mod:`.validation` (what a valid definition is), :mo
 from __future__ import annotations
 
 from .cron import CATCH_UP_LIMIT, Cron, due_ticks, parsed_cron
-from .definitions import (
+from .declarations import (
     Declaration,
     collect_definitions,
-    declarations,
     definitions,
     periodic,
     restore_declarations,
+    snapshot_declarations,
 )
 from .scheduler import (
     CHECK_INTERVAL,
@@ -68,7 +68,7 @@ __all__ = [
     "Problem",
     "ScheduleDefinition",
     "collect_definitions",
-    "declarations",
+    "snapshot_declarations",
     "definitions",
     "due_ticks",
     "enqueue_due_ticks",

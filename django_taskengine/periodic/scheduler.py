@@ -23,7 +23,7 @@ from ..conf import taskengine_settings
 from ..registry import tasks as registry
 from ..worker.maintenance import register
 from .cron import due_ticks
-from .definitions import definitions, inputs_key
+from .declarations import definitions, inputs_key
 from .validation import ScheduleDefinition
 
 if TYPE_CHECKING:

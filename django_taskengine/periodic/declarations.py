@@ -197,7 +197,7 @@ def from_declaration(
     )
 
 
-def declarations() -> list[Declaration]:
+def snapshot_declarations() -> list[Declaration]:
     """A copy of this process's ``@periodic`` declarations (tests that declare their own)."""
     return list(_declarations)
 

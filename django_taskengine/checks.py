@@ -8,6 +8,9 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import DEFAULTS
+from .core.limits import QUEUE_NAME_MAX, check_name, is_int32
+from .periodic import collect_definitions
+from .retention import PRUNABLE_STATUSES, parse_age
 
 _POSITIVE_NUMBERS = (
     "POLL_INTERVAL",
@@ -18,6 +21,9 @@ _POSITIVE_NUMBERS = (
     "RETRY_BACKOFF_MAX",
     "PERIODIC_MISSED_AFTER",
 )
+#: Longest value of each name setting: a queue name as the job table stores it; a PostgreSQL
+#: identifier (the NOTIFY channel) has at most 63 bytes, and a module name is held to the same.
+_NAME_LENGTHS = {"DEFAULT_QUEUE": QUEUE_NAME_MAX, "NOTIFY_CHANNEL": 63, "AUTODISCOVER_MODULE": 63}
 
 
 @register(Tags.compatibility)
@@ -66,7 +72,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
     for key in ("DEFAULT_PRIORITY", "ADVISORY_LOCK_NAMESPACE"):
         value = number(key)
-        if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        if not is_int32(value):
             errors.append(
                 Error(
                     f"TASKENGINE[{key!r}] must be a 32-bit integer, not {value!r}.",
@@ -82,12 +88,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="taskengine.E006",
                 )
             )
-    for key in ("DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"):
+    for key, longest in _NAME_LENGTHS.items():
         value = number(key)
-        if not isinstance(value, str) or not value or len(value) > 63:
+        try:
+            check_name(value, key, max_length=longest)
+        except ValueError:
             errors.append(
                 Error(
-                    f"TASKENGINE[{key!r}] must be a non-empty string (≤ 63 characters), not {value!r}.",
+                    f"TASKENGINE[{key!r}] must be a non-empty string (≤ {longest} characters), "
+                    f"not {value!r}.",
                     id="taskengine.E007",
                 )
             )
@@ -120,8 +129,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 def _check_retention(retention: Any) -> list[Any]:
     """E020: RETENTION is None, or a dict of finished status -> age (or None for forever)."""
-    from .retention import PRUNABLE_STATUSES, parse_age
-
     example = 'e.g. {"succeeded": "1d", "failed": "14d", "cancelled": "7d"}'
     if retention is None:
         return []
@@ -167,7 +174,8 @@ def _check_metrics_and_testing(user: dict[str, Any]) -> list[Any]:
         errors.append(
             Error(
                 f"TASKENGINE['METRICS_TOKEN'] must be a non-empty string or None, not {token!r}.",
-                hint="Read it from the environment, e.g. os.environ.get('TASKENGINE_METRICS_TOKEN').",
+                hint="Read it from the environment, e.g. "
+                "os.environ.get('TASKENGINE_METRICS_TOKEN').",
                 id="taskengine.E021",
             )
         )
@@ -198,8 +206,6 @@ def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """E023–E027: the schedules of ``@periodic`` and ``TASKENGINE["PERIODIC"]``."""
     if not isinstance(getattr(settings, "TASKENGINE", None) or {}, dict):
         return []  # E001 says so
-    from .periodic import collect_definitions
-
     return [
         Error(problem.message, hint=problem.hint or None, id=PERIODIC_CHECK_IDS[problem.kind])
         for problem in collect_definitions()[1]

@@ -4,6 +4,7 @@ is not running. Used by the admin and the ``taskengine`` command."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from .conf import taskengine_settings
 from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
+from .registry import tasks as registry
 
 #: Window for the throughput figure.
 THROUGHPUT_WINDOW = dt.timedelta(minutes=5)
@@ -176,8 +178,8 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
             add(
                 Reason(
                     "worker_dead",
-                    f"Its worker died (last heartbeat {last}); the job will be rescued and run again "
-                    "(or fail, if its attempts are used up).",
+                    f"Its worker died (last heartbeat {last}); the job will be rescued and run "
+                    "again (or fail, if its attempts are used up).",
                 )
             )
         else:
@@ -234,7 +236,8 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
             add(
                 Reason(
                     "behind",
-                    f"Waiting behind {shown} due job(s) of the same queue that run first (higher priority or older).",
+                    f"Waiting behind {shown} due job(s) of the same queue that run first "
+                    "(higher priority or older).",
                     False,
                 )
             )
@@ -297,3 +300,27 @@ def running_jobs_by_worker(worker_ids: list[Any], *, using: str | None = None) -
         .annotate(n=Count("id"))
     )
     return {row["worker_id"]: row["n"] for row in rows}
+
+
+def find_job(job_id: int, *, using: str | None = None) -> Job | None:
+    """The job with id ``job_id``, or None."""
+    db = using or taskengine_settings.DATABASE
+    return Job.objects.using(db).filter(pk=job_id).first()
+
+
+def jobs_by_id(job_ids: Iterable[int], *, using: str | None = None) -> dict[int, Job]:
+    """The jobs among ``job_ids`` that exist, by id, with the fields that say their state
+    (status, attempts, when due, a pending stop request): what an operator saw before acting."""
+    db = using or taskengine_settings.DATABASE
+    jobs = (
+        Job.objects.using(db)
+        .filter(pk__in=list(job_ids))
+        .only("id", "status", "attempts", "run_after", "stop_requested")
+    )
+    return {job.pk: job for job in jobs}
+
+
+def task_is_known(task_name: str, *, using: str | None = None) -> bool:
+    """Registered in this process, or has jobs: a task name that is neither is probably a typo."""
+    db = using or taskengine_settings.DATABASE
+    return task_name in registry or Job.objects.using(db).filter(task_name=task_name).exists()

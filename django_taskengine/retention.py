@@ -10,7 +10,8 @@ row an operator is retrying right now is left for next time), delete their attem
 ``DELETE … WHERE job_id IN (…)``, then the jobs with one ``DELETE … WHERE id IN (…)``. Both
 statements repeat the status and age conditions, so a job that changed meanwhile is never
 deleted. The ORM's cascade is not used: it would load every attempt row first. No statement
-touches more than one batch of rows, so the table is never locked for long.
+touches more than one batch of rows, so the table is never locked for long. The statements are
+in ``store/sql/retention.sql`` (PostgreSQL and SQLite; other databases delete through the ORM).
 
 Every worker process (not ``--burst``) runs :func:`prune_duty` every :data:`PRUNE_INTERVAL`
 seconds; on PostgreSQL a transaction-level advisory lock lets one worker at a time do it. One
@@ -22,7 +23,7 @@ claims) is never held up for long; a backlog is worked off over several runs, or
 from __future__ import annotations
 
 import datetime as dt
-import re
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .conf import taskengine_settings
-from .models import TERMINAL_STATUSES, Job, Worker
+from .core.durations import format_duration, parse_duration
+from .models import TERMINAL_STATUSES, Attempt, Job, Worker
+from .store.sql import query
 from .worker.maintenance import register
 
 #: The statuses retention applies to: a job in any other status still has work ahead of it.
@@ -49,10 +52,6 @@ DUTY_TIME_BUDGET = 1.0
 #: are ADVISORY_LOCK_NAMESPACE; the rescuer uses 1).
 PRUNE_LOCK_ID = 0x7072
 
-_AGE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
-_AGE_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_age(value: Any) -> dt.timedelta | None:
     """An age for retention: ``None`` (forever), seconds, a timedelta, or text such as ``90s``,
@@ -60,25 +59,17 @@ def parse_age(value: Any) -> dt.timedelta | None:
     including ages of zero or less."""
     if value is None:
         return None
-    if isinstance(value, dt.timedelta):
-        age = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        age = dt.timedelta(seconds=value)
-    elif isinstance(value, str):
-        compact = value.strip().lower().replace(" ", "")
-        if not _AGE.fullmatch(compact):
-            raise ValueError(
-                f"{value!r} is not an age: write it like 90s, 15m, 12h, 7d, 2w or 1d12h"
-            )
-        age = dt.timedelta(
-            seconds=sum(
-                float(n) * _SECONDS_PER_UNIT[unit] for n, unit in _AGE_PART.findall(compact)
-            )
-        )
-    else:
+    if isinstance(value, bool) or not isinstance(value, (dt.timedelta, int, float, str)):
         raise ValueError(
             f"{value!r} is not an age: give seconds, a timedelta, text like '7d', or None"
         )
+    try:
+        # Text needs its units ("15" alone is refused); a number is seconds.
+        age = parse_duration(value, allow_seconds=not isinstance(value, str))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an age: write it like 90s, 15m, 12h, 7d, 2w or 1d12h"
+        ) from None
     if age <= dt.timedelta(0):
         raise ValueError(f"{value!r} is no time at all; use None to keep jobs forever")
     return age
@@ -189,31 +180,38 @@ def _delete_batch(
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         if exclusive and postgres:
             key = (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | PRUNE_LOCK_ID
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+            cursor.execute(query("try_prune_lock"), [key])
             if not cursor.fetchone()[0]:
                 return None
         cutoff_param = connection.ops.adapt_datetimefield_value(cutoff)
-        # ORDER BY finished_at walks the partial index on finished_at from the oldest end,
-        # which is where the prunable rows are.
-        cursor.execute(
-            "SELECT id FROM taskengine_job WHERE status = %s AND finished_at < %s "
-            "ORDER BY finished_at LIMIT %s" + (" FOR UPDATE SKIP LOCKED" if postgres else ""),
-            [status, cutoff_param, batch_size],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
+        select = "select_prunable_job_ids_skip_locked" if postgres else "select_prunable_job_ids"
+        cursor.execute(query(select), [status, cutoff_param, batch_size])
+        ids = [int(row[0]) for row in cursor.fetchall()]
         if not ids:
             return 0
-        # The ids are integers read back from the database: inlined, they cannot inject, and
-        # they keep SQLite clear of its bound-parameter limit.
-        id_list = ", ".join(str(int(job_id)) for job_id in ids)
-        still_prunable = f"id IN ({id_list}) AND status = %s AND finished_at < %s"
-        cursor.execute(
-            "DELETE FROM taskengine_attempt WHERE job_id IN "
-            f"(SELECT id FROM taskengine_job WHERE {still_prunable})",
-            [status, cutoff_param],
-        )
-        cursor.execute(f"DELETE FROM taskengine_job WHERE {still_prunable}", [status, cutoff_param])
+        if connection.vendor not in _DELETE_STATEMENTS:
+            return _delete_with_orm(ids, status, cutoff, alias)
+        ids_param: Any = ids if postgres else json.dumps(ids)
+        attempts, jobs = _DELETE_STATEMENTS[connection.vendor]
+        cursor.execute(query(attempts), [ids_param, status, cutoff_param])
+        cursor.execute(query(jobs), [ids_param, status, cutoff_param])
         return cursor.rowcount
+
+
+#: Vendor -> the names of its (attempts, jobs) DELETE statements in ``retention.sql``.
+_DELETE_STATEMENTS = {
+    "postgresql": ("delete_pruned_attempts_postgresql", "delete_pruned_jobs_postgresql"),
+    "sqlite": ("delete_pruned_attempts_sqlite", "delete_pruned_jobs_sqlite"),
+}
+
+
+def _delete_with_orm(ids: list[int], status: str, cutoff: dt.datetime, alias: str) -> int:
+    """The same two deletes on a database ``retention.sql`` has no statements for."""
+    still_prunable = Job.objects.using(alias).filter(
+        id__in=ids, status=status, finished_at__lt=cutoff
+    )
+    Attempt.objects.using(alias).filter(job__in=still_prunable).delete()
+    return int(still_prunable.delete()[0])
 
 
 def _old_workers(ages: Mapping[str, dt.timedelta | None], now: dt.datetime, alias: str) -> Any:
@@ -229,14 +227,12 @@ def _old_workers(ages: Mapping[str, dt.timedelta | None], now: dt.datetime, alia
 
 
 def format_age(age: dt.timedelta) -> str:
-    """An age in the setting's own notation: ``14d``, ``1d12h``, ``90s`` → ``1m30s``."""
+    """An age in the setting's own notation, in days at most: ``14d``, ``1d12h``, ``90s`` →
+    ``1m30s``; an age under half a second as it is (``0.2s``)."""
     seconds = round(age.total_seconds())
-    parts = []
-    for unit in ("d", "h", "m", "s"):
-        count, seconds = divmod(seconds, _SECONDS_PER_UNIT[unit])
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or f"{age.total_seconds():g}s"
+    if seconds <= 0:
+        return f"{age.total_seconds():g}s"
+    return format_duration(dt.timedelta(seconds=seconds), largest_unit="d")
 
 
 @register("prune finished jobs", PRUNE_INTERVAL)

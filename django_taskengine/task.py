@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .conf import taskengine_settings
 from .context import ContextChannel, TaskContext
+from .core.limits import DEDUP_KEY_MAX, QUEUE_NAME_MAX, check_int32, check_name, check_number
 from .registry import TaskNotRegistered, find_task, get_task, registered_tasks
 from .registry import tasks as registry
 from .serialization import check_arguments
@@ -190,17 +191,9 @@ class BoundTask:
             updates["run_after"] = _absolute_time(updates["run_after"], name)
         _check_option("priority", updates.get("priority"), int, name=name)
         _check_option("max_attempts", updates.get("max_attempts"), int, minimum=1, name=name)
-        for key in ("queue", "dedup_key"):
-            value = updates.get(key)
-            if value is not None and (
-                not isinstance(value, str)
-                or not value
-                or len(value) > (100 if key == "queue" else 255)
-            ):
-                limit = 100 if key == "queue" else 255
-                raise ValueError(
-                    f"{name}: {key} must be a non-empty string of at most {limit} characters, not {value!r}"
-                )
+        for key, longest in (("queue", QUEUE_NAME_MAX), ("dedup_key", DEDUP_KEY_MAX)):
+            if key in updates:
+                check_name(updates[key], f"{name}: {key}", max_length=longest)
         return BoundTask(self.task, replace(self.options, **updates))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
@@ -292,13 +285,10 @@ def _check_option(
 ) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, kind):
-        what = "an integer" if kind is int else "a number"
-        raise TypeError(f"{name}: {option} must be {what}, not {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: {option} must be at least {minimum}, not {value!r}")
-    if kind is int and not -(2**31) <= value < 2**31:
-        raise ValueError(f"{name}: {option} must fit in 32 bits (±2147483647), not {value!r}")
+    if kind is int:
+        check_int32(value, f"{name}: {option}", minimum=None if minimum is None else int(minimum))
+    else:
+        check_number(value, f"{name}: {option}", minimum=minimum)
 
 
 @overload

@@ -119,18 +119,31 @@ def test_e006_accepts_zero(key):
         assert check_settings() == []
 
 
-@pytest.mark.parametrize("key", ["DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"])
-@pytest.mark.parametrize("value", ["", "x" * 64, 5, None])
+#: Longest value each name setting accepts: DEFAULT_QUEUE is a queue name (as long as the job
+#: table stores); the NOTIFY channel is a PostgreSQL identifier.
+E007_LONGEST = {"DEFAULT_QUEUE": 100, "NOTIFY_CHANNEL": 63, "AUTODISCOVER_MODULE": 63}
+
+
+@pytest.mark.parametrize("key", list(E007_LONGEST))
+@pytest.mark.parametrize("value", ["", "too long", 5, None])
 def test_e007_must_be_a_short_non_empty_string(key, value):
+    if value == "too long":
+        value = "x" * (E007_LONGEST[key] + 1)
     with override_settings(TASKENGINE={key: value}):
         messages = check_settings()
     assert ids(messages) == ["taskengine.E007"]
     assert key in messages[0].msg
+    assert f"≤ {E007_LONGEST[key]} characters" in messages[0].msg
 
 
-@pytest.mark.parametrize("key", ["DEFAULT_QUEUE", "NOTIFY_CHANNEL", "AUTODISCOVER_MODULE"])
-def test_e007_accepts_63_characters(key):
-    with override_settings(TASKENGINE={key: "x" * 63}):
+@pytest.mark.parametrize("key", list(E007_LONGEST))
+def test_e007_accepts_the_longest_value(key):
+    with override_settings(TASKENGINE={key: "x" * E007_LONGEST[key]}):
+        assert check_settings() == []
+
+
+def test_default_queue_may_be_as_long_as_any_queue_name():
+    with override_settings(TASKENGINE={"DEFAULT_QUEUE": "q" * 100}):
         assert check_settings() == []
 
 

@@ -179,7 +179,8 @@ def test_pause_a_queue_for_a_while_records_who_and_why():
 
 
 @pytest.mark.parametrize(
-    ("duration", "seconds"), [("90s", 90), ("1h", 3600), ("1h30m", 5400), ("2d", 172800)]
+    ("duration", "seconds"),
+    [("90s", 90), ("1h", 3600), ("1h30m", 5400), ("2d", 172800), ("1w", 604800)],
 )
 def test_pause_for_accepts_durations_with_units(duration, seconds):
     add.enqueue(1, 2)
@@ -680,3 +681,35 @@ _exit_without_teardown(3)
     )
     assert proc.returncode == 3, proc.stderr
     assert marker.read_text() == "1"
+
+
+# -- the cli package -------------------------------------------------------------------------
+
+
+def test_every_subcommand_of_the_parser_has_a_handler():
+    from django_taskengine.cli import HANDLERS
+    from django_taskengine.management.commands.taskengine import Command
+
+    parser = Command().create_parser("manage.py", "taskengine")
+    [subparsers] = [a for a in parser._actions if a.dest == "subcommand"]
+    assert set(subparsers.choices) == set(HANDLERS)
+
+
+def test_for_reads_the_same_durations_as_the_retention_setting():
+    from django_taskengine.cli.values import parse_duration
+
+    assert parse_duration("1w") == dt.timedelta(weeks=1)
+    assert parse_duration(" 1H 30M ") == dt.timedelta(hours=1, minutes=30)
+    with pytest.raises(CommandError, match=r"--for '15x' is not a duration: write it like .*1w"):
+        parse_duration("15x")
+
+
+def test_a_duration_too_long_for_python_is_refused_as_too_long():
+    message, _, _ = fails("pause", "default", "--create", "--for", "99999999999d")
+    assert "longer than 366 days" in message
+    assert nothing_paused()
+
+
+def test_a_blank_queue_name_is_refused():
+    message, _, _ = fails("pause", "  ")
+    assert message == "'  ' is not a queue name (1 to 100 characters). Nothing was changed."

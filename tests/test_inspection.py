@@ -9,7 +9,15 @@ import pytest
 from django.utils import timezone
 
 from django_taskengine import operations as ops
-from django_taskengine.inspection import explain_job, live_workers, queue_stats, worker_is_stale
+from django_taskengine.inspection import (
+    explain_job,
+    find_job,
+    jobs_by_id,
+    live_workers,
+    queue_stats,
+    task_is_known,
+    worker_is_stale,
+)
 from django_taskengine.models import Job, JobStatus, Worker
 from tests.testapp.tasks import add, noop
 
@@ -124,3 +132,19 @@ def test_explains_a_running_job_whose_worker_died():
     Job.objects.filter(pk=job.pk).update(worker_id=alive.id, started_at=timezone.now())
     job.refresh_from_db()
     assert "Running attempt 1 on host-a (pid 4242)" in explain_job(job).summary
+
+
+def test_find_job_and_jobs_by_id_leave_out_ids_that_do_not_exist():
+    job = add.enqueue(1, 2)
+    assert find_job(job.pk) == job
+    assert find_job(job.pk + 1000) is None
+    found = jobs_by_id([job.pk, job.pk + 1000])
+    assert list(found) == [job.pk]
+    assert found[job.pk].status == JobStatus.QUEUED
+
+
+def test_a_task_is_known_when_registered_here_or_when_it_has_jobs():
+    assert task_is_known(add.name)
+    assert not task_is_known("nowhere.unregistered")
+    Job.objects.create(task_name="elsewhere.registered")
+    assert task_is_known("elsewhere.registered")

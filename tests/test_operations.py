@@ -209,3 +209,28 @@ def test_a_running_job_asked_to_pause_offers_only_cancel_and_pause_all_can_stop_
     ops.cancel_job(job.id)
     job.refresh_from_db()
     assert job.stop_requested == "cancel" and ops.actions_for(job) == []
+
+
+def test_the_pause_lookups_see_only_pauses_in_force():
+    assert ops.engine_pause() is None and ops.task_pause(add.name) is None
+    ops.pause_all(by="alice")
+    ops.pause_task(add.name, until=dt.timedelta(minutes=5))
+    ops.pause_task(noop.name, until=timezone.now() + dt.timedelta(seconds=1))
+    Pause.objects.filter(target=noop.name).update(paused_until=timezone.now())  # expired
+    assert ops.engine_pause().paused_by == "alice"
+    assert ops.task_pause(add.name).target == add.name
+    assert ops.task_pause(noop.name) is None
+
+
+def test_paused_queues_lists_queues_paused_on_their_own():
+    ops.pause_queue("emails")
+    ops.pause_queue("reports", until=timezone.now() + dt.timedelta(seconds=1))
+    Queue.objects.filter(name="reports").update(paused_until=timezone.now())  # expired
+    ops.pause_all()
+    assert [queue.name for queue in ops.paused_queues()] == ["emails"]
+
+
+def test_every_operator_action_is_one_import_away():
+    for name in ("pause_queue", "retry_job", "pause_schedule", "run_schedule_now", "Expected"):
+        assert hasattr(ops, name), name
+    assert set(ops.__all__) <= set(dir(ops))

@@ -19,21 +19,26 @@ from django_taskengine import periodic as periodic_decorator
 from django_taskengine import task
 from django_taskengine.checks import check_periodic
 from django_taskengine.models import Job, JobStatus, PeriodicTick, Schedule
-from django_taskengine.operations import ActionRefused, NotFound
+from django_taskengine.operations import (
+    ActionRefused,
+    NotFound,
+    pause_schedule,
+    resume_schedule,
+    run_schedule_now,
+)
 from django_taskengine.periodic import (
     CATCH_UP_LIMIT,
     TICKS_KEPT,
     Cron,
-    _declarations,
+    ScheduleDefinition,
     definitions,
     due_ticks,
     enqueue_due_ticks,
     enqueue_schedule_ticks,
     enqueue_tick,
-    pause_schedule,
     prune_ticks,
-    resume_schedule,
-    run_schedule_now,
+    restore_declarations,
+    snapshot_declarations,
     sync_schedules,
 )
 from django_taskengine.registry import tasks as registry
@@ -72,9 +77,9 @@ def ids(messages) -> list[str]:
 @pytest.fixture(autouse=True)
 def _own_declarations():
     """A test may declare schedules (and tasks); they are forgotten afterwards."""
-    declarations, saved = list(_declarations), registry.snapshot()
+    declared, saved = snapshot_declarations(), registry.snapshot()
     yield
-    _declarations[:] = declarations
+    restore_declarations(declared)
     registry.restore(saved)
 
 
@@ -551,7 +556,9 @@ def test_after_downtime_catch_up_all_runs_each_missed_tick():
     )
     assert len(run_afters) == 12
     assert run_afters[0] == since
-    assert all(b - a == dt.timedelta(minutes=5) for a, b in zip(run_afters, run_afters[1:]))
+    assert all(
+        b - a == dt.timedelta(minutes=5) for a, b in zip(run_afters, run_afters[1:], strict=False)
+    )
 
 
 @pytest.mark.django_db
@@ -683,8 +690,6 @@ def test_prune_keeps_the_latest_ticks_of_each_schedule():
 
 
 def _definition_for(row: Schedule):
-    from django_taskengine.periodic import ScheduleDefinition
-
     return ScheduleDefinition(
         name=row.name,
         **{
@@ -775,7 +780,9 @@ def test_four_worker_processes_on_two_hosts_enqueue_exactly_one_job_per_second(s
     times = [tick for tick, _ in ticks]
     # No tick missed while the workers ran: one every second, from the first to the last…
     assert len(times) >= 5
-    assert all(b - a == dt.timedelta(seconds=1) for a, b in zip(times, times[1:])), times
+    assert all(b - a == dt.timedelta(seconds=1) for a, b in zip(times, times[1:], strict=False)), (
+        times
+    )
     assert times[-1] >= stopped_at - dt.timedelta(seconds=2)
     # …and exactly one job per tick, each run once.
     jobs = list(Job.objects.filter(task_name=RECORD).order_by("run_after"))
@@ -787,3 +794,42 @@ def test_four_worker_processes_on_two_hosts_enqueue_exactly_one_job_per_second(s
     assert len(finished) >= len(jobs) - 2
     ledger = list(LedgerEntry.objects.filter(label="every-second").values_list("job_id", flat=True))
     assert sorted(ledger) == sorted({*ledger}) and set(ledger) >= {job.pk for job in finished}
+
+
+# -- the package's boundaries ----------------------------------------------------------------
+
+
+def test_the_package_gives_the_decorator_and_the_package_the_rest():
+    import importlib
+
+    import django_taskengine
+
+    declarations_module = importlib.import_module("django_taskengine.periodic.declarations")
+    assert django_taskengine.periodic is periodic_decorator
+    assert periodic_decorator is declarations_module.periodic
+
+
+def test_a_cron_expression_is_parsed_once_per_zone():
+    from django_taskengine.periodic import parsed_cron
+
+    assert parsed_cron("*/5 * * * *", PARIS) is parsed_cron("*/5 * * * *", PARIS)
+    assert parsed_cron("*/5 * * * *", PARIS) is not parsed_cron("*/5 * * * *", "UTC")
+
+
+def test_the_tick_insert_is_a_named_sql_block():
+    from django_taskengine.store.sql import query
+
+    assert "ON CONFLICT (schedule_id, tick) DO NOTHING" in query("insert_periodic_tick")
+
+
+def test_a_declaration_snapshot_restores_what_was_declared():
+    saved = snapshot_declarations()
+
+    @periodic_decorator("0 * * * *", name="tests.periodic.snapshot")
+    @task(name="tests.periodic.snapshot")
+    def snapshotted():
+        pass
+
+    assert len(snapshot_declarations()) == len(saved) + 1
+    restore_declarations(saved)
+    assert snapshot_declarations() == saved

@@ -18,6 +18,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from ..conf import taskengine_settings
+from ..core.limits import JOB_ID_MAX
 from ..models import Job, JobStatus, Queue
 from ..task import registered_tasks
 
@@ -137,7 +138,7 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
     if similar:
         matches |= Q(task_name__in=similar)
     number = term.removeprefix("#")
-    if number.isdigit() and int(number) < 2**63:
+    if number.isdigit() and int(number) <= JOB_ID_MAX:
         matches |= Q(pk=int(number))
     return queryset.filter(matches)
 

@@ -3,7 +3,7 @@
 
 Workers create and update the rows from ``@periodic`` and ``TASKENGINE["PERIODIC"]``; the admin
 never edits them. Pause, Resume and Run now are POSTs that call
-:mod:`django_taskengine.periodic` (``pause_schedule``, ``resume_schedule``,
+:mod:`django_taskengine.operations` (``pause_schedule``, ``resume_schedule``,
 ``run_schedule_now``), write Django's admin log, and need the permissions ``pause_schedule``
 (pause and resume) and ``run_schedule`` (run now). A schedule that this process's code and
 settings no longer define can be deleted by users with ``delete_schedule``; one still defined
@@ -27,10 +27,10 @@ from django.utils.safestring import SafeString
 
 from ..conf import taskengine_settings
 from ..models import Job, Schedule
-from ..operations import ActionRefused
+from ..operations import ActionRefused, pause_schedule, resume_schedule, run_schedule_now
 
-# Names, not the module: ``django_taskengine.periodic`` is also the decorator's name.
-from ..periodic import definitions, pause_schedule, resume_schedule, run_schedule_now
+# A name, not the module: ``django_taskengine.periodic`` is also the decorator's name.
+from ..periodic import definitions
 from .common import (
     ReadOnlyModelAdmin,
     describe_pause,

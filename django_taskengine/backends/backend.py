@@ -10,15 +10,12 @@ from django.core.checks import CheckMessage, Error
 from django.db import connections
 
 from ..conf import taskengine_settings
+from ..core.limits import DEDUP_KEY_MAX, INT32_MAX, QUEUE_NAME_MAX
 from ..models import JobStatus
 from .adapter import register
 from .compat import BaseTaskBackend, InvalidTask, Task, TaskResult, normalize_json, task_enqueued
 from .results import build_result, load_result, parse_result_id
 from .task_class import TaskEngineTask
-
-#: Longest queue name and dedup key the job table stores.
-_MAX_QUEUE = 100
-_MAX_DEDUP_KEY = 255
 
 
 class TaskEngineBackend(BaseTaskBackend):  # type: ignore[misc]
@@ -98,11 +95,11 @@ class TaskEngineBackend(BaseTaskBackend):  # type: ignore[misc]
                     )
                 )
         for queue in sorted(self.queues, key=repr):
-            if not isinstance(queue, str) or not queue or len(queue) > _MAX_QUEUE:
+            if not isinstance(queue, str) or not queue or len(queue) > QUEUE_NAME_MAX:
                 messages.append(
                     Error(
                         f"{where}['QUEUES'] has {queue!r}; a queue name is a non-empty string of "
-                        f"at most {_MAX_QUEUE} characters.",
+                        f"at most {QUEUE_NAME_MAX} characters.",
                         id="taskengine.E102",
                     )
                 )
@@ -125,9 +122,9 @@ def _validate_engine_options(task: Task) -> None:
     def refuse(problem: str) -> InvalidTask:
         return InvalidTask(f"{name}: {problem}")
 
-    if not isinstance(task.queue_name, str) or len(task.queue_name) > _MAX_QUEUE:
+    if not isinstance(task.queue_name, str) or len(task.queue_name) > QUEUE_NAME_MAX:
         raise refuse(
-            f"queue_name must be at most {_MAX_QUEUE} characters, not {task.queue_name!r}."
+            f"queue_name must be at most {QUEUE_NAME_MAX} characters, not {task.queue_name!r}."
         )
     numbers = (
         ("max_attempts", (int,), 1, "an integer of at least 1"),
@@ -138,7 +135,11 @@ def _validate_engine_options(task: Task) -> None:
         value = getattr(task, option, None)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, kinds) or not minimum <= value < 2**31:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kinds)
+            or not minimum <= value <= INT32_MAX
+        ):
             raise refuse(f"{option} must be {wanted}, not {value!r}.")
     if not isinstance(getattr(task, "atomic", False), bool):
         raise refuse(f"atomic must be True or False, not {task.atomic!r}.")  # type: ignore[attr-defined]
@@ -146,9 +147,9 @@ def _validate_engine_options(task: Task) -> None:
         raise refuse(f"on_orphan must be 'retry' or 'park', not {task.on_orphan!r}.")  # type: ignore[attr-defined]
     dedup_key = getattr(task, "dedup_key", None)
     if dedup_key is not None and (
-        not isinstance(dedup_key, str) or not dedup_key or len(dedup_key) > _MAX_DEDUP_KEY
+        not isinstance(dedup_key, str) or not dedup_key or len(dedup_key) > DEDUP_KEY_MAX
     ):
         raise refuse(
-            f"dedup_key must be a non-empty string of at most {_MAX_DEDUP_KEY} characters, "
+            f"dedup_key must be a non-empty string of at most {DEDUP_KEY_MAX} characters, "
             f"not {dedup_key!r}."
         )

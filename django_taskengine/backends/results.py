@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..conf import taskengine_settings
+from ..core.limits import JOB_ID_MAX
 from ..models import Attempt, AttemptOutcome, Job, JobStatus
 from ..task import find_task
 from .compat import (
@@ -55,7 +56,7 @@ _ENGINE_ERRORS = {
 def parse_result_id(result_id: Any) -> int:
     """The job id in a result id (the job's primary key as a string)."""
     text = str(result_id)
-    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) >= 2**63:
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > JOB_ID_MAX:
         raise TaskResultDoesNotExist(f"{result_id!r} is not a task result id (a job id)")
     return int(text)
 

@@ -41,16 +41,21 @@ def parse_duration(value: Any, *, allow_seconds: bool = False) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
-def format_duration(duration: dt.timedelta) -> str:
+def format_duration(duration: dt.timedelta, *, largest_unit: str = "w") -> str:
     """A duration in the same grammar, largest units first: ``1h30m``, ``2w3d``, ``45s``.
 
-    Fractions of a second are dropped; zero is ``0s``.
+    Fractions of a second are dropped; zero is ``0s``. ``largest_unit`` caps the units used
+    (``largest_unit="d"`` writes ``14d``, not ``2w``), for texts that people know in days.
     """
+    if largest_unit not in SECONDS_PER_UNIT:
+        raise ValueError(f"largest_unit must be one of {', '.join(SECONDS_PER_UNIT)}")
     remaining = int(duration.total_seconds())
     if remaining <= 0:
         return "0s"
+    cap = SECONDS_PER_UNIT[largest_unit]
     parts = []
-    for unit, size in sorted(SECONDS_PER_UNIT.items(), key=lambda item: -item[1]):
+    units = sorted(SECONDS_PER_UNIT.items(), key=lambda item: -item[1])
+    for unit, size in (item for item in units if item[1] <= cap):
         count, remaining = divmod(remaining, size)
         if count:
             parts.append(f"{count}{unit}")

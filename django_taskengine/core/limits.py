@@ -44,11 +44,15 @@ def is_int32(value: Any) -> bool:
     )
 
 
-def check_int32(value: Any, what: str, *, minimum: int = INT32_MIN) -> int:
-    """An integer for a 32-bit column, at least ``minimum``."""
+def check_int32(value: Any, what: str, *, minimum: int | None = None) -> int:
+    """An integer for a 32-bit column, at least ``minimum`` when one is given.
+
+    Without a ``minimum``, a value below the column's range is refused as not fitting in 32
+    bits (rather than as less than ``INT32_MIN``), which is what the person needs to hear.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an integer, not {value!r}")
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise ValueError(f"{what} must be at least {minimum}, not {value!r}")
     if not INT32_MIN <= value <= INT32_MAX:
         raise ValueError(f"{what} must fit in 32 bits (±{INT32_MAX}), not {value!r}")

@@ -15,6 +15,7 @@ from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 
 from ...conf import taskengine_settings
+from ...core.limits import QUEUE_NAME_MAX, check_queue_name
 from ...worker.supervisor import Supervisor
 
 logger = logging.getLogger("django_taskengine.supervisor")
@@ -81,8 +82,12 @@ class Command(BaseCommand):
         _configure_logging(options["verbosity"])
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         for name in queues:
-            if len(name) > 100:
-                raise CommandError(f"Queue name {name[:40]!r}… is longer than 100 characters.")
+            try:
+                check_queue_name(name)
+            except ValueError:
+                raise CommandError(
+                    f"Queue name {name[:40]!r}… is longer than {QUEUE_NAME_MAX} characters."
+                ) from None
         for key in ("processes", "concurrency"):
             if options[key] < 1:
                 raise CommandError(f"--{key} must be at least 1, not {options[key]}.")

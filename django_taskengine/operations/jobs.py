@@ -1,15 +1,13 @@
-"""Operator actions: pause and resume queues, task types, the engine and jobs; retry, cancel
-and run jobs now.
+"""Operator actions on jobs: pause, resume, retry, cancel, run now.
 
-The admin, the ``taskengine`` command and Python code all call these functions; none of them
-writes job or queue rows on its own. Every change is one conditional ``UPDATE``: an action on a
-job that changed state meanwhile (another operator retried it, a worker claimed it) is refused
-with :class:`ActionRefused`, never applied twice.
+Every change is one conditional ``UPDATE``: an action on a job that changed state meanwhile
+(another operator retried it, a worker claimed it) is refused with
+:class:`~.common.ActionRefused`, never applied twice. A running job is not changed under its
+worker: it is asked to stop at its next checkpoint.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,16 +15,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .conf import taskengine_settings
-from .models import Job, JobStatus, Pause, PauseScope, Queue
-
-
-class ActionRefused(Exception):
-    """An operator action that does not apply to the object's current state."""
-
-
-class NotFound(ActionRefused, LookupError):
-    """The queue or job named does not exist."""
+from ..models import Job, JobStatus
+from ..registry import tasks as registry
+from .common import ActionRefused, NotFound, database
 
 
 @dataclass(frozen=True)
@@ -36,172 +27,6 @@ class Expected:
     status: str | None = None
     attempts: int | None = None
 
-
-def _db(using: str | None) -> str:
-    return using or taskengine_settings.DATABASE
-
-
-def _until(until: dt.datetime | dt.timedelta | None) -> dt.datetime | None:
-    if until is None or isinstance(until, dt.datetime):
-        if until is not None and timezone.is_naive(until):
-            raise ValueError(f"pause until {until!r}: pass an aware datetime")
-        return until
-    if isinstance(until, dt.timedelta):
-        if until <= dt.timedelta(0):
-            raise ValueError("a timed pause needs a positive duration")
-        return timezone.now() + until
-    raise TypeError(f"until must be a datetime or a timedelta, not {until!r}")
-
-
-# -- queues -----------------------------------------------------------------------------
-
-
-def pause_queue(
-    name: str,
-    *,
-    by: str = "",
-    reason: str = "",
-    until: dt.datetime | dt.timedelta | None = None,
-    stop_running: bool = False,
-    using: str | None = None,
-) -> Queue:
-    """Pause a queue: no job of it starts after this returns, in any worker.
-
-    Running jobs finish, unless ``stop_running``: then each is asked to pause at its next
-    checkpoint (tasks without checkpoints still finish). ``until`` makes a timed pause that ends
-    by itself. Creates the queue row if the queue has never been used.
-    """
-    _check_queue_name(name)
-    queue, _ = Queue.objects.using(_db(using)).update_or_create(
-        name=name,
-        defaults={
-            "paused": True,
-            "paused_at": timezone.now(),
-            "paused_by": by,
-            "pause_reason": reason,
-            "paused_until": _until(until),
-        },
-    )
-    if stop_running:
-        stop_running_jobs(name, "pause", using=using)
-    return queue
-
-
-def resume_queue(name: str, *, by: str = "", using: str | None = None) -> Queue:
-    """Resume a paused queue. Raises :class:`NotFound` for a queue that does not exist."""
-    db = _db(using)
-    updated = (
-        Queue.objects.using(db)
-        .filter(name=name)
-        .update(paused=False, paused_at=None, paused_by="", pause_reason="", paused_until=None)
-    )
-    if not updated:
-        raise NotFound(_unknown_queue(name, db))
-    return Queue.objects.using(db).get(name=name)
-
-
-def get_queue(name: str, *, using: str | None = None) -> Queue:
-    db = _db(using)
-    try:
-        return Queue.objects.using(db).get(name=name)
-    except Queue.DoesNotExist:
-        raise NotFound(_unknown_queue(name, db)) from None
-
-
-def _unknown_queue(name: str, db: str) -> str:
-    known = list(Queue.objects.using(db).values_list("name", flat=True)[:20])
-    return f"No queue named {name!r}. Known queues: {', '.join(known) or 'none yet'}."
-
-
-def _check_queue_name(name: str) -> None:
-    if not isinstance(name, str) or not name or len(name) > 100:
-        raise ValueError(
-            f"A queue name is a non-empty string of at most 100 characters, not {name!r}"
-        )
-
-
-# -- the engine and task types ----------------------------------------------------------
-
-
-def pause_all(
-    *,
-    by: str = "",
-    reason: str = "",
-    until: dt.datetime | dt.timedelta | None = None,
-    stop_running: bool = False,
-    using: str | None = None,
-) -> Pause:
-    """Pause every queue at once (queues paused on their own stay paused after resume_all).
-
-    ``stop_running`` also asks every running job to pause at its next checkpoint.
-    """
-    pause = _pause(PauseScope.ENGINE, "", by, reason, until, using)
-    if stop_running:
-        stop_running_jobs(None, "pause", using=using)
-    return pause
-
-
-def resume_all(*, by: str = "", using: str | None = None) -> bool:
-    """End the engine-wide pause; True if there was one."""
-    return bool(Pause.objects.using(_db(using)).filter(scope=PauseScope.ENGINE).delete()[0])
-
-
-def pause_task(
-    task_name: str,
-    *,
-    by: str = "",
-    reason: str = "",
-    until: dt.datetime | dt.timedelta | None = None,
-    using: str | None = None,
-) -> Pause:
-    """Stop starting jobs of one task type, in every queue (e.g. ``send_invoice`` while billing
-    is down). The task need not be registered in this process."""
-    if not task_name or len(task_name) > 255:
-        raise ValueError(
-            f"A task name is a non-empty string of at most 255 characters, not {task_name!r}"
-        )
-    return _pause(PauseScope.TASK, task_name, by, reason, until, using)
-
-
-def resume_task(task_name: str, *, by: str = "", using: str | None = None) -> bool:
-    """End a task type's pause; True if it was paused."""
-    return bool(
-        Pause.objects.using(_db(using)).filter(scope=PauseScope.TASK, target=task_name).delete()[0]
-    )
-
-
-def _pause(
-    scope: str,
-    target: str,
-    by: str,
-    reason: str,
-    until: dt.datetime | dt.timedelta | None,
-    using: str | None,
-) -> Pause:
-    pause, _ = Pause.objects.using(_db(using)).update_or_create(
-        scope=scope,
-        target=target,
-        defaults={
-            "paused_at": timezone.now(),
-            "paused_by": by,
-            "pause_reason": reason,
-            "paused_until": _until(until),
-        },
-    )
-    return pause
-
-
-def active_pauses(*, using: str | None = None) -> list[Pause]:
-    """Engine and task pauses in force now (expired timed pauses are left out)."""
-    now = timezone.now()
-    return list(
-        Pause.objects.using(_db(using)).filter(
-            Q(paused_until__isnull=True) | Q(paused_until__gt=now)
-        )
-    )
-
-
-# -- jobs -------------------------------------------------------------------------------
 
 #: Action name -> statuses it applies to.
 JOB_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -229,7 +54,7 @@ def pause_job(job_id: int, *, expected: Expected | None = None, using: str | Non
     its checkpoint, and Resume continues from there. A task that never checkpoints finishes its
     current attempt.
     """
-    if _get_job(job_id, _db(using)).status == JobStatus.RUNNING:
+    if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
         return _request_stop(job_id, "pause", expected, using)
     return _transition(job_id, "pause", {"status": JobStatus.PAUSED}, expected, using)
 
@@ -245,7 +70,7 @@ def retry_job(job_id: int, *, expected: Expected | None = None, using: str | Non
     Attempts are *extended*, not reset: the job keeps its history (attempt numbers go on from
     where they stopped) and may run ``max_attempts`` more times, the per-run budget it had.
     """
-    db = _db(using)
+    db = database(using)
     job = _get_job(job_id, db)
     budget = _attempt_budget(job)
     return _transition(
@@ -269,7 +94,7 @@ def cancel_job(job_id: int, *, expected: Expected | None = None, using: str | No
     A running job is asked to stop and becomes cancelled at its next ``ctx.checkpoint()``; a task
     that never checkpoints finishes its current attempt.
     """
-    if _get_job(job_id, _db(using)).status == JobStatus.RUNNING:
+    if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
         return _request_stop(job_id, "cancel", expected, using)
     return _transition(
         job_id,
@@ -310,7 +135,7 @@ def apply_to_jobs(
 
 def _request_stop(job_id: int, reason: str, expected: Expected | None, using: str | None) -> Job:
     """Ask a running attempt to stop at its next checkpoint (a cancel overrides a pause)."""
-    db = _db(using)
+    db = database(using)
     conditions = Q(pk=job_id, status=JobStatus.RUNNING)
     conditions &= (
         Q(stop_requested__in=["", "pause"]) if reason == "cancel" else Q(stop_requested="")
@@ -336,16 +161,14 @@ def _request_stop(job_id: int, reason: str, expected: Expected | None, using: st
 def stop_running_jobs(queue: str | None, reason: str = "pause", *, using: str | None = None) -> int:
     """Ask every running job of ``queue`` (None: of every queue) to stop at its next
     checkpoint, unless it was already asked; return how many."""
-    running = Job.objects.using(_db(using)).filter(status=JobStatus.RUNNING, stop_requested="")
+    running = Job.objects.using(database(using)).filter(status=JobStatus.RUNNING, stop_requested="")
     if queue is not None:
         running = running.filter(queue=queue)
     return running.update(stop_requested=reason)
 
 
 def _attempt_budget(job: Job) -> int:
-    from .task import find_task
-
-    registered = find_task(job.task_name)
+    registered = registry.find(job.task_name)
     if registered is not None:
         return registered.max_attempts
     return max(1, job.max_attempts)
@@ -365,7 +188,7 @@ def _transition(
     expected: Expected | None,
     using: str | None,
 ) -> Job:
-    db = _db(using)
+    db = database(using)
     allowed = JOB_ACTIONS[action]
     conditions = Q(pk=job_id, status__in=allowed)
     if expected is not None:

@@ -1,0 +1,155 @@
+"""The ``taskengine`` command line: its subcommands, their options and help texts."""
+
+from __future__ import annotations
+
+import argparse
+
+from django.core.management.base import CommandParser
+
+from ..retention import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, PRUNABLE_STATUSES
+
+#: What the exit codes mean, shown under ``--help``.
+EPILOG = (
+    "Exit codes: 0 done; 1 a wrong queue, task or job, a bad value, or a refused action "
+    "(one line each on stderr; the rest is still applied, and the last line says so); "
+    "2 a malformed command line."
+)
+
+
+def add_arguments(parser: CommandParser) -> None:
+    """The subcommands and their options."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database",
+        default=None,
+        help="Database alias of the job table (default TASKENGINE['DATABASE']).",
+    )
+    timed = argparse.ArgumentParser(add_help=False)
+    timed.add_argument(
+        "--by",
+        metavar="NAME",
+        default=None,
+        help="Recorded as who paused (default: $USER, or 'cli').",
+    )
+    timed.add_argument("--reason", default="", help="Why, shown to other operators.")
+    timed.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        default=None,
+        help="Resume by itself after this long: 90s, 15m, 1h, 1h30m, 2d.",
+    )
+    timed.add_argument(
+        "--until",
+        metavar="ISO-DATETIME",
+        default=None,
+        help="Resume by itself at this moment, e.g. 2025-06-01T14:30 (without an offset, "
+        "in the project's TIME_ZONE).",
+    )
+
+    subcommands = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+    status = subcommands.add_parser(
+        "status",
+        parents=[database],
+        help="Per-queue table: state, job counts, oldest due job, throughput; pauses; workers.",
+    )
+    status.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+
+    pause = subcommands.add_parser(
+        "pause",
+        parents=[database, timed],
+        help="Pause queues (QUEUE...), every queue (--all) or a task type (--task).",
+        description="Stop jobs from starting. Running jobs finish. Give queue names, "
+        "--all, or --task NAME.",
+    )
+    pause.add_argument("queues", nargs="*", metavar="QUEUE")
+    pause.add_argument("--all", action="store_true", help="Pause every queue at once.")
+    pause.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="TASK_NAME",
+        help="Pause one task type in every queue (repeat for several).",
+    )
+    pause.add_argument(
+        "--create",
+        action="store_true",
+        help="Accept a queue or task name that has no jobs yet (otherwise refused as a "
+        "probable typo).",
+    )
+
+    resume = subcommands.add_parser(
+        "resume",
+        parents=[database],
+        help="Resume queues (QUEUE...), the engine (--all) or a task type (--task).",
+    )
+    resume.add_argument(
+        "--by",
+        metavar="NAME",
+        default=None,
+        help="Who is acting, passed to the operation (default: $USER, or 'cli'). Resuming "
+        "clears who paused.",
+    )
+    resume.add_argument("queues", nargs="*", metavar="QUEUE")
+    resume.add_argument(
+        "--all",
+        action="store_true",
+        help="End the engine-wide pause (queues paused on their own stay paused).",
+    )
+    resume.add_argument(
+        "--task", action="append", default=[], metavar="TASK_NAME", help="Resume a task type."
+    )
+
+    job_help = {
+        "retry": "Failed or cancelled jobs → queued, due now, with a fresh attempt budget.",
+        "cancel": "Queued or paused jobs → cancelled; a running job is asked to stop and "
+        "becomes cancelled at its next checkpoint.",
+        "pause-job": "Queued jobs → paused, not claimed until resume-job; a running job is "
+        "asked to stop and becomes paused at its next checkpoint.",
+        "resume-job": "Paused jobs → queued.",
+        "run-now": "Make queued jobs due now (clears a delay or a retry backoff).",
+    }
+    for name, text in job_help.items():
+        sub = subcommands.add_parser(name, parents=[database], help=text, description=text)
+        sub.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+
+    why = subcommands.add_parser(
+        "why", parents=[database], help="Say in words why a job is not running."
+    )
+    why.add_argument("job_id", metavar="JOB_ID")
+    why.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+
+    prune = subcommands.add_parser(
+        "prune",
+        parents=[database],
+        help="Delete finished jobs older than their retention, with their attempts.",
+        description="Delete succeeded, failed and cancelled jobs (with their attempts) that "
+        "finished longer ago than TASKENGINE['RETENTION'] says, or than --older-than, in "
+        "short batches. Queued, running and paused jobs are never deleted. Without "
+        "--status, also deletes the rows of workers stopped longer ago than the longest age.",
+    )
+    prune.add_argument(
+        "--older-than",
+        metavar="AGE",
+        default=None,
+        help="Age for every status pruned, instead of the setting: 90s, 15m, 12h, 7d, 2w.",
+    )
+    prune.add_argument(
+        "--status",
+        action="append",
+        choices=list(PRUNABLE_STATUSES),
+        default=[],
+        help="Only jobs of this status (repeat for several; default: all three).",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+    )
+    prune.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"Jobs per DELETE and per transaction (default {DEFAULT_BATCH_SIZE}, at most "
+        f"{MAX_BATCH_SIZE}).",
+    )

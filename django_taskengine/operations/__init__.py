@@ -1,0 +1,73 @@
+"""Operator actions: pause and resume queues, task types, the engine, jobs and periodic
+schedules; retry, cancel and run jobs now.
+
+The admin, the ``taskengine`` command and Python code all call these functions; none of them
+writes job or queue rows on its own. Every change is one conditional ``UPDATE``: an action on an
+object that changed state meanwhile is refused with :class:`ActionRefused`, never applied twice.
+
+- :mod:`.pauses`: queues, task types and the engine.
+- :mod:`.jobs`: one job at a time (or many, :func:`apply_to_jobs`).
+- :mod:`.schedules`: periodic schedules.
+"""
+
+from __future__ import annotations
+
+from .common import ActionRefused, NotFound
+from .jobs import (
+    JOB_ACTION_FUNCTIONS,
+    JOB_ACTIONS,
+    Expected,
+    actions_for,
+    apply_to_jobs,
+    cancel_job,
+    pause_job,
+    resume_job,
+    retry_job,
+    run_job_now,
+    stop_running_jobs,
+)
+from .pauses import (
+    active_pauses,
+    engine_pause,
+    get_queue,
+    pause_all,
+    pause_queue,
+    pause_task,
+    paused_queues,
+    resume_all,
+    resume_queue,
+    resume_task,
+    task_pause,
+)
+from .schedules import get_schedule, pause_schedule, resume_schedule, run_schedule_now
+
+__all__ = [
+    "JOB_ACTIONS",
+    "JOB_ACTION_FUNCTIONS",
+    "ActionRefused",
+    "Expected",
+    "NotFound",
+    "actions_for",
+    "active_pauses",
+    "apply_to_jobs",
+    "cancel_job",
+    "engine_pause",
+    "get_queue",
+    "get_schedule",
+    "pause_all",
+    "pause_job",
+    "pause_queue",
+    "pause_schedule",
+    "pause_task",
+    "paused_queues",
+    "resume_all",
+    "resume_job",
+    "resume_queue",
+    "resume_schedule",
+    "resume_task",
+    "retry_job",
+    "run_job_now",
+    "run_schedule_now",
+    "stop_running_jobs",
+    "task_pause",
+]

@@ -1,0 +1,196 @@
+"""Pause and resume queues, task types and the whole engine.
+
+A pause stops jobs from *starting*; running jobs finish unless asked to stop. A timed pause
+(``until``) ends by itself. Queue pauses live on the queue's row; engine and task pauses are
+:class:`~django_taskengine.models.Pause` rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Q
+from django.utils import timezone
+
+from ..core.limits import QUEUE_NAME_MAX, TASK_NAME_MAX, check_name, check_queue_name
+from ..models import Pause, PauseScope, Queue
+from .common import NotFound, database, pause_end
+from .jobs import stop_running_jobs
+
+# -- queues -----------------------------------------------------------------------------
+
+
+def pause_queue(
+    name: str,
+    *,
+    by: str = "",
+    reason: str = "",
+    until: dt.datetime | dt.timedelta | None = None,
+    stop_running: bool = False,
+    using: str | None = None,
+) -> Queue:
+    """Pause a queue: no job of it starts after this returns, in any worker.
+
+    Running jobs finish, unless ``stop_running``: then each is asked to pause at its next
+    checkpoint (tasks without checkpoints still finish). ``until`` makes a timed pause that ends
+    by itself. Creates the queue row if the queue has never been used.
+    """
+    _check_queue_name(name)
+    queue, _ = Queue.objects.using(database(using)).update_or_create(
+        name=name,
+        defaults={
+            "paused": True,
+            "paused_at": timezone.now(),
+            "paused_by": by,
+            "pause_reason": reason,
+            "paused_until": pause_end(until),
+        },
+    )
+    if stop_running:
+        stop_running_jobs(name, "pause", using=using)
+    return queue
+
+
+def resume_queue(name: str, *, by: str = "", using: str | None = None) -> Queue:
+    """Resume a paused queue. Raises :class:`NotFound` for a queue that does not exist."""
+    db = database(using)
+    updated = (
+        Queue.objects.using(db)
+        .filter(name=name)
+        .update(paused=False, paused_at=None, paused_by="", pause_reason="", paused_until=None)
+    )
+    if not updated:
+        raise NotFound(_unknown_queue(name, db))
+    return Queue.objects.using(db).get(name=name)
+
+
+def get_queue(name: str, *, using: str | None = None) -> Queue:
+    """The queue called ``name``, or :class:`NotFound` listing the known ones."""
+    db = database(using)
+    try:
+        return Queue.objects.using(db).get(name=name)
+    except Queue.DoesNotExist:
+        raise NotFound(_unknown_queue(name, db)) from None
+
+
+def _unknown_queue(name: str, db: str) -> str:
+    known = list(Queue.objects.using(db).values_list("name", flat=True)[:20])
+    return f"No queue named {name!r}. Known queues: {', '.join(known) or 'none yet'}."
+
+
+def _check_queue_name(name: str) -> None:
+    try:
+        check_queue_name(name)
+    except ValueError:
+        raise ValueError(
+            f"A queue name is a non-empty string of at most {QUEUE_NAME_MAX} characters, "
+            f"not {name!r}"
+        ) from None
+
+
+# -- the engine and task types ----------------------------------------------------------
+
+
+def pause_all(
+    *,
+    by: str = "",
+    reason: str = "",
+    until: dt.datetime | dt.timedelta | None = None,
+    stop_running: bool = False,
+    using: str | None = None,
+) -> Pause:
+    """Pause every queue at once (queues paused on their own stay paused after resume_all).
+
+    ``stop_running`` also asks every running job to pause at its next checkpoint.
+    """
+    pause = _pause(PauseScope.ENGINE, "", by, reason, until, using)
+    if stop_running:
+        stop_running_jobs(None, "pause", using=using)
+    return pause
+
+
+def resume_all(*, by: str = "", using: str | None = None) -> bool:
+    """End the engine-wide pause; True if there was one."""
+    return bool(Pause.objects.using(database(using)).filter(scope=PauseScope.ENGINE).delete()[0])
+
+
+def pause_task(
+    task_name: str,
+    *,
+    by: str = "",
+    reason: str = "",
+    until: dt.datetime | dt.timedelta | None = None,
+    using: str | None = None,
+) -> Pause:
+    """Stop starting jobs of one task type, in every queue (e.g. ``send_invoice`` while billing
+    is down). The task need not be registered in this process."""
+    try:
+        check_name(task_name, "task name", max_length=TASK_NAME_MAX)
+    except ValueError:
+        raise ValueError(
+            f"A task name is a non-empty string of at most {TASK_NAME_MAX} characters, "
+            f"not {task_name!r}"
+        ) from None
+    return _pause(PauseScope.TASK, task_name, by, reason, until, using)
+
+
+def resume_task(task_name: str, *, by: str = "", using: str | None = None) -> bool:
+    """End a task type's pause; True if it was paused."""
+    return bool(
+        Pause.objects.using(database(using))
+        .filter(scope=PauseScope.TASK, target=task_name)
+        .delete()[0]
+    )
+
+
+def _pause(
+    scope: str,
+    target: str,
+    by: str,
+    reason: str,
+    until: dt.datetime | dt.timedelta | None,
+    using: str | None,
+) -> Pause:
+    pause, _ = Pause.objects.using(database(using)).update_or_create(
+        scope=scope,
+        target=target,
+        defaults={
+            "paused_at": timezone.now(),
+            "paused_by": by,
+            "pause_reason": reason,
+            "paused_until": pause_end(until),
+        },
+    )
+    return pause
+
+
+def active_pauses(*, using: str | None = None) -> list[Pause]:
+    """Engine and task pauses in force now (expired timed pauses are left out)."""
+    now = timezone.now()
+    return list(
+        Pause.objects.using(database(using)).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        )
+    )
+
+
+def engine_pause(*, using: str | None = None) -> Pause | None:
+    """The engine-wide pause in force now, if any."""
+    return next((p for p in active_pauses(using=using) if p.scope == PauseScope.ENGINE), None)
+
+
+def task_pause(task_name: str, *, using: str | None = None) -> Pause | None:
+    """The pause of task type ``task_name`` in force now, if any."""
+    return next(
+        (
+            p
+            for p in active_pauses(using=using)
+            if p.scope == PauseScope.TASK and p.target == task_name
+        ),
+        None,
+    )
+
+
+def paused_queues(*, using: str | None = None) -> list[Queue]:
+    """Queues paused on their own now (an engine-wide pause aside)."""
+    return [queue for queue in Queue.objects.using(database(using)).all() if queue.is_paused]

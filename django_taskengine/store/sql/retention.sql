@@ -1,0 +1,50 @@
+-- Retention: finished jobs deleted in short batches (django_taskengine.retention).
+-- Each batch is one transaction: pick ids through the partial index on finished_at, delete
+-- their attempts, then the jobs. Both deletes repeat the status and age conditions, so a job
+-- that changed since it was picked is never deleted. The ids are one parameter (an array on
+-- PostgreSQL, a JSON array on SQLite), which also keeps SQLite clear of its bound-parameter limit.
+
+-- name: try_prune_lock
+-- One worker at a time prunes: a transaction-level advisory lock, given up at once if held.
+SELECT pg_try_advisory_xact_lock(%s)
+
+-- name: select_prunable_job_ids
+-- ORDER BY finished_at walks the partial index on finished_at from the oldest end, which is
+-- where the prunable rows are. Parameters: status, cutoff, batch size.
+SELECT id FROM taskengine_job
+WHERE status = %s AND finished_at < %s
+ORDER BY finished_at
+LIMIT %s
+
+-- name: select_prunable_job_ids_skip_locked
+-- PostgreSQL: as select_prunable_job_ids, leaving a row another transaction holds (an operator
+-- retrying it right now) for the next run.
+SELECT id FROM taskengine_job
+WHERE status = %s AND finished_at < %s
+ORDER BY finished_at
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+
+-- name: delete_pruned_attempts_postgresql
+-- Parameters: the picked ids (an array), status, cutoff.
+DELETE FROM taskengine_attempt
+WHERE job_id IN (
+    SELECT id FROM taskengine_job WHERE id = ANY(%s) AND status = %s AND finished_at < %s
+)
+
+-- name: delete_pruned_jobs_postgresql
+-- Parameters: the picked ids (an array), status, cutoff.
+DELETE FROM taskengine_job WHERE id = ANY(%s) AND status = %s AND finished_at < %s
+
+-- name: delete_pruned_attempts_sqlite
+-- Parameters: the picked ids (a JSON array), status, cutoff.
+DELETE FROM taskengine_attempt
+WHERE job_id IN (
+    SELECT id FROM taskengine_job
+    WHERE id IN (SELECT value FROM json_each(%s)) AND status = %s AND finished_at < %s
+)
+
+-- name: delete_pruned_jobs_sqlite
+-- Parameters: the picked ids (a JSON array), status, cutoff.
+DELETE FROM taskengine_job
+WHERE id IN (SELECT value FROM json_each(%s)) AND status = %s AND finished_at < %s

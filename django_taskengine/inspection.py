@@ -91,8 +91,9 @@ def queue_stats(*, using: str | None = None) -> dict[str, QueueStats]:
         item = entry(row["queue"])
         item.queued, item.due, item.running = row["queued"], row["due"], row["running"]
         item.paused_jobs, item.oldest_due = row["paused"], row["oldest_due"]
-    for row in jobs.filter(status=JobStatus.FAILED).values("queue").annotate(n=Count("id")):
-        entry(row["queue"]).failed = row["n"]
+    failed = jobs.filter(status=JobStatus.FAILED).values("queue").annotate(n=Count("id"))
+    for failed_row in failed:
+        entry(failed_row["queue"]).failed = failed_row["n"]
     recent = (
         jobs.filter(finished_at__gte=now - THROUGHPUT_WINDOW)
         .values("queue")
@@ -101,9 +102,10 @@ def queue_stats(*, using: str | None = None) -> dict[str, QueueStats]:
             failed=Count("id", filter=Q(status=JobStatus.FAILED)),
         )
     )
-    for row in recent:
-        item = entry(row["queue"])
-        item.finished_recently, item.failed_recently = row["finished"], row["failed"]
+    for recent_row in recent:
+        item = entry(recent_row["queue"])
+        item.finished_recently = recent_row["finished"]
+        item.failed_recently = recent_row["failed"]
     return dict(sorted(stats.items()))
 
 
@@ -172,7 +174,9 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
         )
         return explanation
     if job.status == JobStatus.RUNNING:
-        worker = Worker.objects.using(db).filter(id=job.worker_id).first()
+        worker = (
+            Worker.objects.using(db).filter(id=job.worker_id).first() if job.worker_id else None
+        )
         if worker is None or worker.stopped_at is not None or worker_is_stale(worker):
             last = _ago(worker.last_heartbeat_at) if worker else "never"
             add(

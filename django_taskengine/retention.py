@@ -195,7 +195,8 @@ def _delete_batch(
         attempts, jobs = _DELETE_STATEMENTS[connection.vendor]
         cursor.execute(query(attempts), [ids_param, status, cutoff_param])
         cursor.execute(query(jobs), [ids_param, status, cutoff_param])
-        return cursor.rowcount
+        deleted: int = cursor.rowcount
+        return deleted
 
 
 #: Vendor -> the names of its (attempts, jobs) DELETE statements in ``retention.sql``.

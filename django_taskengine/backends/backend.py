@@ -18,7 +18,7 @@ from .results import build_result, load_result, parse_result_id
 from .task_class import TaskEngineTask
 
 
-class TaskEngineBackend(BaseTaskBackend):  # type: ignore[misc]
+class TaskEngineBackend(BaseTaskBackend):
     """Enqueue ``django.tasks`` tasks as ordinary jobs that ``run_workers`` runs.
 
     ``TASKS = {"default": {"BACKEND": "django_taskengine.backends.TaskEngineBackend",
@@ -51,8 +51,9 @@ class TaskEngineBackend(BaseTaskBackend):  # type: ignore[misc]
         """
         self.validate_task(task)
         # The same normalization as Django's TaskResult: tuples become lists, bytes text.
-        args = normalize_json(list(args))
-        kwargs = normalize_json(dict(kwargs))
+        json_args = normalize_json(list(args))
+        json_kwargs = normalize_json(dict(kwargs))
+        assert isinstance(json_args, list) and isinstance(json_kwargs, dict)
         job = (
             register(task, self.alias)
             .using(
@@ -62,7 +63,7 @@ class TaskEngineBackend(BaseTaskBackend):  # type: ignore[misc]
                 dedup_key=getattr(task, "dedup_key", None),
                 max_attempts=getattr(task, "max_attempts", None),
             )
-            .enqueue(*args, **kwargs)
+            .enqueue(*json_args, **json_kwargs)
         )
         if job.created and job.status == JobStatus.QUEUED:
             result = build_result(job, [], task, self.alias)

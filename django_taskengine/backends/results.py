@@ -107,7 +107,7 @@ def build_result(job: Job, attempts: list[Attempt], task: Task, backend_alias: s
     starts = [a.started_at for a in attempts if a.started_at]
     if job.started_at:
         starts.append(job.started_at)
-    result = TaskResult(
+    result: TaskResult[Any, Any] = TaskResult(
         task=task,
         id=str(job.pk),
         status=status,

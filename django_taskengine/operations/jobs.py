@@ -170,7 +170,7 @@ def stop_running_jobs(queue: str | None, reason: str = "pause", *, using: str | 
 def _attempt_budget(job: Job) -> int:
     registered = registry.find(job.task_name)
     if registered is not None:
-        return registered.max_attempts
+        return int(registered.max_attempts)
     return max(1, job.max_attempts)
 
 

@@ -70,7 +70,7 @@ class Cron:
         iterator = self._iterator(moment)
         try:
             while True:
-                tick = iterator.get_next(dt.datetime)
+                tick: dt.datetime = iterator.get_next(dt.datetime)
                 if not self._is_repeat(tick):
                     return tick.astimezone(_UTC)
         except self._bad_date:

@@ -106,7 +106,7 @@ def enqueue_tick(
         tick_id = _insert_tick(connection, schedule_id, tick)
         if tick_id is None:
             return None
-        job = task.using(
+        job: Job = task.using(
             queue=definition.queue or None,
             priority=definition.priority,
             run_after=tick,

@@ -201,7 +201,7 @@ class BoundTask:
         return self._insert([(args, kwargs)])[0]
 
     def bulk_enqueue(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
-        checked = []
+        checked: list[tuple[Sequence[Any], dict[str, Any]]] = []
         for call in calls:
             try:
                 args, kwargs = call

@@ -7,7 +7,7 @@ checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import psycopg.sql
@@ -88,7 +88,7 @@ class PostgresWorkerSession(WorkerSession):
 
     def _write(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         """Write outcomes as they were decided, each fenced by its token; the ids applied."""
-        row = self.conn.execute(
+        cursor = self.conn.execute(
             query("write_outcomes"),
             {
                 "ids": [o.job_id for o in outcomes],
@@ -109,13 +109,17 @@ class PostgresWorkerSession(WorkerSession):
                 "ns": self.ns,
                 "unlock": unlock,
             },
-        ).fetchone()
+        )
+        # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
+        row = cast("tuple[list[int], int]", cursor.fetchone())
         return set(row[0] or ())
 
     def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
-        row = self.conn.execute(
+        cursor = self.conn.execute(
             query("heartbeat"), {"ok": succeeded, "failed": failed, "worker": self.worker.id}
-        ).fetchone()
+        )
+        # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
+        row = cast("tuple[int, list[int], list[str]]", cursor.fetchone())
         if row[0] == 0:
             self.register()
         return dict(zip(row[1], row[2], strict=True))

@@ -176,7 +176,8 @@ def test_postgres_idle_worker_is_woken_by_notify_not_polling(start_workers):
 def _worker_listening() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'taskengine-worker%%'"
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'taskengine-worker%%'"
             " AND query LIKE '%%taskengine_worker%%'"
         )
         return cursor.fetchone()[0] > 0

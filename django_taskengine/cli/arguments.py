@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from django.core.management.base import CommandParser
 
 from ..retention import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, PRUNABLE_STATUSES
@@ -18,13 +16,13 @@ EPILOG = (
 
 def add_arguments(parser: CommandParser) -> None:
     """The subcommands and their options."""
-    database = argparse.ArgumentParser(add_help=False)
+    database = CommandParser(add_help=False)
     database.add_argument(
         "--database",
         default=None,
         help="Database alias of the job table (default TASKENGINE['DATABASE']).",
     )
-    timed = argparse.ArgumentParser(add_help=False)
+    timed = CommandParser(add_help=False)
     timed.add_argument(
         "--by",
         metavar="NAME",

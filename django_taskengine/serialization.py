@@ -33,7 +33,8 @@ def _string_problem(value: str, path: str) -> str | None:
     return None
 
 
-def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
+def find_problem(value: Any, path: str, depth: int = 0) -> str | None:
+    """Why ``value`` (named ``path`` in the message) cannot be stored as JSON, or None."""
     if depth > 100:
         return f"{path} is nested more than 100 levels deep"
     if isinstance(value, str):
@@ -46,7 +47,7 @@ def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
         return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            problem = _find_problem(item, f"{path}[{index}]", depth + 1)
+            problem = find_problem(item, f"{path}[{index}]", depth + 1)
             if problem:
                 return problem
         return None
@@ -60,7 +61,7 @@ def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
             problem = _string_problem(key, f"{path} key {key!r}")
             if problem:
                 return problem
-            problem = _find_problem(item, f"{path}[{key!r}]", depth + 1)
+            problem = find_problem(item, f"{path}[{key!r}]", depth + 1)
             if problem:
                 return problem
         return None
@@ -70,11 +71,11 @@ def _find_problem(value: Any, path: str, depth: int = 0) -> str | None:
 def check_arguments(task_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
     """Raise :class:`NotJSONError` naming the first argument JSON cannot store, if any."""
     for index, value in enumerate(args):
-        problem = _find_problem(value, f"positional argument {index}")
+        problem = find_problem(value, f"positional argument {index}")
         if problem:
             raise NotJSONError(_message(task_name, problem))
     for name, value in kwargs.items():
-        problem = _find_problem(value, f"argument {name!r}")
+        problem = find_problem(value, f"argument {name!r}")
         if problem:
             raise NotJSONError(_message(task_name, problem))
 
@@ -94,7 +95,7 @@ def dump_arguments(
 
 def dump_result(value: Any) -> str:
     """Serialize a task's return value or raise :class:`NotJSONError`."""
-    problem = _find_problem(value, "the return value")
+    problem = find_problem(value, "the return value")
     if problem:
         raise NotJSONError(
             f"{problem}: a task's return value is stored as JSON; return only dicts, lists, "
@@ -113,7 +114,7 @@ def _message(task_name: str, problem: str) -> str:
 
 def dump_checkpoint(state: Any) -> str:
     """Serialize a checkpoint's state or raise :class:`NotJSONError`."""
-    problem = _find_problem(state, "the checkpoint state")
+    problem = find_problem(state, "the checkpoint state")
     if problem:
         raise NotJSONError(f"{problem}: checkpoint state is stored as JSON.")
     return _encode(state)

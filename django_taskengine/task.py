@@ -6,7 +6,7 @@ import datetime as dt
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
 
 from django.utils import timezone
 
@@ -34,6 +34,20 @@ __all__ = [
 ]
 
 OnOrphan = Literal["retry", "park"]
+
+
+class TaskOptions(TypedDict, total=False):
+    """The keyword options of ``@task(...)``: those of :class:`Task`, all optional."""
+
+    name: str | None
+    queue: str | None
+    priority: int | None
+    max_attempts: int | None
+    retry_backoff: float | None
+    timeout: float | None
+    takes_context: bool
+    atomic: bool
+    on_orphan: OnOrphan
 
 
 @dataclass(frozen=True)
@@ -296,18 +310,7 @@ def task(func: Callable[..., Any], /) -> Task: ...
 
 
 @overload
-def task(
-    *,
-    name: str | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    retry_backoff: float | None = None,
-    timeout: float | None = None,
-    takes_context: bool = False,
-    atomic: bool = False,
-    on_orphan: OnOrphan = "retry",
-) -> Callable[[Callable[..., Any]], Task]: ...
+def task(**options: Unpack[TaskOptions]) -> Callable[[Callable[..., Any]], Task]: ...
 
 
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:

@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..models import Job
-from ..task import find_task
+from ..registry import find_task
 
 
 class JobFieldsMixin:

@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from ..conf import taskengine_settings
 from ..core.limits import JOB_ID_MAX
 from ..models import Job, JobStatus, Queue
-from ..task import registered_tasks
+from ..registry import registered_tasks
 
 #: Columns the list reads; the rest (arguments, results, tracebacks) may be large.
 LIST_COLUMNS = (

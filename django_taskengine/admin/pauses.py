@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString
 from .. import operations
 from ..conf import taskengine_settings
 from ..models import Pause, PauseScope, Queue
-from ..task import registered_tasks
+from ..registry import registered_tasks
 from .common import (
     PAUSE_DURATION_CHOICES,
     PauseForm,

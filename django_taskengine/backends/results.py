@@ -10,7 +10,7 @@ from typing import Any
 from ..conf import taskengine_settings
 from ..core.limits import JOB_ID_MAX
 from ..models import Attempt, AttemptOutcome, Job, JobStatus
-from ..task import find_task
+from ..registry import find_task
 from .compat import (
     InvalidTask,
     Task,

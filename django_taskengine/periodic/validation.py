@@ -17,7 +17,7 @@ from django.utils import timezone as django_timezone
 
 from ..core.limits import check_queue_name, is_int32
 from ..registry import origin as function_origin
-from ..serialization import _find_problem
+from ..serialization import find_problem
 from ..task import Task
 from .cron import Cron, parsed_cron
 
@@ -244,11 +244,11 @@ def argument_problems(task: Task, args: Any, kwargs: Any, origin: str) -> list[P
             )
         ]
     for index, value in enumerate(args):
-        problem = _find_problem(value, f"positional argument {index}")
+        problem = find_problem(value, f"positional argument {index}")
         if problem:
             return [Problem("arguments", f"{origin}: {problem}, which is not JSON.", _JSON_HINT)]
     for key, value in kwargs.items():
-        problem = _find_problem(value, f"argument {key!r}")
+        problem = find_problem(value, f"argument {key!r}")
         if problem:
             return [Problem("arguments", f"{origin}: {problem}, which is not JSON.", _JSON_HINT)]
     try:

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from django_taskengine.core import durations, lifecycle, limits
+from django_taskengine.core import actions, durations, lifecycle, limits
 from django_taskengine.core.ownership import OWNERSHIP_FIELDS, RELEASED
 from django_taskengine.core.statuses import (
     ACTIVE_STATUSES,
@@ -175,3 +175,41 @@ def test_bare_numbers_are_seconds_where_allowed():
 def test_a_formatted_duration_reads_back_as_itself(seconds):
     text = durations.format_duration(dt.timedelta(seconds=seconds))
     assert durations.parse_duration(text) == dt.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("status", "stop", "offered"),
+    [
+        ("queued", "", ["pause", "cancel", "run_now"]),
+        ("running", "", ["pause", "cancel"]),
+        ("running", "pause", ["cancel"]),  # a cancel overrides a pending pause
+        ("running", "cancel", []),  # nothing overrides a cancel
+        ("paused", "", ["resume", "cancel"]),
+        ("failed", "", ["retry"]),
+        ("cancelled", "", ["retry"]),
+        ("succeeded", "", []),
+    ],
+)
+def test_the_operator_actions_that_fit_a_job(status, stop, offered):
+    assert actions.actions_for(status, stop) == offered
+
+
+def test_an_operator_action_sets_what_it_promises():
+    now = timezone.now()
+    assert actions.JOB_ACTIONS["retry"].changes(now) == {
+        "status": JobStatus.QUEUED,
+        "run_after": now,
+        "finished_at": None,
+        "result": None,
+    }
+    assert actions.JOB_ACTIONS["cancel"].changes(now) == {
+        "status": JobStatus.CANCELLED,
+        "finished_at": now,
+    }
+    assert actions.JOB_ACTIONS["run_now"].changes(now) == {"run_after": now}
+
+
+def test_a_retry_extends_attempts_by_the_tasks_budget():
+    assert actions.retry_budget(5, 3) == 5
+    assert actions.retry_budget(None, 3) == 3  # an unknown task: the job's own
+    assert actions.retry_budget(None, 0) == 1

@@ -15,6 +15,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from ..core.actions import JOB_ACTIONS, STOP_REQUEST_REPLACES, retry_budget
+from ..core.actions import actions_for as core_actions_for
 from ..models import Job, JobStatus
 from ..registry import tasks as registry
 from .common import ActionRefused, NotFound, database
@@ -28,23 +30,9 @@ class Expected:
     attempts: int | None = None
 
 
-#: Action name -> statuses it applies to.
-JOB_ACTIONS: dict[str, tuple[str, ...]] = {
-    "pause": (JobStatus.QUEUED, JobStatus.RUNNING),
-    "resume": (JobStatus.PAUSED,),
-    "retry": (JobStatus.FAILED, JobStatus.CANCELLED),
-    "cancel": (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING),
-    "run_now": (JobStatus.QUEUED,),
-}
-
-
 def actions_for(job: Job) -> list[str]:
     """The actions that fit the job's current state, in display order."""
-    actions = [action for action, statuses in JOB_ACTIONS.items() if job.status in statuses]
-    if job.status == JobStatus.RUNNING and job.stop_requested:
-        # Already asked to stop: only a cancel can still override a pending pause.
-        actions = ["cancel"] if job.stop_requested == "pause" else []
-    return actions
+    return core_actions_for(job.status, job.stop_requested)
 
 
 def pause_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
@@ -56,12 +44,12 @@ def pause_job(job_id: int, *, expected: Expected | None = None, using: str | Non
     """
     if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
         return _request_stop(job_id, "pause", expected, using)
-    return _transition(job_id, "pause", {"status": JobStatus.PAUSED}, expected, using)
+    return _transition(job_id, "pause", {}, expected, using)
 
 
 def resume_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
     """paused → queued."""
-    return _transition(job_id, "resume", {"status": JobStatus.QUEUED}, expected, using)
+    return _transition(job_id, "resume", {}, expected, using)
 
 
 def retry_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
@@ -72,20 +60,9 @@ def retry_job(job_id: int, *, expected: Expected | None = None, using: str | Non
     """
     db = database(using)
     job = _get_job(job_id, db)
-    budget = _attempt_budget(job)
-    return _transition(
-        job_id,
-        "retry",
-        {
-            "status": JobStatus.QUEUED,
-            "run_after": timezone.now(),
-            "max_attempts": F("attempts") + budget,
-            "finished_at": None,
-            "result": None,
-        },
-        expected,
-        db,
-    )
+    registered = registry.find(job.task_name)
+    budget = retry_budget(registered.max_attempts if registered else None, job.max_attempts)
+    return _transition(job_id, "retry", {"max_attempts": F("attempts") + budget}, expected, db)
 
 
 def cancel_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
@@ -96,18 +73,12 @@ def cancel_job(job_id: int, *, expected: Expected | None = None, using: str | No
     """
     if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
         return _request_stop(job_id, "cancel", expected, using)
-    return _transition(
-        job_id,
-        "cancel",
-        {"status": JobStatus.CANCELLED, "finished_at": timezone.now()},
-        expected,
-        using,
-    )
+    return _transition(job_id, "cancel", {}, expected, using)
 
 
 def run_job_now(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
     """Make a queued job due now (clears a delay or a retry backoff)."""
-    return _transition(job_id, "run_now", {"run_after": timezone.now()}, expected, using)
+    return _transition(job_id, "run_now", {}, expected, using)
 
 
 JOB_ACTION_FUNCTIONS = {
@@ -137,9 +108,7 @@ def _request_stop(job_id: int, reason: str, expected: Expected | None, using: st
     """Ask a running attempt to stop at its next checkpoint (a cancel overrides a pause)."""
     db = database(using)
     conditions = Q(pk=job_id, status=JobStatus.RUNNING)
-    conditions &= (
-        Q(stop_requested__in=["", "pause"]) if reason == "cancel" else Q(stop_requested="")
-    )
+    conditions &= Q(stop_requested__in=STOP_REQUEST_REPLACES[reason])
     if expected is not None and expected.attempts is not None:
         conditions &= Q(attempts=expected.attempts)
     if expected is not None and expected.status not in (None, JobStatus.RUNNING):
@@ -167,13 +136,6 @@ def stop_running_jobs(queue: str | None, reason: str = "pause", *, using: str | 
     return running.update(stop_requested=reason)
 
 
-def _attempt_budget(job: Job) -> int:
-    registered = registry.find(job.task_name)
-    if registered is not None:
-        return int(registered.max_attempts)
-    return max(1, job.max_attempts)
-
-
 def _get_job(job_id: int, db: str) -> Job:
     try:
         return Job.objects.using(db).get(pk=job_id)
@@ -184,12 +146,15 @@ def _get_job(job_id: int, db: str) -> Job:
 def _transition(
     job_id: int,
     action: str,
-    changes: dict[str, object],
+    extra: dict[str, object],
     expected: Expected | None,
     using: str | None,
 ) -> Job:
+    """Apply ``action`` (and the ``extra`` column changes) if the job is in a state it applies
+    to, and as the operator saw it."""
     db = database(using)
-    allowed = JOB_ACTIONS[action]
+    allowed = JOB_ACTIONS[action].applies_to
+    changes = {**JOB_ACTIONS[action].changes(timezone.now()), **extra}
     conditions = Q(pk=job_id, status__in=allowed)
     if expected is not None:
         if expected.status is not None:

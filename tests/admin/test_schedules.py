@@ -12,9 +12,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from django_taskengine.models import Job, PeriodicTick, Schedule
-
-from .admin_helpers import admin_url, content, messages_of, staff_client
-from .factories import JobFactory
+from tests.admin_helpers import admin_url, content, messages_of, staff_client
+from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
 

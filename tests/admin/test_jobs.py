@@ -16,9 +16,8 @@ from django.utils import timezone
 from django_taskengine.admin import jobs as job_admin
 from django_taskengine.admin.paginator import EstimatedCountPaginator
 from django_taskengine.models import Job, JobStatus, Pause, PauseScope
-
-from .admin_helpers import admin_url, content, messages_of
-from .factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
+from tests.admin_helpers import admin_url, content, messages_of
+from tests.factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db
 

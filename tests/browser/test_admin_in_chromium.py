@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from django_taskengine.models import Job, JobStatus, Queue
-from tests.browser import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.tasks import add, in_other_queue, record
 

@@ -37,12 +37,12 @@ class Images:
 
 def test_default_name_is_module_and_qualname():
     registered = task(resize)
-    assert registered.name == "tests.test_task_registry.resize"
-    assert get_task("tests.test_task_registry.resize") is registered
+    assert registered.name == "tests.unit.test_task_registry.resize"
+    assert get_task("tests.unit.test_task_registry.resize") is registered
 
 
 def test_default_name_of_a_method_uses_its_qualname():
-    assert task(Images.thumbnail).name == "tests.test_task_registry.Images.thumbnail"
+    assert task(Images.thumbnail).name == "tests.unit.test_task_registry.Images.thumbnail"
 
 
 def test_decorator_with_options_and_without_parentheses_both_register():
@@ -58,7 +58,7 @@ def test_explicit_name_replaces_the_default():
     registered = task(name="images.resize")(resize)
     assert registered.name == "images.resize"
     assert get_task("images.resize") is registered
-    assert "tests.test_task_registry.resize" not in registered_tasks()
+    assert "tests.unit.test_task_registry.resize" not in registered_tasks()
 
 
 def test_two_different_functions_with_the_same_name_are_refused():
@@ -67,8 +67,8 @@ def test_two_different_functions_with_the_same_name_are_refused():
         task(name="images.resize")(other_resize)
     message = str(excinfo.value)
     assert "'images.resize'" in message
-    assert "tests.test_task_registry.resize" in message
-    assert "tests.test_task_registry.other_resize" in message
+    assert "tests.unit.test_task_registry.resize" in message
+    assert "tests.unit.test_task_registry.other_resize" in message
     assert "@task(name=...)" in message
     # The first registration stands.
     assert get_task("images.resize").func is resize
@@ -124,9 +124,9 @@ def test_task_keeps_the_function_metadata():
     registered = task(resize)
     assert registered.__doc__ == "Resize an image."
     assert registered.__name__ == "resize"
-    assert registered.__module__ == "tests.test_task_registry"
+    assert registered.__module__ == "tests.unit.test_task_registry"
     assert registered.__wrapped__ is resize
-    assert repr(registered) == "<Task tests.test_task_registry.resize>"
+    assert repr(registered) == "<Task tests.unit.test_task_registry.resize>"
 
 
 def test_options_are_kept():
@@ -197,8 +197,8 @@ def test_bad_options_raise_clear_errors_naming_the_task(options, error, fragment
     with pytest.raises(error) as excinfo:
         task(**options)(resize)
     assert fragment in str(excinfo.value)
-    assert "tests.test_task_registry.resize" in str(excinfo.value)
-    assert "tests.test_task_registry.resize" not in registered_tasks()
+    assert "tests.unit.test_task_registry.resize" in str(excinfo.value)
+    assert "tests.unit.test_task_registry.resize" not in registered_tasks()
 
 
 @pytest.mark.parametrize(("option", "value"), [("max_attempts", 2.5), ("priority", 1.5)])

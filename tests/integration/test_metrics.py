@@ -24,9 +24,8 @@ from django_taskengine.metrics import DURATION_BUCKETS, duration_histogram
 from django_taskengine.models import JobStatus
 from django_taskengine.testing import run_jobs
 from tests.factories import JobFactory, QueueFactory, WorkerFactory
+from tests.helpers import REPO_ROOT, worker_env
 from tests.testapp.tasks import add, always_fail
-
-from .helpers import REPO_ROOT, worker_env
 
 pytestmark = pytest.mark.django_db
 

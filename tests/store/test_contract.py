@@ -35,10 +35,9 @@ from django_taskengine.store import (
 )
 from django_taskengine.store.generic import GenericStore
 from django_taskengine.store.inprocess import InProcessSession
-
-from .factories import JobFactory, QueueFactory
-from .helpers import wait_for
-from .settings import BACKEND
+from tests.factories import JobFactory, QueueFactory
+from tests.helpers import wait_for
+from tests.settings import BACKEND
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"]),

@@ -9,9 +9,8 @@ from django.db import connection, transaction
 
 from django_taskengine.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job
 from django_taskengine.store import _stores
+from tests.factories import JobFactory
 from tests.testapp.tasks import add, noop
-
-from .factories import JobFactory
 
 pytestmark = pytest.mark.django_db
 

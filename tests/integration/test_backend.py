@@ -290,8 +290,10 @@ def test_a_dedup_key_returns_the_active_job_instead_of_adding_one():
 
 
 def test_a_name_clash_with_an_engine_task_is_refused(isolated_registry):
-    engine_task(name="tests.test_backend._plain_function")(_other_function)
-    with pytest.raises(InvalidTask, match="Two tasks are named 'tests.test_backend._plain_"):
+    engine_task(name="tests.integration.test_backend._plain_function")(_other_function)
+    with pytest.raises(
+        InvalidTask, match="Two tasks are named 'tests.integration.test_backend._plain_"
+    ):
         task(_plain_function)
 
 
@@ -548,7 +550,7 @@ def _with_note() -> BaseException:
     [
         (ValueError("plain"), "builtins.ValueError"),
         (tasks.Boom("mine"), "tests.testapp.django_api_tasks.Boom"),
-        (_Outer.Inner("nested"), "tests.test_backend._Outer.Inner"),
+        (_Outer.Inner("nested"), "tests.integration.test_backend._Outer.Inner"),
         (_chained(), "tests.testapp.django_api_tasks.Boom"),
         (_with_note(), "builtins.ValueError"),
         (RuntimeError(), "builtins.RuntimeError"),

@@ -19,10 +19,9 @@ from django.utils import timezone
 from django_taskengine import operations
 from django_taskengine.models import Job, JobStatus, Pause, PauseScope, Queue
 from django_taskengine.store import WorkerInfo, get_store
-
-from .factories import JobFactory, WorkerFactory
-from .helpers import REPO_ROOT, worker_env
-from .testapp.tasks import add, noop
+from tests.factories import JobFactory, WorkerFactory
+from tests.helpers import REPO_ROOT, worker_env
+from tests.testapp.tasks import add, noop
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(120)]
 

@@ -42,9 +42,8 @@ from django_taskengine.periodic import (
     sync_schedules,
 )
 from django_taskengine.registry import tasks as registry
+from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
-
-from .helpers import wait_for
 
 UTC = dt.UTC
 PARIS = "Europe/Paris"

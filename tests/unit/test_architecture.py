@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "django_taskengine"
+PACKAGE = Path(__file__).resolve().parents[2] / "django_taskengine"
 NAME = "django_taskengine"
 #: A module longer than this is doing more than one thing.
 MAX_MODULE_LINES = 400

@@ -9,9 +9,8 @@ import pytest
 from django.utils import timezone
 
 from django_taskengine.models import Pause, PauseScope, Queue
-
-from .admin_helpers import admin_url, content, messages_of, staff_client
-from .factories import JobFactory, QueueFactory, WorkerFactory
+from tests.admin_helpers import admin_url, content, messages_of, staff_client
+from tests.factories import JobFactory, QueueFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db
 

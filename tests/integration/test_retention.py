@@ -25,8 +25,7 @@ from django_taskengine.retention import (
 )
 from django_taskengine.worker.maintenance import DUTIES
 from tests.factories import AttemptFactory, JobFactory, WorkerFactory
-
-from .helpers import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db
 

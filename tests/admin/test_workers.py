@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from .admin_helpers import admin_url, content
-from .factories import JobFactory, WorkerFactory
+from tests.admin_helpers import admin_url, content
+from tests.factories import JobFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -7,9 +7,8 @@ import pytest
 from django.test import Client
 
 from django_taskengine.models import Job, Pause, PauseScope, Queue
-
-from .admin_helpers import admin_url, content, staff_client
-from .factories import AttemptFactory, JobFactory, QueueFactory
+from tests.admin_helpers import admin_url, content, staff_client
+from tests.factories import AttemptFactory, JobFactory, QueueFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -20,8 +20,7 @@ from django_taskengine.models import (
     Queue,
     Worker,
 )
-
-from .factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
+from tests.factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db
 

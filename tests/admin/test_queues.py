@@ -11,9 +11,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from django_taskengine.models import Job, Pause, PauseScope, Queue
-
-from .admin_helpers import admin_url, content, messages_of
-from .factories import JobFactory, QueueFactory
+from tests.admin_helpers import admin_url, content, messages_of
+from tests.factories import JobFactory, QueueFactory
 
 pytestmark = pytest.mark.django_db
 

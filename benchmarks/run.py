@@ -3,6 +3,9 @@
 
     python benchmarks/run.py [--compare] [--scale] [--repeat N] [--only NAME,...]
                              [--json out.json] [--plot [docs/benchmarks.png]]
+    python benchmarks/run.py --baseline REV [--rounds N] [--only NAME,...]
+
+``--baseline REV`` (first) compares this tree with commit REV instead: see ``baseline.py``.
 
 Benchmarks (each starts from empty taskengine tables):
 
@@ -1528,6 +1531,13 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--baseline"] or any(a.startswith("--baseline=") for a in args[:1]):
+        # ./dev bench --baseline REV [...]: this tree against an earlier commit, in one run.
+        from benchmarks import baseline
+
+        rest = args[1:] if args[0] == "--baseline" else [args[0].split("=", 1)[1], *args[1:]]
+        return baseline.main(rest)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--jobs", type=int, default=2000, help="enqueue_single: jobs (default 2000)"

@@ -11,7 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.db import connection
+
+#: Commits for real, so other connections see the rows; flushes only the engine's tables after.
+committed_db = pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"])
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,7 +30,6 @@ from django_taskengine.store import (
     Outcome,
     WorkerInfo,
     WorkerSession,
-    _stores,
     get_store,
 )
 from django_taskengine.store.generic import GenericStore
@@ -43,14 +42,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"]),
     pytest.mark.timeout(60),
 ]
-
-
-@pytest.fixture(autouse=True)
-def forget_known_queues():
-    """Stores remember committed queue rows for the process; transactional tests flush the
-    tables, so a remembered queue would have no row in the next test."""
-    yield
-    _stores.clear()
 
 
 @task(on_orphan="park")

@@ -8,22 +8,11 @@ import pytest
 from django.db import connection, transaction
 
 from django_taskengine.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job
-from django_taskengine.store import _stores
 from tests.factories import JobFactory
+from tests.helpers import committed_db
 from tests.testapp.tasks import add, noop
 
 pytestmark = pytest.mark.django_db
-
-#: Commits for real, so other connections see the rows; flushes only the engine's tables after.
-committed_db = pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"])
-
-
-@pytest.fixture(autouse=True)
-def forget_known_queues():
-    """Stores remember committed queue rows for the process; transactional tests flush the
-    tables, so a remembered queue would have no row in the next test."""
-    yield
-    _stores.clear()
 
 
 def test_second_enqueue_with_the_same_key_returns_the_existing_job():

@@ -18,21 +18,10 @@ from django.utils import timezone
 from django_taskengine import NotJSONError, task
 from django_taskengine.conf import taskengine_settings
 from django_taskengine.models import Job, JobStatus, Queue
-from django_taskengine.store import _stores
+from tests.helpers import committed_db
 from tests.testapp.tasks import add, record
 
 pytestmark = pytest.mark.django_db
-
-#: Commits for real, so other connections see the rows; flushes only the engine's tables after.
-committed_db = pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"])
-
-
-@pytest.fixture(autouse=True)
-def forget_known_queues():
-    """Stores remember committed queue rows for the process; transactional tests flush the
-    tables, so a remembered queue would have no row in the next test."""
-    yield
-    _stores.clear()
 
 
 @task(queue="emails", priority=10, max_attempts=5, retry_backoff=2.0, timeout=30)

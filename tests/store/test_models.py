@@ -21,11 +21,9 @@ from django_taskengine.models import (
     Worker,
 )
 from tests.factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
+from tests.helpers import committed_db
 
 pytestmark = pytest.mark.django_db
-
-#: Commits for real, so other connections see the rows; flushes only the engine's tables after.
-committed_db = pytest.mark.django_db(transaction=True, available_apps=["django_taskengine"])
 
 
 def test_job_status_values_are_the_documented_strings():

@@ -31,6 +31,10 @@ from .wakeup import WakeUp
 
 logger = logging.getLogger("django_taskengine.worker")
 
+#: The signals a worker process acts on. The supervisor blocks them while it forks, so that a
+#: new worker process cannot be stopped by the supervisor's handlers before it has its own.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+
 #: Exit code of a worker that must be replaced (a task overran its timeout and still holds a
 #: thread); the supervisor starts a fresh process.
 EXIT_RECYCLE = 3
@@ -102,16 +106,25 @@ class WorkerProcess:
         )
 
     def request_stop(self, *_: Any) -> None:
-        """Stop claiming; running jobs get ``shutdown_timeout`` seconds (a second call: none).
+        """Stop claiming; running jobs get ``shutdown_timeout`` seconds. Asking again changes
+        nothing (see :meth:`stop_now`).
 
         The SIGTERM (and, unsupervised, SIGINT) handler.
         """
         self.stops.request()
 
+    def stop_now(self, *_: Any) -> None:
+        """Stop claiming and requeue the running jobs at once: the SIGQUIT handler."""
+        self.stops.stop_now()
+
     def run(self) -> int:
         if self.install_signal_handlers:
             signal.signal(signal.SIGTERM, self.request_stop)
+            # Under the supervisor, Ctrl-C reaches the whole process group, and the supervisor
+            # decides what it means (a first one: stop gracefully; a second: stop now).
             signal.signal(signal.SIGINT, signal.SIG_IGN if self.supervised else self.request_stop)
+            signal.signal(signal.SIGQUIT, self.stop_now)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.runners.start()
         logger.info(
             "worker %s started (pid %s, queues %s, concurrency %s)",
@@ -144,8 +157,9 @@ class WorkerProcess:
                     if not claimer.running and not completer.outcomes:
                         break
                     if stops.deadline is not None and now >= stops.deadline:
-                        stops.interrupt_running()
+                        interrupted = stops.interrupt_running()
                         completer.flush(session)
+                        stops.log_interrupted(interrupted)
                         break
                 else:
                     exhausted = claimer.claim(session) or exhausted

@@ -43,15 +43,26 @@ class StopControl:
         self.deadline: float | None = None
         #: An attempt overran its timeout: this process must be replaced.
         self.recycle = False
+        #: "Stop now" was asked for (SIGQUIT): no grace for running jobs.
+        self.now_requested = False
 
     def request(self) -> None:
-        """Stop claiming; running jobs get ``shutdown_timeout`` seconds (a second call: none)."""
-        now = time.monotonic()
-        if self.requested:
-            self.deadline = now
-        else:
+        """Stop claiming; running jobs get ``shutdown_timeout`` seconds.
+
+        Asking again changes nothing: under a supervisor, a signal sent to the whole process
+        group reaches a worker twice (directly, then passed on), and must not cut the grace
+        short. :meth:`stop_now` is the way to stop at once.
+        """
+        if not self.requested:
             self.requested = True
-            self.deadline = now + self.shutdown_timeout
+            self.deadline = time.monotonic() + self.shutdown_timeout
+        self._wake()
+
+    def stop_now(self) -> None:
+        """Stop claiming and give back the running jobs at once (SIGQUIT)."""
+        self.requested = True
+        self.now_requested = True
+        self.deadline = time.monotonic()
         self._wake()
 
     def overdue(self, now: float) -> bool:
@@ -103,9 +114,25 @@ class StopControl:
         for entry in self.claimer.running.values():
             entry.stop_reason = entry.stop_reason or "shutdown"
 
-    def interrupt_running(self) -> None:
-        """Return the jobs still running at the shutdown deadline to the queue."""
-        for entry in list(self.claimer.running.values()):
+    def interrupt_running(self) -> int:
+        """Return the jobs still running at the shutdown deadline to the queue; how many."""
+        entries = list(self.claimer.running.values())
+        for entry in entries:
             self.completer.give_up(
                 entry, lifecycle.interrupted(entry.job, lifecycle.SHUTDOWN_ERROR)
+            )
+        return len(entries)
+
+    def log_interrupted(self, count: int) -> None:
+        """Say why running jobs went back to the queue (written by now)."""
+        if self.now_requested:
+            logger.warning(
+                "worker %s: stopping now: %s running job(s) requeued", self.worker_id, count
+            )
+        elif count:
+            logger.warning(
+                "worker %s: the shutdown timeout (%g s) passed: %s running job(s) requeued",
+                self.worker_id,
+                self.shutdown_timeout,
+                count,
             )

@@ -1,5 +1,14 @@
-"""``run_workers``' parent process: starts worker processes, restarts any that die, and passes
-SIGTERM/SIGINT on for a graceful shutdown."""
+"""``run_workers``' parent process: starts worker processes, restarts any that die, and turns
+signals into shutdowns.
+
+SIGTERM or SIGINT: a graceful shutdown (the supervisor sends SIGTERM to each worker process:
+no new claims, running jobs get the shutdown timeout). Deployments often signal the whole
+process group (systemd's ``KillMode=control-group``, honcho, ``kill -TERM -<pgid>``), so a worker
+process gets SIGTERM twice, directly and from the supervisor: a worker never takes a repeated
+SIGTERM as more urgent. "Stop now" is its own signal, SIGQUIT (to the supervisor or the group),
+or a second SIGTERM/SIGINT to the supervisor itself (a second Ctrl-C): the supervisor sends
+SIGQUIT to each worker process, which requeues its running jobs at once and exits.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ from typing import Any
 
 from django.db import connections
 
-from .process import EXIT_RECYCLE, WorkerProcess
+from .process import EXIT_RECYCLE, STOP_SIGNALS, WorkerProcess
 
 logger = logging.getLogger("django_taskengine.supervisor")
 
@@ -48,6 +57,7 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGQUIT, self._on_stop_now_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         logger.info("supervisor %s starting %s worker process(es)", os.getpid(), self.processes)
         for slot in range(self.processes):
@@ -83,17 +93,35 @@ class Supervisor:
         return 1 if self.fatal else 0
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        first = not self.stopping
+        """SIGTERM or SIGINT: a graceful shutdown; a second one: stop now."""
+        if self.stopping:
+            self._on_stop_now_signal(signum, _frame)
+            return
         self.stopping = True
         for pid in list(self.children):
             _kill(pid, signal.SIGTERM)
-        if first:
-            logger.info(
-                "supervisor got %s: stopping workers (running jobs get %.0f s)",
-                signal.Signals(signum).name,
-                self.shutdown_timeout,
-            )
-            self.kill_deadline = time.monotonic() + self.shutdown_timeout + 10.0
+        logger.info(
+            "supervisor got %s: stopping workers (running jobs get %g s; SIGQUIT or a second "
+            "%s stops them now)",
+            signal.Signals(signum).name,
+            self.shutdown_timeout,
+            signal.Signals(signum).name,
+        )
+        self.kill_deadline = time.monotonic() + self.shutdown_timeout + 10.0
+
+    def _on_stop_now_signal(self, signum: int, _frame: Any) -> None:
+        """SIGQUIT (or a second SIGTERM/SIGINT): workers requeue their running jobs and exit."""
+        self.stopping = True
+        for pid in list(self.children):
+            _kill(pid, signal.SIGQUIT)
+        logger.warning(
+            "supervisor %s got %s: stopping now; %s worker process(es) requeue their running jobs",
+            os.getpid(),
+            signal.Signals(signum).name,
+            len(self.children),
+        )
+        soon = time.monotonic() + 10.0
+        self.kill_deadline = soon if self.kill_deadline is None else min(self.kill_deadline, soon)
 
     def _reap(self) -> None:
         while True:
@@ -148,7 +176,12 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         # Children must not share the parent's database connections.
         connections.close_all()
+        # Until the new worker process installs its own handlers (it unblocks them then), the
+        # supervisor's would run in it: hold stop signals back, pending, across the fork.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:

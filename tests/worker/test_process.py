@@ -32,8 +32,7 @@ def run_to_the_end(worker: WorkerProcess, timeout: float = 60.0) -> int:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        worker.request_stop()
-        worker.request_stop()  # a second request: no grace period
+        worker.stop_now()
         thread.join(15)
         raise AssertionError(f"the worker did not finish within {timeout} s")
     if "error" in ended:

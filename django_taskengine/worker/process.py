@@ -35,8 +35,8 @@ logger = logging.getLogger("django_taskengine.worker")
 #: new worker process cannot be stopped by the supervisor's handlers before it has its own.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
-#: Exit code of a worker that must be replaced (a task overran its timeout and still holds a
-#: thread); the supervisor starts a fresh process.
+#: Exit code of a worker that must be replaced (an attempt overran its timeout: only the end of
+#: its process is sure to stop it); the supervisor starts a fresh process.
 EXIT_RECYCLE = 3
 
 
@@ -142,7 +142,7 @@ class WorkerProcess:
                 session = liveness.session
                 if session is None:
                     session = liveness.connect()
-                completer.collect()
+                completer.collect(overran=stops.overran)
                 completer.flush(session)
                 self.state.sync(session)
                 now = time.monotonic()
@@ -154,7 +154,7 @@ class WorkerProcess:
                     stops.return_unstarted()
                     if stops.requested:
                         stops.ask_running_to_stop()
-                    if not claimer.running and not completer.outcomes:
+                    if not stops.others_running() and not completer.outcomes:
                         break
                     if stops.deadline is not None and now >= stops.deadline:
                         interrupted = stops.interrupt_running()
@@ -218,7 +218,16 @@ class WorkerProcess:
     def _shutdown(self) -> None:
         self.state.release_waiting_threads()
         self.runners.stop()
-        self.liveness.close()
+        overran = self.stops.overran_executing()
+        if overran:
+            logger.warning(
+                "worker %s: exiting with attempts past their timeout still executing (jobs %s); "
+                "they end with this process, then are rescued as timed out",
+                self.info.id,
+                ", ".join(map(str, sorted(overran))),
+            )
+        # The session's job locks must outlive those attempts: the process's exit ends it.
+        self.liveness.close(end_session=not overran)
         logger.info(
             "worker %s stopped: %s succeeded, %s failed attempts",
             self.info.id,

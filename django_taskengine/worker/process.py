@@ -35,6 +35,11 @@ logger = logging.getLogger("django_taskengine.worker")
 #: new worker process cannot be stopped by the supervisor's handlers before it has its own.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
+#: Seconds after its start when a process that replaces one (EXIT_RECYCLE) in a burst or
+#: max-jobs run looks for orphans a last time: longer than the leases of a stopped worker's jobs
+#: last on SQLite (``STOPPED_WORKER_LEASE``; on PostgreSQL the old process's exit frees them).
+RESCUE_AFTER_REPLACING = 3.0
+
 #: Exit code of a worker that must be replaced (an attempt overran its timeout: only the end of
 #: its process is sure to stop it); the supervisor starts a fresh process.
 EXIT_RECYCLE = 3
@@ -54,6 +59,7 @@ class WorkerProcess:
         database: str | None = None,
         install_signal_handlers: bool = True,
         supervised: bool = False,
+        replacing: bool = False,
     ) -> None:
         self.queues = queues
         self.concurrency = max(1, concurrency)
@@ -68,6 +74,12 @@ class WorkerProcess:
             concurrency=self.concurrency,
         )
         self.install_signal_handlers = install_signal_handlers
+        # A process that replaces one whose attempt overran its timeout: in burst and max-jobs
+        # runs, it does not finish before a rescue has had the chance to record that attempt
+        # and requeue its job (the job is rescuable only once the old process has exited).
+        self._final_rescue_at: float | None = None
+        if replacing and (burst or max_jobs):
+            self._final_rescue_at = time.monotonic() + RESCUE_AFTER_REPLACING
         # Under run_workers' supervisor: SIGINT from a terminal reaches the whole process group,
         # and the supervisor turns it into SIGTERM for us; a worker whose supervisor vanished
         # shuts down.
@@ -166,6 +178,9 @@ class WorkerProcess:
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
                     liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
+                if self._final_rescue_at is not None and now >= self._final_rescue_at:
+                    self._final_rescue_at = None
+                    liveness.next_rescue = now
                 if now >= liveness.next_rescue:
                     if liveness.rescue() and not (stops.requested or stops.recycle):
                         claimer.claim(session)
@@ -182,6 +197,8 @@ class WorkerProcess:
         return EXIT_RECYCLE if stops.recycle and not stops.requested else 0
 
     def _finished_work(self, exhausted: bool) -> bool:
+        if self._final_rescue_at is not None:
+            return False
         idle = self.completer.idle
         if self.max_jobs is not None and self.claimer.claimed_total >= self.max_jobs and idle:
             return True

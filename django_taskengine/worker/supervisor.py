@@ -149,19 +149,20 @@ class Supervisor:
             return
         if code == EXIT_RECYCLE:
             logger.warning("worker process %s asked to be replaced; starting a new one", pid)
-        else:
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            logger.error("worker process %s died (%s); starting a new one", pid, how)
-            # Back off if this slot keeps dying right after starting (e.g. a broken import).
-            now = time.monotonic()
-            recent = [t for t in self._crash_times.get(slot, []) if now - t < 30] + [now]
-            self._crash_times[slot] = recent
-            if len(recent) > 3:
-                delay = min(30.0, 2.0 ** (len(recent) - 3))
-                logger.error("worker slot %s keeps dying; restarting it in %.0f s", slot, delay)
-                # Later, from the main loop: the other slots are still watched meanwhile.
-                self._delayed[slot] = now + delay
-                return
+            self._spawn(slot, replacing=True)
+            return
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        logger.error("worker process %s died (%s); starting a new one", pid, how)
+        # Back off if this slot keeps dying right after starting (e.g. a broken import).
+        now = time.monotonic()
+        recent = [t for t in self._crash_times.get(slot, []) if now - t < 30] + [now]
+        self._crash_times[slot] = recent
+        if len(recent) > 3:
+            delay = min(30.0, 2.0 ** (len(recent) - 3))
+            logger.error("worker slot %s keeps dying; restarting it in %.0f s", slot, delay)
+            # Later, from the main loop: the other slots are still watched meanwhile.
+            self._delayed[slot] = now + delay
+            return
         self._spawn(slot)
 
     def _spawn_delayed(self) -> None:
@@ -173,7 +174,7 @@ class Supervisor:
                 del self._delayed[slot]
                 self._spawn(slot)
 
-    def _spawn(self, slot: int) -> None:
+    def _spawn(self, slot: int, *, replacing: bool = False) -> None:
         # Children must not share the parent's database connections.
         connections.close_all()
         # Until the new worker process installs its own handlers (it unblocks them then), the
@@ -189,7 +190,9 @@ class Supervisor:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.close(self._wake_r)
                 os.close(self._wake_w)
-                code = WorkerProcess(**self.worker_options, supervised=True).run()
+                code = WorkerProcess(
+                    **self.worker_options, supervised=True, replacing=replacing
+                ).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:

@@ -115,3 +115,13 @@ def test_using_overrides_the_tasks_timeout():
 def test_using_refuses_a_timeout_that_is_not_a_positive_number(value, error):
     with pytest.raises(error, match="timeout"):
         record.using(timeout=value)
+
+
+def test_a_burst_run_ends_with_its_timed_out_attempts_recorded(start_workers):
+    job = overruns_and_records.enqueue(seconds=60.0)
+    workers = start_workers("--burst", "--processes", "1")
+    assert workers.wait(timeout=60) == 0, workers.log()[-3000:]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED, workers.log()[-3000:]
+    outcomes = list(job.attempt_set.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == ["timed_out", "timed_out"]

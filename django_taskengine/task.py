@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
@@ -59,6 +60,7 @@ class EnqueueOptions:
     run_after: dt.datetime | None = None
     dedup_key: str | None = None
     max_attempts: int | None = None
+    timeout: float | None = None
     database: str | None = None
 
 
@@ -165,13 +167,15 @@ class Task:
         run_after: dt.datetime | dt.timedelta | float | None = None,
         dedup_key: str | None = None,
         max_attempts: int | None = None,
+        timeout: float | None = None,
         database: str | None = None,
     ) -> BoundTask:
         """Return this task with per-call options for ``enqueue`` and ``bulk_enqueue``.
 
         ``run_after`` is an aware datetime, a timedelta from now or a number of seconds from now.
         ``dedup_key``: while a queued, running or paused job has this key, enqueueing returns
-        that job (with ``job.created`` False) instead of adding another.
+        that job (with ``job.created`` False) instead of adding another. ``timeout``: seconds
+        each attempt of these jobs may run (instead of the task's ``timeout``).
         """
         return BoundTask(self, EnqueueOptions()).using(
             queue=queue,
@@ -179,6 +183,7 @@ class Task:
             run_after=run_after,
             dedup_key=dedup_key,
             max_attempts=max_attempts,
+            timeout=timeout,
             database=database,
         )
 
@@ -205,6 +210,8 @@ class BoundTask:
             updates["run_after"] = _absolute_time(updates["run_after"], name)
         _check_option("priority", updates.get("priority"), int, name=name)
         _check_option("max_attempts", updates.get("max_attempts"), int, minimum=1, name=name)
+        if "timeout" in updates:
+            _check_timeout(updates["timeout"], name)
         for key, longest in (("queue", QUEUE_NAME_MAX), ("dedup_key", DEDUP_KEY_MAX)):
             if key in updates:
                 check_name(updates[key], f"{name}: {key}", max_length=longest)
@@ -260,7 +267,7 @@ class BoundTask:
                 dedup_key=options.dedup_key,
                 max_attempts=options.max_attempts or task.max_attempts,
                 retry_backoff=task.retry_backoff,
-                timeout=task.timeout,
+                timeout=options.timeout if options.timeout is not None else task.timeout,
                 calls=calls,
             )
         )
@@ -303,6 +310,14 @@ def _check_option(
         check_int32(value, f"{name}: {option}", minimum=None if minimum is None else int(minimum))
     else:
         check_number(value, f"{name}: {option}", minimum=minimum)
+
+
+def _check_timeout(value: Any, name: str) -> None:
+    """A per-call timeout: seconds, more than 0 (``None`` is "not given", so 0 cannot mean
+    "no timeout" here)."""
+    check_number(value, f"{name}: timeout", minimum=0)
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name}: timeout must be a number of seconds above 0, not {value!r}")
 
 
 @overload

@@ -207,3 +207,22 @@ def orphaned(
         finished_at=now,
         worker_id=worker_id,
     )
+
+
+def rescued(
+    job: ClaimedJob, *, worker_id: uuid.UUID | None, park: bool, now: dt.datetime
+) -> Outcome:
+    """The outcome of an attempt the rescuer found without a live worker.
+
+    An attempt whose timeout had elapsed timed out: a worker that sees one of its attempts
+    overrun keeps the job until the attempt's thread ends or its process exits (a thread cannot
+    be stopped), so the rescue is how such an attempt ends. It is counted like an exception
+    (retried while attempts remain) and never parked: it did not die mid-run, it overran. Any
+    other attempt is :func:`orphaned`.
+    """
+    if job.timeout and job.started_at + dt.timedelta(seconds=job.timeout) <= now:
+        outcome = timed_out(job)
+        outcome.finished_at = now
+        outcome.worker_id = worker_id
+        return outcome
+    return orphaned(job, worker_id=worker_id, park=park, now=now)

@@ -18,6 +18,10 @@ from ..models import Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
 from .orm_writes import write_outcomes
 
+#: Seconds the leases of a stopping worker's last running jobs last: longer than the process
+#: takes to exit after marking itself stopped.
+STOPPED_WORKER_LEASE = 2.0
+
 
 class GenericWorkerSession(WorkerSession):
     uses_leases = True
@@ -181,7 +185,7 @@ class GenericWorkerSession(WorkerSession):
             )
         ]
         outcomes = [
-            lifecycle.orphaned(job, worker_id=worker, park=job.task_name in parked, now=now)
+            lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now)
             for job, worker in orphans
         ]
         # A job that finished (or was rescued by another worker) meanwhile is left alone.
@@ -221,9 +225,15 @@ class GenericWorkerSession(WorkerSession):
 
     def unregister(self) -> None:
         now = timezone.now()
-        Worker.objects.using(self.alias).filter(id=self.worker.id).update(
-            stopped_at=now, last_heartbeat_at=now
-        )
+        with transaction.atomic(using=self.alias):
+            Worker.objects.using(self.alias).filter(id=self.worker.id).update(
+                stopped_at=now, last_heartbeat_at=now
+            )
+            # Jobs still running here are attempts past their timeout, which end with the
+            # process, right after this: their leases lapse then, for a prompt rescue.
+            self._jobs().filter(worker_id=self.worker.id, status=JobStatus.RUNNING).update(
+                lease_expires_at=now + dt.timedelta(seconds=STOPPED_WORKER_LEASE)
+            )
 
     def close(self) -> None:
         connections[self.alias].close()

@@ -156,7 +156,7 @@ class PostgresWorkerSession(WorkerSession):
             now = timezone.now()
             orphans = [(_orphan(row), row[9]) for row in rows]
             outcomes = [
-                lifecycle.orphaned(job, worker_id=worker, park=job.task_name in parked, now=now)
+                lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now)
                 for job, worker in orphans
             ]
             applied = self._write(outcomes, [])

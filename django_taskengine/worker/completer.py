@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Container
 
+from ..core import lifecycle
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..core.statuses import AttemptOutcome, JobStatus
 from ..store import WorkerSession
@@ -44,8 +46,12 @@ class Completer:
         """Nothing runs and nothing waits to be written."""
         return not self.claimer.running and not self.outcomes and not self.done
 
-    def collect(self) -> None:
-        """Take the attempts the runner threads finished: queue their outcomes for the flush."""
+    def collect(self, overran: Container[int] = ()) -> None:
+        """Take the attempts the runner threads finished: queue their outcomes for the flush.
+
+        An attempt of a job in ``overran`` ran past its timeout: it timed out, whatever it
+        returned (unless it already committed, as an atomic task's success does).
+        """
         running = self.claimer.running
         while self.done:
             entry, result = self.done.popleft()
@@ -58,7 +64,8 @@ class Completer:
             if job.locked:
                 self.unlock.append(job.id)
             if not result.committed:
-                self.outcomes.append((result.outcome, job))
+                late = job.id in overran
+                self.outcomes.append((lifecycle.timed_out(job) if late else result.outcome, job))
             else:
                 report_outcome(result.outcome, job)
                 self.count(result.outcome)

@@ -123,11 +123,16 @@ class Liveness:
                 logger.exception("worker %s: %s failed", self.info.id, duty.name)
                 connections[self.store.alias].close_if_unusable_or_obsolete()
 
-    def close(self) -> None:
-        """Mark the worker stopped (if the database answers) and close the session."""
+    def close(self, *, end_session: bool = True) -> None:
+        """Mark the worker stopped (if the database answers) and close the session.
+
+        ``end_session=False`` leaves the session open for the process's exit to end, with the
+        job locks it holds: attempts past their timeout still execute in this process.
+        """
         if self.session is not None:
             try:
                 self.session.unregister()
             except DB_ERRORS:
                 pass
-            self.session.close()
+            if end_session:
+                self.session.close()

@@ -31,8 +31,17 @@ from .wakeup import WakeUp
 
 logger = logging.getLogger("django_taskengine.worker")
 
-#: Exit code of a worker that must be replaced (a task overran its timeout and still holds a
-#: thread); the supervisor starts a fresh process.
+#: The signals a worker process acts on. The supervisor blocks them while it forks, so that a
+#: new worker process cannot be stopped by the supervisor's handlers before it has its own.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+
+#: Seconds after its start when a process that replaces one (EXIT_RECYCLE) in a burst or
+#: max-jobs run looks for orphans a last time: longer than the leases of a stopped worker's jobs
+#: last on SQLite (``STOPPED_WORKER_LEASE``; on PostgreSQL the old process's exit frees them).
+RESCUE_AFTER_REPLACING = 3.0
+
+#: Exit code of a worker that must be replaced (an attempt overran its timeout: only the end of
+#: its process is sure to stop it); the supervisor starts a fresh process.
 EXIT_RECYCLE = 3
 
 
@@ -50,6 +59,7 @@ class WorkerProcess:
         database: str | None = None,
         install_signal_handlers: bool = True,
         supervised: bool = False,
+        replacing: bool = False,
     ) -> None:
         self.queues = queues
         self.concurrency = max(1, concurrency)
@@ -64,6 +74,12 @@ class WorkerProcess:
             concurrency=self.concurrency,
         )
         self.install_signal_handlers = install_signal_handlers
+        # A process that replaces one whose attempt overran its timeout: in burst and max-jobs
+        # runs, it does not finish before a rescue has had the chance to record that attempt
+        # and requeue its job (the job is rescuable only once the old process has exited).
+        self._final_rescue_at: float | None = None
+        if replacing and (burst or max_jobs):
+            self._final_rescue_at = time.monotonic() + RESCUE_AFTER_REPLACING
         # Under run_workers' supervisor: SIGINT from a terminal reaches the whole process group,
         # and the supervisor turns it into SIGTERM for us; a worker whose supervisor vanished
         # shuts down.
@@ -102,16 +118,25 @@ class WorkerProcess:
         )
 
     def request_stop(self, *_: Any) -> None:
-        """Stop claiming; running jobs get ``shutdown_timeout`` seconds (a second call: none).
+        """Stop claiming; running jobs get ``shutdown_timeout`` seconds. Asking again changes
+        nothing (see :meth:`stop_now`).
 
         The SIGTERM (and, unsupervised, SIGINT) handler.
         """
         self.stops.request()
 
+    def stop_now(self, *_: Any) -> None:
+        """Stop claiming and requeue the running jobs at once: the SIGQUIT handler."""
+        self.stops.stop_now()
+
     def run(self) -> int:
         if self.install_signal_handlers:
             signal.signal(signal.SIGTERM, self.request_stop)
+            # Under the supervisor, Ctrl-C reaches the whole process group, and the supervisor
+            # decides what it means (a first one: stop gracefully; a second: stop now).
             signal.signal(signal.SIGINT, signal.SIG_IGN if self.supervised else self.request_stop)
+            signal.signal(signal.SIGQUIT, self.stop_now)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.runners.start()
         logger.info(
             "worker %s started (pid %s, queues %s, concurrency %s)",
@@ -129,7 +154,7 @@ class WorkerProcess:
                 session = liveness.session
                 if session is None:
                     session = liveness.connect()
-                completer.collect()
+                completer.collect(overran=stops.overran)
                 completer.flush(session)
                 self.state.sync(session)
                 now = time.monotonic()
@@ -141,17 +166,21 @@ class WorkerProcess:
                     stops.return_unstarted()
                     if stops.requested:
                         stops.ask_running_to_stop()
-                    if not claimer.running and not completer.outcomes:
+                    if not stops.others_running() and not completer.outcomes:
                         break
                     if stops.deadline is not None and now >= stops.deadline:
-                        stops.interrupt_running()
+                        interrupted = stops.interrupt_running()
                         completer.flush(session)
+                        stops.log_interrupted(interrupted)
                         break
                 else:
                     exhausted = claimer.claim(session) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
                     liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
+                if self._final_rescue_at is not None and now >= self._final_rescue_at:
+                    self._final_rescue_at = None
+                    liveness.next_rescue = now
                 if now >= liveness.next_rescue:
                     if liveness.rescue() and not (stops.requested or stops.recycle):
                         claimer.claim(session)
@@ -168,6 +197,8 @@ class WorkerProcess:
         return EXIT_RECYCLE if stops.recycle and not stops.requested else 0
 
     def _finished_work(self, exhausted: bool) -> bool:
+        if self._final_rescue_at is not None:
+            return False
         idle = self.completer.idle
         if self.max_jobs is not None and self.claimer.claimed_total >= self.max_jobs and idle:
             return True
@@ -204,7 +235,16 @@ class WorkerProcess:
     def _shutdown(self) -> None:
         self.state.release_waiting_threads()
         self.runners.stop()
-        self.liveness.close()
+        overran = self.stops.overran_executing()
+        if overran:
+            logger.warning(
+                "worker %s: exiting with attempts past their timeout still executing (jobs %s); "
+                "they end with this process, then are rescued as timed out",
+                self.info.id,
+                ", ".join(map(str, sorted(overran))),
+            )
+        # The session's job locks must outlive those attempts: the process's exit ends it.
+        self.liveness.close(end_session=not overran)
         logger.info(
             "worker %s stopped: %s succeeded, %s failed attempts",
             self.info.id,

@@ -1,9 +1,18 @@
 """How a worker stops: attempts past their timeout, graceful shutdown, the shutdown deadline.
 
-A thread cannot be stopped from outside. An attempt past its timeout is given up (recorded as
-timed out) and the process is recycled: it claims no more, finishes its other jobs, and exits for
-the supervisor to start a fresh one. A shutdown asks checkpointing tasks to stop at their next
-checkpoint, gives back the jobs no thread started, and at the deadline gives back the rest.
+A timeout stops the code. A thread cannot be stopped from outside, so an attempt past its
+timeout is not given up while it may still execute: the worker keeps its job (status running,
+its advisory lock held, its lease renewed), claims no more, gives back the jobs no thread
+started, lets its other running jobs finish (up to the shutdown timeout) and exits for the
+supervisor to start a fresh process. If the attempt's thread ends meanwhile, the attempt is
+recorded as timed out then; otherwise it ends with the process, and the rescuer (any worker,
+the replacement included) finds the job without a live worker and records it as timed out
+(:func:`~django_taskengine.core.lifecycle.rescued`). Either way the retry cannot start while
+the attempt can still execute.
+
+A shutdown asks checkpointing tasks to stop at their next checkpoint, gives back the jobs no
+thread started, and at the deadline gives back the rest. Asking again changes nothing;
+:meth:`StopControl.stop_now` gives them back at once.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import uuid
 from collections.abc import Callable
 
 from ..core import lifecycle
-from .claimer import Claimer
+from .claimer import Claimer, Running
 from .completer import Completer
 
 logger = logging.getLogger("django_taskengine.worker")
@@ -43,15 +52,29 @@ class StopControl:
         self.deadline: float | None = None
         #: An attempt overran its timeout: this process must be replaced.
         self.recycle = False
+        #: "Stop now" was asked for (SIGQUIT): no grace for running jobs.
+        self.now_requested = False
+        #: Jobs whose attempt ran past its timeout: this worker keeps them until the attempt's
+        #: thread ends (then it is recorded as timed out) or the process exits.
+        self.overran: set[int] = set()
 
     def request(self) -> None:
-        """Stop claiming; running jobs get ``shutdown_timeout`` seconds (a second call: none)."""
-        now = time.monotonic()
-        if self.requested:
-            self.deadline = now
-        else:
+        """Stop claiming; running jobs get ``shutdown_timeout`` seconds.
+
+        Asking again changes nothing: under a supervisor, a signal sent to the whole process
+        group reaches a worker twice (directly, then passed on), and must not cut the grace
+        short. :meth:`stop_now` is the way to stop at once.
+        """
+        if not self.requested:
             self.requested = True
-            self.deadline = now + self.shutdown_timeout
+            self.deadline = time.monotonic() + self.shutdown_timeout
+        self._wake()
+
+    def stop_now(self) -> None:
+        """Stop claiming and give back the running jobs at once (SIGQUIT)."""
+        self.requested = True
+        self.now_requested = True
+        self.deadline = time.monotonic()
         self._wake()
 
     def overdue(self, now: float) -> bool:
@@ -64,31 +87,44 @@ class StopControl:
         if self.deadline is not None:
             timeout = min(timeout, max(0.0, self.deadline - now))
         for entry in self.claimer.running.values():
-            if entry.job.timeout and entry.started is not None and not entry.abandoned:
-                timeout = min(timeout, max(0.0, entry.started + entry.job.timeout - now))
+            job = entry.job
+            if job.timeout and entry.started is not None and not self._overran(entry):
+                timeout = min(timeout, max(0.0, entry.started + job.timeout - now))
         return timeout
 
     def enforce_timeouts(self, now: float) -> None:
-        """Give up the attempts that ran past their timeout; schedule the process's recycle."""
-        for entry in list(self.claimer.running.values()):
+        """Note the attempts that ran past their timeout; schedule the process's replacement."""
+        for entry in self.claimer.running.values():
             job = entry.job
-            if not job.timeout or entry.started is None or entry.abandoned:
+            if not job.timeout or entry.started is None or self._overran(entry):
                 continue
             if now - entry.started < job.timeout:
                 continue
-            # A thread cannot be stopped from outside: give up on the attempt, record it as
-            # timed out, and replace this process once the other jobs are done.
-            self.completer.give_up(entry, lifecycle.timed_out(job))
+            # The job stays this worker's: a retry must not start while this thread can still
+            # execute, and only the end of the process is sure to end it.
+            self.overran.add(job.id)
             if not self.recycle:
                 if self.deadline is None:
                     self.deadline = now + self.shutdown_timeout
                 logger.warning(
-                    "worker %s: job %s overran its timeout; this process will be replaced once "
-                    "its other jobs finish",
+                    "worker %s: job %s overran its timeout of %g s; this process will be "
+                    "replaced once its other jobs finish, and the job retried after that",
                     self.worker_id,
                     job.id,
+                    job.timeout,
                 )
             self.recycle = True
+
+    def _overran(self, entry: Running) -> bool:
+        return entry.abandoned or entry.job.id in self.overran
+
+    def overran_executing(self) -> list[int]:
+        """The jobs whose attempt overran its timeout and whose thread has not ended."""
+        return [job_id for job_id in self.overran if job_id in self.claimer.running]
+
+    def others_running(self) -> bool:
+        """Attempts are running that did not overrun their timeout (worth waiting for)."""
+        return any(not self._overran(e) for e in self.claimer.running.values())
 
     def return_unstarted(self) -> None:
         """Give back claimed jobs no thread has started yet (a stop or recycle is pending)."""
@@ -103,9 +139,28 @@ class StopControl:
         for entry in self.claimer.running.values():
             entry.stop_reason = entry.stop_reason or "shutdown"
 
-    def interrupt_running(self) -> None:
-        """Return the jobs still running at the shutdown deadline to the queue."""
-        for entry in list(self.claimer.running.values()):
+    def interrupt_running(self) -> int:
+        """Return the jobs still running at the shutdown deadline to the queue; how many.
+
+        Attempts past their timeout are not among them: they stay this worker's until it exits.
+        """
+        entries = [e for e in self.claimer.running.values() if not self._overran(e)]
+        for entry in entries:
             self.completer.give_up(
                 entry, lifecycle.interrupted(entry.job, lifecycle.SHUTDOWN_ERROR)
+            )
+        return len(entries)
+
+    def log_interrupted(self, count: int) -> None:
+        """Say why running jobs went back to the queue (written by now)."""
+        if self.now_requested:
+            logger.warning(
+                "worker %s: stopping now: %s running job(s) requeued", self.worker_id, count
+            )
+        elif count:
+            logger.warning(
+                "worker %s: the shutdown timeout (%g s) passed: %s running job(s) requeued",
+                self.worker_id,
+                self.shutdown_timeout,
+                count,
             )

@@ -1,5 +1,14 @@
-"""``run_workers``' parent process: starts worker processes, restarts any that die, and passes
-SIGTERM/SIGINT on for a graceful shutdown."""
+"""``run_workers``' parent process: starts worker processes, restarts any that die, and turns
+signals into shutdowns.
+
+SIGTERM or SIGINT: a graceful shutdown (the supervisor sends SIGTERM to each worker process:
+no new claims, running jobs get the shutdown timeout). Deployments often signal the whole
+process group (systemd's ``KillMode=control-group``, honcho, ``kill -TERM -<pgid>``), so a worker
+process gets SIGTERM twice, directly and from the supervisor: a worker never takes a repeated
+SIGTERM as more urgent. "Stop now" is its own signal, SIGQUIT (to the supervisor or the group),
+or a second SIGTERM/SIGINT to the supervisor itself (a second Ctrl-C): the supervisor sends
+SIGQUIT to each worker process, which requeues its running jobs at once and exits.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ from typing import Any
 
 from django.db import connections
 
-from .process import EXIT_RECYCLE, WorkerProcess
+from .process import EXIT_RECYCLE, STOP_SIGNALS, WorkerProcess
 
 logger = logging.getLogger("django_taskengine.supervisor")
 
@@ -48,6 +57,7 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGQUIT, self._on_stop_now_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         logger.info("supervisor %s starting %s worker process(es)", os.getpid(), self.processes)
         for slot in range(self.processes):
@@ -83,17 +93,35 @@ class Supervisor:
         return 1 if self.fatal else 0
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        first = not self.stopping
+        """SIGTERM or SIGINT: a graceful shutdown; a second one: stop now."""
+        if self.stopping:
+            self._on_stop_now_signal(signum, _frame)
+            return
         self.stopping = True
         for pid in list(self.children):
             _kill(pid, signal.SIGTERM)
-        if first:
-            logger.info(
-                "supervisor got %s: stopping workers (running jobs get %.0f s)",
-                signal.Signals(signum).name,
-                self.shutdown_timeout,
-            )
-            self.kill_deadline = time.monotonic() + self.shutdown_timeout + 10.0
+        logger.info(
+            "supervisor got %s: stopping workers (running jobs get %g s; SIGQUIT or a second "
+            "%s stops them now)",
+            signal.Signals(signum).name,
+            self.shutdown_timeout,
+            signal.Signals(signum).name,
+        )
+        self.kill_deadline = time.monotonic() + self.shutdown_timeout + 10.0
+
+    def _on_stop_now_signal(self, signum: int, _frame: Any) -> None:
+        """SIGQUIT (or a second SIGTERM/SIGINT): workers requeue their running jobs and exit."""
+        self.stopping = True
+        for pid in list(self.children):
+            _kill(pid, signal.SIGQUIT)
+        logger.warning(
+            "supervisor %s got %s: stopping now; %s worker process(es) requeue their running jobs",
+            os.getpid(),
+            signal.Signals(signum).name,
+            len(self.children),
+        )
+        soon = time.monotonic() + 10.0
+        self.kill_deadline = soon if self.kill_deadline is None else min(self.kill_deadline, soon)
 
     def _reap(self) -> None:
         while True:
@@ -121,19 +149,20 @@ class Supervisor:
             return
         if code == EXIT_RECYCLE:
             logger.warning("worker process %s asked to be replaced; starting a new one", pid)
-        else:
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            logger.error("worker process %s died (%s); starting a new one", pid, how)
-            # Back off if this slot keeps dying right after starting (e.g. a broken import).
-            now = time.monotonic()
-            recent = [t for t in self._crash_times.get(slot, []) if now - t < 30] + [now]
-            self._crash_times[slot] = recent
-            if len(recent) > 3:
-                delay = min(30.0, 2.0 ** (len(recent) - 3))
-                logger.error("worker slot %s keeps dying; restarting it in %.0f s", slot, delay)
-                # Later, from the main loop: the other slots are still watched meanwhile.
-                self._delayed[slot] = now + delay
-                return
+            self._spawn(slot, replacing=True)
+            return
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        logger.error("worker process %s died (%s); starting a new one", pid, how)
+        # Back off if this slot keeps dying right after starting (e.g. a broken import).
+        now = time.monotonic()
+        recent = [t for t in self._crash_times.get(slot, []) if now - t < 30] + [now]
+        self._crash_times[slot] = recent
+        if len(recent) > 3:
+            delay = min(30.0, 2.0 ** (len(recent) - 3))
+            logger.error("worker slot %s keeps dying; restarting it in %.0f s", slot, delay)
+            # Later, from the main loop: the other slots are still watched meanwhile.
+            self._delayed[slot] = now + delay
+            return
         self._spawn(slot)
 
     def _spawn_delayed(self) -> None:
@@ -145,10 +174,15 @@ class Supervisor:
                 del self._delayed[slot]
                 self._spawn(slot)
 
-    def _spawn(self, slot: int) -> None:
+    def _spawn(self, slot: int, *, replacing: bool = False) -> None:
         # Children must not share the parent's database connections.
         connections.close_all()
+        # Until the new worker process installs its own handlers (it unblocks them then), the
+        # supervisor's would run in it: hold stop signals back, pending, across the fork.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
@@ -156,7 +190,9 @@ class Supervisor:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.close(self._wake_r)
                 os.close(self._wake_w)
-                code = WorkerProcess(**self.worker_options, supervised=True).run()
+                code = WorkerProcess(
+                    **self.worker_options, supervised=True, replacing=replacing
+                ).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:

@@ -76,6 +76,19 @@ def overruns():
     time.sleep(3)
 
 
+@task(takes_context=True, timeout=1.0, max_attempts=2, retry_backoff=0.0)
+def overruns_and_records(ctx, seconds=3.0):
+    """Records when it starts, sleeps past its 1 s timeout, and records when it finishes (if its
+    process lets it): the ledger shows whether two attempts ever ran at once."""
+    LedgerEntry.objects.create(
+        job_id=ctx.job_id, attempt=ctx.attempt, label=f"start {time.time():.6f}", pid=os.getpid()
+    )
+    time.sleep(seconds)
+    LedgerEntry.objects.create(
+        job_id=ctx.job_id, attempt=ctx.attempt, label=f"finish {time.time():.6f}", pid=os.getpid()
+    )
+
+
 @task(takes_context=True, max_attempts=10)
 def steps(ctx, total=200, step_sleep=0.01, label="steps"):
     """A long task that checkpoints after every step; each step writes one ledger row."""

@@ -213,3 +213,27 @@ def test_a_retry_extends_attempts_by_the_tasks_budget():
     assert actions.retry_budget(5, 3) == 5
     assert actions.retry_budget(None, 3) == 3  # an unknown task: the job's own
     assert actions.retry_budget(None, 0) == 1
+
+
+def test_a_rescued_attempt_past_its_timeout_timed_out_and_is_retried_even_when_its_task_parks():
+    now = timezone.now()
+    dead_worker = uuid.uuid4()
+    overran = attempt(number=1, timeout=1.0, started_at=now - dt.timedelta(seconds=1))
+    outcome = lifecycle.rescued(overran, worker_id=dead_worker, park=True, now=now)
+    assert (outcome.status, outcome.outcome) == (JobStatus.QUEUED, AttemptOutcome.TIMED_OUT)
+    assert "timeout of 1.0 s" in outcome.error
+    assert outcome.retry_delay > 0 and not outcome.refund_attempt
+    assert (outcome.worker_id, outcome.finished_at) == (dead_worker, now)
+    last = attempt(number=3, timeout=1.0, started_at=now - dt.timedelta(seconds=5))
+    final = lifecycle.rescued(last, worker_id=dead_worker, park=False, now=now)
+    assert (final.status, final.outcome) == (JobStatus.FAILED, AttemptOutcome.TIMED_OUT)
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+@pytest.mark.parametrize("park", [False, True])
+def test_a_rescued_attempt_within_its_timeout_is_an_orphan(timeout, park):
+    now = timezone.now()
+    job = attempt(number=1, timeout=timeout, started_at=now - dt.timedelta(seconds=5))
+    outcome = lifecycle.rescued(job, worker_id=uuid.uuid4(), park=park, now=now)
+    assert outcome.outcome == AttemptOutcome.ORPHANED
+    assert outcome.status == (JobStatus.FAILED if park else JobStatus.QUEUED)

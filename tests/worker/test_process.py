@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from typing import Any
 
 import pytest
 from django.db import connections
 
-from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus
+from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus, Worker
+from django_taskengine.store import WorkerInfo, get_store
 from django_taskengine.worker.process import EXIT_RECYCLE, WorkerProcess
 from tests.helpers import wait_for
 from tests.testapp.tasks import add, always_fail, fail_then_succeed, overruns, steps
@@ -32,8 +35,7 @@ def run_to_the_end(worker: WorkerProcess, timeout: float = 60.0) -> int:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        worker.request_stop()
-        worker.request_stop()  # a second request: no grace period
+        worker.stop_now()
         thread.join(15)
         raise AssertionError(f"the worker did not finish within {timeout} s")
     if "error" in ended:
@@ -76,10 +78,30 @@ def test_max_jobs_stops_after_that_many_claims():
     assert sorted(statuses) == sorted([JobStatus.SUCCEEDED] * 3 + [JobStatus.QUEUED] * 2)
 
 
-def test_an_attempt_past_its_timeout_is_given_up_and_the_process_asks_to_be_replaced():
+def test_an_attempt_past_its_timeout_keeps_its_job_until_its_process_ends():
     job = overruns.enqueue()  # timeout 0.5 s, sleeps 3 s, one attempt
     worker = in_process_worker(concurrency=1)
     assert run_to_the_end(worker, timeout=30) == EXIT_RECYCLE
+    job.refresh_from_db()
+    # Its thread still sleeps: the job stays the stopped worker's, and nobody may run it yet.
+    assert (job.status, job.worker_id) == (JobStatus.RUNNING, worker.info.id)
+    assert Worker.objects.get(id=worker.info.id).stopped_at is not None
+    assert not Attempt.objects.exists()
+    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
+    rescuer = get_store().open_session(info)
+    try:
+        rescuer.register()
+        assert rescuer.rescue([]) == []
+        # What the process's exit does: its session ends, with the job's lock (PostgreSQL); on
+        # SQLite the job's lease, shortened when the worker stopped, lapses.
+        session = worker.liveness.session
+        assert session is not None
+        if not session.uses_leases:
+            session.close()
+        (rescued,) = wait_for(lambda: rescuer.rescue([]), timeout=15, message="the rescue")
+    finally:
+        rescuer.close()
+    assert (rescued.id, rescued.status) == (job.id, JobStatus.FAILED)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert "timeout of 0.5 s" in job.error

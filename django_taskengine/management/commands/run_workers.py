@@ -23,9 +23,10 @@ logger = logging.getLogger("django_taskengine.supervisor")
 
 class Command(BaseCommand):
     help = (
-        "Run worker processes that claim and run jobs. SIGTERM or Ctrl-C stops them gracefully: "
-        "no new claims, running jobs get --shutdown-timeout seconds, unfinished ones go back to "
-        "the queue."
+        "Run worker processes that claim and run jobs. SIGTERM or Ctrl-C (to this process or "
+        "its process group) stops them gracefully: no new claims, running jobs get "
+        "--shutdown-timeout seconds, unfinished ones go back to the queue. SIGQUIT, or a second "
+        "SIGTERM or Ctrl-C to this process, stops now: running jobs go back to the queue at once."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from django.db import DatabaseError, connections
 
+from ..core.lifecycle import ClaimedJob
 from ..core.statuses import JobStatus
 from ..registry import tasks as registry
 from ..store import Store, WorkerInfo, WorkerSession
@@ -38,11 +39,14 @@ class Liveness:
         *,
         sleep: Callable[[float], None],
         overdue: Callable[[float], bool],
+        finishing: Callable[[], list[ClaimedJob]] = list,
     ) -> None:
         self.store = store
         self.info = info
         #: The worker's claimed jobs (shared with the claimer).
         self.running = running
+        #: The jobs whose attempt ended but whose outcome (or lock release) is not yet written.
+        self._finishing = finishing
         self._sleep = sleep
         #: Whether a shutdown's deadline has passed (then stop trying to reconnect).
         self._overdue = overdue
@@ -54,13 +58,13 @@ class Liveness:
 
     def connect(self) -> WorkerSession:
         """Open a session, retrying with back-off until the database answers; take back the
-        locks of the jobs still running. Gives up (SystemExit) past a shutdown's deadline."""
+        jobs this worker still owns. Gives up (SystemExit) past a shutdown's deadline."""
         delay = 0.2
         while True:
             try:
                 session = self.store.open_session(self.info)
                 session.register()
-                session.relock([e.job for e in self.running.values()])
+                session.relock(self.owned())
                 self.session = session
                 return session
             except DB_ERRORS as exc:
@@ -74,6 +78,15 @@ class Liveness:
                 )
                 self._sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def owned(self) -> list[ClaimedJob]:
+        """Every job this worker owns: claimed (started or not), and finished but not yet
+        written. A reconnect must keep them all: a finished attempt given back to the queue
+        would run again, and its outcome, written late, be superseded."""
+        jobs = {entry.job.id: entry.job for entry in self.running.values()}
+        for job in self._finishing():
+            jobs.setdefault(job.id, job)
+        return list(jobs.values())
 
     def lost_connection(self, exc: BaseException) -> None:
         """Drop the broken session; the main loop reconnects."""

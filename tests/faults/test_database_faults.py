@@ -1,8 +1,10 @@
-"""Database outages between workers and PostgreSQL, made with a TCP proxy the test controls."""
+"""Database faults: outages between workers and PostgreSQL made with a TCP proxy the test
+controls, and terminated worker sessions."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 from django.db import connection
@@ -11,7 +13,8 @@ from django.db.models import Count
 from django_taskengine.models import Attempt, Job, JobStatus
 from tests.helpers import wait_for
 from tests.tcpproxy import TCPProxy
-from tests.testapp.tasks import add, record
+from tests.testapp.models import LedgerEntry
+from tests.testapp.tasks import add, charge_card, record
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -61,3 +64,47 @@ def test_connections_cut_mid_run_lose_nothing_and_rescue_no_live_worker(start_wo
     assert "reconnecting" in workers.log()
     # Live workers reconnect and re-take their locks within the grace: nothing was orphaned.
     assert not Attempt.objects.filter(outcome="orphaned").exists()
+
+
+def _terminate_worker_sessions() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'taskengine-worker%%'"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_terminated_worker_sessions_never_run_a_job_twice(start_workers):
+    plain, parked = [], []
+    for _ in range(10):  # interleaved, so the cuts hit both kinds
+        plain += record.bulk_enqueue([((), {"label": "plain", "sleep": 0.01})] * 70)
+        parked += charge_card.bulk_enqueue([((), {"seconds": 0.01})] * 30)
+    workers = start_workers("--processes", "2", "--concurrency", "4")
+    terminated = 0
+    for _ in range(12):
+        done = LedgerEntry.objects.count()
+        if done > 900:
+            break
+        wait_for(
+            lambda done=done: LedgerEntry.objects.count() > done + 30,
+            timeout=60,
+            message="work under way",
+        )
+        terminated += _terminate_worker_sessions()
+    assert terminated >= 8
+    deadline = time.monotonic() + 120
+    while Job.objects.exclude(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).exists():
+        assert time.monotonic() < deadline, workers.log()[-4000:]
+        time.sleep(0.1)
+    runs = Counter(LedgerEntry.objects.values_list("job_id", flat=True))
+    twice = sorted(job_id for job_id, n in runs.items() if n > 1)
+    parked_ids = {job.id for job in parked}
+    print(
+        f"{terminated} sessions terminated; ran twice: {len(twice)} "
+        f"({len(parked_ids.intersection(twice))} parked-on-orphan)"
+    )
+    assert set(runs) == {job.id for job in [*plain, *parked]}, "a job never ran"
+    assert twice == [], "a job ran twice though no worker died"
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 1000
+    assert not Attempt.objects.filter(outcome__in=["superseded", "orphaned"]).exists()

@@ -1,15 +1,33 @@
 """Staying alive and useful: the worker's database session (connect, reconnect with back-off),
 heartbeats (which bring back operators' stop requests), the rescue of jobs whose worker died,
-and the housekeeping duties of long-running workers."""
+and the housekeeping duties of long-running workers.
+
+After an outage every live worker must get its jobs back before anyone rescues them: when the
+database returns, all their heartbeats are stale and all their advisory locks are gone, so to a
+rescuer they look dead. Two rules together see to it:
+
+- a worker rescues only once its own session has been up for :func:`rescue_settle_time`
+  (``RESCUE_GRACE`` plus one heartbeat) — after a new start or a reconnect, it first waits as
+  long as a live worker is given to show itself;
+- a worker reconnects with a back-off capped at a quarter of that time (each sleep jittered
+  down to half its step, so workers cut off together do not knock together), so every live
+  worker is back — locks re-taken, heartbeat fresh — well before the first rescuer looks.
+
+A rescuer cannot tell a dead worker from one still backing off; it can wait until a live one
+would certainly have reconnected. The price: a worker that has just started (or reconnected)
+rescues nothing for a few seconds; workers connected longer rescue meanwhile.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 
 from django.db import DatabaseError, connections
 
+from ..conf import taskengine_settings
 from ..core.lifecycle import ClaimedJob
 from ..core.statuses import JobStatus
 from ..registry import tasks as registry
@@ -26,6 +44,22 @@ try:
     DB_ERRORS: tuple[type[BaseException], ...] = (DatabaseError, psycopg.Error)
 except ImportError:  # pragma: no cover - psycopg is a dependency
     DB_ERRORS = (DatabaseError,)
+
+
+#: The first reconnect back-off step, in seconds; each failure doubles it up to the cap.
+FIRST_RETRY_DELAY = 0.2
+
+
+def rescue_settle_time() -> float:
+    """Seconds a worker's session must have been up before the worker rescues: as long as a
+    live worker cut off by the same outage is given to reconnect and heartbeat."""
+    return taskengine_settings.RESCUE_GRACE + taskengine_settings.HEARTBEAT_INTERVAL
+
+
+def reconnect_delay_cap() -> float:
+    """The longest step of the reconnect back-off: a quarter of the settle time (at most 10 s),
+    so a live worker's next attempt comes soon after the database is back."""
+    return max(FIRST_RETRY_DELAY, min(10.0, rescue_settle_time() / 4))
 
 
 class Liveness:
@@ -54,30 +88,34 @@ class Liveness:
         #: time.monotonic() when the next heartbeat and the next rescue are due.
         self.next_heartbeat = 0.0
         self.next_rescue = 0.0
+        #: time.monotonic() before which this worker does not rescue (see the module's notes).
+        self.rescue_from = 0.0
         self._duty_due: dict[str, float] = {}
 
     def connect(self) -> WorkerSession:
         """Open a session, retrying with back-off until the database answers; take back the
         jobs this worker still owns. Gives up (SystemExit) past a shutdown's deadline."""
-        delay = 0.2
+        delay = FIRST_RETRY_DELAY
         while True:
             try:
                 session = self.store.open_session(self.info)
                 session.register()
                 session.relock(self.owned())
                 self.session = session
+                self.rescue_from = time.monotonic() + rescue_settle_time()
                 return session
             except DB_ERRORS as exc:
                 if self._overdue(time.monotonic()):
                     raise SystemExit(1) from exc
+                pause = random.uniform(delay / 2, delay)
                 logger.error(
                     "worker %s: cannot reach the database (%s); retrying in %.1f s",
                     self.info.id,
                     str(exc).strip() or type(exc).__name__,
-                    delay,
+                    pause,
                 )
-                self._sleep(delay)
-                delay = min(delay * 2, 10.0)
+                self._sleep(pause)
+                delay = min(delay * 2, reconnect_delay_cap())
 
     def owned(self) -> list[ClaimedJob]:
         """Every job this worker owns: claimed (started or not), and finished but not yet
@@ -110,8 +148,13 @@ class Liveness:
                 entry.stop_reason = reason
 
     def rescue(self) -> bool:
-        """Requeue orphans; True if any went back to the queue (worth claiming at once)."""
+        """Requeue orphans; True if any went back to the queue (worth claiming at once).
+
+        Not before the session has been up for the settle time: until then a worker cut off
+        by the same outage may still be on its way back."""
         assert self.session is not None
+        if time.monotonic() < self.rescue_from:
+            return False
         requeued = False
         for job in self.session.rescue(registry.parked_on_orphan()):
             logger.warning(

@@ -1,8 +1,11 @@
 """Database faults: outages between workers and PostgreSQL made with a TCP proxy the test
-controls, and terminated worker sessions."""
+controls, terminated worker sessions, and a stopped server (a throwaway cluster)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -11,7 +14,8 @@ from django.db import connection
 from django.db.models import Count
 
 from django_taskengine.models import Attempt, Job, JobStatus
-from tests.helpers import wait_for
+from tests.helpers import REPO_ROOT, wait_for, worker_env
+from tests.pgcluster import PrivateCluster
 from tests.tcpproxy import TCPProxy
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import add, charge_card, record
@@ -108,3 +112,107 @@ def test_terminated_worker_sessions_never_run_a_job_twice(start_workers):
     assert twice == [], "a job ran twice though no worker died"
     assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 1000
     assert not Attempt.objects.filter(outcome__in=["superseded", "orphaned"]).exists()
+
+
+class StoppableCluster(PrivateCluster):
+    """A throwaway cluster that can be stopped and started again (its data kept)."""
+
+    def halt(self) -> None:
+        self._pg_ctl("stop", "-m", "immediate")
+
+
+@pytest.mark.skipif(
+    PrivateCluster.unavailable_reason() is not None, reason=str(PrivateCluster.unavailable_reason())
+)
+def test_an_outage_longer_than_the_grace_rescues_no_live_workers_job(tmp_path):
+    cluster = StoppableCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        env = worker_env(DATABASE_URL=cluster.url, TASKENGINE_TEST_DB_NAME="postgres")
+
+        def manage(*args: str) -> None:
+            subprocess.run(
+                [sys.executable, "-m", "django", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                timeout=120,
+                check=True,
+            )
+
+        manage("migrate", "-v0")
+        # Worker "a" runs two long jobs; worker "b" two short ones that end during the outage,
+        # so "b" has finished attempts to write the moment the server is back.
+        manage(
+            "shell",
+            "-c",
+            "from tests.testapp.tasks import sleep_and_record as s; "
+            "s.using(queue='a').bulk_enqueue([((), {'seconds': 25.0, 'label': 'long'})] * 2); "
+            "s.using(queue='b').bulk_enqueue([((), {'seconds': 1.0, 'label': 'short'})] * 2)",
+        )
+        log_path = tmp_path / "workers.log"
+        with open(log_path, "wb") as log:
+            workers = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "django", "run_workers", "--queues", queue]
+                    + ["--concurrency", "2"],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                for queue in ("a", "b")
+            ]
+            try:
+                db = cluster.connect()
+
+                def scalar(sql: str) -> int:
+                    return db.execute(sql).fetchone()[0]
+
+                wait_for(
+                    lambda: scalar("SELECT count(*) FROM testapp_ledgerentry") >= 4,
+                    timeout=60,
+                    message="all four jobs under way",
+                )
+                assert scalar("SELECT count(DISTINCT pid) FROM testapp_ledgerentry") == 2
+                db.close()
+                cluster.halt()
+                # Longer than RESCUE_GRACE (1.5 s) and the old back-off's early steps.
+                outage_end = time.monotonic() + 8
+                while time.monotonic() < outage_end:
+                    assert all(w.poll() is None for w in workers), "a worker exited"
+                    time.sleep(0.2)
+                cluster.start()
+                db = cluster.connect()
+                wait_for(
+                    lambda: (
+                        scalar(
+                            "SELECT count(*) FROM taskengine_job"
+                            " WHERE status NOT IN ('succeeded', 'failed')"
+                        )
+                        == 0
+                    ),
+                    timeout=90,
+                    message="all jobs finished",
+                )
+                statuses = dict(
+                    db.execute("SELECT status, count(*) FROM taskengine_job GROUP BY status")
+                )
+                outcomes = dict(
+                    db.execute("SELECT outcome, count(*) FROM taskengine_attempt GROUP BY outcome")
+                )
+                runs = scalar("SELECT count(*) FROM testapp_ledgerentry")
+                db.close()
+            finally:
+                for process in workers:
+                    os.killpg(process.pid, 9)
+                    process.wait(timeout=10)
+        tail = log_path.read_text()[-3000:]
+        assert "reconnecting" in log_path.read_text()
+        assert outcomes == {"succeeded": 4}, (outcomes, tail)
+        assert statuses == {"succeeded": 4}, (statuses, tail)
+        assert runs == 4, "a job ran twice"
+    finally:
+        cluster.stop()

@@ -4,21 +4,24 @@ controls, terminated worker sessions, and a stopped server (a throwaway cluster)
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.db.models import Count
 
 from django_taskengine.models import Attempt, Job, JobStatus
-from tests.helpers import REPO_ROOT, wait_for, worker_env
+from django_taskengine.worker.liveness import reconnect_delay_cap
+from tests.helpers import REPO_ROOT, child_pids, wait_for, worker_env
 from tests.pgcluster import PrivateCluster
 from tests.tcpproxy import TCPProxy
 from tests.testapp.models import LedgerEntry
-from tests.testapp.tasks import add, charge_card, record
+from tests.testapp.tasks import add, charge_card, record, sleep_and_record
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -26,10 +29,23 @@ pytestmark = [
 ]
 
 
+class RefusingProxy(TCPProxy):
+    """A proxy whose ``stop()`` refuses new connections at once: a listening socket closed
+    while its accept thread is blocked in ``accept()`` still accepts one more connection."""
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
+        super().stop()
+
+
 @pytest.fixture
 def proxy():
     params = connection.get_connection_params()
-    proxy = TCPProxy((params.get("host") or "127.0.0.1", int(params.get("port") or 5432)))
+    proxy = RefusingProxy((params.get("host") or "127.0.0.1", int(params.get("port") or 5432)))
     yield proxy
     proxy.stop()
 
@@ -68,6 +84,39 @@ def test_connections_cut_mid_run_lose_nothing_and_rescue_no_live_worker(start_wo
     assert "reconnecting" in workers.log()
     # Live workers reconnect and re-take their locks within the grace: nothing was orphaned.
     assert not Attempt.objects.filter(outcome="orphaned").exists()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_worker_waits_out_an_outage_without_spinning(start_workers, proxy):
+    proxy.start()
+    job = sleep_and_record.enqueue(seconds=1.0, label="outage")
+    workers = start_workers("--processes", "1", **_through(proxy))
+    wait_for(lambda: LedgerEntry.objects.filter(job_id=job.id).exists(), message="job started")
+    (pid,) = child_pids(workers.pid)
+    proxy.stop()
+    wait_for(lambda: "cannot reach the database" in workers.log(), message="the outage noticed")
+    # The job finishes during the outage: its thread wakes the main thread, which backs off.
+    cpu_before, attempts_before = _cpu_seconds(pid), workers.log().count("cannot reach")
+    window_end = time.monotonic() + 10
+    while time.monotonic() < window_end:
+        assert child_pids(workers.pid) == [pid], "the worker process exited"
+        time.sleep(0.5)
+    cpu = _cpu_seconds(pid) - cpu_before
+    attempts = workers.log().count("cannot reach") - attempts_before
+    print(f"10 s of outage: {attempts} connection attempts, {cpu:.2f} CPU-seconds")
+    # The back-off's shortest sleep is half its cap: at most 10 s / that, and a few wake-ups.
+    assert attempts <= 10 / (reconnect_delay_cap() / 2) + 5, f"{attempts} attempts in 10 s"
+    assert cpu < 1.0, f"{cpu:.2f} CPU-seconds in 10 s of waiting"
+    proxy.start()
+    finished = job.wait(timeout=30)
+    # Finished during the outage, written after it: it ran once.
+    assert finished.status == JobStatus.SUCCEEDED, workers.log()[-3000:]
+    assert LedgerEntry.objects.filter(job_id=job.id).count() == 1
 
 
 def _terminate_worker_sessions() -> int:

@@ -74,6 +74,9 @@ class Outcome:
     refund_attempt: bool = False
     #: The worker that ran the attempt, when it is not the one writing (a rescue).
     worker_id: uuid.UUID | None = None
+    #: A requeued job keeps its ``run_after``, its place in the queue (a rescue: the worker
+    #: failed, not the job, so the job is not sent behind the work enqueued after it).
+    keeps_place: bool = False
 
     @property
     def job_finished_at(self) -> dt.datetime | None:
@@ -83,7 +86,9 @@ class Outcome:
     @property
     def due_in(self) -> float | None:
         """Seconds until a requeued job is due again; None leaves ``run_after`` as it is."""
-        return self.retry_delay if self.status == JobStatus.QUEUED else None
+        if self.status != JobStatus.QUEUED or self.keeps_place:
+            return None
+        return self.retry_delay
 
 
 def retry_delay(attempt: int, backoff: float) -> float:
@@ -196,8 +201,9 @@ def interrupted(job: ClaimedJob, error: str = SHUTDOWN_ERROR) -> Outcome:
 def orphaned(
     job: ClaimedJob, *, worker_id: uuid.UUID | None, park: bool, now: dt.datetime
 ) -> Outcome:
-    """The worker running the attempt died. The job runs again while attempts remain, unless
-    its task is declared ``on_orphan="park"``: then it fails, for an operator to decide."""
+    """The worker running the attempt died. The job runs again while attempts remain, keeping
+    its place in the queue, unless its task is declared ``on_orphan="park"``: then it fails,
+    for an operator to decide."""
     retry = has_attempts_left(job) and not park
     return _outcome(
         job,
@@ -206,6 +212,7 @@ def orphaned(
         error=ORPHAN_ERROR,
         finished_at=now,
         worker_id=worker_id,
+        keeps_place=True,
     )
 
 

@@ -158,8 +158,11 @@ class WorkerSession(ABC):
         """
 
     @abstractmethod
-    def relock(self, running: list[ClaimedJob]) -> None:
-        """After a reconnect: take the locks of jobs this worker still owns."""
+    def relock(self, owned: list[ClaimedJob]) -> None:
+        """After a reconnect: take again the locks of the jobs this worker still owns — every
+        one, running or not yet started, and finished with its outcome not yet written — and
+        give back to the queue the jobs running under this worker that are not among them (a
+        claim whose reply was lost with the connection)."""
 
     @abstractmethod
     def wait_fileno(self) -> int | None:

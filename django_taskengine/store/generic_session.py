@@ -203,10 +203,10 @@ class GenericWorkerSession(WorkerSession):
             if o.job_id in applied
         ]
 
-    def relock(self, running: list[ClaimedJob]) -> None:
+    def relock(self, owned: list[ClaimedJob]) -> None:
         # Requeue jobs claimed by a statement whose reply was lost with the connection.
         self._jobs().filter(worker_id=self.worker.id, status=JobStatus.RUNNING).exclude(
-            id__in=[j.id for j in running]
+            id__in=[j.id for j in owned]
         ).update(
             status=JobStatus.QUEUED,
             attempts=F("attempts") - 1,
@@ -215,7 +215,7 @@ class GenericWorkerSession(WorkerSession):
             started_at=None,
             lease_expires_at=None,
         )
-        self.heartbeat(running, 0, 0)
+        self.heartbeat(owned, 0, 0)
 
     def wait_fileno(self) -> int | None:
         return None

@@ -176,20 +176,18 @@ class PostgresWorkerSession(WorkerSession):
             if o.job_id in applied
         ]
 
-    def relock(self, running: list[ClaimedJob]) -> None:
+    def relock(self, owned: list[ClaimedJob]) -> None:
         # A claim whose reply was lost with the connection left jobs running under this worker
         # that it does not know about; nobody would rescue them while it heartbeats.
-        self.conn.execute(
-            query("release_unknown_claims"), [self.worker.id, [j.id for j in running]]
-        )
-        if not running:
+        self.conn.execute(query("release_unknown_claims"), [self.worker.id, [j.id for j in owned]])
+        if not owned:
             return
         rows = self.conn.execute(
             query("relock_jobs"),
-            {"ns": self.ns, "ids": [j.id for j in running], "tokens": [j.token for j in running]},
+            {"ns": self.ns, "ids": [j.id for j in owned], "tokens": [j.token for j in owned]},
         ).fetchall()
         relocked = {row[0] for row in rows if row[1]}
-        for job in running:
+        for job in owned:
             job.locked = job.id in relocked
 
     def wait_fileno(self) -> int | None:

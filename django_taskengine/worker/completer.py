@@ -3,6 +3,9 @@
 Runner threads append ``(entry, result)`` to ``done``; the main thread collects them, and writes
 every pending outcome and advisory-lock release in one ``session.finish`` round trip. An outcome
 the store fenced out (the job was rescued or changed meanwhile) is reported as superseded.
+
+Until its outcome is written a job is still this worker's: after a lost connection the pending
+outcomes wait for the reconnect, whose relock keeps their jobs (:meth:`Completer.unwritten`).
 """
 
 from __future__ import annotations
@@ -34,12 +37,23 @@ class Completer:
         self.done: deque[tuple[Running, RunResult]] = deque()
         #: Outcomes to write with the next flush.
         self.outcomes: list[tuple[Outcome, ClaimedJob]] = []
-        #: Job ids whose advisory locks to release with the next flush.
-        self.unlock: list[int] = []
+        #: Jobs whose advisory locks to release with the next flush (those the session holds).
+        self._releasing: list[ClaimedJob] = []
         self.succeeded = 0
         self.failed = 0
         #: Burst mode also waits for retries it scheduled that fall due within BURST_RETRY_WAIT.
         self.burst_retry_until = 0.0
+
+    @property
+    def unlock(self) -> list[int]:
+        """Ids of the advisory locks to release with the next flush: those the session holds
+        (a reconnect's relock says which it took again)."""
+        return [job.id for job in self._releasing if job.locked]
+
+    def unwritten(self) -> list[ClaimedJob]:
+        """The jobs whose attempt ended but whose outcome or lock release is not yet written:
+        still this worker's, to keep across a reconnect."""
+        return [job for _, job in self.outcomes] + self._releasing
 
     @property
     def idle(self) -> bool:
@@ -61,8 +75,7 @@ class Completer:
             running.pop(job.id, None)
             if entry.started is not None:
                 self.claimer.adapt_prefetch(time.monotonic() - entry.started)
-            if job.locked:
-                self.unlock.append(job.id)
+            self._releasing.append(job)
             if not result.committed:
                 late = job.id in overran
                 self.outcomes.append((lifecycle.timed_out(job) if late else result.outcome, job))
@@ -76,8 +89,7 @@ class Completer:
         job = entry.job
         self.claimer.running.pop(job.id, None)
         entry.abandoned = True
-        if job.locked:
-            self.unlock.append(job.id)
+        self._releasing.append(job)
         self.outcomes.append((outcome, job))
 
     def flush(self, session: WorkerSession | None) -> None:
@@ -85,10 +97,12 @@ class Completer:
 
         On a database error they stay pending, for the flush after the reconnect.
         """
-        if not self.outcomes and not self.unlock:
+        unlock = self.unlock
+        if not self.outcomes and not unlock:
+            self._releasing = []
             return
         assert session is not None
-        applied = session.finish([outcome for outcome, _ in self.outcomes], self.unlock)
+        applied = session.finish([outcome for outcome, _ in self.outcomes], unlock)
         for outcome, job in self.outcomes:
             if outcome.job_id not in applied:
                 outcome.outcome = AttemptOutcome.SUPERSEDED
@@ -104,7 +118,7 @@ class Completer:
             report_outcome(outcome, job)
             self.count(outcome)
         self.outcomes = []
-        self.unlock = []
+        self._releasing = []
 
     def count(self, outcome: Outcome) -> None:
         if outcome.outcome == AttemptOutcome.SUCCEEDED:

@@ -1,15 +1,34 @@
 """Staying alive and useful: the worker's database session (connect, reconnect with back-off),
 heartbeats (which bring back operators' stop requests), the rescue of jobs whose worker died,
-and the housekeeping duties of long-running workers."""
+and the housekeeping duties of long-running workers.
+
+After an outage every live worker must get its jobs back before anyone rescues them: when the
+database returns, all their heartbeats are stale and all their advisory locks are gone, so to a
+rescuer they look dead. Two rules together see to it:
+
+- a worker rescues only once its own session has been up for :func:`rescue_settle_time`
+  (``RESCUE_GRACE`` plus one heartbeat) — after a new start or a reconnect, it first waits as
+  long as a live worker is given to show itself;
+- a worker reconnects with a back-off capped at a quarter of that time (each sleep jittered
+  down to half its step, so workers cut off together do not knock together), so every live
+  worker is back — locks re-taken, heartbeat fresh — well before the first rescuer looks.
+
+A rescuer cannot tell a dead worker from one still backing off; it can wait until a live one
+would certainly have reconnected. The price: a worker that has just started (or reconnected)
+rescues nothing for a few seconds; workers connected longer rescue meanwhile.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 
 from django.db import DatabaseError, connections
 
+from ..conf import taskengine_settings
+from ..core.lifecycle import ClaimedJob
 from ..core.statuses import JobStatus
 from ..registry import tasks as registry
 from ..store import Store, WorkerInfo, WorkerSession
@@ -27,6 +46,22 @@ except ImportError:  # pragma: no cover - psycopg is a dependency
     DB_ERRORS = (DatabaseError,)
 
 
+#: The first reconnect back-off step, in seconds; each failure doubles it up to the cap.
+FIRST_RETRY_DELAY = 0.2
+
+
+def rescue_settle_time() -> float:
+    """Seconds a worker's session must have been up before the worker rescues: as long as a
+    live worker cut off by the same outage is given to reconnect and heartbeat."""
+    return taskengine_settings.RESCUE_GRACE + taskengine_settings.HEARTBEAT_INTERVAL
+
+
+def reconnect_delay_cap() -> float:
+    """The longest step of the reconnect back-off: a quarter of the settle time (at most 10 s),
+    so a live worker's next attempt comes soon after the database is back."""
+    return max(FIRST_RETRY_DELAY, min(10.0, rescue_settle_time() / 4))
+
+
 class Liveness:
     """Owns the worker's session; heartbeats, rescues and duties run through it."""
 
@@ -38,11 +73,14 @@ class Liveness:
         *,
         sleep: Callable[[float], None],
         overdue: Callable[[float], bool],
+        finishing: Callable[[], list[ClaimedJob]] = list,
     ) -> None:
         self.store = store
         self.info = info
         #: The worker's claimed jobs (shared with the claimer).
         self.running = running
+        #: The jobs whose attempt ended but whose outcome (or lock release) is not yet written.
+        self._finishing = finishing
         self._sleep = sleep
         #: Whether a shutdown's deadline has passed (then stop trying to reconnect).
         self._overdue = overdue
@@ -50,30 +88,43 @@ class Liveness:
         #: time.monotonic() when the next heartbeat and the next rescue are due.
         self.next_heartbeat = 0.0
         self.next_rescue = 0.0
+        #: time.monotonic() before which this worker does not rescue (see the module's notes).
+        self.rescue_from = 0.0
         self._duty_due: dict[str, float] = {}
 
     def connect(self) -> WorkerSession:
         """Open a session, retrying with back-off until the database answers; take back the
-        locks of the jobs still running. Gives up (SystemExit) past a shutdown's deadline."""
-        delay = 0.2
+        jobs this worker still owns. Gives up (SystemExit) past a shutdown's deadline."""
+        delay = FIRST_RETRY_DELAY
         while True:
             try:
                 session = self.store.open_session(self.info)
                 session.register()
-                session.relock([e.job for e in self.running.values()])
+                session.relock(self.owned())
                 self.session = session
+                self.rescue_from = time.monotonic() + rescue_settle_time()
                 return session
             except DB_ERRORS as exc:
                 if self._overdue(time.monotonic()):
                     raise SystemExit(1) from exc
+                pause = random.uniform(delay / 2, delay)
                 logger.error(
                     "worker %s: cannot reach the database (%s); retrying in %.1f s",
                     self.info.id,
                     str(exc).strip() or type(exc).__name__,
-                    delay,
+                    pause,
                 )
-                self._sleep(delay)
-                delay = min(delay * 2, 10.0)
+                self._sleep(pause)
+                delay = min(delay * 2, reconnect_delay_cap())
+
+    def owned(self) -> list[ClaimedJob]:
+        """Every job this worker owns: claimed (started or not), and finished but not yet
+        written. A reconnect must keep them all: a finished attempt given back to the queue
+        would run again, and its outcome, written late, be superseded."""
+        jobs = {entry.job.id: entry.job for entry in self.running.values()}
+        for job in self._finishing():
+            jobs.setdefault(job.id, job)
+        return list(jobs.values())
 
     def lost_connection(self, exc: BaseException) -> None:
         """Drop the broken session; the main loop reconnects."""
@@ -97,8 +148,13 @@ class Liveness:
                 entry.stop_reason = reason
 
     def rescue(self) -> bool:
-        """Requeue orphans; True if any went back to the queue (worth claiming at once)."""
+        """Requeue orphans; True if any went back to the queue (worth claiming at once).
+
+        Not before the session has been up for the settle time: until then a worker cut off
+        by the same outage may still be on its way back."""
         assert self.session is not None
+        if time.monotonic() < self.rescue_from:
+            return False
         requeued = False
         for job in self.session.rescue(registry.parked_on_orphan()):
             logger.warning(

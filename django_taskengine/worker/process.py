@@ -106,6 +106,7 @@ class WorkerProcess:
             self.claimer.running,
             sleep=self.wakeup.sleep,
             overdue=self.stops.overdue,
+            finishing=self.completer.unwritten,
         )
         self.runners = RunnerPool(
             self.concurrency,

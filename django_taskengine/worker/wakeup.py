@@ -40,8 +40,9 @@ class WakeUp:
         return readable
 
     def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if woken (a stop request); wake-ups are left pending."""
-        try:
-            select.select([self._read], [], [], seconds)
-        except InterruptedError:
-            pass
+        """Sleep ``seconds``, or less if woken (a stop request, a finished attempt).
+
+        Wake-ups are consumed: one left in the pipe would end every later sleep at once, and
+        a loop that backs off with this sleep (reconnecting through an outage) would spin.
+        """
+        self.wait([], seconds)

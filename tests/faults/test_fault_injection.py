@@ -21,7 +21,7 @@ from django_taskengine.models import Attempt, Job, JobStatus
 from tests.helpers import REPO_ROOT, child_pids, wait_for, worker_env
 from tests.pgcluster import PrivateCluster
 from tests.testapp.models import LedgerEntry
-from tests.testapp.tasks import record, record_atomic
+from tests.testapp.tasks import record, record_atomic, sleep_and_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -201,3 +201,29 @@ def test_a_restarted_database_server_loses_nothing(tmp_path):
         print(f"server restart: all 300 jobs done {recovered:.1f} s after the restart began")
     finally:
         cluster.stop()
+
+
+def test_a_killed_workers_job_runs_again_before_the_backlog_enqueued_after_it(start_workers):
+    (first,) = sleep_and_record.bulk_enqueue([((), {"seconds": 60.0, "label": "first"})])
+    workers = start_workers("--processes", "2", "--concurrency", "1")
+    run = wait_for(
+        lambda: LedgerEntry.objects.filter(job_id=first.id).first(),
+        timeout=30,
+        message="the first job under way",
+    )
+    backlog = record.bulk_enqueue([((), {"label": "backlog", "sleep": 0.3})] * 60)
+    wait_for(
+        lambda: LedgerEntry.objects.filter(label="backlog").exists(),
+        timeout=30,
+        message="the backlog under way",
+    )
+    os.kill(run.pid, signal.SIGKILL)
+    again = wait_for(
+        lambda: LedgerEntry.objects.filter(job_id=first.id, attempt=2).first(),
+        timeout=60,
+        message="the killed worker's job to run again; log:\n" + workers.log()[-3000:],
+    )
+    started_before = LedgerEntry.objects.filter(label="backlog", id__lt=again.id).count()
+    # Rescued in seconds, it runs next: most of the backlog (18 s of work) is still waiting.
+    assert started_before <= len(backlog) // 2, (started_before, len(backlog))
+    print(f"rescued job ran again after {started_before} of {len(backlog)} later jobs")

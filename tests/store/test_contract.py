@@ -508,6 +508,25 @@ def test_an_orphaned_job_is_requeued_with_an_orphaned_attempt(open_session):
     assert (again.id, again.attempt) == (job.pk, 2)
 
 
+def test_a_rescued_job_keeps_its_run_after_and_runs_before_later_jobs(open_session):
+    # Its worker died, not the job: it keeps its place ahead of the work enqueued after it.
+    first_due = ago(60)
+    job = JobFactory(max_attempts=3, run_after=first_due)
+    dead = open_session()
+    dead.claim(1)
+    later = JobFactory(run_after=ago(30))
+    rescuer = open_session()
+    orphan_jobs_of(dead)
+    wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
+    job.refresh_from_db()
+    assert (job.status, job.run_after) == ("queued", first_due)
+    assert [c.id for c in rescuer.claim(2)] == [job.pk, later.pk]
+
+
 def test_an_orphaned_job_with_no_attempts_left_fails(open_session):
     job = JobFactory(max_attempts=1)
     dead = open_session()

@@ -237,3 +237,18 @@ def test_a_rescued_attempt_within_its_timeout_is_an_orphan(timeout, park):
     outcome = lifecycle.rescued(job, worker_id=uuid.uuid4(), park=park, now=now)
     assert outcome.outcome == AttemptOutcome.ORPHANED
     assert outcome.status == (JobStatus.FAILED if park else JobStatus.QUEUED)
+
+
+def test_a_rescued_job_keeps_its_place_in_the_queue():
+    # Its worker died, not the job: it goes back where it stood, ahead of later work.
+    outcome = lifecycle.orphaned(
+        attempt(number=1, max_attempts=3), worker_id=uuid.uuid4(), park=False, now=timezone.now()
+    )
+    assert outcome.status == JobStatus.QUEUED
+    assert outcome.due_in is None  # run_after is left as it is
+
+
+def test_the_other_requeues_still_set_when_the_job_is_due():
+    assert lifecycle.interrupted(attempt()).due_in == 0.0
+    assert lifecycle.stopped(attempt(), "shutdown").due_in == 0.0
+    assert lifecycle.failed(attempt(number=1), "ValueError: no").due_in > 0

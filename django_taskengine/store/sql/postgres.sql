@@ -187,14 +187,18 @@ WHERE j.id = w.id AND j.token = w.token AND j.status = 'running'
 RETURNING j.id, j.stop_requested
 
 -- name: release_unknown_claims
--- After a reconnect: jobs marked running for this worker that it does not know of (a claim
--- whose reply was lost with the connection) go back to the queue as never claimed.
+-- After a reconnect: jobs marked running for this worker that it does not own (a claim whose
+-- reply was lost with the connection) go back to the queue as never claimed. The worker passes
+-- every job it owns, finished ones whose outcome it has yet to write included: those must not
+-- run again.
 UPDATE taskengine_job SET status = 'queued', attempts = attempts - 1, worker_id = NULL,
     token = NULL, started_at = NULL
 WHERE worker_id = %s AND status = 'running' AND NOT (id = ANY(%s))
 
 -- name: relock_jobs
--- After a reconnect: take again the advisory locks of the jobs this worker still owns.
+-- After a reconnect: take again the advisory locks of the jobs this worker still owns (running,
+-- or finished with the outcome not yet written); a job no longer running under its token is
+-- not this worker's any more.
 SELECT j.id, pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4)
 FROM taskengine_job j
 JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)

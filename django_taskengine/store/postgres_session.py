@@ -12,7 +12,6 @@ from typing import Any, cast
 import psycopg
 import psycopg.sql
 from django.db import connections
-from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..core import lifecycle
@@ -153,7 +152,8 @@ class PostgresWorkerSession(WorkerSession):
             ).fetchall()
             if not rows:
                 return []
-            now = timezone.now()
+            # The database's clock, as started_at's: a timeout is judged on one clock.
+            now = rows[0][10]
             orphans = [(_orphan(row), row[9]) for row in rows]
             outcomes = [
                 lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now)

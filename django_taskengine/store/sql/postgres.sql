@@ -138,7 +138,7 @@ held AS (
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )
 SELECT j.id, j.task_name, j.queue, j.attempts, j.max_attempts, j.retry_backoff, j.timeout,
-    j.token, j.started_at, j.worker_id
+    j.token, j.started_at, j.worker_id, now()
 FROM taskengine_job j
 LEFT JOIN taskengine_worker w ON w.id = j.worker_id
 WHERE (SELECT ok FROM guard) AND j.status = 'running'

@@ -18,6 +18,7 @@ from ..registry import TaskNotRegistered, get_task
 from ..serialization import NotJSONError, dump_result
 from ..signals import job_started
 from ..store import Store
+from ..store.decoding import Unreadable
 
 logger = logging.getLogger("django_taskengine.worker")
 
@@ -56,6 +57,7 @@ def run_attempt(
         close_old_connections()
     try:
         try:
+            _check_readable(job)
             task = get_task(job.task_name)
             if not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
                 raise PermanentFailure(
@@ -99,6 +101,23 @@ def run_attempt(
     finally:
         if close_connections:
             close_old_connections()
+
+
+def _check_readable(job: ClaimedJob) -> None:
+    """Fail a job whose stored JSON the claim could not load (see :mod:`..store.decoding`)."""
+    for column in ("args", "kwargs", "checkpoint"):
+        value = getattr(job, column)
+        if isinstance(value, Unreadable):
+            what = "checkpoint" if column == "checkpoint" else "arguments"
+            fix = (
+                "clear or fix the job's checkpoint and retry it"
+                if column == "checkpoint"
+                else "fix the row or enqueue the job again"
+            )
+            raise PermanentFailure(
+                f"corrupted {what}: job {job.id}'s {column} cannot be loaded as JSON: "
+                f"{value.problem}; {fix}"
+            )
 
 
 def _call(task: Any, job: ClaimedJob, channel: ContextChannel | None) -> object:

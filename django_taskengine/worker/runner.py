@@ -114,7 +114,7 @@ def _run(
     except StopJob as stop:
         return _stopped(job, stop.reason)
     except Superseded as exc:
-        return RunResult(lifecycle.raised(job, exc, retryable=False), committed=True)
+        return RunResult(lifecycle.superseded(job, str(exc)))
     except NotJSONError as exc:
         return RunResult(lifecycle.raised(job, exc, retryable=False))
     except Exception as exc:  # noqa: BLE001 - any error of the task is an attempt's failure
@@ -180,10 +180,16 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def _stopped(job: ClaimedJob, reason: str) -> RunResult:
-    """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for."""
+    """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for, or
+    because its checkpoint was fenced out (the attempt lost its job)."""
     if reason == "superseded":
-        superseded = Superseded("the attempt lost its job")
-        return RunResult(lifecycle.raised(job, superseded, retryable=False), committed=True)
+        return RunResult(
+            lifecycle.superseded(
+                job,
+                f"job {job.id} attempt {job.attempt} lost its job (it was rescued or changed "
+                "meanwhile); its checkpoint was not saved",
+            )
+        )
     return RunResult(lifecycle.stopped(job, reason))
 
 

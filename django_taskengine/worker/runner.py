@@ -67,7 +67,12 @@ def run_attempt(
         left_open = transactions.left_open(before)
         if left_open:
             transactions.discard(list(left_open), before, close=close_connections)
-            result = RunResult(_left_open(job, left_open, close=close_connections))
+            if result.committed:
+                # Not reached through _run_atomic, which checks before it commits; kept so that
+                # a committed outcome is never overwritten by a second one.
+                logger.error("job %s: %s", job.id, _left_open(job, left_open, close=True).error)
+            else:
+                result = RunResult(_left_open(job, left_open, close=close_connections))
         return result
     finally:
         if close_connections:

@@ -157,6 +157,27 @@ def test_run_jobs_rolls_back_a_transaction_a_task_left_open_and_fails_the_job(le
     }
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "leaves_open",
+    [
+        bad_tasks.leaves_atomic_open,
+        bad_tasks.leaves_raw_begin_open,
+        bad_tasks.turns_autocommit_off,
+        bad_tasks.atomic_leaves_inner_open,
+    ],
+)
+def test_run_jobs_outside_a_transaction_rolls_back_what_a_task_left_open(leaves_open):
+    bad = leaves_open.enqueue()
+    good = record_atomic.enqueue(label="after")
+    ran = {job.id: job for job in run_jobs()}
+    assert ran[bad.id].status == JobStatus.FAILED
+    assert "the task left a transaction open" in ran[bad.id].error
+    assert ran[good.id].status == JobStatus.SUCCEEDED
+    assert list(LedgerEntry.objects.values_list("label", flat=True)) == ["after"]
+    assert connection.get_autocommit() and not connection.in_atomic_block
+
+
 def test_run_jobs_fails_a_job_whose_arguments_python_cannot_load():
     bad = add.enqueue(1, 2)
     good = add.enqueue(2, 2)

@@ -198,6 +198,18 @@ def interrupted(job: ClaimedJob, error: str = SHUTDOWN_ERROR) -> Outcome:
     )
 
 
+def superseded(job: ClaimedJob, reason: str) -> Outcome:
+    """The attempt learned that it no longer owns its job (rescued and run elsewhere, or changed
+    by an operator): its result is discarded, and ``reason`` says what was lost.
+
+    Its write is fenced out by construction (the token lost the job), so stores record only
+    its attempt, as superseded. Were it ever applied, the job would run again, never be lost.
+    """
+    return _outcome(
+        job, JobStatus.QUEUED, AttemptOutcome.SUPERSEDED, error=reason, refund_attempt=True
+    )
+
+
 def orphaned(
     job: ClaimedJob, *, worker_id: uuid.UUID | None, park: bool, now: dt.datetime
 ) -> Outcome:

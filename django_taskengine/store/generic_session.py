@@ -9,18 +9,32 @@ import uuid
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F, Q, Subquery
+from django.db.models import F, Q, Subquery, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..models import Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
+from .decoding import load_column
 from .orm_writes import write_outcomes
 
 #: Seconds the leases of a stopping worker's last running jobs last: longer than the process
 #: takes to exit after marking itself stopped.
 STOPPED_WORKER_LEASE = 2.0
+
+#: The plain columns a claim reads back (the JSON ones are read as text).
+_CLAIMED_FIELDS = (
+    "id",
+    "task_name",
+    "queue",
+    "attempts",
+    "max_attempts",
+    "retry_backoff",
+    "timeout",
+    "started_at",
+)
 
 
 class GenericWorkerSession(WorkerSession):
@@ -92,25 +106,33 @@ class GenericWorkerSession(WorkerSession):
         )
         if not count:
             return []
+        # The JSON columns as text, loaded per job: one row Python cannot load fails its own
+        # job, not the whole batch (see .decoding).
         rows = (
             self._jobs()
             .filter(token=token, status=JobStatus.RUNNING)
             .order_by("-priority", "run_after", "id")
+            .annotate(
+                args_text=Cast("args", TextField()),
+                kwargs_text=Cast("kwargs", TextField()),
+                checkpoint_text=Cast("checkpoint", TextField()),
+            )
+            .values(*_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text")
         )
         return [
             ClaimedJob(
-                id=job.id,
-                task_name=job.task_name,
-                queue=job.queue,
-                args=job.args,
-                kwargs=job.kwargs,
-                attempt=job.attempts,
-                max_attempts=job.max_attempts,
-                retry_backoff=job.retry_backoff,
-                timeout=job.timeout,
+                id=job["id"],
+                task_name=job["task_name"],
+                queue=job["queue"],
+                args=load_column("args", job["args_text"]),
+                kwargs=load_column("kwargs", job["kwargs_text"]),
+                attempt=job["attempts"],
+                max_attempts=job["max_attempts"],
+                retry_backoff=job["retry_backoff"],
+                timeout=job["timeout"],
                 token=token,
-                started_at=job.started_at or now,
-                checkpoint=job.checkpoint,
+                started_at=job["started_at"] or now,
+                checkpoint=load_column("checkpoint", job["checkpoint_text"]),
             )
             for job in rows
         ]

@@ -17,6 +17,7 @@ from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.statuses import JobStatus
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
+from .decoding import load_column
 from .sql import query
 
 
@@ -66,15 +67,15 @@ class PostgresWorkerSession(WorkerSession):
                 id=row[0],
                 task_name=row[1],
                 queue=row[2],
-                args=row[3],
-                kwargs=row[4],
+                args=load_column("args", row[3]),
+                kwargs=load_column("kwargs", row[4]),
                 attempt=row[5],
                 max_attempts=row[6],
                 retry_backoff=row[7],
                 timeout=row[8],
                 token=row[9],
                 started_at=row[10],
-                checkpoint=row[11],
+                checkpoint=load_column("checkpoint", row[11]),
                 locked=row[12],
             )
             for row in rows

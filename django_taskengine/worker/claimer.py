@@ -8,7 +8,8 @@ thread is one another worker could have run). Claimed jobs wait in the inbox for
 from __future__ import annotations
 
 import queue as queue_module
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from ..core.lifecycle import ClaimedJob
 from ..store import WorkerSession
@@ -17,6 +18,9 @@ from ..store import WorkerSession
 #: milliseconds, batches of up to MAX_PREFETCH jobs per round trip).
 PREFETCH_WINDOW = 0.05
 MAX_PREFETCH = 100
+#: A job claimed ahead is given back to the queue once it has waited this many seconds while
+#: every thread runs a job that has run at least as long (one that may never return).
+STALLED_AFTER = 2.0
 
 
 @dataclass
@@ -24,6 +28,8 @@ class Running:
     """A job this worker claimed, from the claim until its outcome is handed to the completer."""
 
     job: ClaimedJob
+    #: time.monotonic() when the job was claimed.
+    claimed: float = field(default_factory=time.monotonic)
     #: time.monotonic() when a thread started the task; None while waiting for a thread.
     started: float | None = None
     #: The worker gave up on it (timeout, shutdown); its thread's result is ignored.
@@ -79,6 +85,23 @@ class Claimer:
             self.inbox.put(entry)
         self.claimed_total += len(jobs)
         return len(jobs) < room
+
+    def take_stalled(self, now: float) -> list[Running]:
+        """Take back the jobs claimed ahead if they are stuck behind overrunning jobs.
+
+        That is when the oldest waited STALLED_AFTER seconds while every thread runs a job
+        started at least that long ago: a task with no timeout that never returns would hold
+        them for good, and no rescue frees a job of a live worker. Claiming ahead stops until
+        a job finishes (then the prefetch adapts to the run times again).
+        """
+        started = [entry.started for entry in self.running.values() if entry.started is not None]
+        waiting = [entry.claimed for entry in self.running.values() if entry.started is None]
+        if not waiting or now - min(waiting) < STALLED_AFTER:
+            return []
+        if len(started) < self.concurrency or now - max(started) < STALLED_AFTER:
+            return []
+        self.prefetch = 0
+        return self.take_unstarted()
 
     def take_unstarted(self) -> list[Running]:
         """Take back the claimed jobs no thread has started yet."""

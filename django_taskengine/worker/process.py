@@ -20,8 +20,9 @@ import uuid
 from typing import Any
 
 from ..conf import taskengine_settings
+from ..core import lifecycle
 from ..store import WorkerInfo, get_store
-from .claimer import Claimer
+from .claimer import STALLED_AFTER, Claimer
 from .completer import Completer
 from .liveness import DB_ERRORS, Liveness
 from .runner_pool import RunnerPool
@@ -175,6 +176,7 @@ class WorkerProcess:
                         stops.log_interrupted(interrupted)
                         break
                 else:
+                    self._give_back_stalled(now)
                     exhausted = claimer.claim(session) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
@@ -196,6 +198,16 @@ class WorkerProcess:
                 liveness.lost_connection(exc)
         self._shutdown()
         return EXIT_RECYCLE if stops.recycle and not stops.requested else 0
+
+    def _give_back_stalled(self, now: float) -> None:
+        """Jobs claimed ahead, stuck behind threads that all run overrunning jobs, go back to
+        the queue at once, their attempt not counted, for other workers to run."""
+        for entry in self.claimer.take_stalled(now):
+            error = (
+                "given back before it started: every thread of its worker was busy with a job "
+                f"running for over {STALLED_AFTER:g} s"
+            )
+            self.completer.give_up(entry, lifecycle.interrupted(entry.job, error))
 
     def _finished_work(self, exhausted: bool) -> bool:
         if self._final_rescue_at is not None:

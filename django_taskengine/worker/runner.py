@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,18 @@ from ..registry import TaskNotRegistered, get_task
 from ..serialization import NotJSONError, dump_result
 from ..signals import job_started
 from ..store import Store
+from ..store.decoding import Unreadable
+from . import transactions
 
 logger = logging.getLogger("django_taskengine.worker")
 
 
 class Superseded(Exception):
     """The attempt no longer owns its job (rescued or changed by an operator)."""
+
+
+class TransactionLeftOpen(Exception):
+    """An atomic task returned with an inner ``transaction.atomic()`` block still open."""
 
 
 class PermanentFailure(Exception):
@@ -54,51 +61,115 @@ def run_attempt(
     """
     if close_connections:
         close_old_connections()
+    before = transactions.snapshot()
     try:
-        try:
-            task = get_task(job.task_name)
-            if not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
-                raise PermanentFailure(
-                    f"corrupted arguments: args must be a JSON array and kwargs a JSON object, "
-                    f"got {type(job.args).__name__} and {type(job.kwargs).__name__}; fix the row "
-                    "or enqueue the job again"
-                )
-            try:
-                task.signature.bind(*job.args, **job.kwargs)
-            except TypeError as exc:
-                raise PermanentFailure(
-                    f"arguments do not match {task.name}{task.signature}: {exc}"
-                ) from None
-        except (TaskNotRegistered, PermanentFailure) as exc:
-            return RunResult(lifecycle.raised(job, exc, retryable=False, with_traceback=False))
-        if job_started.has_listeners():
-            try:
-                job_started.send(
-                    sender=task,
-                    job_id=job.id,
-                    task_name=job.task_name,
-                    queue=job.queue,
-                    attempt=job.attempt,
-                )
-            except Exception:  # noqa: BLE001 - a user's receiver must not affect the job
-                logger.exception("a job_started receiver failed for job %s", job.id)
-        try:
-            if task.atomic:
-                return _run_atomic(task, job, store, worker_id, channel)
-            value = _call(task, job, channel)
-            result_json = dump_result(value)
-        except StopJob as stop:
-            return _stopped(job, stop.reason)
-        except Superseded as exc:
-            return RunResult(lifecycle.raised(job, exc, retryable=False), committed=True)
-        except NotJSONError as exc:
-            return RunResult(lifecycle.raised(job, exc, retryable=False))
-        except Exception as exc:  # noqa: BLE001 - any error of the task is an attempt's failure
-            return RunResult(lifecycle.raised(job, exc, retryable=True))
-        return RunResult(lifecycle.succeeded(job, result_json))
+        result = _run(job, store, worker_id, channel)
+        left_open = transactions.left_open(before)
+        if left_open:
+            transactions.discard(list(left_open), before, close=close_connections)
+            if result.committed:
+                # Not reached through _run_atomic, which checks before it commits; kept so that
+                # a committed outcome is never overwritten by a second one.
+                logger.error("job %s: %s", job.id, _left_open(job, left_open, close=True).error)
+            else:
+                result = RunResult(_left_open(job, left_open, close=close_connections))
+        return result
     finally:
         if close_connections:
             close_old_connections()
+
+
+def _run(
+    job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
+) -> RunResult:
+    """The attempt itself: check the job, send ``job_started``, call the task."""
+    try:
+        _check_readable(job)
+        task = get_task(job.task_name)
+        if not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
+            raise PermanentFailure(
+                f"corrupted arguments: args must be a JSON array and kwargs a JSON object, "
+                f"got {type(job.args).__name__} and {type(job.kwargs).__name__}; fix the row "
+                "or enqueue the job again"
+            )
+        try:
+            task.signature.bind(*job.args, **job.kwargs)
+        except TypeError as exc:
+            raise PermanentFailure(
+                f"arguments do not match {task.name}{task.signature}: {exc}"
+            ) from None
+    except (TaskNotRegistered, PermanentFailure) as exc:
+        return RunResult(lifecycle.raised(job, exc, retryable=False, with_traceback=False))
+    if job_started.has_listeners():
+        try:
+            job_started.send(
+                sender=task,
+                job_id=job.id,
+                task_name=job.task_name,
+                queue=job.queue,
+                attempt=job.attempt,
+            )
+        except Exception:  # noqa: BLE001 - a user's receiver must not affect the job
+            logger.exception("a job_started receiver failed for job %s", job.id)
+    try:
+        if task.atomic:
+            return _run_atomic(task, job, store, worker_id, channel)
+        value = _call(task, job, channel)
+        result_json = dump_result(value)
+    except StopJob as stop:
+        return _stopped(job, stop.reason)
+    except Superseded as exc:
+        return RunResult(lifecycle.superseded(job, str(exc)))
+    except NotJSONError as exc:
+        return RunResult(lifecycle.raised(job, exc, retryable=False))
+    except Exception as exc:  # noqa: BLE001 - any error of the task is an attempt's failure
+        return RunResult(lifecycle.raised(job, exc, retryable=True))
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt… from a task
+        # Raised by the task's code, they end its attempt, not the worker (nor the caller of
+        # testing.run_jobs): a failure like any other, named and with its traceback.
+        return RunResult(_raised_base(job, exc))
+    return RunResult(lifecycle.succeeded(job, result_json))
+
+
+def _raised_base(job: ClaimedJob, exc: BaseException) -> Outcome:
+    name = type(exc).__name__
+    error = f"{name}: {exc}" if str(exc) else name
+    return lifecycle.failed(job, error, "".join(traceback.format_exception(exc)))
+
+
+def _left_open(job: ClaimedJob, left_open: dict[str, str], *, close: bool) -> Outcome:
+    """The task returned with a transaction open: nothing would ever commit its writes.
+
+    Not retried: the same code leaves the same transaction open on every attempt, so a retry
+    would only roll its writes back again; the job waits, failed, for a fixed task.
+    """
+    what = "; ".join(
+        f"{problem} on database {alias!r}" for alias, problem in sorted(left_open.items())
+    )
+    done = "rolled back and its connection closed" if close else "rolled back"
+    error = (
+        f"the task left a transaction open: {what}; its writes were {done}. Not retried: the "
+        "same code would leave it open again. Leave every transaction.atomic() block (use it "
+        "as a with-statement), commit what you begin, restore autocommit; then retry the job"
+    )
+    return lifecycle.failed(job, error, retryable=False)
+
+
+def _check_readable(job: ClaimedJob) -> None:
+    """Fail a job whose stored JSON the claim could not load (see :mod:`..store.decoding`)."""
+    for column in ("args", "kwargs", "checkpoint"):
+        value = getattr(job, column)
+        if isinstance(value, Unreadable):
+            what = "checkpoint" if column == "checkpoint" else "arguments"
+            fix = (
+                "clear or fix the job's checkpoint and retry it"
+                if column == "checkpoint"
+                else "fix the row or enqueue the job again"
+            )
+            raise PermanentFailure(
+                f"corrupted {what}: job {job.id}'s {column} cannot be loaded as JSON: "
+                f"{value.problem}; {fix}"
+            )
 
 
 def _call(task: Any, job: ClaimedJob, channel: ContextChannel | None) -> object:
@@ -114,10 +185,16 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def _stopped(job: ClaimedJob, reason: str) -> RunResult:
-    """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for."""
+    """The task stopped at a checkpoint because a pause, cancel or shutdown was asked for, or
+    because its checkpoint was fenced out (the attempt lost its job)."""
     if reason == "superseded":
-        superseded = Superseded("the attempt lost its job")
-        return RunResult(lifecycle.raised(job, superseded, retryable=False), committed=True)
+        return RunResult(
+            lifecycle.superseded(
+                job,
+                f"job {job.id} attempt {job.attempt} lost its job (it was rescued or changed "
+                "meanwhile); its checkpoint was not saved",
+            )
+        )
     return RunResult(lifecycle.stopped(job, reason))
 
 
@@ -125,7 +202,12 @@ def _run_atomic(
     task: Any, job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
 ) -> RunResult:
     with transaction.atomic(using=store.alias):
+        before = transactions.snapshot()
         value = _call(task, job, channel)
+        if transactions.left_open(before):
+            # Finishing now would commit into the block the task left open, never to the
+            # database; run_attempt reports (and discards) what was left.
+            raise TransactionLeftOpen(f"job {job.id}: the task left a transaction open")
         outcome = lifecycle.succeeded(job, dump_result(value))
         if not store.finish_atomic(outcome, worker_id):
             # Rolling back discards the task's database writes along with the completion.

@@ -67,8 +67,9 @@ class RunnerPool:
             try:
                 result = run_attempt(entry.job, self.store, self.worker_id, self.channel)
             except BaseException as exc:  # noqa: BLE001 - report, never lose the job
+                # run_attempt fails a job for anything its task raises: this is the engine's own.
                 logger.exception("internal error running job %s", entry.job.id)
-                result = RunResult(lifecycle.raised(entry.job, exc, with_traceback=False))
+                result = RunResult(lifecycle.raised(entry.job, exc))
             done.append((entry, result))
             # One wake-up per batch of finished jobs: the main thread clears the flag before it
             # last looks at `done` and sleeps, so a job appended after that look always wakes it.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -22,6 +22,7 @@ from django_taskengine.testing import (
     enqueued_jobs,
     run_jobs,
 )
+from tests.testapp import bad_tasks
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import (
     add,
@@ -122,6 +123,72 @@ def test_run_jobs_records_failures_without_raising():
     assert ran.id == job.id and ran.status == JobStatus.FAILED
     assert ran.error.startswith("NotJSONError: ")
     assert "return value is stored as JSON" in ran.error
+
+
+@pytest.mark.parametrize(
+    ("bad_task", "error"),
+    [(bad_tasks.raises_system_exit, "SystemExit: 3"), (bad_tasks.raises_keyboard_interrupt, "")],
+)
+def test_run_jobs_records_a_base_exception_of_a_task_and_goes_on(bad_task, error):
+    bad = bad_task.enqueue(3) if error else bad_task.enqueue()
+    good = add.enqueue(1, 1)
+    ran = {job.id: job for job in run_jobs()}
+    name = error or "KeyboardInterrupt"
+    assert (ran[bad.id].status, ran[bad.id].error) == (JobStatus.FAILED, name)
+    assert f"raise {name.split(':')[0]}" in ran[bad.id].traceback
+    assert ran[good.id].status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "leaves_open", [bad_tasks.leaves_atomic_open, bad_tasks.atomic_leaves_inner_open]
+)
+def test_run_jobs_rolls_back_a_transaction_a_task_left_open_and_fails_the_job(leaves_open):
+    kept = LedgerEntry.objects.create(job_id=0, attempt=0, label="the test's own row", pid=0)
+    bad = leaves_open.enqueue()
+    good = record_atomic.enqueue(label="after")
+    ran = {job.id: job for job in run_jobs()}
+    assert ran[bad.id].status == JobStatus.FAILED and ran[bad.id].attempts == 1
+    assert ran[bad.id].error.startswith("the task left a transaction open: a transaction.atomic()")
+    assert ran[good.id].status == JobStatus.SUCCEEDED
+    assert not LedgerEntry.objects.filter(job_id=bad.id).exists()
+    assert set(LedgerEntry.objects.values_list("id", flat=True)) == {
+        kept.id,
+        LedgerEntry.objects.get(label="after").id,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "leaves_open",
+    [
+        bad_tasks.leaves_atomic_open,
+        bad_tasks.leaves_raw_begin_open,
+        bad_tasks.turns_autocommit_off,
+        bad_tasks.atomic_leaves_inner_open,
+    ],
+)
+def test_run_jobs_outside_a_transaction_rolls_back_what_a_task_left_open(leaves_open):
+    bad = leaves_open.enqueue()
+    good = record_atomic.enqueue(label="after")
+    ran = {job.id: job for job in run_jobs()}
+    assert ran[bad.id].status == JobStatus.FAILED
+    assert "the task left a transaction open" in ran[bad.id].error
+    assert ran[good.id].status == JobStatus.SUCCEEDED
+    assert list(LedgerEntry.objects.values_list("label", flat=True)) == ["after"]
+    assert connection.get_autocommit() and not connection.in_atomic_block
+
+
+def test_run_jobs_fails_a_job_whose_arguments_python_cannot_load():
+    bad = add.enqueue(1, 2)
+    good = add.enqueue(2, 2)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE taskengine_job SET args = %s WHERE id = %s", ["[" + "1" * 5001 + "]", bad.id]
+        )
+    ran = {job.id: job for job in run_jobs()}
+    assert ran[bad.id].status == JobStatus.FAILED
+    assert f"corrupted arguments: job {bad.id}'s args" in ran[bad.id].error
+    assert ran[good.id].result == 4
 
 
 def test_atomic_tasks_commit_or_roll_back_in_a_savepoint_of_the_test_transaction():

@@ -8,7 +8,10 @@ from importlib.util import find_spec
 
 from django_taskengine import task
 
-from . import periodic_tasks  # noqa: F401 - autodiscovery finds the test schedules
+from . import (
+    bad_tasks,  # noqa: F401 - task code that misbehaves, for the worker's tests
+    periodic_tasks,  # noqa: F401 - autodiscovery finds the test schedules
+)
 from .models import LedgerEntry
 
 

@@ -119,3 +119,67 @@ def test_rows_finished_long_ago_are_left_alone(start_workers):
     assert workers.wait() == 0
     done.refresh_from_db()
     assert done.status == JobStatus.SUCCEEDED and done.attempts == 0
+
+
+def _poison(job: Job, column: str, text: str) -> None:
+    """Store JSON text the database accepts but Python's ``json`` cannot load."""
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute(
+                f"UPDATE taskengine_job SET {column} = %s{cast} WHERE id = %s", [text, job.pk]
+            )
+        except Exception as exc:  # noqa: BLE001 - SQLite's own JSON depth limit
+            pytest.skip(f"this database does not store it either: {exc}")
+
+
+def _deep_nesting() -> str:
+    # Deeper than Python's recursion limit; SQLite's json_valid() accepts 2000 levels.
+    depth = 3000 if connection.vendor == "postgresql" else 1990
+    return "[" * depth + "]" * depth
+
+
+def _state(job: Job) -> tuple[str, int, str]:
+    """Status, attempts and error of a job whose JSON columns this process cannot load."""
+    return Job.objects.values_list("status", "attempts", "error").get(pk=job.pk)
+
+
+POISON = {
+    "deep nesting": (_deep_nesting, "nested too deeply"),
+    "huge integer": (lambda: "[" + "1" * 5001 + "]", "5001 digits"),
+}
+
+
+@pytest.mark.parametrize("poison", sorted(POISON))
+@pytest.mark.parametrize("column", ["args", "kwargs"])
+def test_arguments_python_cannot_load_fail_only_their_job(start_workers, poison, column):
+    make_text, what = POISON[poison]
+    good_before = [add.enqueue(i, 1) for i in range(3)]
+    bad = add.enqueue(1, 2)
+    good_after = [add.enqueue(i, 2) for i in range(3)]
+    text = make_text() if column == "args" else '{"a": ' + make_text() + "}"
+    _poison(bad, column, text)
+    workers = start_workers("--burst", "--concurrency", "2")
+    assert workers.wait() == 0
+    status, attempts, error = _state(bad)
+    assert (status, attempts) == (JobStatus.FAILED, 1), error
+    assert f"corrupted arguments: job {bad.pk}'s {column}" in error
+    assert what in error
+    for job in good_before + good_after:
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 1, "")
+    log = workers.log()
+    assert "Traceback" not in log and "died" not in log, log[-3000:]
+
+
+def test_a_checkpoint_python_cannot_load_fails_only_its_job(start_workers):
+    bad = add.enqueue(1, 2)
+    good = [add.enqueue(i, 1) for i in range(3)]
+    _poison(bad, "checkpoint", '{"next": ' + "1" * 5001 + "}")
+    workers = start_workers("--burst")
+    assert workers.wait() == 0
+    status, attempts, error = _state(bad)
+    assert (status, attempts) == (JobStatus.FAILED, 1), error
+    assert f"corrupted checkpoint: job {bad.pk}'s checkpoint" in error
+    assert all(Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED for job in good)
+    assert "Traceback" not in workers.log()

@@ -41,7 +41,9 @@ ON CONFLICT (name) DO NOTHING
 -- name: claim_jobs
 -- Due queued jobs of unpaused queues and task types, in priority, then run_after, then FIFO
 -- order, marked running for this worker in one statement (no window between choosing a job
--- and owning it), each with a new fencing token and its advisory lock taken.
+-- and owning it), each with a new fencing token and its advisory lock taken. The JSON columns
+-- come back as text, loaded per job by the caller: one row Python cannot load fails its own job,
+-- not the whole batch (store/decoding.py).
 WITH picked AS (
     SELECT j.id FROM taskengine_job j
     WHERE j.status = 'queued' AND j.run_after <= now()
@@ -61,8 +63,8 @@ UPDATE taskengine_job j
 SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
     worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.task_name, j.queue, j.args, j.kwargs, j.attempts, j.max_attempts,
-    j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint,
+RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
+    j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
     pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after
 
 -- name: write_outcomes

@@ -153,19 +153,17 @@ class PostgresStore(Store):
     def _insert_many(
         self, cursor: Any, calls_json: str, count: int, params: dict[str, Any]
     ) -> list[Any]:
-        """Insert the calls in one statement: their ``(id, run_after, created_at, uid)``, or,
-        when an active job already holds the dedup key, that job ``count`` times."""
+        """Insert the calls in one statement: their ``(id, run_after, created_at, None)`` (the
+        uids are not read back), or, when an active job already holds the dedup key, that job
+        ``count`` times."""
         params["calls"] = calls_json
         dedup_key = params["dedup_key"]
         for _ in range(10):
             cursor.execute(query("enqueue_many"), params)
             # The rows share run_after and created_at, so only the ids come back per row.
-            ids, uids, job_run_after, created_at, _ = cursor.fetchone()
+            ids, job_run_after, created_at, _ = cursor.fetchone()
             if ids or dedup_key is None:
-                return [
-                    (job_id, job_run_after, created_at, uid)
-                    for job_id, uid in zip(ids or (), uids or (), strict=True)
-                ]
+                return [(job_id, job_run_after, created_at, None) for job_id in ids or ()]
             # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
             existing = (
                 Job.objects.using(self.alias)
@@ -191,6 +189,9 @@ class PostgresStore(Store):
         for (args, kwargs), row in zip(stored, inserted, strict=False):
             values = dict(template)
             values["id"], values["run_after"], values["created_at"], values["uid"] = row
+            if values["uid"] is None:
+                # Deferred, as by .defer("uid"): Django reads it from the row when first used.
+                del values["uid"]
             values["args"], values["kwargs"] = args, kwargs
             # What Model.from_db ends up with, without __init__'s per-field work and signals
             # (a bulk enqueue of 1,000 jobs spent a quarter of its time there).

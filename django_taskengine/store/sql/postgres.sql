@@ -14,8 +14,8 @@ SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 -- name: enqueue_many
 -- Any number of calls (one JSON array of [args, kwargs]) with the same options, in one
 -- statement; with a dedup key, a conflict with an active job inserts nothing. Returns the new
--- ids and their uids (in id order), their shared run_after and created_at, and NOTIFYs at
--- commit if any is due.
+-- ids, their shared run_after and created_at, and NOTIFYs at commit if any is due. Each job gets
+-- a random uid; it is not returned (reading a thousand UUIDs back cost ~6% of a bulk enqueue).
 WITH ins AS (
     INSERT INTO taskengine_job (
         task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
@@ -28,9 +28,9 @@ WITH ins AS (
     -- The predicate of the partial unique index taskengine_job_active_dedup_key.
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL
         AND status IN ('queued', 'running', 'paused') DO NOTHING
-    RETURNING id, run_after, created_at, uid
+    RETURNING id, run_after, created_at
 )
-SELECT ARRAY(SELECT id FROM ins ORDER BY id), ARRAY(SELECT uid FROM ins ORDER BY id),
+SELECT ARRAY(SELECT id FROM ins ORDER BY id),
     (SELECT run_after FROM ins LIMIT 1), (SELECT created_at FROM ins LIMIT 1),
     (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
      WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_after <= now()))

@@ -74,20 +74,27 @@ class TaskContext:
     def _read_uid(self) -> uuid.UUID:
         # Imported here: this module is part of the package's public API, imported before
         # Django's app registry is ready.
+        from django.db import DatabaseError, connections
+
         from .conf import taskengine_settings
         from .models import Job
 
-        alias = getattr(self._channel, "alias", None) or taskengine_settings.DATABASE
-        # The token makes sure the row is this attempt's job, not a namesake in another database.
-        uid = (
-            Job.objects.using(alias)
-            .filter(pk=self.job_id, token=self._job.token)
-            .values_list("uid", flat=True)
-            .first()
-        )
-        if uid is None:
-            raise StopJob("superseded")
-        return uid
+        first = getattr(self._channel, "alias", None) or taskengine_settings.DATABASE
+        # A worker of another database (run_workers --database) does not tell its context
+        # which one; the attempt's token, random, finds the job's own row wherever it is.
+        for alias in [first, *(alias for alias in connections if alias != first)]:
+            try:
+                uid = (
+                    Job.objects.using(alias)
+                    .filter(pk=self.job_id, token=self._job.token)
+                    .values_list("uid", flat=True)
+                    .first()
+                )
+            except DatabaseError:  # a database without the job table
+                continue
+            if uid is not None:
+                return uid
+        raise StopJob("superseded")
 
     @property
     def should_stop(self) -> bool:

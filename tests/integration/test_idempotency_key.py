@@ -3,11 +3,16 @@ databases; kept by automatic retries, changed by an operator's retry."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from django_taskengine import operations as ops
 from django_taskengine import task
+from django_taskengine.context import StopJob, TaskContext
+from django_taskengine.core.lifecycle import ClaimedJob
 from django_taskengine.models import Job, JobStatus
 from django_taskengine.testing import run_jobs
 
@@ -85,3 +90,24 @@ def test_every_enqueued_job_holds_the_uid_stored_on_its_row():
     stored = dict(Job.objects.values_list("id", "uid"))
     assert {job.id: job.uid for job in jobs} == stored
     assert len(set(stored.values())) == 3
+
+
+def test_an_attempt_that_lost_its_job_is_stopped_rather_than_given_another_jobs_key():
+    job = keyed.enqueue()
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, token=uuid.uuid4())
+    stale = ClaimedJob(
+        id=job.pk,
+        task_name=keyed.name,
+        queue=job.queue,
+        args=[],
+        kwargs={},
+        attempt=1,
+        max_attempts=3,
+        retry_backoff=0.0,
+        timeout=None,
+        token=uuid.uuid4(),  # not the token the row holds now
+        started_at=timezone.now(),
+    )
+    with pytest.raises(StopJob) as stopped:
+        TaskContext(stale).idempotency_key  # noqa: B018
+    assert stopped.value.reason == "superseded"

@@ -10,7 +10,7 @@ from django.core.checks import Error, Tags, Warning, register
 from .conf import DEFAULTS
 from .core.limits import QUEUE_NAME_MAX, check_name, is_int32
 from .periodic import collect_definitions
-from .retention import PRUNABLE_STATUSES, parse_age
+from .retention import AUDIT_KEY, PRUNABLE_STATUSES, parse_age
 
 _POSITIVE_NUMBERS = (
     "POLL_INTERVAL",
@@ -143,12 +143,12 @@ def _check_retention(retention: Any) -> list[Any]:
         ]
     errors: list[Any] = []
     for status, value in retention.items():
-        if status not in PRUNABLE_STATUSES:
+        if status not in PRUNABLE_STATUSES and status != AUDIT_KEY:
             errors.append(
                 Error(
                     f"TASKENGINE['RETENTION'] has a key {status!r}, which is not a finished "
                     "status: only finished jobs are pruned.",
-                    hint=f"Keys: {', '.join(PRUNABLE_STATUSES)}.",
+                    hint=f"Keys: {', '.join(PRUNABLE_STATUSES)}, {AUDIT_KEY}.",
                     id="taskengine.E020",
                 )
             )

@@ -50,8 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTODISCOVER_MODULE": "tasks",
     # How long finished jobs are kept, per status, before workers delete them (with their
     # attempts): seconds, a timedelta, or "90s", "15m", "12h", "7d", "2w"; None keeps them
-    # forever. Statuses left out keep these defaults. See django_taskengine.retention.
-    "RETENTION": {"succeeded": "1d", "failed": "14d", "cancelled": "7d"},
+    # forever. Statuses left out keep these defaults. "audit": how long the operators' audit
+    # trail is kept. See django_taskengine.retention.
+    "RETENTION": {"succeeded": "1d", "failed": "14d", "cancelled": "7d", "audit": "90d"},
     # Tests: enqueue() runs the job at once, in-process (see django_taskengine.testing).
     "EAGER": False,
     # With EAGER: a job that ends failed raises testing.JobFailed from enqueue().

@@ -3,6 +3,7 @@ is, its last checkpoint, and how it saves progress and learns that it should sto
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .serialization import dump_checkpoint
@@ -38,10 +39,10 @@ class ContextChannel(Protocol):
 class TaskContext:
     """What a running attempt knows about itself, and its checkpoints.
 
-    ``job_id``; ``attempt`` (1 on the first run); ``idempotency_key``, the same for every attempt
-    of the job, for external APIs that deduplicate requests; ``checkpoint_state``, the state the
-    last :meth:`checkpoint` saved (``None`` on a first run); ``should_stop``, True once a pause,
-    cancel or shutdown has been asked for.
+    ``job_id``; ``attempt`` (1 on the first run); ``idempotency_key`` (below), for external
+    APIs that deduplicate requests; ``checkpoint_state``, the state the last :meth:`checkpoint`
+    saved (``None`` on a first run); ``should_stop``, True once a pause, cancel or shutdown has
+    been asked for.
     """
 
     def __init__(
@@ -55,10 +56,45 @@ class TaskContext:
         self.queue: str = job.queue
         self.task_name: str = job.task_name
         self.checkpoint_state: Any = job.checkpoint
+        self._uid: uuid.UUID | None = None
 
     @property
     def idempotency_key(self) -> str:
-        return f"taskengine-job-{self.job_id}"
+        """``taskengine-<job uid>``: the same for every attempt of one run of the job (automatic
+        retries, rescues after a worker died, pauses and resumes), a new one when an operator
+        retries the job, and never the same for two jobs, even across databases.
+
+        Read from the job's row the first time it is asked for (the claim does not carry the
+        uid). Raises :class:`StopJob` ("superseded") if the attempt no longer owns its job.
+        """
+        if self._uid is None:
+            self._uid = self._read_uid()
+        return f"taskengine-{self._uid}"
+
+    def _read_uid(self) -> uuid.UUID:
+        # Imported here: this module is part of the package's public API, imported before
+        # Django's app registry is ready.
+        from django.db import DatabaseError, connections
+
+        from .conf import taskengine_settings
+        from .models import Job
+
+        first = getattr(self._channel, "alias", None) or taskengine_settings.DATABASE
+        # A worker of another database (run_workers --database) does not tell its context
+        # which one; the attempt's token, random, finds the job's own row wherever it is.
+        for alias in [first, *(alias for alias in connections if alias != first)]:
+            try:
+                uid = (
+                    Job.objects.using(alias)
+                    .filter(pk=self.job_id, token=self._job.token)
+                    .values_list("uid", flat=True)
+                    .first()
+                )
+            except DatabaseError:  # a database without the job table
+                continue
+            if uid is not None:
+                return uid
+        raise StopJob("superseded")
 
     @property
     def should_stop(self) -> bool:

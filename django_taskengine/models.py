@@ -7,11 +7,13 @@ against these tables through :mod:`django_taskengine.store`.
 from __future__ import annotations
 
 import time
+import uuid
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .audit_trail import AuditEntry
 from .core.limits import ACTOR_MAX, DEDUP_KEY_MAX, QUEUE_NAME_MAX, TASK_NAME_MAX
 from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, AttemptOutcome, JobStatus
 
@@ -20,6 +22,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Attempt",
     "AttemptOutcome",
+    "AuditEntry",
     "CatchUp",
     "Job",
     "JobStatus",
@@ -134,6 +137,10 @@ class Job(models.Model):
     progress_total = models.BigIntegerField(null=True, blank=True)
     #: Set by an operator to ask a running attempt to stop at its next checkpoint.
     stop_requested = models.CharField(max_length=16, blank=True, default="")
+    #: Random, set at enqueue and renewed by an operator's retry: what ``ctx.idempotency_key``
+    #: is made of, so it never repeats across databases, a recreated database, or a retry.
+    #: Not unique-indexed: a random UUID does not collide, and an index would slow enqueue.
+    uid = models.UUIDField(default=uuid.uuid4, editable=False)
 
     class Meta:
         db_table = "taskengine_job"

@@ -2,7 +2,9 @@
 
 ``TASKENGINE["RETENTION"]`` says how long, per status (``succeeded``, ``failed``,
 ``cancelled``), counted from ``finished_at``; ``None`` keeps that status forever. Active jobs
-(queued, running, paused) are never deleted, whatever their age.
+(queued, running, paused) are never deleted, whatever their age. Its ``audit`` key says how long
+the operators' audit trail is kept (default 90 days, counted from each entry's ``at``); a
+one-off ``--older-than`` never applies to the audit trail.
 
 Deleting is done in small batches, each its own short transaction: pick up to ``batch_size``
 ids through the partial index on ``finished_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so a
@@ -35,12 +37,14 @@ from django.utils import timezone
 
 from .conf import taskengine_settings
 from .core.durations import format_duration, parse_duration
-from .models import TERMINAL_STATUSES, Attempt, Job, Worker
+from .models import TERMINAL_STATUSES, Attempt, AuditEntry, Job, Worker
 from .store.sql import query
 from .worker.maintenance import register
 
 #: The statuses retention applies to: a job in any other status still has work ahead of it.
 PRUNABLE_STATUSES: tuple[str, ...] = tuple(status.value for status in TERMINAL_STATUSES)
+#: The key of ``TASKENGINE["RETENTION"]`` for the audit trail.
+AUDIT_KEY = "audit"
 DEFAULT_BATCH_SIZE = 1000
 #: Larger batches hold row locks longer and make one statement slow; 10,000 is plenty.
 MAX_BATCH_SIZE = 10_000
@@ -85,6 +89,11 @@ def retention_ages() -> dict[str, dt.timedelta | None]:
     return {status: parse_age(configured.get(status)) for status in PRUNABLE_STATUSES}
 
 
+def audit_retention() -> dt.timedelta | None:
+    """How long audit entries are kept (``None``: forever); ``ValueError`` for a bad value."""
+    return parse_age(taskengine_settings.RETENTION.get(AUDIT_KEY))
+
+
 @dataclass
 class PruneResult:
     """What one :func:`prune` call deleted (or, in a dry run, would delete)."""
@@ -93,6 +102,8 @@ class PruneResult:
     jobs: dict[str, int] = field(default_factory=dict)
     #: Worker rows of stopped (or long dead) worker processes.
     workers: int = 0
+    #: Audit trail entries older than their retention.
+    audit_entries: int = 0
     #: DELETE round trips made (one per batch).
     batches: int = 0
     #: False when a time budget or batch limit stopped it before everything old was gone.
@@ -111,6 +122,7 @@ def prune(
     batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
     workers: bool = True,
+    audit: bool = True,
     time_budget: float | None = None,
     exclusive: bool = False,
     using: str | None = None,
@@ -120,8 +132,9 @@ def prune(
     ``ages`` maps status to age (``None`` skips the status); by default the
     ``TASKENGINE["RETENTION"]`` setting. ``workers``: also delete the rows of worker processes
     that stopped (or stopped heartbeating) longer ago than the longest age, unless some status
-    is kept forever. ``dry_run`` only counts. ``time_budget`` (seconds) stops between batches
-    once spent. ``exclusive`` (PostgreSQL): give up at once if another process holds the
+    is kept forever. ``audit``: also delete audit entries older than ``RETENTION["audit"]``
+    (whatever ``ages`` says). ``dry_run`` only counts. ``time_budget`` (seconds) stops between
+    batches once spent. ``exclusive`` (PostgreSQL): give up at once if another process holds the
     pruning lock, so that only one worker prunes at a time.
     """
     if (
@@ -142,6 +155,12 @@ def prune(
         )
     now = timezone.now()
     cutoffs = {status: now - age for status, age in ages.items() if age is not None}
+    audit_age = audit_retention() if audit else None
+    old_entries = (
+        AuditEntry.objects.using(alias).filter(at__lt=now - audit_age)
+        if audit_age is not None
+        else None
+    )
     result = PruneResult(jobs=dict.fromkeys(cutoffs, 0))
     if dry_run:
         jobs = Job.objects.using(alias).order_by()
@@ -149,6 +168,8 @@ def prune(
             result.jobs[status] = jobs.filter(status=status, finished_at__lt=cutoff).count()
         if workers:
             result.workers = _old_workers(ages, now, alias).count()
+        if old_entries is not None:
+            result.audit_entries = old_entries.count()
         return result
     deadline = None if time_budget is None else time.monotonic() + time_budget
     for status, cutoff in cutoffs.items():
@@ -165,6 +186,15 @@ def prune(
                 result.jobs[status] += deleted
             if deleted < batch_size:
                 break
+    while old_entries is not None:
+        if deadline is not None and time.monotonic() >= deadline:
+            result.complete = False
+            return result
+        # One short transaction per batch, oldest first through the index on `at`.
+        batch = list(old_entries.order_by("at").values_list("id", flat=True)[:batch_size])
+        result.audit_entries += AuditEntry.objects.using(alias).filter(id__in=batch).delete()[0]
+        if len(batch) < batch_size:
+            break
     if workers:
         result.workers = _old_workers(ages, now, alias).delete()[0]
     return result

@@ -5,7 +5,9 @@
 * :mod:`.jobs` — the job list (fast on millions of rows: :mod:`.job_list`, :mod:`.paginator`)
   and the job page (:mod:`.job_fields`) with its actions and "Why is this job not running?";
 * :mod:`.workers` — worker processes and their heartbeats;
-* :mod:`.overview` — the whole engine on one page.
+* :mod:`.overview` — the whole engine on one page;
+* :mod:`.audit` — the audit trail of operator actions (read-only), and each queue's, job's and
+  schedule's latest entries on its page.
 
 Every state change is a POST to a view that calls :mod:`django_taskengine.operations`; the admin
 never writes job or queue rows itself.
@@ -13,10 +15,18 @@ never writes job or queue rows itself.
 
 from __future__ import annotations
 
+from .audit import AuditEntryAdmin
 from .jobs import JobAdmin
 from .overview import OverviewAdmin
 from .queues import QueueAdmin
 from .schedules import ScheduleAdmin
 from .workers import WorkerAdmin
 
-__all__ = ["JobAdmin", "OverviewAdmin", "QueueAdmin", "ScheduleAdmin", "WorkerAdmin"]
+__all__ = [
+    "AuditEntryAdmin",
+    "JobAdmin",
+    "OverviewAdmin",
+    "QueueAdmin",
+    "ScheduleAdmin",
+    "WorkerAdmin",
+]

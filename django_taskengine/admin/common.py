@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from django import forms
 from django.contrib import admin
@@ -17,6 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.http import url_has_allowed_host_and_scheme
+
+from ..audit_trail import AuditSource
 
 #: Path of the stylesheet every page of the admin loads (through ``ModelAdmin.Media``).
 STYLESHEET = "django_taskengine/admin.css"
@@ -70,9 +72,17 @@ def redirect_back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:
     return HttpResponseRedirect(fallback)
 
 
-def username(request: HttpRequest) -> str:
-    """The name recorded as "paused by"."""
-    return str(request.user.get_username())
+class Acting(TypedDict):
+    """The ``by`` and ``source`` keyword arguments of every operation."""
+
+    by: str
+    source: str
+
+
+def acting(request: HttpRequest) -> Acting:
+    """Who acts, for the operations: the user's name (recorded as "paused by" and in the audit
+    trail), from the admin."""
+    return {"by": str(request.user.get_username()), "source": AuditSource.ADMIN}
 
 
 class PauseForm(forms.Form):

@@ -24,10 +24,13 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .. import inspection, operations
+from ..audit_trail import AuditObject
 from ..conf import taskengine_settings
 from ..models import Job, JobStatus
+from .audit import object_entries
 from .common import (
     ReadOnlyModelAdmin,
+    acting,
     format_seconds,
     has_app_permission,
     operator_view,
@@ -262,7 +265,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
                 messages.ERROR,
             )
             return
-        changed, refused = operations.apply_to_jobs(name, ids, using=_db())
+        changed, refused = operations.apply_to_jobs(name, ids, **acting(request), using=_db())
         # Running jobs are only asked to stop: they change at their next checkpoint.
         asked = [job for job in changed if job.status == JobStatus.RUNNING]
         done = [job for job in changed if job.status != JobStatus.RUNNING]
@@ -327,7 +330,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
             )
         function = operations.JOB_ACTION_FUNCTIONS[action]
         try:
-            job = function(job_id, expected=expected, using=_db())
+            job = function(job_id, expected=expected, **acting(request), using=_db())
         except operations.ActionRefused as refused:
             self.message_user(request, str(refused), messages.ERROR)
         else:
@@ -376,6 +379,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
             "te_attempts_truncated": truncated,
             "te_expected": {"status": job.status, "attempts": job.attempts},
             "te_next": request.get_full_path(),
+            **object_entries(request, AuditObject.JOB, job.pk, self.admin_site.name),
         }
 
 

@@ -19,12 +19,12 @@ from ..registry import registered_tasks
 from .common import (
     PAUSE_DURATION_CHOICES,
     PauseForm,
+    acting,
     describe_pause,
     describe_until,
     has_app_permission,
     operator_view,
     redirect_back,
-    username,
 )
 
 PAUSE_PERMISSION = "pause_queue"
@@ -113,7 +113,7 @@ class EnginePauseViews:
             self.message_user(request, form.error_text(), messages.ERROR)
             return back
         pause = operations.pause_all(
-            by=username(request),
+            **acting(request),
             reason=form.cleaned_data["reason"],
             until=form.pause_until(),
             using=_db(),
@@ -129,7 +129,7 @@ class EnginePauseViews:
         """POST: end the engine-wide pause (queues paused on their own stay paused)."""
         back = redirect_back(request, self._url("changelist"))
         pause = Pause.objects.using(_db()).filter(scope=PauseScope.ENGINE).first()
-        if pause is None or not operations.resume_all(by=username(request), using=_db()):
+        if pause is None or not operations.resume_all(**acting(request), using=_db()):
             self.message_user(
                 request, "The queues were not all paused; nothing changed.", messages.WARNING
             )
@@ -152,7 +152,7 @@ class EnginePauseViews:
         try:
             pause = operations.pause_task(
                 task_name,
-                by=username(request),
+                **acting(request),
                 reason=form.cleaned_data["reason"],
                 until=form.pause_until(),
                 using=_db(),
@@ -172,9 +172,7 @@ class EnginePauseViews:
         back = redirect_back(request, self._url("changelist"))
         task_name = request.POST.get("task_name", "")
         pause = Pause.objects.using(_db()).filter(scope=PauseScope.TASK, target=task_name).first()
-        if pause is None or not operations.resume_task(
-            task_name, by=username(request), using=_db()
-        ):
+        if pause is None or not operations.resume_task(task_name, **acting(request), using=_db()):
             self.message_user(
                 request, f"Task type {task_name} was not paused; nothing changed.", messages.WARNING
             )

@@ -21,18 +21,20 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .. import inspection, operations
+from ..audit_trail import AuditObject
 from ..conf import taskengine_settings
 from ..models import PauseScope, Queue
+from .audit import object_entries
 from .common import (
     PAUSE_DURATION_CHOICES,
     PauseForm,
     ReadOnlyModelAdmin,
+    acting,
     describe_pause,
     format_age,
     has_app_permission,
     operator_view,
     redirect_back,
-    username,
 )
 from .job_list import job_list_url
 from .pauses import PAUSE_PERMISSION, EnginePauseViews, pause_controls_context, queue_state
@@ -175,7 +177,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             if queue.is_paused:
                 kept.append(queue.name)
                 continue
-            queue = operations.pause_queue(queue.name, by=username(request), using=_db())
+            queue = operations.pause_queue(queue.name, **acting(request), using=_db())
             self._log_pause(request, queue)
             paused.append(queue.name)
         if paused:
@@ -190,7 +192,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
         resumed = []
         for queue in queryset:
             if queue.paused:
-                operations.resume_queue(queue.name, by=username(request), using=_db())
+                operations.resume_queue(queue.name, **acting(request), using=_db())
                 self.log_change(request, queue, f"Resumed queue {queue.name}.")
                 resumed.append(queue.name)
         if resumed:
@@ -238,6 +240,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             "te_resume_url": self._url("resume", name),
             "te_jobs_url": job_list_url(self.admin_site.name, queue=name),
             "te_next": request.get_full_path(),
+            **object_entries(request, AuditObject.QUEUE, name, self.admin_site.name),
         }
 
     @operator_view(PAUSE_PERMISSION)
@@ -252,7 +255,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
         try:
             queue = operations.pause_queue(
                 name,
-                by=username(request),
+                **acting(request),
                 reason=form.cleaned_data["reason"],
                 until=form.pause_until(),
                 stop_running=form.cleaned_data["stop_running"],
@@ -283,7 +286,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
                 request, f"Queue “{name}” was not paused; nothing changed.", messages.WARNING
             )
             return back
-        operations.resume_queue(name, by=username(request), using=_db())
+        operations.resume_queue(name, **acting(request), using=_db())
         self.log_change(request, queue, f"Resumed queue {name}.")
         self.message_user(request, f"Resumed queue “{name}”.", messages.SUCCESS)
         return back

@@ -25,20 +25,22 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from ..audit_trail import AuditObject
 from ..conf import taskengine_settings
 from ..models import Job, Schedule
 from ..operations import ActionRefused, pause_schedule, resume_schedule, run_schedule_now
 
 # A name, not the module: ``django_taskengine.periodic`` is also the decorator's name.
 from ..periodic import definitions
+from .audit import object_entries
 from .common import (
     ReadOnlyModelAdmin,
+    acting,
     describe_pause,
     format_age,
     has_app_permission,
     operator_view,
     redirect_back,
-    username,
 )
 from .job_list import job_change_url, short_time
 
@@ -268,6 +270,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
                 }
                 for tick in ticks
             ],
+            **object_entries(request, AuditObject.SCHEDULE, schedule.name, self.admin_site.name),
         }
 
     def _schedule_or_message(self, request: HttpRequest, object_id: str) -> Schedule | None:
@@ -288,7 +291,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
         if schedule is None:
             return back
         try:
-            pause_schedule(schedule.name, by=username(request), using=_db())
+            pause_schedule(schedule.name, **acting(request), using=_db())
         except ActionRefused as refused:
             self.message_user(request, str(refused), messages.WARNING)
             return back
@@ -308,7 +311,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
         if schedule is None:
             return back
         try:
-            resumed = resume_schedule(schedule.name, by=username(request), using=_db())
+            resumed = resume_schedule(schedule.name, **acting(request), using=_db())
         except ActionRefused as refused:
             self.message_user(request, str(refused), messages.WARNING)
             return back
@@ -334,7 +337,7 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
         if schedule is None:
             return back
         try:
-            job = run_schedule_now(schedule.name, using=_db())
+            job = run_schedule_now(schedule.name, **acting(request), using=_db())
         except ActionRefused as refused:
             self.message_user(request, str(refused), messages.ERROR)
             return back

@@ -11,6 +11,7 @@ alias and the parsed options.
 - :mod:`.pauses`: ``pause`` and ``resume``.
 - :mod:`.jobs`: ``retry``, ``cancel``, ``pause-job``, ``resume-job``, ``run-now``.
 - :mod:`.prune`: ``prune``.
+- :mod:`.audit`: ``audit``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from .audit import audit
 from .jobs import JOB_SUBCOMMANDS, job_action
 from .pauses import pause, resume
 from .prune import prune
@@ -34,8 +36,9 @@ HANDLERS: dict[str, Handler] = {
     "resume": resume,
     "why": why,
     "prune": prune,
+    "audit": audit,
     **dict.fromkeys(JOB_SUBCOMMANDS, job_action),
 }
 
 #: Subcommands that only read: a database failure during them changed nothing.
-READ_ONLY = ("status", "why")
+READ_ONLY = ("status", "why", "audit")

@@ -6,6 +6,9 @@ from django.core.management.base import CommandParser
 
 from ..retention import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, PRUNABLE_STATUSES
 
+#: Entries ``taskengine audit`` shows without ``--limit``.
+DEFAULT_AUDIT_LIMIT = 20
+
 #: What the exit codes mean, shown under ``--help``.
 EPILOG = (
     "Exit codes: 0 done; 1 a wrong queue, task or job, a bad value, or a refused action "
@@ -22,14 +25,18 @@ def add_arguments(parser: CommandParser) -> None:
         default=None,
         help="Database alias of the job table (default TASKENGINE['DATABASE']).",
     )
-    timed = CommandParser(add_help=False)
-    timed.add_argument(
+    acting = CommandParser(add_help=False)
+    acting.add_argument(
         "--by",
         metavar="NAME",
         default=None,
-        help="Recorded as who paused (default: $USER, or 'cli').",
+        help="Who is acting, recorded in the audit trail (and on a pause) (default: $USER, "
+        "or 'cli').",
     )
-    timed.add_argument("--reason", default="", help="Why, shown to other operators.")
+    acting.add_argument(
+        "--reason", default="", help="Why, recorded in the audit trail and shown to operators."
+    )
+    timed = CommandParser(add_help=False)
     timed.add_argument(
         "--for",
         dest="duration",
@@ -56,7 +63,7 @@ def add_arguments(parser: CommandParser) -> None:
 
     pause = subcommands.add_parser(
         "pause",
-        parents=[database, timed],
+        parents=[database, acting, timed],
         help="Pause queues (QUEUE...), every queue (--all) or a task type (--task).",
         description="Stop jobs from starting. Running jobs finish. Give queue names, "
         "--all, or --task NAME.",
@@ -79,15 +86,8 @@ def add_arguments(parser: CommandParser) -> None:
 
     resume = subcommands.add_parser(
         "resume",
-        parents=[database],
+        parents=[database, acting],
         help="Resume queues (QUEUE...), the engine (--all) or a task type (--task).",
-    )
-    resume.add_argument(
-        "--by",
-        metavar="NAME",
-        default=None,
-        help="Who is acting, passed to the operation (default: $USER, or 'cli'). Resuming "
-        "clears who paused.",
     )
     resume.add_argument("queues", nargs="*", metavar="QUEUE")
     resume.add_argument(
@@ -109,7 +109,7 @@ def add_arguments(parser: CommandParser) -> None:
         "run-now": "Make queued jobs due now (clears a delay or a retry backoff).",
     }
     for name, text in job_help.items():
-        sub = subcommands.add_parser(name, parents=[database], help=text, description=text)
+        sub = subcommands.add_parser(name, parents=[database, acting], help=text, description=text)
         sub.add_argument("job_ids", nargs="+", metavar="JOB_ID")
 
     why = subcommands.add_parser(
@@ -117,6 +117,29 @@ def add_arguments(parser: CommandParser) -> None:
     )
     why.add_argument("job_id", metavar="JOB_ID")
     why.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+
+    audit = subcommands.add_parser(
+        "audit",
+        parents=[database],
+        help="Who did what, when, why and from where (admin, cli, python): latest first.",
+        description="The audit trail of operator actions (pauses, resumes, retries, cancels, "
+        "run now…) from the admin, this command and Python code, latest first.",
+    )
+    audit.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_AUDIT_LIMIT,
+        metavar="N",
+        help=f"Show the latest N entries (default {DEFAULT_AUDIT_LIMIT}).",
+    )
+    about = audit.add_mutually_exclusive_group()
+    about.add_argument("--job", metavar="JOB_ID", help="Only the entries of this job.")
+    about.add_argument("--queue", metavar="NAME", help="Only the entries of this queue.")
+    about.add_argument("--task", metavar="TASK_NAME", help="Only the entries of this task type.")
+    about.add_argument(
+        "--schedule", metavar="NAME", help="Only the entries of this periodic schedule."
+    )
+    audit.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
 
     prune = subcommands.add_parser(
         "prune",

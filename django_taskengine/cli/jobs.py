@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from .. import inspection, operations
+from ..audit_trail import AuditSource
 from .report import finish, job_state
-from .values import parse_job_id, unique
+from .values import actor, parse_job_id, unique
 
 #: Subcommand -> (operations action, past participle for the report).
 JOB_SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +27,7 @@ def job_action(command: BaseCommand, database: str, options: dict[str, Any]) -> 
     action, done = JOB_SUBCOMMANDS[subcommand]
     job_ids = unique([parse_job_id(text) for text in options["job_ids"]])
     function = operations.JOB_ACTION_FUNCTIONS[action]
+    by = actor(options)
     # Read what each job is now, then act only if it is still that: the report then says
     # exactly which transition happened (a job changed meanwhile is refused, not guessed).
     seen = inspection.jobs_by_id(job_ids, using=database)
@@ -37,7 +39,14 @@ def job_action(command: BaseCommand, database: str, options: dict[str, Any]) -> 
             continue
         expected = operations.Expected(status=before.status, attempts=before.attempts)
         try:
-            after = function(job_id, expected=expected, using=database)
+            after = function(
+                job_id,
+                expected=expected,
+                by=by,
+                reason=options["reason"],
+                source=AuditSource.CLI,
+                using=database,
+            )
         except operations.ActionRefused as exc:
             refused.append(str(exc))
             continue

@@ -11,10 +11,13 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from .. import inspection, operations
+from ..audit_trail import AuditSource
 from ..models import PauseScope, Queue
 from ..registry import tasks as registry
 from .report import finish, pause_state, pause_text
 from .values import actor, call_operation, pause_end, targets, unique
+
+CLI = AuditSource.CLI
 
 
 def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
@@ -28,7 +31,9 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
     if everything:
         total = 1
         was = operations.engine_pause(using=database)
-        paused = operations.pause_all(by=by, reason=reason, until=until, using=database)
+        paused = call_operation(
+            operations.pause_all, by=by, reason=reason, until=until, source=CLI, using=database
+        )
         command.stdout.write(f"all queues: {pause_state(was)} → paused {pause_text(paused)}")
     for task_name in tasks:
         total += 1
@@ -38,7 +43,13 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
             refused.append(_unknown_task(task_name, database))
             continue
         paused = call_operation(
-            operations.pause_task, task_name, by=by, reason=reason, until=until, using=database
+            operations.pause_task,
+            task_name,
+            by=by,
+            reason=reason,
+            until=until,
+            source=CLI,
+            using=database,
         )
         command.stdout.write(f"task {task_name}: {pause_state(was)} → paused {pause_text(paused)}")
     for name in unique(queues):
@@ -54,7 +65,13 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
                 continue
             old = None
         queue = call_operation(
-            operations.pause_queue, name, by=by, reason=reason, until=until, using=database
+            operations.pause_queue,
+            name,
+            by=by,
+            reason=reason,
+            until=until,
+            source=CLI,
+            using=database,
         )
         before = "new queue" if old is None else pause_state(old if old.is_paused else None)
         command.stdout.write(f"queue {name}: {before} → paused {pause_text(queue)}")
@@ -64,12 +81,12 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
 def resume(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
     """``taskengine resume``: queues, the engine (``--all``) or task types (``--task``)."""
     queues, everything, tasks = targets(options, "resume")
-    by = actor(options)
+    acting = {"by": actor(options), "reason": options["reason"], "source": CLI}
     refused: list[str] = []
     total = 0
     if everything:
         total = 1
-        if operations.resume_all(by=by, using=database):
+        if operations.resume_all(**acting, using=database):
             command.stdout.write("all queues: engine-wide pause ended")
         else:
             command.stdout.write("all queues: there was no engine-wide pause; nothing to do")
@@ -84,7 +101,7 @@ def resume(command: BaseCommand, database: str, options: dict[str, Any]) -> None
         if was is None and not inspection.task_is_known(task_name, using=database):
             refused.append(_unknown_task(task_name, database, resuming=True))
             continue
-        operations.resume_task(task_name, by=by, using=database)
+        operations.resume_task(task_name, **acting, using=database)
         if was is None:
             command.stdout.write(f"task {task_name}: was not paused; nothing to do")
         else:
@@ -93,7 +110,7 @@ def resume(command: BaseCommand, database: str, options: dict[str, Any]) -> None
         total += 1
         try:
             old = operations.get_queue(name, using=database)
-            operations.resume_queue(name, by=by, using=database)
+            operations.resume_queue(name, **acting, using=database)
         except operations.NotFound as exc:
             refused.append(str(exc))
             continue

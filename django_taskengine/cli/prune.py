@@ -10,6 +10,7 @@ from django.db import DatabaseError
 from ..retention import (
     MAX_BATCH_SIZE,
     PRUNABLE_STATUSES,
+    audit_retention,
     format_age,
     parse_age,
     retention_ages,
@@ -36,6 +37,15 @@ def prune(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
                 "says more) or pass --older-than. Nothing was deleted."
             ) from None
         ages = {status: configured[status] for status in statuses}
+    # The audit trail is pruned by its own setting, and only with every status (no --status).
+    prune_audit = not options["status"]
+    try:
+        audit_age = audit_retention() if prune_audit else None
+    except ValueError as exc:
+        raise CommandError(
+            f"TASKENGINE['RETENTION']['audit'] is not valid ({exc}); fix it (`manage.py check` "
+            "says more). Nothing was deleted."
+        ) from None
     batch_size = options["batch_size"]
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise CommandError(
@@ -48,6 +58,7 @@ def prune(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
             batch_size=batch_size,
             dry_run=options["dry_run"],
             workers=not options["status"],
+            audit=prune_audit,
             using=database,
         )
     except DatabaseError as exc:
@@ -72,3 +83,7 @@ def prune(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
             command.stdout.write(
                 f"{verb} {result.workers:,} worker rows (stopped over {format_age(max(kept))} ago)."
             )
+    if audit_age is not None:
+        command.stdout.write(
+            f"{verb} {result.audit_entries:,} audit entries (older than {format_age(audit_age)})."
+        )

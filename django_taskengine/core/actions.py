@@ -7,6 +7,7 @@ The operations layer (:mod:`django_taskengine.operations`) carries these out as 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,9 @@ class JobAction:
     due_now: bool = False
     #: The job is finished by it (``finished_at`` set).
     finishes: bool = False
-    #: A finished job comes back: its result and end are cleared and it gets a new budget of
-    #: attempts (see :func:`retry_budget`).
+    #: A finished job comes back: its result and end are cleared, it gets a new budget of
+    #: attempts (see :func:`retry_budget`) and a new uid, so ``ctx.idempotency_key`` changes:
+    #: an external API must not take the new run for a repeat of the one that failed.
     reopens: bool = False
     #: On a running job the action is a stop request, carried out at its next checkpoint.
     stop_request: str = ""
@@ -42,7 +44,7 @@ class JobAction:
         if self.finishes:
             changes["finished_at"] = now
         if self.reopens:
-            changes.update(finished_at=None, result=None)
+            changes.update(finished_at=None, result=None, uid=uuid.uuid4())
         return changes
 
 

@@ -8,10 +8,15 @@ object that changed state meanwhile is refused with :class:`ActionRefused`, neve
 - :mod:`.pauses`: queues, task types and the engine.
 - :mod:`.jobs`: one job at a time (or many, :func:`apply_to_jobs`).
 - :mod:`.schedules`: periodic schedules.
+- :mod:`.audit`: the audit trail every change above is recorded in.
+
+Every change takes ``by`` (who), ``reason`` (why) and ``source`` ("admin", "cli"; Python callers
+default to "python").
 """
 
 from __future__ import annotations
 
+from .audit import Actor, audit_entries
 from .common import ActionRefused, NotFound
 from .jobs import (
     JOB_ACTION_FUNCTIONS,
@@ -45,11 +50,13 @@ __all__ = [
     "JOB_ACTIONS",
     "JOB_ACTION_FUNCTIONS",
     "ActionRefused",
+    "Actor",
     "Expected",
     "NotFound",
     "actions_for",
     "active_pauses",
     "apply_to_jobs",
+    "audit_entries",
     "cancel_job",
     "engine_pause",
     "get_queue",

@@ -4,6 +4,9 @@ Every change is one conditional ``UPDATE``: an action on a job that changed stat
 (another operator retried it, a worker claimed it) is refused with
 :class:`~.common.ActionRefused`, never applied twice. A running job is not changed under its
 worker: it is asked to stop at its next checkpoint.
+
+Each function takes ``by`` (who acts), ``reason`` and ``source`` ("admin", "cli", "python"), and
+records a change in the audit trail (:mod:`.audit`) in the change's transaction.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from ..audit_trail import AuditObject, AuditSource
 from ..core.actions import JOB_ACTIONS, STOP_REQUEST_REPLACES, retry_budget
 from ..core.actions import actions_for as core_actions_for
 from ..models import Job, JobStatus
 from ..registry import tasks as registry
+from .audit import Actor
 from .common import ActionRefused, NotFound, database
 
 
@@ -35,51 +40,104 @@ def actions_for(job: Job) -> list[str]:
     return core_actions_for(job.status, job.stop_requested)
 
 
-def pause_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
+def pause_job(
+    job_id: int,
+    *,
+    expected: Expected | None = None,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> Job:
     """queued → paused: the job is not claimed until resumed.
 
     A running job is asked to stop: at its next ``ctx.checkpoint()`` it becomes paused, keeping
     its checkpoint, and Resume continues from there. A task that never checkpoints finishes its
     current attempt.
     """
+    actor = Actor(by, source, reason)
     if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
-        return _request_stop(job_id, "pause", expected, using)
-    return _transition(job_id, "pause", {}, expected, using)
+        return _request_stop(job_id, "pause", expected, actor, using)
+    return _transition(job_id, "pause", {}, expected, actor, using)
 
 
-def resume_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
+def resume_job(
+    job_id: int,
+    *,
+    expected: Expected | None = None,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> Job:
     """paused → queued."""
-    return _transition(job_id, "resume", {}, expected, using)
+    return _transition(job_id, "resume", {}, expected, Actor(by, source, reason), using)
 
 
-def retry_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
+def retry_job(
+    job_id: int,
+    *,
+    expected: Expected | None = None,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> Job:
     """failed or cancelled → queued, due now, with a fresh set of attempts.
 
     Attempts are *extended*, not reset: the job keeps its history (attempt numbers go on from
     where they stopped) and may run ``max_attempts`` more times, the per-run budget it had.
     """
+    actor = Actor(by, source, reason)
     db = database(using)
     job = _get_job(job_id, db)
     registered = registry.find(job.task_name)
     budget = retry_budget(registered.max_attempts if registered else None, job.max_attempts)
-    return _transition(job_id, "retry", {"max_attempts": F("attempts") + budget}, expected, db)
+    extra: dict[str, object] = {"max_attempts": F("attempts") + budget}
+    return _transition(job_id, "retry", extra, expected, actor, db)
 
 
-def cancel_job(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
+def cancel_job(
+    job_id: int,
+    *,
+    expected: Expected | None = None,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> Job:
     """queued or paused → cancelled (terminal; Retry brings it back).
 
     A running job is asked to stop and becomes cancelled at its next ``ctx.checkpoint()``; a task
     that never checkpoints finishes its current attempt.
     """
+    actor = Actor(by, source, reason)
     if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
-        return _request_stop(job_id, "cancel", expected, using)
-    return _transition(job_id, "cancel", {}, expected, using)
+        return _request_stop(job_id, "cancel", expected, actor, using)
+    return _transition(job_id, "cancel", {}, expected, actor, using)
 
 
-def run_job_now(job_id: int, *, expected: Expected | None = None, using: str | None = None) -> Job:
+def run_job_now(
+    job_id: int,
+    *,
+    expected: Expected | None = None,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> Job:
     """Make a queued job due now (clears a delay or a retry backoff)."""
-    return _transition(job_id, "run_now", {}, expected, using)
+    return _transition(job_id, "run_now", {}, expected, Actor(by, source, reason), using)
 
+
+#: Job action -> its name in the audit trail (the operation's name).
+_AUDIT_ACTIONS = {
+    "pause": "pause_job",
+    "resume": "resume_job",
+    "retry": "retry_job",
+    "cancel": "cancel_job",
+    "run_now": "run_job_now",
+}
 
 JOB_ACTION_FUNCTIONS = {
     "pause": pause_job,
@@ -91,29 +149,44 @@ JOB_ACTION_FUNCTIONS = {
 
 
 def apply_to_jobs(
-    action: str, job_ids: Iterable[int], *, using: str | None = None
+    action: str,
+    job_ids: Iterable[int],
+    *,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
 ) -> tuple[list[Job], list[tuple[int, str]]]:
-    """Apply one action to many jobs; return (changed jobs, [(job id, why refused)])."""
+    """Apply one action to many jobs; return (changed jobs, [(job id, why refused)]).
+
+    Each job's change is its own transaction, with its own audit entry."""
     function = JOB_ACTION_FUNCTIONS[action]
+    Actor(by, source, reason)  # refuse a bad actor before the first job changes
     done, refused = [], []
     for job_id in job_ids:
         try:
-            done.append(function(job_id, using=using))
+            done.append(function(job_id, by=by, reason=reason, source=source, using=using))
         except ActionRefused as exc:
             refused.append((job_id, str(exc)))
     return done, refused
 
 
-def _request_stop(job_id: int, reason: str, expected: Expected | None, using: str | None) -> Job:
+def _request_stop(
+    job_id: int, stop: str, expected: Expected | None, actor: Actor, using: str | None
+) -> Job:
     """Ask a running attempt to stop at its next checkpoint (a cancel overrides a pause)."""
     db = database(using)
     conditions = Q(pk=job_id, status=JobStatus.RUNNING)
-    conditions &= Q(stop_requested__in=STOP_REQUEST_REPLACES[reason])
+    conditions &= Q(stop_requested__in=STOP_REQUEST_REPLACES[stop])
     if expected is not None and expected.attempts is not None:
         conditions &= Q(attempts=expected.attempts)
     if expected is not None and expected.status not in (None, JobStatus.RUNNING):
         conditions &= Q(pk__in=[])
-    updated = Job.objects.using(db).filter(conditions).update(stop_requested=reason)
+    with transaction.atomic(using=db):
+        updated = Job.objects.using(db).filter(conditions).update(stop_requested=stop)
+        if updated:
+            detail = {"stop_requested": stop}
+            actor.record(f"{stop}_job", AuditObject.JOB, job_id, detail=detail, using=db)
     job = _get_job(job_id, db)
     if not updated:
         if job.status == JobStatus.RUNNING and job.stop_requested:
@@ -148,10 +221,11 @@ def _transition(
     action: str,
     extra: dict[str, object],
     expected: Expected | None,
+    actor: Actor,
     using: str | None,
 ) -> Job:
     """Apply ``action`` (and the ``extra`` column changes) if the job is in a state it applies
-    to, and as the operator saw it."""
+    to, and as the operator saw it; record it in the audit trail in the same transaction."""
     db = database(using)
     allowed = JOB_ACTIONS[action].applies_to
     changes = {**JOB_ACTIONS[action].changes(timezone.now()), **extra}
@@ -165,6 +239,11 @@ def _transition(
         with transaction.atomic(using=db):
             updated = Job.objects.using(db).filter(conditions).update(**changes)
             job = _get_job(job_id, db)
+            if updated:
+                detail = {"status": job.status}
+                actor.record(
+                    _AUDIT_ACTIONS[action], AuditObject.JOB, job_id, detail=detail, using=db
+                )
     except IntegrityError:
         key = Job.objects.using(db).filter(pk=job_id).values_list("dedup_key", flat=True).first()
         raise ActionRefused(

@@ -3,17 +3,24 @@
 A pause stops jobs from *starting*; running jobs finish unless asked to stop. A timed pause
 (``until``) ends by itself. Queue pauses live on the queue's row; engine and task pauses are
 :class:`~django_taskengine.models.Pause` rows.
+
+Each function takes ``by`` (who acts), ``reason`` and ``source`` ("admin", "cli", "python"), and
+records a change in the audit trail (:mod:`.audit`) in the change's transaction; a resume of
+something that was not paused changes nothing and records nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from ..audit_trail import AuditObject, AuditSource
 from ..core.limits import QUEUE_NAME_MAX, TASK_NAME_MAX, check_name, check_queue_name
 from ..models import Pause, PauseScope, Queue
+from .audit import Actor
 from .common import NotFound, database, pause_end
 from .jobs import stop_running_jobs
 
@@ -27,6 +34,7 @@ def pause_queue(
     reason: str = "",
     until: dt.datetime | dt.timedelta | None = None,
     stop_running: bool = False,
+    source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Queue:
     """Pause a queue: no job of it starts after this returns, in any worker.
@@ -36,32 +44,48 @@ def pause_queue(
     by itself. Creates the queue row if the queue has never been used.
     """
     _check_queue_name(name)
-    queue, _ = Queue.objects.using(database(using)).update_or_create(
-        name=name,
-        defaults={
-            "paused": True,
-            "paused_at": timezone.now(),
-            "paused_by": by,
-            "pause_reason": reason,
-            "paused_until": pause_end(until),
-        },
-    )
-    if stop_running:
-        stop_running_jobs(name, "pause", using=using)
+    actor = Actor(by, source, reason)
+    db = database(using)
+    end = pause_end(until)
+    with transaction.atomic(using=db):
+        queue, _ = Queue.objects.using(db).update_or_create(
+            name=name,
+            defaults={
+                "paused": True,
+                "paused_at": timezone.now(),
+                "paused_by": by,
+                "pause_reason": reason,
+                "paused_until": end,
+            },
+        )
+        detail = _pause_detail(end)
+        if stop_running:
+            detail["running_jobs_asked_to_pause"] = stop_running_jobs(name, "pause", using=db)
+        actor.record("pause_queue", AuditObject.QUEUE, name, detail=detail, using=db)
     return queue
 
 
-def resume_queue(name: str, *, by: str = "", using: str | None = None) -> Queue:
-    """Resume a paused queue. Raises :class:`NotFound` for a queue that does not exist."""
+def resume_queue(
+    name: str,
+    *,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> Queue:
+    """Resume a paused queue (a queue that is not paused stays as it is). Raises
+    :class:`NotFound` for a queue that does not exist."""
+    actor = Actor(by, source, reason)
     db = database(using)
-    updated = (
-        Queue.objects.using(db)
-        .filter(name=name)
-        .update(paused=False, paused_at=None, paused_by="", pause_reason="", paused_until=None)
-    )
-    if not updated:
-        raise NotFound(_unknown_queue(name, db))
-    return Queue.objects.using(db).get(name=name)
+    with transaction.atomic(using=db):
+        updated = (
+            Queue.objects.using(db)
+            .filter(name=name, paused=True)
+            .update(paused=False, paused_at=None, paused_by="", pause_reason="", paused_until=None)
+        )
+        if updated:
+            actor.record("resume_queue", AuditObject.QUEUE, name, using=db)
+    return get_queue(name, using=db)
 
 
 def get_queue(name: str, *, using: str | None = None) -> Queue:
@@ -97,21 +121,35 @@ def pause_all(
     reason: str = "",
     until: dt.datetime | dt.timedelta | None = None,
     stop_running: bool = False,
+    source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Pause:
     """Pause every queue at once (queues paused on their own stay paused after resume_all).
 
     ``stop_running`` also asks every running job to pause at its next checkpoint.
     """
-    pause = _pause(PauseScope.ENGINE, "", by, reason, until, using)
-    if stop_running:
-        stop_running_jobs(None, "pause", using=using)
+    actor = Actor(by, source, reason)
+    db = database(using)
+    with transaction.atomic(using=db):
+        pause = _pause(PauseScope.ENGINE, "", by, reason, until, db)
+        detail = _pause_detail(pause.paused_until)
+        if stop_running:
+            detail["running_jobs_asked_to_pause"] = stop_running_jobs(None, "pause", using=db)
+        actor.record("pause_all", AuditObject.ENGINE, detail=detail, using=db)
     return pause
 
 
-def resume_all(*, by: str = "", using: str | None = None) -> bool:
+def resume_all(
+    *, by: str = "", reason: str = "", source: str = AuditSource.PYTHON, using: str | None = None
+) -> bool:
     """End the engine-wide pause; True if there was one."""
-    return bool(Pause.objects.using(database(using)).filter(scope=PauseScope.ENGINE).delete()[0])
+    actor = Actor(by, source, reason)
+    db = database(using)
+    with transaction.atomic(using=db):
+        deleted = Pause.objects.using(db).filter(scope=PauseScope.ENGINE).delete()[0]
+        if deleted:
+            actor.record("resume_all", AuditObject.ENGINE, using=db)
+    return bool(deleted)
 
 
 def pause_task(
@@ -120,6 +158,7 @@ def pause_task(
     by: str = "",
     reason: str = "",
     until: dt.datetime | dt.timedelta | None = None,
+    source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Pause:
     """Stop starting jobs of one task type, in every queue (e.g. ``send_invoice`` while billing
@@ -131,16 +170,33 @@ def pause_task(
             f"A task name is a non-empty string of at most {TASK_NAME_MAX} characters, "
             f"not {task_name!r}"
         ) from None
-    return _pause(PauseScope.TASK, task_name, by, reason, until, using)
+    actor = Actor(by, source, reason)
+    db = database(using)
+    with transaction.atomic(using=db):
+        pause = _pause(PauseScope.TASK, task_name, by, reason, until, db)
+        detail = _pause_detail(pause.paused_until)
+        actor.record("pause_task", AuditObject.TASK, task_name, detail=detail, using=db)
+    return pause
 
 
-def resume_task(task_name: str, *, by: str = "", using: str | None = None) -> bool:
+def resume_task(
+    task_name: str,
+    *,
+    by: str = "",
+    reason: str = "",
+    source: str = AuditSource.PYTHON,
+    using: str | None = None,
+) -> bool:
     """End a task type's pause; True if it was paused."""
-    return bool(
-        Pause.objects.using(database(using))
-        .filter(scope=PauseScope.TASK, target=task_name)
-        .delete()[0]
-    )
+    actor = Actor(by, source, reason)
+    db = database(using)
+    with transaction.atomic(using=db):
+        deleted = (
+            Pause.objects.using(db).filter(scope=PauseScope.TASK, target=task_name).delete()[0]
+        )
+        if deleted:
+            actor.record("resume_task", AuditObject.TASK, task_name, using=db)
+    return bool(deleted)
 
 
 def _pause(
@@ -162,6 +218,11 @@ def _pause(
         },
     )
     return pause
+
+
+def _pause_detail(end: dt.datetime | None) -> dict[str, object]:
+    """A pause's audit detail: when it ends by itself, if it does."""
+    return {} if end is None else {"until": end.isoformat()}
 
 
 def active_pauses(*, using: str | None = None) -> list[Pause]:

@@ -103,8 +103,10 @@ class PostgresStore(Store):
         cursor = self._cursor()
         self._ensure_queue(cursor, new.queue)
         if new.dedup_key is None and len(calls) == 1:
-            # The most common call: one job, through the function of migration 0008.
+            # The most common call: one job, through the function of migration 0009. Its uid
+            # is made here, so the returned job holds it without reading it back.
             args_json, kwargs_json = to_json(calls[0][0]), to_json(calls[0][1])
+            uid = uuid.uuid4()
             cursor.execute(
                 query("enqueue_one"),
                 (
@@ -118,13 +120,14 @@ class PostgresStore(Store):
                     new.retry_backoff,
                     new.timeout,
                     channel,
+                    uid,
                 ),
             )
             job_id, created_us = cursor.fetchone()[0]
             created_at = _EPOCH + dt.timedelta(microseconds=created_us)
             if not settings.USE_TZ:  # as Django reads timestamps without time zone support
                 created_at = timezone.make_naive(created_at, timezone.get_default_timezone())
-            inserted = [(job_id, created_at if run_after is None else run_after, created_at)]
+            inserted = [(job_id, created_at if run_after is None else run_after, created_at, uid)]
             stored = [(loads(args_json), loads(kwargs_json))]
         else:
             # Every call's [args, kwargs] in one JSON parameter: one string to encode and
@@ -150,8 +153,9 @@ class PostgresStore(Store):
     def _insert_many(
         self, cursor: Any, calls_json: str, count: int, params: dict[str, Any]
     ) -> list[Any]:
-        """Insert the calls in one statement: their ``(id, run_after, created_at)``, or, when an
-        active job already holds the dedup key, that job ``count`` times."""
+        """Insert the calls in one statement: their ``(id, run_after, created_at, None)`` (the
+        uids are not read back), or, when an active job already holds the dedup key, that job
+        ``count`` times."""
         params["calls"] = calls_json
         dedup_key = params["dedup_key"]
         for _ in range(10):
@@ -159,7 +163,7 @@ class PostgresStore(Store):
             # The rows share run_after and created_at, so only the ids come back per row.
             ids, job_run_after, created_at, _ = cursor.fetchone()
             if ids or dedup_key is None:
-                return [(job_id, job_run_after, created_at) for job_id in ids or ()]
+                return [(job_id, job_run_after, created_at, None) for job_id in ids or ()]
             # Conflict: an active job holds the key. Return it, unless it finished meanwhile.
             existing = (
                 Job.objects.using(self.alias)
@@ -184,7 +188,10 @@ class PostgresStore(Store):
         # With a dedup key, fewer rows than calls come back: the rest are added by the caller.
         for (args, kwargs), row in zip(stored, inserted, strict=False):
             values = dict(template)
-            values["id"], values["run_after"], values["created_at"] = row[0], row[1], row[2]
+            values["id"], values["run_after"], values["created_at"], values["uid"] = row
+            if values["uid"] is None:
+                # Deferred, as by .defer("uid"): Django reads it from the row when first used.
+                del values["uid"]
             values["args"], values["kwargs"] = args, kwargs
             # What Model.from_db ends up with, without __init__'s per-field work and signals
             # (a bulk enqueue of 1,000 jobs spent a quarter of its time there).

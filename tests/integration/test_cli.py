@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from django_taskengine import operations
-from django_taskengine.models import Job, JobStatus, Pause, PauseScope, Queue
+from django_taskengine.models import AuditEntry, Job, JobStatus, Pause, PauseScope, Queue
 from django_taskengine.store import WorkerInfo, get_store
 from tests.factories import JobFactory, WorkerFactory
 from tests.helpers import REPO_ROOT, worker_env
@@ -712,3 +712,96 @@ def test_a_duration_too_long_for_python_is_refused_as_too_long():
 def test_a_blank_queue_name_is_refused():
     message, _, _ = fails("pause", "  ")
     assert message == "'  ' is not a queue name (1 to 100 characters). Nothing was changed."
+
+
+# -- the audit trail ----------------------------------------------------------------------------
+
+
+def audited() -> list[tuple[str, str, str, str, str]]:
+    """(action, object id, who, source, reason) of every entry, oldest first."""
+    return [
+        (e.action, e.object_id, e.actor, e.source, e.reason)
+        for e in AuditEntry.objects.order_by("at", "id")
+    ]
+
+
+def test_every_changing_subcommand_records_who_why_and_cli(monkeypatch):
+    monkeypatch.setenv("USER", "ops-oncall")
+    job = JobFactory(status=JobStatus.FAILED)
+    run("pause", "default", "--create", "--by", "alice", "--reason", "smtp outage")
+    run("resume", "default", "--by", "bob", "--reason", "smtp back")
+    run("pause", "--task", noop.name, "--create")
+    run("resume", "--task", noop.name, "--by", "bob")
+    run("pause", "--all", "--by", "carol")
+    run("resume", "--all", "--by", "carol")
+    run("retry", str(job.pk), "--by", "dave", "--reason", "upstream fixed")
+    run("cancel", str(job.pk))
+    assert audited() == [
+        ("pause_queue", "default", "alice", "cli", "smtp outage"),
+        ("resume_queue", "default", "bob", "cli", "smtp back"),
+        ("pause_task", noop.name, "ops-oncall", "cli", ""),
+        ("resume_task", noop.name, "bob", "cli", ""),
+        ("pause_all", "", "carol", "cli", ""),
+        ("resume_all", "", "carol", "cli", ""),
+        ("retry_job", str(job.pk), "dave", "cli", "upstream fixed"),
+        ("cancel_job", str(job.pk), "ops-oncall", "cli", ""),
+    ]
+
+
+def test_a_refused_or_empty_action_records_nothing():
+    job = JobFactory(status=JobStatus.SUCCEEDED)
+    fails("cancel", str(job.pk), "--by", "eve")
+    run("resume", "--all", "--by", "eve")  # there was no engine-wide pause
+    assert audited() == []
+
+
+def test_audit_lists_the_latest_entries_with_who_what_and_why():
+    job = JobFactory(status=JobStatus.FAILED)
+    run("pause", "default", "--create", "--by", "alice", "--reason", "smtp outage")
+    run("retry", str(job.pk), "--by", "dave")
+    operations.pause_queue("reports", by="cron-script", reason="<b>nightly</b>")
+    out, _ = run("audit")
+    lines = out.splitlines()
+    assert lines[0].split() == ["AT", "WHO", "FROM", "ACTION", "OBJECT", "DETAIL", "REASON"]
+    assert [line.split()[2:5] for line in lines[1:]] == [
+        ["cron-script", "python", "pause_queue"],
+        ["dave", "cli", "retry_job"],
+        ["alice", "cli", "pause_queue"],
+    ]
+    assert lines[1].endswith("<b>nightly</b>") and "status=queued" in lines[2]
+
+    out, _ = run("audit", "--job", str(job.pk))
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["retry_job"]
+    out, _ = run("audit", "--queue", "default", "--limit", "5")
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["pause_queue"]
+    out, _ = run("audit", "--limit", "1")
+    assert len(out.splitlines()) == 2
+    out, _ = run("audit", "--task", noop.name)
+    assert out.strip() == f"No operator actions recorded for task type {noop.name}."
+
+
+def test_audit_json_for_scripts():
+    run("pause", "default", "--create", "--by", "alice", "--reason", "smtp outage", "--for", "15m")
+    out, _ = run("audit", "--json")
+    (entry,) = json.loads(out)
+    assert {k: entry[k] for k in ("by", "source", "action", "object_kind", "object_id")} == {
+        "by": "alice",
+        "source": "cli",
+        "action": "pause_queue",
+        "object_kind": "queue",
+        "object_id": "default",
+    }
+    assert entry["reason"] == "smtp outage" and set(entry["detail"]) == {"until"}
+    assert dt.datetime.fromisoformat(entry["at"]) <= timezone.now()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "0"], "--limit must be from 1"),
+        (["--job", "abc"], "is not a job id"),
+    ],
+)
+def test_audit_refuses_bad_values(args, message):
+    error, _, _ = fails("audit", *args)
+    assert message in error

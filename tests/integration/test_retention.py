@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_taskengine.checks import check_settings
-from django_taskengine.models import Attempt, Job, JobStatus, Worker
+from django_taskengine.models import Attempt, AuditEntry, Job, JobStatus, Worker
 from django_taskengine.retention import (
     PRUNE_LOCK_ID,
     format_age,
@@ -348,11 +348,13 @@ def test_command_prunes_by_the_setting_and_says_how_many():
     finished(JobStatus.SUCCEEDED, 3 * DAY)
     finished(JobStatus.FAILED, 2 * DAY)
     WorkerFactory(stopped_at=timezone.now() - 20 * DAY)
+    AuditEntry.objects.create(action="pause_queue", object_kind="queue", source="cli")
     output = run()
     assert output.splitlines() == [
         "Deleted 2 jobs: succeeded 2 (finished over 1d ago); failed 0 (finished over 14d ago); "
         "cancelled 0 (finished over 7d ago).",
         "Deleted 1 worker rows (stopped over 14d ago).",
+        "Deleted 0 audit entries (older than 90d).",
     ]
     assert Job.objects.count() == 1
 
@@ -426,3 +428,43 @@ def test_a_running_worker_prunes_old_finished_jobs_by_itself(start_workers):
     finally:
         workers.kill()
     assert not Attempt.objects.filter(job_id__in=[job.id for job in old]).exists()
+
+
+# -- the audit trail ----------------------------------------------------------------------------
+
+
+def audit_entry(age: dt.timedelta) -> AuditEntry:
+    return AuditEntry.objects.create(
+        at=timezone.now() - age, action="retry_job", object_kind="job", object_id="1", source="cli"
+    )
+
+
+def test_audit_entries_older_than_their_retention_are_pruned_in_batches():
+    old = [audit_entry(91 * DAY) for _ in range(5)]
+    young = audit_entry(89 * DAY)
+    assert prune(dry_run=True).audit_entries == 5
+    result = prune(batch_size=2)
+    assert result.audit_entries == 5 and result.complete
+    assert list(AuditEntry.objects.values_list("id", flat=True)) == [young.id]
+    assert not AuditEntry.objects.filter(id__in=[entry.id for entry in old]).exists()
+
+
+def test_audit_retention_is_a_setting_of_its_own():
+    entry = audit_entry(3 * DAY)
+    with override_settings(TASKENGINE={"RETENTION": {"audit": "2d"}}):
+        assert prune(ages={"succeeded": dt.timedelta(days=365)}).audit_entries == 1
+    assert not AuditEntry.objects.filter(id=entry.id).exists()
+    kept = audit_entry(400 * DAY)
+    with override_settings(TASKENGINE={"RETENTION": {"audit": None}}):
+        assert prune().audit_entries == 0
+    # A one-off prune of some statuses (or with --older-than) leaves the audit trail alone.
+    assert prune(audit=False).audit_entries == 0
+    run("--older-than", "1s", "--status", "succeeded")
+    assert AuditEntry.objects.filter(id=kept.id).exists()
+
+
+def test_audit_retention_setting_is_checked():
+    with override_settings(TASKENGINE={"RETENTION": {"audit": "soon"}}):
+        assert [error.id for error in check_settings()] == ["taskengine.E020"]
+    with override_settings(TASKENGINE={"RETENTION": {"audit": "30d"}}):
+        assert check_settings() == []

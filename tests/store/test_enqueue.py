@@ -608,30 +608,49 @@ def test_bulk_enqueue_explains_the_shape_it_expects(call):
     assert Job.objects.count() == 0
 
 
-def test_the_enqueue_function_migration_drops_exactly_what_it_creates():
-    """Migration 0008 backwards must remove the function it created (its DROP names the same
-    argument types), and forwards again restore a working single enqueue."""
+@pytest.mark.parametrize(
+    ("module", "arguments"),
+    [("0008_enqueue_function", 10), ("0009_job_uid_audit_entry", 11)],
+    ids=["v1", "v2"],
+)
+def test_an_enqueue_function_migration_drops_exactly_what_it_creates(module, arguments):
+    """Each version's migration backwards removes the function it created (its DROP names the
+    same argument types) and no other version, and forwards again restores it; enqueue works."""
     if connection.vendor != "postgresql":
         pytest.skip("the enqueue function exists on PostgreSQL only")
     import importlib
 
-    migration = importlib.import_module("django_taskengine.migrations.0008_enqueue_function")
+    migration = importlib.import_module(f"django_taskengine.migrations.{module}")
+    (operation,) = [
+        op for op in migration.Migration.operations if _runs_block(op, "create_enqueue_function")
+    ]
 
-    def exists():
+    def versions():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = 'taskengine_enqueue_job'")
-            return cursor.fetchone()[0]
+            cursor.execute(
+                "SELECT pronargs FROM pg_proc WHERE proname = 'taskengine_enqueue_job' "
+                "ORDER BY pronargs"
+            )
+            return [row[0] for row in cursor.fetchall()]
 
-    assert exists() == 1
+    assert versions() == [10, 11]
     with transaction.atomic():
         with connection.schema_editor(atomic=False) as editor:
-            (operation,) = migration.Migration.operations
             operation.reverse_code(None, editor)
-            assert exists() == 0
+            assert versions() == [n for n in (10, 11) if n != arguments]
             operation.code(None, editor)
-        assert exists() == 1
+        assert versions() == [10, 11]
         job = add.enqueue(1, 2)
         assert Job.objects.get(pk=job.pk).args == [1, 2]
+
+
+def _runs_block(operation, prefix):
+    """Whether a RunPython of run_on_postgresql runs a block whose name starts with prefix."""
+    code = getattr(operation, "code", None)
+    cells = getattr(code, "__closure__", None) or ()
+    return any(
+        isinstance(c.cell_contents, str) and c.cell_contents.startswith(prefix) for c in cells
+    )
 
 
 def test_enqueue_statements_are_seen_by_query_capture_and_execute_wrappers():

@@ -121,6 +121,16 @@ def charge_card(ctx, seconds=30.0):
     time.sleep(seconds)
 
 
+@task(takes_context=True, max_attempts=3, retry_backoff=0.0)
+def keep_idempotency_key(ctx, failures=1):
+    """Writes each attempt's ctx.idempotency_key in a ledger row; fails the first attempts."""
+    key = ctx.idempotency_key
+    LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label=key, pid=os.getpid())
+    if ctx.attempt <= failures:
+        raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
+    return key
+
+
 @task
 async def async_add(a, b):
     import asyncio

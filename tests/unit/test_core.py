@@ -196,12 +196,15 @@ def test_the_operator_actions_that_fit_a_job(status, stop, offered):
 
 def test_an_operator_action_sets_what_it_promises():
     now = timezone.now()
-    assert actions.JOB_ACTIONS["retry"].changes(now) == {
+    retry = actions.JOB_ACTIONS["retry"].changes(now)
+    assert isinstance(retry["uid"], uuid.UUID)  # a new run: a new idempotency key
+    assert {name: value for name, value in retry.items() if name != "uid"} == {
         "status": JobStatus.QUEUED,
         "run_after": now,
         "finished_at": None,
         "result": None,
     }
+    assert retry["uid"] != actions.JOB_ACTIONS["retry"].changes(now)["uid"]
     assert actions.JOB_ACTIONS["cancel"].changes(now) == {
         "status": JobStatus.CANCELLED,
         "finished_at": now,

@@ -46,3 +46,49 @@ $$
 DROP FUNCTION IF EXISTS taskengine_enqueue_job(
     varchar, varchar, jsonb, jsonb, integer, timestamptz, integer, double precision,
     double precision, text)
+
+-- name: backfill_job_uid_v1
+-- Migration 0009: every job enqueued before it gets its own random uid, in one statement.
+UPDATE taskengine_job SET uid = gen_random_uuid() WHERE uid IS NULL
+
+-- name: set_job_uid_default_v1
+-- A uid for rows inserted by code that does not know the column (the enqueue function of
+-- migration 0008, still called by processes running the previous release during a deploy).
+ALTER TABLE taskengine_job ALTER COLUMN uid SET DEFAULT gen_random_uuid()
+
+-- name: drop_job_uid_default_v1
+ALTER TABLE taskengine_job ALTER COLUMN uid DROP DEFAULT
+
+-- name: create_enqueue_function_v2
+-- As create_enqueue_function_v1, with the job's uid (made by the caller, which then knows it
+-- without reading it back). A new signature, so v1 stays for processes of the previous release
+-- until they are gone.
+CREATE OR REPLACE FUNCTION taskengine_enqueue_job(
+    p_task_name varchar, p_queue varchar, p_args jsonb, p_kwargs jsonb, p_priority integer,
+    p_run_after timestamptz, p_max_attempts integer, p_retry_backoff double precision,
+    p_timeout double precision, p_channel text, p_uid uuid)
+RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_run_after timestamptz;
+BEGIN
+    INSERT INTO taskengine_job AS j (
+        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid)
+    VALUES (p_task_name, p_queue, p_args, p_kwargs, 'queued', p_priority,
+        COALESCE(p_run_after, now()), NULL, 0, p_max_attempts, p_retry_backoff, p_timeout,
+        '', '', now(), '', p_uid)
+    RETURNING j.id, j.run_after INTO v_id, v_run_after;
+    IF v_run_after <= now() THEN
+        -- Wake an idle worker at commit; a job due later is found by a later poll.
+        PERFORM pg_notify(p_channel, p_queue);
+    END IF;
+    RETURN ARRAY[v_id, (extract(epoch FROM now()) * 1000000)::bigint];
+END
+$$
+
+-- name: drop_enqueue_function_v2
+DROP FUNCTION IF EXISTS taskengine_enqueue_job(
+    varchar, varchar, jsonb, jsonb, integer, timestamptz, integer, double precision,
+    double precision, text, uuid)

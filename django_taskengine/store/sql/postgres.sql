@@ -6,21 +6,23 @@
 -- statement that ends an attempt releases all four (django_taskengine/core/ownership.py).
 
 -- name: enqueue_one
--- One job without a dedup key, through the function of migration 0008: its INSERT and NOTIFY
--- are planned once per session. Returns {id, created_at in µs since the epoch}.
-SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+-- One job without a dedup key, through the function of migration 0009 (its uid made by the
+-- caller): its INSERT and NOTIFY are planned once per session. Returns {id, created_at in µs
+-- since the epoch}.
+SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: enqueue_many
 -- Any number of calls (one JSON array of [args, kwargs]) with the same options, in one
 -- statement; with a dedup key, a conflict with an active job inserts nothing. Returns the new
--- ids, their shared run_after and created_at, and NOTIFYs at commit if any is due.
+-- ids, their shared run_after and created_at, and NOTIFYs at commit if any is due. Each job gets
+-- a random uid; it is not returned (reading a thousand UUIDs back cost ~6% of a bulk enqueue).
 WITH ins AS (
     INSERT INTO taskengine_job (
         task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
-        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested)
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid)
     SELECT %(task_name)s, %(queue)s, t.call -> 0, t.call -> 1, 'queued', %(priority)s,
         COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
-        %(timeout)s, '', '', now(), ''
+        %(timeout)s, '', '', now(), '', gen_random_uuid()
     FROM jsonb_array_elements(%(calls)s::jsonb) WITH ORDINALITY AS t(call, n)
     ORDER BY t.n
     -- The predicate of the partial unique index taskengine_job_active_dedup_key.

@@ -56,7 +56,7 @@ class TaskContext:
         self.queue: str = job.queue
         self.task_name: str = job.task_name
         self.checkpoint_state: Any = job.checkpoint
-        self._uid: uuid.UUID | None = None
+        self._uid: uuid.UUID | None = job.uid
 
     @property
     def idempotency_key(self) -> str:
@@ -64,8 +64,9 @@ class TaskContext:
         retries, rescues after a worker died, pauses and resumes), a new one when an operator
         retries the job, and never the same for two jobs, even across databases.
 
-        Read from the job's row the first time it is asked for (the claim does not carry the
-        uid). Raises :class:`StopJob` ("superseded") if the attempt no longer owns its job.
+        The claim carries the uid; for a job built without it, it is read from the job's row
+        the first time it is asked for, and :class:`StopJob` ("superseded") is raised if the
+        attempt no longer owns its job.
         """
         if self._uid is None:
             self._uid = self._read_uid()

@@ -48,6 +48,8 @@ class ClaimedJob:
     checkpoint: Any = None
     #: Whether this worker's connection holds the job's advisory lock.
     locked: bool = False
+    #: The job's random uid (the idempotency key's); None where a caller built the job by hand.
+    uid: uuid.UUID | None = None
 
 
 @dataclass

@@ -34,6 +34,7 @@ _CLAIMED_FIELDS = (
     "retry_backoff",
     "timeout",
     "started_at",
+    "uid",
 )
 
 
@@ -133,6 +134,7 @@ class GenericWorkerSession(WorkerSession):
                 token=token,
                 started_at=job["started_at"] or now,
                 checkpoint=load_column("checkpoint", job["checkpoint_text"]),
+                uid=job["uid"],
             )
             for job in rows
         ]

@@ -77,6 +77,7 @@ class PostgresWorkerSession(WorkerSession):
                 started_at=row[10],
                 checkpoint=load_column("checkpoint", row[11]),
                 locked=row[12],
+                uid=row[15],
             )
             for row in rows
         ]

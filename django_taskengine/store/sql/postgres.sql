@@ -67,7 +67,7 @@ SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
-    pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after
+    pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid
 
 -- name: write_outcomes
 -- The outcomes the caller decided (django_taskengine/core/lifecycle.py), one array element

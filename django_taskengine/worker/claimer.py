@@ -45,8 +45,9 @@ class Claimer:
         self.concurrency = concurrency
         self.max_jobs = max_jobs
         # Jobs claimed beyond the running threads, so that short jobs come in batches. Adapted
-        # to how long jobs take (see adapt_prefetch); starts at one batch of `concurrency`.
-        self.prefetch = concurrency
+        # to how long jobs take (see adapt_prefetch); none until a job has finished: a worker
+        # that does not know yet how long jobs take must not hold jobs an idle worker could run.
+        self.prefetch = 0
         self._mean_run_time: float | None = None
         #: Every job claimed and not yet finished, started or not, by job id.
         self.running: dict[int, Running] = {}

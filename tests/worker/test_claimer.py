@@ -19,14 +19,15 @@ def _hold(claimer: Claimer, count: int) -> None:
         claimer.running[index] = Running(job=None)  # type: ignore[arg-type]
 
 
-def test_a_fresh_claimer_asks_for_one_batch_per_thread_plus_one_batch_ahead():
+def test_a_fresh_claimer_asks_for_one_job_per_thread_and_none_ahead():
     claimer = Claimer(concurrency=4)
-    assert claimer.prefetch == 4
-    assert claimer.room() == 8
+    assert claimer.prefetch == 0
+    assert claimer.room() == 4
 
 
 def test_it_refills_only_once_half_the_prefetched_jobs_are_used():
-    claimer = Claimer(concurrency=4)  # threads 4, prefetch 4: refill at 6 held or fewer
+    claimer = Claimer(concurrency=4)
+    claimer.prefetch = 4  # threads 4, prefetch 4: refill at 6 held or fewer
     _hold(claimer, 7)
     assert claimer.room() == 0
     claimer.running.pop(0)
@@ -35,6 +36,7 @@ def test_it_refills_only_once_half_the_prefetched_jobs_are_used():
 
 def test_max_jobs_caps_what_is_claimed_over_the_whole_run():
     claimer = Claimer(concurrency=4, max_jobs=5)
+    claimer.prefetch = 4
     assert claimer.room() == 5
     claimer.claimed_total = 4
     assert claimer.room() == 1
@@ -73,6 +75,7 @@ def test_claimed_jobs_wait_in_the_inbox_until_taken_back_unstarted():
     try:
         session.register()
         claimer = Claimer(concurrency=2)
+        claimer.prefetch = 2
         # Room for 4, only 3 due: the claim says the queue is exhausted.
         assert claimer.claim(session) is True
         assert set(claimer.running) == {job.id for job in jobs}

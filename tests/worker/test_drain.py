@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from django_taskengine.models import Attempt, Job, JobStatus
+from django_taskengine.models import Attempt, Job, JobStatus, Worker
+from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import add, always_fail, fail_then_succeed, noop, record, returns_object
 
@@ -189,3 +190,24 @@ def test_an_async_def_task_runs_to_completion(start_workers):
     job = async_add.enqueue(2, 40)
     assert start_workers("--burst").wait() == 0
     assert Job.objects.get(pk=job.pk).result == 42
+
+
+def test_an_idle_worker_claims_no_more_than_its_threads_before_it_knows_how_long_jobs_take(
+    start_workers,
+):
+    """Two idle one-thread workers and two long jobs: each worker runs one, side by side,
+    instead of the first to wake taking both (one to run, one to hold)."""
+    for _ in range(2):
+        start_workers("--processes", "1", "--concurrency", "1")
+    wait_for(
+        lambda: Worker.objects.filter(stopped_at__isnull=True).count() == 2,
+        timeout=60,
+        message="two worker processes to register",
+    )
+    record.bulk_enqueue([((), {"label": "long", "sleep": 2.0}) for _ in range(2)])
+    wait_for(
+        lambda: LedgerEntry.objects.filter(label="long").count() == 2,
+        timeout=60,
+        message="both long jobs to start",
+    )
+    assert len(set(LedgerEntry.objects.filter(label="long").values_list("pid", flat=True))) == 2

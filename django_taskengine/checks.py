@@ -7,9 +7,10 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, taskengine_settings
 from .core.limits import QUEUE_NAME_MAX, check_name, is_int32
 from .periodic import collect_definitions
+from .registry import registered_tasks
 from .retention import AUDIT_KEY, PRUNABLE_STATUSES, parse_age
 
 _POSITIVE_NUMBERS = (
@@ -209,4 +210,42 @@ def check_periodic(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return [
         Error(problem.message, hint=problem.hint or None, id=PERIODIC_CHECK_IDS[problem.kind])
         for problem in collect_definitions()[1]
+    ]
+
+
+@register(Tags.compatibility)
+def check_sqlite_atomic(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """W002: ``atomic`` tasks on SQLite hold its write lock for their whole run."""
+    database = settings.DATABASES.get(taskengine_settings.DATABASE, {})
+    return sqlite_atomic_warnings(
+        database.get("ENGINE", ""), database.get("OPTIONS", {}), list(registered_tasks().values())
+    )
+
+
+def sqlite_atomic_warnings(engine: str, options: Any, tasks: list[Any]) -> list[Any]:
+    """The W002 warning for ``tasks`` on a database of ``engine`` with these ``OPTIONS``."""
+    if "sqlite" not in engine:
+        return []
+    timeout = options.get("timeout", 5) if isinstance(options, dict) else 5
+    busy = float(timeout) if isinstance(timeout, (int, float)) else 5.0
+    slow = sorted(
+        task.name
+        for task in tasks
+        if getattr(task, "atomic", False)
+        and (getattr(task, "timeout", None) is None or task.timeout >= busy)
+    )
+    if not slow:
+        return []
+    shown = ", ".join(slow[:3]) + (f" and {len(slow) - 3} more" if len(slow) > 3 else "")
+    return [
+        Warning(
+            f"Atomic task(s) {shown} may run longer than SQLite's busy timeout ({busy:g} s). An "
+            "atomic task holds SQLite's write lock for its whole run: enqueues and other writes "
+            f"from other processes wait for it, and fail with 'database is locked' after "
+            f"{busy:g} s.",
+            hint="Give them @task(timeout=...) below the busy timeout, raise "
+            "DATABASES[...]['OPTIONS']['timeout'], or use PostgreSQL, where an atomic task locks "
+            "only the rows it writes.",
+            id="taskengine.W002",
+        )
     ]

@@ -6,7 +6,7 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from django_taskengine.checks import check_settings
+from django_taskengine.checks import check_settings, sqlite_atomic_warnings
 from django_taskengine.conf import DEFAULTS
 
 
@@ -204,3 +204,30 @@ def test_every_problem_is_reported_at_once():
 def test_errors_are_error_level():
     with override_settings(TASKENGINE={"POLL_INTERVAL": 0}):
         assert all(m.level == checks.ERROR for m in check_settings())
+
+
+class _Task:
+    def __init__(self, name: str, atomic: bool, timeout: float | None) -> None:
+        self.name, self.atomic, self.timeout = name, atomic, timeout
+
+
+def test_atomic_tasks_that_may_outlast_sqlites_busy_timeout_are_warned_about():
+    tasks = [
+        _Task("app.slow", atomic=True, timeout=None),
+        _Task("app.long", atomic=True, timeout=30),
+        _Task("app.quick", atomic=True, timeout=2),
+        _Task("app.plain", atomic=False, timeout=None),
+    ]
+    sqlite = "django.db.backends.sqlite3"
+    (warning,) = sqlite_atomic_warnings(sqlite, {"timeout": 20}, tasks)
+    assert warning.id == "taskengine.W002"
+    assert "app.long, app.slow" in warning.msg and "20 s" in warning.msg
+    assert "app.quick" not in warning.msg and "app.plain" not in warning.msg
+    # Django's default busy timeout is 5 s.
+    assert sqlite_atomic_warnings(sqlite, {}, [_Task("a", True, 4)]) == []
+    assert len(sqlite_atomic_warnings(sqlite, {}, [_Task("a", True, 5)])) == 1
+
+
+def test_atomic_tasks_on_postgresql_are_not_warned_about():
+    slow = [_Task("app.slow", atomic=True, timeout=None)]
+    assert sqlite_atomic_warnings("django.db.backends.postgresql", {}, slow) == []

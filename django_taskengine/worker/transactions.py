@@ -31,6 +31,9 @@ class TransactionState:
 
 CLEAN = TransactionState()
 
+#: libpq transaction statuses of a connection inside a transaction (INTRANS, INERROR).
+_IN_TRANSACTION = (2, 3)
+
 
 def snapshot() -> dict[str, TransactionState]:
     """The transaction state of every connection this thread has opened, by alias."""
@@ -83,10 +86,13 @@ def _state(conn: Any) -> TransactionState:
 
 
 def _driver_in_transaction(raw: Any) -> bool:
-    # psycopg 3 and psycopg2 (>= 2.8): connection.info.transaction_status, 0 when idle.
+    # psycopg 3 and psycopg2 (>= 2.8): connection.info.transaction_status, the libpq values:
+    # IDLE 0, ACTIVE 1, INTRANS 2, INERROR 3, UNKNOWN 4. Only INTRANS and INERROR are a
+    # transaction left open; UNKNOWN is a broken connection (the task's own query failed with
+    # it, a retryable error), which Django replaces on its next use.
     status = getattr(getattr(raw, "info", None), "transaction_status", None)
     if status is not None:
-        return int(status) != 0
+        return int(status) in _IN_TRANSACTION
     return bool(getattr(raw, "in_transaction", False))  # sqlite3
 
 

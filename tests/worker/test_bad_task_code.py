@@ -3,9 +3,12 @@ fails with a clear error, and the worker and the next jobs on the same thread ar
 
 from __future__ import annotations
 
+import psycopg
 import pytest
+from django.db import connection
 
 from django_taskengine.models import Attempt, Job, JobStatus
+from django_taskengine.worker.transactions import _driver_in_transaction
 from tests.testapp import bad_tasks
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import record
@@ -69,3 +72,18 @@ def test_a_base_exception_from_a_task_fails_its_job_with_a_traceback_and_the_wor
     log = workers.log()
     assert "internal error running job" not in log
     assert "died" not in log, log[-3000:]
+
+
+def test_a_broken_connection_is_not_a_transaction_left_open():
+    """A task whose query failed because its connection broke (a cut, a restart) failed with a
+    retryable error; its connection is not "in a transaction" and must not turn that into a
+    final failure."""
+    if connection.vendor != "postgresql":
+        pytest.skip("libpq transaction statuses")
+    raw = psycopg.connect(**connection.get_connection_params() | {"autocommit": True})
+    raw.execute("BEGIN")
+    assert _driver_in_transaction(raw) is True
+    raw.execute("ROLLBACK")
+    assert _driver_in_transaction(raw) is False
+    raw.close()  # a closed or broken connection reports UNKNOWN
+    assert _driver_in_transaction(raw) is False

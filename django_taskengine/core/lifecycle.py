@@ -189,14 +189,27 @@ def stopped(job: ClaimedJob, reason: str) -> Outcome:
     Stopping on request is not a failure: a paused or requeued job gets its attempt back.
     """
     status, outcome, note = _STOPS.get(reason, _SHUTDOWN_STOP)
-    return _outcome(job, status, outcome, error=note, refund_attempt=status != JobStatus.CANCELLED)
+    return _outcome(
+        job,
+        status,
+        outcome,
+        error=note,
+        refund_attempt=status != JobStatus.CANCELLED,
+        # Requeued for a shutdown, it goes back where it stood, ahead of later work.
+        keeps_place=True,
+    )
 
 
 def interrupted(job: ClaimedJob, error: str = SHUTDOWN_ERROR) -> Outcome:
-    """The worker shut down (or gave back a job it had not started): back to the queue, due
-    at once, its attempt not counted."""
+    """The worker shut down (or gave back a job it had not started): back to the queue where it
+    stood (its ``run_after`` kept, ahead of later work), its attempt not counted."""
     return _outcome(
-        job, JobStatus.QUEUED, AttemptOutcome.INTERRUPTED, error=error, refund_attempt=True
+        job,
+        JobStatus.QUEUED,
+        AttemptOutcome.INTERRUPTED,
+        error=error,
+        refund_attempt=True,
+        keeps_place=True,
     )
 
 

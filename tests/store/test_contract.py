@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from django_taskengine import task
 from django_taskengine.conf import taskengine_settings
+from django_taskengine.core import lifecycle
 from django_taskengine.core.lifecycle import ORPHAN_ERROR
 from django_taskengine.models import Attempt, Job, Worker
 from django_taskengine.registry import tasks as registry
@@ -415,6 +416,18 @@ def test_an_interrupted_attempt_gives_its_attempt_back(open_session):
     assert Attempt.objects.get(job=job).outcome == "interrupted"
     (again,) = session.claim(1)
     assert again.attempt == 1
+
+
+def test_a_job_given_back_at_shutdown_keeps_its_place(open_session):
+    job = JobFactory(run_after=ago(3600))
+    job.refresh_from_db()
+    due = job.run_after
+    session = open_session()
+    (claimed,) = session.claim(1)
+    session.finish([lifecycle.interrupted(claimed)], unlock=[job.pk])
+    job.refresh_from_db()
+    # Due an hour ago, it stays ahead of everything enqueued since.
+    assert (job.status, job.run_after, job.attempts) == ("queued", due, 0)
 
 
 def test_a_final_failure_is_kept_with_its_error(open_session):

@@ -99,12 +99,16 @@ def test_a_timeout_counts_like_a_failure_with_its_own_outcome():
 def test_a_stop_at_a_checkpoint_is_not_a_failure(reason, status, outcome, refund):
     stopped = lifecycle.stopped(attempt(number=3, max_attempts=3), reason)
     assert (stopped.status, stopped.outcome, stopped.refund_attempt) == (status, outcome, refund)
-    assert (stopped.due_in == 0.0) is (status == JobStatus.QUEUED)
+    assert stopped.due_in is None  # a requeued job keeps its place
 
 
-def test_an_interrupted_attempt_goes_back_due_at_once_and_is_not_counted():
+def test_an_interrupted_attempt_goes_back_where_it_stood_and_is_not_counted():
     outcome = lifecycle.interrupted(attempt(number=3, max_attempts=3))
-    assert (outcome.status, outcome.due_in, outcome.refund_attempt) == (JobStatus.QUEUED, 0, True)
+    assert (outcome.status, outcome.due_in, outcome.refund_attempt) == (
+        JobStatus.QUEUED,
+        None,  # run_after kept: it goes back where it stood
+        True,
+    )
     assert outcome.error == lifecycle.SHUTDOWN_ERROR
 
 
@@ -251,7 +255,5 @@ def test_a_rescued_job_keeps_its_place_in_the_queue():
     assert outcome.due_in is None  # run_after is left as it is
 
 
-def test_the_other_requeues_still_set_when_the_job_is_due():
-    assert lifecycle.interrupted(attempt()).due_in == 0.0
-    assert lifecycle.stopped(attempt(), "shutdown").due_in == 0.0
+def test_a_retry_after_a_failure_is_due_after_its_backoff():
     assert lifecycle.failed(attempt(number=1), "ValueError: no").due_in > 0

@@ -54,6 +54,7 @@ class Claimer:
         #: Claimed jobs waiting for a runner thread; None tells a thread to exit.
         self.inbox: queue_module.Queue[Running | None] = queue_module.Queue()
         self.claimed_total = 0
+        self._next_stall_check = 0.0
 
     def room(self) -> int:
         """How many jobs to claim now: refill once half the prefetched buffer is used."""
@@ -95,6 +96,10 @@ class Claimer:
         them for good, and no rescue frees a job of a live worker. Claiming ahead stops until
         a job finishes (then the prefetch adapts to the run times again).
         """
+        if len(self.running) <= self.concurrency or now < self._next_stall_check:
+            return []  # nothing waits beyond the threads, or looked a moment ago
+        # Called every turn of the worker's loop: a quarter of the bound is precise enough.
+        self._next_stall_check = now + STALLED_AFTER / 4
         started = [entry.started for entry in self.running.values() if entry.started is not None]
         waiting = [entry.claimed for entry in self.running.values() if entry.started is None]
         if not waiting or now - min(waiting) < STALLED_AFTER:

@@ -30,21 +30,31 @@ class TransactionState:
 
 
 CLEAN = TransactionState()
+_RAW_OPEN = TransactionState(raw_open=True)
 
 #: libpq transaction statuses of a connection inside a transaction (INTRANS, INERROR).
 _IN_TRANSACTION = (2, 3)
 
 
 def snapshot() -> dict[str, TransactionState]:
-    """The transaction state of every connection this thread has opened, by alias."""
-    return {conn.alias: _state(conn) for conn in connections.all(initialized_only=True)}
+    """The transaction state of the connections this thread has opened that are not idle in
+    autocommit, by alias (usually none: this runs twice per job, so the idle case is cheap)."""
+    found = {}
+    for conn in connections.all(initialized_only=True):
+        state = _state(conn)
+        if state is not CLEAN:
+            found[conn.alias] = state
+    return found
 
 
 def left_open(before: dict[str, TransactionState]) -> dict[str, str]:
     """Connections whose transaction state differs from ``before``: alias -> what was left."""
+    after = snapshot()
+    if not after and not before:
+        return {}
     found = {}
-    for alias, now in snapshot().items():
-        was = before.get(alias, CLEAN)
+    for alias in sorted(after.keys() | before.keys()):
+        now, was = after.get(alias, CLEAN), before.get(alias, CLEAN)
         if now == was:
             continue
         if now.savepoints > was.savepoints or now.in_atomic_block != was.in_atomic_block:
@@ -73,19 +83,22 @@ def discard(aliases: list[str], before: dict[str, TransactionState], *, close: b
 
 
 def _state(conn: Any) -> TransactionState:
-    if conn.connection is None and not conn.in_atomic_block:
-        return CLEAN
-    state = TransactionState(
+    if not conn.in_atomic_block and conn.autocommit and not conn.savepoint_ids:
+        raw = conn.connection
+        if raw is None or not _driver_in_transaction(raw):
+            return CLEAN
+        return _RAW_OPEN
+    return TransactionState(
         in_atomic_block=conn.in_atomic_block,
         savepoints=len(conn.savepoint_ids),
         autocommit=conn.autocommit,
     )
-    if state.autocommit and not state.in_atomic_block and conn.connection is not None:
-        return TransactionState(raw_open=_driver_in_transaction(conn.connection))
-    return state
 
 
 def _driver_in_transaction(raw: Any) -> bool:
+    pgconn = getattr(raw, "pgconn", None)  # psycopg 3: the status without a ConnectionInfo
+    if pgconn is not None:
+        return int(pgconn.transaction_status) in _IN_TRANSACTION
     # psycopg 3 and psycopg2 (>= 2.8): connection.info.transaction_status, the libpq values:
     # IDLE 0, ACTIVE 1, INTRANS 2, INERROR 3, UNKNOWN 4. Only INTRANS and INERROR are a
     # transaction left open; UNKNOWN is a broken connection (the task's own query failed with

@@ -104,8 +104,9 @@ class PostgresWorkerSession(WorkerSession):
                 "numbers": [o.attempt for o in outcomes],
                 "started": [o.started_at for o in outcomes],
                 "finished": [o.finished_at for o in outcomes],
-                "job_finished": [o.job_finished_at for o in outcomes],
-                "workers": [o.worker_id for o in outcomes],
+                "terminal": [o.job_finished_at is not None for o in outcomes],
+                # Only a rescue writes for other workers; unnest pads a shorter array with NULL.
+                "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
                 "worker": self.worker.id,
                 "ns": self.ns,
                 "unlock": unlock,
@@ -215,6 +216,11 @@ class PostgresWorkerSession(WorkerSession):
         except psycopg.Error:
             return False
         return True
+
+
+def any_other_worker(outcomes: list[Outcome]) -> bool:
+    """Whether any outcome records an attempt of a worker other than the writer's."""
+    return any(o.worker_id is not None for o in outcomes)
 
 
 def _orphan(row: tuple[Any, ...]) -> ClaimedJob:

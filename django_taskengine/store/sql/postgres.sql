@@ -73,15 +73,17 @@ RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, 
 -- The outcomes the caller decided (django_taskengine/core/lifecycle.py), one array element
 -- per attempt, each applied only if its attempt still owns the job (token, status running).
 -- Every attempt gets its record: "superseded" when its write was fenced out (unless the job
--- is gone). Also releases the advisory locks of the jobs in `unlock`.
+-- is gone). Also releases the advisory locks of the jobs in `unlock`. `terminal` (the core's
+-- decision) says the job is finished at the attempt's end; `workers` names the attempt's worker
+-- when it is not the writer (a rescue), and may be empty: unnest pads it with NULL.
 WITH o AS (
     SELECT * FROM unnest(
         %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
         %(results)b::text[], %(errors)b::text[], %(tracebacks)b::text[], %(due_in)b::float8[],
         %(refunds)b::bool[], %(numbers)b::int[], %(started)b::timestamptz[],
-        %(finished)b::timestamptz[], %(job_finished)b::timestamptz[], %(workers)b::uuid[])
+        %(finished)b::timestamptz[], %(terminal)b::bool[], %(workers)b::uuid[])
     AS o(id, token, status, outcome, result, error, traceback, due_in, refund, number,
-         started, finished, job_finished, worker)
+         started, finished, terminal, worker)
 ),
 upd AS (
     UPDATE taskengine_job j SET
@@ -89,7 +91,7 @@ upd AS (
         result = o.result::jsonb,
         error = o.error,
         traceback = o.traceback,
-        finished_at = o.job_finished,
+        finished_at = CASE WHEN o.terminal THEN o.finished END,
         run_after = COALESCE(now() + o.due_in * interval '1 second', j.run_after),
         attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
         worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''

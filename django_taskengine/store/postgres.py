@@ -211,6 +211,7 @@ class PostgresStore(Store):
                 {
                     "status": outcome.status,
                     "result": outcome.result_json,
+                    "error": outcome.error,
                     "job_finished": outcome.job_finished_at,
                     "id": outcome.job_id,
                     "token": outcome.token,

@@ -1,0 +1,67 @@
+"""Stop requests belong to the job, not the attempt: a cancel or pause asked of a running job
+lasts until it is carried out — across a failed attempt and a worker's death — with real worker
+processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from django_taskengine import operations as ops
+from django_taskengine.models import Job, JobStatus, Worker
+from tests.helpers import wait_for
+from tests.testapp.models import LedgerEntry
+from tests.testapp.tasks import fail_when_told, sleep_and_record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _started(job: Job, attempt: int = 1) -> bool:
+    return LedgerEntry.objects.filter(job_id=job.id, attempt=attempt).exists()
+
+
+def _status(job: Job, status: str) -> bool:
+    job.refresh_from_db()
+    return job.status == status
+
+
+@pytest.mark.parametrize(("action", "status"), [("cancel", "cancelled"), ("pause", "paused")])
+def test_a_stop_asked_of_a_running_task_that_then_fails_is_carried_out_not_retried(
+    start_workers, action, status
+):
+    job = fail_when_told.enqueue()
+    start_workers("--processes", "1")
+    wait_for(lambda: _started(job), timeout=30, message="the attempt to start")
+    getattr(ops, f"{action}_job")(job.id)
+    LedgerEntry.objects.create(job_id=job.id, attempt=1, label="go", pid=os.getpid())
+
+    wait_for(lambda: job.refresh_from_db() or job.status != JobStatus.RUNNING, timeout=30)
+    job.refresh_from_db()
+    assert job.status == status
+    assert job.attempts == 1
+    assert "RuntimeError: planned failure on attempt 1" in job.error
+    assert list(job.attempt_set.values_list("outcome", flat=True)) == ["failed"]
+    # Not run again: a second attempt would have recorded its start by now.
+    assert not LedgerEntry.objects.filter(job_id=job.id, attempt=2).exists()
+    assert job.stop_requested == ("pause" if action == "pause" else "")
+    if action == "pause":
+        # Resuming runs it again, as a new attempt.
+        ops.resume_job(job.id)
+        wait_for(lambda: _started(job, attempt=2), timeout=30, message="the resumed attempt")
+
+
+def test_a_pause_asked_of_a_job_whose_worker_is_killed_holds_after_the_rescue(start_workers):
+    job = sleep_and_record.enqueue(seconds=60)
+    start_workers("--processes", "2")
+    wait_for(lambda: _started(job), timeout=30, message="the attempt to start")
+    ops.pause_job(job.id)
+    job.refresh_from_db()
+    os.kill(Worker.objects.get(id=job.worker_id).pid, signal.SIGKILL)
+
+    wait_for(lambda: _status(job, JobStatus.PAUSED), timeout=30, message="the rescue to pause it")
+    assert list(job.attempt_set.values_list("outcome", flat=True)) == ["orphaned"]
+    assert LedgerEntry.objects.filter(job_id=job.id).count() == 1  # not re-run
+    ops.resume_job(job.id)
+    wait_for(lambda: _started(job, attempt=2), timeout=30, message="the resumed attempt")

@@ -13,7 +13,7 @@ from django_taskengine import operations as ops
 from django_taskengine.models import Job, JobStatus, Worker
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
-from tests.testapp.tasks import fail_when_told, sleep_and_record
+from tests.testapp.tasks import fail_when_told, returns_when_stopped, sleep_and_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,3 +65,32 @@ def test_a_pause_asked_of_a_job_whose_worker_is_killed_holds_after_the_rescue(st
     assert LedgerEntry.objects.filter(job_id=job.id).count() == 1  # not re-run
     ops.resume_job(job.id)
     wait_for(lambda: _started(job, attempt=2), timeout=30, message="the resumed attempt")
+
+
+def test_a_task_that_returns_early_for_a_cancel_ends_cancelled_with_its_result(start_workers):
+    job = returns_when_stopped.enqueue()
+    start_workers("--processes", "1")
+    wait_for(lambda: _started(job), timeout=30, message="the attempt to start")
+    ops.cancel_job(job.id)
+    finished = job.wait(timeout=30)
+    assert finished.status == JobStatus.CANCELLED
+    assert finished.result == {"stopped_early": True}
+    assert finished.finished_at is not None
+    assert list(finished.attempt_set.values_list("outcome", flat=True)) == ["cancelled"]
+
+
+def test_a_task_that_returns_early_for_a_pause_ends_paused_and_runs_again_on_resume(
+    start_workers,
+):
+    job = returns_when_stopped.enqueue(seconds=3)
+    start_workers("--processes", "1")
+    wait_for(lambda: _started(job), timeout=30, message="the attempt to start")
+    ops.pause_job(job.id)
+    wait_for(lambda: _status(job, JobStatus.PAUSED), timeout=30, message="the pause")
+    assert job.attempts == 0  # pausing does not use up an attempt
+    assert job.result is None
+    assert list(job.attempt_set.values_list("outcome", flat=True)) == ["paused"]
+    ops.resume_job(job.id)
+    finished = job.wait(timeout=30)
+    assert finished.status == JobStatus.SUCCEEDED
+    assert finished.result == {"stopped_early": False}

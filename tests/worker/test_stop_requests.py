@@ -4,6 +4,7 @@ processes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 
@@ -13,7 +14,7 @@ from django_taskengine import operations as ops
 from django_taskengine.models import Job, JobStatus, Worker
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
-from tests.testapp.tasks import fail_when_told, returns_when_stopped, sleep_and_record
+from tests.testapp.tasks import fail_when_told, returns_when_stopped, sleep_and_record, steps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,3 +95,34 @@ def test_a_task_that_returns_early_for_a_pause_ends_paused_and_runs_again_on_res
     finished = job.wait(timeout=30)
     assert finished.status == JobStatus.SUCCEEDED
     assert finished.result == {"stopped_early": False}
+
+
+def _progress_at_least(job: Job, n: int) -> bool:
+    job.refresh_from_db()
+    return (job.progress_current or 0) >= n
+
+
+def test_resuming_a_queue_resumes_the_running_jobs_its_pause_stopped(start_workers):
+    job = steps.enqueue(total=300, step_sleep=0.01)
+    by_hand = steps.enqueue(total=5, step_sleep=0)
+    ops.pause_job(by_hand.id)
+    start_workers("--processes", "1")
+    wait_for(lambda: _progress_at_least(job, 5), timeout=30, message="progress")
+    ops.pause_queue("default", stop_running=True)
+    wait_for(lambda: _status(job, JobStatus.PAUSED), timeout=30, message="the queue's pause")
+    assert job.stop_requested == "pause:queue"
+
+    ops.resume_queue("default")
+
+    assert job.wait(timeout=60).status == JobStatus.SUCCEEDED
+    by_hand.refresh_from_db()
+    assert by_hand.status == JobStatus.PAUSED  # an operator's own pause is not the queue's
+
+
+def test_a_timed_queue_pause_that_runs_out_resumes_the_running_jobs_it_stopped(start_workers):
+    job = steps.enqueue(total=300, step_sleep=0.01)
+    start_workers("--processes", "1")
+    wait_for(lambda: _progress_at_least(job, 5), timeout=30, message="progress")
+    ops.pause_queue("default", until=dt.timedelta(seconds=4), stop_running=True)
+    wait_for(lambda: _status(job, JobStatus.PAUSED), timeout=30, message="the queue's pause")
+    assert job.wait(timeout=60).status == JobStatus.SUCCEEDED

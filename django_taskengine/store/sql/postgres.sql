@@ -171,7 +171,8 @@ WHERE (SELECT ok FROM guard) AND j.status = 'running'
 FOR UPDATE OF j SKIP LOCKED
 
 -- name: notify_queues
--- Wake idle workers of these queues (at commit).
+-- Wake idle workers of these queues (at commit): after a rescue, and after a resume (of a
+-- job, a queue, a task type or the engine) made jobs due, on the channel enqueue uses.
 SELECT count(*) FROM (SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q) AS n
 
 -- name: register_worker

@@ -14,6 +14,7 @@ class TaskEngineConfig(AppConfig):
 
         from . import (
             checks,  # noqa: F401 - registers the system checks
+            operations,  # noqa: F401 - registers the workers' duty that ends timed pauses' stops
             retention,  # noqa: F401 - registers the workers' pruning duty
         )
         from .conf import taskengine_settings

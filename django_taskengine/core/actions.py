@@ -39,6 +39,9 @@ class JobAction:
         changes: dict[str, Any] = {}
         if self.to_status is not None:
             changes["status"] = self.to_status
+            # A paused job keeps the stop request that paused it (which pause stopped it);
+            # leaving paused, or any other change of status by hand, settles it.
+            changes["stop_requested"] = ""
         if self.due_now:
             changes["run_after"] = now
         if self.finishes:
@@ -76,9 +79,17 @@ JOB_ACTIONS: dict[str, JobAction] = {
     )
 }
 
+#: The pauses that stop running jobs, by origin: an operator's pause of one job, and the
+#: pauses of a queue, a task type or the engine asked to stop running jobs too. A job they
+#: pause keeps the value, so that the end of that pause requeues it (and only it).
+PAUSE_REQUESTS = ("pause", "pause:queue", "pause:task", "pause:engine")
+
 #: The pending stop requests a new one may replace: a cancel overrides a pause; nothing
 #: overrides a cancel, and a pause does not repeat.
-STOP_REQUEST_REPLACES: dict[str, tuple[str, ...]] = {"cancel": ("", "pause"), "pause": ("",)}
+STOP_REQUEST_REPLACES: dict[str, tuple[str, ...]] = {
+    "cancel": ("", *PAUSE_REQUESTS),
+    **{pause: ("",) for pause in PAUSE_REQUESTS},
+}
 
 
 def actions_for(status: str, stop_requested: str) -> list[str]:

@@ -9,6 +9,7 @@ attempt's token (``… WHERE id = … AND token = … AND status = 'running'``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import traceback as traceback_module
@@ -50,6 +51,8 @@ class ClaimedJob:
     locked: bool = False
     #: The job's random uid (the idempotency key's); None where a caller built the job by hand.
     uid: uuid.UUID | None = None
+    #: The job's pending stop request as last read from the database ("" for none).
+    stop_requested: str = ""
 
 
 @dataclass
@@ -79,6 +82,20 @@ class Outcome:
     #: A requeued job keeps its ``run_after``, its place in the queue (a rescue: the worker
     #: failed, not the job, so the job is not sent behind the work enqueued after it).
     keeps_place: bool = False
+    #: The job's pending stop request this outcome was decided with (see
+    #: :func:`apply_stop_request`). Stores apply the outcome only if the job's request is still
+    #: this one; otherwise the store reports the current one in :attr:`stop_request_now`.
+    stop_request: str = ""
+    #: Set by a store that fenced the outcome out only because the job's stop request changed
+    #: (the attempt still owns the job): the request to decide again with.
+    stop_request_now: str | None = None
+
+    @property
+    def stop_requested_after(self) -> str:
+        """The job's ``stop_requested`` once the outcome is written: a paused job keeps the
+        request that paused it (it says which pause stopped it, for its resume); every other
+        outcome releases it (carried out, or moot once the job is finished)."""
+        return self.stop_request if self.status == JobStatus.PAUSED else ""
 
     @property
     def job_finished_at(self) -> dt.datetime | None:
@@ -183,12 +200,22 @@ _SHUTDOWN_STOP = (
 )
 
 
+def stop_kind(request: str) -> str:
+    """What a stop request asks for: "pause" or "cancel" ("" for none).
+
+    A pause that stops running jobs for a queue, task or engine pause is recorded with its
+    origin ("pause:queue", "pause:task", "pause:engine"): the paused job keeps it, so that the
+    end of that pause requeues the job (and an operator's own pause, plain "pause", does not).
+    """
+    return request.partition(":")[0]
+
+
 def stopped(job: ClaimedJob, reason: str) -> Outcome:
     """The task stopped at a checkpoint for a pause, a cancel or a shutdown (``reason``).
 
     Stopping on request is not a failure: a paused or requeued job gets its attempt back.
     """
-    status, outcome, note = _STOPS.get(reason, _SHUTDOWN_STOP)
+    status, outcome, note = _STOPS.get(stop_kind(reason), _SHUTDOWN_STOP)
     return _outcome(
         job,
         status,
@@ -198,6 +225,66 @@ def stopped(job: ClaimedJob, reason: str) -> Outcome:
         # Requeued for a shutdown, it goes back where it stood, ahead of later work.
         keeps_place=True,
     )
+
+
+def returned_on_request(job: ClaimedJob, reason: str, result_json: str) -> Outcome:
+    """The task returned after ``ctx.should_stop`` told it of a pause or cancel (``reason``).
+
+    It stopped early on request, so the request is carried out: a cancel makes the job
+    ``cancelled``, its return value kept as the result; a pause makes it ``paused`` (its
+    checkpoint kept, its return value discarded: a resume runs it again from its checkpoint),
+    its attempt not counted. For any other reason (a shutdown) the task simply succeeded.
+    """
+    kind = stop_kind(reason)
+    if kind == "cancel":
+        return _outcome(
+            job,
+            JobStatus.CANCELLED,
+            AttemptOutcome.CANCELLED,
+            result_json=result_json,
+            error="cancelled by an operator: the task returned early on request",
+        )
+    if kind == "pause":
+        return _outcome(
+            job,
+            JobStatus.PAUSED,
+            AttemptOutcome.PAUSED,
+            error="paused by an operator: the task returned early on request",
+            refund_attempt=True,
+        )
+    return succeeded(job, result_json)
+
+
+def apply_stop_request(outcome: Outcome, request: str) -> Outcome:
+    """``outcome`` as it stands with the job's pending stop ``request`` ("" for none).
+
+    A stop request belongs to the job, not the attempt: it lasts until it is carried out. An
+    attempt that ends in a way that would requeue its job (a retryable failure, a timeout, a
+    dead worker, a shutdown) carries out a pending cancel (the job is ``cancelled``) or pause
+    (the job is ``paused``; the attempt counts as its own ending says, the pause adds nothing).
+    An attempt stopped at a checkpoint for a pause while a cancel was asked is cancelled (a
+    cancel overrides a pause). Every other outcome stands: a finished job has nothing left to
+    stop.
+
+    The returned outcome carries ``request``: the store writes it only if the job's request
+    is still that one (see :attr:`Outcome.stop_request`).
+    """
+    kind = stop_kind(request)
+    decided = dataclasses.replace(outcome, stop_request=request, stop_request_now=None)
+    if outcome.outcome == AttemptOutcome.SUPERSEDED:
+        return decided
+    if kind == "cancel" and outcome.status in (JobStatus.QUEUED, JobStatus.PAUSED):
+        decided.status = JobStatus.CANCELLED
+        decided.error = _with_note(outcome.error, "cancelled by an operator")
+    elif kind == "pause" and outcome.status == JobStatus.QUEUED:
+        decided.status = JobStatus.PAUSED
+        decided.error = _with_note(outcome.error, "paused by an operator")
+    return decided
+
+
+def _with_note(error: str, note: str) -> str:
+    """The job's error after a stop request was carried out as its attempt ended."""
+    return f"{note} as its attempt ended ({error})" if error else note
 
 
 def interrupted(job: ClaimedJob, error: str = SHUTDOWN_ERROR) -> Outcome:

@@ -23,6 +23,7 @@ from ..core.actions import JOB_ACTIONS, STOP_REQUEST_REPLACES, retry_budget
 from ..core.actions import actions_for as core_actions_for
 from ..models import Job, JobStatus
 from ..registry import tasks as registry
+from ..store import get_store
 from .audit import Actor
 from .common import ActionRefused, NotFound, database
 
@@ -70,8 +71,10 @@ def resume_job(
     source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Job:
-    """paused → queued."""
-    return _transition(job_id, "resume", {}, expected, Actor(by, source, reason), using)
+    """paused → queued, and idle workers of its queue are woken for it."""
+    job = _transition(job_id, "resume", {}, expected, Actor(by, source, reason), using)
+    wake_workers([job.queue], using=using)
+    return job
 
 
 def retry_job(
@@ -200,9 +203,19 @@ def _request_stop(
     return job
 
 
+def wake_workers(queues: Iterable[str], *, using: str | None = None) -> None:
+    """Wake idle workers for the jobs of ``queues`` an action made due (``NOTIFY`` on
+    PostgreSQL, at commit; other databases' workers poll). Every resume goes through here."""
+    get_store(database(using)).wake_workers(sorted(set(queues)))
+
+
 def stop_running_jobs(queue: str | None, reason: str = "pause", *, using: str | None = None) -> int:
     """Ask every running job of ``queue`` (None: of every queue) to stop at its next
-    checkpoint, unless it was already asked; return how many."""
+    checkpoint, unless it was already asked; return how many.
+
+    ``reason`` says which pause asks ("pause:queue", "pause:engine"…, see
+    :data:`~..core.actions.PAUSE_REQUESTS`): the job it pauses keeps it, so that the end of
+    that pause requeues it."""
     running = Job.objects.using(database(using)).filter(status=JobStatus.RUNNING, stop_requested="")
     if queue is not None:
         running = running.filter(queue=queue)

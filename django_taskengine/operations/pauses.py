@@ -7,6 +7,11 @@ A pause stops jobs from *starting*; running jobs finish unless asked to stop. A 
 Each function takes ``by`` (who acts), ``reason`` and ``source`` ("admin", "cli", "python"), and
 records a change in the audit trail (:mod:`.audit`) in the change's transaction; a resume of
 something that was not paused changes nothing and records nothing.
+
+A pause asked to stop running jobs too parks them ``paused``, each keeping which pause stopped
+it (``stop_requested`` "pause:queue", "pause:engine"…). When that pause ends — resumed, or a
+timed pause run out — :func:`release_ended_pauses` requeues them (and only them: a job an
+operator paused by itself stays paused).
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, Q, Subquery
 from django.utils import timezone
 
 from ..audit_trail import AuditObject, AuditSource
 from ..core.limits import QUEUE_NAME_MAX, TASK_NAME_MAX, check_name, check_queue_name
-from ..models import Pause, PauseScope, Queue
+from ..models import Job, JobStatus, Pause, PauseScope, Queue
+from ..worker.maintenance import register
 from .audit import Actor
 from .common import NotFound, database, pause_end
-from .jobs import stop_running_jobs
+from .jobs import stop_running_jobs, wake_workers
+
+#: Seconds between a worker's checks for timed pauses that ran out with jobs they stopped.
+RELEASE_INTERVAL = 1.0
 
 # -- queues -----------------------------------------------------------------------------
 
@@ -60,7 +69,7 @@ def pause_queue(
         )
         detail = _pause_detail(end)
         if stop_running:
-            detail["running_jobs_asked_to_pause"] = stop_running_jobs(name, "pause", using=db)
+            detail["running_jobs_asked_to_pause"] = stop_running_jobs(name, "pause:queue", using=db)
         actor.record("pause_queue", AuditObject.QUEUE, name, detail=detail, using=db)
     return queue
 
@@ -85,6 +94,8 @@ def resume_queue(
         )
         if updated:
             actor.record("resume_queue", AuditObject.QUEUE, name, using=db)
+        release_ended_pauses(using=db)
+        wake_workers([name], using=db)
     return get_queue(name, using=db)
 
 
@@ -134,7 +145,9 @@ def pause_all(
         pause = _pause(PauseScope.ENGINE, "", by, reason, until, db)
         detail = _pause_detail(pause.paused_until)
         if stop_running:
-            detail["running_jobs_asked_to_pause"] = stop_running_jobs(None, "pause", using=db)
+            detail["running_jobs_asked_to_pause"] = stop_running_jobs(
+                None, "pause:engine", using=db
+            )
         actor.record("pause_all", AuditObject.ENGINE, detail=detail, using=db)
     return pause
 
@@ -149,6 +162,8 @@ def resume_all(
         deleted = Pause.objects.using(db).filter(scope=PauseScope.ENGINE).delete()[0]
         if deleted:
             actor.record("resume_all", AuditObject.ENGINE, using=db)
+        release_ended_pauses(using=db)
+        wake_workers(_queues_with_queued_jobs(Q(), db), using=db)
     return bool(deleted)
 
 
@@ -196,7 +211,47 @@ def resume_task(
         )
         if deleted:
             actor.record("resume_task", AuditObject.TASK, task_name, using=db)
+        release_ended_pauses(using=db)
+        wake_workers(_queues_with_queued_jobs(Q(task_name=task_name), db), using=db)
     return bool(deleted)
+
+
+def _queues_with_queued_jobs(which: Q, db: str) -> set[str]:
+    """The queues of the queued jobs that ``which`` selects: those a resume may make due."""
+    queued = Job.objects.using(db).filter(which, status=JobStatus.QUEUED)
+    return set(queued.order_by().values_list("queue", flat=True).distinct())
+
+
+def release_ended_pauses(*, using: str | None = None) -> int:
+    """Requeue the jobs a queue, task or engine pause stopped mid-run whose pause is no longer
+    in force (resumed, or a timed pause that ran out), and wake workers for them; return how
+    many. A job still held by another pause in force stays paused until that one ends too."""
+    db = database(using)
+    now = timezone.now()
+    in_force = Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+    queues = Queue.objects.using(db).filter(in_force, paused=True).values("name")
+    pauses = Pause.objects.using(db).filter(in_force)
+    ended = (
+        (Q(stop_requested="pause:queue") & ~Q(queue__in=Subquery(queues)))
+        | (Q(stop_requested="pause:engine") & ~Exists(pauses.filter(scope=PauseScope.ENGINE)))
+        | (
+            Q(stop_requested="pause:task")
+            & ~Q(task_name__in=Subquery(pauses.filter(scope=PauseScope.TASK).values("target")))
+        )
+    )
+    released = Job.objects.using(db).filter(ended, status=JobStatus.PAUSED)
+    woken = set(released.order_by().values_list("queue", flat=True).distinct())
+    if not woken:
+        return 0
+    count = released.update(status=JobStatus.QUEUED, stop_requested="")
+    wake_workers(woken, using=db)
+    return count
+
+
+@register("requeue jobs of ended pauses", RELEASE_INTERVAL)
+def release_ended_pauses_duty(alias: str) -> int:
+    """A worker's housekeeping: a timed pause ends by itself, so do the jobs it stopped."""
+    return release_ended_pauses(using=alias)
 
 
 def _pause(

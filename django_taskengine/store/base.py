@@ -101,6 +101,12 @@ class Store(ABC):
         returned instead (``job.created`` False) and no row is added.
         """
 
+    def wake_workers(self, queues: Sequence[str]) -> None:
+        """Wake idle workers for jobs of ``queues`` that became due (a resume): on the
+        caller's connection, so inside a transaction it takes effect at commit. Stores without
+        notifications do nothing: their workers poll."""
+        return None
+
     @abstractmethod
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         """Write a successful outcome inside the caller's open transaction; False if fenced out.

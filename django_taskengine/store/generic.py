@@ -85,7 +85,10 @@ class GenericStore(Store):
 
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         jobs = Job.objects.using(self.alias)
-        return outcome.job_id in write_outcomes(jobs, self.alias, [outcome], worker_id)
+        # What the task returned stands whatever was asked meanwhile: not fenced on the stop
+        # request (see finish_atomic in sql/postgres.sql).
+        applied = write_outcomes(jobs, self.alias, [outcome], worker_id, fence_stop=False)
+        return outcome.job_id in applied
 
     def open_session(self, worker: WorkerInfo) -> GenericWorkerSession:
         return GenericWorkerSession(self, worker)

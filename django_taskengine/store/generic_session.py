@@ -206,13 +206,19 @@ class GenericWorkerSession(WorkerSession):
                 "timeout",
                 "worker_id",
                 "started_at",
+                "stop_requested",
             )
         ]
+        # The rescue carries out a pending stop request.
         outcomes = [
-            lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now)
+            lifecycle.apply_stop_request(
+                lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now),
+                job.stop_requested,
+            )
             for job, worker in orphans
         ]
-        # A job that finished (or was rescued by another worker) meanwhile is left alone.
+        # A job that finished (or was rescued by another worker) meanwhile is left alone, and
+        # one whose stop request changed meanwhile waits for the next round.
         applied = write_outcomes(
             self._jobs(),
             self.alias,
@@ -281,4 +287,5 @@ def _orphan(row: dict[str, Any]) -> ClaimedJob:
         timeout=row["timeout"],
         token=row["token"],
         started_at=row["started_at"],
+        stop_requested=row["stop_requested"],
     )

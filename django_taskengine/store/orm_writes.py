@@ -25,13 +25,17 @@ def write_outcomes(
     worker_id: uuid.UUID,
     *,
     record_fenced: bool = True,
+    fence_stop: bool = True,
     **fence: Any,
 ) -> set[int]:
-    """Write outcomes as they were decided, each fenced by its token (and ``fence``, more
-    conditions on the row); return the ids applied.
+    """Write outcomes as they were decided, each fenced by its token and the stop request it
+    was decided with (and ``fence``, more conditions on the row); return the ids applied.
 
     Every applied outcome gets its attempt record; so does a fenced-out one, as "superseded"
-    (unless ``record_fenced`` is False, or its job is gone).
+    (unless ``record_fenced`` is False, or its job is gone). One fenced out only because the
+    job's stop request changed gets no record: its ``stop_request_now`` is set to the current
+    request, for the caller to decide again and write again. ``fence_stop=False`` writes
+    regardless of the stop request (an atomic task's return, which stands whatever was asked).
     """
     applied: set[int] = set()
     if not outcomes:
@@ -52,18 +56,24 @@ def write_outcomes(
                 "traceback": o.traceback,
                 "finished_at": o.job_finished_at,
                 **RELEASED,
+                "stop_requested": o.stop_requested_after,
             }
             if o.due_in is not None:
                 changes["run_after"] = now + dt.timedelta(seconds=o.due_in)
             if o.refund_attempt:
                 changes["attempts"] = F("attempts") - 1
-            updated = jobs.filter(
-                id=o.job_id, token=o.token, status=JobStatus.RUNNING, **fence
-            ).update(**changes)
+            owned = jobs.filter(id=o.job_id, token=o.token, status=JobStatus.RUNNING, **fence)
+            fenced = owned.filter(stop_requested=o.stop_request) if fence_stop else owned
+            updated = fenced.update(**changes)
             if updated:
                 applied.add(o.job_id)
-            elif not record_fenced:
-                continue
+            else:
+                now_requested = owned.values_list("stop_requested", flat=True).first()
+                if now_requested is not None:
+                    o.stop_request_now = now_requested
+                    continue
+                if not record_fenced:
+                    continue
             attempts.append(
                 Attempt(
                     job_id=o.job_id,

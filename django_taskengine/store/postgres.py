@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -211,6 +212,15 @@ class PostgresStore(Store):
         # Remember it only once it is committed: a rolled-back enqueue must not hide the row.
         transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
 
+    def wake_workers(self, queues: Sequence[str]) -> None:
+        if not queues:
+            return
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(
+                query("notify_queues"),
+                {"channel": taskengine_settings.NOTIFY_CHANNEL, "queues": sorted(set(queues))},
+            )
+
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         with connections[self.alias].cursor() as cursor:
             cursor.execute(
@@ -218,6 +228,7 @@ class PostgresStore(Store):
                 {
                     "status": outcome.status,
                     "result": outcome.result_json,
+                    "error": outcome.error,
                     "job_finished": outcome.job_finished_at,
                     "id": outcome.job_id,
                     "token": outcome.token,

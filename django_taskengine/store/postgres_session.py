@@ -88,7 +88,9 @@ class PostgresWorkerSession(WorkerSession):
         return self._write(outcomes, unlock)
 
     def _write(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
-        """Write outcomes as they were decided, each fenced by its token; the ids applied."""
+        """Write outcomes as they were decided, each fenced by its token and stop request; the
+        ids applied. An outcome fenced out only by a changed stop request gets the current
+        one in ``stop_request_now``."""
         cursor = self.conn.execute(
             query("write_outcomes"),
             {
@@ -107,13 +109,19 @@ class PostgresWorkerSession(WorkerSession):
                 "terminal": [o.job_finished_at is not None for o in outcomes],
                 # Only a rescue writes for other workers; unnest pads a shorter array with NULL.
                 "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
+                "stops": [o.stop_request for o in outcomes],
+                "stops_after": [o.stop_requested_after for o in outcomes],
                 "worker": self.worker.id,
                 "ns": self.ns,
                 "unlock": unlock,
             },
         )
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
-        row = cast("tuple[list[int], int]", cursor.fetchone())
+        row = cast("tuple[list[int], int, list[int], list[str]]", cursor.fetchone())
+        current = dict(zip(row[2] or (), row[3] or (), strict=True))
+        for o in outcomes:
+            if o.job_id in current:
+                o.stop_request_now = current[o.job_id]
         return set(row[0] or ())
 
     def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
@@ -158,9 +166,13 @@ class PostgresWorkerSession(WorkerSession):
             # The database's clock, as started_at's: a timeout is judged on one clock.
             now = rows[0][10]
             orphans = [(_orphan(row), row[9]) for row in rows]
+            # Locked with their stop requests: the rescue carries out a pending one.
             outcomes = [
-                lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now)
-                for job, worker in orphans
+                lifecycle.apply_stop_request(
+                    lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now),
+                    row[11],
+                )
+                for (job, worker), row in zip(orphans, rows, strict=True)
             ]
             applied = self._write(outcomes, [])
             requeued = {

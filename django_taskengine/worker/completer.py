@@ -10,6 +10,7 @@ outcomes wait for the reconnect, whose relock keeps their jobs (:meth:`Completer
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Container
@@ -21,6 +22,12 @@ from ..store import WorkerSession
 from .claimer import Claimer, Running
 from .report import report_outcome
 from .runner import RunResult
+
+logger = logging.getLogger("django_taskengine.worker")
+
+#: A job's stop request changes at most twice while it runs ("" → a pause → a cancel), so an
+#: outcome is decided again at most twice; more rounds mean a store that misreports.
+MAX_STOP_REDECISIONS = 4
 
 #: In burst mode a worker waits for retries it scheduled itself if they fall due within this
 #: many seconds, so a script's quick retries finish in the same run.
@@ -102,12 +109,11 @@ class Completer:
             self._releasing = []
             return
         assert session is not None
-        applied = session.finish([outcome for outcome, _ in self.outcomes], unlock)
-        for outcome, job in self.outcomes:
-            if outcome.job_id not in applied:
-                outcome.outcome = AttemptOutcome.SUPERSEDED
-            elif (
-                self.burst
+        written = write_outcomes(session, self.outcomes, unlock)
+        for outcome, (_, job) in zip(written, self.outcomes, strict=True):
+            if (
+                outcome.outcome != AttemptOutcome.SUPERSEDED
+                and self.burst
                 and outcome.status == JobStatus.QUEUED
                 and outcome.outcome != AttemptOutcome.INTERRUPTED
                 and outcome.retry_delay <= BURST_RETRY_WAIT
@@ -125,3 +131,44 @@ class Completer:
             self.succeeded += 1
         elif outcome.outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT):
             self.failed += 1
+
+
+def write_outcomes(
+    session: WorkerSession, pending: list[tuple[Outcome, ClaimedJob]], unlock: list[int]
+) -> list[Outcome]:
+    """Write the outcomes of ended attempts in one round trip; return them as written.
+
+    Each is decided with its job's pending stop request as this worker last read it
+    (:func:`~..core.lifecycle.apply_stop_request`), and the store writes it only if the job's
+    request is still that one. One fenced out because an operator changed the request
+    meanwhile is decided again with the current request and written again (a round trip more,
+    only then). An outcome that lost its job is returned marked superseded.
+    """
+    decided = [
+        lifecycle.apply_stop_request(outcome, job.stop_requested) for outcome, job in pending
+    ]
+    applied = session.finish(decided, unlock)
+    for _ in range(MAX_STOP_REDECISIONS):
+        again = [
+            i
+            for i, outcome in enumerate(decided)
+            if outcome.job_id not in applied and outcome.stop_request_now is not None
+        ]
+        if not again:
+            break
+        for i in again:
+            base, job = pending[i]
+            job.stop_requested = decided[i].stop_request_now or ""
+            decided[i] = lifecycle.apply_stop_request(base, job.stop_requested)
+        applied |= session.finish([decided[i] for i in again], [])
+    for outcome in decided:
+        if outcome.job_id not in applied:
+            if outcome.stop_request_now is not None:
+                logger.error(
+                    "job %s: its outcome was fenced out by a changed stop request %s times in "
+                    "a row; it is left unwritten",
+                    outcome.job_id,
+                    MAX_STOP_REDECISIONS + 1,
+                )
+            outcome.outcome = AttemptOutcome.SUPERSEDED
+    return decided

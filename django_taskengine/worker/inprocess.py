@@ -21,6 +21,7 @@ from ..core.statuses import AttemptOutcome, JobStatus
 from ..models import Job
 from ..store import StateWrite, WorkerInfo, get_store
 from ..store.inprocess import InProcessSession
+from .completer import write_outcomes
 from .report import report_outcome
 from .runner import run_attempt
 
@@ -100,8 +101,8 @@ class InProcessRunner:
             ran[job.id] = None
             result = run_attempt(job, self.store, self.info.id, self, close_connections=False)
             outcome = result.outcome
-            if not result.committed and job.id not in self.session.finish([outcome], []):
-                outcome.outcome = AttemptOutcome.SUPERSEDED
+            if not result.committed:
+                (outcome,) = write_outcomes(self.session, [(outcome, job)], [])
             report_outcome(outcome, job)
             if outcome.status == JobStatus.QUEUED and outcome.outcome != AttemptOutcome.SUPERSEDED:
                 if self.retries:
@@ -118,13 +119,13 @@ class InProcessRunner:
         applied = self.session.save_state([StateWrite(job.id, job.token, state_json)])
         if job.id not in applied:
             return "superseded"
-        self.stops[job.id] = applied[job.id]
+        self.stops[job.id] = job.stop_requested = applied[job.id]
         return applied[job.id]
 
     def report_progress(self, job: ClaimedJob, current: int, total: int | None) -> None:
         applied = self.session.save_state([StateWrite(job.id, job.token, None, current, total)])
         if job.id in applied:
-            self.stops[job.id] = applied[job.id]
+            self.stops[job.id] = job.stop_requested = applied[job.id]
 
     def stop_reason(self, job: ClaimedJob) -> str:
         return self.stops.get(job.id, "")

@@ -144,7 +144,10 @@ class Liveness:
         requests = self.session.heartbeat([e.job for e in self.running.values()], succeeded, failed)
         for job_id, reason in requests.items():
             entry = self.running.get(job_id)
-            if entry is not None and not entry.stop_reason:
+            if entry is None:
+                continue
+            entry.job.stop_requested = reason
+            if not entry.stop_reason:
                 entry.stop_reason = reason
 
     def rescue(self) -> bool:

@@ -111,10 +111,11 @@ def _run(
             )
         except Exception:  # noqa: BLE001 - a user's receiver must not affect the job
             logger.exception("a job_started receiver failed for job %s", job.id)
+    watched = _StopWatch(channel) if channel is not None else None
     try:
         if task.atomic:
-            return _run_atomic(task, job, store, worker_id, channel)
-        value = _call(task, job, channel)
+            return _run_atomic(task, job, store, worker_id, watched)
+        value = _call(task, job, watched)
         result_json = dump_result(value)
     except StopJob as stop:
         return _stopped(job, stop.reason)
@@ -128,7 +129,34 @@ def _run(
         # Raised by the task's code, they end its attempt, not the worker (nor the caller of
         # testing.run_jobs): a failure like any other, named and with its traceback.
         return RunResult(_raised_base(job, exc))
-    return RunResult(lifecycle.succeeded(job, result_json))
+    seen = watched.seen if watched is not None else ""
+    return RunResult(lifecycle.returned_on_request(job, seen, result_json))
+
+
+class _StopWatch:
+    """The task's channel, noting the stop request ``ctx.should_stop`` told the task of.
+
+    A task that returns after learning of a pause or cancel stopped early on request: the
+    request is carried out (:func:`~..core.lifecycle.returned_on_request`). One that returns
+    without having asked finished its work, and succeeds.
+    """
+
+    def __init__(self, channel: ContextChannel) -> None:
+        self._channel = channel
+        #: The last pause or cancel request the task was told of ("" for none).
+        self.seen = ""
+
+    def save_checkpoint(self, job: ClaimedJob, state_json: str) -> str | None:
+        return self._channel.save_checkpoint(job, state_json)
+
+    def report_progress(self, job: ClaimedJob, current: int, total: int | None) -> None:
+        self._channel.report_progress(job, current, total)
+
+    def stop_reason(self, job: ClaimedJob) -> str | None:
+        reason = self._channel.stop_reason(job)
+        if reason and lifecycle.stop_kind(reason) in ("pause", "cancel"):
+            self.seen = reason
+        return reason
 
 
 def _raised_base(job: ClaimedJob, exc: BaseException) -> Outcome:
@@ -199,16 +227,22 @@ def _stopped(job: ClaimedJob, reason: str) -> RunResult:
 
 
 def _run_atomic(
-    task: Any, job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
+    task: Any, job: ClaimedJob, store: Store, worker_id: uuid.UUID, watched: _StopWatch | None
 ) -> RunResult:
     with transaction.atomic(using=store.alias):
         before = transactions.snapshot()
-        value = _call(task, job, channel)
+        value = _call(task, job, watched)
         if transactions.left_open(before):
             # Finishing now would commit into the block the task left open, never to the
             # database; run_attempt reports (and discards) what was left.
             raise TransactionLeftOpen(f"job {job.id}: the task left a transaction open")
-        outcome = lifecycle.succeeded(job, dump_result(value))
+        # A cancel the task returned early for is carried out, its result committed with its
+        # writes. A pause is not: an atomic task has no checkpoint to resume from, and running
+        # it again would redo the writes it commits here, so it succeeds.
+        seen = watched.seen if watched is not None else ""
+        if lifecycle.stop_kind(seen) != "cancel":
+            seen = ""
+        outcome = lifecycle.returned_on_request(job, seen, dump_result(value))
         if not store.finish_atomic(outcome, worker_id):
             # Rolling back discards the task's database writes along with the completion.
             raise Superseded(

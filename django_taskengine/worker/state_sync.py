@@ -108,6 +108,8 @@ class StateSync:
             if request.job.id not in applied or entry is None:
                 request.result = "superseded"
             else:
+                # What the completer decides the attempt's outcome with (see completer.py).
+                entry.job.stop_requested = applied[request.job.id]
                 if applied[request.job.id] and not entry.stop_reason:
                     entry.stop_reason = applied[request.job.id]
                 request.result = entry.stop_reason

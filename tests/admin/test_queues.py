@@ -218,7 +218,7 @@ def test_queue_page_can_also_pause_running_jobs_at_their_next_checkpoint(admin_c
         admin_url("queue_pause", "emails"), {"stop_running": "on"}, follow=True
     )
 
-    assert Job.objects.get(pk=running.pk).stop_requested == "pause"
+    assert Job.objects.get(pk=running.pk).stop_requested == "pause:queue"
     assert Job.objects.get(pk=elsewhere.pk).stop_requested == ""
     [message] = messages_of(response)
     assert message.endswith("Its running jobs were asked to pause at their next checkpoint.")

@@ -194,7 +194,9 @@ def test_pause_all_stop_running_asks_running_jobs_of_every_queue_only():
     Job.objects.filter(pk__in=[j.pk for j in running]).update(status=JobStatus.RUNNING, attempts=1)
     ops.pause_all(stop_running=True)
     asked = dict(Job.objects.values_list("pk", "stop_requested"))
-    assert [asked[j.pk] for j in running] == ["pause", "pause"] and asked[queued.pk] == ""
+    assert [asked[j.pk] for j in running] == ["pause:engine", "pause:engine"] and asked[
+        queued.pk
+    ] == ""
 
 
 def test_a_running_job_asked_to_pause_offers_only_cancel_and_pause_all_can_stop_running_jobs():
@@ -204,7 +206,7 @@ def test_a_running_job_asked_to_pause_offers_only_cancel_and_pause_all_can_stop_
     assert ops.actions_for(job) == ["pause", "cancel"]
     ops.pause_all(stop_running=True)
     job.refresh_from_db()
-    assert job.stop_requested == "pause"
+    assert job.stop_requested == "pause:engine"
     assert ops.actions_for(job) == ["cancel"]
     ops.cancel_job(job.id)
     job.refresh_from_db()

@@ -443,6 +443,82 @@ def test_a_final_failure_is_kept_with_its_error(open_session):
     assert job.finished_at is not None
 
 
+# -- stop requests: they belong to the job, and the write that ends an attempt is fenced on them
+
+
+def _failure(claimed: ClaimedJob) -> Outcome:
+    return outcome(claimed, status="queued", error="RuntimeError: boom", retry_delay=0.0)
+
+
+def test_a_finish_decided_without_the_jobs_stop_request_is_fenced_out_and_told_it(open_session):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    # An operator cancels the job after its worker decided to retry it.
+    Job.objects.filter(pk=job.pk).update(stop_requested="cancel")
+    retry = _failure(claimed)
+
+    assert session.finish([retry], unlock=[]) == set()
+
+    assert retry.stop_request_now == "cancel"
+    job.refresh_from_db()
+    assert (job.status, job.token, job.stop_requested) == ("running", claimed.token, "cancel")
+    assert not Attempt.objects.filter(job=job).exists()  # not superseded: written again below
+    decided = lifecycle.apply_stop_request(retry, retry.stop_request_now)
+    assert session.finish([decided], unlock=[job.pk]) == {job.pk}
+    job.refresh_from_db()
+    assert (job.status, job.stop_requested, job.token) == ("cancelled", "", None)
+    assert job.finished_at is not None
+    assert list(Attempt.objects.filter(job=job).values_list("outcome", flat=True)) == ["failed"]
+
+
+def test_a_finish_with_the_jobs_stop_request_applies_and_settles_it(open_session):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    Job.objects.filter(pk=job.pk).update(stop_requested="pause:queue")
+    decided = lifecycle.apply_stop_request(_failure(claimed), "pause:queue")
+    assert session.finish([decided], unlock=[job.pk]) == {job.pk}
+    job.refresh_from_db()
+    # Paused, and it keeps the request that paused it: which pause to resume it with.
+    assert (job.status, job.stop_requested, job.attempts) == ("paused", "pause:queue", 1)
+    assert job.finished_at is None
+
+
+def test_a_stale_token_is_superseded_whatever_the_stop_request(open_session):
+    job = JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    Job.objects.filter(pk=job.pk).update(token=uuid.uuid4(), stop_requested="cancel")
+    retry = _failure(claimed)
+    assert session.finish([retry], unlock=[]) == set()
+    assert retry.stop_request_now is None
+    assert Attempt.objects.get(job=job).outcome == "superseded"
+
+
+@pytest.mark.parametrize(("request_", "status"), [("cancel", "cancelled"), ("pause", "paused")])
+def test_the_rescue_of_an_orphan_carries_out_its_pending_stop_request(
+    open_session, request_, status
+):
+    job = JobFactory(max_attempts=3)
+    dead = open_session()
+    dead.claim(1)
+    Job.objects.filter(pk=job.pk).update(stop_requested=request_)
+    rescuer = open_session()
+    orphan_jobs_of(dead)
+    rescued = wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
+    assert [(r.id, r.status) for r in rescued] == [(job.pk, status)]
+    job.refresh_from_db()
+    assert job.status == status
+    assert job.stop_requested == ("pause" if status == "paused" else "")
+    assert Attempt.objects.get(job=job).outcome == "orphaned"
+    assert rescuer.claim(1) == []  # not run again
+
+
 def test_finish_of_nothing_is_a_no_op(open_session):
     assert open_session().finish([], unlock=[]) == set()
 

@@ -143,3 +143,35 @@ async def async_add(a, b):
 # framework (Django ≥ 6.0, or the django-tasks backport on Django 5.2).
 if find_spec("django.tasks") or find_spec("django_tasks"):
     from . import django_api_tasks  # noqa: E402, F401
+
+
+def _told(job_id: int, label: str, seconds: float) -> bool:
+    """Wait (at most ``seconds``) for the test to write a ledger row ``label`` for the job."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if LedgerEntry.objects.filter(job_id=job_id, label=label).exists():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@task(takes_context=True, max_attempts=3, retry_backoff=0.05)
+def fail_when_told(ctx, seconds=60.0):
+    """Records its start, runs without checkpoints until the test writes "go", then fails."""
+    LedgerEntry.objects.create(
+        job_id=ctx.job_id, attempt=ctx.attempt, label="start", pid=os.getpid()
+    )
+    _told(ctx.job_id, "go", seconds)
+    raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
+
+
+@task(takes_context=True, max_attempts=3)
+def returns_when_stopped(ctx, seconds=60.0):
+    """Records its start, then returns early once ``ctx.should_stop`` says so."""
+    LedgerEntry.objects.create(
+        job_id=ctx.job_id, attempt=ctx.attempt, label="start", pid=os.getpid()
+    )
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.should_stop:
+        time.sleep(0.02)
+    return {"stopped_early": ctx.should_stop}

@@ -127,6 +127,62 @@ def test_an_orphan_runs_again_unless_its_attempts_are_used_or_its_task_parks(num
     assert (outcome.worker_id, outcome.finished_at) == (dead_worker, now)
 
 
+def _requeuing_endings(job: lifecycle.ClaimedJob) -> list[lifecycle.Outcome]:
+    """Every way an attempt can end that would send its job back to the queue."""
+    return [
+        lifecycle.raised(job, RuntimeError("boom")),
+        lifecycle.timed_out(job),
+        lifecycle.orphaned(job, worker_id=None, park=False, now=timezone.now()),
+        lifecycle.interrupted(job),
+        lifecycle.stopped(job, "shutdown"),
+    ]
+
+
+@pytest.mark.parametrize("request_", ["cancel", "pause", "pause:queue"])
+def test_a_pending_stop_request_is_carried_out_by_an_attempt_that_would_requeue(request_):
+    for ended in _requeuing_endings(attempt(number=1, max_attempts=3)):
+        assert ended.status == JobStatus.QUEUED
+        decided = lifecycle.apply_stop_request(ended, request_)
+        expected = JobStatus.CANCELLED if request_ == "cancel" else JobStatus.PAUSED
+        assert decided.status == expected, ended.outcome
+        # The attempt's own record and counting stand; only the job's next state changes.
+        assert (decided.outcome, decided.refund_attempt) == (ended.outcome, ended.refund_attempt)
+        assert decided.stop_request == request_
+        assert decided.due_in is None
+        assert (decided.job_finished_at is not None) is (request_ == "cancel")
+        # A paused job keeps the request that paused it; a cancelled one is done with it.
+        assert decided.stop_requested_after == ("" if request_ == "cancel" else request_)
+
+
+def test_without_a_stop_request_an_outcome_stands():
+    for ended in _requeuing_endings(attempt()):
+        decided = lifecycle.apply_stop_request(ended, "")
+        assert (decided.status, decided.error, decided.stop_request) == (
+            ended.status,
+            ended.error,
+            "",
+        )
+
+
+@pytest.mark.parametrize("request_", ["cancel", "pause"])
+def test_a_finished_job_has_nothing_left_to_stop(request_):
+    job = attempt(number=3, max_attempts=3)
+    for ended in (lifecycle.succeeded(job, "1"), lifecycle.raised(job, RuntimeError("x"))):
+        decided = lifecycle.apply_stop_request(ended, request_)
+        assert decided.status == ended.status
+        assert decided.stop_requested_after == ""
+
+
+def test_a_cancel_overrides_a_pause_carried_out_at_a_checkpoint():
+    paused = lifecycle.stopped(attempt(), "pause")
+    assert lifecycle.apply_stop_request(paused, "cancel").status == JobStatus.CANCELLED
+
+
+def test_a_superseded_attempt_is_never_redecided():
+    lost = lifecycle.superseded(attempt(), "lost")
+    assert lifecycle.apply_stop_request(lost, "cancel").status == JobStatus.QUEUED
+
+
 def test_released_ownership_names_every_ownership_column_of_the_job():
     columns = {field.attname for field in Job._meta.concrete_fields}
     assert set(OWNERSHIP_FIELDS) <= columns
@@ -187,6 +243,7 @@ def test_a_formatted_duration_reads_back_as_itself(seconds):
         ("queued", "", ["pause", "cancel", "run_now"]),
         ("running", "", ["pause", "cancel"]),
         ("running", "pause", ["cancel"]),  # a cancel overrides a pending pause
+        ("running", "pause:queue", ["cancel"]),  # whatever pause asked it
         ("running", "cancel", []),  # nothing overrides a cancel
         ("paused", "", ["resume", "cancel"]),
         ("failed", "", ["retry"]),
@@ -207,11 +264,13 @@ def test_an_operator_action_sets_what_it_promises():
         "run_after": now,
         "finished_at": None,
         "result": None,
+        "stop_requested": "",
     }
     assert retry["uid"] != actions.JOB_ACTIONS["retry"].changes(now)["uid"]
     assert actions.JOB_ACTIONS["cancel"].changes(now) == {
         "status": JobStatus.CANCELLED,
         "finished_at": now,
+        "stop_requested": "",
     }
     assert actions.JOB_ACTIONS["run_now"].changes(now) == {"run_after": now}
 

@@ -2,8 +2,9 @@
 --
 -- Advisory locks: a running job's lock is (ADVISORY_LOCK_NAMESPACE, low 32 bits of its id),
 -- written `(id)::bit(32)::int4` below; the rescuer's guard is one 64-bit key.
--- Ownership of a running job is (worker_id, token, lease_expires_at, stop_requested): every
--- statement that ends an attempt releases all four (django_taskengine/core/ownership.py).
+-- Ownership of a running job is (worker_id, token, lease_expires_at): every statement that
+-- ends an attempt releases all three (django_taskengine/core/ownership.py). A pending stop
+-- request belongs to the job: it is written as the outcome leaves it, fenced.
 
 -- name: enqueue_one
 -- One job without a dedup key, through the function of migration 0009 (its uid made by the
@@ -71,19 +72,30 @@ RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, 
 
 -- name: write_outcomes
 -- The outcomes the caller decided (django_taskengine/core/lifecycle.py), one array element
--- per attempt, each applied only if its attempt still owns the job (token, status running).
--- Every attempt gets its record: "superseded" when its write was fenced out (unless the job
--- is gone). Also releases the advisory locks of the jobs in `unlock`. `terminal` (the core's
--- decision) says the job is finished at the attempt's end; `workers` names the attempt's worker
--- when it is not the writer (a rescue), and may be empty: unnest pads it with NULL.
+-- per attempt, each applied only if its attempt still owns the job (token, status running)
+-- and the job's stop request is still the one the outcome was decided with (`stop`; the
+-- write sets it to `stop_after`). Every attempt gets its record: "superseded" when its write
+-- was fenced out (unless the job is gone), none when it was fenced out only by a changed stop
+-- request: the caller decides again with the current request (returned) and writes again.
+-- The rows are locked first (`cur`), so that a stop request changed concurrently is seen by
+-- both the fence and the report. Also releases the advisory locks of the jobs in `unlock`.
+-- `terminal` (the core's decision) says the job is finished at the attempt's end; `workers`
+-- names the attempt's worker when it is not the writer (a rescue), and may be empty: unnest
+-- pads it with NULL.
 WITH o AS (
     SELECT * FROM unnest(
         %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
         %(results)b::text[], %(errors)b::text[], %(tracebacks)b::text[], %(due_in)b::float8[],
         %(refunds)b::bool[], %(numbers)b::int[], %(started)b::timestamptz[],
-        %(finished)b::timestamptz[], %(terminal)b::bool[], %(workers)b::uuid[])
+        %(finished)b::timestamptz[], %(terminal)b::bool[], %(workers)b::uuid[],
+        %(stops)b::text[], %(stops_after)b::text[])
     AS o(id, token, status, outcome, result, error, traceback, due_in, refund, number,
-         started, finished, terminal, worker)
+         started, finished, terminal, worker, stop, stop_after)
+),
+cur AS (
+    SELECT j.id, j.stop_requested FROM taskengine_job j JOIN o ON j.id = o.id AND j.token = o.token
+    WHERE j.status = 'running'
+    FOR UPDATE OF j
 ),
 upd AS (
     UPDATE taskengine_job j SET
@@ -94,10 +106,15 @@ upd AS (
         finished_at = CASE WHEN o.terminal THEN o.finished END,
         run_after = COALESCE(now() + o.due_in * interval '1 second', j.run_after),
         attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
-        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = ''
-    FROM o
+        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = o.stop_after
+    FROM o JOIN cur ON cur.id = o.id
     WHERE j.id = o.id AND j.token = o.token AND j.status = 'running'
+      AND cur.stop_requested = o.stop
     RETURNING j.id
+),
+restop AS (
+    SELECT cur.id, cur.stop_requested FROM cur JOIN o ON o.id = cur.id
+    WHERE cur.stop_requested <> o.stop
 ),
 att AS (
     INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
@@ -105,19 +122,23 @@ att AS (
     SELECT o.id, o.number, COALESCE(o.worker, %(worker)s), o.started, o.finished,
         CASE WHEN upd.id IS NULL THEN 'superseded' ELSE o.outcome END, o.error, o.traceback
     FROM o LEFT JOIN upd ON upd.id = o.id
-    WHERE upd.id IS NOT NULL OR EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = o.id)
+    WHERE (upd.id IS NOT NULL OR EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = o.id))
+      AND NOT EXISTS (SELECT 1 FROM restop r WHERE r.id = o.id)
 ),
 unlocked AS (
     SELECT pg_advisory_unlock(%(ns)s, (u.id)::bit(32)::int4)
     FROM unnest(%(unlock)b::bigint[]) AS u(id)
 )
-SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked)
+SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked),
+    ARRAY(SELECT id FROM restop ORDER BY id), ARRAY(SELECT stop_requested FROM restop ORDER BY id)
 
 -- name: finish_atomic
 -- An atomic task's success, in the task's own transaction (Django's connection, so text
--- parameters), fenced like write_outcomes. Returns 1 if it applied, 0 if fenced out.
+-- parameters), fenced like write_outcomes but not on the stop request: the task returned,
+-- and what it returned stands whatever was asked meanwhile (a finished job has nothing left to
+-- stop). Returns 1 if it applied, 0 if fenced out.
 WITH upd AS (
-    UPDATE taskengine_job SET status = %(status)s, result = %(result)s::jsonb, error = '',
+    UPDATE taskengine_job SET status = %(status)s, result = %(result)s::jsonb, error = %(error)s,
         traceback = '', finished_at = %(job_finished)s, worker_id = NULL, token = NULL,
         lease_expires_at = NULL, stop_requested = ''
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
@@ -126,14 +147,15 @@ WITH upd AS (
 att AS (
     INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
                                     error, traceback)
-    SELECT id, %(number)s, %(worker)s, %(started)s, %(finished)s, %(outcome)s, '', '' FROM upd
+    SELECT id, %(number)s, %(worker)s, %(started)s, %(finished)s, %(outcome)s, %(error)s, ''
+    FROM upd
 )
 SELECT count(*) FROM upd
 
 -- name: select_orphans
 -- Running jobs whose worker died: their advisory lock is free and their worker missed its
--- heartbeat for the grace (or stopped, or is gone). Locked FOR UPDATE for the rest of the
--- rescuer's transaction; only one rescuer at a time (the transaction-level guard lock), and
+-- heartbeat for the grace (or stopped, or is gone), with their pending stop request (the
+-- rescue carries it out). Locked FOR UPDATE for the rest of the rescuer's transaction; only one rescuer at a time (the transaction-level guard lock), and
 -- none while another holds it.
 WITH guard AS (
     SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
@@ -144,7 +166,7 @@ held AS (
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )
 SELECT j.id, j.task_name, j.queue, j.attempts, j.max_attempts, j.retry_backoff, j.timeout,
-    j.token, j.started_at, j.worker_id, now()
+    j.token, j.started_at, j.worker_id, now(), j.stop_requested
 FROM taskengine_job j
 LEFT JOIN taskengine_worker w ON w.id = j.worker_id
 WHERE (SELECT ok FROM guard) AND j.status = 'running'
@@ -154,7 +176,8 @@ WHERE (SELECT ok FROM guard) AND j.status = 'running'
 FOR UPDATE OF j SKIP LOCKED
 
 -- name: notify_queues
--- Wake idle workers of these queues (at commit).
+-- Wake idle workers of these queues (at commit): after a rescue, and after a resume (of a
+-- job, a queue, a task type or the engine) made jobs due, on the channel enqueue uses.
 SELECT count(*) FROM (SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q) AS n
 
 -- name: register_worker

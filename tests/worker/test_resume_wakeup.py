@@ -1,0 +1,90 @@
+"""A resume wakes idle workers (PostgreSQL NOTIFY at commit): a resumed job starts at once, not
+at the next poll."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+
+import pytest
+from django.db import connection, transaction
+
+from django_taskengine import operations as ops
+from django_taskengine.models import Job
+from tests.helpers import wait_for
+from tests.testapp.models import LedgerEntry
+from tests.testapp.tasks import noop, record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Far longer than the bound below: a job that starts within it was woken, not polled for (the
+#: loop also claims when it wakes for a heartbeat or a rescue round).
+LONG_POLL = {
+    "POLL_INTERVAL": 60.0,
+    "HEARTBEAT_INTERVAL": 30.0,
+    "RESCUE_INTERVAL": 60.0,
+    "RESCUE_GRACE": 60.0,
+}
+WOKEN_WITHIN = 10.0
+
+
+@pytest.fixture
+def idle_worker(start_workers):
+    if connection.vendor != "postgresql":
+        pytest.skip("wake-ups are PostgreSQL's LISTEN/NOTIFY; other databases poll")
+    start_workers("--processes", "1", TASKENGINE_TEST_OVERRIDES=json.dumps(LONG_POLL))
+    # A first job shows it running; once its connection rests after a claim, it waits.
+    waits = _worker_waits_after_a_claim()
+    assert noop.enqueue().wait(timeout=30).status == "succeeded"
+    wait_for(waits, timeout=30, message="the worker to wait")
+
+
+def _database_now() -> dt.datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def _worker_waits_after_a_claim() -> Callable[[], bool]:
+    """Whether the worker's own connection rests after a claim it sent from now on."""
+    since = _database_now()
+
+    def waits() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'taskengine-worker%%' AND state = 'idle' "
+                "AND query LIKE '%%taskengine_pause%%' AND state_change > %s",
+                [since],
+            )
+            return cursor.fetchone()[0] == 1
+
+    return waits
+
+
+def _started(job: Job) -> bool:
+    return LedgerEntry.objects.filter(job_id=job.id).exists()
+
+
+#: For each scope: how to hold a job back, and how to resume it.
+SCOPES = {
+    "job": (lambda job: ops.pause_job(job.id), lambda job: ops.resume_job(job.id)),
+    "queue": (lambda job: ops.pause_queue("default"), lambda job: ops.resume_queue("default")),
+    "task": (lambda job: ops.pause_task(record.name), lambda job: ops.resume_task(record.name)),
+    "engine": (lambda job: ops.pause_all(), lambda job: ops.resume_all()),
+}
+
+
+@pytest.mark.parametrize("scope", list(SCOPES))
+def test_an_idle_worker_starts_a_resumed_job_at_once(idle_worker, scope):
+    pause, resume = SCOPES[scope]
+    # Held back in the enqueue's own transaction: the enqueue's wake-up finds nothing to run.
+    waits = _worker_waits_after_a_claim()
+    with transaction.atomic():
+        job = record.enqueue(label="resumed")
+        pause(job)
+    # The enqueue woke the worker; its claim found nothing it may run, and it waits again.
+    wait_for(waits, timeout=30, message="the worker to wait")
+    resume(job)
+    wait_for(lambda: _started(job), timeout=WOKEN_WITHIN, message="the resumed job to start")

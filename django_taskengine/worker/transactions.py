@@ -83,8 +83,12 @@ def discard(aliases: list[str], before: dict[str, TransactionState], *, close: b
 
 
 def _state(conn: Any) -> TransactionState:
+    raw = conn.connection
+    if raw is None and not conn.in_atomic_block:
+        # Closed (or lost with a broken connection, which Django leaves marked autocommit off):
+        # no transaction is held, and the next use connects afresh in autocommit.
+        return CLEAN
     if not conn.in_atomic_block and conn.autocommit and not conn.savepoint_ids:
-        raw = conn.connection
         if raw is None or not _driver_in_transaction(raw):
             return CLEAN
         return _RAW_OPEN

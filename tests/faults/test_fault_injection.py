@@ -191,11 +191,17 @@ def test_a_restarted_database_server_loses_nothing(tmp_path):
                 per_job = db.execute(
                     "SELECT count(*), count(DISTINCT job_id) FROM testapp_ledgerentry"
                 ).fetchone()
+                errors = [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT DISTINCT error FROM taskengine_job WHERE status = 'failed' LIMIT 5"
+                    ).fetchall()
+                ]
                 db.close()
             finally:
                 os.killpg(workers.pid, signal.SIGKILL)
                 workers.wait(timeout=10)
-        assert statuses == {"succeeded": 300}, (statuses, log_path.read_text()[-3000:])
+        assert statuses == {"succeeded": 300}, (statuses, errors, log_path.read_text()[-3000:])
         assert per_job == (300, 300), "an atomic task's effects were committed twice or lost"
         assert "reconnecting" in log_path.read_text()
         print(f"server restart: all 300 jobs done {recovered:.1f} s after the restart began")

@@ -3,11 +3,14 @@ fails with a clear error, and the worker and the next jobs on the same thread ar
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from django_taskengine.models import Attempt, Job, JobStatus
+from django_taskengine.worker import transactions
 from django_taskengine.worker.transactions import _driver_in_transaction
 from tests.testapp import bad_tasks
 from tests.testapp.models import LedgerEntry
@@ -87,3 +90,27 @@ def test_a_broken_connection_is_not_a_transaction_left_open():
     assert _driver_in_transaction(raw) is False
     raw.close()  # a closed or broken connection reports UNKNOWN
     assert _driver_in_transaction(raw) is False
+
+
+def test_a_connection_lost_inside_a_transaction_is_not_a_transaction_left_open():
+    """When the server goes away inside a transaction (an atomic task during a restart), Django
+    drops the connection and leaves it marked autocommit off; it holds no transaction, and the
+    attempt's failure is the retryable database error, not a final "left open" one."""
+    found: list[dict[str, str]] = []
+
+    def in_a_thread() -> None:
+        own = connections["default"]
+        own.ensure_connection()
+        before = transactions.snapshot()
+        own.connection.close()
+        own.connection, own.autocommit = None, False  # what Atomic.__exit__ leaves then
+        try:
+            found.append(transactions.left_open(before))
+        finally:
+            own.autocommit = True
+            own.close()
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join(timeout=30)
+    assert found == [{}]

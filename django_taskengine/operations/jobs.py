@@ -86,7 +86,8 @@ def retry_job(
     source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Job:
-    """failed or cancelled → queued, due now, with a fresh set of attempts.
+    """failed or cancelled → queued, due now, with a fresh set of attempts; idle workers are
+    woken for it.
 
     Attempts are *extended*, not reset: the job keeps its history (attempt numbers go on from
     where they stopped) and may run ``max_attempts`` more times, the per-run budget it had.
@@ -97,7 +98,9 @@ def retry_job(
     registered = registry.find(job.task_name)
     budget = retry_budget(registered.max_attempts if registered else None, job.max_attempts)
     extra: dict[str, object] = {"max_attempts": F("attempts") + budget}
-    return _transition(job_id, "retry", extra, expected, actor, db)
+    job = _transition(job_id, "retry", extra, expected, actor, db)
+    wake_workers([job.queue], using=db)
+    return job
 
 
 def cancel_job(
@@ -129,8 +132,10 @@ def run_job_now(
     source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Job:
-    """Make a queued job due now (clears a delay or a retry backoff)."""
-    return _transition(job_id, "run_now", {}, expected, Actor(by, source, reason), using)
+    """Make a queued job due now (clears a delay or a retry backoff), and wake idle workers."""
+    job = _transition(job_id, "run_now", {}, expected, Actor(by, source, reason), using)
+    wake_workers([job.queue], using=using)
+    return job
 
 
 #: Job action -> its name in the audit trail (the operation's name).

@@ -88,3 +88,29 @@ def test_an_idle_worker_starts_a_resumed_job_at_once(idle_worker, scope):
     wait_for(waits, timeout=30, message="the worker to wait")
     resume(job)
     wait_for(lambda: _started(job), timeout=WOKEN_WITHIN, message="the resumed job to start")
+
+
+#: Actions that make a job due now: how to hold the job back first, and the action.
+DUE_NOW = {
+    "run_now": (
+        lambda job: Job.objects.filter(pk=job.pk).update(run_after=job.run_after + HOUR),
+        lambda job: ops.run_job_now(job.id),
+    ),
+    "retry": (
+        lambda job: Job.objects.filter(pk=job.pk).update(status="failed"),
+        lambda job: ops.retry_job(job.id),
+    ),
+}
+HOUR = dt.timedelta(hours=1)
+
+
+@pytest.mark.parametrize("action", list(DUE_NOW))
+def test_an_idle_worker_starts_a_job_made_due_by_an_operator_at_once(idle_worker, action):
+    hold, act = DUE_NOW[action]
+    waits = _worker_waits_after_a_claim()
+    with transaction.atomic():
+        job = record.enqueue(label=action)
+        hold(job)
+    wait_for(waits, timeout=30, message="the worker to wait")
+    act(job)
+    wait_for(lambda: _started(job), timeout=WOKEN_WITHIN, message=f"the job to start ({action})")

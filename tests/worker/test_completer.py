@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,22 +12,12 @@ from django.db import connection
 from django_taskengine.core import lifecycle
 from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus
 from django_taskengine.signals import job_finished
-from django_taskengine.store import WorkerInfo, WorkerSession, get_store
 from django_taskengine.worker.claimer import Claimer, Running
 from django_taskengine.worker.completer import Completer
 from django_taskengine.worker.runner import RunResult
 from tests.testapp.tasks import add, always_fail
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def session() -> Iterator[WorkerSession]:
-    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=4)
-    session = get_store().open_session(info)
-    session.register()
-    yield session
-    session.close()
 
 
 @pytest.fixture

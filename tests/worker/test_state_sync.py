@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from django_taskengine import operations
 from django_taskengine.core import lifecycle
 from django_taskengine.models import Job
-from django_taskengine.store import WorkerInfo, WorkerSession, get_store
+from django_taskengine.store import WorkerSession
 from django_taskengine.worker.claimer import Claimer
 from django_taskengine.worker.completer import Completer
 from django_taskengine.worker.state_sync import StateSync
@@ -20,15 +18,6 @@ from tests.helpers import wait_for
 from tests.testapp.tasks import steps
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def session() -> Iterator[WorkerSession]:
-    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
-    session = get_store().open_session(info)
-    session.register()
-    yield session
-    session.close()
 
 
 class Parts:

@@ -4,17 +4,15 @@ reported as such, not as a failure, and recorded with a superseded attempt row."
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from django_taskengine.core.lifecycle import ClaimedJob
 from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus
 from django_taskengine.signals import job_finished
-from django_taskengine.store import StateWrite, WorkerInfo, WorkerSession, get_store
+from django_taskengine.store import StateWrite, WorkerSession, get_store
 from django_taskengine.worker.claimer import Claimer
 from django_taskengine.worker.completer import Completer
 from django_taskengine.worker.runner import run_attempt
@@ -22,15 +20,6 @@ from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import record_atomic, steps
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def session() -> Iterator[WorkerSession]:
-    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
-    session = get_store().open_session(info)
-    session.register()
-    yield session
-    session.close()
 
 
 class FencedChannel:

@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -128,6 +129,15 @@ def orphan_jobs_of(session: WorkerSession) -> None:
         Job.objects.filter(worker_id=session.worker.id, status="running").update(
             lease_expires_at=ago(1)
         )
+
+
+def rescue_orphans(rescuer: WorkerSession) -> list[Any]:
+    """What ``rescuer`` rescues once the orphans are rescuable (within 10 s)."""
+    return wait_for(
+        lambda: rescuer.rescue(registry.parked_on_orphan()),
+        timeout=10,
+        message="the orphan to be rescued",
+    )
 
 
 def advisory_lock_held(job_id: int) -> bool:
@@ -506,11 +516,7 @@ def test_the_rescue_of_an_orphan_carries_out_its_pending_stop_request(
     Job.objects.filter(pk=job.pk).update(stop_requested=request_)
     rescuer = open_session()
     orphan_jobs_of(dead)
-    rescued = wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescued = rescue_orphans(rescuer)
     assert [(r.id, r.status) for r in rescued] == [(job.pk, status)]
     job.refresh_from_db()
     assert job.status == status
@@ -577,11 +583,7 @@ def test_an_orphaned_job_is_requeued_with_an_orphaned_attempt(open_session):
     rescuer = open_session()
     orphan_jobs_of(dead)
 
-    rescued = wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescued = rescue_orphans(rescuer)
 
     assert [(r.id, r.attempt, r.status) for r in rescued] == [(job.pk, 1, "queued")]
     job.refresh_from_db()
@@ -606,11 +608,7 @@ def test_a_rescued_job_keeps_its_run_after_and_runs_before_later_jobs(open_sessi
     later = JobFactory(run_after=ago(30))
     rescuer = open_session()
     orphan_jobs_of(dead)
-    wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescue_orphans(rescuer)
     job.refresh_from_db()
     assert (job.status, job.run_after) == ("queued", first_due)
     assert [c.id for c in rescuer.claim(2)] == [job.pk, later.pk]
@@ -622,11 +620,7 @@ def test_an_orphaned_job_with_no_attempts_left_fails(open_session):
     dead.claim(1)
     rescuer = open_session()
     orphan_jobs_of(dead)
-    rescued = wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescued = rescue_orphans(rescuer)
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "failed")]
     job.refresh_from_db()
     assert job.status == "failed"
@@ -641,11 +635,7 @@ def test_an_orphaned_job_of_a_park_task_fails_instead_of_running_again(open_sess
     dead.claim(1)
     rescuer = open_session()
     orphan_jobs_of(dead)
-    rescued = wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescued = rescue_orphans(rescuer)
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "failed")]
 
 
@@ -661,11 +651,7 @@ def test_a_late_finish_after_a_rescue_is_superseded(open_session):
         Worker.objects.filter(id=slow.worker.id).update(last_heartbeat_at=ago(300))
     else:
         Job.objects.filter(pk=job.pk).update(lease_expires_at=ago(1))
-    wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescue_orphans(rescuer)
 
     assert slow.finish([outcome(claimed)], unlock=[]) == set()
     job.refresh_from_db()
@@ -760,11 +746,7 @@ def test_lock_store_a_stopped_worker_with_a_free_lock_is_rescued_at_once(open_se
     rescuer = open_session()
     worker.unregister()
     worker.close()
-    rescued = wait_for(
-        lambda: rescuer.rescue(registry.parked_on_orphan()),
-        timeout=10,
-        message="the orphan to be rescued",
-    )
+    rescued = rescue_orphans(rescuer)
     assert [r.id for r in rescued] == [job.pk]
 
 

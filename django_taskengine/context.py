@@ -62,40 +62,15 @@ class TaskContext:
     def idempotency_key(self) -> str:
         """``taskengine-<job uid>``: the same for every attempt of one run of the job (automatic
         retries, rescues after a worker died, pauses and resumes), a new one when an operator
-        retries the job, and never the same for two jobs, even across databases.
-
-        The claim carries the uid; for a job built without it, it is read from the job's row
-        the first time it is asked for, and :class:`StopJob` ("superseded") is raised if the
-        attempt no longer owns its job.
+        retries the job, and never the same for two jobs, even across databases. The claim
+        carries the uid.
         """
         if self._uid is None:
-            self._uid = self._read_uid()
+            raise RuntimeError(
+                f"job {self.job_id} was handed to its task without its uid: a ClaimedJob made "
+                "by hand needs uid= (the job row's) for ctx.idempotency_key"
+            )
         return f"taskengine-{self._uid}"
-
-    def _read_uid(self) -> uuid.UUID:
-        # Imported here: this module is part of the package's public API, imported before
-        # Django's app registry is ready.
-        from django.db import DatabaseError, connections
-
-        from .conf import taskengine_settings
-        from .models import Job
-
-        first = getattr(self._channel, "alias", None) or taskengine_settings.DATABASE
-        # A worker of another database (run_workers --database) does not tell its context
-        # which one; the attempt's token, random, finds the job's own row wherever it is.
-        for alias in [first, *(alias for alias in connections if alias != first)]:
-            try:
-                uid = (
-                    Job.objects.using(alias)
-                    .filter(pk=self.job_id, token=self._job.token)
-                    .values_list("uid", flat=True)
-                    .first()
-                )
-            except DatabaseError:  # a database without the job table
-                continue
-            if uid is not None:
-                return uid
-        raise StopJob("superseded")
 
     @property
     def should_stop(self) -> bool:

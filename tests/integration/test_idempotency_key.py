@@ -3,6 +3,7 @@ databases; kept by automatic retries, changed by an operator's retry."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -11,9 +12,11 @@ from django.utils import timezone
 
 from django_taskengine import operations as ops
 from django_taskengine import task
-from django_taskengine.context import StopJob, TaskContext
+from django_taskengine.context import TaskContext
 from django_taskengine.core.lifecycle import ClaimedJob
 from django_taskengine.models import Job, JobStatus
+from django_taskengine.store import WorkerInfo
+from django_taskengine.store.inprocess import InProcessSession
 from django_taskengine.testing import run_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,10 +95,17 @@ def test_every_enqueued_job_holds_the_uid_stored_on_its_row():
     assert len(set(stored.values())) == 3
 
 
-def test_an_attempt_that_lost_its_job_is_stopped_rather_than_given_another_jobs_key():
+def test_a_claim_carries_the_uid_of_the_row_into_the_attempts_key():
     job = keyed.enqueue()
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, token=uuid.uuid4())
-    stale = ClaimedJob(
+    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
+    (claimed,) = InProcessSession(job._state.db, info, [job.pk]).claim(1)
+    assert claimed.uid == Job.objects.get(pk=job.pk).uid
+    assert TaskContext(claimed).idempotency_key == f"taskengine-{claimed.uid}"
+
+
+def test_a_job_handed_to_its_task_without_a_uid_is_refused_a_key():
+    job = keyed.enqueue()
+    handmade = ClaimedJob(
         id=job.pk,
         task_name=keyed.name,
         queue=job.queue,
@@ -105,9 +115,8 @@ def test_an_attempt_that_lost_its_job_is_stopped_rather_than_given_another_jobs_
         max_attempts=3,
         retry_backoff=0.0,
         timeout=None,
-        token=uuid.uuid4(),  # not the token the row holds now
+        token=uuid.uuid4(),
         started_at=timezone.now(),
     )
-    with pytest.raises(StopJob) as stopped:
-        TaskContext(stale).idempotency_key  # noqa: B018
-    assert stopped.value.reason == "superseded"
+    with pytest.raises(RuntimeError, match="without its uid"):
+        TaskContext(handmade).idempotency_key  # noqa: B018

@@ -1,4 +1,4 @@
-"""ctx.idempotency_key in a real worker process: read from the job's row by the runner thread,
+"""ctx.idempotency_key in a real worker process: carried by the claim,
 the same for every attempt of a run, new after an operator's retry."""
 
 from __future__ import annotations

@@ -5,9 +5,11 @@
 
 REV (a commit, tag or branch) is checked out into a temporary git worktree. Both trees' own
 ``benchmarks/run.py`` then run the chosen benchmarks in interleaved rounds (baseline, current,
-baseline, current, ...), one drain each per round, against the same database and with the same
+baseline, current, ...), one drain each per round, on the same server and with the same
 virtualenv; each tree's ``run.py`` puts its own package first on ``sys.path``, so each measures
-its own engine. The table gives each figure's median per tree and a ratio that is above 1.0
+its own engine. Each tree has a database of its own (the baseline's is ``DATABASE_URL``'s name
+with ``_baseline`` added), migrated by its own migrations: one tree's indexes must not serve
+the other's statements. The table gives each figure's median per tree and a ratio that is above 1.0
 when the current tree does better (current/baseline for rates, baseline/current for times and
 memory). This machine is noisy: only ratios from one run count.
 """
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ONLY = "enqueue_single,enqueue_bulk,drain_p1_c1,drain_p2_c4"
@@ -30,7 +34,21 @@ DEFAULT_ONLY = "enqueue_single,enqueue_bulk,drain_p1_c1,drain_p2_c4"
 LOWER_IS_BETTER = {"ms", "s", "MB"}
 
 
-def run_tree(tree: Path, only: str, extra: list[str]) -> dict[str, tuple[float, str]]:
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/taskengine_bench"
+
+
+def database_url_of(label: str) -> str:
+    """The database of one tree: ``DATABASE_URL``'s, with ``_baseline`` added for the
+    baseline."""
+    url = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    if label == "baseline":
+        url = url._replace(path=url.path.rstrip("/") + "_baseline")
+    return urlunsplit(url)
+
+
+def run_tree(
+    tree: Path, only: str, extra: list[str], database_url: str
+) -> dict[str, tuple[float, str]]:
     """One run of ``tree``'s benchmarks: figure name → (value, unit); failed ones left out."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [
@@ -44,7 +62,8 @@ def run_tree(tree: Path, only: str, extra: list[str]) -> dict[str, tuple[float, 
             out.name,
             *extra,
         ]
-        subprocess.run(command, check=True, cwd=tree, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "DATABASE_URL": database_url}
+        subprocess.run(command, check=True, cwd=tree, stdout=subprocess.DEVNULL, env=env)
         results = json.loads(Path(out.name).read_text())["results"]
     return {r["name"]: (r["value"], r["unit"]) for r in results if r["value"] is not None}
 
@@ -69,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(1, opts.rounds + 1):
                 for label, tree in (("baseline", base), ("current", REPO_ROOT)):
                     print(f"round {round_}/{opts.rounds}: {label}", file=sys.stderr, flush=True)
-                    for name, (value, unit) in run_tree(tree, opts.only, extra).items():
+                    database_url = database_url_of(label)
+                    for name, (value, unit) in run_tree(
+                        tree, opts.only, extra, database_url
+                    ).items():
                         figures[label].setdefault(name, []).append(value)
                         units[name] = unit
         finally:

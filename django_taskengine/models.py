@@ -151,19 +151,26 @@ class Job(models.Model):
             ("cancel_job", "Can cancel jobs"),
         ]
         indexes = [
-            # Serves the claim: due queued jobs in priority, then run_after, then FIFO order.
+            # Serves the claim: due queued jobs no worker reserved, in priority, then
+            # run_after, then FIFO order.
             models.Index(
                 models.F("priority").desc(),
                 "run_after",
                 "id",
-                name="taskengine_job_claim_idx",
-                condition=Q(status="queued"),
+                name="taskengine_job_claimable_idx",
+                condition=Q(status="queued", token__isnull=True),
             ),
             # Serves rescue and the admin's running view.
             models.Index(
                 fields=["worker_id"],
                 name="taskengine_job_running_idx",
                 condition=Q(status="running"),
+            ),
+            # Serves rescue: jobs a worker reserved (claimed ahead, not started).
+            models.Index(
+                fields=["worker_id"],
+                name="taskengine_job_reserved_idx",
+                condition=Q(status="queued", token__isnull=False),
             ),
             models.Index(fields=["status", "queue"], name="taskengine_job_status_idx"),
             models.Index(fields=["task_name", "status"], name="taskengine_job_task_idx"),
@@ -199,6 +206,12 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.pk} {self.task_name} [{self.status}]"
+
+    @property
+    def reserved(self) -> bool:
+        """Queued and claimed ahead by a worker (``worker_id``): it starts when one of that
+        worker's threads is free, unless a pause or an operator takes it back first."""
+        return self.status == JobStatus.QUEUED and self.token is not None
 
     @property
     def is_finished(self) -> bool:

@@ -35,6 +35,8 @@ LIST_COLUMNS = (
     "started_at",
     "finished_at",
     "created_at",
+    # A queued job with a token is reserved by a worker (shown next to its status).
+    "token",
 )
 
 

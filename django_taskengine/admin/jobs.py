@@ -209,7 +209,13 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
 
     @admin.display(description="status")
     def status_label(self, job: Job) -> SafeString:
-        return format_html('<span class="te-status te-status-{}">{}</span>', job.status, job.status)
+        label = format_html(
+            '<span class="te-status te-status-{}">{}</span>', job.status, job.status
+        )
+        if job.reserved:
+            # Claimed ahead by a worker: it starts when one of its threads is free.
+            return format_html('{} <span class="te-reserved">reserved</span>', label)
+        return label
 
     @admin.display(description="attempts")
     def attempts_label(self, job: Job) -> str:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .ownership import RELEASED
 from .statuses import JobStatus
 
 
@@ -42,6 +43,9 @@ class JobAction:
             # A paused job keeps the stop request that paused it (which pause stopped it);
             # leaving paused, or any other change of status by hand, settles it.
             changes["stop_requested"] = ""
+            # A queued job a worker reserved is taken from it: the worker's start is fenced
+            # out, and the job goes where the operator sent it.
+            changes.update(RELEASED)
         if self.due_now:
             changes["run_after"] = now
         if self.finishes:

@@ -45,7 +45,9 @@ class ClaimedJob:
     retry_backoff: float
     timeout: float | None
     token: uuid.UUID
-    started_at: dt.datetime
+    #: When the attempt started (the database's clock); None while the job is only reserved:
+    #: claimed ahead, still queued, waiting for one of its worker's threads to be free.
+    started_at: dt.datetime | None
     checkpoint: Any = None
     #: Whether this worker's connection holds the job's advisory lock.
     locked: bool = False
@@ -53,6 +55,17 @@ class ClaimedJob:
     uid: uuid.UUID | None = None
     #: The job's pending stop request as last read from the database ("" for none).
     stop_requested: str = ""
+
+    @property
+    def reserved(self) -> bool:
+        """Claimed ahead and not started: no attempt is counted and none can end yet."""
+        return self.started_at is None
+
+    def attempt_started_at(self) -> dt.datetime:
+        """When the attempt started; a reserved job has no attempt to end."""
+        if self.started_at is None:
+            raise ValueError(f"job {self.id} is reserved, not started: it has no attempt")
+        return self.started_at
 
 
 @dataclass
@@ -135,7 +148,7 @@ def _outcome(job: ClaimedJob, status: str, outcome: str, **fields: Any) -> Outco
         attempt=job.attempt,
         status=status,
         outcome=outcome,
-        started_at=job.started_at,
+        started_at=job.attempt_started_at(),
         **fields,
     )
 
@@ -341,7 +354,7 @@ def rescued(
     (retried while attempts remain) and never parked: it did not die mid-run, it overran. Any
     other attempt is :func:`orphaned`.
     """
-    if job.timeout and job.started_at + dt.timedelta(seconds=job.timeout) <= now:
+    if job.timeout and job.attempt_started_at() + dt.timedelta(seconds=job.timeout) <= now:
         outcome = timed_out(job)
         outcome.finished_at = now
         outcome.worker_id = worker_id

@@ -248,6 +248,10 @@ def _transition(
     allowed = JOB_ACTIONS[action].applies_to
     changes = {**JOB_ACTIONS[action].changes(timezone.now()), **extra}
     conditions = Q(pk=job_id, status__in=allowed)
+    if JOB_ACTIONS[action].stop_request:
+        # A running job is asked to stop (_request_stop), never changed under its worker: one
+        # that started since the caller looked is refused as changed.
+        conditions &= ~Q(status=JobStatus.RUNNING)
     if expected is not None:
         if expected.status is not None:
             conditions &= Q(status=expected.status)

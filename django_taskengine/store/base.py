@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,8 @@ class RescuedJob:
     task_name: str
     attempt: int
     status: str
+    #: The dead worker had only reserved the job: it went back to the queue untouched.
+    reserved: bool = False
 
 
 class Store(ABC):
@@ -130,8 +132,34 @@ class WorkerSession(ABC):
         """Insert or refresh this process's worker row."""
 
     @abstractmethod
-    def claim(self, limit: int) -> list[ClaimedJob]:
-        """Mark up to ``limit`` due jobs of unpaused queues as running for this worker."""
+    def claim(
+        self,
+        limit: int,
+        *,
+        free: int | None = None,
+        start: int | None = None,
+        park: Collection[str] = (),
+    ) -> list[ClaimedJob]:
+        """Take up to ``limit`` due jobs of unpaused queues for this worker, in claim order.
+
+        The first ``free`` (one per idle thread) start at once: running, attempt counted. So
+        do the next up to ``start`` in all, unless their task is in ``park`` (a job parked on
+        its worker's death must not be started before a thread can run it). The others are
+        reserved (:attr:`ClaimedJob.reserved`): still queued, owned by this worker, started
+        later by :meth:`start` or given back by :meth:`release`. None: every job starts.
+        """
+
+    @abstractmethod
+    def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """Start reserved jobs, fenced by their tokens, unless their queue, task type or the
+        engine is paused now; return those started, their attempt and ``started_at`` set.
+        Every other one goes back to the queue untouched (its lock released). Starting a job
+        that already started is a no-op that returns it (a retry after a lost reply)."""
+
+    @abstractmethod
+    def release(self, jobs: list[ClaimedJob]) -> None:
+        """Give reserved jobs back to the queue untouched (no attempt counted, their place
+        kept), releasing their locks; wake idle workers for them."""
 
     @abstractmethod
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
@@ -158,7 +186,8 @@ class WorkerSession(ABC):
 
     @abstractmethod
     def rescue(self, park: list[str]) -> list[RescuedJob]:
-        """Return orphaned running jobs (their worker died) to the queue, or fail them.
+        """Return orphaned running jobs (their worker died) to the queue, or fail them, and
+        give back untouched the jobs a dead worker had only reserved.
 
         ``park`` names the tasks declared ``on_orphan="park"``: their orphans fail.
         """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from django.db import connections, transaction
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..core import lifecycle
+from ..core.ownership import RELEASED
 from ..models import Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
 from .decoding import load_column
@@ -72,34 +74,48 @@ class GenericWorkerSession(WorkerSession):
             },
         )
 
-    def claim(self, limit: int) -> list[ClaimedJob]:
+    def _unpaused(self, jobs: Any, now: dt.datetime) -> Any:
+        """``jobs`` without those of paused queues and task types; None if the engine is
+        paused."""
+        in_force = Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        pauses = Pause.objects.using(self.alias).filter(in_force)
+        if pauses.filter(scope=PauseScope.ENGINE).exists():
+            return None
+        paused = Queue.objects.using(self.alias).filter(in_force, paused=True)
+        return jobs.exclude(queue__in=Subquery(paused.values("name"))).exclude(
+            task_name__in=Subquery(pauses.filter(scope=PauseScope.TASK).values("target"))
+        )
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        free: int | None = None,
+        start: int | None = None,
+        park: Collection[str] = (),
+    ) -> list[ClaimedJob]:
         now = timezone.now()
         token = uuid.uuid4()
-        paused = Queue.objects.using(self.alias).filter(
-            Q(paused=True), Q(paused_until__isnull=True) | Q(paused_until__gt=now)
+        candidates = self._jobs().filter(
+            status=JobStatus.QUEUED, token__isnull=True, run_after__lte=now
         )
-        candidates = self._jobs().filter(status=JobStatus.QUEUED, run_after__lte=now)
         if self.worker.queues:
             candidates = candidates.filter(queue__in=self.worker.queues)
-        pauses = Pause.objects.using(self.alias).filter(
-            Q(paused_until__isnull=True) | Q(paused_until__gt=now)
-        )
-        if pauses.filter(scope=PauseScope.ENGINE).exists():
+        candidates = self._unpaused(candidates, now)
+        if candidates is None:
             return []
-        candidates = (
-            candidates.exclude(queue__in=Subquery(paused.values("name")))
-            .exclude(task_name__in=Subquery(pauses.filter(scope=PauseScope.TASK).values("target")))
-            .order_by("-priority", "run_after", "id")
-            .values("id")[:limit]
-        )
+        # One statement reserves them all (the database serializes claims); the ones to run
+        # now start next, through the same fenced start as later ones.
         count = (
             self._jobs()
-            .filter(id__in=Subquery(candidates), status=JobStatus.QUEUED)
+            .filter(
+                id__in=Subquery(
+                    candidates.order_by("-priority", "run_after", "id").values("id")[:limit]
+                ),
+                status=JobStatus.QUEUED,
+                token__isnull=True,
+            )
             .update(
-                status=JobStatus.RUNNING,
-                attempts=F("attempts") + 1,
-                started_at=now,
-                finished_at=None,
                 worker_id=self.worker.id,
                 token=token,
                 lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS),
@@ -111,7 +127,7 @@ class GenericWorkerSession(WorkerSession):
         # job, not the whole batch (see .decoding).
         rows = (
             self._jobs()
-            .filter(token=token, status=JobStatus.RUNNING)
+            .filter(token=token, status=JobStatus.QUEUED)
             .order_by("-priority", "run_after", "id")
             .annotate(
                 args_text=Cast("args", TextField()),
@@ -120,7 +136,7 @@ class GenericWorkerSession(WorkerSession):
             )
             .values(*_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text")
         )
-        return [
+        jobs = [
             ClaimedJob(
                 id=job["id"],
                 task_name=job["task_name"],
@@ -132,12 +148,55 @@ class GenericWorkerSession(WorkerSession):
                 retry_backoff=job["retry_backoff"],
                 timeout=job["timeout"],
                 token=token,
-                started_at=job["started_at"] or now,
+                started_at=None,
                 checkpoint=load_column("checkpoint", job["checkpoint_text"]),
                 uid=job["uid"],
             )
             for job in rows
         ]
+        free = len(jobs) if free is None else free
+        start = len(jobs) if start is None else start
+        to_start = [
+            job
+            for n, job in enumerate(jobs)
+            if n < free or (n < start and job.task_name not in park)
+        ]
+        self._start(to_start, now)
+        return jobs
+
+    def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        return self._start(jobs, timezone.now())
+
+    def _start(self, jobs: list[ClaimedJob], now: dt.datetime) -> list[ClaimedJob]:
+        if not jobs:
+            return []
+        ids = [job.id for job in jobs]
+        mine = self._jobs().filter(id__in=ids, token__in={job.token for job in jobs})
+        with transaction.atomic(using=self.alias):
+            startable = self._unpaused(mine.filter(status=JobStatus.QUEUED), now)
+            go = [] if startable is None else list(startable.values_list("id", flat=True))
+            self._jobs().filter(id__in=go).update(
+                status=JobStatus.RUNNING,
+                attempts=F("attempts") + 1,
+                started_at=now,
+                finished_at=None,
+                lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS),
+            )
+            mine.filter(status=JobStatus.QUEUED).update(**RELEASED)
+            started = dict(mine.filter(status=JobStatus.RUNNING).values_list("id", "attempts"))
+        for job in jobs:
+            if job.id in started:
+                job.attempt = started[job.id]
+                job.started_at = job.started_at or now
+        return [job for job in jobs if job.id in started]
+
+    def release(self, jobs: list[ClaimedJob]) -> None:
+        if jobs:
+            self._jobs().filter(
+                id__in=[job.id for job in jobs],
+                token__in={job.token for job in jobs},
+                status=JobStatus.QUEUED,
+            ).update(**RELEASED)
 
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         return write_outcomes(self._jobs(), self.alias, outcomes, self.worker.id)
@@ -171,10 +230,11 @@ class GenericWorkerSession(WorkerSession):
                 .update(last_heartbeat_at=now, jobs_succeeded=succeeded, jobs_failed=failed)
             )
             if running:
+                # Reserved jobs (queued, with this worker's token) keep their lease too.
                 self._jobs().filter(
                     id__in=[j.id for j in running],
                     token__in={j.token for j in running},
-                    status=JobStatus.RUNNING,
+                    status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
                 ).update(
                     lease_expires_at=now + dt.timedelta(seconds=taskengine_settings.LEASE_SECONDS)
                 )
@@ -191,6 +251,15 @@ class GenericWorkerSession(WorkerSession):
         """Jobs whose lease lapsed: their worker stopped renewing it (it died)."""
         parked = set(park)
         now = timezone.now()
+        # Jobs a dead worker had only reserved go back untouched: they never started.
+        lapsed = self._jobs().filter(
+            status=JobStatus.QUEUED, token__isnull=False, lease_expires_at__lt=now
+        )
+        released = [
+            RescuedJob(job_id, task_name, attempts, JobStatus.QUEUED, reserved=True)
+            for job_id, task_name, attempts in lapsed.values_list("id", "task_name", "attempts")
+        ]
+        lapsed.filter(id__in=[job.id for job in released]).update(**RELEASED)
         orphans = [
             (_orphan(row), row["worker_id"])
             for row in self._jobs()
@@ -227,7 +296,7 @@ class GenericWorkerSession(WorkerSession):
             record_fenced=False,
             lease_expires_at__lt=now,
         )
-        return [
+        return released + [
             RescuedJob(o.job_id, job.task_name, o.attempt, o.status)
             for (job, _), o in zip(orphans, outcomes, strict=True)
             if o.job_id in applied
@@ -235,6 +304,10 @@ class GenericWorkerSession(WorkerSession):
 
     def relock(self, owned: list[ClaimedJob]) -> None:
         # Requeue jobs claimed by a statement whose reply was lost with the connection.
+        unknown = (
+            self._jobs().filter(worker_id=self.worker.id).exclude(id__in=[j.id for j in owned])
+        )
+        unknown.filter(status=JobStatus.QUEUED).update(**RELEASED)
         self._jobs().filter(worker_id=self.worker.id, status=JobStatus.RUNNING).exclude(
             id__in=[j.id for j in owned]
         ).update(

@@ -7,6 +7,7 @@ checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any, cast
 
 import psycopg
@@ -49,13 +50,23 @@ class PostgresWorkerSession(WorkerSession):
             [info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency],
         )
 
-    def claim(self, limit: int) -> list[ClaimedJob]:
+    def claim(
+        self,
+        limit: int,
+        *,
+        free: int | None = None,
+        start: int | None = None,
+        park: Collection[str] = (),
+    ) -> list[ClaimedJob]:
         rows = self.conn.execute(
             query("claim_jobs"),
             {
                 "queues": self.queues,
                 "all_queues": not self.queues,
                 "limit": limit,
+                "free": limit if free is None else free,
+                "start": limit if start is None else start,
+                "park": list(park),
                 "worker": self.worker.id,
                 "ns": self.ns,
             },
@@ -81,6 +92,41 @@ class PostgresWorkerSession(WorkerSession):
             )
             for row in rows
         ]
+
+    def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        return self._start_or_release(jobs, start=True, unlock=[j.id for j in jobs if j.locked])
+
+    def release(self, jobs: list[ClaimedJob]) -> None:
+        self._start_or_release(jobs, start=False, unlock=[j.id for j in jobs if j.locked])
+
+    def _start_or_release(
+        self, jobs: list[ClaimedJob], *, start: bool, unlock: list[int]
+    ) -> list[ClaimedJob]:
+        if not jobs:
+            return []
+        cursor = self.conn.execute(
+            query("start_jobs"),
+            {
+                "ids": [j.id for j in jobs],
+                "tokens": [j.token for j in jobs],
+                "start": start,
+                "unlock": unlock,
+                "ns": self.ns,
+                "channel": taskengine_settings.NOTIFY_CHANNEL,
+            },
+        )
+        # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
+        row = cast("tuple[list[int], list[int], list[Any], int, int]", cursor.fetchone())
+        started = {
+            job_id: (attempt, started_at)
+            for job_id, attempt, started_at in zip(row[0], row[1], row[2], strict=True)
+        }
+        for job in jobs:
+            if job.id in started:
+                job.attempt, job.started_at = started[job.id]
+            elif job.id in unlock:
+                job.locked = False
+        return [job for job in jobs if job.id in started]
 
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         if not outcomes and not unlock:
@@ -165,14 +211,18 @@ class PostgresWorkerSession(WorkerSession):
                 return []
             # The database's clock, as started_at's: a timeout is judged on one clock.
             now = rows[0][10]
-            orphans = [(_orphan(row), row[9]) for row in rows]
+            reserved = [_orphan(row) for row in rows if row[12] == JobStatus.QUEUED]
+            # A reserved job never started: it goes back as it was (its lock is not ours).
+            self._start_or_release(reserved, start=False, unlock=[])
+            running = [row for row in rows if row[12] == JobStatus.RUNNING]
+            orphans = [(_orphan(row), row[9]) for row in running]
             # Locked with their stop requests: the rescue carries out a pending one.
             outcomes = [
                 lifecycle.apply_stop_request(
                     lifecycle.rescued(job, worker_id=worker, park=job.task_name in parked, now=now),
                     row[11],
                 )
-                for (job, worker), row in zip(orphans, rows, strict=True)
+                for (job, worker), row in zip(orphans, running, strict=True)
             ]
             applied = self._write(outcomes, [])
             requeued = {
@@ -186,6 +236,15 @@ class PostgresWorkerSession(WorkerSession):
                     {"channel": taskengine_settings.NOTIFY_CHANNEL, "queues": sorted(requeued)},
                 )
         return [
+            RescuedJob(
+                id=job.id,
+                task_name=job.task_name,
+                attempt=job.attempt,
+                status=JobStatus.QUEUED,
+                reserved=True,
+            )
+            for job in reserved
+        ] + [
             RescuedJob(id=o.job_id, task_name=job.task_name, attempt=o.attempt, status=o.status)
             for (job, _), o in zip(orphans, outcomes, strict=True)
             if o.job_id in applied

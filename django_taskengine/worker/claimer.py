@@ -1,14 +1,23 @@
-"""What a worker holds: the jobs it claimed, and how many more to claim.
+"""What a worker holds: the jobs it claimed, and how many more to claim and to start.
 
 A worker claims a little ahead of its threads, so that very short jobs come in batches of up to
 MAX_PREFETCH per round trip, while long jobs are not hoarded (a claimed job that waits for a
-thread is one another worker could have run). Claimed jobs wait in the inbox for a thread.
+thread is one another worker could have run).
+
+A job claimed ahead is *reserved*: it stays queued (no attempt counted, no ``started_at``),
+owned by this worker, until a thread is free for it; then the worker starts it, fenced, unless
+its queue or task was paused meanwhile (then it goes back untouched, as it does if the worker
+dies). Only jobs of a few milliseconds are started ahead, in batches of about START_WINDOW
+seconds of work per thread: for them a round trip per start would cost more than the job.
+Started jobs wait in the inbox for a thread.
 """
 
 from __future__ import annotations
 
 import queue as queue_module
 import time
+from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..core.lifecycle import ClaimedJob
@@ -18,6 +27,9 @@ from ..store import WorkerSession
 #: milliseconds, batches of up to MAX_PREFETCH jobs per round trip).
 PREFETCH_WINDOW = 0.05
 MAX_PREFETCH = 100
+#: A worker starts ahead of its free threads about this many seconds of work per thread: a
+#: started job waits at most about this long for a thread (it counts as running meanwhile).
+START_WINDOW = 0.01
 #: A job claimed ahead is given back to the queue once it has waited this many seconds while
 #: every thread runs a job that has run at least as long (one that may never return).
 STALLED_AFTER = 2.0
@@ -48,10 +60,14 @@ class Claimer:
         # to how long jobs take (see adapt_prefetch); none until a job has finished: a worker
         # that does not know yet how long jobs take must not hold jobs an idle worker could run.
         self.prefetch = 0
+        #: Jobs started beyond the idle threads (see START_WINDOW).
+        self.start_ahead = 0
         self._mean_run_time: float | None = None
-        #: Every job claimed and not yet finished, started or not, by job id.
+        #: Every job claimed and not yet finished, reserved or started, by job id.
         self.running: dict[int, Running] = {}
-        #: Claimed jobs waiting for a runner thread; None tells a thread to exit.
+        #: Reserved jobs, in claim order, waiting to be started.
+        self.reserved: deque[Running] = deque()
+        #: Started jobs waiting for a runner thread; None tells a thread to exit.
         self.inbox: queue_module.Queue[Running | None] = queue_module.Queue()
         self.claimed_total = 0
         self._next_stall_check = 0.0
@@ -72,45 +88,97 @@ class Claimer:
         mean = self._mean_run_time
         mean = run_time if mean is None else 0.8 * mean + 0.2 * run_time
         self._mean_run_time = mean
-        window = PREFETCH_WINDOW * self.concurrency
-        self.prefetch = max(0, min(MAX_PREFETCH, int(window / max(mean, 1e-5))))
+        per_job = max(mean, 1e-5)
+        self.prefetch = max(0, min(MAX_PREFETCH, int(PREFETCH_WINDOW * self.concurrency / per_job)))
+        self.start_ahead = min(self.prefetch, int(START_WINDOW * self.concurrency / per_job))
 
-    def claim(self, session: WorkerSession) -> bool:
-        """Claim up to the free capacity; return True if fewer due jobs were found than asked."""
+    def _started(self) -> int:
+        """Jobs started and not finished: running in a thread or waiting in the inbox."""
+        return len(self.running) - len(self.reserved)
+
+    def _to_start(self) -> int:
+        """How many more jobs to start now: one per idle thread, and up to ``start_ahead``."""
+        return max(0, self.concurrency + self.start_ahead - self._started())
+
+    def claim(self, session: WorkerSession, park: Collection[str] = ()) -> bool:
+        """Start reserved jobs for the idle threads, then claim up to the free capacity; return
+        True if fewer due jobs were found than asked.
+
+        ``park`` names the tasks parked when their worker dies: they are never started ahead.
+        """
+        self.start_reserved(session)
         room = self.room()
         if room <= 0:
             return False
-        jobs = session.claim(room)
+        jobs = session.claim(
+            room,
+            free=max(0, self.concurrency - self._started()),
+            start=self._to_start(),
+            park=park,
+        )
         for job in jobs:
             entry = Running(job)
             self.running[job.id] = entry
-            self.inbox.put(entry)
+            if job.reserved:
+                self.reserved.append(entry)
+            else:
+                self.inbox.put(entry)
         self.claimed_total += len(jobs)
         return len(jobs) < room
 
-    def take_stalled(self, now: float) -> list[Running]:
-        """Take back the jobs claimed ahead if they are stuck behind overrunning jobs.
+    def start_reserved(self, session: WorkerSession) -> None:
+        """Start reserved jobs for the idle threads (and ``start_ahead``): those whose queue or
+        task was paused, or that an operator took, went back to the queue and are dropped."""
+        count = min(len(self.reserved), self._to_start())
+        if count <= 0:
+            return
+        batch = [self.reserved[index] for index in range(count)]
+        started = {job.id for job in session.start([entry.job for entry in batch])}
+        # Only now: if the start failed (a lost connection), they are still reserved and owned.
+        for entry in batch:
+            self.reserved.popleft()
+            if entry.job.id in started:
+                self.inbox.put(entry)
+            else:
+                del self.running[entry.job.id]
+                self.claimed_total -= 1
+
+    def release_reserved(self, session: WorkerSession) -> int:
+        """Give every reserved job back to the queue untouched; how many."""
+        if not self.reserved:
+            return 0
+        batch = list(self.reserved)
+        session.release([entry.job for entry in batch])
+        self.reserved.clear()
+        for entry in batch:
+            del self.running[entry.job.id]
+        self.claimed_total -= len(batch)
+        return len(batch)
+
+    def stalled(self, now: float) -> bool:
+        """Whether the jobs claimed ahead are stuck behind overrunning jobs (then claiming and
+        starting ahead stop until a job finishes and the prefetch adapts again).
 
         That is when the oldest waited STALLED_AFTER seconds while every thread runs a job
         started at least that long ago: a task with no timeout that never returns would hold
-        them for good, and no rescue frees a job of a live worker. Claiming ahead stops until
-        a job finishes (then the prefetch adapts to the run times again).
+        them for good, and no rescue frees a job of a live worker.
         """
         if len(self.running) <= self.concurrency or now < self._next_stall_check:
-            return []  # nothing waits beyond the threads, or looked a moment ago
+            return False  # nothing waits beyond the threads, or looked a moment ago
         # Called every turn of the worker's loop: a quarter of the bound is precise enough.
         self._next_stall_check = now + STALLED_AFTER / 4
         started = [entry.started for entry in self.running.values() if entry.started is not None]
         waiting = [entry.claimed for entry in self.running.values() if entry.started is None]
         if not waiting or now - min(waiting) < STALLED_AFTER:
-            return []
+            return False
         if len(started) < self.concurrency or now - max(started) < STALLED_AFTER:
-            return []
-        self.prefetch = 0
-        return self.take_unstarted()
+            return False
+        self.prefetch = self.start_ahead = 0
+        return True
 
     def take_unstarted(self) -> list[Running]:
-        """Take back the claimed jobs no thread has started yet."""
+        """Take back the started jobs no thread has taken yet (reserved ones: see
+        :meth:`release_reserved`)."""
         unstarted = []
         while True:
             try:

@@ -160,6 +160,15 @@ class Liveness:
             return False
         requeued = False
         for job in self.session.rescue(registry.parked_on_orphan()):
+            if job.reserved:
+                logger.info(
+                    "job %s (%s), reserved by a worker that died before starting it, is "
+                    "back in the queue",
+                    job.id,
+                    job.task_name,
+                )
+                requeued = True
+                continue
             logger.warning(
                 "rescued job %s (%s) after its worker died during attempt %s: now %s",
                 job.id,

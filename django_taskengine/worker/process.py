@@ -21,7 +21,8 @@ from typing import Any
 
 from ..conf import taskengine_settings
 from ..core import lifecycle
-from ..store import WorkerInfo, get_store
+from ..registry import tasks as registry
+from ..store import WorkerInfo, WorkerSession, get_store
 from .claimer import STALLED_AFTER, Claimer
 from .completer import Completer
 from .liveness import DB_ERRORS, Liveness
@@ -165,7 +166,7 @@ class WorkerProcess:
                     stops.request()
                 stops.enforce_timeouts(now)
                 if stops.requested or stops.recycle:
-                    stops.return_unstarted()
+                    stops.return_unstarted(session)
                     if stops.requested:
                         stops.ask_running_to_stop()
                     if not stops.others_running() and not completer.outcomes:
@@ -176,8 +177,8 @@ class WorkerProcess:
                         stops.log_interrupted(interrupted)
                         break
                 else:
-                    self._give_back_stalled(now)
-                    exhausted = claimer.claim(session) or exhausted
+                    self._give_back_stalled(session, now)
+                    exhausted = claimer.claim(session, registry.parked_on_orphan()) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
                     liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
@@ -186,7 +187,7 @@ class WorkerProcess:
                     liveness.next_rescue = now
                 if now >= liveness.next_rescue:
                     if liveness.rescue() and not (stops.requested or stops.recycle):
-                        claimer.claim(session)
+                        claimer.claim(session, registry.parked_on_orphan())
                     liveness.next_rescue = now + taskengine_settings.RESCUE_INTERVAL
                 if not self.burst and not stops.requested:
                     liveness.perform_duties(now)
@@ -199,15 +200,25 @@ class WorkerProcess:
         self._shutdown()
         return EXIT_RECYCLE if stops.recycle and not stops.requested else 0
 
-    def _give_back_stalled(self, now: float) -> None:
+    def _give_back_stalled(self, session: WorkerSession, now: float) -> None:
         """Jobs claimed ahead, stuck behind threads that all run overrunning jobs, go back to
         the queue at once, their attempt not counted, for other workers to run."""
-        for entry in self.claimer.take_stalled(now):
-            error = (
-                "given back before it started: every thread of its worker was busy with a job "
-                f"running for over {STALLED_AFTER:g} s"
-            )
+        if not self.claimer.stalled(now):
+            return
+        released = self.claimer.release_reserved(session)
+        error = (
+            "given back before it started: every thread of its worker was busy with a job "
+            f"running for over {STALLED_AFTER:g} s"
+        )
+        unstarted = self.claimer.take_unstarted()
+        for entry in unstarted:
             self.completer.give_up(entry, lifecycle.interrupted(entry.job, error))
+        logger.warning(
+            "worker %s: %s job(s) claimed ahead given back: %s",
+            self.info.id,
+            released + len(unstarted),
+            error,
+        )
 
     def _finished_work(self, exhausted: bool) -> bool:
         if self._final_rescue_at is not None:

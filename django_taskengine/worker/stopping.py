@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 
 from ..core import lifecycle
+from ..store import WorkerSession
 from .claimer import Claimer, Running
 from .completer import Completer
 
@@ -126,8 +127,10 @@ class StopControl:
         """Attempts are running that did not overrun their timeout (worth waiting for)."""
         return any(not self._overran(e) for e in self.claimer.running.values())
 
-    def return_unstarted(self) -> None:
-        """Give back claimed jobs no thread has started yet (a stop or recycle is pending)."""
+    def return_unstarted(self, session: WorkerSession) -> None:
+        """Give back the claimed jobs no thread has taken yet (a stop or recycle is pending):
+        reserved ones untouched, started ones as interrupted (their attempt not counted)."""
+        self.claimer.release_reserved(session)
         for entry in self.claimer.take_unstarted():
             self.completer.give_up(
                 entry, lifecycle.interrupted(entry.job, lifecycle.NOT_STARTED_ERROR)

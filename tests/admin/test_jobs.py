@@ -79,6 +79,18 @@ def test_list_shows_status_task_queue_priority_attempts_and_times(admin_client):
     assert ADD in html and "emails" in html and "2/3" in html and "5.00 s" in html
 
 
+def test_list_shows_a_job_claimed_ahead_as_queued_and_reserved(admin_client):
+    reserved = JobFactory(status="queued", token=uuid.uuid4(), worker_id=uuid.uuid4())
+    free = JobFactory(status="queued")
+
+    html = content(admin_client.get(admin_url("job_changelist")))
+
+    label = '<span class="te-status te-status-queued">queued</span>'
+    assert html.count(f'{label} <span class="te-reserved">reserved</span>') == 1
+    assert html.count(label) == 2
+    assert reserved.reserved and not free.reserved
+
+
 def test_list_is_newest_first_and_sortable_by_id_only(admin_client):
     older, newer = JobFactory(), JobFactory()
 

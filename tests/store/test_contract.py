@@ -25,7 +25,7 @@ from django_taskengine import task
 from django_taskengine.conf import taskengine_settings
 from django_taskengine.core import lifecycle
 from django_taskengine.core.lifecycle import ORPHAN_ERROR
-from django_taskengine.models import Attempt, Job, Worker
+from django_taskengine.models import Attempt, Job, Queue, Worker
 from django_taskengine.registry import tasks as registry
 from django_taskengine.store import (
     ClaimedJob,
@@ -121,14 +121,12 @@ def ago(seconds: float) -> dt.datetime:
 
 
 def orphan_jobs_of(session: WorkerSession) -> None:
-    """Make a session's running jobs look as if its worker process died."""
+    """Make a session's running and reserved jobs look as if its worker process died."""
     if is_postgres():
         session.close()  # the advisory locks go with the connection
         Worker.objects.filter(id=session.worker.id).update(last_heartbeat_at=ago(300))
     else:
-        Job.objects.filter(worker_id=session.worker.id, status="running").update(
-            lease_expires_at=ago(1)
-        )
+        Job.objects.filter(worker_id=session.worker.id).update(lease_expires_at=ago(1))
 
 
 def rescue_orphans(rescuer: WorkerSession) -> list[Any]:
@@ -597,6 +595,59 @@ def test_an_orphaned_job_is_requeued_with_an_orphaned_attempt(open_session):
     # It runs again as a new attempt.
     (again,) = rescuer.claim(1)
     assert (again.id, again.attempt) == (job.pk, 2)
+
+
+def test_a_dead_workers_reserved_jobs_go_back_untouched(open_session):
+    run_after = ago(60)
+    jobs = [
+        JobFactory(task_name=parked_on_orphan.name, max_attempts=1, run_after=run_after)
+        for _ in range(3)
+    ]
+    dead = open_session()
+    # One started for the only thread; a parked task is never started ahead.
+    claimed = dead.claim(3, free=1, start=3, park=[parked_on_orphan.name])
+    assert [job.reserved for job in claimed] == [False, True, True]
+    rescuer = open_session()
+    orphan_jobs_of(dead)
+
+    rescued = rescue_orphans(rescuer)
+
+    assert sorted((r.id, r.status, r.reserved) for r in rescued) == [
+        (jobs[0].pk, "failed", False),  # it was running: parked
+        (jobs[1].pk, "queued", True),
+        (jobs[2].pk, "queued", True),
+    ]
+    for job in jobs[1:]:
+        job.refresh_from_db()
+        # As they were before the claim: no attempt, no record, their place kept.
+        assert (job.status, job.attempts, job.started_at, job.error) == ("queued", 0, None, "")
+        assert (job.token, job.worker_id, job.run_after) == (None, None, run_after)
+        assert not Attempt.objects.filter(job=job).exists()
+        if is_postgres():
+            assert not advisory_lock_held(job.pk)
+    again = rescuer.claim(10)
+    assert [(job.id, job.attempt) for job in again] == [(jobs[1].pk, 1), (jobs[2].pk, 1)]
+
+
+def test_start_is_fenced_by_the_reservation_and_checks_pauses_again(open_session):
+    jobs = [JobFactory() for _ in range(3)]
+    session = open_session()
+    claimed = session.claim(3, free=0, start=0)
+    assert [job.reserved for job in claimed] == [True, True, True]
+    assert Job.objects.filter(status="queued", token__isnull=False).count() == 3
+    Job.objects.filter(pk=jobs[1].pk).update(status="cancelled", token=None, worker_id=None)
+    started = session.start(claimed[:2])
+    assert [job.id for job in started] == [jobs[0].pk]
+    assert (started[0].attempt, started[0].reserved) == (1, False)
+    # Starting again (a retry after a lost reply) is a no-op that returns it.
+    assert [job.id for job in session.start(claimed[:1])] == [jobs[0].pk]
+    Job.objects.filter(pk=jobs[0].pk).update(status="queued")  # not ours any more
+    Queue.objects.update_or_create(name=jobs[2].queue, defaults={"paused": True})
+    assert session.start(claimed[2:]) == []
+    jobs[2].refresh_from_db()
+    assert (jobs[2].status, jobs[2].attempts, jobs[2].token) == ("queued", 0, None)
+    if is_postgres():
+        assert not advisory_lock_held(jobs[2].pk)
 
 
 def test_a_rescued_job_keeps_its_run_after_and_runs_before_later_jobs(open_session):

@@ -14,11 +14,13 @@ APP = "django_taskengine"
 BEFORE, AFTER = (APP, "0008_enqueue_function"), (APP, "0009_job_uid_audit_entry")
 
 
-def migrate(target: tuple[str, str]):
+def migrate(target: tuple[str, str] | None):
+    """Migrate the app to ``target`` (None: its latest migration); the apps at that state."""
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
-    executor.migrate([target])
-    return executor.loader.project_state([target]).apps
+    targets = [target] if target is not None else executor.loader.graph.leaf_nodes(APP)
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
 
 
 def test_jobs_enqueued_before_the_migration_each_get_their_own_uid():
@@ -30,7 +32,7 @@ def test_jobs_enqueued_before_the_migration_each_get_their_own_uid():
         uids = list(Job.objects.values_list("uid", flat=True))
         assert len(uids) == 2500 and None not in uids and len(set(uids)) == 2500
     finally:
-        migrate(AFTER)
+        migrate(None)  # the later tests need every migration, not only this one
 
 
 def test_the_enqueue_function_of_the_previous_release_still_gives_jobs_a_uid():

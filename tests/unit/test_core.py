@@ -265,12 +265,15 @@ def test_an_operator_action_sets_what_it_promises():
         "finished_at": None,
         "result": None,
         "stop_requested": "",
+        **RELEASED,
     }
     assert retry["uid"] != actions.JOB_ACTIONS["retry"].changes(now)["uid"]
     assert actions.JOB_ACTIONS["cancel"].changes(now) == {
         "status": JobStatus.CANCELLED,
         "finished_at": now,
         "stop_requested": "",
+        # A reserved job is taken from its worker.
+        **RELEASED,
     }
     assert actions.JOB_ACTIONS["run_now"].changes(now) == {"run_after": now}
 

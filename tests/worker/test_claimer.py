@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-from django_taskengine.models import Job, JobStatus
+from django_taskengine import operations
+from django_taskengine.models import Attempt, Job, JobStatus
 from django_taskengine.store import WorkerInfo, get_store
-from django_taskengine.worker.claimer import MAX_PREFETCH, Claimer, Running
+from django_taskengine.worker.claimer import MAX_PREFETCH, START_WINDOW, Claimer, Running
 from tests.testapp.tasks import add
 
 
@@ -67,24 +68,131 @@ def test_prefetch_follows_a_moving_average_of_run_times():
     assert claimer.prefetch == 16
 
 
-@pytest.mark.django_db(transaction=True)
-def test_claimed_jobs_wait_in_the_inbox_until_taken_back_unstarted():
-    jobs = [add.enqueue(i, i) for i in range(3)]
+def test_very_short_jobs_are_started_ahead_a_few_milliseconds_of_work_only():
+    claimer = Claimer(concurrency=2)
+    claimer.adapt_prefetch(0.001)  # 1 ms jobs: 100 ms of work claimed, 20 ms started ahead
+    assert START_WINDOW == 0.01
+    assert (claimer.prefetch, claimer.start_ahead) == (MAX_PREFETCH, 20)
+    claimer = Claimer(concurrency=1)
+    claimer.adapt_prefetch(0.02)  # 20 ms jobs: 2 claimed ahead, none started ahead
+    assert (claimer.prefetch, claimer.start_ahead) == (2, 0)
+
+
+@pytest.fixture
+def session():
     info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=2)
     session = get_store().open_session(info)
-    try:
-        session.register()
-        claimer = Claimer(concurrency=2)
-        claimer.prefetch = 2
-        # Room for 4, only 3 due: the claim says the queue is exhausted.
-        assert claimer.claim(session) is True
-        assert set(claimer.running) == {job.id for job in jobs}
-        assert claimer.claimed_total == 3
-        assert Job.objects.filter(status=JobStatus.RUNNING).count() == 3
-        unstarted = claimer.take_unstarted()
-        assert [entry.job.id for entry in unstarted] == [job.id for job in jobs]
-        assert claimer.inbox.empty()
-        # Taking them back from the inbox leaves them held until their outcomes are written.
-        assert len(claimer.running) == 3
-    finally:
-        session.close()
+    session.register()
+    yield session
+    session.close()
+
+
+def _states(jobs):
+    """Each job's (status, attempts, has started_at, owned by a worker)."""
+    rows = Job.objects.filter(pk__in=[job.pk for job in jobs]).order_by("pk")
+    return [(j.status, j.attempts, j.started_at is not None, j.token is not None) for j in rows]
+
+
+RUNNING = (JobStatus.RUNNING, 1, True, True)
+RESERVED = (JobStatus.QUEUED, 0, False, True)
+FREE = (JobStatus.QUEUED, 0, False, False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_claimed_ahead_are_reserved_queued_and_start_when_a_thread_is_free(session):
+    jobs = [add.enqueue(i, i) for i in range(3)]
+    claimer = Claimer(concurrency=2)
+    claimer.prefetch = 2
+    # Room for 4, only 3 due: the claim says the queue is exhausted.
+    assert claimer.claim(session) is True
+    assert set(claimer.running) == {job.id for job in jobs}
+    assert claimer.claimed_total == 3
+    # One job per thread starts; the third waits reserved: no attempt, no start time.
+    assert _states(jobs) == [RUNNING, RUNNING, RESERVED]
+    assert [entry.job.id for entry in claimer.reserved] == [jobs[2].id]
+    claimer.start_reserved(session)  # no thread is free yet
+    assert _states(jobs) == [RUNNING, RUNNING, RESERVED]
+    claimer.running.pop(jobs[0].id)  # a thread finished its job
+    claimer.start_reserved(session)
+    assert _states(jobs)[2] == RUNNING
+    assert not claimer.reserved
+    taken = [entry.job for entry in claimer.take_unstarted()]
+    assert [job.id for job in taken] == [job.id for job in jobs]
+    assert taken[2].attempt == 1 and taken[2].started_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("pause", ["queue", "task", "all"])
+def test_a_reserved_job_does_not_start_once_a_pause_has_returned(session, pause):
+    jobs = [add.enqueue(i, i) for i in range(3)]
+    claimer = Claimer(concurrency=1)
+    claimer.prefetch = 2
+    claimer.claim(session)
+    assert _states(jobs) == [RUNNING, RESERVED, RESERVED]
+    if pause == "queue":
+        operations.pause_queue("default")
+    elif pause == "task":
+        operations.pause_task(add.name)
+    else:
+        operations.pause_all()
+    claimer.running.pop(jobs[0].id)
+    claimer.start_reserved(session)  # one free thread: one tries to start
+    assert _states(jobs)[1:] == [FREE, RESERVED]
+    claimer.start_reserved(session)
+    # Back in the queue untouched, where the pause holds them; the worker forgot them.
+    assert _states(jobs)[1:] == [FREE, FREE]
+    assert set(claimer.running) == set() and not claimer.reserved
+    assert claimer.claim(session) is True
+    assert not claimer.running
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_takes_a_reserved_job_from_its_worker(session):
+    jobs = [add.enqueue(i, i) for i in range(3)]
+    claimer = Claimer(concurrency=1)
+    claimer.prefetch = 2
+    claimer.claim(session)
+    operations.cancel_job(jobs[1].pk)
+    operations.pause_job(jobs[2].pk)
+    assert _states(jobs)[1:] == [
+        (JobStatus.CANCELLED, 0, False, False),
+        (JobStatus.PAUSED, 0, False, False),
+    ]
+    claimer.running.pop(jobs[0].id)
+    claimer.start_reserved(session)
+    claimer.start_reserved(session)
+    assert _states(jobs)[1:] == [
+        (JobStatus.CANCELLED, 0, False, False),
+        (JobStatus.PAUSED, 0, False, False),
+    ]
+    assert not claimer.running
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reserved_jobs_given_back_are_untouched_and_claimable(session):
+    jobs = [add.enqueue(i, i) for i in range(3)]
+    claimer = Claimer(concurrency=1)
+    claimer.prefetch = 2
+    claimer.claim(session)
+    assert claimer.release_reserved(session) == 2
+    assert _states(jobs) == [RUNNING, FREE, FREE]
+    assert list(claimer.running) == [jobs[0].id]
+    assert not Attempt.objects.filter(job_id__in=[jobs[1].pk, jobs[2].pk]).exists()
+    other = Claimer(concurrency=2)
+    other.claim(session)
+    assert set(other.running) == {jobs[1].id, jobs[2].id}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_parked_on_a_dead_worker_are_never_started_ahead(session):
+    jobs = [add.enqueue(i, i) for i in range(4)]
+    claimer = Claimer(concurrency=1)
+    claimer.prefetch = claimer.start_ahead = 3
+    claimer.claim(session, park=[add.name])
+    # One for the thread, whatever its task; the rest of a parked task wait reserved.
+    assert _states(jobs) == [RUNNING, RESERVED, RESERVED, RESERVED]
+    claimer = Claimer(concurrency=1)
+    claimer.prefetch = claimer.start_ahead = 3
+    Job.objects.update(status=JobStatus.QUEUED, token=None, worker_id=None, attempts=0)
+    claimer.claim(session)
+    assert _states(jobs) == [RUNNING] * 4

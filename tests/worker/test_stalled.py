@@ -27,8 +27,9 @@ def test_jobs_claimed_behind_a_never_returning_job_go_to_another_worker(start_wo
     # One thread: the worker claims the hanging job and more behind it.
     start_workers("--concurrency", "1")
     wait_for(lambda: LedgerEntry.objects.filter(job_id=hang.id).exists(), message="hang started")
+    # Claimed ahead: reserved (queued, owned), or started ahead if they are very short.
     held = wait_for(
-        lambda: list(Job.objects.filter(pk__in=[j.pk for j in behind], status="running")),
+        lambda: list(Job.objects.filter(pk__in=[j.pk for j in behind], token__isnull=False)),
         message="a job claimed with the hanging one",
     )
     second_started = time.monotonic()
@@ -85,6 +86,5 @@ def test_the_claimer_gives_back_only_jobs_stuck_behind_overrunning_ones(
     waiting = _entry(2, claimed=now - waited, started=None)
     claimer.running.update({1: running, 2: waiting})
     claimer.inbox.put(waiting)
-    taken = claimer.take_stalled(now)
-    assert taken == ([waiting] if given_back else [])
+    assert claimer.stalled(now) is given_back
     assert claimer.prefetch == (0 if given_back else threads)

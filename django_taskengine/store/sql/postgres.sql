@@ -42,14 +42,18 @@ VALUES (%s, false, '', '', now())
 ON CONFLICT (name) DO NOTHING
 
 -- name: claim_jobs
--- Due queued jobs of unpaused queues and task types, in priority, then run_after, then FIFO
--- order, marked running for this worker in one statement (no window between choosing a job
--- and owning it), each with a new fencing token and its advisory lock taken. The JSON columns
--- come back as text, loaded per job by the caller: one row Python cannot load fails its own job,
--- not the whole batch (store/decoding.py).
+-- Due queued jobs of unpaused queues and task types that no worker has reserved, in priority,
+-- then run_after, then FIFO order, taken for this worker in one statement (no window between
+-- choosing a job and owning it), each with a new fencing token and its advisory lock taken.
+-- The first `free` (one per idle runner thread) start at once (status running, attempt
+-- counted), and so do the next up to `start` unless their task is in `park`; the others are
+-- reserved: they stay queued, owned by this worker (its token and lock), and start only when a
+-- thread is free for them (start_jobs), or go back untouched. The JSON columns come back as text,
+-- loaded per job by the caller: one row Python cannot load fails its own job, not the whole
+-- batch (store/decoding.py).
 WITH picked AS (
-    SELECT j.id FROM taskengine_job j
-    WHERE j.status = 'queued' AND j.run_after <= now()
+    SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
+    WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
       AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
       AND NOT EXISTS (
           SELECT 1 FROM taskengine_queue q
@@ -61,14 +65,87 @@ WITH picked AS (
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
+),
+ranked AS (
+    SELECT p.id, p.task_name,
+        row_number() OVER (ORDER BY p.priority DESC, p.run_after, p.id) AS n
+    FROM picked p
+),
+go AS (
+    SELECT ARRAY(
+        SELECT r.id FROM ranked r
+        WHERE r.n <= %(free)s OR (r.n <= %(start)s AND NOT r.task_name = ANY(%(park)s))
+    ) AS ids
 )
 UPDATE taskengine_job j
-SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
-    worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
+SET status = CASE WHEN j.id = ANY((SELECT ids FROM go)::bigint[]) THEN 'running' ELSE 'queued' END,
+    attempts = j.attempts + CASE WHEN j.id = ANY((SELECT ids FROM go)::bigint[]) THEN 1 ELSE 0 END,
+    started_at = CASE WHEN j.id = ANY((SELECT ids FROM go)::bigint[]) THEN now() END,
+    finished_at = NULL, worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
     pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid
+
+-- name: start_jobs
+-- Start jobs this worker reserved (`start` true) or give them back (`start` false), fenced by
+-- their tokens (a job already running under its token counts as started: a retry after a lost
+-- reply): a job starts (status running, attempt counted, started_at now) only if it is
+-- still reserved by this attempt and its queue, task type and the engine are not paused now —
+-- nothing starts after a pause has returned. Every other one still reserved goes back to the
+-- queue untouched (no attempt counted, its place kept), and idle workers are woken for it. An
+-- operator's action on a reserved job (a pause, a cancel) took it already: it is skipped.
+-- Releases the advisory locks in `unlock` of the jobs that did not start. Returns the started
+-- ids with their attempt numbers and start times.
+WITH r AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+),
+mine AS (
+    SELECT j.id, j.queue, j.task_name, j.status, j.attempts, j.started_at FROM taskengine_job j
+    JOIN r ON j.id = r.id AND j.token = r.token
+    WHERE j.status IN ('queued', 'running')
+    FOR UPDATE OF j
+),
+ok AS (
+    SELECT m.id FROM mine m
+    WHERE %(start)s AND m.status = 'queued'
+      AND NOT EXISTS (
+          SELECT 1 FROM taskengine_queue q
+          WHERE q.name = m.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
+      AND NOT EXISTS (
+          SELECT 1 FROM taskengine_pause p
+          WHERE (p.scope = 'engine' OR (p.scope = 'task' AND p.target = m.task_name))
+            AND (p.paused_until IS NULL OR p.paused_until > now()))
+),
+updated AS (
+    UPDATE taskengine_job j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(), finished_at = NULL
+    WHERE j.id = ANY(ARRAY(SELECT id FROM ok))
+    RETURNING j.id, j.attempts, j.started_at
+),
+started AS (
+    SELECT id, attempts, started_at FROM updated
+    UNION ALL
+    SELECT id, attempts, started_at FROM mine WHERE status = 'running'
+),
+released AS (
+    UPDATE taskengine_job j SET worker_id = NULL, token = NULL, lease_expires_at = NULL
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM mine WHERE status = 'queued' AND id NOT IN (SELECT id FROM ok)))
+    RETURNING j.queue
+),
+unlocked AS (
+    SELECT pg_advisory_unlock(%(ns)s, (u.id)::bit(32)::int4)
+    FROM unnest(%(unlock)s::bigint[]) AS u(id)
+    WHERE u.id NOT IN (SELECT id FROM started)
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM released) AS q
+)
+SELECT ARRAY(SELECT id FROM started ORDER BY id),
+    ARRAY(SELECT attempts FROM started ORDER BY id),
+    ARRAY(SELECT started_at FROM started ORDER BY id),
+    (SELECT count(*) FROM unlocked), (SELECT count(*) FROM woken)
 
 -- name: write_outcomes
 -- The outcomes the caller decided (django_taskengine/core/lifecycle.py), one array element
@@ -153,9 +230,10 @@ att AS (
 SELECT count(*) FROM upd
 
 -- name: select_orphans
--- Running jobs whose worker died: their advisory lock is free and their worker missed its
--- heartbeat for the grace (or stopped, or is gone), with their pending stop request (the
--- rescue carries it out). Locked FOR UPDATE for the rest of the rescuer's transaction; only one rescuer at a time (the transaction-level guard lock), and
+-- Jobs whose worker died, running or reserved (queued with a token): their advisory lock is
+-- free and their worker missed its heartbeat for the grace (or stopped, or is gone), with their
+-- status and pending stop request (the rescue carries it out; a reserved job never started and
+-- goes back untouched). Locked FOR UPDATE for the rest of the rescuer's transaction; only one rescuer at a time (the transaction-level guard lock), and
 -- none while another holds it.
 WITH guard AS (
     SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
@@ -166,10 +244,11 @@ held AS (
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )
 SELECT j.id, j.task_name, j.queue, j.attempts, j.max_attempts, j.retry_backoff, j.timeout,
-    j.token, j.started_at, j.worker_id, now(), j.stop_requested
+    j.token, j.started_at, j.worker_id, now(), j.stop_requested, j.status
 FROM taskengine_job j
 LEFT JOIN taskengine_worker w ON w.id = j.worker_id
-WHERE (SELECT ok FROM guard) AND j.status = 'running'
+WHERE (SELECT ok FROM guard)
+  AND (j.status = 'running' OR (j.status = 'queued' AND j.token IS NOT NULL))
   AND (w.id IS NULL OR w.stopped_at IS NOT NULL
        OR w.last_heartbeat_at < now() - %(grace)s * interval '1 second')
   AND (j.id & 4294967295) NOT IN (SELECT k FROM held)
@@ -216,23 +295,25 @@ WHERE j.id = w.id AND j.token = w.token AND j.status = 'running'
 RETURNING j.id, j.stop_requested
 
 -- name: release_unknown_claims
--- After a reconnect: jobs marked running for this worker that it does not own (a claim whose
--- reply was lost with the connection) go back to the queue as never claimed. The worker passes
--- every job it owns, finished ones whose outcome it has yet to write included: those must not
--- run again.
-UPDATE taskengine_job SET status = 'queued', attempts = attempts - 1, worker_id = NULL,
-    token = NULL, started_at = NULL
-WHERE worker_id = %s AND status = 'running' AND NOT (id = ANY(%s))
+-- After a reconnect: jobs running for this worker or reserved by it that it does not own (a
+-- claim whose reply was lost with the connection) go back to the queue as never claimed. The
+-- worker passes every job it owns, finished ones whose outcome it has yet to write included:
+-- those must not run again.
+UPDATE taskengine_job
+SET status = 'queued', attempts = attempts - CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+    worker_id = NULL, token = NULL, started_at = NULL
+WHERE worker_id = %s AND (status = 'running' OR (status = 'queued' AND token IS NOT NULL))
+  AND NOT (id = ANY(%s))
 
 -- name: relock_jobs
 -- After a reconnect: take again the advisory locks of the jobs this worker still owns (running,
--- or finished with the outcome not yet written); a job no longer running under its token is
--- not this worker's any more.
+-- reserved, or finished with the outcome not yet written); a job no longer running or reserved
+-- under its token is not this worker's any more.
 SELECT j.id, pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4)
 FROM taskengine_job j
 JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
   ON j.id = r.id AND j.token = r.token
-WHERE j.status = 'running'
+WHERE j.status IN ('running', 'queued')
 
 -- name: unregister_worker
 UPDATE taskengine_worker SET stopped_at = now(), last_heartbeat_at = now() WHERE id = %s

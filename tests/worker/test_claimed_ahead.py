@@ -1,0 +1,117 @@
+"""Jobs a worker claimed ahead of its threads, with real worker processes: reserved, not started.
+
+A worker claims a few jobs beyond its idle threads so that short jobs come in batches. Those
+jobs are reserved: queued, owned by the worker, with no attempt counted and no start time, until
+a thread is free. A pause that has returned stops them; a worker's death gives them back as
+they were.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from django_taskengine import operations
+from django_taskengine.models import Job, JobStatus, Worker
+from tests.helpers import wait_for
+from tests.testapp.models import LedgerEntry
+from tests.testapp.tasks import charge_card, record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _reserved(ids: list[int]) -> list[Job]:
+    return list(Job.objects.filter(pk__in=ids, status=JobStatus.QUEUED, token__isnull=False))
+
+
+def _owned(ids: list[int]) -> list[Job]:
+    """The jobs a worker holds: running, or claimed ahead."""
+    return list(Job.objects.filter(pk__in=ids, token__isnull=False))
+
+
+def _ran() -> set[int]:
+    return set(LedgerEntry.objects.values_list("job_id", flat=True))
+
+
+def test_jobs_claimed_ahead_wait_queued_and_none_starts_after_a_pause_returns(start_workers):
+    # 20 ms jobs on one thread: the worker claims about 50 ms of work, two jobs beyond its thread.
+    jobs = [record.enqueue(label=f"job-{index}", sleep=0.02) for index in range(60)]
+    ids = [job.pk for job in jobs]
+    start_workers("--concurrency", "1")
+    owned = wait_for(
+        lambda: (
+            [job for job in _owned(ids) if job.pk not in _ran()] if len(_owned(ids)) >= 2 else []
+        ),
+        message="jobs claimed ahead",
+    )
+    # Waiting for a thread is not running: no attempt, no start time (one thread: at most one
+    # of them may have started since).
+    waiting = [job for job in owned if job.status == JobStatus.QUEUED]
+    assert len(waiting) >= len(owned) - 1
+    assert all(job.attempts == 0 and job.started_at is None for job in waiting)
+
+    operations.pause_queue("default")
+    running_at_pause = set(
+        Job.objects.filter(pk__in=ids, status=JobStatus.RUNNING).values_list("pk", flat=True)
+    )
+    ran_before = set(LedgerEntry.objects.values_list("job_id", flat=True))
+    # One thread: at most its one job was running when the pause returned.
+    assert len(running_at_pause) <= 1
+    # That job finishes, and the reserved ones go back to the queue, untouched.
+    wait_for(
+        lambda: (
+            not Job.objects.filter(pk__in=ids, status=JobStatus.RUNNING).exists()
+            and not _reserved(ids)
+        ),
+        message="the running job to finish and the reserved ones to be given back",
+    )
+    ran_after = set(LedgerEntry.objects.values_list("job_id", flat=True)) - ran_before
+    assert ran_after <= running_at_pause, "a job started after the pause returned"
+    assert not Job.objects.filter(pk__in=ids, status=JobStatus.QUEUED, attempts__gt=0).exists()
+
+    operations.resume_queue("default")
+    wait_for(
+        lambda: Job.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED).count() == len(ids),
+        timeout=60,
+        message="every job to succeed after the resume",
+    )
+    assert sorted(LedgerEntry.objects.values_list("job_id", flat=True)) == sorted(ids)
+
+
+def test_park_jobs_a_killed_worker_had_only_reserved_run_later(start_workers):
+    # Jobs that must never run twice: a worker's death parks (fails) the one it was running.
+    # Those it had claimed ahead never started: they must run, not be parked.
+    jobs = [charge_card.enqueue(seconds=0.02) for _ in range(40)]
+    ids = [job.pk for job in jobs]
+    start_workers("--concurrency", "1")
+    wait_for(
+        lambda: Job.objects.filter(pk__in=ids, token__isnull=False).count() >= 2,
+        message="a job running and others claimed ahead",
+    )
+    owner = Job.objects.filter(pk__in=ids, token__isnull=False).values_list("worker_id").first()
+    assert owner is not None
+    os.kill(Worker.objects.get(id=owner[0]).pid, signal.SIGKILL)
+    # The supervisor's replacement rescues the dead worker's jobs and drains the queue.
+    wait_for(
+        lambda: (
+            not Job.objects.filter(
+                pk__in=ids, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+            ).exists()
+        ),
+        timeout=60,
+        message="every job to end",
+    )
+    failed = list(Job.objects.filter(pk__in=ids, status=JobStatus.FAILED))
+    # Only the job that was executing when its worker died is parked, and it ran once.
+    assert len(failed) <= 1, [(job.pk, job.error) for job in failed]
+    for job in failed:
+        assert "died" in job.error
+    runs = list(LedgerEntry.objects.values_list("job_id", flat=True))
+    assert sorted(runs) == sorted(set(runs)), "a job ran twice"
+    succeeded = set(
+        Job.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED).values_list("pk", flat=True)
+    )
+    assert succeeded | {job.pk for job in failed} == set(ids)
+    assert succeeded <= set(runs)

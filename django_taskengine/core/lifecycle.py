@@ -20,6 +20,7 @@ from typing import Any
 from django.utils import timezone
 
 from ..conf import taskengine_settings
+from .actions import HARD_STOP_REQUESTS
 from .statuses import TERMINAL_STATUSES, AttemptOutcome, JobStatus
 
 #: The error of an attempt whose worker died, as the rescuer records it.
@@ -210,6 +211,42 @@ def stop_kind(request: str) -> str:
     return request.partition(":")[0]
 
 
+def is_hard_stop(request: str) -> bool:
+    """Whether a stop request ends the attempt ("cancel:hard", "pause:hard") rather than asking
+    the task to stop at its next checkpoint."""
+    return request in HARD_STOP_REQUESTS
+
+
+def hard_stopped(job: ClaimedJob, request: str) -> Outcome:
+    """The attempt was ended by an operator's hard stop (``request``), its code stopped with its
+    worker process (or its thread ended first): a hard cancel makes the job ``cancelled``, a
+    hard pause ``paused`` with its attempt not counted (a resume runs it again, from its last
+    checkpoint if it has one)."""
+    if stop_kind(request) == "cancel":
+        return _outcome(
+            job,
+            JobStatus.CANCELLED,
+            AttemptOutcome.CANCELLED,
+            error="cancelled by an operator's hard stop: the attempt was ended with its worker "
+            "process",
+        )
+    return _outcome(
+        job,
+        JobStatus.PAUSED,
+        AttemptOutcome.PAUSED,
+        error="paused by an operator's hard stop: the attempt was ended with its worker process",
+        refund_attempt=True,
+    )
+
+
+def overran(job: ClaimedJob) -> Outcome:
+    """The outcome of an attempt its worker kept until its code stopped: hard-stopped by an
+    operator (the job's pending request says so), or else timed out."""
+    if is_hard_stop(job.stop_requested):
+        return hard_stopped(job, job.stop_requested)
+    return timed_out(job)
+
+
 def stopped(job: ClaimedJob, reason: str) -> Outcome:
     """The task stopped at a checkpoint for a pause, a cancel or a shutdown (``reason``).
 
@@ -335,12 +372,18 @@ def rescued(
 ) -> Outcome:
     """The outcome of an attempt the rescuer found without a live worker.
 
-    An attempt whose timeout had elapsed timed out: a worker that sees one of its attempts
-    overrun keeps the job until the attempt's thread ends or its process exits (a thread cannot
-    be stopped), so the rescue is how such an attempt ends. It is counted like an exception
-    (retried while attempts remain) and never parked: it did not die mid-run, it overran. Any
-    other attempt is :func:`orphaned`.
+    An attempt an operator hard-stopped was ended with its worker process:
+    :func:`hard_stopped`. An attempt whose timeout had elapsed timed out: a worker that sees
+    one of its attempts overrun keeps the job until the attempt's thread ends or its process
+    exits (a thread cannot be stopped), so the rescue is how such an attempt ends. It is counted
+    like an exception (retried while attempts remain) and never parked: it did not die mid-run,
+    it overran. Any other attempt is :func:`orphaned`.
     """
+    if is_hard_stop(job.stop_requested):
+        outcome = hard_stopped(job, job.stop_requested)
+        outcome.finished_at = now
+        outcome.worker_id = worker_id
+        return outcome
     if job.timeout and job.started_at + dt.timedelta(seconds=job.timeout) <= now:
         outcome = timed_out(job)
         outcome.finished_at = now

@@ -70,7 +70,8 @@ class Completer:
     def collect(self, overran: Container[int] = ()) -> None:
         """Take the attempts the runner threads finished: queue their outcomes for the flush.
 
-        An attempt of a job in ``overran`` ran past its timeout: it timed out, whatever it
+        An attempt of a job in ``overran`` ran past its timeout or was hard-stopped by an
+        operator: it timed out or was stopped (:func:`~..core.lifecycle.overran`), whatever it
         returned (unless it already committed, as an atomic task's success does).
         """
         running = self.claimer.running
@@ -85,7 +86,7 @@ class Completer:
             self._releasing.append(job)
             if not result.committed:
                 late = job.id in overran
-                self.outcomes.append((lifecycle.timed_out(job) if late else result.outcome, job))
+                self.outcomes.append((lifecycle.overran(job) if late else result.outcome, job))
             else:
                 report_outcome(result.outcome, job)
                 self.count(result.outcome)

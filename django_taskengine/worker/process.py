@@ -251,8 +251,8 @@ class WorkerProcess:
         overran = self.stops.overran_executing()
         if overran:
             logger.warning(
-                "worker %s: exiting with attempts past their timeout still executing (jobs %s); "
-                "they end with this process, then are rescued as timed out",
+                "worker %s: exiting with attempts past their timeout or hard-stopped still "
+                "executing (jobs %s); they end with this process, then are rescued",
                 self.info.id,
                 ", ".join(map(str, sorted(overran))),
             )

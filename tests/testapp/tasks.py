@@ -191,3 +191,14 @@ def beats_into_file(ctx, path, seconds=120.0):
             beats.write(f"{ctx.attempt} {time.time():.6f}\n")
         time.sleep(0.02)
     return "beat to the end"
+
+
+@task(takes_context=True)
+def stops_itself(ctx, hard=True):
+    """Asks for its own cancel (hard or not), then checkpoints: where no process can be replaced
+    (run in-process), a hard cancel is carried out at the checkpoint, as a cooperative one."""
+    from django_taskengine.operations import cancel_job
+
+    cancel_job(ctx.job_id, hard=hard)
+    ctx.checkpoint({"asked": True})
+    return "went on"

@@ -239,12 +239,13 @@ def hard_stopped(job: ClaimedJob, request: str) -> Outcome:
     )
 
 
-def overran(job: ClaimedJob) -> Outcome:
-    """The outcome of an attempt its worker kept until its code stopped: hard-stopped by an
-    operator (the job's pending request says so), or else timed out."""
-    if is_hard_stop(job.stop_requested):
-        return hard_stopped(job, job.stop_requested)
-    return timed_out(job)
+def overran(job: ClaimedJob, ended: Outcome) -> Outcome:
+    """The outcome of an attempt its worker kept until its code stopped, which came to
+    ``ended``: timed out, or hard-stopped if an operator asked (the job's pending request) —
+    unless it succeeded meanwhile: the work is done, a finished job has nothing left to stop."""
+    if not is_hard_stop(job.stop_requested):
+        return timed_out(job)
+    return ended if ended.status == JobStatus.SUCCEEDED else hard_stopped(job, job.stop_requested)
 
 
 def stopped(job: ClaimedJob, reason: str) -> Outcome:

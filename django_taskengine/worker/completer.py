@@ -72,7 +72,8 @@ class Completer:
 
         An attempt of a job in ``overran`` ran past its timeout or was hard-stopped by an
         operator: it timed out or was stopped (:func:`~..core.lifecycle.overran`), whatever it
-        returned (unless it already committed, as an atomic task's success does).
+        returned (unless it already committed, as an atomic task's success does, or — after a
+        hard stop — it succeeded).
         """
         running = self.claimer.running
         while self.done:
@@ -86,7 +87,8 @@ class Completer:
             self._releasing.append(job)
             if not result.committed:
                 late = job.id in overran
-                self.outcomes.append((lifecycle.overran(job) if late else result.outcome, job))
+                outcome = lifecycle.overran(job, result.outcome) if late else result.outcome
+                self.outcomes.append((outcome, job))
             else:
                 report_outcome(result.outcome, job)
                 self.count(result.outcome)

@@ -349,11 +349,17 @@ def test_a_rescued_hard_stopped_attempt_ends_as_the_operator_asked(
 
 
 def test_an_attempt_kept_until_its_code_stopped_timed_out_unless_hard_stopped():
-    assert lifecycle.overran(attempt(timeout=1.0)).outcome == AttemptOutcome.TIMED_OUT
+    job = attempt(timeout=1.0)
+    success = lifecycle.succeeded(job, "1")
+    assert lifecycle.overran(job, success).outcome == AttemptOutcome.TIMED_OUT
     hard = attempt(timeout=1.0, stop_requested="cancel:hard")
-    assert lifecycle.overran(hard).status == JobStatus.CANCELLED
+    failure = lifecycle.failed(hard, "RuntimeError: boom", retryable=False)
+    assert lifecycle.overran(hard, failure).status == JobStatus.CANCELLED
+    # A hard-stopped attempt that succeeded before its process went keeps its success.
+    assert lifecycle.overran(hard, success).status == JobStatus.SUCCEEDED
     # Escalated to a hard cancel after a hard pause was decided: the cancel is carried out.
-    paused = lifecycle.overran(attempt(stop_requested="pause:hard"))
+    paused = lifecycle.overran(attempt(stop_requested="pause:hard"), failure)
+    assert paused.status == JobStatus.PAUSED and paused.refund_attempt
     assert lifecycle.apply_stop_request(paused, "cancel:hard").status == JobStatus.CANCELLED
 
 

@@ -19,7 +19,7 @@ from django_taskengine import operations as ops
 from django_taskengine.models import Job, JobStatus
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
-from tests.testapp.tasks import beats_into_file, sleep_and_record, steps
+from tests.testapp.tasks import beats_into_file, fail_when_told, sleep_and_record, steps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,6 +114,27 @@ def test_a_hard_cancel_of_a_lone_task_ends_it_within_seconds(start_workers, tmp_
     # (RESCUE_GRACE 1.5 s + a heartbeat in the test settings; a lease of 2 s on SQLite).
     assert took < 10, took
     print(f"hard cancel of a lone task: cancelled {took:.2f} s after the request")
+
+
+def test_a_hard_stopped_attempt_whose_thread_ends_first_is_recorded_then(start_workers):
+    # It fails on its own 3 s after its start, while its sibling keeps the process busy.
+    job = fail_when_told.enqueue(seconds=3.0)
+    sibling = sleep_and_record.enqueue(seconds=10.0)
+    start_workers("--processes", "1", "--concurrency", "2", "--shutdown-timeout", "30")
+    start = wait_for(lambda: _started(job), timeout=30, message="the attempt to start")
+    wait_for(lambda: _started(sibling), timeout=30, message="the sibling to start")
+
+    ops.cancel_job(job.id, hard=True)
+
+    wait_for(lambda: _status(job, JobStatus.CANCELLED), timeout=30, message="the hard cancel")
+    # Recorded as its thread ended, not at the exit: the process still runs the sibling.
+    assert _alive(start.pid)
+    sibling.refresh_from_db()
+    assert sibling.status == JobStatus.RUNNING
+    assert list(job.attempt_set.values_list("outcome", flat=True)) == ["cancelled"]
+    assert "hard stop" in job.error
+    assert sibling.wait(timeout=30).status == JobStatus.SUCCEEDED
+    assert _started(job, attempt=2) is None
 
 
 def test_a_hard_pause_ends_the_attempt_and_a_resume_runs_only_after_its_code_stopped(

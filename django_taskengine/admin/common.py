@@ -91,7 +91,7 @@ class PauseForm(forms.Form):
     reason = forms.CharField(required=False, max_length=1000)
     duration = forms.ChoiceField(required=False, choices=PAUSE_DURATION_CHOICES)
     until = forms.DateTimeField(required=False)
-    #: Queues only: also ask the queue's running jobs to pause at their next checkpoint.
+    #: Queues and task types: also ask their running jobs to pause at their next checkpoint.
     stop_running = forms.BooleanField(required=False)
 
     def clean(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ sorting by id only, and the heavy columns (arguments, results, tracebacks) left 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
@@ -36,6 +35,7 @@ from .common import (
     operator_view,
     redirect_back,
 )
+from .job_actions import JOB_ACTIONS, confirm_page
 from .job_fields import JobFieldsMixin
 from .job_list import (
     JobChangeList,
@@ -52,29 +52,6 @@ BULK_ACTION_LIMIT = 1000
 #: The job page lists this many of the latest attempts.
 ATTEMPTS_SHOWN = 100
 
-
-@dataclass(frozen=True)
-class JobAction:
-    """How the admin offers one of :data:`operations.JOB_ACTIONS`."""
-
-    name: str  # the operations name: "pause", "run_now"…
-    label: str  # the button: "Run now"
-    permission: str  # codename that allows it
-    done: str  # "Retried", for messages and the admin log
-    url_name: str  # "run-now", the last part of its URL
-
-
-#: The job actions, in the order :func:`operations.actions_for` lists them.
-JOB_ACTIONS = {
-    action.name: action
-    for action in [
-        JobAction("pause", "Pause", "pause_job", "Paused", "pause"),
-        JobAction("resume", "Resume", "pause_job", "Resumed", "resume"),
-        JobAction("retry", "Retry", "retry_job", "Retried", "retry"),
-        JobAction("cancel", "Cancel", "cancel_job", "Cancelled", "cancel"),
-        JobAction("run_now", "Run now", "retry_job", "Made due now", "run-now"),
-    ]
-}
 
 #: The statuses whose page says why the job is not (or what it is) running.
 EXPLAINED_STATUSES = (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING)
@@ -334,13 +311,22 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
                 "A job action needs the job's id and the expected_status and expected_attempts "
                 "the operator saw."
             )
+        if spec.confirm and request.POST.get("confirmed") != "yes":
+            return confirm_page(self, request, job_id, spec, expected)
         function = operations.JOB_ACTION_FUNCTIONS[action]
         try:
             job = function(job_id, expected=expected, **acting(request), using=_db())
         except operations.ActionRefused as refused:
             self.message_user(request, str(refused), messages.ERROR)
         else:
-            if job.status == JobStatus.RUNNING:
+            if job.status == JobStatus.RUNNING and spec.confirm:
+                done = f"Asked to {spec.label.lower()}: its attempt is ended with its process"
+                told = (
+                    f"Job {job.pk}: {spec.label.lower()} asked. Its worker ends the attempt "
+                    "with its process, which is replaced once its other jobs finish; the job "
+                    f"is {spec.done.split()[0].lower()} then."
+                )
+            elif job.status == JobStatus.RUNNING:
                 done = f"Asked to {spec.label.lower()} at its next checkpoint"
                 told = (
                     f"Asked job {job.pk} to {spec.label.lower()} at its next checkpoint (a task "

@@ -155,15 +155,20 @@ class EnginePauseViews:
                 **acting(request),
                 reason=form.cleaned_data["reason"],
                 until=form.pause_until(),
+                stop_running=form.cleaned_data["stop_running"],
                 using=_db(),
             )
         except ValueError as exc:
             self.message_user(request, f"Nothing was paused: {exc}", messages.ERROR)
             return back
         self._log_wide_pause(request, pause)
-        self.message_user(
-            request, f"Paused task type {task_name}: none of its jobs starts now.", messages.SUCCESS
-        )
+        told = f"Paused task type {task_name}: none of its jobs starts now."
+        if form.cleaned_data["stop_running"]:
+            told += (
+                " Its running jobs pause at their next checkpoint (a task that never "
+                "checkpoints finishes its current attempt); Resume requeues them."
+            )
+        self.message_user(request, told, messages.SUCCESS)
         return back
 
     @operator_view(PAUSE_PERMISSION)

@@ -65,8 +65,8 @@ def add_arguments(parser: CommandParser) -> None:
         "pause",
         parents=[database, acting, timed],
         help="Pause queues (QUEUE...), every queue (--all) or a task type (--task).",
-        description="Stop jobs from starting. Running jobs finish. Give queue names, "
-        "--all, or --task NAME.",
+        description="Stop jobs from starting. Running jobs finish, unless --stop-running. "
+        "Give queue names, --all, or --task NAME.",
     )
     pause.add_argument("queues", nargs="*", metavar="QUEUE")
     pause.add_argument("--all", action="store_true", help="Pause every queue at once.")
@@ -76,6 +76,12 @@ def add_arguments(parser: CommandParser) -> None:
         default=[],
         metavar="TASK_NAME",
         help="Pause one task type in every queue (repeat for several).",
+    )
+    pause.add_argument(
+        "--stop-running",
+        action="store_true",
+        help="Also ask their running jobs to pause at their next checkpoint (a task without "
+        "checkpoints finishes its attempt); the end of this pause requeues them.",
     )
     pause.add_argument(
         "--create",
@@ -111,6 +117,16 @@ def add_arguments(parser: CommandParser) -> None:
     for name, text in job_help.items():
         sub = subcommands.add_parser(name, parents=[database, acting], help=text, description=text)
         sub.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+        if name in ("cancel", "pause-job"):
+            sub.add_argument(
+                "--hard",
+                action="store_true",
+                help="A running job's attempt is ended at once with its worker process (which "
+                "is replaced once its other jobs finish), for a task that never checkpoints; "
+                "the job is "
+                + ("cancelled" if name == "cancel" else "paused")
+                + " once that code can no longer run. Other jobs: as without --hard.",
+            )
 
     why = subcommands.add_parser(
         "why", parents=[database], help="Say in words why a job is not running."

@@ -1,4 +1,5 @@
-"""The job subcommands: ``retry``, ``cancel``, ``pause-job``, ``resume-job``, ``run-now``."""
+"""The job subcommands: ``retry``, ``cancel``, ``pause-job``, ``resume-job``, ``run-now``
+(``cancel --hard`` and ``pause-job --hard``: a hard stop of a running job)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def job_action(command: BaseCommand, database: str, options: dict[str, Any]) -> 
     """``taskengine retry|cancel|pause-job|resume-job|run-now JOB_ID...``."""
     subcommand = options["subcommand"]
     action, done = JOB_SUBCOMMANDS[subcommand]
+    if options.get("hard"):
+        action = f"hard_{action}"  # cancel --hard, pause-job --hard
     job_ids = unique([parse_job_id(text) for text in options["job_ids"]])
     function = operations.JOB_ACTION_FUNCTIONS[action]
     by = actor(options)

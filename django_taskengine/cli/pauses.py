@@ -26,15 +26,26 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
     by = actor(options)
     reason = options["reason"]
     until = pause_end(options["duration"], options["until"])
+    stop_running = bool(options.get("stop_running"))
+    # What --stop-running adds to each line of the report.
+    stopping = "; running jobs asked to pause at their next checkpoint" if stop_running else ""
     refused: list[str] = []
     total = 0
     if everything:
         total = 1
         was = operations.engine_pause(using=database)
         paused = call_operation(
-            operations.pause_all, by=by, reason=reason, until=until, source=CLI, using=database
+            operations.pause_all,
+            by=by,
+            reason=reason,
+            until=until,
+            stop_running=stop_running,
+            source=CLI,
+            using=database,
         )
-        command.stdout.write(f"all queues: {pause_state(was)} → paused {pause_text(paused)}")
+        command.stdout.write(
+            f"all queues: {pause_state(was)} → paused {pause_text(paused)}{stopping}"
+        )
     for task_name in tasks:
         total += 1
         was = operations.task_pause(task_name, using=database)
@@ -48,10 +59,13 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
             by=by,
             reason=reason,
             until=until,
+            stop_running=stop_running,
             source=CLI,
             using=database,
         )
-        command.stdout.write(f"task {task_name}: {pause_state(was)} → paused {pause_text(paused)}")
+        command.stdout.write(
+            f"task {task_name}: {pause_state(was)} → paused {pause_text(paused)}{stopping}"
+        )
     for name in unique(queues):
         total += 1
         try:
@@ -70,11 +84,12 @@ def pause(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
             by=by,
             reason=reason,
             until=until,
+            stop_running=stop_running,
             source=CLI,
             using=database,
         )
         before = "new queue" if old is None else pause_state(old if old.is_paused else None)
-        command.stdout.write(f"queue {name}: {before} → paused {pause_text(queue)}")
+        command.stdout.write(f"queue {name}: {before} → paused {pause_text(queue)}{stopping}")
     finish(command, refused, total, "name", "paused")
 
 

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from .. import inspection
+from ..core.lifecycle import is_hard_stop, stop_kind
 from ..models import Job, JobStatus, Pause, PauseScope, Queue
 
 
@@ -78,6 +79,11 @@ def job_state(job: Job, action: str = "") -> str:
         if action == "run_now" or job.run_after <= timezone.now():
             return "queued, due now"
         return f"queued, due in {short_age(job.run_after - timezone.now())}"
+    if job.status == JobStatus.RUNNING and is_hard_stop(job.stop_requested):
+        return (
+            f"running, hard {stop_kind(job.stop_requested)} asked (its worker ends the attempt "
+            "with its process, replaced once its other jobs finish)"
+        )
     if job.status == JobStatus.RUNNING and job.stop_requested:
         return (
             f"running, asked to {job.stop_requested} at its next checkpoint (a task without "

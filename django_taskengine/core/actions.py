@@ -80,19 +80,36 @@ JOB_ACTIONS: dict[str, JobAction] = {
             stop_request="cancel",
         ),
         JobAction("run_now", (JobStatus.QUEUED,), None, due_now=True),
+        # Hard stops: the running attempt is ended, its worker process replaced (see
+        # django_taskengine.worker.stopping). A job that is not running is not executing: the
+        # operations carry out the plain cancel or pause on it instead.
+        JobAction("hard_pause", (JobStatus.RUNNING,), JobStatus.PAUSED, stop_request="pause:hard"),
+        JobAction(
+            "hard_cancel",
+            (JobStatus.RUNNING,),
+            JobStatus.CANCELLED,
+            finishes=True,
+            stop_request="cancel:hard",
+        ),
     )
 }
+
+#: The stop requests that end the attempt instead of waiting for its next checkpoint.
+HARD_STOP_REQUESTS = ("cancel:hard", "pause:hard")
 
 #: The pauses that stop running jobs, by origin: an operator's pause of one job, and the
 #: pauses of a queue, a task type or the engine asked to stop running jobs too. A job they
 #: pause keeps the value, so that the end of that pause requeues it (and only it).
 PAUSE_REQUESTS = ("pause", "pause:queue", "pause:task", "pause:engine")
 
-#: The pending stop requests a new one may replace: a cancel overrides a pause; nothing
-#: overrides a cancel, and a pause does not repeat.
+#: The pending stop requests a new one may replace: a cancel overrides a pause, a hard stop
+#: a cooperative one of the same or a weaker kind; nothing overrides a hard cancel, a stop does
+#: not repeat, and no cooperative request takes the place of a hard one.
 STOP_REQUEST_REPLACES: dict[str, tuple[str, ...]] = {
     "cancel": ("", *PAUSE_REQUESTS),
     **{pause: ("",) for pause in PAUSE_REQUESTS},
+    "pause:hard": ("", *PAUSE_REQUESTS),
+    "cancel:hard": ("", "cancel", *PAUSE_REQUESTS, "pause:hard"),
 }
 
 

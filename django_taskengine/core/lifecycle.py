@@ -5,6 +5,8 @@ Each returns an :class:`Outcome`: the job's next status and everything a store w
 whether a failure is retried or final, the backoff, which outcomes give their attempt back,
 which statuses finish a job. Stores write an outcome as they are handed it, fenced by the
 attempt's token (``… WHERE id = … AND token = … AND status = 'running'``).
+
+:class:`ClaimedJob` and :class:`Outcome` live in :mod:`.attempts` and are importable from here.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import datetime as dt
 import random
 import traceback as traceback_module
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from django.utils import timezone
 
 from ..conf import taskengine_settings
-from .statuses import TERMINAL_STATUSES, AttemptOutcome, JobStatus
+from .actions import HARD_STOP_REQUESTS
+from .attempts import ClaimedJob as ClaimedJob
+from .attempts import Outcome as Outcome
+from .statuses import AttemptOutcome, JobStatus
 
 #: The error of an attempt whose worker died, as the rescuer records it.
 ORPHAN_ERROR = (
@@ -29,98 +33,6 @@ ORPHAN_ERROR = (
 )
 SHUTDOWN_ERROR = "interrupted: the worker shut down before the attempt finished"
 NOT_STARTED_ERROR = "the worker stopped before the attempt started"
-
-
-@dataclass
-class ClaimedJob:
-    """A job a worker owns for one attempt, identified for fencing by ``(id, token)``."""
-
-    id: int
-    task_name: str
-    queue: str
-    args: Any
-    kwargs: Any
-    attempt: int
-    max_attempts: int
-    retry_backoff: float
-    timeout: float | None
-    token: uuid.UUID
-    #: When the attempt started (the database's clock); None while the job is only reserved:
-    #: claimed ahead, still queued, waiting for one of its worker's threads to be free.
-    started_at: dt.datetime | None
-    checkpoint: Any = None
-    #: Whether this worker's connection holds the job's advisory lock.
-    locked: bool = False
-    #: The job's random uid (the idempotency key's); None where a caller built the job by hand.
-    uid: uuid.UUID | None = None
-    #: The job's pending stop request as last read from the database ("" for none).
-    stop_requested: str = ""
-
-    @property
-    def reserved(self) -> bool:
-        """Claimed ahead and not started: no attempt is counted and none can end yet."""
-        return self.started_at is None
-
-    def attempt_started_at(self) -> dt.datetime:
-        """When the attempt started; a reserved job has no attempt to end."""
-        if self.started_at is None:
-            raise ValueError(f"job {self.id} is reserved, not started: it has no attempt")
-        return self.started_at
-
-
-@dataclass
-class Outcome:
-    """How an attempt ended and the job's next state, to be written fenced by ``token``."""
-
-    job_id: int
-    token: uuid.UUID
-    #: The attempt's number, as its record keeps it.
-    attempt: int
-    #: The job's next status.
-    status: str
-    #: The attempt record's outcome (:class:`~.statuses.AttemptOutcome`).
-    outcome: str
-    started_at: dt.datetime
-    #: When the attempt ended.
-    finished_at: dt.datetime
-    result_json: str | None = None
-    error: str = ""
-    traceback: str = ""
-    #: A requeued job is due this many seconds after the write (by the database's clock).
-    retry_delay: float = 0.0
-    #: The attempt does not count towards ``max_attempts`` (it was stopped, not failed).
-    refund_attempt: bool = False
-    #: The worker that ran the attempt, when it is not the one writing (a rescue).
-    worker_id: uuid.UUID | None = None
-    #: A requeued job keeps its ``run_after``, its place in the queue (a rescue: the worker
-    #: failed, not the job, so the job is not sent behind the work enqueued after it).
-    keeps_place: bool = False
-    #: The job's pending stop request this outcome was decided with (see
-    #: :func:`apply_stop_request`). Stores apply the outcome only if the job's request is still
-    #: this one; otherwise the store reports the current one in :attr:`stop_request_now`.
-    stop_request: str = ""
-    #: Set by a store that fenced the outcome out only because the job's stop request changed
-    #: (the attempt still owns the job): the request to decide again with.
-    stop_request_now: str | None = None
-
-    @property
-    def stop_requested_after(self) -> str:
-        """The job's ``stop_requested`` once the outcome is written: a paused job keeps the
-        request that paused it (it says which pause stopped it, for its resume); every other
-        outcome releases it (carried out, or moot once the job is finished)."""
-        return self.stop_request if self.status == JobStatus.PAUSED else ""
-
-    @property
-    def job_finished_at(self) -> dt.datetime | None:
-        """The job's ``finished_at``: set once it is terminal, cleared otherwise."""
-        return self.finished_at if self.status in TERMINAL_STATUSES else None
-
-    @property
-    def due_in(self) -> float | None:
-        """Seconds until a requeued job is due again; None leaves ``run_after`` as it is."""
-        if self.status != JobStatus.QUEUED or self.keeps_place:
-            return None
-        return self.retry_delay
 
 
 def retry_delay(attempt: int, backoff: float) -> float:
@@ -221,6 +133,43 @@ def stop_kind(request: str) -> str:
     end of that pause requeues the job (and an operator's own pause, plain "pause", does not).
     """
     return request.partition(":")[0]
+
+
+def is_hard_stop(request: str) -> bool:
+    """Whether a stop request ends the attempt ("cancel:hard", "pause:hard") rather than asking
+    the task to stop at its next checkpoint."""
+    return request in HARD_STOP_REQUESTS
+
+
+def hard_stopped(job: ClaimedJob, request: str) -> Outcome:
+    """The attempt was ended by an operator's hard stop (``request``), its code stopped with its
+    worker process (or its thread ended first): a hard cancel makes the job ``cancelled``, a
+    hard pause ``paused`` with its attempt not counted (a resume runs it again, from its last
+    checkpoint if it has one)."""
+    if stop_kind(request) == "cancel":
+        return _outcome(
+            job,
+            JobStatus.CANCELLED,
+            AttemptOutcome.CANCELLED,
+            error="cancelled by an operator's hard stop: the attempt was ended with its worker "
+            "process",
+        )
+    return _outcome(
+        job,
+        JobStatus.PAUSED,
+        AttemptOutcome.PAUSED,
+        error="paused by an operator's hard stop: the attempt was ended with its worker process",
+        refund_attempt=True,
+    )
+
+
+def overran(job: ClaimedJob, ended: Outcome) -> Outcome:
+    """The outcome of an attempt its worker kept until its code stopped, which came to
+    ``ended``: timed out, or hard-stopped if an operator asked (the job's pending request) —
+    unless it succeeded meanwhile: the work is done, a finished job has nothing left to stop."""
+    if not is_hard_stop(job.stop_requested):
+        return timed_out(job)
+    return ended if ended.status == JobStatus.SUCCEEDED else hard_stopped(job, job.stop_requested)
 
 
 def stopped(job: ClaimedJob, reason: str) -> Outcome:
@@ -348,12 +297,18 @@ def rescued(
 ) -> Outcome:
     """The outcome of an attempt the rescuer found without a live worker.
 
-    An attempt whose timeout had elapsed timed out: a worker that sees one of its attempts
-    overrun keeps the job until the attempt's thread ends or its process exits (a thread cannot
-    be stopped), so the rescue is how such an attempt ends. It is counted like an exception
-    (retried while attempts remain) and never parked: it did not die mid-run, it overran. Any
-    other attempt is :func:`orphaned`.
+    An attempt an operator hard-stopped was ended with its worker process:
+    :func:`hard_stopped`. An attempt whose timeout had elapsed timed out: a worker that sees
+    one of its attempts overrun keeps the job until the attempt's thread ends or its process
+    exits (a thread cannot be stopped), so the rescue is how such an attempt ends. It is counted
+    like an exception (retried while attempts remain) and never parked: it did not die mid-run,
+    it overran. Any other attempt is :func:`orphaned`.
     """
+    if is_hard_stop(job.stop_requested):
+        outcome = hard_stopped(job, job.stop_requested)
+        outcome.finished_at = now
+        outcome.worker_id = worker_id
+        return outcome
     if job.timeout and job.attempt_started_at() + dt.timedelta(seconds=job.timeout) <= now:
         outcome = timed_out(job)
         outcome.finished_at = now

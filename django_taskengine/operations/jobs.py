@@ -3,7 +3,8 @@
 Every change is one conditional ``UPDATE``: an action on a job that changed state meanwhile
 (another operator retried it, a worker claimed it) is refused with
 :class:`~.common.ActionRefused`, never applied twice. A running job is not changed under its
-worker: it is asked to stop at its next checkpoint.
+worker: it is asked to stop at its next checkpoint — or, with ``hard=True``, its attempt is
+ended with its worker process (a hard stop, for a task that never checkpoints).
 
 Each function takes ``by`` (who acts), ``reason`` and ``source`` ("admin", "cli", "python"), and
 records a change in the audit trail (:mod:`.audit`) in the change's transaction.
@@ -11,7 +12,8 @@ records a change in the audit trail (:mod:`.audit`) in the change's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -21,6 +23,7 @@ from django.utils import timezone
 from ..audit_trail import AuditObject, AuditSource
 from ..core.actions import JOB_ACTIONS, STOP_REQUEST_REPLACES, retry_budget
 from ..core.actions import actions_for as core_actions_for
+from ..core.lifecycle import is_hard_stop, stop_kind
 from ..models import Job, JobStatus
 from ..registry import tasks as registry
 from ..store import get_store
@@ -45,6 +48,7 @@ def pause_job(
     job_id: int,
     *,
     expected: Expected | None = None,
+    hard: bool = False,
     by: str = "",
     reason: str = "",
     source: str = AuditSource.PYTHON,
@@ -54,11 +58,14 @@ def pause_job(
 
     A running job is asked to stop: at its next ``ctx.checkpoint()`` it becomes paused, keeping
     its checkpoint, and Resume continues from there. A task that never checkpoints finishes its
-    current attempt.
+    current attempt — unless ``hard``: then the attempt is ended with its worker process (which
+    the supervisor replaces; the process's other jobs finish first, up to the shutdown
+    timeout), and the job becomes paused once that code can no longer run, its attempt not
+    counted. On a job that is not running, ``hard`` changes nothing: it is paused at once.
     """
     actor = Actor(by, source, reason)
     if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
-        return _request_stop(job_id, "pause", expected, actor, using)
+        return _request_stop(job_id, "hard_pause" if hard else "pause", expected, actor, using)
     return _transition(job_id, "pause", {}, expected, actor, using)
 
 
@@ -107,6 +114,7 @@ def cancel_job(
     job_id: int,
     *,
     expected: Expected | None = None,
+    hard: bool = False,
     by: str = "",
     reason: str = "",
     source: str = AuditSource.PYTHON,
@@ -115,11 +123,15 @@ def cancel_job(
     """queued or paused → cancelled (terminal; Retry brings it back).
 
     A running job is asked to stop and becomes cancelled at its next ``ctx.checkpoint()``; a task
-    that never checkpoints finishes its current attempt.
+    that never checkpoints finishes its current attempt — unless ``hard``: then the attempt is
+    ended with its worker process (which the supervisor replaces; the process's other jobs
+    finish first, up to the shutdown timeout), and the job becomes cancelled once that code can
+    no longer run. On a job that is not running, ``hard`` changes nothing: it is cancelled at
+    once.
     """
     actor = Actor(by, source, reason)
     if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
-        return _request_stop(job_id, "cancel", expected, actor, using)
+        return _request_stop(job_id, "hard_cancel" if hard else "cancel", expected, actor, using)
     return _transition(job_id, "cancel", {}, expected, actor, using)
 
 
@@ -145,14 +157,18 @@ _AUDIT_ACTIONS = {
     "retry": "retry_job",
     "cancel": "cancel_job",
     "run_now": "run_job_now",
+    "hard_pause": "hard_pause_job",
+    "hard_cancel": "hard_cancel_job",
 }
 
-JOB_ACTION_FUNCTIONS = {
+JOB_ACTION_FUNCTIONS: dict[str, Callable[..., Job]] = {
     "pause": pause_job,
     "resume": resume_job,
     "retry": retry_job,
     "cancel": cancel_job,
     "run_now": run_job_now,
+    "hard_pause": functools.partial(pause_job, hard=True),
+    "hard_cancel": functools.partial(cancel_job, hard=True),
 }
 
 
@@ -180,10 +196,12 @@ def apply_to_jobs(
 
 
 def _request_stop(
-    job_id: int, stop: str, expected: Expected | None, actor: Actor, using: str | None
+    job_id: int, action: str, expected: Expected | None, actor: Actor, using: str | None
 ) -> Job:
-    """Ask a running attempt to stop at its next checkpoint (a cancel overrides a pause)."""
+    """Ask a running attempt to stop at its next checkpoint, or (a hard stop) have its worker
+    end it; a stronger request replaces a weaker pending one (see STOP_REQUEST_REPLACES)."""
     db = database(using)
+    stop = JOB_ACTIONS[action].stop_request
     conditions = Q(pk=job_id, status=JobStatus.RUNNING)
     conditions &= Q(stop_requested__in=STOP_REQUEST_REPLACES[stop])
     if expected is not None and expected.attempts is not None:
@@ -194,12 +212,12 @@ def _request_stop(
         updated = Job.objects.using(db).filter(conditions).update(stop_requested=stop)
         if updated:
             detail = {"stop_requested": stop}
-            actor.record(f"{stop}_job", AuditObject.JOB, job_id, detail=detail, using=db)
+            actor.record(_AUDIT_ACTIONS[action], AuditObject.JOB, job_id, detail=detail, using=db)
     job = _get_job(job_id, db)
     if not updated:
         if job.status == JobStatus.RUNNING and job.stop_requested:
             raise ActionRefused(
-                f"Job {job_id} was already asked to {job.stop_requested} at its next checkpoint."
+                f"Job {job_id} was already asked to {describe_stop(job.stop_requested)}."
             )
         raise ActionRefused(
             f"Job {job_id} changed since you looked at it (now {job.status}, attempt "
@@ -214,17 +232,35 @@ def wake_workers(queues: Iterable[str], *, using: str | None = None) -> None:
     get_store(database(using)).wake_workers(sorted(set(queues)))
 
 
-def stop_running_jobs(queue: str | None, reason: str = "pause", *, using: str | None = None) -> int:
-    """Ask every running job of ``queue`` (None: of every queue) to stop at its next
-    checkpoint, unless it was already asked; return how many.
+def stop_running_jobs(
+    queue: str | None,
+    reason: str = "pause",
+    *,
+    task_name: str | None = None,
+    using: str | None = None,
+) -> int:
+    """Ask every running job of ``queue`` (None: of every queue), and of ``task_name`` if
+    given, to stop at its next checkpoint, unless it was already asked; return how many.
 
-    ``reason`` says which pause asks ("pause:queue", "pause:engine"…, see
+    ``reason`` says which pause asks ("pause:queue", "pause:task", "pause:engine"…, see
     :data:`~..core.actions.PAUSE_REQUESTS`): the job it pauses keeps it, so that the end of
     that pause requeues it."""
     running = Job.objects.using(database(using)).filter(status=JobStatus.RUNNING, stop_requested="")
     if queue is not None:
         running = running.filter(queue=queue)
+    if task_name is not None:
+        running = running.filter(task_name=task_name)
     return running.update(stop_requested=reason)
+
+
+def describe_stop(request: str) -> str:
+    """A pending stop request in words, for operators ("pause at its next checkpoint")."""
+    if is_hard_stop(request):
+        return (
+            f"{stop_kind(request)} at once (a hard stop: its attempt is ended with its worker "
+            "process, which is replaced)"
+        )
+    return f"{request} at its next checkpoint"
 
 
 def _get_job(job_id: int, db: str) -> Job:

@@ -173,11 +173,15 @@ def pause_task(
     by: str = "",
     reason: str = "",
     until: dt.datetime | dt.timedelta | None = None,
+    stop_running: bool = False,
     source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Pause:
     """Stop starting jobs of one task type, in every queue (e.g. ``send_invoice`` while billing
-    is down). The task need not be registered in this process."""
+    is down). The task need not be registered in this process.
+
+    ``stop_running`` also asks its running jobs to pause at their next checkpoint (tasks without
+    checkpoints still finish); the end of this pause requeues the jobs it paused."""
     try:
         check_name(task_name, "task name", max_length=TASK_NAME_MAX)
     except ValueError:
@@ -190,6 +194,10 @@ def pause_task(
     with transaction.atomic(using=db):
         pause = _pause(PauseScope.TASK, task_name, by, reason, until, db)
         detail = _pause_detail(pause.paused_until)
+        if stop_running:
+            detail["running_jobs_asked_to_pause"] = stop_running_jobs(
+                None, "pause:task", task_name=task_name, using=db
+            )
         actor.record("pause_task", AuditObject.TASK, task_name, detail=detail, using=db)
     return pause
 

@@ -308,4 +308,5 @@ def _orphan(row: tuple[Any, ...]) -> ClaimedJob:
         timeout=row[6],
         token=row[7],
         started_at=row[8],
+        stop_requested=row[11],
     )

@@ -44,6 +44,8 @@ class Running:
     claimed: float = field(default_factory=time.monotonic)
     #: time.monotonic() when a thread started the task; None while waiting for a thread.
     started: float | None = None
+    #: time.monotonic() when its thread finished it (the main thread collects the result).
+    ended: float | None = None
     #: The worker gave up on it (timeout, shutdown); its thread's result is ignored.
     abandoned: bool = False
     #: Why the task should stop at its next checkpoint: "pause", "cancel" or "shutdown".
@@ -94,7 +96,8 @@ class Claimer:
 
     def _started(self) -> int:
         """Jobs started and not finished: running in a thread or waiting in the inbox."""
-        return len(self.running) - len(self.reserved)
+        finished = sum(1 for entry in self.running.values() if entry.ended is not None)
+        return len(self.running) - len(self.reserved) - finished
 
     def _to_start(self) -> int:
         """How many more jobs to start now: one per idle thread, and up to ``start_ahead``."""

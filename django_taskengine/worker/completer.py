@@ -70,8 +70,10 @@ class Completer:
     def collect(self, overran: Container[int] = ()) -> None:
         """Take the attempts the runner threads finished: queue their outcomes for the flush.
 
-        An attempt of a job in ``overran`` ran past its timeout: it timed out, whatever it
-        returned (unless it already committed, as an atomic task's success does).
+        An attempt of a job in ``overran`` ran past its timeout or was hard-stopped by an
+        operator: it timed out or was stopped (:func:`~..core.lifecycle.overran`), whatever it
+        returned (unless it already committed, as an atomic task's success does, or — after a
+        hard stop — it succeeded).
         """
         running = self.claimer.running
         while self.done:
@@ -81,11 +83,14 @@ class Completer:
                 continue  # its outcome was queued when the worker gave up on it
             running.pop(job.id, None)
             if entry.started is not None:
-                self.claimer.adapt_prefetch(time.monotonic() - entry.started)
+                # How long the task ran, not how long until this thread collected it.
+                ended = entry.ended if entry.ended is not None else time.monotonic()
+                self.claimer.adapt_prefetch(ended - entry.started)
             self._releasing.append(job)
             if not result.committed:
                 late = job.id in overran
-                self.outcomes.append((lifecycle.timed_out(job) if late else result.outcome, job))
+                outcome = lifecycle.overran(job, result.outcome) if late else result.outcome
+                self.outcomes.append((outcome, job))
             else:
                 report_outcome(result.outcome, job)
                 self.count(result.outcome)

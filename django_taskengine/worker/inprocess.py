@@ -4,6 +4,11 @@ Jobs run through the worker's own path: a claim that marks the job running with 
 token, :func:`~.runner.run_attempt`, then the fenced write of its outcome with an ``Attempt``
 row, the ``job_started``/``job_finished`` signals and the worker's log line, all on the
 caller's database connection, inside its transaction (see :mod:`django_taskengine.testing`).
+
+A hard stop (``cancel_job(…, hard=True)``) cannot be carried out here: the task runs in the
+caller's own thread, which nothing can end, and there is no worker process to replace. It acts
+as the cooperative request: the task stops at its next checkpoint, or ``ctx.should_stop`` tells
+it; a task that does neither finishes its attempt.
 """
 
 from __future__ import annotations

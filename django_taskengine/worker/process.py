@@ -158,6 +158,9 @@ class WorkerProcess:
                 if session is None:
                     session = liveness.connect()
                 completer.collect(overran=stops.overran)
+                if not (stops.requested or stops.recycle):
+                    # Threads that finished get their next jobs first, then the outcomes go.
+                    claimer.start_reserved(session)
                 completer.flush(session)
                 self.state.sync(session)
                 now = time.monotonic()
@@ -262,8 +265,8 @@ class WorkerProcess:
         overran = self.stops.overran_executing()
         if overran:
             logger.warning(
-                "worker %s: exiting with attempts past their timeout still executing (jobs %s); "
-                "they end with this process, then are rescued as timed out",
+                "worker %s: exiting with attempts past their timeout or hard-stopped still "
+                "executing (jobs %s); they end with this process, then are rescued",
                 self.info.id,
                 ", ".join(map(str, sorted(overran))),
             )

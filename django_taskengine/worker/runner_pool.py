@@ -70,6 +70,7 @@ class RunnerPool:
                 # run_attempt fails a job for anything its task raises: this is the engine's own.
                 logger.exception("internal error running job %s", entry.job.id)
                 result = RunResult(lifecycle.raised(entry.job, exc))
+            entry.ended = time.monotonic()
             done.append((entry, result))
             # One wake-up per batch of finished jobs: the main thread clears the flag before it
             # last looks at `done` and sleeps, so a job appended after that look always wakes it.

@@ -103,15 +103,21 @@ class StateSync:
             with self._lock:
                 self._checkpoints[:0] = live_requests
             raise
+        # Every reply brings the job's pending stop request, as a heartbeat does: a hard stop
+        # is learned with the progress of a task that never checkpoints, too.
+        for job_id, request_now in applied.items():
+            entry = self.running.get(job_id)
+            if entry is not None:
+                entry.job.stop_requested = request_now
+                if request_now and not entry.stop_reason:
+                    entry.stop_reason = request_now
         for request in live_requests:
             entry = self.running.get(request.job.id)
             if request.job.id not in applied or entry is None:
                 request.result = "superseded"
             else:
-                # What the completer decides the attempt's outcome with (see completer.py).
-                entry.job.stop_requested = applied[request.job.id]
-                if applied[request.job.id] and not entry.stop_reason:
-                    entry.stop_reason = applied[request.job.id]
+                # entry.job.stop_requested, set above, is what the completer decides the
+                # attempt's outcome with (see completer.py).
                 request.result = entry.stop_reason
             request.done.set()
 

@@ -10,6 +10,12 @@ the replacement included) finds the job without a live worker and records it as 
 (:func:`~django_taskengine.core.lifecycle.rescued`). Either way the retry cannot start while
 the attempt can still execute.
 
+An operator's hard stop (``cancel_job(…, hard=True)``, ``pause_job(…, hard=True)``: the job's
+stop request "cancel:hard" or "pause:hard", learned with the heartbeats and checkpoints like a
+cooperative one) is carried out the same way: the attempt is kept like an overrun one, the
+process replaced, and the attempt recorded as hard-stopped — the job cancelled or paused — once
+its thread ends or its process has exited (:func:`~django_taskengine.core.lifecycle.overran`).
+
 A shutdown asks checkpointing tasks to stop at their next checkpoint, gives back the jobs no
 thread started, and at the deadline gives back the rest. Asking again changes nothing;
 :meth:`StopControl.stop_now` gives them back at once.
@@ -23,6 +29,7 @@ import uuid
 from collections.abc import Callable
 
 from ..core import lifecycle
+from ..core.lifecycle import ClaimedJob
 from ..store import WorkerSession
 from .claimer import Claimer, Running
 from .completer import Completer
@@ -94,27 +101,51 @@ class StopControl:
         return timeout
 
     def enforce_timeouts(self, now: float) -> None:
-        """Note the attempts that ran past their timeout; schedule the process's replacement."""
+        """Note the attempts that ran past their timeout, or that an operator hard-stopped;
+        schedule the process's replacement."""
         for entry in self.claimer.running.values():
             job = entry.job
-            if not job.timeout or entry.started is None or self._overran(entry):
+            if self._overran(entry):
+                continue
+            if lifecycle.is_hard_stop(job.stop_requested):
+                # Claimed ahead, not started yet: enforced once a thread starts it.
+                if entry.started is not None:
+                    self._keep_until_exit(entry, now, self._hard_stop_text(job))
+                continue
+            if not job.timeout or entry.started is None:
                 continue
             if now - entry.started < job.timeout:
                 continue
-            # The job stays this worker's: a retry must not start while this thread can still
-            # execute, and only the end of the process is sure to end it.
-            self.overran.add(job.id)
-            if not self.recycle:
-                if self.deadline is None:
-                    self.deadline = now + self.shutdown_timeout
-                logger.warning(
-                    "worker %s: job %s overran its timeout of %g s; this process will be "
-                    "replaced once its other jobs finish, and the job retried after that",
-                    self.worker_id,
-                    job.id,
-                    job.timeout,
-                )
-            self.recycle = True
+            text = f"overran its timeout of {job.timeout:g} s"
+            self._keep_until_exit(entry, now, text + "; ")
+
+    def _keep_until_exit(self, entry: Running, now: float, why: str) -> None:
+        # The job stays this worker's: a retry or resume must not start while this thread can
+        # still execute, and only the end of the process is sure to end it.
+        job = entry.job
+        self.overran.add(job.id)
+        if self.deadline is None:
+            self.deadline = now + self.shutdown_timeout
+        hard = lifecycle.is_hard_stop(job.stop_requested)
+        if not self.recycle or hard:
+            after = {"cancel": "cancelled", "pause": "paused"}.get(
+                lifecycle.stop_kind(job.stop_requested) if hard else "", "retried"
+            )
+            logger.warning(
+                "worker %s: job %s %sthis process will be replaced once its other jobs "
+                "finish, and the job %s after that",
+                self.worker_id,
+                job.id,
+                why,
+                after,
+            )
+        self.recycle = True
+
+    @staticmethod
+    def _hard_stop_text(job: ClaimedJob) -> str:
+        if lifecycle.stop_kind(job.stop_requested) == "cancel":
+            return "was hard-cancelled by an operator (cancel_job hard=True); "
+        return "was hard-paused by an operator (pause_job hard=True); "
 
     def _overran(self, entry: Running) -> bool:
         return entry.abandoned or entry.job.id in self.overran

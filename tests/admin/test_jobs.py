@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from django_taskengine.admin import jobs as job_admin
 from django_taskengine.admin.paginator import EstimatedCountPaginator
-from django_taskengine.models import Job, JobStatus, Pause, PauseScope
+from django_taskengine.models import AuditEntry, Job, JobStatus, Pause, PauseScope
 from tests.admin_helpers import admin_url, content, messages_of
 from tests.factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
 
@@ -385,7 +385,8 @@ def test_no_explanation_box_for_a_finished_job(admin_client):
         ({"status": "paused"}, ["Resume", "Cancel"]),
         ({"status": "failed", "attempts": 3}, ["Retry"]),
         ({"status": "cancelled"}, ["Retry"]),
-        ({"running": True}, ["Pause", "Cancel"]),  # at the task's next checkpoint
+        # at the task's next checkpoint, or (a hard stop) at once
+        ({"running": True}, ["Pause", "Cancel", "Pause now", "Cancel now"]),
         ({"succeeded": True}, []),
     ],
 )
@@ -607,3 +608,68 @@ def test_a_bulk_action_over_too_many_jobs_changes_nothing(admin_client, monkeypa
     [message] = messages_of(response)
     assert message.startswith("Cancel: more than 2 jobs are selected")
     assert not Job.objects.filter(status="cancelled").exists()
+
+
+# -- hard stops ---------------------------------------------------------------------------
+
+
+def test_a_running_job_offers_pause_now_and_cancel_now_next_to_the_cooperative_ones(
+    admin_client,
+):
+    job = JobFactory(running=True)
+    response = admin_client.get(admin_url("job_change", job.pk))
+    labels = [b["label"] for b in response.context["te_job_actions"]]
+    assert labels == ["Pause", "Cancel", "Pause now", "Cancel now"]
+    assert 'data-action="cancel-now-job">Cancel now</button>' in content(response)
+
+
+@pytest.mark.parametrize(
+    ("action", "request_"), [("hard_cancel", "cancel:hard"), ("hard_pause", "pause:hard")]
+)
+def test_a_hard_stop_is_confirmed_on_a_page_of_its_own_then_applied_and_audited(
+    admin_client, action, request_
+):
+    job = JobFactory(running=True, task_name="<script>alert(1)</script>")
+    url = admin_url(f"job_{action}", job.pk)
+    assert admin_client.get(url).status_code == 405  # POST only
+
+    confirm = _post_action(admin_client, job, action)
+
+    job.refresh_from_db()
+    assert job.stop_requested == "" and not AuditEntry.objects.exists()  # nothing changed yet
+    html = content(confirm)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert 'name="confirmed" value="yes"' in html and f'action="{url}"' in html
+    assert 'name="expected_status" value="running"' in html
+
+    response = admin_client.post(
+        url,
+        {"expected_status": "running", "expected_attempts": job.attempts, "confirmed": "yes"},
+        follow=True,
+    )
+
+    job.refresh_from_db()
+    assert (job.status, job.stop_requested) == ("running", request_)
+    [message] = response.context["messages"]
+    assert message.level == messages.SUCCESS and "ends the attempt" in str(message)
+    [entry] = AuditEntry.objects.all()
+    assert (entry.action, entry.actor, entry.source, entry.object_id) == (
+        f"{action}_job",
+        "admin",
+        "admin",
+        str(job.pk),
+    )
+    [log] = LogEntry.objects.filter(object_id=str(job.pk))
+    assert "its attempt is ended with its process" in log.get_change_message()
+
+
+def test_a_hard_stop_needs_the_permission_of_its_cooperative_action():
+    from tests.admin_helpers import staff_client
+
+    job = JobFactory(running=True)
+    client = staff_client("pause_job")
+    body = {"expected_status": "running", "expected_attempts": job.attempts, "confirmed": "yes"}
+    assert client.post(admin_url("job_hard_cancel", job.pk), body).status_code == 403
+    assert client.post(admin_url("job_hard_pause", job.pk), body).status_code == 302
+    job.refresh_from_db()
+    assert job.stop_requested == "pause:hard"

@@ -10,7 +10,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
-from django_taskengine.models import Job, Pause, PauseScope, Queue
+from django_taskengine.models import AuditEntry, Job, Pause, PauseScope, Queue
 from tests.admin_helpers import admin_url, content, messages_of
 from tests.factories import JobFactory, QueueFactory
 
@@ -434,3 +434,22 @@ def test_next_pointing_off_site_is_ignored(admin_client):
 
     assert response.status_code == 302
     assert response["Location"] == admin_url("queue_changelist")
+
+
+def test_pausing_a_task_type_can_also_pause_its_running_jobs(admin_client):
+    mine = JobFactory(running=True, task_name=ADD)
+    other = JobFactory(running=True, task_name=NOOP)
+    html = content(admin_client.get(admin_url("queue_changelist")))
+    assert "also pause its running jobs at their next checkpoint" in html
+    assert admin_client.get(admin_url("queue_pause_task")).status_code == 405  # POST only
+
+    response = admin_client.post(
+        admin_url("queue_pause_task"), {"task_name": ADD, "stop_running": "on"}, follow=True
+    )
+
+    asked = dict(Job.objects.values_list("pk", "stop_requested"))
+    assert (asked[mine.pk], asked[other.pk]) == ("pause:task", "")
+    [message] = messages_of(response)
+    assert "Its running jobs pause at their next checkpoint" in message
+    entry = AuditEntry.objects.get(action="pause_task")
+    assert entry.detail == {"running_jobs_asked_to_pause": 1} and entry.source == "admin"

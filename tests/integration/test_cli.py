@@ -805,3 +805,44 @@ def test_audit_json_for_scripts():
 def test_audit_refuses_bad_values(args, message):
     error, _, _ = fails("audit", *args)
     assert message in error
+
+
+@pytest.mark.parametrize(("subcommand", "request_"), [("pause-job", "pause"), ("cancel", "cancel")])
+def test_hard_asks_a_running_jobs_worker_to_end_its_attempt(subcommand, request_):
+    job = JobFactory(running=True)
+    out, _ = run(subcommand, "--hard", str(job.pk), "--by", "bob", "--reason", "runaway")
+    assert out == (
+        f"job {job.pk}: running → running, hard {request_} asked (its worker ends the attempt "
+        "with its process, replaced once its other jobs finish)\n"
+    )
+    job.refresh_from_db()
+    assert (job.status, job.stop_requested) == (JobStatus.RUNNING, f"{request_}:hard")
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.actor, entry.source, entry.reason) == (
+        f"hard_{request_}_job",
+        "bob",
+        "cli",
+        "runaway",
+    )
+    message, _, _ = fails(subcommand, "--hard", str(job.pk))
+    assert message == (
+        f"Job {job.pk} was already asked to {request_} at once (a hard stop: its attempt is "
+        "ended with its worker process, which is replaced)."
+    )
+
+
+def test_hard_on_a_job_that_is_not_running_is_the_plain_action():
+    job = JobFactory(status=JobStatus.QUEUED)
+    out, _ = run("cancel", "--hard", str(job.pk))
+    assert out == f"job {job.pk}: queued, due now → cancelled\n"
+    assert AuditEntry.objects.get().action == "cancel_job"
+
+
+def test_pause_a_task_type_with_stop_running_asks_its_running_jobs_to_pause():
+    mine, other = JobFactory(running=True, task_name=noop.name), JobFactory(running=True)
+    out, _ = run("pause", "--task", noop.name, "--stop-running", "--create")
+    assert out.rstrip().endswith("; running jobs asked to pause at their next checkpoint")
+    asked = dict(Job.objects.values_list("pk", "stop_requested"))
+    assert (asked[mine.pk], asked[other.pk]) == ("pause:task", "")
+    run("pause", "default", "--stop-running", "--create")
+    assert Job.objects.get(pk=other.pk).stop_requested == "pause:queue"

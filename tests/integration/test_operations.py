@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from django_taskengine import operations as ops
-from django_taskengine.models import Job, JobStatus, Pause, Queue
+from django_taskengine.models import AuditEntry, Job, JobStatus, Pause, Queue
 from django_taskengine.store import WorkerInfo, get_store
 from tests.testapp.tasks import add, always_fail, in_other_queue, noop
 
@@ -203,14 +203,96 @@ def test_a_running_job_asked_to_pause_offers_only_cancel_and_pause_all_can_stop_
     job = noop.enqueue()
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)
     job.refresh_from_db()
-    assert ops.actions_for(job) == ["pause", "cancel"]
+    assert ops.actions_for(job) == ["pause", "cancel", "hard_pause", "hard_cancel"]
     ops.pause_all(stop_running=True)
     job.refresh_from_db()
     assert job.stop_requested == "pause:engine"
-    assert ops.actions_for(job) == ["cancel"]
+    assert ops.actions_for(job) == ["cancel", "hard_pause", "hard_cancel"]
     ops.cancel_job(job.id)
     job.refresh_from_db()
-    assert job.stop_requested == "cancel" and ops.actions_for(job) == []
+    assert job.stop_requested == "cancel" and ops.actions_for(job) == ["hard_cancel"]
+
+
+def _running(job: Job) -> Job:
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.parametrize(
+    ("function", "request_"), [("cancel_job", "cancel:hard"), ("pause_job", "pause:hard")]
+)
+def test_a_hard_stop_of_a_running_job_is_a_distinct_request_recorded_in_the_audit_trail(
+    function, request_
+):
+    job = _running(noop.enqueue())
+    after = getattr(ops, function)(job.id, hard=True, by="alice", reason="runaway")
+    assert (after.status, after.stop_requested) == (JobStatus.RUNNING, request_)
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.object_id, entry.actor, entry.reason) == (
+        f"hard_{function}",
+        str(job.pk),
+        "alice",
+        "runaway",
+    )
+    assert entry.detail == {"stop_requested": request_}
+
+
+def test_a_hard_stop_replaces_a_pending_cooperative_one_of_its_kind_or_weaker():
+    job = _running(noop.enqueue())
+    ops.pause_job(job.id)
+    ops.pause_job(job.id, hard=True)  # a hard pause replaces a pause
+    with pytest.raises(ops.ActionRefused, match="already asked to pause at once"):
+        ops.cancel_job(job.id)  # no cooperative request takes a hard one's place
+    ops.cancel_job(job.id, hard=True)  # a hard cancel replaces any pause
+    assert Job.objects.get(pk=job.pk).stop_requested == "cancel:hard"
+    with pytest.raises(ops.ActionRefused, match="hard stop"):
+        ops.cancel_job(job.id, hard=True)  # it does not repeat
+    with pytest.raises(ops.ActionRefused):
+        ops.pause_job(job.id, hard=True)
+    ops.pause_all(stop_running=True)  # nor does a wide pause touch it
+    assert Job.objects.get(pk=job.pk).stop_requested == "cancel:hard"
+
+    cancelled = _running(noop.enqueue())
+    ops.cancel_job(cancelled.id)
+    with pytest.raises(ops.ActionRefused):
+        ops.pause_job(cancelled.id, hard=True)  # a hard pause is weaker than a cancel
+    ops.cancel_job(cancelled.id, hard=True)
+    assert Job.objects.get(pk=cancelled.pk).stop_requested == "cancel:hard"
+
+
+def test_a_hard_stop_of_a_job_that_is_not_running_is_the_plain_action():
+    queued, paused = noop.enqueue(), noop.enqueue()
+    ops.pause_job(paused.id)
+    assert ops.cancel_job(queued.id, hard=True).status == JobStatus.CANCELLED
+    assert ops.pause_job(noop.enqueue().id, hard=True).status == JobStatus.PAUSED
+    after = ops.cancel_job(paused.id, hard=True)
+    assert (after.status, after.stop_requested) == (JobStatus.CANCELLED, "")
+    assert set(AuditEntry.objects.values_list("action", flat=True)) == {"cancel_job", "pause_job"}
+    with pytest.raises(ops.ActionRefused, match="cancelled"):
+        ops.cancel_job(queued.id, hard=True)  # a finished job is refused, hard or not
+
+
+def test_pause_task_stop_running_asks_only_that_tasks_running_jobs():
+    mine, other = _running(noop.enqueue()), _running(add.enqueue(1, 2))
+    queued = noop.enqueue()
+    ops.pause_task(noop.name, stop_running=True, by="alice")
+    asked = dict(Job.objects.values_list("pk", "stop_requested"))
+    assert (asked[mine.pk], asked[other.pk], asked[queued.pk]) == ("pause:task", "", "")
+    entry = AuditEntry.objects.get(action="pause_task")
+    assert entry.detail == {"running_jobs_asked_to_pause": 1}
+
+
+def test_resuming_a_task_requeues_the_jobs_its_pause_stopped_only():
+    stopped, by_hand = noop.enqueue(), noop.enqueue()
+    Job.objects.filter(pk=stopped.pk).update(status=JobStatus.PAUSED, stop_requested="pause:task")
+    Job.objects.filter(pk=by_hand.pk).update(status=JobStatus.PAUSED, stop_requested="pause:hard")
+    ops.pause_task(noop.name)
+    assert ops.release_ended_pauses() == 0  # still in force
+    ops.resume_task(noop.name)
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert statuses[stopped.pk] == JobStatus.QUEUED
+    assert statuses[by_hand.pk] == JobStatus.PAUSED  # an operator's own pause holds
 
 
 def test_the_pause_lookups_see_only_pauses_in_force():

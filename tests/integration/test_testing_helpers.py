@@ -386,3 +386,13 @@ def test_assertions_refuse_what_is_not_a_task():
 def test_eager_decorates_a_pytest_test_as_in_the_readme():
     job = add.enqueue(20, 22)
     assert (job.status, job.result) == ("succeeded", 42)
+
+
+def test_in_process_a_hard_cancel_is_carried_out_at_the_next_checkpoint():
+    from tests.testapp.tasks import stops_itself
+
+    job = stops_itself.enqueue()
+    [finished] = run_jobs()
+    assert finished.pk == job.pk
+    assert finished.status == JobStatus.CANCELLED and finished.result is None
+    assert list(finished.attempt_set.values_list("outcome", flat=True)) == ["cancelled"]

@@ -175,3 +175,30 @@ def returns_when_stopped(ctx, seconds=60.0):
     while time.monotonic() < deadline and not ctx.should_stop:
         time.sleep(0.02)
     return {"stopped_early": ctx.should_stop}
+
+
+@task(takes_context=True, max_attempts=3)
+def beats_into_file(ctx, path, seconds=120.0):
+    """Records its start, then appends "<attempt> <time.time()>" to the file ``path`` every
+    20 ms, with no checkpoint and no look at ``ctx.should_stop``: only the end of its thread
+    stops it, and the file shows when its code last ran."""
+    LedgerEntry.objects.create(
+        job_id=ctx.job_id, attempt=ctx.attempt, label="start", pid=os.getpid()
+    )
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path, "a") as beats:
+            beats.write(f"{ctx.attempt} {time.time():.6f}\n")
+        time.sleep(0.02)
+    return "beat to the end"
+
+
+@task(takes_context=True)
+def stops_itself(ctx, hard=True):
+    """Asks for its own cancel (hard or not), then checkpoints: where no process can be replaced
+    (run in-process), a hard cancel is carried out at the checkpoint, as a cooperative one."""
+    from django_taskengine.operations import cancel_job
+
+    cancel_job(ctx.job_id, hard=hard)
+    ctx.checkpoint({"asked": True})
+    return "went on"

@@ -241,10 +241,13 @@ def test_a_formatted_duration_reads_back_as_itself(seconds):
     ("status", "stop", "offered"),
     [
         ("queued", "", ["pause", "cancel", "run_now"]),
-        ("running", "", ["pause", "cancel"]),
-        ("running", "pause", ["cancel"]),  # a cancel overrides a pending pause
-        ("running", "pause:queue", ["cancel"]),  # whatever pause asked it
-        ("running", "cancel", []),  # nothing overrides a cancel
+        ("running", "", ["pause", "cancel", "hard_pause", "hard_cancel"]),
+        # a cancel overrides a pending pause; a hard stop a cooperative one of its kind
+        ("running", "pause", ["cancel", "hard_pause", "hard_cancel"]),
+        ("running", "pause:queue", ["cancel", "hard_pause", "hard_cancel"]),  # whatever pause
+        ("running", "cancel", ["hard_cancel"]),  # only a hard cancel overrides a cancel
+        ("running", "pause:hard", ["hard_cancel"]),  # no cooperative stop replaces a hard one
+        ("running", "cancel:hard", []),  # nothing overrides a hard cancel
         ("paused", "", ["resume", "cancel"]),
         ("failed", "", ["retry"]),
         ("cancelled", "", ["retry"]),
@@ -319,3 +322,53 @@ def test_a_rescued_job_keeps_its_place_in_the_queue():
 
 def test_a_retry_after_a_failure_is_due_after_its_backoff():
     assert lifecycle.failed(attempt(number=1), "ValueError: no").due_in > 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "outcome", "refund"),
+    [
+        ("cancel:hard", JobStatus.CANCELLED, AttemptOutcome.CANCELLED, False),
+        ("pause:hard", JobStatus.PAUSED, AttemptOutcome.PAUSED, True),
+    ],
+)
+@pytest.mark.parametrize("park", [False, True])
+def test_a_rescued_hard_stopped_attempt_ends_as_the_operator_asked(
+    request_, status, outcome, refund, park
+):
+    # Past its timeout, on its last attempt, of a task that parks: the operator's stop wins.
+    now = timezone.now()
+    job = attempt(
+        number=3,
+        max_attempts=3,
+        timeout=1.0,
+        started_at=now - dt.timedelta(seconds=5),
+        stop_requested=request_,
+    )
+    rescued = lifecycle.rescued(job, worker_id=uuid.uuid4(), park=park, now=now)
+    decided = lifecycle.apply_stop_request(rescued, request_)
+    assert (decided.status, decided.outcome, decided.refund_attempt) == (status, outcome, refund)
+    assert "hard stop" in decided.error and decided.finished_at == now
+    assert decided.stop_requested_after == (request_ if status == JobStatus.PAUSED else "")
+
+
+def test_an_attempt_kept_until_its_code_stopped_timed_out_unless_hard_stopped():
+    job = attempt(timeout=1.0)
+    success = lifecycle.succeeded(job, "1")
+    assert lifecycle.overran(job, success).outcome == AttemptOutcome.TIMED_OUT
+    hard = attempt(timeout=1.0, stop_requested="cancel:hard")
+    failure = lifecycle.failed(hard, "RuntimeError: boom", retryable=False)
+    assert lifecycle.overran(hard, failure).status == JobStatus.CANCELLED
+    # A hard-stopped attempt that succeeded before its process went keeps its success.
+    assert lifecycle.overran(hard, success).status == JobStatus.SUCCEEDED
+    # Escalated to a hard cancel after a hard pause was decided: the cancel is carried out.
+    paused = lifecycle.overran(attempt(stop_requested="pause:hard"), failure)
+    assert paused.status == JobStatus.PAUSED and paused.refund_attempt
+    assert lifecycle.apply_stop_request(paused, "cancel:hard").status == JobStatus.CANCELLED
+
+
+def test_only_hard_requests_are_hard_stops():
+    assert lifecycle.is_hard_stop("cancel:hard") and lifecycle.is_hard_stop("pause:hard")
+    for request_ in ("", "cancel", "pause", "pause:queue", "pause:task", "pause:engine"):
+        assert not lifecycle.is_hard_stop(request_)
+    assert lifecycle.stop_kind("cancel:hard") == "cancel"
+    assert lifecycle.stop_kind("pause:hard") == "pause"

@@ -101,9 +101,12 @@ WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
 ),
 mine AS (
+    -- By primary key (id = ANY): a join on the unnest alone is planned as a scan of every
+    -- queued and running job.
     SELECT j.id, j.queue, j.task_name, j.status, j.attempts, j.started_at FROM taskengine_job j
-    JOIN r ON j.id = r.id AND j.token = r.token
-    WHERE j.status IN ('queued', 'running')
+    JOIN r ON j.id = r.id
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.token = r.token
+      AND j.status IN ('queued', 'running')
     FOR UPDATE OF j
 ),
 ok AS (
@@ -170,8 +173,9 @@ WITH o AS (
          started, finished, terminal, worker, stop, stop_after)
 ),
 cur AS (
-    SELECT j.id, j.stop_requested FROM taskengine_job j JOIN o ON j.id = o.id AND j.token = o.token
-    WHERE j.status = 'running'
+    -- By primary key (id = ANY), not by a scan of every running job.
+    SELECT j.id, j.stop_requested FROM taskengine_job j JOIN o ON j.id = o.id
+    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.token = o.token AND j.status = 'running'
     FOR UPDATE OF j
 ),
 upd AS (

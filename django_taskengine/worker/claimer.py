@@ -7,8 +7,9 @@ thread is one another worker could have run).
 A job claimed ahead is *reserved*: it stays queued (no attempt counted, no ``started_at``),
 owned by this worker, until a thread is free for it; then the worker starts it, fenced, unless
 its queue or task was paused meanwhile (then it goes back untouched, as it does if the worker
-dies). Only jobs of a few milliseconds are started ahead, in batches of about START_WINDOW
-seconds of work per thread: for them a round trip per start would cost more than the job.
+dies). Only short jobs are started ahead, about START_WINDOW seconds of work per thread: for
+them a round trip per start would cost more than the job. Sub-millisecond ones are not reserved
+at all: a worker claims only what it starts.
 Started jobs wait in the inbox for a thread.
 """
 
@@ -30,6 +31,8 @@ MAX_PREFETCH = 100
 #: A worker starts ahead of its free threads about this many seconds of work per thread: a
 #: started job waits at most about this long for a thread (it counts as running meanwhile).
 START_WINDOW = 0.01
+#: Jobs shorter than this (a moving mean) are claimed only as far as they are started ahead.
+TINY_JOB = 0.001
 #: A job claimed ahead is given back to the queue once it has waited this many seconds while
 #: every thread runs a job that has run at least as long (one that may never return).
 STALLED_AFTER = 2.0
@@ -91,7 +94,10 @@ class Claimer:
         mean = run_time if mean is None else 0.8 * mean + 0.2 * run_time
         self._mean_run_time = mean
         per_job = max(mean, 1e-5)
-        self.prefetch = max(0, min(MAX_PREFETCH, int(PREFETCH_WINDOW * self.concurrency / per_job)))
+        # Sub-millisecond jobs are claimed only as far as they are started ahead: reserving one
+        # (a row update and a start round trip more) would cost more than running it.
+        window = PREFETCH_WINDOW if mean >= TINY_JOB else START_WINDOW
+        self.prefetch = max(0, min(MAX_PREFETCH, int(window * self.concurrency / per_job)))
         self.start_ahead = min(self.prefetch, int(START_WINDOW * self.concurrency / per_job))
 
     def _started(self) -> int:

@@ -78,6 +78,13 @@ def test_very_short_jobs_are_started_ahead_a_few_milliseconds_of_work_only():
     assert (claimer.prefetch, claimer.start_ahead) == (2, 0)
 
 
+def test_sub_millisecond_jobs_are_claimed_only_as_far_as_they_are_started():
+    # Reserving one would cost a row update and a round trip more than running it.
+    claimer = Claimer(concurrency=1)
+    claimer.adapt_prefetch(0.0005)
+    assert (claimer.prefetch, claimer.start_ahead) == (20, 20)
+
+
 @pytest.fixture
 def session():
     info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=2)

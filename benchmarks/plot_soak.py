@@ -84,7 +84,7 @@ def plot(payload: dict, out: Path) -> None:
         light = run["light"]
         ax[5].plot([s["t"] for s in light], [s["backlog"] for s in light], color="tab:red")
         ax[5].set_ylabel("queued jobs")
-        ax[5].set_xlabel("seconds since the producer started")
+        ax[5].set_xlabel("seconds since the warm-up ended (before 0: warm-up)")
         hold = run.get("hold")
         for a in ax:
             a.grid(alpha=0.3)
@@ -104,7 +104,7 @@ def plot(payload: dict, out: Path) -> None:
     )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=80)
 
 
 def main() -> None:

@@ -95,6 +95,9 @@ def server_settings(query: Any) -> dict[str, str]:
 
 def has_pg_stat_statements(query: Any) -> bool:
     """Whether the view answers (loaded by shared_preload_libraries and the extension made)."""
+    preloaded = query("SHOW shared_preload_libraries")[0][0]
+    if "pg_stat_statements" not in preloaded:
+        return False
     try:
         if not query("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"):
             query("CREATE EXTENSION pg_stat_statements")

@@ -81,8 +81,12 @@ class Session:
             "         "
             + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "server_version")
         )
-        how = "pg_stat_statements" if self.pg_stat_statements else "timed EXPLAIN ANALYZE samples"
-        print(f"claim execution time from {how}")
+        print(
+            "pg_stat_statements: loaded (claim execution times from it)"
+            if self.pg_stat_statements
+            else "pg_stat_statements: not loaded (the soak times EXPLAIN ANALYZE samples of the "
+            "claim instead; the fleet shows no claim figures)"
+        )
 
     def finish(self, opts: argparse.Namespace, name: str, payload: dict[str, Any]) -> None:
         self.machine["loadavg_end"] = bench.loadavg()

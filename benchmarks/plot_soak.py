@@ -22,17 +22,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 MB = 1048576
 
 
-def _claim_points(samples: list[dict]) -> tuple[list[float], list[float]]:
-    """Mean claim execution time between consecutive samples (pg_stat_statements), or the
-    timed EXPLAIN ANALYZE samples."""
+def _claim_points(samples: list[dict], key: str = "claim") -> tuple[list[float], list[float]]:
+    """Mean claim (or ``key``: completion) execution time between consecutive samples
+    (pg_stat_statements), or the timed EXPLAIN ANALYZE samples of the claim."""
     xs, ys = [], []
     for before, after in zip(samples, samples[1:], strict=False):
-        if "claim" in after and "claim" in before:
-            calls = after["claim"]["calls"] - before["claim"]["calls"]
+        if key in after and key in before:
+            calls = after[key]["calls"] - before[key]["calls"]
             if calls > 0:
                 xs.append(after["t"])
-                ys.append((after["claim"]["total_ms"] - before["claim"]["total_ms"]) / calls)
-        elif after.get("claim_sample_ms") is not None:
+                ys.append((after[key]["total_ms"] - before[key]["total_ms"]) / calls)
+        elif key == "claim" and after.get("claim_sample_ms") is not None:
             xs.append(after["t"])
             ys.append(after["claim_sample_ms"])
     return xs, ys
@@ -78,8 +78,12 @@ def plot(payload: dict, out: Path) -> None:
         ax[2].set_ylabel("MB")
         ax[3].set_ylabel("dead tuples")
         cx, cy = _claim_points(samples)
-        ax[4].plot(cx, cy, "o-", markersize=3, color="tab:purple")
-        ax[4].set_ylabel("claim ms (mean)")
+        ax[4].plot(cx, cy, "o-", markersize=3, color="tab:purple", label="claim")
+        dx, dy = _claim_points(samples, "complete")
+        if dx:
+            ax[4].plot(dx, dy, "o-", markersize=3, color="tab:brown", label="write outcomes")
+            ax[4].legend(fontsize=7, loc="upper left")
+        ax[4].set_ylabel("statement ms (mean)")
         ax[4].set_ylim(bottom=0)
         light = run["light"]
         ax[5].plot([s["t"] for s in light], [s["backlog"] for s in light], color="tab:red")

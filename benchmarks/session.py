@@ -123,13 +123,18 @@ def targets_json(targets: list[Target]) -> list[dict[str, Any]]:
     return [asdict(t) for t in targets]
 
 
-def claim_counters() -> dict[str, float]:
-    """The claim statement's cumulative pg_stat_statements counters (zeros if none yet)."""
+#: The same for the statement that writes the outcomes of finished attempts (``write_outcomes``).
+COMPLETE_MARK = "AS o(id, token, status, outcome"
+
+
+def claim_counters(mark: str = CLAIM_MARK) -> dict[str, float]:
+    """The claim statement's (or, with ``mark``, another statement's) cumulative
+    pg_stat_statements counters (zeros if none yet)."""
     calls, total_ms, rows, max_ms = bench.query(
         "SELECT coalesce(sum(calls), 0), coalesce(sum(total_exec_time), 0), "
         "coalesce(sum(rows), 0), coalesce(max(max_exec_time), 0) "
         "FROM pg_stat_statements WHERE query LIKE %s",
-        [f"%{CLAIM_MARK}%"],
+        [f"%{mark}%"],
     )[0]
     return {
         "calls": float(calls),

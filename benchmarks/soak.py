@@ -154,6 +154,7 @@ class Sampler:
         }
         if self.pgss:
             row["claim"] = sess.claim_counters()
+            row["complete"] = sess.claim_counters(sess.COMPLETE_MARK)
         else:
             row["claim_sample_ms"] = bench.claim_ms(samples=1)
         self.samples.append(row)
@@ -407,6 +408,13 @@ def windows(sampler: Sampler, seconds: float, width: float) -> list[dict[str, An
             row["jobs_per_claim"] = (
                 (last["claim"]["rows"] - first["claim"]["rows"]) / calls if calls else None
             )
+            if "complete" in last and "complete" in first:
+                done = last["complete"]["calls"] - first["complete"]["calls"]
+                row["complete_ms"] = (
+                    (last["complete"]["total_ms"] - first["complete"]["total_ms"]) / done
+                    if done
+                    else None
+                )
         else:
             inside = [
                 s["claim_sample_ms"]
@@ -533,11 +541,13 @@ def print_run(run: dict[str, Any]) -> None:
     if run.get("hold"):
         h = run["hold"]
         print(f"  transaction held open from {h['opened']:.0f} s to {h['closed']:.0f} s")
-    # vac: autovacuums of the job table since the run started.
+    # vac: autovacuums of the job table since the run started; done ms: mean execution time
+    # of the statement that writes finished attempts' outcomes (a batch of jobs each).
     print(
         f"  {'window':>9} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'backlog':>8} "
         f"{'job MB':>8} {'job idx':>8} {'att MB':>8} {'att idx':>8} {'dead job':>9} "
-        f"{'dead att':>9} {'vac':>4} {'claim ms':>9} {'jobs/cl':>8} {'xmin age':>9}  load"
+        f"{'dead att':>9} {'vac':>4} {'claim ms':>9} {'jobs/cl':>8} {'done ms':>8} "
+        f"{'xmin age':>9}  load"
     )
     vacuums_before = (run["tables_before"].get("taskengine_job") or {}).get("vacuums", 0)
     for w in run["windows"]:
@@ -555,6 +565,7 @@ def print_run(run: dict[str, Any]) -> None:
             f"{sess.mb(att.get('index_bytes', 0)):>8} {f(job.get('dead'), ','):>9} "
             f"{f(att.get('dead'), ','):>9} {job.get('vacuums', 0) - vacuums_before:>4} "
             f"{f(w.get('claim_ms'), '.3f'):>9} {f(w.get('jobs_per_claim'), '.1f'):>8} "
+            f"{f(w.get('complete_ms'), '.3f'):>8} "
             f"{f(w['xmin_age_max'], ','):>9}  {w.get('load')}"
         )
     for plan in run.get("claim_plans", []):

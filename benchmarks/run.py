@@ -4,8 +4,12 @@
     python benchmarks/run.py [--compare] [--scale] [--repeat N] [--only NAME,...]
                              [--json out.json] [--plot [docs/benchmarks.png]]
     python benchmarks/run.py --baseline REV [--rounds N] [--only NAME,...]
+    python benchmarks/run.py --soak | --io | --fleet [options]
 
 ``--baseline REV`` (first) compares this tree with commit REV instead: see ``baseline.py``.
+``--soak``, ``--io`` and ``--fleet`` run the sustained-load benchmarks instead (``soak.py``,
+``io_bound.py``, ``fleet.py``; ``--help`` after the flag lists their options). They run on a
+PostgreSQL cluster of their own (``cluster.py``); ``--private-cluster`` does the same for these.
 
 Benchmarks (each starts from empty taskengine tables):
 
@@ -1493,9 +1497,10 @@ def print_scale(scale: dict[str, Any], *, full_plans: bool = True) -> None:
                 print(f"  generic plan (prepared statement): {'; '.join(scans)}")
 
 
-def write_plot(payload: dict[str, Any], path: Path) -> None:
-    """docs/benchmarks.png by benchmarks/plot.py, with whichever python has matplotlib (this one,
-    else the comparison venv's); skipped with a message if neither has it."""
+def write_plot(payload: dict[str, Any], path: Path, script: str = "plot.py") -> None:
+    """docs/benchmarks.png by benchmarks/plot.py (or another ``script`` of benchmarks/ that takes
+    the same two arguments), with whichever python has matplotlib (this one, else the
+    comparison venv's); skipped with a message if neither has it."""
     candidates = [Path(sys.executable), PEER_VENV / "bin" / "python"]
     python = next(
         (
@@ -1518,7 +1523,7 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
         json.dump(payload, f, default=str)
     try:
         proc = subprocess.run(
-            [str(python), str(BENCH_DIR / "plot.py"), f.name, str(path)],
+            [str(python), str(BENCH_DIR / script), f.name, str(path)],
             capture_output=True,
             text=True,
         )
@@ -1530,6 +1535,10 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
+#: ``./dev bench FLAG``: the sustained-load benchmarks, each in its own module.
+SUSTAINED = {"--soak": "soak", "--io": "io_bound", "--fleet": "fleet"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--baseline"] or any(a.startswith("--baseline=") for a in args[:1]):
@@ -1538,6 +1547,14 @@ def main(argv: list[str] | None = None) -> int:
 
         rest = args[1:] if args[0] == "--baseline" else [args[0].split("=", 1)[1], *args[1:]]
         return baseline.main(rest)
+    for flag, module in SUSTAINED.items():
+        if flag in args:
+            # ./dev bench --soak | --io | --fleet [...]: the sustained-load benchmarks, each a
+            # module of its own with its own options.
+            import importlib
+
+            rest = [a for a in args if a != flag]
+            return int(importlib.import_module(f"benchmarks.{module}").main(rest))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--jobs", type=int, default=2000, help="enqueue_single: jobs (default 2000)"
@@ -1595,6 +1612,12 @@ def main(argv: list[str] | None = None) -> int:
         "(its task engine tables are emptied)",
     )
     parser.add_argument(
+        "--private-cluster",
+        action="store_true",
+        help="run on a PostgreSQL cluster this run creates (initdb in a temporary folder, "
+        "production-like settings: benchmarks/cluster.py) instead of DATABASE_URL",
+    )
+    parser.add_argument(
         "--analyze",
         action="store_true",
         help="drain_*: ANALYZE the job table after enqueueing (default: no, as after "
@@ -1619,6 +1642,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     started = time.perf_counter()
+    if opts.private_cluster:
+        from benchmarks.cluster import start_private_cluster
+
+        start_private_cluster()
     precompile()
     run_lock = setup_django(force=opts.force)  # noqa: F841 - held until the process exits
     machine = machine_info()

@@ -1,7 +1,8 @@
 """Django settings for the benchmarks: PostgreSQL from ``DATABASE_URL`` (default
 ``postgres://postgres@127.0.0.1:5432/taskengine_bench``), the engine's default ``TASKENGINE``
 settings (what users get), and django_taskengine's logging at WARNING so the per-job INFO line
-costs nothing."""
+costs nothing. ``TASKENGINE_BENCH_RETENTION`` (an age, e.g. ``1m``) sets how long succeeded
+jobs are kept: the soak (benchmarks/soak.py) sets it, for itself and its workers."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ INSTALLED_APPS = [
 
 # The defaults: no TASKENGINE overrides, so every figure is what a user gets out of the box.
 TASKENGINE: dict[str, object] = {}
+if os.environ.get("TASKENGINE_BENCH_RETENTION"):
+    TASKENGINE["RETENTION"] = {"succeeded": os.environ["TASKENGINE_BENCH_RETENTION"]}
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from django_taskengine import task
@@ -21,3 +22,15 @@ def echo(x):
 def sleeper(seconds):
     """A job to SIGKILL a worker under (kill_recovery)."""
     time.sleep(seconds)
+
+
+@task
+def io_wait(seconds):
+    """An I/O-bound job: blocks its thread for ``seconds`` (benchmarks/io_bound.py)."""
+    time.sleep(seconds)
+
+
+@task
+async def io_wait_async(seconds):
+    """The same wait as ``io_wait``, awaited on an event loop."""
+    await asyncio.sleep(seconds)

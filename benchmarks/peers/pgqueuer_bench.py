@@ -16,6 +16,12 @@ Phases (each prints one ``RESULT {json}`` line):
   each waited for; enqueue→start is the ``picked`` log row's time minus the ``queued`` one's
   (both database ``now()``), as ours is ``started_at - created_at``.
 
+- ``io``       a fresh database; N jobs of an I/O-bound entrypoint (``--kind async``: ``await
+  asyncio.sleep(S)``; ``--kind sync``: ``time.sleep(S)`` through ``asyncio.to_thread``, the way
+  pgqueuer's docs give for blocking code, on a default executor of as many threads as the
+  worker's concurrency) drained by P worker processes, each with ``max_concurrent_tasks`` C
+  and ``batch_size`` C // 2; timed as ``drain``.
+
 - ``worker``   one worker process, as above (``pgq run pgqueuer_bench:create_manager``).
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import sys
 import time
@@ -39,11 +46,21 @@ sys.path.insert(0, str(HERE))
 from common import Proc, RssSampler, emit, fresh_database, percentiles, run_drain, uvloop_run  # noqa: E402
 
 ENTRYPOINT = "noop"
+#: The I/O-bound entrypoints of the ``io`` phase, by ``--kind``.
+IO_ENTRYPOINTS = {"async": "io_async", "sync": "io_sync"}
 
 
 @asynccontextmanager
 async def create_manager() -> Any:
     """``pgq run`` factory: a QueueManager on one asyncpg connection with a no-op entrypoint."""
+    threads = int(os.environ.get("BENCH_THREADS", "0"))
+    if threads:
+        # asyncio.to_thread runs on the loop's default executor: min(32, CPUs + 4) threads
+        # unless it is given as many as the jobs that may run at once.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=threads)
+        )
+    io_seconds = float(os.environ.get("BENCH_IO_SECONDS", "0.02"))
     connection = await asyncpg.connect(os.environ["BENCH_DSN"])
     try:
         manager = QueueManager(Queries(AsyncpgDriver(connection)))
@@ -51,6 +68,14 @@ async def create_manager() -> Any:
         @manager.entrypoint(ENTRYPOINT)
         async def noop(job: Job) -> None:
             return None
+
+        @manager.entrypoint(IO_ENTRYPOINTS["async"])
+        async def io_async(job: Job) -> None:
+            await asyncio.sleep(io_seconds)
+
+        @manager.entrypoint(IO_ENTRYPOINTS["sync"])
+        async def io_sync(job: Job) -> None:
+            await asyncio.to_thread(time.sleep, io_seconds)
 
         yield manager
     finally:
@@ -66,11 +91,13 @@ async def _install(dsn: str) -> None:
         await connection.close()
 
 
-async def _bulk(queries: Queries, count: int, batch: int = 1000) -> None:
+async def _bulk(
+    queries: Queries, count: int, batch: int = 1000, entrypoint: str = ENTRYPOINT
+) -> None:
     left = count
     while left > 0:
         n = min(batch, left)
-        await queries.enqueue([ENTRYPOINT] * n, [None] * n, [0] * n)
+        await queries.enqueue([entrypoint] * n, [None] * n, [0] * n)
         left -= n
 
 
@@ -103,7 +130,7 @@ async def phase_enqueue(opts: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _worker_cmd(opts: argparse.Namespace, mode: str) -> list[str]:
+def _worker_cmd(opts: argparse.Namespace, mode: str, max_concurrent_tasks: int = 0) -> list[str]:
     # `pgq run pgqueuer_bench:create_manager --batch-size B --mode M` does exactly this, but its
     # option parsing fails with the typer release that pip resolves today ("'str' object has no
     # attribute 'name'" for --log-level), so the worker phase calls pgqueuer.run, the function
@@ -118,6 +145,8 @@ def _worker_cmd(opts: argparse.Namespace, mode: str) -> list[str]:
         str(opts.batch_size),
         "--mode",
         mode,
+        "--max-concurrent-tasks",
+        str(max_concurrent_tasks),
     ]
 
 
@@ -126,7 +155,12 @@ def phase_worker(opts: argparse.Namespace) -> None:
     from pgqueuer.types import QueueExecutionMode
 
     uvloop_run(
-        pgqueuer.run(create_manager, batch_size=opts.batch_size, mode=QueueExecutionMode[opts.mode])
+        pgqueuer.run(
+            create_manager,
+            batch_size=opts.batch_size,
+            mode=QueueExecutionMode[opts.mode],
+            max_concurrent_tasks=opts.max_concurrent_tasks or None,
+        )
     )
 
 
@@ -182,6 +216,50 @@ def phase_drain(opts: argparse.Namespace) -> dict[str, Any]:
         drain_steady=opts.jobs / float(span),
         config=(
             f"{opts.processes} × pgqueuer worker, batch_size {opts.batch_size} (asyncpg, uvloop)"
+        ),
+    )
+    return result
+
+
+def phase_io(opts: argparse.Namespace) -> dict[str, Any]:
+    entrypoint = IO_ENTRYPOINTS[opts.kind]
+
+    async def prepare() -> None:
+        await _install(opts.dsn)
+        connection = await asyncpg.connect(opts.dsn)
+        try:
+            await _bulk(Queries(AsyncpgDriver(connection)), opts.jobs, entrypoint=entrypoint)
+        finally:
+            await connection.close()
+
+    uvloop_run(prepare())
+    opts.batch_size = max(1, opts.concurrency // 2)
+    env = _env(opts)
+    env["BENCH_IO_SECONDS"] = str(opts.seconds)
+    env["BENCH_THREADS"] = str(opts.concurrency if opts.kind == "sync" else 0)
+    result = run_drain(
+        [_worker_cmd(opts, "drain", opts.concurrency)] * opts.processes,
+        env,
+        timeout=max(120.0, opts.jobs * opts.seconds / opts.concurrency * 20),
+        cwd=str(HERE),
+    )
+    left, ok, span = uvloop_run(_counts(opts.dsn))
+    if left or ok != opts.jobs:
+        raise SystemExit(
+            f"pgqueuer io: {left} jobs left in the queue, {ok} successful of {opts.jobs}"
+        )
+    result.update(
+        drain=opts.jobs / result["wall_seconds"],
+        jobs=opts.jobs,
+        processes=opts.processes,
+        concurrency=opts.concurrency,
+        kind=opts.kind,
+        steady_seconds=float(span),
+        drain_steady=opts.jobs / float(span),
+        config=(
+            f"{opts.processes} × pgqueuer worker, max_concurrent_tasks {opts.concurrency}, "
+            f"batch_size {opts.batch_size}"
+            + (f", {opts.concurrency} executor threads" if opts.kind == "sync" else "")
         ),
     )
     return result
@@ -252,9 +330,16 @@ def main() -> None:
     p = sub.add_parser("latency")
     p.add_argument("--jobs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=100)
+    p = sub.add_parser("io")
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=5, help="jobs at once per process")
+    p.add_argument("--kind", choices=sorted(IO_ENTRYPOINTS), default="async")
+    p.add_argument("--seconds", type=float, default=0.02, help="each job's wait")
     p = sub.add_parser("worker", help="one worker process (what `pgq run` starts)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--mode", choices=["continuous", "drain"], default="continuous")
+    p.add_argument("--max-concurrent-tasks", type=int, default=0, help="0: unlimited")
     opts = parser.parse_args()
     if opts.phase == "worker":
         os.environ["BENCH_DSN"] = opts.dsn
@@ -264,6 +349,8 @@ def main() -> None:
         result = uvloop_run(phase_enqueue(opts))
     elif opts.phase == "drain":
         result = phase_drain(opts)
+    elif opts.phase == "io":
+        result = phase_io(opts)
     else:
         result = phase_latency(opts)
     import pgqueuer

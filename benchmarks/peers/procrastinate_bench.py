@@ -17,13 +17,20 @@ Phases (each prints one ``RESULT {json}`` line):
   deferred one at a time, each waited for; enqueue→start is the ``started`` event's time minus
   the ``deferred`` one's (both database ``now()``), as ours is ``started_at - created_at``.
 
-The app and its task are in ``procrastinate_app.py``.
+- ``io``       a fresh database; N jobs of ``io_async`` or ``io_sync`` (``--kind``) drained by P
+  worker processes with ``--concurrency C``, each started as ``io-worker``: what ``procrastinate
+  worker --one-shot`` runs (``App.run_worker_async(wait=False)``), after giving the event loop's
+  default executor, where procrastinate runs sync tasks, as many threads as the concurrency (it
+  has min(32, CPUs + 4) otherwise). Timed as ``drain``.
+
+The app and its tasks are in ``procrastinate_app.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import sys
 import time
@@ -50,11 +57,11 @@ async def _install() -> None:
         await app.schema_manager.apply_schema_async()
 
 
-async def _bulk(count: int, batch: int = 1000) -> None:
+async def _bulk(count: int, batch: int = 1000, task: str = "noop") -> None:
     left = count
     while left > 0:
         n = min(batch, left)
-        await noop_task().batch_defer_async(*([{}] * n))
+        await app.tasks[task].batch_defer_async(*([{}] * n))
         left -= n
 
 
@@ -146,6 +153,58 @@ def phase_drain(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def phase_io(opts: argparse.Namespace) -> dict[str, Any]:
+    task = f"io_{opts.kind}"
+
+    async def prepare() -> None:
+        fresh_database(opts.dsn)
+        await _install()
+        async with app.open_async():
+            await _bulk(opts.jobs, task=task)
+
+    asyncio.run(prepare())
+    env = _env(opts)
+    env["BENCH_IO_SECONDS"] = str(opts.seconds)
+    worker = [
+        sys.executable,
+        str(HERE / "procrastinate_bench.py"),
+        "--dsn",
+        opts.dsn,
+        "io-worker",
+        "--concurrency",
+        str(opts.concurrency),
+    ]
+    result = run_drain(
+        [worker] * opts.processes,
+        env,
+        timeout=max(300.0, opts.jobs * opts.seconds / opts.concurrency * 20),
+        cwd=str(HERE),
+    )
+    total, ok, span = asyncio.run(_counts())
+    if total != opts.jobs or ok != opts.jobs:
+        raise SystemExit(f"procrastinate io: {ok} of {total} jobs succeeded, expected {opts.jobs}")
+    result.update(
+        drain=opts.jobs / result["wall_seconds"],
+        jobs=opts.jobs,
+        processes=opts.processes,
+        concurrency=opts.concurrency,
+        kind=opts.kind,
+        steady_seconds=float(span),
+        drain_steady=opts.jobs / float(span),
+        config=f"{opts.processes} × procrastinate worker --concurrency {opts.concurrency}"
+        + (f", {opts.concurrency} executor threads" if opts.kind == "sync" else ""),
+    )
+    return result
+
+
+async def io_worker(opts: argparse.Namespace) -> None:
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=opts.concurrency)
+    )
+    async with app.open_async():
+        await app.run_worker_async(concurrency=opts.concurrency, wait=False)
+
+
 def phase_latency(opts: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(_fresh())
     worker = Proc(_worker_cmd(opts, one_shot=False), env=_env(opts), cwd=str(HERE))
@@ -219,16 +278,31 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--pool-size", type=int, help="connections per worker (default concurrency + 2)")
+    p = sub.add_parser("io")
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=5, help="jobs at once per process")
+    p.add_argument("--kind", choices=["async", "sync"], default="async")
+    p.add_argument("--seconds", type=float, default=0.02, help="each job's wait")
+    p.add_argument("--pool-size", type=int, help="connections per worker (default concurrency + 2)")
+    p = sub.add_parser("io-worker", help="one worker process of the io phase")
+    p.add_argument("--concurrency", type=int, default=5)
+    p.add_argument("--pool-size", type=int, help="connections per worker (default concurrency + 2)")
     opts = parser.parse_args()
     os.environ["BENCH_DSN"] = opts.dsn
     if getattr(opts, "pool_size", None) is None:
         opts.pool_size = getattr(opts, "concurrency", 1) + 2
     global app
     app = make_app(opts.dsn, opts.pool_size)
+    if opts.phase == "io-worker":
+        asyncio.run(io_worker(opts))
+        return
     if opts.phase == "enqueue":
         result = asyncio.run(phase_enqueue(opts))
     elif opts.phase == "drain":
         result = phase_drain(opts)
+    elif opts.phase == "io":
+        result = phase_io(opts)
     else:
         result = phase_latency(opts)
     result["version"] = procrastinate.__version__

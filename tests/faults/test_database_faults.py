@@ -15,10 +15,10 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
+from devsupport.pgcluster import PrivateCluster
 from django_taskengine.models import Attempt, Job, JobStatus
 from django_taskengine.worker.liveness import reconnect_delay_cap
 from tests.helpers import REPO_ROOT, child_pids, wait_for, worker_env
-from tests.pgcluster import PrivateCluster
 from tests.tcpproxy import TCPProxy
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import add, charge_card, record, sleep_and_record

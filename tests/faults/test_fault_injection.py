@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 from django.db import connection
 
+from devsupport.pgcluster import PrivateCluster
 from django_taskengine.models import Attempt, Job, JobStatus
 from tests.helpers import REPO_ROOT, child_pids, wait_for, worker_env
-from tests.pgcluster import PrivateCluster
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import record, record_atomic, sleep_and_record
 

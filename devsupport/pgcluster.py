@@ -1,4 +1,9 @@
-"""A throwaway PostgreSQL cluster of the test's own, so a test may restart the server safely."""
+"""A throwaway PostgreSQL cluster: ``initdb`` in a temporary folder, ``pg_ctl`` on a free port.
+
+The tests use it to restart a server safely (``fsync`` off: its data is thrown away); the
+benchmarks use it so that their figures do not depend on how the machine's own server is
+configured (``benchmarks/cluster.py`` passes production-like settings).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 
 import psycopg
+
+#: What a cluster whose data is thrown away needs: no waiting for the disk.
+THROWAWAY_SETTINGS: dict[str, str] = {"fsync": "off"}
 
 
 def _bindir() -> str | None:
@@ -28,14 +37,19 @@ def _free_port() -> int:
 
 
 class PrivateCluster:
-    """``initdb`` + ``pg_ctl`` in a temporary folder, on a free port of 127.0.0.1."""
+    """``initdb`` + ``pg_ctl`` in a temporary folder, on a free port of 127.0.0.1.
 
-    def __init__(self) -> None:
+    ``settings`` (server parameters, ``name -> value``) are written to the cluster's
+    ``postgresql.conf`` by :meth:`init`; the default is :data:`THROWAWAY_SETTINGS`.
+    """
+
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
         self.bindir = _bindir()
         self.port = _free_port()
         self.root = tempfile.mkdtemp(prefix="taskengine-pg-")
         self.data = os.path.join(self.root, "data")
         self.log = os.path.join(self.root, "server.log")
+        self.settings = dict(THROWAWAY_SETTINGS if settings is None else settings)
         self._as_postgres = os.geteuid() == 0
 
     @classmethod
@@ -66,9 +80,15 @@ class PrivateCluster:
             "-E",
             "UTF8",
         )
+        if self.settings:
+            # Appended: the last occurrence of a parameter in postgresql.conf wins.
+            with open(os.path.join(self.data, "postgresql.conf"), "a") as conf:
+                conf.write("\n# PrivateCluster settings\n")
+                for name, value in self.settings.items():
+                    conf.write(f"{name} = '{value}'\n")
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
         self._run(
             f"{self.bindir}/pg_ctl",
             action,
@@ -99,7 +119,7 @@ class PrivateCluster:
     def url(self) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
-    def connect(self) -> psycopg.Connection:
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -107,7 +127,7 @@ class PrivateCluster:
                     host="127.0.0.1",
                     port=self.port,
                     user="postgres",
-                    dbname="postgres",
+                    dbname=dbname,
                     autocommit=True,
                 )
             except psycopg.OperationalError:

@@ -65,7 +65,16 @@ def test_a_slow_but_alive_worker_keeps_its_job(start_workers):
 
 def test_supervisor_restarts_a_worker_process_that_dies(start_workers):
     workers = start_workers("--processes", "1")
-    first = wait_for(lambda: child_pids(workers.pid), timeout=20, message="worker process")[0]
+    # A worker process that has registered (not a short-lived child of the supervisor).
+    first = wait_for(
+        lambda: [
+            pid
+            for pid in child_pids(workers.pid)
+            if Worker.objects.filter(pid=pid, stopped_at__isnull=True).exists()
+        ],
+        timeout=20,
+        message="worker process",
+    )[0]
     os.kill(first, signal.SIGKILL)
     wait_for(
         lambda: any(pid != first for pid in child_pids(workers.pid)),

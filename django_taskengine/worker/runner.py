@@ -229,8 +229,8 @@ class TaskLoop:
     """The event loop of one runner thread, kept for the thread's life: it runs every
     ``async def`` task of that thread, one job at a time.
 
-    A loop per job (``asyncio.run``) costs ten times what running a coroutine on a kept loop
-    does. Each job still starts clean, as under ``asyncio.run``: its coroutine runs in a fresh
+    A loop per job (``asyncio.run``) costs several times what running a coroutine on a kept
+    loop does. Each job still starts clean, as under ``asyncio.run``: its coroutine runs in a fresh
     copy of the thread's context, and what it leaves behind (tasks still pending) is cancelled
     and waited for before the job's outcome is reported. Between jobs the loop is neither
     running nor the thread's current loop, so the thread's sync tasks see no event loop, and

@@ -219,6 +219,26 @@ async def async_query_without_sync_to_async():
     return LedgerEntry.objects.count()
 
 
+@task(timeout=1, max_attempts=2, retry_backoff=0.0)
+async def async_overruns(seconds):
+    """Awaits past its timeout."""
+    await asyncio.sleep(seconds)
+
+
+@task(takes_context=True, max_attempts=3)
+async def async_returns_when_stopped(ctx, seconds=60.0):
+    """Records its start, then returns early once ``ctx.should_stop`` says so."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(LedgerEntry.objects.create)(
+        job_id=ctx.job_id, attempt=ctx.attempt, label="start", pid=os.getpid()
+    )
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.should_stop:
+        await asyncio.sleep(0.02)
+    return {"stopped_early": ctx.should_stop}
+
+
 @task(max_attempts=1)
 async def async_fail(message):
     await asyncio.sleep(0)

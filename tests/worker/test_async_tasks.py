@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from django_taskengine import operations as ops
 from django_taskengine.models import Job, JobStatus
+from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import (
     async_fail,
     async_leave_running,
+    async_overruns,
     async_query_without_sync_to_async,
     async_record_through_sync_to_async,
+    async_returns_when_stopped,
     async_system_exit,
     async_watch_left_running,
     async_where,
@@ -104,3 +108,27 @@ def test_system_exit_from_an_async_task_fails_its_job_and_the_loop_runs_the_next
     assert "in async_system_exit" in exiting.traceback
     first, last = _results([before, after])
     assert first == last
+
+
+def test_an_async_task_past_its_timeout_is_recorded_timed_out(start_workers):
+    job = async_overruns.enqueue(60.0)
+    workers = start_workers("--burst", "--processes", "1")
+    assert workers.wait(timeout=60) == 0, workers.log()[-3000:]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED, workers.log()[-3000:]
+    outcomes = list(job.attempt_set.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == ["timed_out", "timed_out"]
+
+
+def test_an_async_task_that_returns_early_for_a_cancel_ends_cancelled(start_workers):
+    job = async_returns_when_stopped.enqueue()
+    start_workers("--processes", "1")
+    wait_for(
+        lambda: LedgerEntry.objects.filter(job_id=job.id, label="start").exists(),
+        timeout=30,
+        message="the attempt to start",
+    )
+    ops.cancel_job(job.id)
+    finished = job.wait(timeout=30)
+    assert finished.status == JobStatus.CANCELLED
+    assert finished.result == {"stopped_early": True}

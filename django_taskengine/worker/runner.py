@@ -51,6 +51,7 @@ def run_attempt(
     channel: ContextChannel | None = None,
     *,
     close_connections: bool = True,
+    task_loop: TaskLoop | None = None,
 ) -> RunResult:
     """Run ``job``'s task once and return its outcome; never raises for a task's own error.
 
@@ -58,12 +59,15 @@ def run_attempt(
     around a request. An in-process runner (:mod:`django_taskengine.testing`) runs on the
     caller's connection, often inside a test's transaction, and passes
     ``close_connections=False``: closing there would break that transaction.
+
+    An ``async def`` task runs on ``task_loop``, the event loop a worker thread keeps; without
+    one (the in-process runner, in the caller's thread) on a loop of its own, closed after it.
     """
     if close_connections:
         close_old_connections()
     before = transactions.snapshot()
     try:
-        result = _run(job, store, worker_id, channel)
+        result = _run(job, store, worker_id, channel, task_loop)
         left_open = transactions.left_open(before)
         if left_open:
             transactions.discard(list(left_open), before, close=close_connections)
@@ -80,7 +84,11 @@ def run_attempt(
 
 
 def _run(
-    job: ClaimedJob, store: Store, worker_id: uuid.UUID, channel: ContextChannel | None
+    job: ClaimedJob,
+    store: Store,
+    worker_id: uuid.UUID,
+    channel: ContextChannel | None,
+    task_loop: TaskLoop | None,
 ) -> RunResult:
     """The attempt itself: check the job, send ``job_started``, call the task."""
     try:
@@ -114,8 +122,8 @@ def _run(
     watched = _StopWatch(channel) if channel is not None else None
     try:
         if task.atomic:
-            return _run_atomic(task, job, store, worker_id, watched)
-        value = _call(task, job, watched)
+            return _run_atomic(task, job, store, worker_id, watched, task_loop)
+        value = _call(task, job, watched, task_loop)
         result_json = dump_result(value)
     except StopJob as stop:
         return _stopped(job, stop.reason)
@@ -200,16 +208,86 @@ def _check_readable(job: ClaimedJob) -> None:
             )
 
 
-def _call(task: Any, job: ClaimedJob, channel: ContextChannel | None) -> object:
+def _call(
+    task: Any, job: ClaimedJob, channel: ContextChannel | None, task_loop: TaskLoop | None
+) -> object:
     value = task.invoke(job, channel)
     if inspect.isawaitable(value):
-        # An ``async def`` task runs to completion on an event loop of this runner thread.
-        value = asyncio.run(_awaited(value))
+        # An ``async def`` task (or any awaitable a task returns) runs to completion here.
+        if task_loop is None:
+            value = asyncio.run(_awaited(value))
+        else:
+            value = task_loop.run(value)
     return value
 
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+class TaskLoop:
+    """The event loop of one runner thread, kept for the thread's life: it runs every
+    ``async def`` task of that thread, one job at a time.
+
+    A loop per job (``asyncio.run``) costs several times what running a coroutine on a kept
+    loop does. Each job still starts clean, as under ``asyncio.run``: its coroutine runs in a fresh
+    copy of the thread's context, and what it leaves behind (tasks still pending) is cancelled
+    and waited for before the job's outcome is reported. Between jobs the loop is neither
+    running nor the thread's current loop, so the thread's sync tasks see no event loop, and
+    Django's async-safety checks let them use the ORM.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, awaitable: Any) -> Any:
+        """Await ``awaitable`` on this thread's loop and return its result (or raise)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            # A coroutine, not a task: the loop wraps it in a task with a copy of this thread's
+            # context, so context variables a job sets do not reach the next one.
+            return loop.run_until_complete(_awaited(awaitable))
+        finally:
+            try:
+                _cancel_left_running(loop)
+            finally:
+                asyncio.set_event_loop(None)
+
+    def close(self) -> None:
+        """Shut down what jobs left (tasks, async generators, the default executor) and close
+        the loop; when the thread exits."""
+        loop, self._loop = self._loop, None
+        if loop is None or loop.is_closed():
+            return
+        try:
+            _cancel_left_running(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
+def _cancel_left_running(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks a job left pending and wait until they end, so none runs on into the
+    next job; an error one raises meanwhile goes to the loop's exception handler (logged)."""
+    left = asyncio.all_tasks(loop)
+    if not left:
+        return
+    for pending in left:
+        pending.cancel()
+    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    for ended in left:
+        if not ended.cancelled() and ended.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "a task an async job left running raised while it was cancelled",
+                    "exception": ended.exception(),
+                    "task": ended,
+                }
+            )
 
 
 def _stopped(job: ClaimedJob, reason: str) -> RunResult:
@@ -227,11 +305,16 @@ def _stopped(job: ClaimedJob, reason: str) -> RunResult:
 
 
 def _run_atomic(
-    task: Any, job: ClaimedJob, store: Store, worker_id: uuid.UUID, watched: _StopWatch | None
+    task: Any,
+    job: ClaimedJob,
+    store: Store,
+    worker_id: uuid.UUID,
+    watched: _StopWatch | None,
+    task_loop: TaskLoop | None,
 ) -> RunResult:
     with transaction.atomic(using=store.alias):
         before = transactions.snapshot()
-        value = _call(task, job, watched)
+        value = _call(task, job, watched, task_loop)
         if transactions.left_open(before):
             # Finishing now would commit into the block the task left open, never to the
             # database; run_attempt reports (and discards) what was left.

@@ -15,7 +15,7 @@ from ..context import ContextChannel
 from ..core import lifecycle
 from ..store import Store
 from .claimer import Running
-from .runner import RunResult, run_attempt
+from .runner import RunResult, TaskLoop, run_attempt
 from .wakeup import WakeUp
 
 logger = logging.getLogger("django_taskengine.worker")
@@ -58,6 +58,14 @@ class RunnerPool:
             self.inbox.put(None)
 
     def _thread_main(self) -> None:
+        # The thread's event loop for its async def tasks, closed when the thread exits.
+        task_loop = TaskLoop()
+        try:
+            self._run_jobs(task_loop)
+        finally:
+            task_loop.close()
+
+    def _run_jobs(self, task_loop: TaskLoop) -> None:
         inbox, done, wakeup = self.inbox, self.done, self.wakeup
         while True:
             entry = inbox.get()
@@ -65,7 +73,9 @@ class RunnerPool:
                 return
             entry.started = time.monotonic()
             try:
-                result = run_attempt(entry.job, self.store, self.worker_id, self.channel)
+                result = run_attempt(
+                    entry.job, self.store, self.worker_id, self.channel, task_loop=task_loop
+                )
             except BaseException as exc:  # noqa: BLE001 - report, never lose the job
                 # run_attempt fails a job for anything its task raises: this is the engine's own.
                 logger.exception("internal error running job %s", entry.job.id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from importlib.util import find_spec
 
@@ -133,10 +135,120 @@ def keep_idempotency_key(ctx, failures=1):
 
 @task
 async def async_add(a, b):
-    import asyncio
-
     await asyncio.sleep(0.01)
     return a + b
+
+
+#: Every event loop the async tasks below ran on, kept alive so that no two share an id().
+_loops_seen: list[asyncio.AbstractEventLoop] = []
+
+
+def _where() -> dict[str, int]:
+    """The running event loop and the thread, as ids a test can compare across jobs."""
+    loop = asyncio.get_running_loop()
+    if loop not in _loops_seen:
+        _loops_seen.append(loop)
+    return {"loop": id(loop), "thread": threading.get_ident()}
+
+
+@task
+async def async_where():
+    """Returns the ids of the event loop and the thread it ran on."""
+    await asyncio.sleep(0)
+    return _where()
+
+
+#: What the background task of ``async_leave_running`` did: its ticks, its cancellations.
+_left_running = {"ticks": 0, "cancelled": 0}
+
+
+@task
+async def async_leave_running():
+    """Starts a background task that ticks every 5 ms, and returns without waiting for it."""
+
+    async def tick():
+        try:
+            while True:
+                await asyncio.sleep(0.005)
+                _left_running["ticks"] += 1
+        except asyncio.CancelledError:
+            _left_running["cancelled"] += 1
+            raise
+
+    asyncio.get_running_loop().create_task(tick())
+    await asyncio.sleep(0.02)
+    return _where()
+
+
+@task
+async def async_watch_left_running():
+    """Returns what ran beside it on its loop: other tasks, ticks of a task left running."""
+    ticks = _left_running["ticks"]
+    others = len(asyncio.all_tasks()) - 1
+    await asyncio.sleep(0.05)
+    return {
+        **_where(),
+        "others": others,
+        "ticked_meanwhile": _left_running["ticks"] - ticks,
+        "cancelled": _left_running["cancelled"],
+    }
+
+
+@task(takes_context=True)
+async def async_record_through_sync_to_async(ctx, label):
+    """Writes a ledger row and counts the label's rows through ``sync_to_async``; the sync code
+    calls back into async code with ``async_to_sync``, which runs on the job's own loop."""
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    async def loop_id():
+        return id(asyncio.get_running_loop())
+
+    def write_and_count():
+        LedgerEntry.objects.create(
+            job_id=ctx.job_id, attempt=ctx.attempt, label=label, pid=os.getpid()
+        )
+        return LedgerEntry.objects.filter(label=label).count(), async_to_sync(loop_id)()
+
+    count, called_back_on = await sync_to_async(write_and_count)()
+    return {**_where(), "count": count, "called_back_on": called_back_on}
+
+
+@task(max_attempts=1)
+async def async_query_without_sync_to_async():
+    """Uses the ORM straight from async code: Django refuses (SynchronousOnlyOperation)."""
+    return LedgerEntry.objects.count()
+
+
+@task(timeout=1, max_attempts=2, retry_backoff=0.0)
+async def async_overruns(seconds):
+    """Awaits past its timeout."""
+    await asyncio.sleep(seconds)
+
+
+@task(takes_context=True, max_attempts=3)
+async def async_returns_when_stopped(ctx, seconds=60.0):
+    """Records its start, then returns early once ``ctx.should_stop`` says so."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(LedgerEntry.objects.create)(
+        job_id=ctx.job_id, attempt=ctx.attempt, label="start", pid=os.getpid()
+    )
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.should_stop:
+        await asyncio.sleep(0.02)
+    return {"stopped_early": ctx.should_stop}
+
+
+@task(max_attempts=1)
+async def async_fail(message):
+    await asyncio.sleep(0)
+    raise ValueError(message)
+
+
+@task(max_attempts=1)
+async def async_system_exit():
+    await asyncio.sleep(0)
+    raise SystemExit("planned exit from an async task")
 
 
 # Tasks written with Django's own @task (tests/test_backend.py), where Django has a Tasks

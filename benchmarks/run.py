@@ -599,6 +599,10 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
         "queues": [],
         "all_queues": True,
         "limit": limit,
+        # Every claimed job starts at once, as for a worker with a thread free for each.
+        "free": limit,
+        "start": limit,
+        "park": [],
         "worker": uuid.uuid4(),
         "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
     }

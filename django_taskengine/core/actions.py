@@ -94,8 +94,11 @@ JOB_ACTIONS: dict[str, JobAction] = {
     )
 }
 
-#: The stop requests that end the attempt instead of waiting for its next checkpoint.
-HARD_STOP_REQUESTS = ("cancel:hard", "pause:hard")
+#: The stop requests that end the attempt instead of waiting for its next checkpoint: those of
+#: the hard-stop actions.
+HARD_STOP_REQUESTS = tuple(
+    action.stop_request for name, action in JOB_ACTIONS.items() if name.startswith("hard_")
+)
 
 #: The pauses that stop running jobs, by origin: an operator's pause of one job, and the
 #: pauses of a queue, a task type or the engine asked to stop running jobs too. A job they

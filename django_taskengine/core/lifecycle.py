@@ -306,12 +306,10 @@ def rescued(
     """
     if is_hard_stop(job.stop_requested):
         outcome = hard_stopped(job, job.stop_requested)
-        outcome.finished_at = now
-        outcome.worker_id = worker_id
-        return outcome
-    if job.timeout and job.attempt_started_at() + dt.timedelta(seconds=job.timeout) <= now:
+    elif job.timeout and job.attempt_started_at() + dt.timedelta(seconds=job.timeout) <= now:
         outcome = timed_out(job)
-        outcome.finished_at = now
-        outcome.worker_id = worker_id
-        return outcome
-    return orphaned(job, worker_id=worker_id, park=park, now=now)
+    else:
+        return orphaned(job, worker_id=worker_id, park=park, now=now)
+    outcome.finished_at = now
+    outcome.worker_id = worker_id
+    return outcome

@@ -58,9 +58,13 @@ class Running:
 class Claimer:
     """Claims jobs up to the free capacity and hands them to the runner threads' inbox."""
 
-    def __init__(self, *, concurrency: int, max_jobs: int | None = None) -> None:
+    def __init__(
+        self, *, concurrency: int, max_jobs: int | None = None, park: Collection[str] = ()
+    ) -> None:
         self.concurrency = concurrency
         self.max_jobs = max_jobs
+        #: The tasks parked when their worker dies: never started ahead of a free thread.
+        self.park = list(park)
         # Jobs claimed beyond the running threads, so that short jobs come in batches. Adapted
         # to how long jobs take (see adapt_prefetch); none until a job has finished: a worker
         # that does not know yet how long jobs take must not hold jobs an idle worker could run.
@@ -109,12 +113,9 @@ class Claimer:
         """How many more jobs to start now: one per idle thread, and up to ``start_ahead``."""
         return max(0, self.concurrency + self.start_ahead - self._started())
 
-    def claim(self, session: WorkerSession, park: Collection[str] = ()) -> bool:
+    def claim(self, session: WorkerSession) -> bool:
         """Start reserved jobs for the idle threads, then claim up to the free capacity; return
-        True if fewer due jobs were found than asked.
-
-        ``park`` names the tasks parked when their worker dies: they are never started ahead.
-        """
+        True if fewer due jobs were found than asked."""
         self.start_reserved(session)
         room = self.room()
         if room <= 0:
@@ -123,7 +124,7 @@ class Claimer:
             room,
             free=max(0, self.concurrency - self._started()),
             start=self._to_start(),
-            park=park,
+            park=self.park,
         )
         for job in jobs:
             entry = Running(job)

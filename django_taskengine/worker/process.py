@@ -88,7 +88,9 @@ class WorkerProcess:
         self.supervised = supervised
         self.parent_pid = os.getppid()
         self.wakeup = WakeUp()
-        self.claimer = Claimer(concurrency=self.concurrency, max_jobs=max_jobs)
+        self.claimer = Claimer(
+            concurrency=self.concurrency, max_jobs=max_jobs, park=registry.parked_on_orphan()
+        )
         self.completer = Completer(self.claimer, burst=burst)
         self.state = StateSync(self.claimer.running, self.wakeup.wake)
         self.stops = StopControl(
@@ -181,7 +183,7 @@ class WorkerProcess:
                         break
                 else:
                     self._give_back_stalled(session, now)
-                    exhausted = claimer.claim(session, registry.parked_on_orphan()) or exhausted
+                    exhausted = claimer.claim(session) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
                     liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
@@ -190,7 +192,7 @@ class WorkerProcess:
                     liveness.next_rescue = now
                 if now >= liveness.next_rescue:
                     if liveness.rescue() and not (stops.requested or stops.recycle):
-                        claimer.claim(session, registry.parked_on_orphan())
+                        claimer.claim(session)
                     liveness.next_rescue = now + taskengine_settings.RESCUE_INTERVAL
                 if not self.burst and not stops.requested:
                     liveness.perform_duties(now)

@@ -105,34 +105,30 @@ class StopControl:
         schedule the process's replacement."""
         for entry in self.claimer.running.values():
             job = entry.job
-            if self._overran(entry):
-                continue
-            if lifecycle.is_hard_stop(job.stop_requested):
-                # Claimed ahead, not started yet: enforced once a thread starts it.
-                if entry.started is not None:
-                    self._keep_until_exit(entry, now, self._hard_stop_text(job))
-                continue
-            if not job.timeout or entry.started is None:
-                continue
-            if now - entry.started < job.timeout:
-                continue
-            text = f"overran its timeout of {job.timeout:g} s"
-            self._keep_until_exit(entry, now, text + "; ")
+            if self._overran(entry) or entry.started is None:
+                continue  # kept already, or not started (a hard stop waits for its start)
+            if lifecycle.is_hard_stop(job.stop_requested) or (
+                job.timeout and now - entry.started >= job.timeout
+            ):
+                self._keep_until_exit(job, now)
 
-    def _keep_until_exit(self, entry: Running, now: float, why: str) -> None:
+    def _keep_until_exit(self, job: ClaimedJob, now: float) -> None:
         # The job stays this worker's: a retry or resume must not start while this thread can
         # still execute, and only the end of the process is sure to end it.
-        job = entry.job
         self.overran.add(job.id)
         if self.deadline is None:
             self.deadline = now + self.shutdown_timeout
         hard = lifecycle.is_hard_stop(job.stop_requested)
         if not self.recycle or hard:
-            after = {"cancel": "cancelled", "pause": "paused"}.get(
-                lifecycle.stop_kind(job.stop_requested) if hard else "", "retried"
-            )
+            if hard:
+                done = (
+                    "cancelled" if lifecycle.stop_kind(job.stop_requested) == "cancel" else "paused"
+                )
+                why, after = f"was hard-{done} by an operator (hard=True)", done
+            else:
+                why, after = f"overran its timeout of {job.timeout:g} s", "retried"
             logger.warning(
-                "worker %s: job %s %sthis process will be replaced once its other jobs "
+                "worker %s: job %s %s; this process will be replaced once its other jobs "
                 "finish, and the job %s after that",
                 self.worker_id,
                 job.id,
@@ -140,12 +136,6 @@ class StopControl:
                 after,
             )
         self.recycle = True
-
-    @staticmethod
-    def _hard_stop_text(job: ClaimedJob) -> str:
-        if lifecycle.stop_kind(job.stop_requested) == "cancel":
-            return "was hard-cancelled by an operator (cancel_job hard=True); "
-        return "was hard-paused by an operator (pause_job hard=True); "
 
     def _overran(self, entry: Running) -> bool:
         return entry.abandoned or entry.job.id in self.overran

@@ -12,7 +12,10 @@ from django.utils import timezone
 
 from django_taskengine import operations as ops
 from django_taskengine.models import AuditEntry, Job, JobStatus, Pause, Queue
+from django_taskengine.operations import jobs as jobs_module
+from django_taskengine.operations.audit import Actor
 from django_taskengine.store import WorkerInfo, get_store
+from tests.factories import JobFactory
 from tests.testapp.tasks import add, always_fail, in_other_queue, noop
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -318,3 +321,14 @@ def test_every_operator_action_is_one_import_away():
     for name in ("pause_queue", "retry_job", "pause_schedule", "run_schedule_now", "Expected"):
         assert hasattr(ops, name), name
     assert set(ops.__all__) <= set(dir(ops))
+
+
+def test_a_running_job_is_never_changed_under_its_worker_by_a_plain_transition():
+    # pause_job and cancel_job route a running job to a stop request; one that started after
+    # they looked must be refused, not paused or cancelled with its worker still owning it.
+    job = JobFactory(status="running", token=uuid.uuid4(), worker_id=uuid.uuid4(), attempts=1)
+    for action in ("pause", "cancel"):
+        with pytest.raises(ops.ActionRefused, match="changed since you looked"):
+            jobs_module._transition(job.pk, action, {}, None, Actor("", "python", ""), None)
+    job.refresh_from_db()
+    assert (job.status, job.token is not None, job.stop_requested) == ("running", True, "")

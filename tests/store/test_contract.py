@@ -571,6 +571,23 @@ def test_relock_requeues_running_jobs_the_worker_does_not_know_about(open_sessio
         assert known[0].locked is True
 
 
+def test_relock_keeps_the_reservations_it_knows_and_gives_back_the_others(open_session):
+    # A claim whose reply was lost reserved jobs this worker does not know: nobody would start
+    # them, and no rescue frees a live worker's jobs.
+    known, lost = JobFactory.create_batch(2)
+    session = open_session()
+    claimed = session.claim(2, free=0, start=0)
+    assert [job.reserved for job in claimed] == [True, True]
+    session.relock([c for c in claimed if c.id == known.pk])
+    known.refresh_from_db()
+    lost.refresh_from_db()
+    assert (known.status, known.token is not None) == ("queued", True)
+    assert (lost.status, lost.attempts, lost.token, lost.worker_id) == ("queued", 0, None, None)
+    # The one it kept still starts; the other is claimable by anyone.
+    assert [job.id for job in session.start([c for c in claimed if c.id == known.pk])] == [known.pk]
+    assert [job.id for job in open_session().claim(10)] == [lost.pk]
+
+
 # -- rescue ---------------------------------------------------------------------------------
 
 

@@ -193,9 +193,9 @@ def test_reserved_jobs_given_back_are_untouched_and_claimable(session):
 @pytest.mark.django_db(transaction=True)
 def test_jobs_parked_on_a_dead_worker_are_never_started_ahead(session):
     jobs = [add.enqueue(i, i) for i in range(4)]
-    claimer = Claimer(concurrency=1)
+    claimer = Claimer(concurrency=1, park=[add.name])
     claimer.prefetch = claimer.start_ahead = 3
-    claimer.claim(session, park=[add.name])
+    claimer.claim(session)
     # One for the thread, whatever its task; the rest of a parked task wait reserved.
     assert _states(jobs) == [RUNNING, RESERVED, RESERVED, RESERVED]
     claimer = Claimer(concurrency=1)

@@ -102,6 +102,19 @@ class WorkerCommand:
             self._log.close()
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (exited, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def child_pids(supervisor_pid: int) -> list[int]:
     """PIDs of the live children of a process (from /proc)."""
     pids = []

@@ -9,7 +9,6 @@ file shows when its code last ran.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from django_taskengine import operations as ops
 from django_taskengine.models import Job, JobStatus
-from tests.helpers import wait_for
+from tests.helpers import process_alive, wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import beats_into_file, fail_when_told, sleep_and_record, steps
 
@@ -41,22 +40,12 @@ def _beats(path: Path, attempt: int) -> list[float]:
     return [float(when) for number, when in lines if int(number) == attempt]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _assert_code_stopped(path: Path, attempt: int, marked_at: dt.datetime, pid: int) -> None:
     """The attempt's code no longer runs: its process is gone, it wrote nothing after the job
     was marked, and nothing more comes."""
-    assert not _alive(pid), "the job was marked while the stopped attempt's process was alive"
+    assert not process_alive(pid), (
+        "the job was marked while the stopped attempt's process was alive"
+    )
     beats = _beats(path, attempt)
     assert beats, "the task never ran"
     assert max(beats) <= marked_at.timestamp(), (max(beats), marked_at.timestamp())
@@ -128,7 +117,7 @@ def test_a_hard_stopped_attempt_whose_thread_ends_first_is_recorded_then(start_w
 
     wait_for(lambda: _status(job, JobStatus.CANCELLED), timeout=30, message="the hard cancel")
     # Recorded as its thread ended, not at the exit: the process still runs the sibling.
-    assert _alive(start.pid)
+    assert process_alive(start.pid)
     sibling.refresh_from_db()
     assert sibling.status == JobStatus.RUNNING
     assert list(job.attempt_set.values_list("outcome", flat=True)) == ["cancelled"]
@@ -159,7 +148,7 @@ def test_a_hard_pause_ends_the_attempt_and_a_resume_runs_only_after_its_code_sto
 
     # The resumed run (attempt 1 again: the pause gave the attempt back) runs in a live process.
     second = wait_for(lambda: _second(job), timeout=30, message="the resumed run")
-    assert second.pid != first.pid and _alive(second.pid)
+    assert second.pid != first.pid and process_alive(second.pid)
     wait_for(lambda: _beats_after(path, stopped_at), timeout=30, message="the resumed run's beats")
     assert took < 10, took
     print(f"hard pause of a lone task: paused {took:.2f} s after the request")

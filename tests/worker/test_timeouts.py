@@ -7,12 +7,10 @@ then is the attempt recorded as timed out and the job retried.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from django_taskengine.models import Job, JobStatus
-from tests.helpers import wait_for
+from tests.helpers import process_alive, wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import overruns_and_records, record, sleep_and_record
 
@@ -26,18 +24,6 @@ def _ledger(job: Job) -> dict[tuple[int, str], tuple[float, int]]:
         what, when = entry.label.split()
         entries[(entry.attempt, what)] = (float(when), entry.pid)
     return entries
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_an_attempt_that_ends_after_its_timeout_is_retried_only_once_it_has_ended(start_workers):
@@ -75,7 +61,7 @@ def test_an_attempt_that_never_ends_is_retried_after_its_process_exits(start_wor
     first = wait_for(lambda: _ledger(job).get((1, "start")), timeout=30, message="attempt 1")
     second = wait_for(lambda: _ledger(job).get((2, "start")), timeout=30, message="attempt 2")
     # Attempt 2 runs for a second before its own timeout: its predecessor's process is gone.
-    assert not _alive(first[1]), "attempt 2 started while attempt 1's process was alive"
+    assert not process_alive(first[1]), "attempt 2 started while attempt 1's process was alive"
     assert second[0] - first[0] >= 1.0
     finished = job.wait(timeout=60)
     assert finished.status == JobStatus.FAILED, workers.log()[-3000:]

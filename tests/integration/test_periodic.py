@@ -570,13 +570,15 @@ def test_a_paused_schedule_enqueues_nothing_and_resumes_from_its_next_tick():
         assert enqueue_due_ticks("default") == 0
         before = timezone.now()
         resumed = resume_schedule("sum")
+        after = timezone.now()
 
     assert (paused.paused, paused.paused_by) == (True, "alice")
     assert paused.paused_at is not None
     assert not Job.objects.exists()
     assert (resumed.paused, resumed.paused_by, resumed.paused_at) == (False, "", None)
-    # The hour while it was paused is skipped, not caught up.
-    assert before < resumed.next_tick_at <= before + dt.timedelta(seconds=1)
+    # The hour while it was paused is skipped, not caught up: the next tick is the first
+    # second after the moment of resuming, which lies somewhere between before and after.
+    assert before < resumed.next_tick_at <= after + dt.timedelta(seconds=1)
 
 
 @pytest.mark.django_db

@@ -13,6 +13,7 @@ from django.utils import timesince as _timesince
 from django.utils import timezone
 
 from .conf import taskengine_settings
+from .job_indexes import ANY_STATUS, status_in
 from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .registry import tasks as registry
 
@@ -77,7 +78,7 @@ def queue_stats(*, using: str | None = None) -> dict[str, QueueStats]:
         return stats[name]
 
     active = (
-        jobs.filter(status__in=ACTIVE_STATUSES)
+        jobs.filter(status_in(*ACTIVE_STATUSES))
         .values("queue")
         .annotate(
             queued=Count("id", filter=Q(status=JobStatus.QUEUED)),
@@ -264,7 +265,7 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
 def _jobs_ahead(job: Job, db: str, now: dt.datetime) -> int:
     ahead = (
         Job.objects.using(db)
-        .filter(status=JobStatus.QUEUED, queue=job.queue, run_after__lte=now)
+        .filter(status_in(JobStatus.QUEUED), queue=job.queue, run_after__lte=now)
         .filter(
             Q(priority__gt=job.priority)
             | Q(priority=job.priority, run_after__lt=job.run_after)
@@ -327,4 +328,7 @@ def jobs_by_id(job_ids: Iterable[int], *, using: str | None = None) -> dict[int,
 def task_is_known(task_name: str, *, using: str | None = None) -> bool:
     """Registered in this process, or has jobs: a task name that is neither is probably a typo."""
     db = using or taskengine_settings.DATABASE
-    return task_name in registry or Job.objects.using(db).filter(task_name=task_name).exists()
+    return (
+        task_name in registry
+        or Job.objects.using(db).filter(ANY_STATUS, task_name=task_name).exists()
+    )

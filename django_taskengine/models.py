@@ -16,6 +16,7 @@ from django.utils import timezone
 from .audit_trail import AuditEntry
 from .core.limits import ACTOR_MAX, DEDUP_KEY_MAX, QUEUE_NAME_MAX, TASK_NAME_MAX
 from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, AttemptOutcome, JobStatus
+from .job_indexes import AT_REST
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -172,8 +173,19 @@ class Job(models.Model):
                 name="taskengine_job_reserved_idx",
                 condition=Q(status="queued", token__isnull=False),
             ),
-            models.Index(fields=["status", "queue"], name="taskengine_job_status_idx"),
-            models.Index(fields=["task_name", "status"], name="taskengine_job_task_idx"),
+            # Jobs at rest (paused or finished) by status and queue, and by task: a job that
+            # a worker takes from queued to running gets no entry in these until it finishes
+            # (django_taskengine/job_indexes.py says how queries reach the others).
+            models.Index(
+                fields=["status", "queue"],
+                name="taskengine_job_rest_status_idx",
+                condition=Q(status__in=AT_REST),
+            ),
+            models.Index(
+                fields=["task_name", "status"],
+                name="taskengine_job_rest_task_idx",
+                condition=Q(status__in=AT_REST),
+            ),
             models.Index(
                 fields=["finished_at"],
                 name="taskengine_job_finished_idx",

@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 
 from ..conf import taskengine_settings
 from ..core.limits import JOB_ID_MAX
+from ..job_indexes import ANY_STATUS, status_in
 from ..models import Job, JobStatus, Queue
 from ..registry import registered_tasks
 
@@ -55,7 +56,10 @@ class StatusFilter(admin.SimpleListFilter):
         return list(JobStatus.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(status=self.value()) if self.value() else queryset
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(status_in(value) if value in JobStatus.values else Q(status=value))
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -83,7 +87,7 @@ class TaskFilter(admin.SimpleListFilter):
         return _with_current(sorted(registered_tasks()), self.value())
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        return queryset.filter(task_name=self.value()) if self.value() else queryset
+        return queryset.filter(ANY_STATUS, task_name=self.value()) if self.value() else queryset
 
 
 def _with_current(names: list[str], current: str | None) -> list[tuple[str, str]]:
@@ -134,11 +138,11 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
     term = search_term.strip()
     if not term:
         return queryset
-    matches = Q(dedup_key=term) | Q(task_name=term)
+    matches = Q(dedup_key=term) | (Q(task_name=term) & ANY_STATUS)
     lowered = term.lower()
     similar = [name for name in registered_tasks() if lowered in name.lower()]
     if similar:
-        matches |= Q(task_name__in=similar)
+        matches |= Q(task_name__in=similar) & ANY_STATUS
     number = term.removeprefix("#")
     if number.isdigit() and int(number) <= JOB_ID_MAX:
         matches |= Q(pk=int(number))

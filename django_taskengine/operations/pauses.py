@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from ..audit_trail import AuditObject, AuditSource
 from ..core.limits import QUEUE_NAME_MAX, TASK_NAME_MAX, check_name, check_queue_name
+from ..job_indexes import status_in
 from ..models import Job, JobStatus, Pause, PauseScope, Queue
 from ..worker.maintenance import register
 from .audit import Actor
@@ -226,7 +227,7 @@ def resume_task(
 
 def _queues_with_queued_jobs(which: Q, db: str) -> set[str]:
     """The queues of the queued jobs that ``which`` selects: those a resume may make due."""
-    queued = Job.objects.using(db).filter(which, status=JobStatus.QUEUED)
+    queued = Job.objects.using(db).filter(which, status_in(JobStatus.QUEUED))
     return set(queued.order_by().values_list("queue", flat=True).distinct())
 
 

@@ -22,10 +22,10 @@ from operator import or_
 
 from django.db.models import Q
 
-from .core.statuses import JobStatus
+from .core.statuses import TERMINAL_STATUSES, JobStatus
 
-#: The statuses of jobs at rest: the condition of the two ``rest`` indexes.
-AT_REST = (JobStatus.PAUSED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+#: The statuses of jobs at rest (paused or finished): the condition of the two ``rest`` indexes.
+AT_REST = (JobStatus.PAUSED, *TERMINAL_STATUSES)
 
 
 def status_in(*statuses: str) -> Q:

@@ -167,8 +167,6 @@ def test_a_paused_queue_is_never_claimed_from(start_workers):
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 def test_postgres_idle_worker_is_woken_by_notify_not_polling(start_workers):
-    import json
-
     from tests.helpers import wait_for
 
     # With a 60 s poll interval only NOTIFY can start the job quickly.

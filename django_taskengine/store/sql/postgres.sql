@@ -55,13 +55,19 @@ WITH picked AS (
     SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
     WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
       AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
-      AND NOT EXISTS (
-          SELECT 1 FROM taskengine_queue q
-          WHERE q.name = j.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
+      -- The pauses in force are read once per claim (hashed, uncorrelated subqueries; names
+      -- are never NULL), not joined per job: as anti-joins, or as `<> ALL` of an array, their
+      -- estimate on a column of few distinct values (often 1 row) made the planner trade the
+      -- claim index's order for a scan and sort of every queued job.
+      AND j.queue NOT IN (
+          SELECT q.name FROM taskengine_queue q
+          WHERE q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
+      AND j.task_name NOT IN (
+          SELECT p.target FROM taskengine_pause p
+          WHERE p.scope = 'task' AND (p.paused_until IS NULL OR p.paused_until > now()))
       AND NOT EXISTS (
           SELECT 1 FROM taskengine_pause p
-          WHERE (p.scope = 'engine' OR (p.scope = 'task' AND p.target = j.task_name))
-            AND (p.paused_until IS NULL OR p.paused_until > now()))
+          WHERE p.scope = 'engine' AND (p.paused_until IS NULL OR p.paused_until > now()))
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
@@ -101,13 +107,16 @@ WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
 ),
 mine AS (
-    -- By primary key (id = ANY): a join on the unnest alone is planned as a scan of every
-    -- queued and running job.
-    SELECT j.id, j.queue, j.task_name, j.status, j.attempts, j.started_at FROM taskengine_job j
-    JOIN r ON j.id = r.id
-    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.token = r.token
-      AND j.status IN ('queued', 'running')
-    FOR UPDATE OF j
+    -- One probe by primary key per job, a subquery of its own (OFFSET 0), as in
+    -- write_outcomes: never a scan of every queued and running job, nor a join whose cost
+    -- grows with the square of the batch.
+    SELECT j.* FROM r CROSS JOIN LATERAL (
+        SELECT x.id, x.queue, x.task_name, x.status, x.attempts, x.started_at
+        FROM taskengine_job x
+        WHERE x.id = r.id AND x.token = r.token AND x.status IN ('queued', 'running')
+        OFFSET 0
+        FOR UPDATE
+    ) j
 ),
 ok AS (
     SELECT m.id FROM mine m
@@ -158,10 +167,11 @@ SELECT ARRAY(SELECT id FROM started ORDER BY id),
 -- was fenced out (unless the job is gone), none when it was fenced out only by a changed stop
 -- request: the caller decides again with the current request (returned) and writes again.
 -- The rows are locked first (`cur`), so that a stop request changed concurrently is seen by
--- both the fence and the report. Also releases the advisory locks of the jobs in `unlock`.
--- `terminal` (the core's decision) says the job is finished at the attempt's end; `workers`
--- names the attempt's worker when it is not the writer (a rescue), and may be empty: unnest
--- pads it with NULL.
+-- both the fence and the report, and so that what the update will apply is known there: the
+-- later steps read `cur` alone and join nothing. Also releases the advisory locks of the jobs
+-- in `unlock`. `terminal` (the core's decision) says the job is finished at the attempt's
+-- end; `workers` names the attempt's worker when it is not the writer (a rescue), and may be
+-- empty: unnest pads it with NULL.
 WITH o AS (
     SELECT * FROM unnest(
         %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
@@ -173,45 +183,51 @@ WITH o AS (
          started, finished, terminal, worker, stop, stop_after)
 ),
 cur AS (
-    -- By primary key (id = ANY), not by a scan of every running job.
-    SELECT j.id, j.stop_requested FROM taskengine_job j JOIN o ON j.id = o.id
-    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.token = o.token AND j.status = 'running'
-    FOR UPDATE OF j
+    -- One probe by primary key per outcome. The probe is a subquery of its own (OFFSET 0):
+    -- joined to the outcomes as a whole, the planner matched every running job against
+    -- every outcome, a cost growing with the square of the batch.
+    SELECT o.*, j.stop_requested AS stop_now,
+        (j.status = 'running' AND j.stop_requested = o.stop) IS TRUE AS applies,
+        (j.status = 'running' AND j.stop_requested <> o.stop) IS TRUE AS restop,
+        j.status IS NOT NULL AS owned
+    FROM o LEFT JOIN LATERAL (
+        SELECT x.status, x.stop_requested FROM taskengine_job x
+        WHERE x.id = o.id AND x.token = o.token
+        OFFSET 0
+        FOR UPDATE
+    ) j ON true
 ),
 upd AS (
+    -- The rows are locked: what `cur` read of them is what they hold.
     UPDATE taskengine_job j SET
-        status = o.status,
-        result = o.result::jsonb,
-        error = o.error,
-        traceback = o.traceback,
-        finished_at = CASE WHEN o.terminal THEN o.finished END,
-        run_after = COALESCE(now() + o.due_in * interval '1 second', j.run_after),
-        attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
-        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = o.stop_after
-    FROM o JOIN cur ON cur.id = o.id
-    WHERE j.id = o.id AND j.token = o.token AND j.status = 'running'
-      AND cur.stop_requested = o.stop
+        status = c.status,
+        result = c.result::jsonb,
+        error = c.error,
+        traceback = c.traceback,
+        finished_at = CASE WHEN c.terminal THEN c.finished END,
+        run_after = COALESCE(now() + c.due_in * interval '1 second', j.run_after),
+        attempts = CASE WHEN c.refund THEN j.attempts - 1 ELSE j.attempts END,
+        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = c.stop_after
+    FROM cur c
+    WHERE c.applies AND j.id = c.id AND j.token = c.token
     RETURNING j.id
-),
-restop AS (
-    SELECT cur.id, cur.stop_requested FROM cur JOIN o ON o.id = cur.id
-    WHERE cur.stop_requested <> o.stop
 ),
 att AS (
     INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
                                     error, traceback)
-    SELECT o.id, o.number, COALESCE(o.worker, %(worker)s), o.started, o.finished,
-        CASE WHEN upd.id IS NULL THEN 'superseded' ELSE o.outcome END, o.error, o.traceback
-    FROM o LEFT JOIN upd ON upd.id = o.id
-    WHERE (upd.id IS NOT NULL OR EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = o.id))
-      AND NOT EXISTS (SELECT 1 FROM restop r WHERE r.id = o.id)
+    SELECT c.id, c.number, COALESCE(c.worker, %(worker)s), c.started, c.finished,
+        CASE WHEN c.applies THEN c.outcome ELSE 'superseded' END, c.error, c.traceback
+    FROM cur c
+    WHERE NOT c.restop
+      AND (c.owned OR EXISTS (SELECT 1 FROM taskengine_job x WHERE x.id = c.id))
 ),
 unlocked AS (
     SELECT pg_advisory_unlock(%(ns)s, (u.id)::bit(32)::int4)
     FROM unnest(%(unlock)b::bigint[]) AS u(id)
 )
 SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked),
-    ARRAY(SELECT id FROM restop ORDER BY id), ARRAY(SELECT stop_requested FROM restop ORDER BY id)
+    ARRAY(SELECT id FROM cur WHERE restop ORDER BY id),
+    ARRAY(SELECT stop_now FROM cur WHERE restop ORDER BY id)
 
 -- name: finish_atomic
 -- An atomic task's success, in the task's own transaction (Django's connection, so text

@@ -1,0 +1,136 @@
+"""The worker's two hot statements, the claim and the write of outcomes, keep their shape of
+plan whatever the table's statistics say. A worker's session plans them once, generically
+(``plan_generic``), with the statistics of that moment: a plan that is only right for some
+statistics is wrong for the rest of the session. Each test sets up statistics that misled an
+earlier form of the statement, and reads the generic plan of what the worker runs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_taskengine.conf import taskengine_settings
+from django_taskengine.models import Job, JobStatus, Queue
+from django_taskengine.store.sql import query
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner"),
+]
+
+PLACEHOLDER = re.compile(r"%\((\w+)\)[sb]")
+
+
+def generic_plan(name: str, params: dict[str, Any], *, analyze: bool) -> list[str]:
+    """EXPLAIN the named statement's generic plan (PREPAREd with $n placeholders, run with
+    plan_cache_mode forced, as the worker session runs it). With ``analyze`` it runs, in the
+    test's transaction, which is rolled back."""
+    names: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    statement = PLACEHOLDER.sub(placeholder, query(name))
+    head = "EXPLAIN (ANALYZE) " if analyze else "EXPLAIN "
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE plan_probe AS {statement}")
+        try:
+            arguments = ", ".join(["%s"] * len(names))
+            cursor.execute(f"{head}EXECUTE plan_probe({arguments})", [params[n] for n in names])
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.execute("DEALLOCATE plan_probe")
+
+
+def _jobs(count: int, **fields: Any) -> list[Job]:
+    return Job.objects.bulk_create(
+        [Job(task_name="plans.noop", queue="default", **fields) for _ in range(count)],
+        batch_size=5_000,
+    )
+
+
+def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued():
+    # Statistics taken during a backlog: one queue, one task, every row queued. The pause
+    # checks were anti-joins estimated at one row, and the claim became a scan and sort of
+    # every queued job, once per claim.
+    _jobs(20_000)
+    Queue.objects.create(name="default")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job, taskengine_queue, taskengine_pause")
+    plan = generic_plan(
+        "claim_jobs",
+        {
+            "queues": [],
+            "all_queues": True,
+            "limit": 100,
+            "free": 100,
+            "start": 100,
+            "park": [],
+            "worker": uuid.uuid4(),
+            "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+        },
+        analyze=False,
+    )
+    text = "\n".join(plan)
+    scans = re.findall(r"(\w+ Scan)(?: using (\w+))? on taskengine_job ", text)
+    assert ("Index Scan", "taskengine_job_claimable_idx") in scans, text
+    # The claimed rows are updated by primary key; nothing else reads the job table.
+    assert set(scans) <= {
+        ("Index Scan", "taskengine_job_claimable_idx"),
+        ("Index Scan", "taskengine_job_pkey"),
+    }, text
+
+
+def test_the_write_of_outcomes_takes_each_job_by_its_key_and_joins_nothing_square():
+    # Statistics taken while nothing ran (the usual case for a worker's first plan), then a
+    # batch of 200 outcomes: the running-jobs index looked empty, and the write matched every
+    # running job against every outcome.
+    _jobs(2_000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job")
+    now = timezone.now()
+    tokens = [uuid.uuid4() for _ in range(200)]
+    running = _jobs(200, status=JobStatus.RUNNING, started_at=now, attempts=1)
+    for job, token in zip(running, tokens, strict=True):
+        job.token = token
+    Job.objects.bulk_update(running, ["token"])
+    n = len(running)
+    plan = generic_plan(
+        "write_outcomes",
+        {
+            "ids": [job.id for job in running],
+            "tokens": tokens,
+            "statuses": [JobStatus.SUCCEEDED] * n,
+            "outcomes": ["succeeded"] * n,
+            "results": ["null"] * n,
+            "errors": [""] * n,
+            "tracebacks": [""] * n,
+            "due_in": [None] * n,
+            "refunds": [False] * n,
+            "numbers": [1] * n,
+            "started": [now] * n,
+            "finished": [now] * n,
+            "terminal": [True] * n,
+            "workers": [],
+            "stops": [""] * n,
+            "stops_after": [""] * n,
+            "worker": uuid.uuid4(),
+            "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+            "unlock": [],
+        },
+        analyze=True,
+    )
+    text = "\n".join(plan)
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == n, text
+    scans = re.findall(r"Scan (?:using (\w+) )?on taskengine_job", text)
+    assert scans and set(scans) == {"taskengine_job_pkey"}, text
+    removed = [int(x) for x in re.findall(r"Rows Removed by Join Filter: (\d+)", text)]
+    assert sum(removed) < n, text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 import psycopg.sql
@@ -20,6 +20,8 @@ from ..core.statuses import JobStatus
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
 from .decoding import load_column
 from .sql import query
+
+T = TypeVar("T")
 
 
 class PostgresWorkerSession(WorkerSession):
@@ -145,18 +147,18 @@ class PostgresWorkerSession(WorkerSession):
                 "statuses": [o.status for o in outcomes],
                 "outcomes": [o.outcome for o in outcomes],
                 "results": [o.result_json for o in outcomes],
-                "errors": [o.error for o in outcomes],
-                "tracebacks": [o.traceback for o in outcomes],
+                "errors": unless_all_empty([o.error for o in outcomes]),
+                "tracebacks": unless_all_empty([o.traceback for o in outcomes]),
                 "due_in": [o.due_in for o in outcomes],
-                "refunds": [o.refund_attempt for o in outcomes],
+                "refunds": unless_all_empty([o.refund_attempt for o in outcomes]),
                 "numbers": [o.attempt for o in outcomes],
                 "started": [o.started_at for o in outcomes],
                 "finished": [o.finished_at for o in outcomes],
                 "terminal": [o.job_finished_at is not None for o in outcomes],
-                # Only a rescue writes for other workers; unnest pads a shorter array with NULL.
+                # Only a rescue writes for other workers.
                 "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
-                "stops": [o.stop_request for o in outcomes],
-                "stops_after": [o.stop_requested_after for o in outcomes],
+                "stops": unless_all_empty([o.stop_request for o in outcomes]),
+                "stops_after": unless_all_empty([o.stop_requested_after for o in outcomes]),
                 "worker": self.worker.id,
                 "ns": self.ns,
                 "unlock": unlock,
@@ -292,6 +294,12 @@ class PostgresWorkerSession(WorkerSession):
 def any_other_worker(outcomes: list[Outcome]) -> bool:
     """Whether any outcome records an attempt of a worker other than the writer's."""
     return any(o.worker_id is not None for o in outcomes)
+
+
+def unless_all_empty(values: list[T]) -> list[T]:
+    """``values``, or none when every one is falsy ("", False): write_outcomes reads a missing
+    element as its column's default, and an array not sent is one not encoded."""
+    return values if any(values) else []
 
 
 def _orphan(row: tuple[Any, ...]) -> ClaimedJob:

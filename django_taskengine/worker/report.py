@@ -44,8 +44,10 @@ def report_outcome(outcome: Outcome, job: ClaimedJob) -> None:
 
 
 def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
-    duration_ms = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
     if outcome.outcome == AttemptOutcome.SUCCEEDED:
+        # The most common line, and often below the logger's level: then nothing is built.
+        if not logger.isEnabledFor(logging.INFO):
+            return
         what, level = "succeeded", logging.INFO
     elif outcome.outcome in (AttemptOutcome.PAUSED, AttemptOutcome.CANCELLED):
         what, level = f"{outcome.status} at a checkpoint", logging.INFO
@@ -58,6 +60,7 @@ def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
         level = logging.WARNING
     else:
         what, level = f"failed: {outcome.error}", logging.ERROR
+    duration_ms = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
     logger.log(
         level,
         "%s job %s attempt %s/%s %s (%.1f ms)",

@@ -170,16 +170,21 @@ SELECT ARRAY(SELECT id FROM started ORDER BY id),
 -- both the fence and the report, and so that what the update will apply is known there: the
 -- later steps read `cur` alone and join nothing. Also releases the advisory locks of the jobs
 -- in `unlock`. `terminal` (the core's decision) says the job is finished at the attempt's
--- end; `workers` names the attempt's worker when it is not the writer (a rescue), and may be
--- empty: unnest pads it with NULL.
+-- end; `workers` names the attempt's worker when it is not the writer (a rescue). `workers`,
+-- `errors`, `tracebacks`, `refunds`, `stops` and `stops_after` may be empty when every element
+-- would be the default (none, "", "", false, "", ""): unnest pads them with NULL.
 WITH o AS (
-    SELECT * FROM unnest(
+    SELECT u.id, u.token, u.status, u.outcome, u.result, COALESCE(u.error, '') AS error,
+        COALESCE(u.traceback, '') AS traceback, u.due_in, COALESCE(u.refund, false) AS refund,
+        u.number, u.started, u.finished, u.terminal, u.worker,
+        COALESCE(u.stop, '') AS stop, COALESCE(u.stop_after, '') AS stop_after
+    FROM unnest(
         %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
         %(results)b::text[], %(errors)b::text[], %(tracebacks)b::text[], %(due_in)b::float8[],
         %(refunds)b::bool[], %(numbers)b::int[], %(started)b::timestamptz[],
         %(finished)b::timestamptz[], %(terminal)b::bool[], %(workers)b::uuid[],
         %(stops)b::text[], %(stops_after)b::text[])
-    AS o(id, token, status, outcome, result, error, traceback, due_in, refund, number,
+    AS u(id, token, status, outcome, result, error, traceback, due_in, refund, number,
          started, finished, terminal, worker, stop, stop_after)
 ),
 cur AS (

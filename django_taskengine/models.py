@@ -1,8 +1,5 @@
-"""The job table and its companions: queues, attempts and workers.
-
-The schema is plain Django models; the hot path (claim, complete, rescue) may use raw SQL
-against these tables through :mod:`django_taskengine.store`.
-"""
+"""The job table and its companions: queues, attempts and workers, as plain Django models; the
+hot path (claim, complete, rescue) reaches them through :mod:`django_taskengine.store`'s SQL."""
 
 from __future__ import annotations
 
@@ -264,7 +261,10 @@ class Attempt(models.Model):
     """One execution of a job by one worker, written when the attempt ends."""
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_set")
+    # No index of its own: taskengine_attempt_job_idx (job, number) serves lookups by job.
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="attempt_set", db_index=False
+    )
     number = models.IntegerField()
     worker_id = models.UUIDField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -28,7 +28,7 @@ class RunnerPool:
         self,
         count: int,
         *,
-        inbox: queue_module.Queue[Running | None],
+        inbox: queue_module.SimpleQueue[Running | None],
         done: deque[tuple[Running, RunResult]],
         store: Store,
         worker_id: uuid.UUID,

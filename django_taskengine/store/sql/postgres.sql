@@ -77,16 +77,18 @@ ranked AS (
         row_number() OVER (ORDER BY p.priority DESC, p.run_after, p.id) AS n
     FROM picked p
 ),
-go AS (
+held AS (
+    -- The jobs only reserved, not started: none when every job picked starts (short jobs, the
+    -- busiest case), so the three tests of each row below cost nothing then.
     SELECT ARRAY(
         SELECT r.id FROM ranked r
-        WHERE r.n <= %(free)s OR (r.n <= %(start)s AND NOT r.task_name = ANY(%(park)s))
+        WHERE NOT (r.n <= %(free)s OR (r.n <= %(start)s AND NOT r.task_name = ANY(%(park)s)))
     ) AS ids
 )
 UPDATE taskengine_job j
-SET status = CASE WHEN j.id = ANY((SELECT ids FROM go)::bigint[]) THEN 'running' ELSE 'queued' END,
-    attempts = j.attempts + CASE WHEN j.id = ANY((SELECT ids FROM go)::bigint[]) THEN 1 ELSE 0 END,
-    started_at = CASE WHEN j.id = ANY((SELECT ids FROM go)::bigint[]) THEN now() END,
+SET status = CASE WHEN j.id = ANY((SELECT ids FROM held)::bigint[]) THEN 'queued' ELSE 'running' END,
+    attempts = j.attempts + CASE WHEN j.id = ANY((SELECT ids FROM held)::bigint[]) THEN 0 ELSE 1 END,
+    started_at = CASE WHEN j.id = ANY((SELECT ids FROM held)::bigint[]) THEN NULL ELSE now() END,
     finished_at = NULL, worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,

@@ -26,6 +26,7 @@ from ..audit_trail import AuditObject, AuditSource
 from ..core.limits import QUEUE_NAME_MAX, TASK_NAME_MAX, check_name, check_queue_name
 from ..job_indexes import status_in
 from ..models import Job, JobStatus, Pause, PauseScope, Queue
+from ..store import get_store
 from ..worker.maintenance import register
 from .audit import Actor
 from .common import NotFound, database, pause_end
@@ -72,6 +73,7 @@ def pause_queue(
         if stop_running:
             detail["running_jobs_asked_to_pause"] = stop_running_jobs(name, "pause:queue", using=db)
         actor.record("pause_queue", AuditObject.QUEUE, name, detail=detail, using=db)
+        _fence_starts(db)
     return queue
 
 
@@ -150,6 +152,7 @@ def pause_all(
                 None, "pause:engine", using=db
             )
         actor.record("pause_all", AuditObject.ENGINE, detail=detail, using=db)
+        _fence_starts(db)
     return pause
 
 
@@ -200,6 +203,7 @@ def pause_task(
                 None, "pause:task", task_name=task_name, using=db
             )
         actor.record("pause_task", AuditObject.TASK, task_name, detail=detail, using=db)
+        _fence_starts(db)
     return pause
 
 
@@ -319,3 +323,10 @@ def task_pause(task_name: str, *, using: str | None = None) -> Pause | None:
 def paused_queues(*, using: str | None = None) -> list[Queue]:
     """Queues paused on their own now (an engine-wide pause aside)."""
     return [queue for queue in Queue.objects.using(database(using)).all() if queue.is_paused]
+
+
+def _fence_starts(db: str) -> None:
+    """Once the pause commits, wait for the workers' statements that started jobs without
+    seeing it (a snapshot taken just before the commit): the pause's promise is that nothing
+    starts after it returns."""
+    transaction.on_commit(get_store(db).wait_for_starts, using=db)

@@ -109,6 +109,12 @@ class Store(ABC):
         notifications do nothing: their workers poll."""
         return None
 
+    def wait_for_starts(self) -> None:
+        """Once a pause has committed, wait until no worker's statement that started jobs
+        without seeing it is still in flight: after this, nothing starts under the pause.
+        Stores whose database serializes writers (SQLite) have nothing to wait for."""
+        return None
+
     @abstractmethod
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         """Write a successful outcome inside the caller's open transaction; False if fenced out.

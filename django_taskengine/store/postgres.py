@@ -221,6 +221,12 @@ class PostgresStore(Store):
                 {"channel": taskengine_settings.NOTIFY_CHANNEL, "queues": sorted(set(queues))},
             )
 
+    def wait_for_starts(self) -> None:
+        with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
+            cursor.execute(
+                query("pause_fence"), {"fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+            )
+
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         with connections[self.alias].cursor() as cursor:
             cursor.execute(

@@ -41,6 +41,18 @@ INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at)
 VALUES (%s, false, '', '', now())
 ON CONFLICT (name) DO NOTHING
 
+-- name: start_fence
+-- Taken (shared) by every statement that starts jobs, in its own transaction before it, so that
+-- the statement's snapshot is taken once the lock is held: a pause waits for the starts in
+-- flight (pause_fence), and a start after that sees the pause. One bigint key, the advisory lock
+-- namespace: never the same lock as a job's (namespace, id) pair.
+SELECT pg_advisory_xact_lock_shared(%(fence)s::bigint)
+
+-- name: pause_fence
+-- Taken (exclusive) once a pause has committed: it waits until every statement that started
+-- jobs without seeing the pause has committed. After it, nothing starts under that pause.
+SELECT pg_advisory_xact_lock(%(fence)s::bigint)
+
 -- name: claim_jobs
 -- Due queued jobs of unpaused queues and task types that no worker has reserved, in priority,
 -- then run_after, then FIFO order, taken for this worker in one statement (no window between

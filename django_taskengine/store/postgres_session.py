@@ -6,9 +6,8 @@ checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -61,20 +60,20 @@ class PostgresWorkerSession(WorkerSession):
         start: int | None = None,
         park: Collection[str] = (),
     ) -> list[ClaimedJob]:
-        with self._fenced():
-            cursor = self.conn.execute(
-                query("claim_jobs"),
-                {
-                    "queues": self.queues,
-                    "all_queues": not self.queues,
-                    "limit": limit,
-                    "free": limit if free is None else free,
-                    "start": limit if start is None else start,
-                    "park": list(park),
-                    "worker": self.worker.id,
-                    "ns": self.ns,
-                },
-            )
+        cursor = self.conn.execute(
+            query("claim_jobs"),
+            {
+                "queues": self.queues,
+                "all_queues": not self.queues,
+                "limit": limit,
+                "free": limit if free is None else free,
+                "start": limit if start is None else start,
+                "park": list(park),
+                "worker": self.worker.id,
+                "ns": self.ns,
+                "fence": self.ns,
+            },
+        )
         rows = cursor.fetchall()
         # RETURNING has no order: run them in claim order.
         rows.sort(key=lambda row: (-row[13], row[14], row[0]))
@@ -98,14 +97,6 @@ class PostgresWorkerSession(WorkerSession):
             for row in rows
         ]
 
-    @contextlib.contextmanager
-    def _fenced(self) -> Iterator[None]:
-        """A statement that starts jobs, in a transaction of its own after the shared start
-        fence (see the store's ``wait_for_starts``), all in one round trip."""
-        with self.conn.pipeline(), self.conn.transaction():
-            self.conn.execute(query("start_fence"), {"fence": self.ns})
-            yield
-
     def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         return self._start_or_release(jobs, start=True, unlock=[j.id for j in jobs if j.locked])
 
@@ -117,18 +108,18 @@ class PostgresWorkerSession(WorkerSession):
     ) -> list[ClaimedJob]:
         if not jobs:
             return []
-        with self._fenced():
-            cursor = self.conn.execute(
-                query("start_jobs"),
-                {
-                    "ids": [j.id for j in jobs],
-                    "tokens": [j.token for j in jobs],
-                    "start": start,
-                    "unlock": unlock,
-                    "ns": self.ns,
-                    "channel": taskengine_settings.NOTIFY_CHANNEL,
-                },
-            )
+        cursor = self.conn.execute(
+            query("start_jobs"),
+            {
+                "ids": [j.id for j in jobs],
+                "tokens": [j.token for j in jobs],
+                "start": start,
+                "unlock": unlock,
+                "ns": self.ns,
+                "fence": self.ns,
+                "channel": taskengine_settings.NOTIFY_CHANNEL,
+            },
+        )
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
         row = cast("tuple[list[int], list[int], list[Any], int, int]", cursor.fetchone())
         started = {

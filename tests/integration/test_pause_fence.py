@@ -2,8 +2,9 @@
 starting jobs at the moment it commits (its snapshot taken just before): the pause returns only
 once every such statement has committed, and a statement that starts jobs after that sees it.
 
-The statements that start jobs hold the shared start fence for their transaction; here a
-connection of the test holds it in their place, so that the order is certain."""
+The statements that start jobs hold the shared start fence for their transaction (the function
+taskengine_pauses_in_force takes it); here a connection of the test holds it in their place, so
+that the order is certain."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def _pause_in_a_thread(pause: object, *args: str) -> threading.Event:
 )
 def test_a_pause_returns_only_once_the_starts_in_flight_have_committed(pause, args):
     with _connect() as starting, starting.transaction():
-        starting.execute(query("start_fence"), FENCE)
+        # What a claim or start statement does first: read the pauses, holding the fence.
+        starting.execute("SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)", FENCE)
         returned = _pause_in_a_thread(pause, *args)
         wait_for(_waiting_for_an_advisory_lock, message="the pause to wait for the start")
         assert not returned.is_set()

@@ -76,6 +76,7 @@ def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued(
             "park": [],
             "worker": uuid.uuid4(),
             "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+            "fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
         },
         analyze=False,
     )

@@ -144,3 +144,32 @@ ALTER TABLE taskengine_attempt RESET (
     autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold,
     autovacuum_vacuum_insert_scale_factor, autovacuum_vacuum_cost_limit
 )
+
+-- name: create_pauses_function_v1
+-- The pauses in force, for a statement that starts jobs, read after it holds the start fence
+-- (shared; the fence's key is the advisory lock namespace, as a single bigint: never the same
+-- lock as a job's (namespace, id) pair). A pause, once committed, takes the fence exclusively
+-- and so waits for the statements that hold it. A function, VOLATILE: its queries take their
+-- snapshot when they run, after the lock, where the calling statement's was taken before it.
+-- A statement that reads its pauses here therefore either started its jobs before the pause
+-- returned, or sees the pause.
+CREATE OR REPLACE FUNCTION taskengine_pauses_in_force(
+    p_fence bigint, OUT queues text[], OUT tasks text[], OUT engine boolean)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(p_fence);
+    queues := ARRAY(
+        SELECT q.name FROM taskengine_queue q
+        WHERE q.paused AND (q.paused_until IS NULL OR q.paused_until > now()));
+    tasks := ARRAY(
+        SELECT p.target FROM taskengine_pause p
+        WHERE p.scope = 'task' AND (p.paused_until IS NULL OR p.paused_until > now()));
+    engine := EXISTS (
+        SELECT 1 FROM taskengine_pause p
+        WHERE p.scope = 'engine' AND (p.paused_until IS NULL OR p.paused_until > now()));
+END
+$$
+
+-- name: drop_pauses_function_v1
+DROP FUNCTION IF EXISTS taskengine_pauses_in_force(bigint)
+

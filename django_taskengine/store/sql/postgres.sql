@@ -41,16 +41,10 @@ INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at)
 VALUES (%s, false, '', '', now())
 ON CONFLICT (name) DO NOTHING
 
--- name: start_fence
--- Taken (shared) by every statement that starts jobs, in its own transaction before it, so that
--- the statement's snapshot is taken once the lock is held: a pause waits for the starts in
--- flight (pause_fence), and a start after that sees the pause. One bigint key, the advisory lock
--- namespace: never the same lock as a job's (namespace, id) pair.
-SELECT pg_advisory_xact_lock_shared(%(fence)s::bigint)
-
 -- name: pause_fence
 -- Taken (exclusive) once a pause has committed: it waits until every statement that started
--- jobs without seeing the pause has committed. After it, nothing starts under that pause.
+-- jobs without seeing the pause has committed (they hold the fence shared: see the function
+-- taskengine_pauses_in_force). After it, nothing starts under that pause.
 SELECT pg_advisory_xact_lock(%(fence)s::bigint)
 
 -- name: claim_jobs
@@ -63,7 +57,12 @@ SELECT pg_advisory_xact_lock(%(fence)s::bigint)
 -- thread is free for them (start_jobs), or go back untouched. The JSON columns come back as text,
 -- loaded per job by the caller: one row Python cannot load fails its own job, not the whole
 -- batch (store/decoding.py).
-WITH picked AS (
+WITH pauses AS MATERIALIZED (
+    -- Read after taking the start fence, with a snapshot of their own: a pause that has
+    -- returned is seen (see the function).
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
+),
+picked AS (
     SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
     WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
       AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
@@ -71,15 +70,9 @@ WITH picked AS (
       -- are never NULL), not joined per job: as anti-joins, or as `<> ALL` of an array, their
       -- estimate on a column of few distinct values (often 1 row) made the planner trade the
       -- claim index's order for a scan and sort of every queued job.
-      AND j.queue NOT IN (
-          SELECT q.name FROM taskengine_queue q
-          WHERE q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
-      AND j.task_name NOT IN (
-          SELECT p.target FROM taskengine_pause p
-          WHERE p.scope = 'task' AND (p.paused_until IS NULL OR p.paused_until > now()))
-      AND NOT EXISTS (
-          SELECT 1 FROM taskengine_pause p
-          WHERE p.scope = 'engine' AND (p.paused_until IS NULL OR p.paused_until > now()))
+      AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
+      AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+      AND NOT (SELECT engine FROM pauses)
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
@@ -117,7 +110,11 @@ RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, 
 -- operator's action on a reserved job (a pause, a cancel) took it already: it is skipped.
 -- Releases the advisory locks in `unlock` of the jobs that did not start. Returns the started
 -- ids with their attempt numbers and start times.
-WITH r AS (
+WITH pauses AS MATERIALIZED (
+    -- Read after taking the start fence, as in claim_jobs.
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
+),
+r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
 ),
 mine AS (
@@ -135,13 +132,9 @@ mine AS (
 ok AS (
     SELECT m.id FROM mine m
     WHERE %(start)s AND m.status = 'queued'
-      AND NOT EXISTS (
-          SELECT 1 FROM taskengine_queue q
-          WHERE q.name = m.queue AND q.paused AND (q.paused_until IS NULL OR q.paused_until > now()))
-      AND NOT EXISTS (
-          SELECT 1 FROM taskengine_pause p
-          WHERE (p.scope = 'engine' OR (p.scope = 'task' AND p.target = m.task_name))
-            AND (p.paused_until IS NULL OR p.paused_until > now()))
+      AND m.queue NOT IN (SELECT unnest(queues) FROM pauses)
+      AND m.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+      AND NOT (SELECT engine FROM pauses)
 ),
 updated AS (
     UPDATE taskengine_job j

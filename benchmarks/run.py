@@ -605,7 +605,6 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
         "park": [],
         "worker": uuid.uuid4(),
         "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-        "fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
     }
     head = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     # The generic plan: EXPLAIN of a statement with parameters plans it for their values, so
@@ -1313,7 +1312,6 @@ def claim_ms(samples: int = 5, limit: int = 100) -> float:
                 "park": [],
                 "worker": uuid.uuid4(),
                 "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-                "fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
             }
             with conn.transaction(force_rollback=True):
                 plan = [

@@ -224,7 +224,7 @@ class PostgresStore(Store):
     def wait_for_starts(self) -> None:
         with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
             cursor.execute(
-                query("pause_fence"), {"fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+                query("pause_fence"), {"ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
             )
 
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:

@@ -7,6 +7,7 @@ checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Collection
 from typing import Any, TypeVar, cast
 
@@ -60,7 +61,7 @@ class PostgresWorkerSession(WorkerSession):
         start: int | None = None,
         park: Collection[str] = (),
     ) -> list[ClaimedJob]:
-        cursor = self.conn.execute(
+        rows = self.conn.execute(
             query("claim_jobs"),
             {
                 "queues": self.queues,
@@ -71,10 +72,8 @@ class PostgresWorkerSession(WorkerSession):
                 "park": list(park),
                 "worker": self.worker.id,
                 "ns": self.ns,
-                "fence": self.ns,
             },
-        )
-        rows = cursor.fetchall()
+        ).fetchall()
         # RETURNING has no order: run them in claim order.
         rows.sort(key=lambda row: (-row[13], row[14], row[0]))
         return [
@@ -116,7 +115,6 @@ class PostgresWorkerSession(WorkerSession):
                 "start": start,
                 "unlock": unlock,
                 "ns": self.ns,
-                "fence": self.ns,
                 "channel": taskengine_settings.NOTIFY_CHANNEL,
             },
         )
@@ -143,29 +141,7 @@ class PostgresWorkerSession(WorkerSession):
         ids applied. An outcome fenced out only by a changed stop request gets the current
         one in ``stop_request_now``."""
         cursor = self.conn.execute(
-            query("write_outcomes"),
-            {
-                "ids": [o.job_id for o in outcomes],
-                "tokens": [o.token for o in outcomes],
-                "statuses": [o.status for o in outcomes],
-                "outcomes": [o.outcome for o in outcomes],
-                "results": [o.result_json for o in outcomes],
-                "errors": unless_all_empty([o.error for o in outcomes]),
-                "tracebacks": unless_all_empty([o.traceback for o in outcomes]),
-                "due_in": [o.due_in for o in outcomes],
-                "refunds": unless_all_empty([o.refund_attempt for o in outcomes]),
-                "numbers": [o.attempt for o in outcomes],
-                "started": [o.started_at for o in outcomes],
-                "finished": [o.finished_at for o in outcomes],
-                "terminal": [o.job_finished_at is not None for o in outcomes],
-                # Only a rescue writes for other workers.
-                "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
-                "stops": unless_all_empty([o.stop_request for o in outcomes]),
-                "stops_after": unless_all_empty([o.stop_requested_after for o in outcomes]),
-                "worker": self.worker.id,
-                "ns": self.ns,
-                "unlock": unlock,
-            },
+            query("write_outcomes"), outcome_params(outcomes, self.worker.id, self.ns, unlock)
         )
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
         row = cast("tuple[list[int], int, list[int], list[str]]", cursor.fetchone())
@@ -297,6 +273,35 @@ class PostgresWorkerSession(WorkerSession):
 def any_other_worker(outcomes: list[Outcome]) -> bool:
     """Whether any outcome records an attempt of a worker other than the writer's."""
     return any(o.worker_id is not None for o in outcomes)
+
+
+def outcome_params(
+    outcomes: list[Outcome], worker: uuid.UUID, ns: int, unlock: list[int]
+) -> dict[str, Any]:
+    """write_outcomes' parameters: one array element per outcome, written by ``worker``,
+    releasing the advisory locks (namespace ``ns``) of the jobs in ``unlock``."""
+    return {
+        "ids": [o.job_id for o in outcomes],
+        "tokens": [o.token for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "outcomes": [o.outcome for o in outcomes],
+        "results": [o.result_json for o in outcomes],
+        "errors": unless_all_empty([o.error for o in outcomes]),
+        "tracebacks": unless_all_empty([o.traceback for o in outcomes]),
+        "due_in": [o.due_in for o in outcomes],
+        "refunds": unless_all_empty([o.refund_attempt for o in outcomes]),
+        "numbers": [o.attempt for o in outcomes],
+        "started": [o.started_at for o in outcomes],
+        "finished": [o.finished_at for o in outcomes],
+        "terminal": [o.job_finished_at is not None for o in outcomes],
+        # Only a rescue writes for other workers.
+        "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
+        "stops": unless_all_empty([o.stop_request for o in outcomes]),
+        "stops_after": unless_all_empty([o.stop_requested_after for o in outcomes]),
+        "worker": worker,
+        "ns": ns,
+        "unlock": unlock,
+    }
 
 
 def unless_all_empty(values: list[T]) -> list[T]:

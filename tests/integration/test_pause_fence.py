@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's advisory locks"),
 ]
 
-FENCE = {"fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+FENCE = {"ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
 
 
 def _connect() -> psycopg.Connection:
@@ -73,7 +73,7 @@ def _pause_in_a_thread(pause: object, *args: str) -> threading.Event:
 def test_a_pause_returns_only_once_the_starts_in_flight_have_committed(pause, args):
     with _connect() as starting, starting.transaction():
         # What a claim or start statement does first: read the pauses, holding the fence.
-        starting.execute("SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)", FENCE)
+        starting.execute("SELECT * FROM taskengine_pauses_in_force(%(ns)s::integer)", FENCE)
         returned = _pause_in_a_thread(pause, *args)
         wait_for(_waiting_for_an_advisory_lock, message="the pause to wait for the start")
         assert not returned.is_set()

@@ -15,7 +15,10 @@ from django.db import connection
 from django.utils import timezone
 
 from django_taskengine.conf import taskengine_settings
+from django_taskengine.core.attempts import Outcome
+from django_taskengine.core.statuses import AttemptOutcome
 from django_taskengine.models import Job, JobStatus, Queue
+from django_taskengine.store.postgres_session import outcome_params
 from django_taskengine.store.sql import query
 
 pytestmark = [
@@ -76,7 +79,6 @@ def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued(
             "park": [],
             "worker": uuid.uuid4(),
             "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-            "fence": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
         },
         analyze=False,
     )
@@ -104,31 +106,24 @@ def test_the_write_of_outcomes_takes_each_job_by_its_key_and_joins_nothing_squar
         job.token = token
     Job.objects.bulk_update(running, ["token"])
     n = len(running)
-    plan = generic_plan(
-        "write_outcomes",
-        {
-            "ids": [job.id for job in running],
-            "tokens": tokens,
-            "statuses": [JobStatus.SUCCEEDED] * n,
-            "outcomes": ["succeeded"] * n,
-            "results": ["null"] * n,
-            "errors": [""] * n,
-            "tracebacks": [""] * n,
-            "due_in": [None] * n,
-            "refunds": [False] * n,
-            "numbers": [1] * n,
-            "started": [now] * n,
-            "finished": [now] * n,
-            "terminal": [True] * n,
-            "workers": [],
-            "stops": [""] * n,
-            "stops_after": [""] * n,
-            "worker": uuid.uuid4(),
-            "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-            "unlock": [],
-        },
-        analyze=True,
+    # Full batches of successes, encoded as the worker encodes them.
+    outcomes = [
+        Outcome(
+            job_id=job.id,
+            token=token,
+            attempt=1,
+            status=JobStatus.SUCCEEDED,
+            outcome=AttemptOutcome.SUCCEEDED,
+            started_at=now,
+            finished_at=now,
+            result_json="null",
+        )
+        for job, token in zip(running, tokens, strict=True)
+    ]
+    params = outcome_params(
+        outcomes, uuid.uuid4(), taskengine_settings.ADVISORY_LOCK_NAMESPACE, unlock=[]
     )
+    plan = generic_plan("write_outcomes", params, analyze=True)
     text = "\n".join(plan)
     assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == n, text
     scans = re.findall(r"Scan (?:using (\w+) )?on taskengine_job", text)

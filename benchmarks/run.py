@@ -605,6 +605,8 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
         "park": [],
         "worker": uuid.uuid4(),
         "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+        # The start fence's key (django_taskengine/store/postgres_session.py).
+        "fence": (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | 2,
     }
     head = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     # The generic plan: EXPLAIN of a statement with parameters plans it for their values, so
@@ -1312,6 +1314,7 @@ def claim_ms(samples: int = 5, limit: int = 100) -> float:
                 "park": [],
                 "worker": uuid.uuid4(),
                 "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+                "fence": (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | 2,
             }
             with conn.transaction(force_rollback=True):
                 plan = [

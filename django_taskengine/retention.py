@@ -38,6 +38,7 @@ from django.utils import timezone
 from .conf import taskengine_settings
 from .core.durations import format_duration, parse_duration
 from .models import TERMINAL_STATUSES, Attempt, AuditEntry, Job, Worker
+from .store.postgres_session import engine_lock_key
 from .store.sql import query
 from .worker.maintenance import register
 
@@ -53,7 +54,7 @@ PRUNE_INTERVAL = 300.0
 #: Seconds one run of the duty may spend before it leaves the rest for its next run.
 DUTY_TIME_BUDGET = 1.0
 #: Low 32 bits of the advisory lock key that lets one worker at a time prune (the high 32 bits
-#: are ADVISORY_LOCK_NAMESPACE; the rescuer uses 1).
+#: are ADVISORY_LOCK_NAMESPACE; the rescuer uses 1, the start fence 2).
 PRUNE_LOCK_ID = 0x7072
 
 
@@ -209,7 +210,7 @@ def _delete_batch(
     postgres = connection.vendor == "postgresql"
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         if exclusive and postgres:
-            key = (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | PRUNE_LOCK_ID
+            key = engine_lock_key(PRUNE_LOCK_ID)
             cursor.execute(query("try_prune_lock"), [key])
             if not cursor.fetchone()[0]:
                 return None

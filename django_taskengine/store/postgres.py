@@ -37,7 +37,7 @@ from .base import (
     Store,
     WorkerInfo,
 )
-from .postgres_session import PostgresWorkerSession
+from .postgres_session import START_FENCE_LOCK_ID, PostgresWorkerSession, engine_lock_key
 from .sql import query
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -223,9 +223,7 @@ class PostgresStore(Store):
 
     def wait_for_starts(self) -> None:
         with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
-            cursor.execute(
-                query("pause_fence"), {"ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
-            )
+            cursor.execute(query("pause_fence"), {"fence": engine_lock_key(START_FENCE_LOCK_ID)})
 
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         with connections[self.alias].cursor() as cursor:

@@ -24,6 +24,17 @@ from .sql import query
 
 T = TypeVar("T")
 
+#: Low 32 bits of the engine's own advisory lock keys (single bigint keys whose high 32 bits are
+#: ADVISORY_LOCK_NAMESPACE; retention's pruning lock is 0x7072): one rescuer at a time, and the
+#: start fence a pause waits on (see the function taskengine_pauses_in_force).
+RESCUER_LOCK_ID = 1
+START_FENCE_LOCK_ID = 2
+
+
+def engine_lock_key(lock_id: int) -> int:
+    """The bigint advisory lock key of one of the engine's own locks."""
+    return (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | lock_id
+
 
 class PostgresWorkerSession(WorkerSession):
     def __init__(self, store: Store, worker: WorkerInfo) -> None:
@@ -72,6 +83,7 @@ class PostgresWorkerSession(WorkerSession):
                 "park": list(park),
                 "worker": self.worker.id,
                 "ns": self.ns,
+                "fence": engine_lock_key(START_FENCE_LOCK_ID),
             },
         ).fetchall()
         # RETURNING has no order: run them in claim order.
@@ -115,6 +127,7 @@ class PostgresWorkerSession(WorkerSession):
                 "start": start,
                 "unlock": unlock,
                 "ns": self.ns,
+                "fence": engine_lock_key(START_FENCE_LOCK_ID),
                 "channel": taskengine_settings.NOTIFY_CHANNEL,
             },
         )
@@ -183,7 +196,7 @@ class PostgresWorkerSession(WorkerSession):
             rows = self.conn.execute(
                 query("select_orphans"),
                 {
-                    "rescuer_key": (self.ns << 32) | 1,
+                    "rescuer_key": engine_lock_key(RESCUER_LOCK_ID),
                     "ns": self.ns,
                     "grace": taskengine_settings.RESCUE_GRACE,
                 },

@@ -16,9 +16,9 @@ import pytest
 from django.db import connection, connections
 
 from django_taskengine import operations
-from django_taskengine.conf import taskengine_settings
 from django_taskengine.models import Job, JobStatus, Queue
 from django_taskengine.store import WorkerInfo, get_store
+from django_taskengine.store.postgres_session import START_FENCE_LOCK_ID, engine_lock_key
 from django_taskengine.store.sql import query
 from tests.helpers import wait_for
 from tests.testapp.tasks import record
@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's advisory locks"),
 ]
 
-FENCE = {"ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE}
+FENCE = {"fence": engine_lock_key(START_FENCE_LOCK_ID)}
 
 
 def _connect() -> psycopg.Connection:
@@ -73,7 +73,7 @@ def _pause_in_a_thread(pause: object, *args: str) -> threading.Event:
 def test_a_pause_returns_only_once_the_starts_in_flight_have_committed(pause, args):
     with _connect() as starting, starting.transaction():
         # What a claim or start statement does first: read the pauses, holding the fence.
-        starting.execute("SELECT * FROM taskengine_pauses_in_force(%(ns)s::integer)", FENCE)
+        starting.execute("SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)", FENCE)
         returned = _pause_in_a_thread(pause, *args)
         wait_for(_waiting_for_an_advisory_lock, message="the pause to wait for the start")
         assert not returned.is_set()

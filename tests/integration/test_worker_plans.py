@@ -18,7 +18,11 @@ from django_taskengine.conf import taskengine_settings
 from django_taskengine.core.attempts import Outcome
 from django_taskengine.core.statuses import AttemptOutcome
 from django_taskengine.models import Job, JobStatus, Queue
-from django_taskengine.store.postgres_session import outcome_params
+from django_taskengine.store.postgres_session import (
+    START_FENCE_LOCK_ID,
+    engine_lock_key,
+    outcome_params,
+)
 from django_taskengine.store.sql import query
 
 pytestmark = [
@@ -79,6 +83,7 @@ def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued(
             "park": [],
             "worker": uuid.uuid4(),
             "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+            "fence": engine_lock_key(START_FENCE_LOCK_ID),
         },
         analyze=False,
     )

@@ -147,8 +147,7 @@ ALTER TABLE taskengine_attempt RESET (
 
 -- name: create_pauses_function_v1
 -- The pauses in force, for a statement that starts jobs, read after it holds the start fence
--- (shared; the fence's key is the advisory lock namespace, as a single bigint: never the same
--- lock as a job's (namespace, id) pair). A pause, once committed, takes the fence exclusively
+-- (shared; the caller passes its key). A pause, once committed, takes the fence exclusively
 -- and so waits for the statements that hold it. A function, VOLATILE: its queries take their
 -- snapshot when they run, after the lock, where the calling statement's was taken before it.
 -- A statement that reads its pauses here therefore either started its jobs before the pause

@@ -42,10 +42,11 @@ VALUES (%s, false, '', '', now())
 ON CONFLICT (name) DO NOTHING
 
 -- name: pause_fence
--- Taken (exclusive) once a pause has committed: it waits until every statement that started
+-- The start fence (one of the engine's own bigint keys: the namespace, then 2), taken
+-- (exclusive) once a pause has committed: it waits until every statement that started
 -- jobs without seeing the pause has committed (they hold the fence shared: see the function
 -- taskengine_pauses_in_force). After it, nothing starts under that pause.
-SELECT pg_advisory_xact_lock(%(ns)s::bigint)
+SELECT pg_advisory_xact_lock(%(fence)s::bigint)
 
 -- name: claim_jobs
 -- Due queued jobs of unpaused queues and task types that no worker has reserved, in priority,
@@ -59,9 +60,8 @@ SELECT pg_advisory_xact_lock(%(ns)s::bigint)
 -- batch (store/decoding.py).
 WITH pauses AS MATERIALIZED (
     -- Read after taking the start fence, with a snapshot of their own: a pause that has
-    -- returned is seen (see the function). The fence's key is the namespace, widened to the
-    -- function's bigint; `integer` here because the namespace is an int4 key below too.
-    SELECT * FROM taskengine_pauses_in_force(%(ns)s::integer)
+    -- returned is seen (see the function).
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
 ),
 picked AS (
     SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
@@ -113,7 +113,7 @@ RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, 
 -- ids with their attempt numbers and start times.
 WITH pauses AS MATERIALIZED (
     -- Read after taking the start fence, as in claim_jobs.
-    SELECT * FROM taskengine_pauses_in_force(%(ns)s::integer)
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
 ),
 r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)

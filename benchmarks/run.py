@@ -1315,6 +1315,10 @@ def claim_ms(samples: int = 5, limit: int = 100) -> float:
                 "worker": uuid.uuid4(),
                 "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
                 "fence": (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | 2,
+                # From the head of the queue (the engine's claim_params() since it has a cursor).
+                "after_priority": 2**31 - 1,
+                "after_run": None,
+                "after_id": 0,
             }
             with conn.transaction(force_rollback=True):
                 plan = [

@@ -23,7 +23,7 @@ from benchmarks import run as bench
 
 #: A substring of the claim statement (store/sql/postgres.sql, ``claim_jobs``) that no other
 #: statement has: how its row in pg_stat_statements is found.
-CLAIM_MARK = "FOR UPDATE OF j SKIP LOCKED"
+CLAIM_MARK = "lower_priorities"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,16 @@ committed_db = pytest.mark.django_db(transaction=True, available_apps=["django_t
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def direct_connection() -> Any:
+    """A psycopg connection of its own (autocommit) to the test database: PostgreSQL only."""
+    import psycopg
+
+    params = dict(connection.get_connection_params())
+    for key in ("cursor_factory", "pool", "context"):
+        params.pop(key, None)
+    return psycopg.connect(**params, autocommit=True)
+
+
 def wait_for(
     predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, message: str = ""
 ) -> Any:

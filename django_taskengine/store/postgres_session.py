@@ -7,6 +7,7 @@ checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Collection
 from typing import Any, TypeVar, cast
@@ -29,6 +30,25 @@ T = TypeVar("T")
 #: start fence a pause waits on (see the function taskengine_pauses_in_force).
 RESCUER_LOCK_ID = 1
 START_FENCE_LOCK_ID = 2
+
+
+#: The claim's cursor that starts its scan at the head of the queue: before every job.
+CLAIM_FROM_HEAD = (2**31 - 1, None, 0)
+#: A claim scans the queue from its head while that is cheap: while one of the last two such
+#: scans took at most this long (seconds). Then from its cursor, and from the head again
+#: after FULL_SCAN_GAP (see PostgresWorkerSession.claim).
+CHEAP_HEAD_SCAN = 0.02
+#: The gap between scans from the head, in multiples of the last one's duration (so that they
+#: take at most about 5% of the time spent claiming), and at most FULL_SCAN_GAP_MAX seconds:
+#: how late a job that sorts before the cursor can be claimed while scans from the head are
+#: slow.
+FULL_SCAN_GAP = 20
+FULL_SCAN_GAP_MAX = 5.0
+
+
+def claim_params(after: tuple[int, Any, int] = CLAIM_FROM_HEAD) -> dict[str, Any]:
+    """The claim statement's cursor parameters (see claim_jobs in store/sql/postgres.sql)."""
+    return {"after_priority": after[0], "after_run": after[1], "after_id": after[2]}
 
 
 def engine_lock_key(lock_id: int) -> int:
@@ -56,6 +76,11 @@ class PostgresWorkerSession(WorkerSession):
         self.conn.execute(psycopg.sql.SQL(query("listen")).format(channel=channel))
         self.conn.execute(query("plan_generic"))
         self.queues = list(worker.queues)
+        # The claim's cursor: (priority, run_after, id) of the last job claimed; when claims
+        # scan from the head of the queue again, and how long the last such scan took.
+        self._after: tuple[int, Any, int] = CLAIM_FROM_HEAD
+        self._head_scan_due = 0.0
+        self._head_scan_took = 0.0
 
     def register(self) -> None:
         info = self.worker
@@ -72,22 +97,29 @@ class PostgresWorkerSession(WorkerSession):
         start: int | None = None,
         park: Collection[str] = (),
     ) -> list[ClaimedJob]:
-        rows = self.conn.execute(
-            query("claim_jobs"),
-            {
-                "queues": self.queues,
-                "all_queues": not self.queues,
-                "limit": limit,
-                "free": limit if free is None else free,
-                "start": limit if start is None else start,
-                "park": list(park),
-                "worker": self.worker.id,
-                "ns": self.ns,
-                "fence": engine_lock_key(START_FENCE_LOCK_ID),
-            },
-        ).fetchall()
-        # RETURNING has no order: run them in claim order.
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
+        params = {
+            "queues": self.queues,
+            "all_queues": not self.queues,
+            "limit": limit,
+            "free": limit if free is None else free,
+            "start": limit if start is None else start,
+            "park": list(park),
+            "worker": self.worker.id,
+            "ns": self.ns,
+            "fence": engine_lock_key(START_FENCE_LOCK_ID),
+        }
+        # A scan from the head steps over the dead index entries of every job claimed since
+        # the last vacuum, or since a transaction began to hold the xmin horizon. While that
+        # is slow, claims scan from the cursor, and from the head only every so often.
+        began = time.monotonic()
+        if began < self._head_scan_due:
+            rows = self._claim_after(params, self._after)
+        else:
+            rows = self._claim_after(params, CLAIM_FROM_HEAD)
+            took = time.monotonic() - began
+            if min(took, self._head_scan_took) > CHEAP_HEAD_SCAN:
+                self._head_scan_due = began + min(took * FULL_SCAN_GAP, FULL_SCAN_GAP_MAX)
+            self._head_scan_took = took
         return [
             ClaimedJob(
                 id=row[0],
@@ -107,6 +139,14 @@ class PostgresWorkerSession(WorkerSession):
             )
             for row in rows
         ]
+
+    def _claim_after(self, params: dict[str, Any], after: tuple[int, Any, int]) -> list[Any]:
+        rows = self.conn.execute(query("claim_jobs"), params | claim_params(after)).fetchall()
+        # RETURNING has no order: run them in claim order.
+        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
+        if rows:
+            self._after = (rows[-1][13], rows[-1][14], rows[-1][0])
+        return rows
 
     def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         return self._start_or_release(jobs, start=True, unlock=[j.id for j in jobs if j.locked])
@@ -166,7 +206,13 @@ class PostgresWorkerSession(WorkerSession):
 
     def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
         cursor = self.conn.execute(
-            query("heartbeat"), {"ok": succeeded, "failed": failed, "worker": self.worker.id}
+            query("heartbeat"),
+            {
+                "ok": succeeded,
+                "failed": failed,
+                "worker": self.worker.id,
+                "ids": [job.id for job in running],
+            },
         )
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
         row = cast("tuple[int, list[int], list[str]]", cursor.fetchone())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import uuid
 
-import psycopg
 import pytest
 from django.db import connection, connections
 
@@ -20,7 +19,7 @@ from django_taskengine.models import Job, JobStatus, Queue
 from django_taskengine.store import WorkerInfo, get_store
 from django_taskengine.store.postgres_session import START_FENCE_LOCK_ID, engine_lock_key
 from django_taskengine.store.sql import query
-from tests.helpers import wait_for
+from tests.helpers import direct_connection, wait_for
 from tests.testapp.tasks import record
 
 pytestmark = [
@@ -29,13 +28,6 @@ pytestmark = [
 ]
 
 FENCE = {"fence": engine_lock_key(START_FENCE_LOCK_ID)}
-
-
-def _connect() -> psycopg.Connection:
-    params = dict(connection.get_connection_params())
-    for key in ("cursor_factory", "pool", "context"):
-        params.pop(key, None)
-    return psycopg.connect(**params, autocommit=True)
 
 
 def _waiting_for_an_advisory_lock() -> bool:
@@ -71,7 +63,7 @@ def _pause_in_a_thread(pause: object, *args: str) -> threading.Event:
     ids=["queue", "task", "all"],
 )
 def test_a_pause_returns_only_once_the_starts_in_flight_have_committed(pause, args):
-    with _connect() as starting, starting.transaction():
+    with direct_connection() as starting, starting.transaction():
         # What a claim or start statement does first: read the pauses, holding the fence.
         starting.execute("SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)", FENCE)
         returned = _pause_in_a_thread(pause, *args)
@@ -89,7 +81,7 @@ def test_a_claim_that_waits_for_a_pause_in_progress_sees_it():
     claimed: list[object] = []
     try:
         session.register()
-        with _connect() as pausing, pausing.transaction():
+        with direct_connection() as pausing, pausing.transaction():
             pausing.execute(query("pause_fence"), FENCE)
             thread = threading.Thread(target=lambda: claimed.extend(session.claim(10)))
             thread.start()

@@ -20,6 +20,7 @@ from django_taskengine.core.statuses import AttemptOutcome
 from django_taskengine.models import Job, JobStatus, Queue
 from django_taskengine.store.postgres_session import (
     START_FENCE_LOCK_ID,
+    claim_params,
     engine_lock_key,
     outcome_params,
 )
@@ -84,12 +85,20 @@ def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued(
             "worker": uuid.uuid4(),
             "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
             "fence": engine_lock_key(START_FENCE_LOCK_ID),
+            **claim_params(),
         },
         analyze=False,
     )
     text = "\n".join(plan)
     scans = re.findall(r"(\w+ Scan)(?: using (\w+))? on taskengine_job ", text)
     assert ("Index Scan", "taskengine_job_claimable_idx") in scans, text
+    # Two scans of the claim index, each locking what it takes: the first starts at the
+    # session's cursor (its index condition), the second at the next lower priority.
+    assert scans.count(("Index Scan", "taskengine_job_claimable_idx")) == 2, text
+    assert text.count("LockRows") == 2, text
+    conditions = re.findall(r"Index Cond: (.*)", text)
+    assert any("priority = $" in c and "ROW(run_after, id) > ROW(" in c for c in conditions), text
+    assert any("priority < $" in c for c in conditions), text
     # The claimed rows are updated by primary key; nothing else reads the job table.
     assert set(scans) <= {
         ("Index Scan", "taskengine_job_claimable_idx"),
@@ -135,3 +144,24 @@ def test_the_write_of_outcomes_takes_each_job_by_its_key_and_joins_nothing_squar
     assert scans and set(scans) == {"taskengine_job_pkey"}, text
     removed = [int(x) for x in re.findall(r"Rows Removed by Join Filter: (\d+)", text)]
     assert sum(removed) < n, text
+
+
+def test_the_heartbeat_finds_the_workers_jobs_by_their_keys():
+    # The running-jobs index keeps an entry for every job run since the last vacuum (all of
+    # them while a transaction holds the xmin horizon): a search by worker would step over
+    # them all, every second, in every worker.
+    worker = uuid.uuid4()
+    running = _jobs(2_000, status=JobStatus.RUNNING, worker_id=worker, attempts=1)
+    Job.objects.filter(id__in=[j.id for j in running[:3]]).update(stop_requested="pause")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job")
+    known = [j.id for j in running[:10]]
+    params = {"ok": 0, "failed": 0, "worker": worker, "ids": known}
+    plan = generic_plan("heartbeat", params, analyze=False)
+    text = "\n".join(plan)
+    scans = re.findall(r"Scan (?:using (\w+) )?on taskengine_job\b", text)
+    assert scans and set(scans) == {"taskengine_job_pkey"}, text
+    with connection.cursor() as cursor:
+        cursor.execute(query("heartbeat"), params)
+        # No worker row (the test registered none); the stop requests of the jobs it knows.
+        assert cursor.fetchone() == (0, [j.id for j in running[:3]], ["pause"] * 3)

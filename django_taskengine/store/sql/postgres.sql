@@ -58,25 +58,54 @@ SELECT pg_advisory_xact_lock(%(fence)s::bigint)
 -- thread is free for them (start_jobs), or go back untouched. The JSON columns come back as text,
 -- loaded per job by the caller: one row Python cannot load fails its own job, not the whole
 -- batch (store/decoding.py).
+-- The scan starts after the cursor (`after_priority`, `after_run`, `after_id`: the last job
+-- this session claimed): jobs of that priority after it, then lower priorities. The index
+-- entries of jobs claimed before it stay in the claim index until vacuum removes them, and
+-- while a transaction holds back the xmin horizon that is not before it ends: a scan from the
+-- head would step over every job claimed since. From the head is the cursor (2^31 - 1,
+-- NULL, 0); the session scans from there regularly (PostgresWorkerSession.claim), for the
+-- jobs that sort before its cursor: higher priorities, jobs given back or rescued (they keep
+-- their place), jobs whose enqueue committed late.
 WITH pauses AS MATERIALIZED (
     -- Read after taking the start fence, with a snapshot of their own: a pause that has
     -- returned is seen (see the function).
     SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
 ),
 picked AS (
-    SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
-    WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
-      AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
-      -- The pauses in force are read once per claim (hashed, uncorrelated subqueries; names
-      -- are never NULL), not joined per job: as anti-joins, or as `<> ALL` of an array, their
-      -- estimate on a column of few distinct values (often 1 row) made the planner trade the
-      -- claim index's order for a scan and sort of every queued job.
-      AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
-      AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
-      AND NOT (SELECT engine FROM pauses)
-    ORDER BY j.priority DESC, j.run_after, j.id
+    -- Two index scans of due, unreserved jobs in this worker's queues, the second run only if
+    -- the first found fewer than `limit`, each locking only the rows it takes (a locking
+    -- clause does not reach into a WITH query: the conditions are written in each). The
+    -- pauses in force are read once per claim (hashed, uncorrelated subqueries; names are
+    -- never NULL), not joined per job: as anti-joins, or as `<> ALL` of an array, their
+    -- estimate on a column of few distinct values (often 1 row) made the planner trade the
+    -- claim index's order for a scan and sort of every queued job.
+    SELECT * FROM (
+        SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
+        WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
+          AND j.priority = %(after_priority)s
+          AND (j.run_after, j.id) > (COALESCE(%(after_run)s::timestamptz, '-infinity'), %(after_id)s::bigint)
+          AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
+          AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
+          AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+          AND NOT (SELECT engine FROM pauses)
+        ORDER BY j.run_after, j.id
+        LIMIT %(limit)s
+        FOR UPDATE OF j SKIP LOCKED
+    ) this_priority
+    UNION ALL
+    SELECT * FROM (
+        SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
+        WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
+          AND j.priority < %(after_priority)s
+          AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
+          AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
+          AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+          AND NOT (SELECT engine FROM pauses)
+        ORDER BY j.priority DESC, j.run_after, j.id
+        LIMIT %(limit)s
+        FOR UPDATE OF j SKIP LOCKED
+    ) lower_priorities
     LIMIT %(limit)s
-    FOR UPDATE OF j SKIP LOCKED
 ),
 ranked AS (
     SELECT p.id, p.task_name,
@@ -300,19 +329,27 @@ ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL
 
 -- name: heartbeat
 -- The worker's liveness and counters; returns whether its row exists and the stop requests
--- operators made for the jobs it runs.
+-- operators made for the jobs it runs (`ids`: those it knows of), each job found by its key:
+-- the running-jobs index keeps an entry per job run since the last vacuum (while a
+-- transaction holds the xmin horizon, all of them), which a search by worker would step over.
 WITH w AS (
     UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %(ok)s,
         jobs_failed = %(failed)s
     WHERE id = %(worker)s RETURNING id
+),
+stops AS MATERIALIZED (
+    SELECT j.id, j.stop_requested
+    FROM unnest(%(ids)s::bigint[]) AS r(id)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.stop_requested FROM taskengine_job j
+        WHERE j.id = r.id AND j.worker_id = %(worker)s AND j.status = 'running'
+          AND j.stop_requested <> ''
+        OFFSET 0
+    ) j
 )
 SELECT (SELECT count(*) FROM w),
-    ARRAY(SELECT j.id FROM taskengine_job j
-          WHERE j.worker_id = %(worker)s AND j.status = 'running'
-            AND j.stop_requested <> '' ORDER BY j.id),
-    ARRAY(SELECT j.stop_requested FROM taskengine_job j
-          WHERE j.worker_id = %(worker)s AND j.status = 'running'
-            AND j.stop_requested <> '' ORDER BY j.id)
+    ARRAY(SELECT s.id FROM stops s ORDER BY s.id),
+    ARRAY(SELECT s.stop_requested FROM stops s ORDER BY s.id)
 
 -- name: save_state
 -- Checkpoints and progress of running attempts, each fenced by its token; returns the pending

@@ -174,14 +174,17 @@ def prune(
         return result
     deadline = None if time_budget is None else time.monotonic() + time_budget
     for status, cutoff in cutoffs.items():
+        # Each batch starts where the previous one ended (in finished_at order).
+        start: Any = None
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 result.complete = False
                 return result
-            deleted = _delete_batch(status, cutoff, batch_size, alias, exclusive)
-            if deleted is None:
+            done = _delete_batch(status, cutoff, start, batch_size, alias, exclusive)
+            if done is None:
                 result.skipped = True
                 return result
+            deleted, start = done
             if deleted:
                 result.batches += 1
                 result.jobs[status] += deleted
@@ -202,10 +205,12 @@ def prune(
 
 
 def _delete_batch(
-    status: str, cutoff: dt.datetime, batch_size: int, alias: str, exclusive: bool
-) -> int | None:
-    """Delete one batch in one short transaction; the number deleted, or None if another
-    process holds the pruning lock (``exclusive`` only)."""
+    status: str, cutoff: dt.datetime, start: Any, batch_size: int, alias: str, exclusive: bool
+) -> tuple[int, Any] | None:
+    """Delete one batch in one short transaction, from ``start`` on in finished_at order (a
+    finished_at as the database returned it; None: from the oldest); the number deleted and
+    where the next batch starts, or None if another process holds the pruning lock
+    (``exclusive`` only)."""
     connection = connections[alias]
     postgres = connection.vendor == "postgresql"
     with transaction.atomic(using=alias), connection.cursor() as cursor:
@@ -216,19 +221,26 @@ def _delete_batch(
                 return None
         cutoff_param = connection.ops.adapt_datetimefield_value(cutoff)
         select = "select_prunable_job_ids_skip_locked" if postgres else "select_prunable_job_ids"
-        cursor.execute(query(select), [status, cutoff_param, batch_size])
-        ids = [int(row[0]) for row in cursor.fetchall()]
-        if not ids:
-            return 0
+        if start is None:
+            start = connection.ops.adapt_datetimefield_value(_OLDEST)
+        cursor.execute(query(select), [status, cutoff_param, start, batch_size])
+        rows = cursor.fetchall()
+        if not rows:
+            return 0, start
+        ids = [int(row[0]) for row in rows]
+        last = rows[-1][1]
         if connection.vendor not in _DELETE_STATEMENTS:
-            return _delete_with_orm(ids, status, cutoff, alias)
+            return _delete_with_orm(ids, status, cutoff, alias), last
         ids_param: Any = ids if postgres else json.dumps(ids)
         attempts, jobs = _DELETE_STATEMENTS[connection.vendor]
         cursor.execute(query(attempts), [ids_param, status, cutoff_param])
         cursor.execute(query(jobs), [ids_param, status, cutoff_param])
         deleted: int = cursor.rowcount
-        return deleted
+        return deleted, last
 
+
+#: Before every finished_at: where a run's first batch starts.
+_OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 #: Vendor -> the names of its (attempts, jobs) DELETE statements in ``retention.sql``.
 _DELETE_STATEMENTS = {

@@ -10,17 +10,21 @@ SELECT pg_try_advisory_xact_lock(%s)
 
 -- name: select_prunable_job_ids
 -- ORDER BY finished_at walks the partial index on finished_at from the oldest end, which is
--- where the prunable rows are. Parameters: status, cutoff, batch size.
-SELECT id FROM taskengine_job
-WHERE status = %s AND finished_at < %s
+-- where the prunable rows are, or from where the previous batch of the same run ended: the
+-- index keeps the entries of the jobs deleted until vacuum removes them (while a transaction
+-- holds the xmin horizon, all of them), and each batch would step over every earlier batch's.
+-- Returns each id with its finished_at. Parameters: status, cutoff, from (finished_at), batch
+-- size.
+SELECT id, finished_at FROM taskengine_job
+WHERE status = %s AND finished_at < %s AND finished_at >= %s
 ORDER BY finished_at
 LIMIT %s
 
 -- name: select_prunable_job_ids_skip_locked
 -- PostgreSQL: as select_prunable_job_ids, leaving a row another transaction holds (an operator
 -- retrying it right now) for the next run.
-SELECT id FROM taskengine_job
-WHERE status = %s AND finished_at < %s
+SELECT id, finished_at FROM taskengine_job
+WHERE status = %s AND finished_at < %s AND finished_at >= %s
 ORDER BY finished_at
 LIMIT %s
 FOR UPDATE SKIP LOCKED

@@ -47,15 +47,21 @@ from typing import Any
 from benchmarks import run as bench
 from benchmarks import session as sess
 
-#: The first queued job: the head of the claim index (not reserved), or an older job a worker
-#: reserved. Each is an index probe (the claim index's first entry; the small reserved index),
-#: where `status = 'queued'` alone matches no index since the status indexes cover only jobs at
-#: rest, and cost 150 ms a sample with a backlog.
+#: The first queued job: the first entry of the claim index (not reserved) from a cursor (the
+#: producer's jobs have one priority), or an older job a worker reserved. Each is an index
+#: probe: `status = 'queued'` alone matches no index since the status indexes cover only jobs
+#: at rest, and cost 150 ms a sample with a backlog. From the cursor, because the claim index
+#: keeps an entry per claimed job until vacuum removes it (while a transaction holds the
+#: horizon, all of them): from its head the probe would cost what a claim from the head does.
 FIRST_QUEUED = (
     "LEAST((SELECT id FROM taskengine_job WHERE status = 'queued' AND token IS NULL "
-    "ORDER BY priority DESC, run_after, id LIMIT 1), (SELECT min(id) FROM taskengine_job "
-    "WHERE status = 'queued' AND token IS NOT NULL))"
+    "AND priority = 0 AND (run_after, id) >= (COALESCE(%(head_run)s::timestamptz, "
+    "'-infinity'), %(head_id)s::bigint) ORDER BY run_after, id LIMIT 1), "
+    "(SELECT min(id) FROM taskengine_job WHERE status = 'queued' AND token IS NOT NULL))"
 )
+#: Seconds between probes of the first queued job from the claim index's head.
+HEAD_PROBE_EVERY = 30.0
+
 
 #: Seconds: the grain of the throughput and latency bins (a window is several of these).
 FINE = 10.0
@@ -110,6 +116,21 @@ class Sampler:
         self.samples: list[dict[str, Any]] = []
         self.light: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
+        # FIRST_QUEUED's cursor: (run_after, id) of the first queued job last seen.
+        self.head: dict[str, Any] = {"head_run": None, "head_id": 0}
+        self.head_probe_at = 0.0
+
+    def first_queued_params(self) -> dict[str, Any]:
+        if time.monotonic() >= self.head_probe_at:
+            self.head = {"head_run": None, "head_id": 0}
+            self.head_probe_at = time.monotonic() + HEAD_PROBE_EVERY
+        return self.head
+
+    def advance(self, first_queued: int) -> None:
+        """Move FIRST_QUEUED's cursor to the job ``first_queued`` (if it is still there)."""
+        rows = bench.query("SELECT run_after, id FROM taskengine_job WHERE id = %s", [first_queued])
+        if rows:
+            self.head = {"head_run": rows[0][0], "head_id": rows[0][1]}
 
     def plan_sample(self) -> None:
         """One EXPLAIN (ANALYZE, BUFFERS) of the claim (rolled back): how many index and heap
@@ -130,11 +151,15 @@ class Sampler:
         # Jobs are claimed in id order (one priority, run_after = enqueue time), so the backlog
         # is the ids from the first queued job to the last job: index probes, where a count(*)
         # of a backlog of 100,000s would cost the server more than the claims do.
-        now, backlog, xmin_age = bench.query(
+        now, first, last, xmin_age = bench.query(
             "SELECT extract(epoch FROM clock_timestamp()), "
-            f"coalesce((SELECT max(id) FROM taskengine_job) + 1 - {FIRST_QUEUED}, 0), "
-            "(SELECT coalesce(max(age(backend_xmin)), 0) FROM pg_stat_activity)"
+            f"{FIRST_QUEUED}, (SELECT max(id) FROM taskengine_job), "
+            "(SELECT coalesce(max(age(backend_xmin)), 0) FROM pg_stat_activity)",
+            self.first_queued_params(),
         )[0]
+        backlog = 0 if first is None or last is None else last + 1 - first
+        if first is not None:
+            self.advance(first)
         row = {"t": float(now) - self.t0, "backlog": int(backlog), "xmin_age": int(xmin_age)}
         self.light.append(row)
         return row
@@ -143,7 +168,8 @@ class Sampler:
         """The latency histogram up to the oldest queued job; sizes; the claim counters."""
         (first_queued,) = bench.query(
             f"SELECT coalesce({FIRST_QUEUED}, "
-            "(SELECT coalesce(max(id), 0) + 1 FROM taskengine_job))"
+            "(SELECT coalesce(max(id), 0) + 1 FROM taskengine_job))",
+            self.first_queued_params(),
         )[0]
         if first_queued > self.cursor + 1:
             for fine, bucket, count in bench.query(

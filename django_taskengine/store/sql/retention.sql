@@ -30,15 +30,30 @@ LIMIT %s
 FOR UPDATE SKIP LOCKED
 
 -- name: delete_pruned_attempts_postgresql
--- Parameters: the picked ids (an array), status, cutoff.
-DELETE FROM taskengine_attempt
-WHERE job_id IN (
-    SELECT id FROM taskengine_job WHERE id = ANY(%s) AND status = %s AND finished_at < %s
-)
+-- Parameters: the picked ids (an array), status, cutoff. Each job, then its attempts, found by
+-- key (subqueries of their own, OFFSET 0), the rows deleted by their ctid: with the
+-- statistics of a table that has grown since they were taken, the planner read every
+-- succeeded job through the status index for a batch of 1,000 ids (150-490 ms a batch).
+DELETE FROM taskengine_attempt WHERE ctid = ANY(ARRAY(
+    SELECT a.ctid FROM unnest(%s::bigint[]) AS r(id)
+    CROSS JOIN LATERAL (
+        SELECT x.status, x.finished_at FROM taskengine_job x WHERE x.id = r.id OFFSET 0
+    ) j
+    CROSS JOIN LATERAL (
+        SELECT y.ctid FROM taskengine_attempt y WHERE y.job_id = r.id OFFSET 0
+    ) a
+    WHERE j.status = %s AND j.finished_at < %s
+))
 
 -- name: delete_pruned_jobs_postgresql
--- Parameters: the picked ids (an array), status, cutoff.
-DELETE FROM taskengine_job WHERE id = ANY(%s) AND status = %s AND finished_at < %s
+-- Parameters: the picked ids (an array), status, cutoff. Found by key, as above.
+DELETE FROM taskengine_job WHERE ctid = ANY(ARRAY(
+    SELECT j.ctid FROM unnest(%s::bigint[]) AS r(id)
+    CROSS JOIN LATERAL (
+        SELECT x.ctid, x.status, x.finished_at FROM taskengine_job x WHERE x.id = r.id OFFSET 0
+    ) j
+    WHERE j.status = %s AND j.finished_at < %s
+))
 
 -- name: delete_pruned_attempts_sqlite
 -- Parameters: the picked ids (a JSON array), status, cutoff.

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from devsupport.pgcluster import PrivateCluster
@@ -70,8 +72,23 @@ def start_private_cluster() -> PrivateCluster:
     reason = PrivateCluster.unavailable_reason()
     if reason:
         raise SystemExit(f"cannot create a private PostgreSQL cluster: {reason}")
-    cluster = PrivateCluster(SERVER_SETTINGS)
+    settings = dict(SERVER_SETTINGS)
+    slow_ms = os.environ.get("TASKENGINE_BENCH_SLOW_MS")
+    if slow_ms:
+        # Profiling: the plan of every statement slower than this goes to the server's log,
+        # which is copied to TASKENGINE_BENCH_SERVER_LOG (default: the temporary folder) at exit.
+        settings["shared_preload_libraries"] += ",auto_explain"
+        settings["auto_explain.log_min_duration"] = f"{int(slow_ms)}ms"
+        settings["auto_explain.log_nested_statements"] = "on"
+    cluster = PrivateCluster(settings)
     atexit.register(cluster.stop)
+    if slow_ms:
+        target = os.environ.get("TASKENGINE_BENCH_SERVER_LOG") or os.path.join(
+            tempfile.gettempdir(), "taskengine-bench-server.log"
+        )
+        # atexit runs the last registered first: the copy, then the removal.
+        atexit.register(shutil.copyfile, cluster.log, target)
+        print(f"statements over {slow_ms} ms: their plans go to {target}", file=sys.stderr)
     print(f"initdb + start of a private cluster in {cluster.root} ...", file=sys.stderr)
     cluster.init()
     cluster.start()

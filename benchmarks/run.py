@@ -595,19 +595,7 @@ def claim_plan(*, analyze: bool = True, limit: int = 100) -> dict[str, Any]:
         CLAIM_SQL = claim_statement()
     except ImportError as exc:
         return {"plan": [f"unavailable: {exc}"], "generic": []}
-    params = {
-        "queues": [],
-        "all_queues": True,
-        "limit": limit,
-        # Every claimed job starts at once, as for a worker with a thread free for each.
-        "free": limit,
-        "start": limit,
-        "park": [],
-        "worker": uuid.uuid4(),
-        "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-        # The start fence's key (django_taskengine/store/postgres_session.py).
-        "fence": (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | 2,
-    }
+    params = claim_statement_params(taskengine_settings.ADVISORY_LOCK_NAMESPACE, limit)
     head = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     # The generic plan: EXPLAIN of a statement with parameters plans it for their values, so
     # PREPARE it ($n placeholders) and EXPLAIN EXECUTE with plan_cache_mode forced.
@@ -1283,6 +1271,28 @@ def max_job_id() -> int:
     return query("SELECT coalesce(max(id), 0) FROM taskengine_job")[0][0]
 
 
+def claim_statement_params(ns: int, limit: int) -> dict[str, Any]:
+    """Parameters of the claim statement for a claim of ``limit`` from the head of the queue
+    (written out: earlier versions of the engine lack the helpers; unused ones are ignored)."""
+    return {
+        "queues": [],
+        "all_queues": True,
+        "limit": limit,
+        # Every claimed job starts at once, as for a worker with a thread free for each.
+        "free": limit,
+        "start": limit,
+        "park": [],
+        "worker": uuid.uuid4(),
+        "ns": ns,
+        # The start fence's key (django_taskengine/store/postgres_session.py).
+        "fence": (ns << 32) | 2,
+        # The cursor before every job (CLAIM_FROM_HEAD there).
+        "after_priority": 2**31 - 1,
+        "after_run": None,
+        "after_id": 0,
+    }
+
+
 def claim_statement() -> str:
     """The engine's claim statement (from its SQL files; older versions kept it in the store)."""
     try:
@@ -1305,21 +1315,7 @@ def claim_ms(samples: int = 5, limit: int = 100) -> float:
     times = []
     with psycopg.connect(**db_params(), autocommit=True) as conn:
         for _ in range(samples):
-            params = {
-                "queues": [],
-                "all_queues": True,
-                "limit": limit,
-                "free": limit,
-                "start": limit,
-                "park": [],
-                "worker": uuid.uuid4(),
-                "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-                "fence": (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | 2,
-                # From the head of the queue (the engine's claim_params() since it has a cursor).
-                "after_priority": 2**31 - 1,
-                "after_run": None,
-                "after_id": 0,
-            }
+            params = claim_statement_params(taskengine_settings.ADVISORY_LOCK_NAMESPACE, limit)
             with conn.transaction(force_rollback=True):
                 plan = [
                     row[0]

@@ -124,7 +124,7 @@ def targets_json(targets: list[Target]) -> list[dict[str, Any]]:
 
 
 #: The same for the statement that writes the outcomes of finished attempts (``write_outcomes``).
-COMPLETE_MARK = "AS o(id, token, status, outcome"
+COMPLETE_MARK = "AS u(id, token, status, outcome"
 
 
 def claim_counters(mark: str = CLAIM_MARK) -> dict[str, float]:

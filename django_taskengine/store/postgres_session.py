@@ -46,6 +46,11 @@ FULL_SCAN_GAP = 20
 FULL_SCAN_GAP_MAX = 5.0
 
 
+#: One rescue in this many (the first included) also looks for the jobs of workers that have no
+#: row (see select_orphans): a scan of every running job.
+RESCUES_PER_SWEEP = 30
+
+
 def claim_params(after: tuple[int, Any, int] = CLAIM_FROM_HEAD) -> dict[str, Any]:
     """The claim statement's cursor parameters (see claim_jobs in store/sql/postgres.sql)."""
     return {"after_priority": after[0], "after_run": after[1], "after_id": after[2]}
@@ -81,6 +86,7 @@ class PostgresWorkerSession(WorkerSession):
         self._after: tuple[int, Any, int] = CLAIM_FROM_HEAD
         self._head_scan_due = 0.0
         self._head_scan_took = 0.0
+        self._rescues = 0
 
     def register(self) -> None:
         info = self.worker
@@ -239,14 +245,17 @@ class PostgresWorkerSession(WorkerSession):
     def rescue(self, park: list[str]) -> list[RescuedJob]:
         parked = set(park)
         with self.conn.transaction():
+            self.conn.execute(query("rescue_by_index"))
             rows = self.conn.execute(
                 query("select_orphans"),
                 {
                     "rescuer_key": engine_lock_key(RESCUER_LOCK_ID),
                     "ns": self.ns,
                     "grace": taskengine_settings.RESCUE_GRACE,
+                    "everyone": self._rescues % RESCUES_PER_SWEEP == 0,
                 },
             ).fetchall()
+            self._rescues += 1
             if not rows:
                 return []
             # The database's clock, as started_at's: a timeout is judged on one clock.

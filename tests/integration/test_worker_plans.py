@@ -1,8 +1,9 @@
-"""The worker's two hot statements, the claim and the write of outcomes, keep their shape of
-plan whatever the table's statistics say. A worker's session plans them once, generically
-(``plan_generic``), with the statistics of that moment: a plan that is only right for some
-statistics is wrong for the rest of the session. Each test sets up statistics that misled an
-earlier form of the statement, and reads the generic plan of what the worker runs."""
+"""The statements a worker runs every second or faster (the claim, the write of outcomes,
+the heartbeat, the rescue) keep their shape of plan whatever the table's statistics say. A
+worker's session plans them once, generically (``plan_generic``), with the statistics of that
+moment: a plan that is only right for some statistics is wrong for the rest of the session.
+Each test sets up statistics that misled an earlier form of the statement, and reads the
+generic plan of what the worker runs."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from django.utils import timezone
 from django_taskengine.conf import taskengine_settings
 from django_taskengine.core.attempts import Outcome
 from django_taskengine.core.statuses import AttemptOutcome
-from django_taskengine.models import Job, JobStatus, Queue
+from django_taskengine.models import Job, JobStatus, Queue, Worker
 from django_taskengine.store.postgres_session import (
+    RESCUER_LOCK_ID,
     START_FENCE_LOCK_ID,
     claim_params,
     engine_lock_key,
@@ -34,7 +36,9 @@ pytestmark = [
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sb]")
 
 
-def generic_plan(name: str, params: dict[str, Any], *, analyze: bool) -> list[str]:
+def generic_plan(
+    name: str, params: dict[str, Any], *, analyze: bool, settings: tuple[str, ...] = ()
+) -> list[str]:
     """EXPLAIN the named statement's generic plan (PREPAREd with $n placeholders, run with
     plan_cache_mode forced, as the worker session runs it). With ``analyze`` it runs, in the
     test's transaction, which is rolled back."""
@@ -49,6 +53,8 @@ def generic_plan(name: str, params: dict[str, Any], *, analyze: bool) -> list[st
     head = "EXPLAIN (ANALYZE) " if analyze else "EXPLAIN "
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for setting in settings:
+            cursor.execute(query(setting))
         cursor.execute(f"PREPARE plan_probe AS {statement}")
         try:
             arguments = ", ".join(["%s"] * len(names))
@@ -150,8 +156,10 @@ def test_the_heartbeat_finds_the_workers_jobs_by_their_keys():
     # The running-jobs index keeps an entry for every job run since the last vacuum (all of
     # them while a transaction holds the xmin horizon): a search by worker would step over
     # them all, every second, in every worker.
+    # Statistics of a table with a few jobs (a worker's first plan, on a fresh deployment): a
+    # probe that named the worker and the status took the running-jobs index for it.
     worker = uuid.uuid4()
-    running = _jobs(2_000, status=JobStatus.RUNNING, worker_id=worker, attempts=1)
+    running = _jobs(20, status=JobStatus.RUNNING, worker_id=worker, attempts=1)
     Job.objects.filter(id__in=[j.id for j in running[:3]]).update(stop_requested="pause")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE taskengine_job")
@@ -159,9 +167,47 @@ def test_the_heartbeat_finds_the_workers_jobs_by_their_keys():
     params = {"ok": 0, "failed": 0, "worker": worker, "ids": known}
     plan = generic_plan("heartbeat", params, analyze=False)
     text = "\n".join(plan)
-    scans = re.findall(r"Scan (?:using (\w+) )?on taskengine_job\b", text)
-    assert scans and set(scans) == {"taskengine_job_pkey"}, text
+    indexes = re.findall(r"Scan using (\w+) on taskengine_job\b", text)
+    indexes += re.findall(r"Bitmap Index Scan on (taskengine_job\w*)", text)
+    assert "Seq Scan on taskengine_job " not in text, text
+    assert indexes and set(indexes) == {"taskengine_job_pkey"}, text
     with connection.cursor() as cursor:
         cursor.execute(query("heartbeat"), params)
         # No worker row (the test registered none); the stop requests of the jobs it knows.
         assert cursor.fetchone() == (0, [j.id for j in running[:3]], ["pause"] * 3)
+
+
+def test_the_rescue_looks_up_the_jobs_of_silent_workers_by_worker():
+    # A scan of every running and reserved job would step over the entries the running index
+    # keeps per job since the last vacuum, once a second.
+    live, silent = uuid.uuid4(), uuid.uuid4()
+    now = timezone.now()
+    Worker.objects.create(id=live, hostname="h", pid=1, started_at=now, last_heartbeat_at=now)
+    Worker.objects.create(
+        id=silent, hostname="h", pid=2, started_at=now, last_heartbeat_at=now, stopped_at=now
+    )
+    _jobs(2_000, status=JobStatus.RUNNING, worker_id=live, attempts=1)
+    _jobs(2, status=JobStatus.RUNNING, worker_id=silent, attempts=1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job, taskengine_worker")
+    params = {
+        "rescuer_key": engine_lock_key(RESCUER_LOCK_ID),
+        "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+        "grace": 10.0,
+        "everyone": False,
+    }
+    # One worker holds most running jobs: as a deployment's first statistics often say.
+    plan = generic_plan("select_orphans", params, analyze=True, settings=("rescue_by_index",))
+    text = "\n".join(plan)
+    # The sweep for workers without a row is not run; every scan of the job table that is
+    # reads the silent worker's two jobs by its index condition.
+    scans = [
+        line
+        for line in re.findall(r"(?:Scan using|Scan on) taskengine_job\w*.*", text)
+        if "never executed" not in line
+    ]
+    assert scans, text
+    for line in scans:
+        assert "Seq Scan" not in line, text
+        assert int(re.search(r"actual .* rows=(\d+)", line).group(1)) <= 2, text
+    assert "Index Cond: (worker_id = " in text, text

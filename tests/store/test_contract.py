@@ -824,3 +824,21 @@ def test_lock_store_a_running_job_of_an_unknown_worker_with_a_free_lock_is_rescu
     job = JobFactory(running=True)  # its worker never registered a row
     rescued = open_session().rescue([])
     assert [(r.id, r.status) for r in rescued] == [(job.pk, "queued")]
+
+
+def test_lock_store_jobs_of_unknown_workers_are_looked_for_once_every_so_many_rescues(
+    open_session,
+):
+    # Rescues look up silent workers' jobs by worker; finding jobs whose worker has no row
+    # takes a scan of every running job, made by one rescue in RESCUES_PER_SWEEP.
+    if not is_postgres():
+        pytest.skip("only the PostgreSQL store takes advisory locks")
+    from django_taskengine.store.postgres_session import RESCUES_PER_SWEEP
+
+    rescuer = open_session()
+    assert rescuer.rescue([]) == []  # the first one looks
+    job = JobFactory(running=True)
+    found_by = [n for n in range(1, RESCUES_PER_SWEEP + 1) if rescuer.rescue([])]
+    assert found_by == [RESCUES_PER_SWEEP]
+    job.refresh_from_db()
+    assert job.status == "queued"

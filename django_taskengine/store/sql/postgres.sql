@@ -293,10 +293,14 @@ SELECT count(*) FROM upd
 
 -- name: select_orphans
 -- Jobs whose worker died, running or reserved (queued with a token): their advisory lock is
--- free and their worker missed its heartbeat for the grace (or stopped, or is gone), with their
--- status and pending stop request (the rescue carries it out; a reserved job never started and
--- goes back untouched). Locked FOR UPDATE for the rest of the rescuer's transaction; only one rescuer at a time (the transaction-level guard lock), and
--- none while another holds it.
+-- free and their worker missed its heartbeat for the grace (or stopped), with their status and
+-- pending stop request (the rescue carries it out; a reserved job never started and goes back
+-- untouched). Looked up by worker, the silent ones first: the running and reserved indexes
+-- keep an entry per job since the last vacuum (while a transaction holds the xmin horizon, all
+-- of them), which a scan of every running job would step over once a second. With
+-- `everyone`, also the jobs of workers that have no row (deleted by hand): that is such a
+-- scan, made now and then. Locked FOR UPDATE for the rest of the rescuer's transaction; only
+-- one rescuer at a time (the transaction-level guard lock), and none while another holds it.
 WITH guard AS (
     SELECT pg_try_advisory_xact_lock(%(rescuer_key)s) AS ok
 ),
@@ -304,17 +308,29 @@ held AS (
     SELECT l.objid::bigint AS k FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.classid = %(ns)s::oid AND l.objsubid = 2 AND l.granted
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+silent AS (
+    SELECT w.id FROM taskengine_worker w
+    WHERE (SELECT ok FROM guard)
+      AND (w.stopped_at IS NOT NULL
+           OR w.last_heartbeat_at < now() - %(grace)s * interval '1 second')
+    UNION
+    SELECT j.worker_id FROM taskengine_job j
+    LEFT JOIN taskengine_worker w ON w.id = j.worker_id
+    WHERE %(everyone)s AND (SELECT ok FROM guard) AND w.id IS NULL
+      AND (j.status = 'running' OR (j.status = 'queued' AND j.token IS NOT NULL))
 )
 SELECT j.id, j.task_name, j.queue, j.attempts, j.max_attempts, j.retry_backoff, j.timeout,
     j.token, j.started_at, j.worker_id, now(), j.stop_requested, j.status
-FROM taskengine_job j
-LEFT JOIN taskengine_worker w ON w.id = j.worker_id
-WHERE (SELECT ok FROM guard)
-  AND (j.status = 'running' OR (j.status = 'queued' AND j.token IS NOT NULL))
-  AND (w.id IS NULL OR w.stopped_at IS NOT NULL
-       OR w.last_heartbeat_at < now() - %(grace)s * interval '1 second')
-  AND (j.id & 4294967295) NOT IN (SELECT k FROM held)
-FOR UPDATE OF j SKIP LOCKED
+FROM silent s
+CROSS JOIN LATERAL (
+    SELECT * FROM taskengine_job j
+    WHERE j.worker_id = s.id
+      AND (j.status = 'running' OR (j.status = 'queued' AND j.token IS NOT NULL))
+      AND (j.id & 4294967295) NOT IN (SELECT k FROM held)
+    OFFSET 0
+    FOR UPDATE SKIP LOCKED
+) j
 
 -- name: notify_queues
 -- Wake idle workers of these queues (at commit): after a rescue, and after a resume (of a
@@ -338,14 +354,17 @@ WITH w AS (
     WHERE id = %(worker)s RETURNING id
 ),
 stops AS MATERIALIZED (
+    -- The probe's only condition is the key (OFFSET 0 keeps the others outside it): with the
+    -- worker and the status in it, a plan made on an empty table took the running-jobs index
+    -- (425 ms a heartbeat, 2.6 s at worst, a minute into a held horizon).
     SELECT j.id, j.stop_requested
     FROM unnest(%(ids)s::bigint[]) AS r(id)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.stop_requested FROM taskengine_job j
-        WHERE j.id = r.id AND j.worker_id = %(worker)s AND j.status = 'running'
-          AND j.stop_requested <> ''
+        SELECT x.id, x.worker_id, x.status, x.stop_requested FROM taskengine_job x
+        WHERE x.id = r.id
         OFFSET 0
     ) j
+    WHERE j.worker_id = %(worker)s AND j.status = 'running' AND j.stop_requested <> ''
 )
 SELECT (SELECT count(*) FROM w),
     ARRAY(SELECT s.id FROM stops s ORDER BY s.id),
@@ -396,6 +415,12 @@ LISTEN {channel}
 -- The worker's claim and finish statements are planned once: a custom plan per call costs as
 -- much as running them, and the generic plan is the index plan.
 SET plan_cache_mode = force_generic_plan
+
+-- name: rescue_by_index
+-- For the rest of the rescuer's transaction: a silent worker's jobs are read through the
+-- running and reserved indexes by worker, never by a scan of the table, which a plan made
+-- while one worker held most running jobs chose (its estimate: half the table per worker).
+SET LOCAL enable_seqscan = off
 
 -- name: ping
 SELECT 1

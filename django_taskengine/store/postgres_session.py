@@ -245,7 +245,6 @@ class PostgresWorkerSession(WorkerSession):
     def rescue(self, park: list[str]) -> list[RescuedJob]:
         parked = set(park)
         with self.conn.transaction():
-            self.conn.execute(query("rescue_by_index"))
             rows = self.conn.execute(
                 query("select_orphans"),
                 {

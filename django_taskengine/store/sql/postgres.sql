@@ -416,12 +416,6 @@ LISTEN {channel}
 -- much as running them, and the generic plan is the index plan.
 SET plan_cache_mode = force_generic_plan
 
--- name: rescue_by_index
--- For the rest of the rescuer's transaction: a silent worker's jobs are read through the
--- running and reserved indexes by worker, never by a scan of the table, which a plan made
--- while one worker held most running jobs chose (its estimate: half the table per worker).
-SET LOCAL enable_seqscan = off
-
 -- name: ping
 SELECT 1
 

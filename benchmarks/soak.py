@@ -8,7 +8,10 @@ retention on; and the same soak with a transaction holding the xmin horizon in t
 
 1. **Calibrate**: the maximum drain rate of the workers of the soak (``run_workers --burst
    --processes P --concurrency C``, ``--calibrate-jobs`` queued no-op jobs; the steady rate,
-   first start → last finish), unless ``--max-rate`` gives it.
+   first start → last finish), unless ``--max-rate`` gives it. With ``--calibrate
+   sustained``, then the highest offered rate those workers keep up with while the producer
+   enqueues beside them (:func:`calibrate_sustained`): on a machine whose few CPUs the
+   producer, the workers and the server share, a burst's rate is not one they can sustain.
 2. **Soak**, for each fraction of ``--rates``: empty tables; ``run_workers --processes P
    --concurrency C`` (long-running: LISTEN, heartbeats, rescue and its own retention duty);
    one producer process (``producer.py``) enqueueing at ``fraction × max rate`` for
@@ -265,6 +268,63 @@ def calibrate(opts: argparse.Namespace) -> dict[str, Any]:
     run = bench.drain_once(opts.processes, opts.concurrency, expect=opts.calibrate_jobs)
     bench.truncate()
     return run
+
+
+#: A sustained calibration's steps: seconds each, of which the first WARM do not count; at most
+#: STEPS of them; a step keeps up when its workers started KEPT_UP of the offered rate.
+CALIBRATE_SECONDS = 40.0
+CALIBRATE_WARM = 10.0
+CALIBRATE_STEPS = 5
+KEPT_UP = 0.97
+
+
+def calibrate_sustained(opts: argparse.Namespace, offer: float) -> dict[str, Any]:
+    """The highest offered rate the soak's workers keep up with while the producer enqueues on
+    the same machine (a burst drain has the machine to itself). Each step offers a rate to
+    fresh workers and tables, no retention, and counts the jobs started after its warm-up;
+    the next step offers a little less than what was started, until a step keeps up."""
+    steps: list[dict[str, Any]] = []
+    workers_args = ["--processes", str(opts.processes), "--concurrency", str(opts.concurrency)]
+    for _ in range(CALIBRATE_STEPS):
+        bench.truncate()
+        with bench.Workers(*workers_args, "--shutdown-timeout", "5") as workers:
+            wait_for_workers(opts.processes, workers)
+            begin = db_now()
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(bench.BENCH_DIR / "producer.py"),
+                    "--rate",
+                    str(offer),
+                    "--seconds",
+                    str(CALIBRATE_SECONDS),
+                ],
+                cwd=bench.REPO_ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            end = db_now()
+            (started,) = bench.query(
+                "SELECT count(*) FROM taskengine_job WHERE started_at >= to_timestamp(%s) "
+                "AND started_at < to_timestamp(%s)",
+                [begin + CALIBRATE_WARM, end],
+            )[0]
+            workers.stop(timeout=60)
+        rate = started / (end - begin - CALIBRATE_WARM)
+        step = {"offered": offer, "started": rate, "load": bench.loadavg()}
+        steps.append(step)
+        print(
+            f"  sustained calibration: offered {offer:,.0f} jobs/s, started {rate:,.0f} "
+            f"(load {step['load']})",
+            file=sys.stderr,
+            flush=True,
+        )
+        if rate >= KEPT_UP * offer:
+            break
+        offer = 0.95 * rate
+    bench.truncate()
+    kept = [s["offered"] for s in steps if s["started"] >= KEPT_UP * s["offered"]]
+    return {"steps": steps, "sustained": kept[-1] if kept else steps[-1]["started"]}
 
 
 def wait_for_workers(count: int, workers: bench.Workers) -> None:
@@ -649,6 +709,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-rate", type=float, help="jobs/s; skips the calibration")
     parser.add_argument("--calibrate-jobs", type=int, default=30_000)
     parser.add_argument(
+        "--calibrate",
+        choices=("burst", "sustained"),
+        default="burst",
+        help="the maximum rate: a burst drain with nothing else running (default), or the "
+        "highest offered rate the workers keep up with while the producer runs beside them "
+        "(steps of 40 s, starting from the burst rate)",
+    )
+    parser.add_argument(
         "--retention", default="1m", help="how long succeeded jobs are kept (default 1m)"
     )
     parser.add_argument(
@@ -695,6 +763,14 @@ def main(argv: list[str]) -> int:
             f"\nmax drain rate: {max_rate:,.0f} jobs/s steady ({cal['drain']:,.0f} start → exit), "
             f"{opts.calibrate_jobs:,} jobs, {cal['command']} (load {cal['loadavg_before']})"
         )
+        if opts.calibrate == "sustained":
+            sustained = calibrate_sustained(opts, max_rate)
+            payload["calibration"]["sustained"] = sustained
+            max_rate = sustained["sustained"]
+            print(
+                f"sustained rate (the workers keep up with a producer beside them): "
+                f"{max_rate:,.0f} jobs/s; the rates below are fractions of it"
+            )
     results: list[dict[str, Any]] = []
     targets: list[sess.Target] = []
     failures: dict[str, str] = {}

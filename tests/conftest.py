@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from django_taskengine.store import WorkerInfo, WorkerSession, get_store
 
 from .helpers import WorkerCommand, worker_env
 
@@ -50,3 +54,13 @@ def _no_sessions_left_at_teardown(django_db_setup, django_db_blocker) -> Iterato
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         connection.close()
+
+
+@pytest.fixture
+def session() -> Iterator[WorkerSession]:
+    """A registered worker session of the test database's store, closed after the test."""
+    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
+    session = get_store().open_session(info)
+    session.register()
+    yield session
+    session.close()

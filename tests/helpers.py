@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,28 @@ def child_pids(supervisor_pid: int) -> list[int]:
         if int(fields[1]) == supervisor_pid and fields[0] != "Z":
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def claim_statement_params(limit: int = 100, **cursor: Any) -> dict[str, Any]:
+    """Parameters of the worker's claim statement (``claim_jobs``) for a claim of ``limit``
+    by a new worker of every queue, each job started at once; the cursor from ``cursor`` (the
+    head of the queue when none is given)."""
+    from django_taskengine.conf import taskengine_settings
+    from django_taskengine.store.postgres_session import (
+        START_FENCE_LOCK_ID,
+        claim_params,
+        engine_lock_key,
+    )
+
+    return {
+        "queues": [],
+        "all_queues": True,
+        "limit": limit,
+        "free": limit,
+        "start": limit,
+        "park": [],
+        "worker": uuid.uuid4(),
+        "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+        "fence": engine_lock_key(START_FENCE_LOCK_ID),
+        **claim_params(**cursor),
+    }

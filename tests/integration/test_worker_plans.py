@@ -21,12 +21,11 @@ from django_taskengine.core.statuses import AttemptOutcome
 from django_taskengine.models import Job, JobStatus, Queue, Worker
 from django_taskengine.store.postgres_session import (
     RESCUER_LOCK_ID,
-    START_FENCE_LOCK_ID,
-    claim_params,
     engine_lock_key,
     outcome_params,
 )
 from django_taskengine.store.sql import query
+from tests.helpers import claim_statement_params
 
 pytestmark = [
     pytest.mark.django_db,
@@ -77,18 +76,7 @@ def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued(
         cursor.execute("ANALYZE taskengine_job, taskengine_queue, taskengine_pause")
     plan = generic_plan(
         "claim_jobs",
-        {
-            "queues": [],
-            "all_queues": True,
-            "limit": 100,
-            "free": 100,
-            "start": 100,
-            "park": [],
-            "worker": uuid.uuid4(),
-            "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-            "fence": engine_lock_key(START_FENCE_LOCK_ID),
-            **claim_params(),
-        },
+        claim_statement_params(),
         analyze=False,
     )
     text = "\n".join(plan)

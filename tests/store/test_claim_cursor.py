@@ -7,10 +7,7 @@ are claimed by the next scan from the head, which comes every so often."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,32 +15,19 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_taskengine.conf import taskengine_settings
 from django_taskengine.models import Job
-from django_taskengine.store import WorkerInfo, get_store, postgres_session
+from django_taskengine.store import postgres_session
 from django_taskengine.store.postgres_session import (
     CLAIM_FROM_HEAD,
-    START_FENCE_LOCK_ID,
-    claim_params,
-    engine_lock_key,
 )
 from django_taskengine.store.sql import query
-from tests.helpers import direct_connection, wait_for
+from tests.helpers import claim_statement_params, direct_connection, wait_for
 from tests.testapp.tasks import noop
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's MVCC"),
 ]
-
-
-@pytest.fixture
-def session() -> Iterator[Any]:
-    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
-    opened = get_store().open_session(info)
-    opened.register()
-    yield opened
-    opened.close()
 
 
 def _enqueue(count: int, priority: int = 0) -> list[int]:
@@ -53,18 +37,7 @@ def _enqueue(count: int, priority: int = 0) -> list[int]:
 def _index_entries_a_claim_reads(conn: psycopg.Connection, after: tuple[int, Any, int]) -> int:
     """Entries of the claim index that a claim of 100 from ``after`` reads (live or not; the
     claim runs, then is rolled back)."""
-    params = {
-        "queues": [],
-        "all_queues": True,
-        "limit": 100,
-        "free": 100,
-        "start": 100,
-        "park": [],
-        "worker": uuid.uuid4(),
-        "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
-        "fence": engine_lock_key(START_FENCE_LOCK_ID),
-        **claim_params(after),
-    }
+    params = claim_statement_params(after=after)
     # The backend's counts not yet reported: read before and after.
     count = "SELECT pg_stat_get_xact_tuples_returned('taskengine_job_claimable_idx'::regclass)"
     with conn.transaction(force_rollback=True):

@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from django_taskengine import operations
 from django_taskengine.models import Job
 from django_taskengine.store import postgres_session
 from django_taskengine.store.postgres_session import (
@@ -105,3 +106,27 @@ def test_jobs_that_sort_before_the_cursor_are_claimed_by_the_next_scan_from_the_
         message="every job's claim",
     )
     assert sorted(claimed) == sorted([*backlog, urgent, late])
+
+
+@pytest.mark.parametrize(
+    ("pause", "resume", "args"),
+    [
+        (operations.pause_queue, operations.resume_queue, ("default",)),
+        (operations.pause_task, operations.resume_task, (noop.name,)),
+        (operations.pause_all, operations.resume_all, ()),
+    ],
+    ids=["queue", "task", "all"],
+)
+def test_a_claim_from_the_cursor_takes_nothing_paused(session, monkeypatch, pause, resume, args):
+    # Both of the claim's scans check the pauses: the scan after the cursor (its priority) and
+    # the scan of lower priorities.
+    monkeypatch.setattr(postgres_session, "CHEAP_HEAD_SCAN", -1.0)
+    monkeypatch.setattr(postgres_session, "FULL_SCAN_GAP", 10**6)
+    monkeypatch.setattr(postgres_session, "FULL_SCAN_GAP_MAX", 60.0)
+    backlog = _enqueue(20)
+    lower = _enqueue(5, priority=-1)
+    assert [job.id for job in session.claim(5)] == backlog[:5]  # from the head; now the cursor
+    pause(*args)
+    assert session.claim(50) == []
+    resume(*args)
+    assert [job.id for job in session.claim(50)] == backlog[5:] + lower

@@ -23,6 +23,7 @@ class AttemptOutcome(models.TextChoices):
     SUPERSEDED = "superseded", "superseded"  # a newer attempt owns the job; writes discarded
     PAUSED = "paused", "paused at a checkpoint"  # an operator paused the running job
     CANCELLED = "cancelled", "cancelled at a checkpoint"  # an operator cancelled it mid-run
+    SNOOZED = "snoozed", "snoozed"  # the task raised Snooze: due again later, attempt not counted
 
 
 #: States in which a job still has work ahead of it; a dedup key is unique among these.

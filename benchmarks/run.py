@@ -4,11 +4,12 @@
     python benchmarks/run.py [--compare] [--scale] [--repeat N] [--only NAME,...]
                              [--json out.json] [--plot [docs/benchmarks.png]]
     python benchmarks/run.py --baseline REV [--rounds N] [--only NAME,...]
-    python benchmarks/run.py --soak | --io | --fleet [options]
+    python benchmarks/run.py --soak | --io | --fleet | --flow [options]
 
 ``--baseline REV`` (first) compares this tree with commit REV instead: see ``baseline.py``.
-``--soak``, ``--io`` and ``--fleet`` run the sustained-load benchmarks instead (``soak.py``,
-``io_bound.py``, ``fleet.py``; ``--help`` after the flag lists their options). They run on a
+``--soak``, ``--io``, ``--fleet`` and ``--flow`` run the sustained-load and flow-control
+benchmarks instead (``soak.py``, ``io_bound.py``, ``fleet.py``, ``flow.py``; ``--help`` after
+the flag lists their options). They run on a
 PostgreSQL cluster of their own (``cluster.py``); ``--private-cluster`` does the same for these.
 
 Benchmarks (each starts from empty taskengine tables):
@@ -1286,6 +1287,8 @@ def claim_statement_params(ns: int, limit: int) -> dict[str, Any]:
         "ns": ns,
         # The start fence's key (django_taskengine/store/postgres_session.py).
         "fence": (ns << 32) | 2,
+        # No task type with limits (its jobs would be left to the flow claim).
+        "flow_tasks": [],
         # The cursor before every job (CLAIM_FROM_HEAD there).
         "after_priority": 2**31 - 1,
         "after_run": None,
@@ -1546,7 +1549,7 @@ def write_plot(payload: dict[str, Any], path: Path, script: str = "plot.py") -> 
 
 
 #: ``./dev bench FLAG``: the sustained-load benchmarks, each in its own module.
-SUSTAINED = {"--soak": "soak", "--io": "io_bound", "--fleet": "fleet"}
+SUSTAINED = {"--soak": "soak", "--io": "io_bound", "--fleet": "fleet", "--flow": "flow"}
 
 
 def main(argv: list[str] | None = None) -> int:

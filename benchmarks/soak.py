@@ -58,8 +58,9 @@ from benchmarks import session as sess
 #: horizon, all of them): from its head the probe would cost what a claim from the head does.
 FIRST_QUEUED = (
     "LEAST((SELECT id FROM taskengine_job WHERE status = 'queued' AND token IS NULL "
-    "AND priority = 0 AND (run_after, id) >= (COALESCE(%(head_run)s::timestamptz, "
-    "'-infinity'), %(head_id)s::bigint) ORDER BY run_after, id LIMIT 1), "
+    "AND flow_key IS NULL AND priority = 0 AND (run_after, id) >= "
+    "(COALESCE(%(head_run)s::timestamptz, '-infinity'), %(head_id)s::bigint) "
+    "ORDER BY run_after, id LIMIT 1), "
     "(SELECT min(id) FROM taskengine_job WHERE status = 'queued' AND token IS NOT NULL))"
 )
 #: Seconds between probes of the first queued job from the claim index's head.

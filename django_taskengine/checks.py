@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import DEFAULTS, taskengine_settings
+from .core.flow import queue_limits
 from .core.limits import QUEUE_NAME_MAX, check_name, is_int32
 from .periodic import collect_definitions
 from .registry import registered_tasks
@@ -103,6 +104,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
     errors.extend(_check_retention(number("RETENTION")))
     errors.extend(_check_metrics_and_testing(user))
+    errors.extend(_check_queues(number("QUEUES")))
     database = number("DATABASE")
     if not isinstance(database, str) or database not in settings.DATABASES:
         errors.append(
@@ -164,6 +166,33 @@ def _check_retention(retention: Any) -> list[Any]:
                     id="taskengine.E020",
                 )
             )
+    return errors
+
+
+def _check_queues(queues: Any) -> list[Any]:
+    """E027: QUEUES is a dict of queue name -> {"concurrency": N, "rate_limit": "N/s"}."""
+    example = 'e.g. {"emails": {"concurrency": 5, "rate_limit": "14/s"}}'
+    if not isinstance(queues, dict):
+        return [
+            Error(
+                f"TASKENGINE['QUEUES'] must be a dict of queue name to limits, not "
+                f"{type(queues).__name__}.",
+                hint=f"Use {example}.",
+                id="taskengine.E027",
+            )
+        ]
+    errors: list[Any] = []
+    for name, limits in queues.items():
+        what = f"TASKENGINE['QUEUES'][{name!r}]"
+        try:
+            check_name(name, what, max_length=QUEUE_NAME_MAX)
+            if not isinstance(limits, dict) or set(limits) - {"concurrency", "rate_limit"}:
+                raise ValueError(
+                    f"{what} must be a dict with the keys 'concurrency' and/or 'rate_limit'"
+                )
+            queue_limits(limits, {})
+        except (TypeError, ValueError) as exc:
+            errors.append(Error(f"{exc}.", hint=f"Use {example}.", id="taskengine.E027"))
     return errors
 
 

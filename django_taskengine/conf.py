@@ -46,6 +46,10 @@ DEFAULTS: dict[str, Any] = {
     # A tick not enqueued this many seconds after its time counts as missed (every worker was
     # down); with catch_up "once", missed ticks collapse into one job.
     "PERIODIC_MISSED_AFTER": 60.0,
+    # Fleet-wide limits per queue: name -> {"concurrency": N, "rate_limit": "N/s|N/m|N/h"}.
+    # A runtime value (operations.set_queue_limits, manage.py taskengine limit) overrides a
+    # knob until cleared. See django_taskengine.core.flow.
+    "QUEUES": {},
     # Module name looked up in every installed app for @task definitions.
     "AUTODISCOVER_MODULE": "tasks",
     # How long finished jobs are kept, per status, before workers delete them (with their
@@ -151,6 +155,11 @@ class Settings:
     def PERIODIC(self) -> dict[str, Any]:
         """As configured: the system checks report a value that is not a dict."""
         return self._get("PERIODIC") or {}
+
+    @property
+    def QUEUES(self) -> dict[str, Any]:
+        """As configured: the system checks report a bad value."""
+        return self._get("QUEUES") or {}
 
     @property
     def PERIODIC_MISSED_AFTER(self) -> float:

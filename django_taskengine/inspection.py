@@ -13,6 +13,7 @@ from django.utils import timesince as _timesince
 from django.utils import timezone
 
 from .conf import taskengine_settings
+from .flow_status import holding_back
 from .job_indexes import ANY_STATUS, status_in
 from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .registry import tasks as registry
@@ -235,6 +236,8 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
             )
         )
     if job.status == JobStatus.QUEUED and job.run_after <= now:
+        for text in holding_back(job, using=db):
+            add(Reason("flow_limit", text))
         ahead = _jobs_ahead(job, db, now)
         if ahead:
             shown = f"{ahead:,}" if ahead < 10_000 else "10,000 or more"

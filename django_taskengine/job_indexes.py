@@ -4,7 +4,10 @@ Every index on ``status`` is partial, so that a job a worker moves from queued t
 finished gets, in each state, entries only in the indexes that state needs (each row version
 of a job that changes status is indexed anew in every index whose condition it meets):
 
-* ``taskengine_job_claimable_idx``: queued, no worker has reserved it (the claim's);
+* ``taskengine_job_claimable_idx``: queued, no worker has reserved it, not under flow control
+  (the claim's);
+* ``taskengine_job_flow_idx``: the same, under flow control (a lane in ``flow_key``: the flow
+  claim's);
 * ``taskengine_job_reserved_idx``: queued, reserved by a worker (rescue's);
 * ``taskengine_job_running_idx``: running (rescue's, the running view's);
 * ``taskengine_job_rest_status_idx`` and ``taskengine_job_rest_task_idx``: jobs at rest —
@@ -37,7 +40,8 @@ def status_in(*statuses: str) -> Q:
     arms = []
     if JobStatus.QUEUED in wanted:
         arms += [
-            Q(status=JobStatus.QUEUED, token__isnull=True),
+            Q(status=JobStatus.QUEUED, token__isnull=True, flow_key__isnull=True),
+            Q(status=JobStatus.QUEUED, token__isnull=True, flow_key__isnull=False),
             Q(status=JobStatus.QUEUED, token__isnull=False),
         ]
     if JobStatus.RUNNING in wanted:

@@ -11,9 +11,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .audit_trail import AuditEntry
-from .core.limits import ACTOR_MAX, DEDUP_KEY_MAX, QUEUE_NAME_MAX, TASK_NAME_MAX
+from .core.limits import (
+    ACTOR_MAX,
+    DEDUP_KEY_MAX,
+    FLOW_KEY_MAX,
+    GROUP_KEY_MAX,
+    QUEUE_NAME_MAX,
+    SEQUENCE_KEY_MAX,
+    TASK_NAME_MAX,
+)
 from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, AttemptOutcome, JobStatus
 from .job_indexes import AT_REST
+from .schedule_models import CatchUp, PeriodicTick, Schedule
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -30,6 +39,7 @@ __all__ = [
     "PauseScope",
     "PeriodicTick",
     "Queue",
+    "RateWindow",
     "Schedule",
     "Worker",
 ]
@@ -46,11 +56,29 @@ class Queue(models.Model):
     #: A timed pause ends by itself at this moment; claims treat the queue as running after it.
     paused_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    #: The limits in force (django_taskengine/core/flow.py), fleet-wide: each knob's runtime
+    #: value if one is set, else its setting. None and "" mean no limit.
+    concurrency = models.IntegerField(null=True, blank=True)
+    # Defaults in the database too: enqueue inserts queue rows with its own SQL, and so do
+    # processes of the previous release during a deploy.
+    rate_limit = models.CharField(max_length=32, blank=True, default="", db_default="")
+    #: ``TASKENGINE["QUEUES"][name]`` as the last worker to start read it.
+    settings_limits = models.JSONField(default=dict, blank=True, db_default={})
+    #: The knobs set at runtime ("concurrency", "rate_limit"; a None value: no limit), which
+    #: override the setting until cleared.
+    runtime_limits = models.JSONField(default=dict, blank=True, db_default={})
+    limits_changed_at = models.DateTimeField(null=True, blank=True)
+    limits_changed_by = models.CharField(
+        max_length=ACTOR_MAX, blank=True, default="", db_default=""
+    )
 
     class Meta:
         db_table = "taskengine_queue"
         ordering = ["name"]
-        permissions = [("pause_queue", "Can pause and resume queues and task types")]
+        permissions = [
+            ("pause_queue", "Can pause and resume queues and task types"),
+            ("limit_queue", "Can set queue limits"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -139,6 +167,14 @@ class Job(models.Model):
     #: is made of, so it never repeats across databases, a recreated database, or a retry.
     #: Not unique-indexed: a random UUID does not collide, and an index would slow enqueue.
     uid = models.UUIDField(default=uuid.uuid4, editable=False)
+    #: Flow control (django_taskengine/core/flow.py): the group and the sequence the job was
+    #: enqueued with, and its lane, the most specific limited scope it belongs to. Only the
+    #: flow claim takes a job with a lane; NULL (most jobs): none.
+    group_key = models.CharField(max_length=GROUP_KEY_MAX, null=True, blank=True)  # noqa: DJ001
+    sequence_key = models.CharField(  # noqa: DJ001
+        max_length=SEQUENCE_KEY_MAX, null=True, blank=True
+    )
+    flow_key = models.CharField(max_length=FLOW_KEY_MAX, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         db_table = "taskengine_job"
@@ -150,13 +186,35 @@ class Job(models.Model):
         ]
         indexes = [
             # Serves the claim: due queued jobs no worker reserved, in priority, then
-            # run_after, then FIFO order.
+            # run_after, then FIFO order; those under flow control are left to the next two.
             models.Index(
                 models.F("priority").desc(),
                 "run_after",
                 "id",
                 name="taskengine_job_claimable_idx",
-                condition=Q(status="queued", token__isnull=True),
+                condition=Q(status="queued", token__isnull=True, flow_key__isnull=True),
+            ),
+            # Serves the flow claim: the same, lane by lane.
+            models.Index(
+                "flow_key",
+                models.F("priority").desc(),
+                "run_after",
+                "id",
+                name="taskengine_job_flow_idx",
+                condition=Q(status="queued", token__isnull=True, flow_key__isnull=False),
+            ),
+            # What the flow limits count: jobs under flow control started or claimed ahead.
+            models.Index(
+                fields=["flow_key"],
+                name="taskengine_job_flow_active_idx",
+                condition=Q(flow_key__isnull=False)
+                & (Q(status="running") | Q(status="queued", token__isnull=False)),
+            ),
+            # A sequence's next job: its first one not finished, in enqueue order.
+            models.Index(
+                fields=["sequence_key", "id"],
+                name="taskengine_job_sequence_idx",
+                condition=Q(sequence_key__isnull=False, status__in=["queued", "running", "paused"]),
             ),
             # Serves rescue and the admin's running view.
             models.Index(
@@ -288,6 +346,23 @@ class Attempt(models.Model):
         return None
 
 
+class RateWindow(models.Model):
+    """The recent starts of one rate-limited scope (a queue's or a task type's): what makes a
+    rate limit a sliding window. Written by the flow claim, under its lock."""
+
+    scope = models.CharField(max_length=FLOW_KEY_MAX, primary_key=True)
+    #: [time, starts] entries, one per claim that started jobs (close ones merged into the
+    #: later: see django_taskengine/core/flow.py), seconds since the epoch by the database's
+    #: clock, the oldest first.
+    starts = models.JSONField(default=list)
+
+    class Meta:
+        db_table = "taskengine_rate_window"
+
+    def __str__(self) -> str:
+        return self.scope
+
+
 class Worker(models.Model):
     """A worker process, as it reports itself through heartbeats."""
 
@@ -318,83 +393,3 @@ class Overview(Queue):
         proxy = True
         verbose_name = "overview"
         verbose_name_plural = "overview"
-
-
-class CatchUp(models.TextChoices):
-    """What a periodic schedule does with ticks that no worker enqueued in time (downtime)."""
-
-    ONCE = "once", "once: one job for the latest missed tick"
-    ALL = "all", "all: one job per missed tick (the latest 100 at most)"
-
-
-#: ``Schedule`` has a field called ``timezone``, which hides the module inside its class body.
-_now = timezone.now
-
-
-class Schedule(models.Model):
-    """A periodic schedule (``@periodic`` or ``TASKENGINE["PERIODIC"]``) and its shared state.
-
-    Workers create and update these rows from the definitions in their code and settings; the
-    definition columns are a copy for the admin and for "Run now". The state columns (pause,
-    last and next tick) are what every worker on every host agrees on.
-    """
-
-    name = models.CharField(max_length=200, unique=True)
-    task_name = models.CharField(max_length=TASK_NAME_MAX)
-    cron = models.CharField(max_length=255)
-    #: IANA time zone the cron expression is read in, e.g. "Europe/Paris".
-    timezone = models.CharField(max_length=64)
-    args = models.JSONField(default=list, blank=True)
-    kwargs = models.JSONField(default=dict, blank=True)
-    #: Empty: the task's own queue.
-    queue = models.CharField(max_length=QUEUE_NAME_MAX, blank=True, default="")
-    #: None: the task's own priority.
-    priority = models.IntegerField(null=True, blank=True)
-    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.ONCE)
-    paused = models.BooleanField(default=False)
-    paused_at = models.DateTimeField(null=True, blank=True)
-    paused_by = models.CharField(max_length=ACTOR_MAX, blank=True, default="")
-    #: The latest tick a job was enqueued for, and that job (which retention may have deleted).
-    last_tick_at = models.DateTimeField(null=True, blank=True)
-    last_job_id = models.BigIntegerField(null=True, blank=True)
-    #: The earliest tick not yet handled; None when the expression has no further date.
-    next_tick_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=_now)
-    updated_at = models.DateTimeField(default=_now)
-
-    class Meta:
-        db_table = "taskengine_schedule"
-        ordering = ["name"]
-        permissions = [
-            ("pause_schedule", "Can pause and resume periodic schedules"),
-            ("run_schedule", "Can run a periodic schedule's task now"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class PeriodicTick(models.Model):
-    """One tick of a schedule that has been enqueued. The unique constraint on (schedule, tick)
-    is what makes it exactly one job per tick, however many workers race to enqueue it."""
-
-    id = models.BigAutoField(primary_key=True)
-    # The unique constraint's index, (schedule, tick), serves lookups by schedule too.
-    schedule = models.ForeignKey(
-        Schedule, on_delete=models.CASCADE, related_name="ticks", db_index=False
-    )
-    #: The moment the cron expression named (not when the job was enqueued).
-    tick = models.DateTimeField()
-    #: Not a foreign key: retention deletes jobs without touching this table.
-    job_id = models.BigIntegerField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        db_table = "taskengine_periodic_tick"
-        ordering = ["schedule", "-tick"]
-        constraints = [
-            models.UniqueConstraint(fields=["schedule", "tick"], name="taskengine_tick_once")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.schedule_id} @ {self.tick.isoformat()}"

@@ -13,7 +13,16 @@ from django.utils import timezone
 
 from .conf import taskengine_settings
 from .context import ContextChannel, TaskContext
-from .core.limits import DEDUP_KEY_MAX, QUEUE_NAME_MAX, check_int32, check_name, check_number
+from .core.flow import Limits, check_concurrency, lane, parse_rate
+from .core.limits import (
+    DEDUP_KEY_MAX,
+    GROUP_KEY_MAX,
+    QUEUE_NAME_MAX,
+    SEQUENCE_KEY_MAX,
+    check_int32,
+    check_name,
+    check_number,
+)
 from .registry import TaskNotRegistered, find_task, get_task, registered_tasks
 from .registry import tasks as registry
 from .serialization import check_arguments
@@ -49,6 +58,9 @@ class TaskOptions(TypedDict, total=False):
     takes_context: bool
     atomic: bool
     on_orphan: OnOrphan
+    concurrency: int | None
+    rate_limit: str | None
+    group_concurrency: int | None
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class EnqueueOptions:
     max_attempts: int | None = None
     timeout: float | None = None
     database: str | None = None
+    group: str | None = None
+    sequence: str | None = None
 
 
 _NO_OPTIONS = EnqueueOptions()
@@ -83,6 +97,9 @@ class Task:
         takes_context: bool = False,
         atomic: bool = False,
         on_orphan: OnOrphan = "retry",
+        concurrency: int | None = None,
+        rate_limit: str | None = None,
+        group_concurrency: int | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"@task needs a function, got {func!r}")
@@ -100,6 +117,16 @@ class Task:
         _check_option("priority", priority, int, name=self.name)
         _check_option("retry_backoff", retry_backoff, (int, float), minimum=0, name=self.name)
         _check_option("timeout", timeout, (int, float), minimum=0, name=self.name)
+        #: Flow control, fleet-wide (see django_taskengine.core.flow): at most ``concurrency``
+        #: jobs of this task running across every queue, at most ``rate_limit`` starts, and at
+        #: most ``group_concurrency`` running per group (``.using(group=...)``).
+        self.limits = Limits(
+            concurrency=check_concurrency(concurrency, f"@task {self.name}: concurrency"),
+            rate=parse_rate(rate_limit, f"@task {self.name}: rate_limit"),
+            group_concurrency=check_concurrency(
+                group_concurrency, f"@task {self.name}: group_concurrency"
+            ),
+        )
         if on_orphan not in ("retry", "park"):
             raise ValueError(
                 f"@task {self.name}: on_orphan must be 'retry' or 'park', not {on_orphan!r}"
@@ -169,13 +196,18 @@ class Task:
         max_attempts: int | None = None,
         timeout: float | None = None,
         database: str | None = None,
+        group: str | None = None,
+        sequence: str | None = None,
     ) -> BoundTask:
         """Return this task with per-call options for ``enqueue`` and ``bulk_enqueue``.
 
         ``run_after`` is an aware datetime, a timedelta from now or a number of seconds from now.
         ``dedup_key``: while a queued, running or paused job has this key, enqueueing returns
         that job (with ``job.created`` False) instead of adding another. ``timeout``: seconds
-        each attempt of these jobs may run (instead of the task's ``timeout``).
+        each attempt of these jobs may run (instead of the task's ``timeout``). ``group``: the
+        jobs' group (a tenant, say): with ``@task(group_concurrency=N)``, at most N jobs of one
+        group run at once, and groups take turns. ``sequence``: jobs that share it run one at
+        a time, in enqueue order, across the fleet.
         """
         return BoundTask(self, EnqueueOptions()).using(
             queue=queue,
@@ -185,6 +217,8 @@ class Task:
             max_attempts=max_attempts,
             timeout=timeout,
             database=database,
+            group=group,
+            sequence=sequence,
         )
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
@@ -212,7 +246,12 @@ class BoundTask:
         _check_option("max_attempts", updates.get("max_attempts"), int, minimum=1, name=name)
         if "timeout" in updates:
             _check_timeout(updates["timeout"], name)
-        for key, longest in (("queue", QUEUE_NAME_MAX), ("dedup_key", DEDUP_KEY_MAX)):
+        for key, longest in (
+            ("queue", QUEUE_NAME_MAX),
+            ("dedup_key", DEDUP_KEY_MAX),
+            ("group", GROUP_KEY_MAX),
+            ("sequence", SEQUENCE_KEY_MAX),
+        ):
             if key in updates:
                 check_name(updates[key], f"{name}: {key}", max_length=longest)
         return BoundTask(self.task, replace(self.options, **updates))
@@ -258,10 +297,11 @@ class BoundTask:
         task = self.task
         options = self.options
         store = get_store(options.database)
+        queue = options.queue or task.queue
         jobs = store.enqueue(
             NewJobs(
                 task_name=task.name,
-                queue=options.queue or task.queue,
+                queue=queue,
                 priority=options.priority if options.priority is not None else task.priority,
                 run_after=options.run_after,
                 dedup_key=options.dedup_key,
@@ -269,6 +309,17 @@ class BoundTask:
                 retry_backoff=task.retry_backoff,
                 timeout=options.timeout if options.timeout is not None else task.timeout,
                 calls=calls,
+                group_key=options.group,
+                sequence_key=options.sequence,
+                # The queue's lane, if it has a limit, is the store's to add.
+                flow_key=lane(
+                    task.limits,
+                    task.name,
+                    group=options.group,
+                    sequence=options.sequence,
+                    queue=queue,
+                    queue_limited=False,
+                ),
             )
         )
         if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look

@@ -164,5 +164,6 @@ def claim_statement_params(limit: int = 100, **cursor: Any) -> dict[str, Any]:
         "worker": uuid.uuid4(),
         "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
         "fence": engine_lock_key(START_FENCE_LOCK_ID),
+        "flow_tasks": [],
         **claim_params(**cursor),
     }

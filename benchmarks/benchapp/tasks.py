@@ -13,6 +13,12 @@ def noop():
     return None
 
 
+@task(group_concurrency=1)
+def grouped_noop():
+    """A no-op job of one group at a time (benchmarks/flow.py)."""
+    return None
+
+
 @task
 def echo(x):
     return x

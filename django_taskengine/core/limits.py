@@ -14,6 +14,11 @@ QUEUE_NAME_MAX = 100
 #: Longest task name and dedup key.
 TASK_NAME_MAX = 255
 DEDUP_KEY_MAX = 255
+#: Longest group and sequence keys (``.using(group=…, sequence=…)``), and a flow lane's key: a
+#: prefix, a task name, a separator and a group (see :mod:`.flow`).
+GROUP_KEY_MAX = 200
+SEQUENCE_KEY_MAX = 200
+FLOW_KEY_MAX = 2 + TASK_NAME_MAX + 1 + GROUP_KEY_MAX
 #: Longest "by" (who did an operator action).
 ACTOR_MAX = 150
 #: Priorities, attempts and other integer columns are 32-bit.

@@ -8,6 +8,7 @@ object that changed state meanwhile is refused with :class:`ActionRefused`, neve
 - :mod:`.pauses`: queues, task types and the engine.
 - :mod:`.jobs`: one job at a time (or many, :func:`apply_to_jobs`).
 - :mod:`.schedules`: periodic schedules.
+- :mod:`.limits`: queue limits (flow control).
 - :mod:`.audit`: the audit trail every change above is recorded in.
 
 Every change takes ``by`` (who), ``reason`` (why) and ``source`` ("admin", "cli"; Python callers
@@ -31,6 +32,7 @@ from .jobs import (
     run_job_now,
     stop_running_jobs,
 )
+from .limits import SETTING, adopt_strays, set_queue_limits, sync_settings
 from .pauses import (
     active_pauses,
     engine_pause,
@@ -49,12 +51,14 @@ from .schedules import get_schedule, pause_schedule, resume_schedule, run_schedu
 
 __all__ = [
     "JOB_ACTIONS",
+    "SETTING",
     "JOB_ACTION_FUNCTIONS",
     "ActionRefused",
     "Actor",
     "Expected",
     "NotFound",
     "actions_for",
+    "adopt_strays",
     "active_pauses",
     "apply_to_jobs",
     "audit_entries",
@@ -77,6 +81,8 @@ __all__ = [
     "retry_job",
     "run_job_now",
     "run_schedule_now",
+    "set_queue_limits",
     "stop_running_jobs",
+    "sync_settings",
     "task_pause",
 ]

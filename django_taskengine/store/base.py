@@ -44,6 +44,11 @@ class NewJobs:
     retry_backoff: float
     timeout: float | None
     calls: list[tuple[Sequence[Any], dict[str, Any]]]
+    #: Flow control (django_taskengine/core/flow.py): the jobs' group, sequence and lane
+    #: (None: the store gives them their queue's if it has a limit).
+    group_key: str | None = None
+    sequence_key: str | None = None
+    flow_key: str | None = None
 
     def options(self) -> dict[str, Any]:
         """Every option but the calls, by field name."""
@@ -153,7 +158,17 @@ class WorkerSession(ABC):
         its worker's death must not be started before a thread can run it). The others are
         reserved (:attr:`ClaimedJob.reserved`): still queued, owned by this worker, started
         later by :meth:`start` or given back by :meth:`release`. None: every job starts.
+
+        Jobs under flow control (django_taskengine/core/flow.py) are only ever started, as
+        their limits allow; see :meth:`flow_look_at`.
         """
+
+    def flow_look_at(self) -> float | None:
+        """While jobs under flow control may wait for this worker: when (``time.monotonic()``)
+        the next claim should look at them again, if no notification or finished job brings it
+        sooner (they were held back by their limits, or there may be more). None otherwise."""
+        flow = getattr(self, "flow", None)
+        return flow.look_at if flow is not None and flow.waiting else None
 
     @abstractmethod
     def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:

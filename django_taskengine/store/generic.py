@@ -17,6 +17,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from ..core.flow import QUEUE
 from ..models import (
     ACTIVE_STATUSES,
     Job,
@@ -29,6 +30,7 @@ from .base import (
     Store,
     WorkerInfo,
 )
+from .generic_flow import queue_limited
 from .generic_session import GenericWorkerSession
 from .orm_writes import write_outcomes
 
@@ -57,6 +59,8 @@ class GenericStore(Store):
             if queue not in self._known_queues:
                 Queue.objects.using(self.alias).get_or_create(name=queue)
                 transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
+            if new.flow_key is None and queue_limited(self.alias, queue):
+                options["flow_key"] = QUEUE + queue
             if new.dedup_key is None:
                 return Job.objects.using(self.alias).bulk_create([build(*call) for call in calls])
             job = self._create_deduplicated(build(*calls[0]))

@@ -10,34 +10,21 @@ from collections.abc import Collection
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F, Q, Subquery, TextField
-from django.db.models.functions import Cast
+from django.db.models import F, Subquery
 from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.ownership import RELEASED
-from ..models import Job, JobStatus, Pause, PauseScope, Queue, Worker
+from ..models import Job, JobStatus, Worker
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
-from .decoding import load_column
+from .flow_claim import FlowClaimer, task_limits
+from .generic_flow import GenericFlowSource, claimed_jobs, limited_queues, unpaused
 from .orm_writes import write_outcomes
 
 #: Seconds the leases of a stopping worker's last running jobs last: longer than the process
 #: takes to exit after marking itself stopped.
 STOPPED_WORKER_LEASE = 2.0
-
-#: The plain columns a claim reads back (the JSON ones are read as text).
-_CLAIMED_FIELDS = (
-    "id",
-    "task_name",
-    "queue",
-    "attempts",
-    "max_attempts",
-    "retry_backoff",
-    "timeout",
-    "started_at",
-    "uid",
-)
 
 
 class GenericWorkerSession(WorkerSession):
@@ -48,6 +35,10 @@ class GenericWorkerSession(WorkerSession):
         self.alias = store.alias
         self.worker = worker
         connections[self.alias].ensure_connection()
+        self.flow = FlowClaimer()
+        self._flow_source = GenericFlowSource(
+            self.alias, worker=worker.id, queues=list(worker.queues)
+        )
 
     def _jobs(self) -> Any:
         return Job.objects.using(self.alias)
@@ -74,18 +65,6 @@ class GenericWorkerSession(WorkerSession):
             },
         )
 
-    def _unpaused(self, jobs: Any, now: dt.datetime) -> Any:
-        """``jobs`` without those of paused queues and task types; None if the engine is
-        paused."""
-        in_force = Q(paused_until__isnull=True) | Q(paused_until__gt=now)
-        pauses = Pause.objects.using(self.alias).filter(in_force)
-        if pauses.filter(scope=PauseScope.ENGINE).exists():
-            return None
-        paused = Queue.objects.using(self.alias).filter(in_force, paused=True)
-        return jobs.exclude(queue__in=Subquery(paused.values("name"))).exclude(
-            task_name__in=Subquery(pauses.filter(scope=PauseScope.TASK).values("target"))
-        )
-
     def claim(
         self,
         limit: int,
@@ -94,16 +73,32 @@ class GenericWorkerSession(WorkerSession):
         start: int | None = None,
         park: Collection[str] = (),
     ) -> list[ClaimedJob]:
+        return self.flow.combine(
+            lambda n, f, s: self._claim_plain(n, free=f, start=s, park=park),
+            self._flow_source,
+            limit=limit,
+            free=limit if free is None else free,
+            start=limit if start is None else start,
+            park=park,
+        )
+
+    def _claim_plain(
+        self, limit: int, *, free: int, start: int, park: Collection[str]
+    ) -> list[ClaimedJob]:
+        """Jobs not under flow control, nor of a queue or task type with a limit."""
         now = timezone.now()
         token = uuid.uuid4()
         candidates = self._jobs().filter(
-            status=JobStatus.QUEUED, token__isnull=True, run_after__lte=now
+            status=JobStatus.QUEUED, token__isnull=True, flow_key__isnull=True, run_after__lte=now
         )
         if self.worker.queues:
             candidates = candidates.filter(queue__in=self.worker.queues)
-        candidates = self._unpaused(candidates, now)
+        candidates = unpaused(self.alias, candidates, now)
         if candidates is None:
             return []
+        candidates = candidates.exclude(task_name__in=sorted(task_limits())).exclude(
+            queue__in=Subquery(limited_queues(self.alias))
+        )
         # One statement reserves them all (the database serializes claims); the ones to run
         # now start next, through the same fenced start as later ones.
         count = (
@@ -123,39 +118,7 @@ class GenericWorkerSession(WorkerSession):
         )
         if not count:
             return []
-        # The JSON columns as text, loaded per job: one row Python cannot load fails its own
-        # job, not the whole batch (see .decoding).
-        rows = (
-            self._jobs()
-            .filter(token=token, status=JobStatus.QUEUED)
-            .order_by("-priority", "run_after", "id")
-            .annotate(
-                args_text=Cast("args", TextField()),
-                kwargs_text=Cast("kwargs", TextField()),
-                checkpoint_text=Cast("checkpoint", TextField()),
-            )
-            .values(*_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text")
-        )
-        jobs = [
-            ClaimedJob(
-                id=job["id"],
-                task_name=job["task_name"],
-                queue=job["queue"],
-                args=load_column("args", job["args_text"]),
-                kwargs=load_column("kwargs", job["kwargs_text"]),
-                attempt=job["attempts"],
-                max_attempts=job["max_attempts"],
-                retry_backoff=job["retry_backoff"],
-                timeout=job["timeout"],
-                token=token,
-                started_at=None,
-                checkpoint=load_column("checkpoint", job["checkpoint_text"]),
-                uid=job["uid"],
-            )
-            for job in rows
-        ]
-        free = len(jobs) if free is None else free
-        start = len(jobs) if start is None else start
+        jobs = claimed_jobs(self._jobs().filter(status=JobStatus.QUEUED), token, None)
         to_start = [
             job
             for n, job in enumerate(jobs)
@@ -173,7 +136,7 @@ class GenericWorkerSession(WorkerSession):
         ids = [job.id for job in jobs]
         mine = self._jobs().filter(id__in=ids, token__in={job.token for job in jobs})
         with transaction.atomic(using=self.alias):
-            startable = self._unpaused(mine.filter(status=JobStatus.QUEUED), now)
+            startable = unpaused(self.alias, mine.filter(status=JobStatus.QUEUED), now)
             go = [] if startable is None else list(startable.values_list("id", flat=True))
             self._jobs().filter(id__in=go).update(
                 status=JobStatus.RUNNING,
@@ -199,6 +162,7 @@ class GenericWorkerSession(WorkerSession):
             ).update(**RELEASED)
 
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
+        self.flow.finished(o.job_id for o in outcomes)
         return write_outcomes(self._jobs(), self.alias, outcomes, self.worker.id)
 
     def save_state(self, writes: list[StateWrite]) -> dict[int, str]:

@@ -122,6 +122,9 @@ class PostgresStore(Store):
                     new.timeout,
                     channel,
                     uid,
+                    new.group_key,
+                    new.sequence_key,
+                    new.flow_key,
                 ),
             )
             job_id, created_us = cursor.fetchone()[0]
@@ -143,6 +146,8 @@ class PostgresStore(Store):
         template: dict[str, Any] = dict(_JOB_TEMPLATE)
         template.update(new.options())
         del template["run_after"]  # each row's own, from `inserted`
+        # Deferred: a job the caller gave no lane may have its queue's, which the database knows.
+        del template["flow_key"]
         jobs = self._jobs(template, stored, inserted)
         if len(jobs) < len(calls):
             # With a dedup key, the first call was inserted and the rest repeat its key.

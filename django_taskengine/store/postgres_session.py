@@ -20,7 +20,8 @@ from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.statuses import JobStatus
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
-from .decoding import load_column
+from .flow_claim import FLOW_LOCK_ID, FLOW_NOTICE, FlowClaimer, task_limits
+from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job
 from .sql import query
 
 T = TypeVar("T")
@@ -87,6 +88,17 @@ class PostgresWorkerSession(WorkerSession):
         self._head_scan_due = 0.0
         self._head_scan_took = 0.0
         self._rescues = 0
+        self.flow = FlowClaimer()
+        self._flow_source = PostgresFlowSource(
+            self.conn,
+            worker=worker.id,
+            queues=self.queues,
+            ns=self.ns,
+            lock_key=engine_lock_key(FLOW_LOCK_ID),
+            fence_key=engine_lock_key(START_FENCE_LOCK_ID),
+        )
+        #: The task types with limits (the plain claim leaves their jobs to the flow claim).
+        self._flow_tasks: list[str] | None = None
 
     def register(self) -> None:
         info = self.worker
@@ -103,16 +115,32 @@ class PostgresWorkerSession(WorkerSession):
         start: int | None = None,
         park: Collection[str] = (),
     ) -> list[ClaimedJob]:
+        return self.flow.combine(
+            lambda n, f, s: self._claim_plain(n, free=f, start=s, park=park),
+            self._flow_source,
+            limit=limit,
+            free=limit if free is None else free,
+            start=limit if start is None else start,
+            park=park,
+        )
+
+    def _claim_plain(
+        self, limit: int, *, free: int, start: int, park: Collection[str]
+    ) -> list[ClaimedJob]:
+        """Jobs not under flow control (see claim_jobs)."""
+        if self._flow_tasks is None:
+            self._flow_tasks = sorted(task_limits())
         params = {
             "queues": self.queues,
             "all_queues": not self.queues,
             "limit": limit,
-            "free": limit if free is None else free,
-            "start": limit if start is None else start,
+            "free": free,
+            "start": start,
             "park": list(park),
             "worker": self.worker.id,
             "ns": self.ns,
             "fence": engine_lock_key(START_FENCE_LOCK_ID),
+            "flow_tasks": self._flow_tasks,
         }
         # A scan from the head steps over the dead index entries of every job claimed since
         # the last vacuum, or since a transaction began to hold the xmin horizon. While that
@@ -126,25 +154,7 @@ class PostgresWorkerSession(WorkerSession):
             if min(took, self._head_scan_took) > CHEAP_HEAD_SCAN:
                 self._head_scan_due = began + min(took * FULL_SCAN_GAP, FULL_SCAN_GAP_MAX)
             self._head_scan_took = took
-        return [
-            ClaimedJob(
-                id=row[0],
-                task_name=row[1],
-                queue=row[2],
-                args=load_column("args", row[3]),
-                kwargs=load_column("kwargs", row[4]),
-                attempt=row[5],
-                max_attempts=row[6],
-                retry_backoff=row[7],
-                timeout=row[8],
-                token=row[9],
-                started_at=row[10],
-                checkpoint=load_column("checkpoint", row[11]),
-                locked=row[12],
-                uid=row[15],
-            )
-            for row in rows
-        ]
+        return [claimed_job(row) for row in rows]
 
     def _claim_after(self, params: dict[str, Any], after: tuple[int, Any, int]) -> list[Any]:
         rows = self.conn.execute(query("claim_jobs"), params | claim_params(after)).fetchall()
@@ -193,6 +203,7 @@ class PostgresWorkerSession(WorkerSession):
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         if not outcomes and not unlock:
             return set()
+        self.flow.finished(o.job_id for o in outcomes)
         return self._write(outcomes, unlock)
 
     def _write(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
@@ -259,11 +270,11 @@ class PostgresWorkerSession(WorkerSession):
                 return []
             # The database's clock, as started_at's: a timeout is judged on one clock.
             now = rows[0][10]
-            reserved = [_orphan(row) for row in rows if row[12] == JobStatus.QUEUED]
+            reserved = [orphan_job(row) for row in rows if row[12] == JobStatus.QUEUED]
             # A reserved job never started: it goes back as it was (its lock is not ours).
             self._start_or_release(reserved, start=False, unlock=[])
             running = [row for row in rows if row[12] == JobStatus.RUNNING]
-            orphans = [(_orphan(row), row[9]) for row in running]
+            orphans = [(orphan_job(row), row[9]) for row in running]
             # Locked with their stop requests: the rescue carries out a pending one.
             outcomes = [
                 lifecycle.apply_stop_request(
@@ -316,7 +327,10 @@ class PostgresWorkerSession(WorkerSession):
         return self.conn.fileno()
 
     def drain_notifications(self) -> bool:
-        return sum(1 for _ in self.conn.notifies(timeout=0)) > 0
+        payloads = [notice.payload for notice in self.conn.notifies(timeout=0)]
+        if any(payload.startswith(FLOW_NOTICE) for payload in payloads):
+            self.flow.notified()
+        return bool(payloads)
 
     def unregister(self) -> None:
         self.conn.execute(query("unregister_worker"), [self.worker.id])
@@ -375,21 +389,3 @@ def unless_all_empty(values: list[T]) -> list[T]:
     """``values``, or none when every one is falsy ("", False): write_outcomes reads a missing
     element as its column's default, and an array not sent is one not encoded."""
     return values if any(values) else []
-
-
-def _orphan(row: tuple[Any, ...]) -> ClaimedJob:
-    """An orphaned job as the attempt its dead worker was running (select_orphans' row)."""
-    return ClaimedJob(
-        id=row[0],
-        task_name=row[1],
-        queue=row[2],
-        args=None,
-        kwargs=None,
-        attempt=row[3],
-        max_attempts=row[4],
-        retry_backoff=row[5],
-        timeout=row[6],
-        token=row[7],
-        started_at=row[8],
-        stop_requested=row[11],
-    )

@@ -110,6 +110,10 @@ class Claimer:
         finished = sum(1 for entry in self.running.values() if entry.ended is not None)
         return len(self.running) - len(self.reserved) - finished
 
+    def can_start(self) -> bool:
+        """Whether a job claimed now would start (jobs under flow control only ever do)."""
+        return self._to_start() > 0
+
     def _to_start(self) -> int:
         """How many more jobs to start now: one per idle thread, and up to ``start_ahead``."""
         return max(0, self.concurrency + self.start_ahead - self._started())

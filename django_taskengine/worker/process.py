@@ -231,11 +231,14 @@ class WorkerProcess:
         idle = self.completer.idle
         if self.max_jobs is not None and self.claimer.claimed_total >= self.max_jobs and idle:
             return True
+        session = self.liveness.session
         return (
             self.burst
             and exhausted
             and idle
             and time.monotonic() >= self.completer.burst_retry_until
+            # Jobs under flow control may wait for their limits: not drained yet.
+            and (session is None or session.flow_look_at() is None)
         )
 
     def _wait(self, next_timer: float) -> None:
@@ -246,6 +249,10 @@ class WorkerProcess:
         can_claim = not self.stops.requested and not self.stops.recycle and self.claimer.room() > 0
         if can_claim:
             timeout = min(timeout, taskengine_settings.POLL_INTERVAL)
+            look_at = self.liveness.session.flow_look_at() if self.liveness.session else None
+            if look_at is not None and self.claimer.can_start():
+                # Jobs held back by their limits: look again when a slot may be free.
+                timeout = min(timeout, max(0.0, look_at - now))
         timeout = self.stops.wait_limit(now, timeout)
         self.wakeup.pending = False
         if self.completer.done:

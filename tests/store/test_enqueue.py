@@ -610,8 +610,8 @@ def test_bulk_enqueue_explains_the_shape_it_expects(call):
 
 @pytest.mark.parametrize(
     ("module", "arguments"),
-    [("0008_enqueue_function", 10), ("0009_job_uid_audit_entry", 11)],
-    ids=["v1", "v2"],
+    [("0008_enqueue_function", 10), ("0009_job_uid_audit_entry", 11), ("0016_flow_control", 14)],
+    ids=["v1", "v2", "v3"],
 )
 def test_an_enqueue_function_migration_drops_exactly_what_it_creates(module, arguments):
     """Each version's migration backwards removes the function it created (its DROP names the
@@ -633,13 +633,13 @@ def test_an_enqueue_function_migration_drops_exactly_what_it_creates(module, arg
             )
             return [row[0] for row in cursor.fetchall()]
 
-    assert versions() == [10, 11]
+    assert versions() == [10, 11, 14]
     with transaction.atomic():
         with connection.schema_editor(atomic=False) as editor:
             operation.reverse_code(None, editor)
-            assert versions() == [n for n in (10, 11) if n != arguments]
+            assert versions() == [n for n in (10, 11, 14) if n != arguments]
             operation.code(None, editor)
-        assert versions() == [10, 11]
+        assert versions() == [10, 11, 14]
         job = add.enqueue(1, 2)
         assert Job.objects.get(pk=job.pk).args == [1, 2]
 

@@ -12,6 +12,7 @@ from django_taskengine import task
 
 from . import (
     bad_tasks,  # noqa: F401 - task code that misbehaves, for the worker's tests
+    flow_tasks,  # noqa: F401 - tasks under flow control
     periodic_tasks,  # noqa: F401 - autodiscovery finds the test schedules
 )
 from .models import LedgerEntry

@@ -16,6 +16,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from ...conf import taskengine_settings
 from ...core.limits import QUEUE_NAME_MAX, check_queue_name
+from ...operations.limits import sync_settings
 from ...worker.supervisor import Supervisor
 
 logger = logging.getLogger("django_taskengine.supervisor")
@@ -103,6 +104,9 @@ class Command(BaseCommand):
         if shutdown_timeout < 0:
             raise CommandError("--shutdown-timeout must be 0 or more seconds.")
         _wait_for_schema(database)
+        # TASKENGINE["QUEUES"] as this command's settings say: the queue rows every worker's
+        # claims read the limits from.
+        sync_settings(database)
         supervisor = Supervisor(
             processes=options["processes"],
             worker_options={

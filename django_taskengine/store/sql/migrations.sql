@@ -172,3 +172,48 @@ $$
 -- name: drop_pauses_function_v1
 DROP FUNCTION IF EXISTS taskengine_pauses_in_force(bigint)
 
+
+-- name: create_enqueue_function_v3
+-- As create_enqueue_function_v2, with flow control (django_taskengine/core/flow.py): the
+-- job's group and sequence, and its lane as the caller knows it (from the task's limits, the
+-- group and the sequence). A job the caller gives no lane gets its queue's if the queue has a
+-- limit in force: that is known here, in the queue table, where an operator's runtime limit
+-- is written. A new signature, so v2 stays for processes of the previous release.
+CREATE OR REPLACE FUNCTION taskengine_enqueue_job(
+    p_task_name varchar, p_queue varchar, p_args jsonb, p_kwargs jsonb, p_priority integer,
+    p_run_after timestamptz, p_max_attempts integer, p_retry_backoff double precision,
+    p_timeout double precision, p_channel text, p_uid uuid, p_group varchar,
+    p_sequence varchar, p_flow_key varchar)
+RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_run_after timestamptz;
+    v_flow_key varchar := p_flow_key;
+BEGIN
+    IF v_flow_key IS NULL THEN
+        SELECT 'q:' || q.name INTO v_flow_key FROM taskengine_queue q
+        WHERE q.name = p_queue AND (q.concurrency IS NOT NULL OR q.rate_limit <> '');
+    END IF;
+    INSERT INTO taskengine_job AS j (
+        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid,
+        group_key, sequence_key, flow_key)
+    VALUES (p_task_name, p_queue, p_args, p_kwargs, 'queued', p_priority,
+        COALESCE(p_run_after, now()), NULL, 0, p_max_attempts, p_retry_backoff, p_timeout,
+        '', '', now(), '', p_uid, p_group, p_sequence, v_flow_key)
+    RETURNING j.id, j.run_after INTO v_id, v_run_after;
+    IF v_run_after <= now() THEN
+        -- Wake an idle worker at commit; a job due later is found by a later poll. A job
+        -- under flow control says so ("flow:" and its queue): workers run a flow claim for it.
+        PERFORM pg_notify(p_channel,
+            CASE WHEN v_flow_key IS NULL THEN p_queue ELSE 'flow:' || p_queue END);
+    END IF;
+    RETURN ARRAY[v_id, (extract(epoch FROM now()) * 1000000)::bigint];
+END
+$$
+
+-- name: drop_enqueue_function_v3
+DROP FUNCTION IF EXISTS taskengine_enqueue_job(
+    varchar, varchar, jsonb, jsonb, integer, timestamptz, integer, double precision,
+    double precision, text, uuid, varchar, varchar, varchar)

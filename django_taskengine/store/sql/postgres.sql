@@ -7,34 +7,42 @@
 -- request belongs to the job: it is written as the outcome leaves it, fenced.
 
 -- name: enqueue_one
--- One job without a dedup key, through the function of migration 0009 (its uid made by the
--- caller): its INSERT and NOTIFY are planned once per session. Returns {id, created_at in µs
--- since the epoch}.
-SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+-- One job without a dedup key, through the function of migration 0016 (its uid made by the
+-- caller; its lane the caller's, or its queue's if that has a limit): its INSERT and NOTIFY
+-- are planned once per session. Returns {id, created_at in µs since the epoch}.
+SELECT taskengine_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: enqueue_many
 -- Any number of calls (one JSON array of [args, kwargs]) with the same options, in one
 -- statement; with a dedup key, a conflict with an active job inserts nothing. Returns the new
--- ids, their shared run_after and created_at, and NOTIFYs at commit if any is due. Each job gets
+-- ids, their shared run_after and created_at, and NOTIFYs at commit if any is due (as
+-- taskengine_enqueue_job does). Each job gets
 -- a random uid; it is not returned (reading a thousand UUIDs back cost ~6% of a bulk enqueue).
 WITH ins AS (
     INSERT INTO taskengine_job (
         task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
-        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid)
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid,
+        group_key, sequence_key, flow_key)
     SELECT %(task_name)s, %(queue)s, t.call -> 0, t.call -> 1, 'queued', %(priority)s,
         COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
-        %(timeout)s, '', '', now(), '', gen_random_uuid()
+        %(timeout)s, '', '', now(), '', gen_random_uuid(), %(group_key)s, %(sequence_key)s,
+        -- The caller's lane, or the queue's if it has a limit (as in taskengine_enqueue_job).
+        COALESCE(%(flow_key)s, (
+            SELECT 'q:' || q.name FROM taskengine_queue q
+            WHERE q.name = %(queue)s AND (q.concurrency IS NOT NULL OR q.rate_limit <> '')))
     FROM jsonb_array_elements(%(calls)s::jsonb) WITH ORDINALITY AS t(call, n)
     ORDER BY t.n
     -- The predicate of the partial unique index taskengine_job_active_dedup_key.
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL
         AND status IN ('queued', 'running', 'paused') DO NOTHING
-    RETURNING id, run_after, created_at
+    RETURNING id, run_after, created_at, flow_key
 )
 SELECT ARRAY(SELECT id FROM ins ORDER BY id),
     (SELECT run_after FROM ins LIMIT 1), (SELECT created_at FROM ins LIMIT 1),
-    (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, %(queue)s)) AS n
-     WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_after <= now()))
+    (SELECT count(*) FROM (
+        SELECT pg_notify(%(channel)s, CASE WHEN f.flow_key IS NULL THEN %(queue)s
+                                           ELSE 'flow:' || %(queue)s END)
+        FROM (SELECT flow_key FROM ins WHERE ins.run_after <= now() LIMIT 1) AS f) AS n)
 
 -- name: ensure_queue
 INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at)
@@ -52,6 +60,10 @@ SELECT pg_advisory_xact_lock(%(fence)s::bigint)
 -- Due queued jobs of unpaused queues and task types that no worker has reserved, in priority,
 -- then run_after, then FIFO order, taken for this worker in one statement (no window between
 -- choosing a job and owning it), each with a new fencing token and its advisory lock taken.
+-- Jobs under flow control (a lane in flow_key) are not in the claim index: the flow claim takes
+-- them (flow_candidates). Nor are jobs of a queue or task type with a limit that were enqueued
+-- without a lane, by a process that did not know of the limit yet: a worker gives them theirs
+-- (django_taskengine/operations/limits.py).
 -- The first `free` (one per idle runner thread) start at once (status running, attempt
 -- counted), and so do the next up to `start` unless their task is in `park`; the others are
 -- reserved: they stay queued, owned by this worker (its token and lock), and start only when a
@@ -71,6 +83,11 @@ WITH pauses AS MATERIALIZED (
     -- returned is seen (see the function).
     SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
 ),
+limited AS MATERIALIZED (
+    SELECT ARRAY(
+        SELECT q.name FROM taskengine_queue q
+        WHERE q.concurrency IS NOT NULL OR q.rate_limit <> '') AS queues
+),
 picked AS (
     -- Two index scans of due, unreserved jobs in this worker's queues, the second run only if
     -- the first found fewer than `limit`, each locking only the rows it takes (a locking
@@ -81,13 +98,16 @@ picked AS (
     -- claim index's order for a scan and sort of every queued job.
     SELECT * FROM (
         SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
-        WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
+        WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NULL
+          AND j.run_after <= now()
           AND j.priority = %(after_priority)s
           AND (j.run_after, j.id) > (COALESCE(%(after_run)s::timestamptz, '-infinity'), %(after_id)s::bigint)
           AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
           AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
           AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
           AND NOT (SELECT engine FROM pauses)
+          AND j.queue NOT IN (SELECT unnest(queues) FROM limited)
+          AND j.task_name NOT IN (SELECT unnest(%(flow_tasks)s::text[]))
         ORDER BY j.run_after, j.id
         LIMIT %(limit)s
         FOR UPDATE OF j SKIP LOCKED
@@ -95,12 +115,15 @@ picked AS (
     UNION ALL
     SELECT * FROM (
         SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
-        WHERE j.status = 'queued' AND j.token IS NULL AND j.run_after <= now()
+        WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NULL
+          AND j.run_after <= now()
           AND j.priority < %(after_priority)s
           AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
           AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
           AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
           AND NOT (SELECT engine FROM pauses)
+          AND j.queue NOT IN (SELECT unnest(queues) FROM limited)
+          AND j.task_name NOT IN (SELECT unnest(%(flow_tasks)s::text[]))
         ORDER BY j.priority DESC, j.run_after, j.id
         LIMIT %(limit)s
         FOR UPDATE OF j SKIP LOCKED
@@ -129,6 +152,125 @@ WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
     pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid
+
+-- name: flow_lock
+-- The flow claim's lock (one of the engine's own bigint keys: the namespace, then 3), held to
+-- the end of its transaction: flow claims take turns, fleet-wide, and each reads the running
+-- counts and recent starts (flow_usage, a statement of its own, so its snapshot is taken after
+-- the lock) with every earlier flow claim committed. No limit can be exceeded by two claims
+-- that each saw room for one more.
+SELECT pg_advisory_xact_lock(%(lock)s::bigint)
+
+-- name: flow_usage
+-- What the limits count, read under the flow lock: the database's clock (seconds since the
+-- epoch: every start of this claim is stamped with it); jobs under flow control started or
+-- claimed ahead, counted by queue, task, group and sequence; the queues' limits in force; the
+-- recent starts of every rate-limited scope.
+SELECT extract(epoch FROM clock_timestamp())::float8,
+    (SELECT COALESCE(json_agg(json_build_array(a.queue, a.task_name, a.group_key,
+                                               a.sequence_key, a.n)), '[]'::json)
+     FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
+           FROM taskengine_job j
+           WHERE j.flow_key IS NOT NULL
+             AND (j.status = 'running' OR (j.status = 'queued' AND j.token IS NOT NULL))
+           GROUP BY 1, 2, 3, 4) AS a),
+    (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)), '[]'::json)
+     FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
+    (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json) FROM taskengine_rate_window w)
+
+-- name: flow_candidates
+-- Jobs the flow claim may start, lane by lane (a lane is a flow_key), from the lane after
+-- `after` (the last one this session took from) round to it: at most `max_lanes` lanes, and in
+-- each the first `per_lane` due jobs in claim order; for a sequence, only its first job not
+-- finished, in enqueue order, if that one is due and waiting. Lanes in `blocked` (scopes in
+-- which nothing may start now) are not read, nor jobs of a queue or task type in it.
+-- Lanes are found one index probe each (the next flow_key after the last), never by reading
+-- every waiting job. Holds the start fence as claim_jobs does.
+WITH RECURSIVE pauses AS MATERIALIZED (
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
+),
+onward(k, n) AS (
+    SELECT (SELECT min(j.flow_key) FROM taskengine_job j
+            WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL
+              AND j.flow_key > %(after)s), 1::int
+    UNION ALL
+    SELECT (SELECT min(j.flow_key) FROM taskengine_job j
+            WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL
+              AND j.flow_key > o.k), o.n + 1
+    FROM onward o WHERE o.k IS NOT NULL AND o.n < %(max_lanes)s::int
+),
+wrapped(k, n) AS (
+    -- From the first lane again, up to the cursor.
+    SELECT (SELECT min(j.flow_key) FROM taskengine_job j
+            WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL),
+        %(max_lanes)s::int + 1
+    WHERE %(after)s <> ''
+    UNION ALL
+    SELECT (SELECT min(j.flow_key) FROM taskengine_job j
+            WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL
+              AND j.flow_key > r.k), r.n + 1
+    FROM wrapped r WHERE r.k IS NOT NULL AND r.k <= %(after)s AND r.n < 2 * %(max_lanes)s::int
+),
+lanes AS (
+    SELECT k, n FROM onward WHERE k IS NOT NULL
+    UNION ALL
+    SELECT k, n FROM wrapped WHERE k IS NOT NULL AND k <= %(after)s
+)
+SELECT c.id, c.queue, c.task_name, c.group_key, c.sequence_key, l.k
+FROM lanes l
+CROSS JOIN LATERAL (
+    (SELECT x.id, x.queue, x.task_name, x.group_key, x.sequence_key, x.priority, x.run_after
+     FROM taskengine_job x
+     WHERE l.k NOT LIKE 's:%%' AND x.flow_key = l.k
+       AND x.status = 'queued' AND x.token IS NULL AND x.run_after <= now()
+       AND (%(all_queues)s OR x.queue = ANY(%(queues)s))
+       AND x.queue NOT IN (SELECT unnest(queues) FROM pauses)
+       AND x.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+       AND NOT (SELECT engine FROM pauses)
+       AND ('q:' || x.queue) NOT IN (SELECT unnest(%(blocked)s::text[]))
+       AND ('t:' || x.task_name) NOT IN (SELECT unnest(%(blocked)s::text[]))
+     ORDER BY x.priority DESC, x.run_after, x.id
+     LIMIT %(per_lane)s)
+    UNION ALL
+    (SELECT h.id, h.queue, h.task_name, h.group_key, h.sequence_key, h.priority, h.run_after
+     FROM (SELECT x.* FROM taskengine_job x
+           WHERE l.k LIKE 's:%%' AND x.sequence_key = substr(l.k, 3)
+             AND x.status IN ('queued', 'running', 'paused')
+           ORDER BY x.id
+           LIMIT 1) h
+     WHERE h.status = 'queued' AND h.token IS NULL AND h.run_after <= now()
+       AND (%(all_queues)s OR h.queue = ANY(%(queues)s))
+       AND h.queue NOT IN (SELECT unnest(queues) FROM pauses)
+       AND h.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+       AND NOT (SELECT engine FROM pauses)
+       AND ('q:' || h.queue) NOT IN (SELECT unnest(%(blocked)s::text[]))
+       AND ('t:' || h.task_name) NOT IN (SELECT unnest(%(blocked)s::text[])))
+) c
+WHERE l.k NOT IN (SELECT unnest(%(blocked)s::text[]))
+ORDER BY l.n, c.priority DESC, c.run_after, c.id
+LIMIT %(cap)s
+
+-- name: flow_start
+-- Start the jobs the flow claim chose (django_taskengine/core/flow.py: pick), stamped with
+-- the claim's clock (`now`, seconds since the epoch, as the rate windows are), each with a new
+-- fencing token and its advisory lock, unless an operator took one meanwhile; and write the
+-- rate windows that changed. Returns the columns claim_jobs returns.
+WITH started AS (
+    UPDATE taskengine_job j
+    SET status = 'running', attempts = j.attempts + 1, started_at = to_timestamp(%(now)s),
+        finished_at = NULL, worker_id = %(worker)s, token = gen_random_uuid(),
+        lease_expires_at = NULL
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'queued' AND j.token IS NULL
+    RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
+        j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
+        pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid
+),
+windows AS (
+    INSERT INTO taskengine_rate_window (scope, starts)
+    SELECT w.key, w.value FROM jsonb_each(%(windows)s::jsonb) AS w
+    ON CONFLICT (scope) DO UPDATE SET starts = EXCLUDED.starts
+)
+SELECT * FROM started
 
 -- name: start_jobs
 -- Start jobs this worker reserved (`start` true) or give them back (`start` false), fenced by
@@ -334,8 +476,11 @@ CROSS JOIN LATERAL (
 
 -- name: notify_queues
 -- Wake idle workers of these queues (at commit): after a rescue, and after a resume (of a
--- job, a queue, a task type or the engine) made jobs due, on the channel enqueue uses.
-SELECT count(*) FROM (SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q) AS n
+-- job, a queue, a task type or the engine) or a change of limits made jobs due, on the channel
+-- enqueue uses. As "flow:" and the queue: jobs under flow control may be among them, so
+-- workers run a flow claim too.
+SELECT count(*) FROM (
+    SELECT pg_notify(%(channel)s, 'flow:' || q) FROM unnest(%(queues)s::text[]) AS q) AS n
 
 -- name: register_worker
 INSERT INTO taskengine_worker (id, hostname, pid, queues, concurrency, started_at,

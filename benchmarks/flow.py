@@ -1,0 +1,161 @@
+"""Flow control's cost: the drain rate of no-op jobs under limits that do not bind, and of 50
+groups of 200 jobs under ``group_concurrency=1``, against the plain drain in the same run.
+
+    ./dev bench --flow [--jobs 10000] [--processes 2] [--concurrency 4] [--rounds 3]
+                       [--json PATH] [--database-url URL | --private-cluster]
+
+Each round drains ``--jobs`` queued no-op jobs with ``run_workers --burst --processes P
+--concurrency C`` once per case (the cases interleaved, each from empty tables, every job
+verified succeeded with one attempt):
+
+- ``plain``: no limit anywhere (the baseline of the ratios);
+- ``queue_limit``: the jobs' queue has a concurrency limit of 100,000, never reached;
+- ``rate_limit``: the jobs' queue has a rate limit of 100,000/s, never reached;
+- ``groups``: 50 groups × (jobs / 50) jobs of a task with ``group_concurrency=1``: at most 50
+  jobs at once, more than the threads, so the limit decides which jobs run, not how many.
+
+Per case, medians of the rounds: throughput start → exit and steady (first start → last
+finish), and the ratio to ``plain``. Targets: a non-binding queue limit and a non-binding rate
+limit each drain at ≥ 0.9× the plain rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import run as bench
+from benchmarks import session as sess
+
+LIMITED_QUEUE = "bench-limited"
+GROUPS = 50
+
+
+def _plain(jobs: int) -> None:
+    bench.bulk_enqueue_noops(jobs)
+
+
+def _queue_limit(jobs: int) -> None:
+    from django_taskengine import operations
+
+    operations.set_queue_limits(LIMITED_QUEUE, concurrency=100_000)
+    _enqueue_in(LIMITED_QUEUE, jobs)
+
+
+def _rate_limit(jobs: int) -> None:
+    from django_taskengine import operations
+
+    operations.set_queue_limits(LIMITED_QUEUE, rate_limit="100000/s")
+    _enqueue_in(LIMITED_QUEUE, jobs)
+
+
+def _groups(jobs: int) -> None:
+    from benchmarks.benchapp.tasks import grouped_noop
+
+    per_group = jobs // GROUPS
+    for group in range(GROUPS):
+        grouped_noop.using(group=f"tenant-{group}").bulk_enqueue([((), {})] * per_group)
+
+
+def _enqueue_in(queue: str, jobs: int) -> None:
+    from benchmarks.benchapp.tasks import noop
+
+    left = jobs
+    while left > 0:
+        batch = min(bench.BULK_BATCH, left)
+        noop.using(queue=queue).bulk_enqueue([((), {})] * batch)
+        left -= batch
+
+
+CASES: dict[str, Callable[[int], None]] = {
+    "plain": _plain,
+    "queue_limit": _queue_limit,
+    "rate_limit": _rate_limit,
+    "groups": _groups,
+}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="./dev bench --flow", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--jobs", type=int, default=10_000, help="backlog (default 10,000)")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="threads each (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"a subset of {', '.join(CASES)}")
+    sess.add_arguments(parser)
+    opts = parser.parse_args(argv)
+    cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    jobs = opts.jobs - opts.jobs % GROUPS
+    session = sess.Session(opts)
+    session.print_header("flow control: drains under limits, against the plain drain")
+    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
+    failures: dict[str, str] = {}
+    for rnd in range(opts.rounds):
+        for case in cases:
+            print(
+                f"  round {rnd + 1}: {case} (load {bench.loadavg()})", file=sys.stderr, flush=True
+            )
+            try:
+                bench.truncate()
+                CASES[case](jobs)
+                runs[case].append(bench.drain_once(opts.processes, opts.concurrency, expect=jobs))
+            except Exception as exc:  # noqa: BLE001 - report it and go on
+                failures[case] = str(exc)
+                print(f"*** {case} FAILED ***\n{exc}", file=sys.stderr, flush=True)
+    bench.truncate()
+
+    figures: dict[str, dict[str, Any]] = {}
+    for case, rs in runs.items():
+        if rs:
+            figures[case] = {
+                "wall": statistics.median(r["drain"] for r in rs),
+                "steady": statistics.median(r["drain_steady"] for r in rs),
+                "jobs_per_claim": statistics.median(r["jobs_per_claim"] for r in rs),
+                "load": [r["loadavg_before"] for r in rs],
+            }
+    base = figures.get("plain")
+    print(
+        f"\n{jobs:,} queued no-op jobs, run_workers --burst --processes {opts.processes} "
+        f"--concurrency {opts.concurrency}; medians of {opts.rounds} interleaved rounds"
+    )
+    print(f"{'case':<12} {'wall /s':>9} {'steady /s':>10} {'× plain':>8} {'jobs/cl':>8}  load")
+    for case, f in figures.items():
+        ratio = f["steady"] / base["steady"] if base else None
+        f["ratio"] = ratio
+        shown = "—" if ratio is None else f"×{ratio:.2f}"
+        print(
+            f"{case:<12} {f['wall']:>9,.0f} {f['steady']:>10,.0f} {shown:>8} "
+            f"{f['jobs_per_claim']:>8.1f}  {f['load']}"
+        )
+    targets = []
+    for case, what in (("queue_limit", "queue limit"), ("rate_limit", "rate limit")):
+        ratio = figures.get(case, {}).get("ratio")
+        targets.append(
+            sess.Target(
+                f"a non-binding {what} drains at ≥ 0.9× the plain rate (steady)",
+                "—" if ratio is None else f"×{ratio:.2f}",
+                None if ratio is None else ratio >= 0.9,
+                ratio,
+            )
+        )
+    sess.print_targets(targets)
+    session.finish(
+        opts,
+        "flow",
+        {
+            "options": vars(opts),
+            "figures": figures,
+            "runs": runs,
+            "targets": sess.targets_json(targets),
+            "failures": failures,
+        },
+    )
+    return 1 if failures else 0

@@ -1,0 +1,142 @@
+"""Flow control as operators see it: the limits in force with what they count now, and the
+limits that hold a waiting job back (``taskengine status``, ``taskengine why``, the admin).
+
+Read without the flow claim's lock: a snapshot, exact at the moment it is read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from .conf import taskengine_settings
+from .core.flow import GROUP, QUEUE, SEQUENCE, TASK, FlowJob, Policy, Rate, Usage, group_scope
+from .job_indexes import status_in
+from .models import Job, JobStatus
+from .store.flow_claim import policy
+from .store.generic_flow import GenericFlowSource
+
+
+@dataclass(frozen=True)
+class ScopeUsage:
+    """One limited scope: its limits and what they count now."""
+
+    key: str
+    concurrency: int | None
+    running: int
+    rate: Rate | None
+    #: Starts inside the rate window (0 without a rate limit).
+    recent_starts: int
+    #: Seconds until a full rate window lets a job start again; None if it is not full.
+    next_start_in: float | None
+
+    @property
+    def label(self) -> str:
+        kind, name = self.key[:2], self.key[2:]
+        if kind == GROUP:
+            task, _, group = name.partition("|")
+            return f"group {group!r} of task {task}"
+        return {QUEUE: "queue", TASK: "task", SEQUENCE: "sequence"}[kind] + f" {name!r}"
+
+    @property
+    def full(self) -> bool:
+        return self.concurrency is not None and self.running >= self.concurrency
+
+    @property
+    def rate_full(self) -> bool:
+        return self.rate is not None and self.recent_starts >= self.rate.count
+
+    def describe(self) -> str:
+        """``"3 of 5 running, 14/s: 9 starts in the last second"``."""
+        parts = []
+        if self.concurrency is not None:
+            parts.append(f"{self.running} of {self.concurrency} running")
+        if self.rate is not None:
+            period = {1.0: "second", 60.0: "minute", 3600.0: "hour"}[self.rate.seconds]
+            text = f"{self.rate}: {self.recent_starts} start(s) in the last {period}"
+            if self.next_start_in is not None:
+                text += f", the next one in {self.next_start_in:.1f} s"
+            parts.append(text)
+        return ", ".join(parts)
+
+
+@dataclass
+class FlowState:
+    policy: Policy
+    usage: Usage
+
+    def scope(self, key: str, concurrency: int | None, rate: Rate | None) -> ScopeUsage:
+        started = next_in = None
+        if rate is not None:
+            started = self.usage.started(key, rate)
+            free_at = self.usage.free_at(key, rate)
+            next_in = None if free_at is None else max(0.0, free_at - self.usage.now)
+        return ScopeUsage(key, concurrency, self.usage.running[key], rate, started or 0, next_in)
+
+    def queue(self, name: str) -> ScopeUsage | None:
+        limits = self.policy.queues.get(name)
+        if limits is None or not limits.any:
+            return None
+        return self.scope(QUEUE + name, limits.concurrency, limits.rate)
+
+    def task(self, name: str) -> ScopeUsage | None:
+        limits = self.policy.tasks.get(name)
+        if limits is None or not limits.any:
+            return None
+        return self.scope(TASK + name, limits.concurrency, limits.rate)
+
+    def groups(self, task: str) -> list[ScopeUsage]:
+        """The groups of ``task`` with jobs running now, if it has a group limit."""
+        limits = self.policy.tasks.get(task)
+        if limits is None or limits.group_concurrency is None:
+            return []
+        prefix = group_scope(task, "")
+        return [
+            self.scope(key, limits.group_concurrency, None)
+            for key in sorted(self.usage.running)
+            if key.startswith(prefix) and self.usage.running[key]
+        ]
+
+
+def flow_state(*, using: str | None = None) -> FlowState:
+    """The limits in force and what they count, now."""
+    source = GenericFlowSource(
+        using or taskengine_settings.DATABASE, worker=uuid.UUID(int=0), queues=[]
+    )
+    read = source.usage()
+    rules = policy(read.queues)
+    usage = Usage(read.now, starts=read.windows)
+    usage.add_running(rules, read.running)
+    return FlowState(rules, usage)
+
+
+def holding_back(job: Job, *, using: str | None = None) -> list[str]:
+    """Why flow control does not start ``job`` (waiting, due) now: each limit that holds it
+    back, with its count; empty if none does."""
+    db = using or taskengine_settings.DATABASE
+    state = flow_state(using=db)
+    reasons = []
+    if job.sequence_key is not None:
+        first = (
+            Job.objects.using(db)
+            .filter(
+                status_in(JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED),
+                sequence_key=job.sequence_key,
+            )
+            .order_by("id")
+            .values_list("id", "status")
+            .first()
+        )
+        if first is not None and first[0] != job.id:
+            reasons.append(
+                f"Sequence {job.sequence_key!r} runs one job at a time in enqueue order: job "
+                f"{first[0]} ({first[1]}) goes first."
+            )
+    flow_job = FlowJob(job.id, job.queue, job.task_name, job.group_key, job.sequence_key)
+    for key, concurrency, rate in state.policy.scopes(flow_job):
+        if key.startswith(SEQUENCE):
+            continue
+        scope = state.scope(key, concurrency, rate)
+        if scope.full or scope.rate_full:
+            reasons.append(f"The limit of {scope.label} is reached: {scope.describe()}.")
+    return reasons

@@ -1,0 +1,131 @@
+"""A PostgreSQL worker session's claims: the jobs the claim statements return (claim_jobs,
+flow_start, select_orphans), and the statements of the flow claim (see :mod:`.flow_claim`) on
+the session's own connection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from ..core.flow import FlowJob, Window
+from ..core.lifecycle import ClaimedJob
+from .decoding import load_column
+from .flow_claim import MAX_LANES, FlowRead, lanes_of
+from .sql import query
+
+
+def claimed_job(row: tuple[Any, ...]) -> ClaimedJob:
+    """A job as claim_jobs and flow_start return it."""
+    return ClaimedJob(
+        id=row[0],
+        task_name=row[1],
+        queue=row[2],
+        args=load_column("args", row[3]),
+        kwargs=load_column("kwargs", row[4]),
+        attempt=row[5],
+        max_attempts=row[6],
+        retry_backoff=row[7],
+        timeout=row[8],
+        token=row[9],
+        started_at=row[10],
+        checkpoint=load_column("checkpoint", row[11]),
+        locked=row[12],
+        uid=row[15],
+    )
+
+
+class PostgresFlowSource:
+    """A :class:`~.flow_claim.FlowSource` on a worker session's connection."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        worker: Any,
+        queues: list[str],
+        ns: int,
+        lock_key: int,
+        fence_key: int,
+    ) -> None:
+        self.conn = conn
+        self.worker = worker
+        self.queues = queues
+        self.ns = ns
+        self.lock_key = lock_key
+        self.fence_key = fence_key
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.conn.transaction():
+            self.conn.execute(query("flow_lock"), {"lock": self.lock_key})
+            yield
+
+    def usage(self) -> FlowRead:
+        row = self.conn.execute(query("flow_usage")).fetchone()
+        assert row is not None  # a SELECT without FROM: one row
+        now, running, queues, windows = row
+        return FlowRead(
+            now=now,
+            running=[(FlowJob(0, q, t, g, s), n) for q, t, g, s, n in running],
+            queues=[(name, concurrency, rate) for name, concurrency, rate in queues],
+            windows=windows,
+        )
+
+    def candidates(
+        self, *, after: str, blocked: list[str], per_lane: int, cap: int
+    ) -> list[tuple[FlowJob, str]]:
+        rows = self.conn.execute(
+            query("flow_candidates"),
+            {
+                "fence": self.fence_key,
+                "after": after,
+                "max_lanes": MAX_LANES,
+                "blocked": blocked,
+                "per_lane": per_lane,
+                "cap": cap,
+                "all_queues": not self.queues,
+                "queues": self.queues,
+            },
+        )
+        return lanes_of(iter(rows))
+
+    def start(
+        self, jobs: list[FlowJob], now: float, windows: dict[str, Window]
+    ) -> list[ClaimedJob]:
+        if not jobs:
+            return []
+        rows = self.conn.execute(
+            query("flow_start"),
+            {
+                "ids": [job.id for job in jobs],
+                "now": now,
+                "worker": self.worker,
+                "ns": self.ns,
+                "windows": json.dumps(windows),
+            },
+        ).fetchall()
+        order = {job.id: n for n, job in enumerate(jobs)}
+        rows.sort(key=lambda row: order[row[0]])
+        return [claimed_job(row) for row in rows]
+
+
+def orphan_job(row: tuple[Any, ...]) -> ClaimedJob:
+    """An orphaned job as the attempt its dead worker was running (select_orphans' row)."""
+    return ClaimedJob(
+        id=row[0],
+        task_name=row[1],
+        queue=row[2],
+        args=None,
+        kwargs=None,
+        attempt=row[3],
+        max_attempts=row[4],
+        retry_backoff=row[5],
+        timeout=row[6],
+        token=row[7],
+        started_at=row[8],
+        stop_requested=row[11],
+    )

@@ -203,12 +203,12 @@ class Job(models.Model):
                 name="taskengine_job_flow_idx",
                 condition=Q(status="queued", token__isnull=True, flow_key__isnull=False),
             ),
-            # What the flow limits count: jobs under flow control started or claimed ahead.
+            # What the flow limits count: jobs under flow control a worker owns (a token: started
+            # or claimed ahead). Not by status, so that no status index serves the count too.
             models.Index(
                 fields=["flow_key"],
                 name="taskengine_job_flow_active_idx",
-                condition=Q(flow_key__isnull=False)
-                & (Q(status="running") | Q(status="queued", token__isnull=False)),
+                condition=Q(flow_key__isnull=False, token__isnull=False),
             ),
             # A sequence's next job: its first one not finished, in enqueue order.
             models.Index(

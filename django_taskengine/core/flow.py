@@ -256,6 +256,28 @@ class Usage:
                 return at + rate.seconds
         return None  # not reached: the entries hold more than the excess
 
+    def lane_rooms(self, policy: Policy) -> tuple[dict[str, int], dict[str, int]]:
+        """How many jobs a claim may read from a lane: for the lanes of limited queues and
+        task types and of groups with jobs running, their room now; for any other lane of a
+        group, its task's group limit (by the lane's prefix). A lane not named is read up to
+        what the claim wants."""
+        rooms: dict[str, int] = {}
+        prefixes: dict[str, int] = {}
+        for prefix, table in ((QUEUE, policy.queues), (TASK, policy.tasks)):
+            for name, limits in table.items():
+                if limits.any:
+                    room = self.room(prefix + name, limits.concurrency, limits.rate)
+                    if room != math.inf:
+                        rooms[prefix + name] = max(0, int(room))
+        for name, limits in policy.tasks.items():
+            if limits.group_concurrency is not None:
+                prefix = group_scope(name, "")
+                prefixes[prefix] = limits.group_concurrency
+                for key, count in self.running.items():
+                    if key.startswith(prefix):
+                        rooms[key] = max(0, limits.group_concurrency - count)
+        return rooms, prefixes
+
     def next_start(self, policy: Policy) -> float | None:
         """When a rate window that is full now lets a job start again (epoch seconds)."""
         times = []
@@ -266,6 +288,16 @@ class Usage:
                     if at is not None:
                         times.append(at)
         return min(times) if times else None
+
+
+def lane_room(lane: str, rooms: Mapping[str, int], prefixes: Mapping[str, int], want: int) -> int:
+    """How many jobs to read from ``lane`` (see :meth:`Usage.lane_rooms`)."""
+    if lane in rooms:
+        return min(want, rooms[lane])
+    for prefix, cap in prefixes.items():
+        if lane.startswith(prefix):
+            return min(want, cap)
+    return want
 
 
 def pick(

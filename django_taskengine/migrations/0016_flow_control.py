@@ -108,14 +108,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="job",
             index=models.Index(
-                condition=models.Q(
-                    ("flow_key__isnull", False),
-                    models.Q(
-                        ("status", "running"),
-                        models.Q(("status", "queued"), ("token__isnull", False)),
-                        _connector="OR",
-                    ),
-                ),
+                condition=models.Q(("flow_key__isnull", False), ("token__isnull", False)),
                 fields=["flow_key"],
                 name="taskengine_job_flow_active_idx",
             ),

@@ -9,9 +9,10 @@ stopped (the lane cursor that makes lanes take turns).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..conf import taskengine_settings
@@ -22,6 +23,8 @@ from ..core.flow import (
     Policy,
     Usage,
     Window,
+    group_scope,
+    lane_room,
     parse_rate,
     pick,
     record_starts,
@@ -50,25 +53,43 @@ class FlowRead:
     windows: dict[str, Window]
 
 
+@dataclass
+class Ask:
+    """Which candidates a flow claim reads: lane by lane from the lane after ``after``, at most
+    ``cap`` in all, from each lane at most what :func:`~django_taskengine.core.flow.lane_room`
+    says (``per_lane`` at most). ``rooms`` are hints from the previous claim's counts (the
+    candidates are read before this claim's counts, and a lane full then may have room now:
+    at least one is read); :func:`~django_taskengine.core.flow.pick` decides on the counts read
+    under the lock."""
+
+    after: str = ""
+    per_lane: int = 1
+    rooms: dict[str, int] = field(default_factory=dict)
+    prefixes: dict[str, int] = field(default_factory=dict)
+    cap: int = 1
+
+
 class FlowSource(Protocol):
     """One store's flow statements, run inside :meth:`locked`."""
 
     def locked(self) -> AbstractContextManager[None]:
-        """A transaction holding the flow lock (flow claims take turns, fleet-wide)."""
+        """The flow claim's transaction."""
 
-    def usage(self) -> FlowRead:
-        """Read after the lock: the clock, jobs under flow control started or claimed ahead,
-        the queues' limits in force, the rate windows."""
+    def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
+        """Take the flow lock (flow claims take turns, fleet-wide) and read, after it, the
+        clock, the jobs under flow control a worker owns, the queues' limits in force and the
+        rate windows; and the candidates ``ask`` asks for (due, waiting jobs under flow
+        control, each with its lane), which no other claim can take until this one ends."""
 
-    def candidates(
-        self, *, after: str, blocked: list[str], per_lane: int, cap: int
-    ) -> list[tuple[FlowJob, str]]:
-        """Due, waiting jobs under flow control, with their lanes, lane by lane from the one
-        after ``after``; none of a scope in ``blocked``."""
+    def candidates(self, ask: Ask) -> list[tuple[FlowJob, str]]:
+        """The candidates ``ask`` asks for, read again after :meth:`read` (with the rooms of
+        this claim's counts): those already read come first again."""
 
-    def start(self, jobs: list[FlowJob], now: float, windows: dict[str, Window]) -> Any:
+    def start(
+        self, jobs: list[FlowJob], now: float, windows: dict[str, Window]
+    ) -> Callable[[], list[ClaimedJob]]:
         """Start ``jobs`` at ``now`` (unless an operator took one meanwhile) and write the rate
-        windows; return what the store's claim returns for started jobs."""
+        windows; return how to read the jobs started, once the transaction has ended."""
 
 
 def task_limits() -> dict[str, Limits]:
@@ -92,7 +113,7 @@ def policy(queues: list[tuple[str, int | None, str]]) -> Policy:
 
 @dataclass
 class FlowResult:
-    started: Any
+    started: list[ClaimedJob]
     #: Every job the claim wanted to start: fewer started only if limits or the lack of due
     #: jobs stopped it.
     complete: bool
@@ -102,6 +123,8 @@ class FlowResult:
     next_start: float | None
     #: The lane of the last job started (the next claim goes on after it), or None.
     last_lane: str | None
+    #: What the next claim asks for, from this claim's counts.
+    hints: Ask
 
 
 class FlowClaimer:
@@ -110,6 +133,7 @@ class FlowClaimer:
     def __init__(self) -> None:
         #: The last lane a claim took a job from: the next one starts after it.
         self.after = ""
+        self.hints = Ask()
         #: Jobs under flow control may be waiting (a notification says a new one is), and when
         #: to look again if they are held back by their limits.
         self.waiting = True
@@ -119,6 +143,10 @@ class FlowClaimer:
         self._flow_first = False
         #: Jobs this session started through the flow claim and has not finished.
         self._mine: set[int] = set()
+        #: While jobs under flow control wait, the plain claim is skipped until then after it
+        #: found fewer jobs than asked (a notification, or the poll interval, ends the wait):
+        #: a backlog of jobs under flow control does not cost an empty plain claim per round.
+        self._plain_idle_until = 0.0
 
     def combine(
         self,
@@ -141,13 +169,23 @@ class FlowClaimer:
         taken = len(jobs)
         if limit > taken:
             asked = limit - taken
-            plain_jobs = plain(asked, max(0, free - taken), max(0, start - taken))
-            jobs += plain_jobs
+            now = time.monotonic()
+            short = True
+            if not self.waiting or now >= self._plain_idle_until:
+                plain_jobs = plain(asked, max(0, free - taken), max(0, start - taken))
+                jobs += plain_jobs
+                short = len(plain_jobs) < asked
+                if short:
+                    self._plain_idle_until = now + taskengine_settings.POLL_INTERVAL
             started = sum(1 for job in jobs if not job.reserved)
             room = min(limit - len(jobs), start - started)
-            if not flow_first and room > 0 and self.due(short=len(plain_jobs) < asked):
+            if not flow_first and room > 0 and self.due(short=short):
                 jobs += self._claim(source, free=max(0, free - started), start=room, park=park)
         return jobs
+
+    def woken(self) -> None:
+        """A notification arrived: jobs may be due for the plain claim too."""
+        self._plain_idle_until = 0.0
 
     def finished(self, ids: Iterable[int]) -> None:
         """Jobs of this session's ended: if one was under flow control, its slot is free and
@@ -180,7 +218,11 @@ class FlowClaimer:
     def claim(
         self, source: FlowSource, *, free: int, start: int, park: Collection[str]
     ) -> FlowResult:
-        result = run_flow_claim(source, self.after, free=free, start=start, park=park)
+        ask = self.hints
+        ask.after, ask.per_lane, ask.cap = self.after, start, 4 * start + 16
+        ask.prefixes = group_prefixes()
+        result = run_flow_claim(source, ask, free=free, start=start, park=park)
+        self.hints = result.hints
         if result.last_lane is not None:
             self.after = result.last_lane
         now = time.monotonic()
@@ -199,30 +241,67 @@ class FlowClaimer:
 
 
 def run_flow_claim(
-    source: FlowSource, after: str, *, free: int, start: int, park: Collection[str]
+    source: FlowSource, ask: Ask, *, free: int, start: int, park: Collection[str]
 ) -> FlowResult:
-    """One flow claim from the lane after ``after``: up to ``start`` jobs started (only
+    """One flow claim of the candidates ``ask`` asks for: up to ``start`` jobs started (only
     ``free`` of them of a task in ``park``)."""
     with source.locked():
-        read = source.usage()
+        read, offered = source.read(ask)
         rules = policy(read.queues)
         usage = Usage(read.now, starts=read.windows)
         usage.add_running(rules, read.running)
-        blocked = usage.blocked(rules)
-        offered = source.candidates(
-            after=after, blocked=blocked, per_lane=start, cap=4 * start + 16
-        )
-        lanes = {job.id: lane for job, lane in offered}
         chosen = pick([job for job, _ in offered], rules, usage, free=free, start=start, park=park)
-        started = source.start(chosen, read.now, record_starts(rules, usage, chosen))
+        if len(chosen) < start and _cut_short(offered, ask):
+            # A lane read only as far as the previous claim's counts allowed, with room now
+            # (a slot freed, a rate window moved on): read it as far as this claim's allow.
+            rooms, _ = usage.lane_rooms(rules)
+            again = Ask(ask.after, ask.per_lane, _at_least_one(rooms), ask.prefixes, ask.cap)
+            if again.rooms != ask.rooms:
+                offered = source.candidates(again)
+                chosen = pick(
+                    [job for job, _ in offered], rules, usage, free=free, start=start, park=park
+                )
+        windows = record_starts(rules, usage, chosen)
+        fetch = source.start(chosen, read.now, windows)
+    started = fetch()
+    # The counts after this claim: the next claim's hints.
+    usage.add_running(rules, [(job, 1) for job in chosen])
+    usage.starts.update(windows)
+    blocked = usage.blocked(rules)
+    rooms, _ = usage.lane_rooms(rules)
     next_start = usage.next_start(rules)
+    lanes = {job.id: lane for job, lane in offered}
     return FlowResult(
         started=started,
         complete=len(chosen) >= start,
         blocked=bool(blocked) or len(chosen) < len(offered),
         next_start=None if next_start is None else time.monotonic() + next_start - read.now,
         last_lane=lanes[chosen[-1].id] if chosen else None,
+        hints=Ask(rooms=_at_least_one(rooms)),
     )
+
+
+def _at_least_one(rooms: dict[str, int]) -> dict[str, int]:
+    """Rooms as hints: a lane full now may have room at the next claim."""
+    return {lane: max(1, room) for lane, room in rooms.items()}
+
+
+def _cut_short(offered: list[tuple[FlowJob, str]], ask: Ask) -> bool:
+    """Whether a lane gave as many candidates as ``ask`` let it (it may hold more)."""
+    read: Counter[str] = Counter(lane for _, lane in offered)
+    return any(
+        count >= lane_room(lane, ask.rooms, ask.prefixes, ask.per_lane)
+        for lane, count in read.items()
+    )
+
+
+def group_prefixes() -> dict[str, int]:
+    """The lane prefix of each task type with a group limit, and that limit."""
+    return {
+        group_scope(name, ""): limits.group_concurrency
+        for name, limits in task_limits().items()
+        if limits.group_concurrency is not None
+    }
 
 
 def lanes_of(rows: Iterator[Any]) -> list[tuple[FlowJob, str]]:

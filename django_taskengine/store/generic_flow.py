@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,10 +21,10 @@ from django.utils import timezone
 
 from ..conf import taskengine_settings
 from ..core.attempts import ClaimedJob
-from ..core.flow import QUEUE, SEQUENCE, TASK, FlowJob, Window
+from ..core.flow import SEQUENCE, FlowJob, Window, lane_room
 from ..models import Job, JobStatus, Pause, PauseScope, Queue, RateWindow
 from .decoding import load_column
-from .flow_claim import MAX_LANES, FlowRead
+from .flow_claim import MAX_LANES, Ask, FlowRead
 
 #: The plain columns a claim reads back (the JSON ones are read as text).
 _CLAIMED_FIELDS = (
@@ -112,20 +112,28 @@ class GenericFlowSource:
     @contextmanager
     def locked(self) -> Iterator[None]:
         with transaction.atomic(using=self.alias):
-            turn = RateWindow.objects.using(self.alias).filter(scope=_TURN)
-            if not turn.update(starts=[]):
-                try:
-                    with transaction.atomic(using=self.alias):
-                        turn.create(scope=_TURN, starts=[])
-                except IntegrityError:  # another claim made it first: wait for its turn
-                    turn.update(starts=[])
             yield
 
+    def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
+        # The lock first: a write, so this transaction holds the database's write lock before
+        # it reads anything (on SQLite, a read first could see a state older than the lock).
+        turn = RateWindow.objects.using(self.alias).filter(scope=_TURN)
+        if not turn.update(starts=[]):
+            try:
+                with transaction.atomic(using=self.alias):
+                    turn.create(scope=_TURN, starts=[])
+            except IntegrityError:  # another claim made it first: wait for its turn
+                turn.update(starts=[])
+        return self.usage(), self.candidates(ask)
+
     def usage(self) -> FlowRead:
-        active = Q(status=JobStatus.RUNNING) | Q(status=JobStatus.QUEUED, token__isnull=False)
         running = (
             self._jobs()
-            .filter(active, flow_key__isnull=False)
+            .filter(
+                flow_key__isnull=False,
+                token__isnull=False,
+                status__in=(JobStatus.RUNNING, JobStatus.QUEUED),
+            )
             .values("queue", "task_name", "group_key", "sequence_key")
             .annotate(n=Count("id"))
             .order_by()
@@ -148,9 +156,8 @@ class GenericFlowSource:
             ),
         )
 
-    def candidates(
-        self, *, after: str, blocked: list[str], per_lane: int, cap: int
-    ) -> list[tuple[FlowJob, str]]:
+    def candidates(self, ask: Ask) -> list[tuple[FlowJob, str]]:
+        after, cap = ask.after, ask.cap
         now = timezone.now()
         waiting = self._jobs().filter(
             status=JobStatus.QUEUED, token__isnull=True, flow_key__isnull=False
@@ -167,11 +174,10 @@ class GenericFlowSource:
         due = unpaused(self.alias, due, now)
         if due is None:
             return []
-        shut = set(blocked)
         found: list[tuple[FlowJob, str]] = []
         for lane in dict.fromkeys(lanes):
-            if lane in shut or len(found) >= cap:
-                continue
+            if len(found) >= cap:
+                break
             if lane.startswith(SEQUENCE):
                 head = (
                     self._jobs()
@@ -186,21 +192,21 @@ class GenericFlowSource:
                 rows = due.filter(id=head)
             else:
                 rows = due.filter(flow_key=lane).order_by("-priority", "run_after", "id")
+            wanted = lane_room(lane, ask.rooms, ask.prefixes, ask.per_lane)
             for row in rows.values("id", "queue", "task_name", "group_key", "sequence_key")[
-                :per_lane
+                :wanted
             ]:
                 job = FlowJob(
                     row["id"], row["queue"], row["task_name"], row["group_key"], row["sequence_key"]
                 )
-                if QUEUE + job.queue not in shut and TASK + job.task_name not in shut:
-                    found.append((job, lane))
+                found.append((job, lane))
         return found[:cap]
 
     def start(
         self, jobs: list[FlowJob], now: float, windows: dict[str, Window]
-    ) -> list[ClaimedJob]:
+    ) -> Callable[[], list[ClaimedJob]]:
         if not jobs:
-            return []
+            return list
         started_at = dt.datetime.fromtimestamp(now, dt.UTC)
         token = uuid.uuid4()
         self._jobs().filter(
@@ -220,4 +226,5 @@ class GenericFlowSource:
             )
         order = {job.id: n for n, job in enumerate(jobs)}
         claimed = claimed_jobs(self._jobs(), token, started_at)
-        return sorted(claimed, key=lambda job: order[job.id])
+        claimed.sort(key=lambda job: order[job.id])
+        return lambda: claimed

@@ -5,7 +5,7 @@ the session's own connection."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ import psycopg
 from ..core.flow import FlowJob, Window
 from ..core.lifecycle import ClaimedJob
 from .decoding import load_column
-from .flow_claim import MAX_LANES, FlowRead, lanes_of
+from .flow_claim import MAX_LANES, Ask, FlowRead, lanes_of
 from .sql import query
 
 
@@ -60,45 +60,52 @@ class PostgresFlowSource:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        with self.conn.transaction():
-            self.conn.execute(query("flow_lock"), {"lock": self.lock_key})
+        # In a pipeline: BEGIN, the candidates, the lock and the counts go in one round trip
+        # (read), flow_start and COMMIT in another (its rows are read after: see start).
+        with self.conn.pipeline(), self.conn.transaction():
             yield
 
-    def usage(self) -> FlowRead:
+    def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
+        # The candidates first, before the lock: locked as they are read (SKIP LOCKED), so
+        # that claims read theirs side by side and take turns only to count and start.
+        candidates = self._candidates(ask)
+        self.conn.execute(query("flow_lock"), {"lock": self.lock_key})
         row = self.conn.execute(query("flow_usage")).fetchone()
         assert row is not None  # a SELECT without FROM: one row
         now, running, queues, windows = row
-        return FlowRead(
+        read = FlowRead(
             now=now,
             running=[(FlowJob(0, q, t, g, s), n) for q, t, g, s, n in running],
             queues=[(name, concurrency, rate) for name, concurrency, rate in queues],
             windows=windows,
         )
+        return read, lanes_of(iter(candidates.fetchall()))
 
-    def candidates(
-        self, *, after: str, blocked: list[str], per_lane: int, cap: int
-    ) -> list[tuple[FlowJob, str]]:
-        rows = self.conn.execute(
+    def candidates(self, ask: Ask) -> list[tuple[FlowJob, str]]:
+        return lanes_of(iter(self._candidates(ask).fetchall()))
+
+    def _candidates(self, ask: Ask) -> Any:
+        return self.conn.execute(
             query("flow_candidates"),
             {
                 "fence": self.fence_key,
-                "after": after,
+                "after": ask.after,
                 "max_lanes": MAX_LANES,
-                "blocked": blocked,
-                "per_lane": per_lane,
-                "cap": cap,
+                "per_lane": ask.per_lane,
+                "rooms": json.dumps(ask.rooms),
+                "prefixes": json.dumps(ask.prefixes),
+                "cap": ask.cap,
                 "all_queues": not self.queues,
                 "queues": self.queues,
             },
         )
-        return lanes_of(iter(rows))
 
     def start(
         self, jobs: list[FlowJob], now: float, windows: dict[str, Window]
-    ) -> list[ClaimedJob]:
+    ) -> Callable[[], list[ClaimedJob]]:
         if not jobs:
-            return []
-        rows = self.conn.execute(
+            return list
+        cursor = self.conn.execute(
             query("flow_start"),
             {
                 "ids": [job.id for job in jobs],
@@ -107,10 +114,15 @@ class PostgresFlowSource:
                 "ns": self.ns,
                 "windows": json.dumps(windows),
             },
-        ).fetchall()
+        )
         order = {job.id: n for n, job in enumerate(jobs)}
-        rows.sort(key=lambda row: order[row[0]])
-        return [claimed_job(row) for row in rows]
+
+        def started() -> list[ClaimedJob]:
+            rows = cursor.fetchall()
+            rows.sort(key=lambda row: order[row[0]])
+            return [claimed_job(row) for row in rows]
+
+        return started
 
 
 def orphan_job(row: tuple[Any, ...]) -> ClaimedJob:

@@ -328,6 +328,8 @@ class PostgresWorkerSession(WorkerSession):
 
     def drain_notifications(self) -> bool:
         payloads = [notice.payload for notice in self.conn.notifies(timeout=0)]
+        if payloads:
+            self.flow.woken()
         if any(payload.startswith(FLOW_NOTICE) for payload in payloads):
             self.flow.notified()
         return bool(payloads)

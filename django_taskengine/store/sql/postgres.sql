@@ -171,8 +171,11 @@ SELECT extract(epoch FROM clock_timestamp())::float8,
                                                a.sequence_key, a.n)), '[]'::json)
      FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
            FROM taskengine_job j
-           WHERE j.flow_key IS NOT NULL
-             AND (j.status = 'running' OR (j.status = 'queued' AND j.token IS NOT NULL))
+           -- Through taskengine_job_flow_active_idx, by its key (every lane is >= ''). A job
+           -- with a token is running or reserved; the status is checked too, and written so
+           -- that the running and reserved indexes (an entry per job run since the last
+           -- vacuum) cannot serve the query.
+           WHERE j.flow_key >= '' AND j.token IS NOT NULL AND j.status IN ('running', 'queued')
            GROUP BY 1, 2, 3, 4) AS a),
     (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)), '[]'::json)
      FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
@@ -181,11 +184,14 @@ SELECT extract(epoch FROM clock_timestamp())::float8,
 -- name: flow_candidates
 -- Jobs the flow claim may start, lane by lane (a lane is a flow_key), from the lane after
 -- `after` (the last one this session took from) round to it: at most `max_lanes` lanes, and in
--- each the first `per_lane` due jobs in claim order; for a sequence, only its first job not
--- finished, in enqueue order, if that one is due and waiting. Lanes in `blocked` (scopes in
--- which nothing may start now) are not read, nor jobs of a queue or task type in it.
+-- each the first due jobs in claim order, as many as the lane had room for at the previous
+-- claim (`rooms` by lane, at least one; `prefixes`: a group limit by lane prefix), at most
+-- `per_lane`; for a sequence, only its first job not finished, in enqueue order, if that one
+-- is due and waiting. Which of them may start is decided under the lock (core/flow.py: pick).
 -- Lanes are found one index probe each (the next flow_key after the last), never by reading
--- every waiting job. Holds the start fence as claim_jobs does.
+-- every waiting job. Holds the start fence as claim_jobs does. Run before the flow lock: the
+-- jobs of a lane are locked as read, skipping those another claim holds (a sequence's first
+-- job is not: see below).
 WITH RECURSIVE pauses AS MATERIALIZED (
     SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
 ),
@@ -219,7 +225,8 @@ lanes AS (
 SELECT c.id, c.queue, c.task_name, c.group_key, c.sequence_key, l.k
 FROM lanes l
 CROSS JOIN LATERAL (
-    (SELECT x.id, x.queue, x.task_name, x.group_key, x.sequence_key, x.priority, x.run_after
+    SELECT * FROM (
+    SELECT x.id, x.queue, x.task_name, x.group_key, x.sequence_key, x.priority, x.run_after
      FROM taskengine_job x
      WHERE l.k NOT LIKE 's:%%' AND x.flow_key = l.k
        AND x.status = 'queued' AND x.token IS NULL AND x.run_after <= now()
@@ -227,12 +234,21 @@ CROSS JOIN LATERAL (
        AND x.queue NOT IN (SELECT unnest(queues) FROM pauses)
        AND x.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
        AND NOT (SELECT engine FROM pauses)
-       AND ('q:' || x.queue) NOT IN (SELECT unnest(%(blocked)s::text[]))
-       AND ('t:' || x.task_name) NOT IN (SELECT unnest(%(blocked)s::text[]))
      ORDER BY x.priority DESC, x.run_after, x.id
-     LIMIT %(per_lane)s)
+     -- As many as the lane has room for (django_taskengine/core/flow.py: lane_room).
+     LIMIT LEAST(%(per_lane)s::int, COALESCE(
+        (SELECT r.value::int FROM jsonb_each_text(%(rooms)s::jsonb) AS r WHERE r.key = l.k),
+        (SELECT p.value::int FROM jsonb_each_text(%(prefixes)s::jsonb) AS p
+         WHERE starts_with(l.k, p.key) LIMIT 1),
+        %(per_lane)s::int))
+     -- Locked as read, skipping those another claim is reading (it takes turns with this
+     -- one only to count and start: flow_lock).
+     FOR UPDATE OF x SKIP LOCKED) AS lane_jobs
     UNION ALL
-    (SELECT h.id, h.queue, h.task_name, h.group_key, h.sequence_key, h.priority, h.run_after
+    -- A sequence's first job not finished, not locked: skipping it, were it locked, would
+    -- take the next one. flow_start finds it again, if no other claim took it.
+    SELECT * FROM (
+    SELECT h.id, h.queue, h.task_name, h.group_key, h.sequence_key, h.priority, h.run_after
      FROM (SELECT x.* FROM taskengine_job x
            WHERE l.k LIKE 's:%%' AND x.sequence_key = substr(l.k, 3)
              AND x.status IN ('queued', 'running', 'paused')
@@ -242,11 +258,8 @@ CROSS JOIN LATERAL (
        AND (%(all_queues)s OR h.queue = ANY(%(queues)s))
        AND h.queue NOT IN (SELECT unnest(queues) FROM pauses)
        AND h.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
-       AND NOT (SELECT engine FROM pauses)
-       AND ('q:' || h.queue) NOT IN (SELECT unnest(%(blocked)s::text[]))
-       AND ('t:' || h.task_name) NOT IN (SELECT unnest(%(blocked)s::text[])))
+       AND NOT (SELECT engine FROM pauses)) AS head
 ) c
-WHERE l.k NOT IN (SELECT unnest(%(blocked)s::text[]))
 ORDER BY l.n, c.priority DESC, c.run_after, c.id
 LIMIT %(cap)s
 

@@ -7,9 +7,10 @@ handed, each write fenced by the attempt's token.
 
 - :mod:`.statuses`: the job statuses and attempt outcomes, which of them are active or terminal.
 - :mod:`.lifecycle`: :class:`~.lifecycle.Outcome` and the functions that build one from how an
-  attempt ended (success, error, timeout, stop request, shutdown, a dead worker), including the
-  retry-or-fail decision and the backoff.
+  attempt ended (success, error, timeout, snooze, stop request, shutdown, a dead worker),
+  including the retry-or-fail decision and the backoff.
 - :mod:`.ownership`: the fields that say who owns a running job, and their released values.
 - :mod:`.limits`: the bounds of stored values (queue names, 32-bit integers) and their checks.
-- :mod:`.durations`: one grammar for durations written by people (``90s``, ``1h30m``, ``2w``).
+- :mod:`.durations`: one grammar for durations written by people (``90s``, ``1h30m``, ``2w``),
+  and seconds written back for people.
 """

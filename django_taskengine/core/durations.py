@@ -60,3 +60,8 @@ def format_duration(duration: dt.timedelta, *, largest_unit: str = "w") -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def seconds_text(seconds: float) -> str:
+    """A number of seconds as people write it, to the millisecond: ``30``, ``0.5``, ``1.25``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")

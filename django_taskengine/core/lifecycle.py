@@ -23,6 +23,7 @@ from ..conf import taskengine_settings
 from .actions import HARD_STOP_REQUESTS
 from .attempts import ClaimedJob as ClaimedJob
 from .attempts import Outcome as Outcome
+from .durations import seconds_text
 from .statuses import AttemptOutcome, JobStatus
 
 #: The error of an attempt whose worker died, as the rescuer records it.
@@ -105,6 +106,21 @@ def timed_out(job: ClaimedJob) -> Outcome:
         job,
         f"TimeoutError: the attempt ran longer than its timeout of {job.timeout} s",
         outcome=AttemptOutcome.TIMED_OUT,
+    )
+
+
+def snoozed(job: ClaimedJob, seconds: float) -> Outcome:
+    """The task raised ``Snooze(seconds)``: the job is due again ``seconds`` after the write (by
+    the database's clock), and the attempt does not count — snoozing is not failing, so neither
+    ``max_attempts`` nor the retry backoff has a say. A pending cancel or pause is carried out
+    as for any requeue (:func:`apply_stop_request`)."""
+    return _outcome(
+        job,
+        JobStatus.QUEUED,
+        AttemptOutcome.SNOOZED,
+        error=f"snoozed for {seconds_text(seconds)} s",
+        retry_delay=seconds,
+        refund_attempt=True,
     )
 
 
@@ -221,11 +237,11 @@ def apply_stop_request(outcome: Outcome, request: str) -> Outcome:
 
     A stop request belongs to the job, not the attempt: it lasts until it is carried out. An
     attempt that ends in a way that would requeue its job (a retryable failure, a timeout, a
-    dead worker, a shutdown) carries out a pending cancel (the job is ``cancelled``) or pause
-    (the job is ``paused``; the attempt counts as its own ending says, the pause adds nothing).
-    An attempt stopped at a checkpoint for a pause while a cancel was asked is cancelled (a
-    cancel overrides a pause). Every other outcome stands: a finished job has nothing left to
-    stop.
+    snooze, a dead worker, a shutdown) carries out a pending cancel (the job is ``cancelled``)
+    or pause (the job is ``paused``; the attempt counts as its own ending says, the pause adds
+    nothing). An attempt stopped at a checkpoint for a pause while a cancel was asked is
+    cancelled (a cancel overrides a pause). Every other outcome stands: a finished job has
+    nothing left to stop.
 
     The returned outcome carries ``request``: the store writes it only if the job's request
     is still that one (see :attr:`Outcome.stop_request`).

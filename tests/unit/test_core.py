@@ -132,6 +132,7 @@ def _requeuing_endings(job: lifecycle.ClaimedJob) -> list[lifecycle.Outcome]:
     return [
         lifecycle.raised(job, RuntimeError("boom")),
         lifecycle.timed_out(job),
+        lifecycle.snoozed(job, 30),
         lifecycle.orphaned(job, worker_id=None, park=False, now=timezone.now()),
         lifecycle.interrupted(job),
         lifecycle.stopped(job, "shutdown"),
@@ -372,3 +373,42 @@ def test_only_hard_requests_are_hard_stops():
         assert not lifecycle.is_hard_stop(request_)
     assert lifecycle.stop_kind("cancel:hard") == "cancel"
     assert lifecycle.stop_kind("pause:hard") == "pause"
+
+
+@pytest.mark.parametrize("number", [1, 3])
+def test_a_snooze_requeues_after_its_seconds_without_counting_the_attempt(number):
+    job = attempt(number=number, max_attempts=3)
+    outcome = lifecycle.snoozed(job, 30)
+    assert (outcome.status, outcome.outcome) == (JobStatus.QUEUED, AttemptOutcome.SNOOZED)
+    # Not the backoff's, and whether attempts remain does not matter: the last one snoozes too.
+    assert outcome.due_in == 30
+    assert outcome.refund_attempt
+    assert not outcome.keeps_place
+    assert outcome.error == "snoozed for 30 s"
+    assert outcome.traceback == ""
+    assert outcome.job_finished_at is None
+    assert (outcome.job_id, outcome.token, outcome.attempt) == (job.id, job.token, number)
+
+
+def test_a_snooze_of_no_time_is_due_at_once_and_its_note_reads_as_people_write():
+    assert lifecycle.snoozed(attempt(), 0).due_in == 0
+    assert lifecycle.snoozed(attempt(), 0.25).error == "snoozed for 0.25 s"
+    assert durations.seconds_text(90.0) == "90"
+    assert durations.seconds_text(1 / 3) == "0.333"
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "note"),
+    [
+        ("cancel", JobStatus.CANCELLED, "cancelled by an operator"),
+        ("cancel:hard", JobStatus.CANCELLED, "cancelled by an operator"),
+        ("pause", JobStatus.PAUSED, "paused by an operator"),
+        ("pause:queue", JobStatus.PAUSED, "paused by an operator"),
+    ],
+)
+def test_a_snooze_carries_out_a_pending_stop_request(request_, status, note):
+    decided = lifecycle.apply_stop_request(lifecycle.snoozed(attempt(), 30), request_)
+    assert (decided.status, decided.outcome) == (status, AttemptOutcome.SNOOZED)
+    assert decided.error == f"{note} as its attempt ended (snoozed for 30 s)"
+    assert decided.refund_attempt  # the attempt counts as a snooze: not at all
+    assert decided.due_in is None  # a paused job waits for its resume, not for the snooze

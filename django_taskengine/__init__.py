@@ -2,7 +2,7 @@
 
 Public API::
 
-    from django_taskengine import task, periodic, TaskContext
+    from django_taskengine import task, periodic, TaskContext, Snooze
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from .context import TaskContext
 from .periodic import periodic
 from .registry import TaskNotRegistered, get_task
 from .serialization import NotJSONError
+from .snooze import Snooze
 from .task import Task, task
 
 __version__ = "0.1.0"
 __all__ = [
     "NotJSONError",
+    "Snooze",
     "Task",
     "TaskContext",
     "TaskNotRegistered",

@@ -8,7 +8,7 @@
 - ``job_finished(sender=Task or None, job_id, task_name, queue, attempt, outcome, status,
   duration, error)``: sent by the worker once the attempt's outcome is written; ``outcome`` is
   the attempt outcome (succeeded, failed, timed_out, interrupted, paused, cancelled,
-  superseded), ``status`` the job's new status.
+  superseded, snoozed), ``status`` the job's new status.
 
 Receivers run in the worker process; an exception in one is logged and does not affect the job.
 """

@@ -67,7 +67,9 @@ def run_jobs(
     Each job gets one attempt per call: a failed attempt with attempts left is scheduled for a
     retry after its real backoff and stays ``queued`` (call ``run_jobs`` again, perhaps after
     moving the clock). With ``retries=True``, retries run at once instead, back to back, until
-    every job has succeeded or used up its attempts.
+    every job has succeeded or used up its attempts. A job whose task raised ``Snooze`` stays
+    ``queued`` until its time either way: a task may snooze as often as it likes, so running
+    it again at once might never end.
 
     Exceptions of the tasks are recorded on the jobs and attempts, never raised here. Jobs are
     returned in the order they first ran, each once, in their state after the call.

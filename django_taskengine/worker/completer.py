@@ -29,8 +29,8 @@ logger = logging.getLogger("django_taskengine.worker")
 #: outcome is decided again at most twice; more rounds mean a store that misreports.
 MAX_STOP_REDECISIONS = 4
 
-#: In burst mode a worker waits for retries it scheduled itself if they fall due within this
-#: many seconds, so a script's quick retries finish in the same run.
+#: In burst mode a worker waits for retries (and snoozes) it scheduled itself if they fall due
+#: within this many seconds, so a script's quick retries finish in the same run.
 BURST_RETRY_WAIT = 10.0
 
 

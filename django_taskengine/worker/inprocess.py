@@ -52,7 +52,8 @@ def run_enqueued_eagerly(jobs: list[Job], alias: str) -> list[Job]:
     Every attempt runs back to back (the retry backoff is not waited for) until the job is
     finished. A job not due yet (``run_after`` in the future), or in a paused queue, is not run
     and stays queued, as it would with a worker; so is one that a dedup key matched to an older
-    job. Returns the jobs refreshed, in the order given.
+    job, and one whose task snoozed (run back to back, a task that snoozes until something
+    happens would never end). Returns the jobs refreshed, in the order given.
     """
     created = list(dict.fromkeys(job.pk for job in jobs if job.created))
     if not created:
@@ -110,7 +111,7 @@ class InProcessRunner:
                 (outcome,) = write_outcomes(self.session, [(outcome, job)], [])
             report_outcome(outcome, job)
             if outcome.status == JobStatus.QUEUED and outcome.outcome != AttemptOutcome.SUPERSEDED:
-                if self.retries:
+                if self.retries and outcome.outcome != AttemptOutcome.SNOOZED:
                     Job.objects.using(self.alias).filter(id=job.id, status=JobStatus.QUEUED).update(
                         run_after=timezone.now()
                     )

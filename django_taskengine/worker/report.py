@@ -53,6 +53,9 @@ def _log_outcome(outcome: Outcome, job: ClaimedJob) -> None:
         what, level = f"{outcome.status} at a checkpoint", logging.INFO
     elif outcome.outcome == AttemptOutcome.SUPERSEDED:
         what, level = "superseded (result discarded)", logging.WARNING
+    elif outcome.outcome == AttemptOutcome.SNOOZED:
+        # The task asked for it: "snoozed for 30 s", or the cancel or pause it met.
+        what, level = outcome.error, logging.INFO
     elif outcome.status == JobStatus.QUEUED and outcome.outcome == AttemptOutcome.INTERRUPTED:
         what, level = f"requeued ({outcome.error})", logging.WARNING
     elif outcome.status == JobStatus.QUEUED:

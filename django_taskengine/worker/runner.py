@@ -18,6 +18,7 @@ from ..core.lifecycle import ClaimedJob, Outcome
 from ..registry import TaskNotRegistered, get_task
 from ..serialization import NotJSONError, dump_result
 from ..signals import job_started
+from ..snooze import Snooze
 from ..store import Store
 from ..store.decoding import Unreadable
 from . import transactions
@@ -131,6 +132,9 @@ def _run(
         return RunResult(lifecycle.superseded(job, str(exc)))
     except NotJSONError as exc:
         return RunResult(lifecycle.raised(job, exc, retryable=False))
+    except Snooze as snooze:
+        # Asked for, not a failure: an atomic task's transaction is rolled back all the same.
+        return RunResult(lifecycle.snoozed(job, snooze.seconds))
     except Exception as exc:  # noqa: BLE001 - any error of the task is an attempt's failure
         return RunResult(lifecycle.raised(job, exc, retryable=True))
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt… from a task

@@ -14,6 +14,7 @@ from . import (
     bad_tasks,  # noqa: F401 - task code that misbehaves, for the worker's tests
     flow_tasks,  # noqa: F401 - tasks under flow control
     periodic_tasks,  # noqa: F401 - autodiscovery finds the test schedules
+    snooze_tasks,  # noqa: F401 - tasks that raise Snooze
 )
 from .models import LedgerEntry
 

@@ -9,6 +9,7 @@ alias and the parsed options.
 
 - :mod:`.status`: ``status`` and ``why``.
 - :mod:`.pauses`: ``pause`` and ``resume``.
+- :mod:`.limits`: ``limit``, and the limits section of ``status``.
 - :mod:`.jobs`: ``retry``, ``cancel``, ``pause-job``, ``resume-job``, ``run-now``.
 - :mod:`.prune`: ``prune``.
 - :mod:`.audit`: ``audit``.
@@ -23,6 +24,7 @@ from django.core.management.base import BaseCommand
 
 from .audit import audit
 from .jobs import JOB_SUBCOMMANDS, job_action
+from .limits import limit
 from .pauses import pause, resume
 from .prune import prune
 from .status import status, why
@@ -34,6 +36,7 @@ HANDLERS: dict[str, Handler] = {
     "status": status,
     "pause": pause,
     "resume": resume,
+    "limit": limit,
     "why": why,
     "prune": prune,
     "audit": audit,

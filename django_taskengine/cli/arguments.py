@@ -57,7 +57,8 @@ def add_arguments(parser: CommandParser) -> None:
     status = subcommands.add_parser(
         "status",
         parents=[database],
-        help="Per-queue table: state, job counts, oldest due job, throughput; pauses; workers.",
+        help="Per-queue table: state, job counts, oldest due job, throughput; queue and task "
+        "limits with what they count; pauses; workers.",
     )
     status.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
 
@@ -127,6 +128,37 @@ def add_arguments(parser: CommandParser) -> None:
                 + ("cancelled" if name == "cancel" else "paused")
                 + " once that code can no longer run. Other jobs: as without --hard.",
             )
+
+    limit = subcommands.add_parser(
+        "limit",
+        parents=[database, acting],
+        help="Show or set a queue's fleet-wide limits: concurrency and rate.",
+        description="Set a queue's limits at runtime, for every worker on every host, from "
+        "their next claim on; the runtime value of a knob overrides TASKENGINE['QUEUES'] "
+        "until cleared with 'setting'. Without --concurrency or --rate: show the queue's "
+        "limits, where they come from, and what they count now.",
+    )
+    limit.add_argument("queue", metavar="QUEUE")
+    limit.add_argument(
+        "--concurrency",
+        metavar="N|none|setting",
+        default=None,
+        help="At most N jobs of the queue running at once; none: no limit (whatever the "
+        "setting says); setting: clear the runtime value (the setting applies again).",
+    )
+    limit.add_argument(
+        "--rate",
+        metavar="N/s|N/m|N/h|none|setting",
+        default=None,
+        help="At most N starts in any second, minute or hour (a sliding window); none: no "
+        "limit; setting: clear the runtime value (the setting applies again).",
+    )
+    limit.add_argument(
+        "--create",
+        action="store_true",
+        help="Accept a queue name that has no jobs and no setting yet (otherwise refused as a "
+        "probable typo).",
+    )
 
     why = subcommands.add_parser(
         "why", parents=[database], help="Say in words why a job is not running."

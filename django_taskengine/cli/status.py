@@ -9,19 +9,23 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from .. import inspection, operations
+from ..flow_status import flow_state
 from ..models import PauseScope
+from .limits import limits_json, limits_lines
 from .report import pause_target, pause_text, queue_state, short_age, status_json, table
 from .values import parse_job_id
 
 
 def status(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
-    """``taskengine status``: per-queue table, pauses, live workers (or JSON)."""
+    """``taskengine status``: per-queue table, limits, pauses, live workers (or JSON)."""
     stats = inspection.queue_stats(using=database)
+    limits = flow_state(using=database)
     pauses = operations.active_pauses(using=database)
     workers = inspection.live_workers(using=database)
     engine_pause = next((p for p in pauses if p.scope == PauseScope.ENGINE), None)
     if options["json"]:
         data = status_json(stats, engine_pause, pauses, workers)
+        limits_json(limits, data)
         command.stdout.write(json.dumps(data, indent=2))
         return
     now = timezone.localtime()
@@ -66,6 +70,8 @@ def status(command: BaseCommand, database: str, options: dict[str, Any]) -> None
     else:
         command.stdout.write("No queues yet: nothing has been enqueued.")
     command.stdout.write("")
+    for line in limits_lines(limits, {name: item.queue for name, item in stats.items()}):
+        command.stdout.write(line)
     if pauses:
         command.stdout.write("Engine and task pauses:")
         for pause in pauses:

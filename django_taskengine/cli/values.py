@@ -1,4 +1,5 @@
-"""Reading the ``taskengine`` command line's values: targets, durations, moments, job ids.
+"""Reading the ``taskengine`` command line's values: targets, durations, moments, job ids,
+limits.
 
 Every refusal is a :class:`~django.core.management.base.CommandError` that ends with "Nothing
 was changed.": the command checks every value before it acts.
@@ -17,7 +18,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from ..core import durations
+from ..core.flow import check_concurrency, parse_rate
 from ..core.limits import ACTOR_MAX, JOB_ID_MAX, QUEUE_NAME_MAX, TASK_NAME_MAX, check_name
+from ..operations import SETTING
 from .report import when
 
 #: A longer timed pause is almost certainly a slip of the finger; an open pause needs no --for.
@@ -36,21 +39,58 @@ def targets(options: dict[str, Any], verb: str) -> tuple[list[str], bool, list[s
         )
     for kind, names, longest in (("queue", queues, QUEUE_NAME_MAX), ("task", tasks, TASK_NAME_MAX)):
         for name in names:
-            if not name.strip() or not _fits(name, longest):
-                raise CommandError(
-                    f"{name[:40]!r} is not a {kind} name (1 to {longest} characters). "
-                    "Nothing was changed."
-                )
+            check_target_name(kind, name, longest)
     return queues, everything, tasks
 
 
-def _fits(name: str, longest: int) -> bool:
-    """Whether the job table can store ``name`` (core.limits decides)."""
+def check_target_name(kind: str, name: str, longest: int = QUEUE_NAME_MAX) -> str:
+    """``name`` if the job table can store it as a ``kind`` name (core.limits decides)."""
     try:
+        if not name.strip():
+            raise ValueError(name)
         check_name(name, "name", max_length=longest)
     except ValueError:
-        return False
-    return True
+        raise CommandError(
+            f"{name[:40]!r} is not a {kind} name (1 to {longest} characters). Nothing was changed."
+        ) from None
+    return name
+
+
+#: What ``--concurrency`` and ``--rate`` of ``limit`` take besides a value.
+NO_LIMIT_WORD, SETTING_WORD = "none", "setting"
+_LIMIT_WORDS = (
+    f"{NO_LIMIT_WORD} (no limit) or {SETTING_WORD} (clear the runtime value: "
+    "TASKENGINE['QUEUES'] applies again)"
+)
+
+
+def parse_concurrency(text: str) -> Any:
+    """``--concurrency``: a number of jobs (at least 1), None for ``none``, or
+    :data:`~django_taskengine.operations.SETTING` for ``setting``."""
+    word = text.strip().lower()
+    if word == SETTING_WORD:
+        return SETTING
+    if word == NO_LIMIT_WORD:
+        return None
+    try:
+        return check_concurrency(int(word))
+    except ValueError:
+        raise CommandError(
+            f"--concurrency {text!r} is not a number of jobs: give N (at least 1), "
+            f"{_LIMIT_WORDS}. Nothing was changed."
+        ) from None
+
+
+def parse_rate_limit(text: str) -> Any:
+    """``--rate``: ``"14/s"``, ``"100/m"``, ``"5000/h"``, None for ``none``, or
+    :data:`~django_taskengine.operations.SETTING` for ``setting``."""
+    if text.strip().lower() == SETTING_WORD:
+        return SETTING
+    try:
+        rate = parse_rate(text.strip(), "--rate")
+    except ValueError as exc:
+        raise CommandError(f"{exc}; or {_LIMIT_WORDS}. Nothing was changed.") from None
+    return None if rate is None else str(rate)
 
 
 def actor(options: dict[str, Any]) -> str:

@@ -24,8 +24,8 @@ from ...conf import taskengine_settings
 class Command(BaseCommand):
     help = (
         "Operate the task engine: see queue status, pause and resume queues, task types or "
-        "everything, and retry, cancel, pause, resume or run jobs now. Changes go through the "
-        "same operations as the admin buttons."
+        "everything, set queue limits, and retry, cancel, pause, resume or run jobs now. "
+        "Changes go through the same operations as the admin buttons."
     )
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 #: The custom permissions of django_taskengine.
-OPERATOR_PERMISSIONS = ("pause_queue", "pause_job", "retry_job", "cancel_job")
+OPERATOR_PERMISSIONS = ("pause_queue", "limit_queue", "pause_job", "retry_job", "cancel_job")
 
 
 def staff_client(*codenames: str, username: str = "operator") -> Client:

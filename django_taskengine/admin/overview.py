@@ -34,6 +34,7 @@ VIEW_PERMISSIONS = (
     "view_queue",
     "view_job",
     "pause_queue",
+    "limit_queue",
     "pause_job",
     "retry_job",
     "cancel_job",

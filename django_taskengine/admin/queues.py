@@ -1,5 +1,6 @@
-"""The queue list and the queue page: counts per queue, and Pause / Resume from a row button,
-a bulk action or the queue's page (with a reason and a duration or end time).
+"""The queue list and the queue page: counts and limits per queue, and Pause / Resume from a
+row button, a bulk action or the queue's page (with a reason and a duration or end time); the
+queue's limits are set on its page (:mod:`.limits`).
 
 Every pause and resume is a POST that calls :mod:`django_taskengine.operations` with the
 operator's user name, and is written to Django's admin log. The list's job counts come from one
@@ -23,6 +24,8 @@ from django.utils.safestring import SafeString
 from .. import inspection, operations
 from ..audit_trail import AuditObject
 from ..conf import taskengine_settings
+from ..flow_report import in_force
+from ..flow_status import flow_state
 from ..models import PauseScope, Queue
 from .audit import object_entries
 from .common import (
@@ -37,6 +40,7 @@ from .common import (
     redirect_back,
 )
 from .job_list import job_list_url
+from .limits import LIMIT_PERMISSION, QueueLimitViews, limits_cell, limits_context
 from .pauses import PAUSE_PERMISSION, EnginePauseViews, pause_controls_context, queue_state
 
 
@@ -45,16 +49,20 @@ def _db() -> str:
 
 
 class QueueChangeList(ChangeList):
-    """Attaches each listed queue's statistics, computed once for the page."""
+    """Attaches each listed queue's statistics and limits, computed once for the page."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         stats = inspection.queue_stats(using=_db())
+        # What limits count is read only when a listed queue has a limit.
+        limited = any(in_force(queue).any for queue in self.result_list)
+        flow = flow_state(using=_db()) if limited else None
         engine_pause = next(
             (p for p in operations.active_pauses(using=_db()) if p.scope == PauseScope.ENGINE), None
         )
         for queue in self.result_list:
             queue.te_stats = stats.get(queue.name) or inspection.QueueStats(queue.name, queue)
+            queue.te_limits = flow.queue(queue.name) if flow is not None else None
             queue.te_engine_pause = engine_pause
 
 
@@ -65,7 +73,7 @@ def _listed_stats(queue: Queue) -> inspection.QueueStats:
 
 
 @admin.register(Queue)
-class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
+class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
     list_display = (
         "name",
         "state",
@@ -75,6 +83,7 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
         "failed",
         "oldest_due",
         "throughput",
+        "limits",
     )
     actions = ("pause_selected", "resume_selected")
     list_per_page = 100
@@ -89,10 +98,14 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
     )
     readonly_fields = fields
 
-    # -- permissions: queue rows change only through pause and resume ------------------
+    # -- permissions: queue rows change only through pause, resume and limits ------------
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_view_permission(request, obj) or self.has_pause_queue_permission(request)
+        return (
+            super().has_view_permission(request, obj)
+            or self.has_pause_queue_permission(request)
+            or has_app_permission(request, LIMIT_PERMISSION)
+        )
 
     def has_pause_queue_permission(self, request: HttpRequest) -> bool:
         return has_app_permission(request, PAUSE_PERMISSION)
@@ -153,6 +166,10 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
     @admin.display(description="finished per minute (5 min)")
     def throughput(self, queue: Queue) -> str:
         return f"{_listed_stats(queue).throughput_per_minute:.1f}"
+
+    @admin.display(description="limits")
+    def limits(self, queue: Queue) -> str:
+        return limits_cell(getattr(queue, "te_limits", None))
 
     @admin.display(description="actions")
     def buttons(self, queue: Queue) -> SafeString:
@@ -224,6 +241,9 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
                 wrap(self.resume_view),
                 name="{}_{}_resume".format(*info),
             ),
+            path(
+                "<path:object_id>/limit/", wrap(self.limit_view), name="{}_{}_limit".format(*info)
+            ),
             *super().get_urls(),
         ]
 
@@ -240,6 +260,9 @@ class QueueAdmin(EnginePauseViews, ReadOnlyModelAdmin):
             "te_resume_url": self._url("resume", name),
             "te_jobs_url": job_list_url(self.admin_site.name, queue=name),
             "te_next": request.get_full_path(),
+            **limits_context(
+                request, queue, flow_state(using=_db()).queue(name), self._url("limit", name)
+            ),
             **object_entries(request, AuditObject.QUEUE, name, self.admin_site.name),
         }
 

@@ -1,4 +1,4 @@
-"""The operator's admin in a real browser, with real workers: pause, resume, retry."""
+"""The operator's admin in a real browser, with real workers: pause, resume, retry, limits."""
 
 from __future__ import annotations
 
@@ -91,3 +91,19 @@ def test_a_script_in_job_arguments_is_shown_as_text(page, live_server, operator)
     page.goto(f"{live_server.url}/admin/django_taskengine/job/{job.pk}/change/")
     assert page.title() != "pwned"
     assert "<script>document.title='pwned'</script>" in page.inner_text("body")
+
+
+def test_set_a_queue_limit_on_its_page(page, live_server, operator, request):
+    add.enqueue(0, 0)  # creates the queue row "default"
+    _log_in(page, live_server)
+    page.goto(f"{live_server.url}/admin/django_taskengine/queue/default/change/")
+    form = page.locator("#queue-limits-form")
+    form.locator('input[name="concurrency_setting"]').uncheck()
+    form.locator('input[name="concurrency"]').fill("3")
+    form.locator('input[name="rate_limit_setting"]').uncheck()
+    form.locator('input[name="rate_limit"]').fill("14/s")
+    form.locator('button[data-action="limit-queue"]').click()
+    page.wait_for_selector("#limits-in-force:has-text('concurrency 3, rate 14/s')")
+    queue = Queue.objects.get(name="default")
+    assert (queue.concurrency, queue.rate_limit, queue.limits_changed_by) == (3, "14/s", "alice")
+    page.screenshot(path=str(screenshot_dir(request) / "queue-limits.png"), full_page=True)

@@ -13,7 +13,7 @@ from django_taskengine.core.flow import Policy, Usage
 from django_taskengine.flow_status import FlowState
 from django_taskengine.models import AuditEntry, Queue
 from tests.helpers import committed_db
-from tests.integration.test_cli import fails, run, table_row
+from tests.integration.test_cli import audited, fails, run, table_row
 from tests.testapp.flow_tasks import (
     five_per_second,
     flow_step,
@@ -66,14 +66,7 @@ def test_limit_sets_concurrency_and_rate_and_records_who_and_why():
     assert lines(out)[0] == "queue flow: no limit → concurrency 3, rate 14/s"
     assert "  set at runtime: concurrency 3, rate 14/s (overrides the setting" in out
     assert limits_of("flow") == (3, "14/s", {"concurrency": 3, "rate_limit": "14/s"}, "alice")
-    [entry] = AuditEntry.objects.all()
-    assert (entry.action, entry.object_id, entry.actor, entry.source, entry.reason) == (
-        "set_queue_limits",
-        "flow",
-        "alice",
-        "cli",
-        "SES",
-    )
+    assert audited() == [("set_queue_limits", "flow", "alice", "cli", "SES")]
 
 
 def test_limit_none_lifts_a_knob_whatever_the_setting_says(flow_settings):

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .core.flow import Limits, group_scope, parse_rate
-from .flow_status import FlowState, ScopeUsage
-from .models import Queue
+from .conf import taskengine_settings
+from .core.flow import SEQUENCE, FlowJob, Limits, group_scope, parse_rate
+from .flow_status import FlowState, ScopeUsage, flow_state
+from .job_indexes import status_in
+from .models import Job, JobStatus, Queue
 
 #: A rate limit's period, in words.
 PERIODS = {1.0: "second", 60.0: "minute", 3600.0: "hour"}
@@ -86,3 +88,35 @@ def knobs_text(knobs: Mapping[str, Any]) -> str:
     ``"none"`` when no knob is given."""
     parts = [f"{label} {knob_value(knobs[knob])}" for knob, label in KNOBS if knob in knobs]
     return ", ".join(parts) or "none"
+
+
+def holding_back(job: Job, *, using: str | None = None) -> list[str]:
+    """Why flow control does not start ``job`` (waiting, due) now: each limit that holds it
+    back, with its count; empty if none does."""
+    db = using or taskengine_settings.DATABASE
+    state = flow_state(using=db)
+    reasons = []
+    if job.sequence_key is not None:
+        first = (
+            Job.objects.using(db)
+            .filter(
+                status_in(JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED),
+                sequence_key=job.sequence_key,
+            )
+            .order_by("id")
+            .values_list("id", "status")
+            .first()
+        )
+        if first is not None and first[0] != job.id:
+            reasons.append(
+                f"Sequence {job.sequence_key!r} runs one job at a time in enqueue order: job "
+                f"{first[0]} ({first[1]}) goes first."
+            )
+    flow_job = FlowJob(job.id, job.queue, job.task_name, job.group_key, job.sequence_key)
+    for key, concurrency, rate in state.policy.scopes(flow_job):
+        if key.startswith(SEQUENCE):
+            continue
+        scope = state.scope(key, concurrency, rate)
+        if scope.full or scope.rate_full:
+            reasons.append(f"The limit of {scope.label} is reached: {usage_text(scope)}.")
+    return reasons

@@ -10,9 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from .conf import taskengine_settings
-from .core.flow import GROUP, QUEUE, SEQUENCE, TASK, FlowJob, Policy, Rate, Usage, group_scope
-from .job_indexes import status_in
-from .models import Job, JobStatus
+from .core.flow import GROUP, QUEUE, SEQUENCE, TASK, Policy, Rate, Usage, group_scope
 from .store.flow_claim import policy
 from .store.generic_flow import GenericFlowSource
 
@@ -45,19 +43,6 @@ class ScopeUsage:
     @property
     def rate_full(self) -> bool:
         return self.rate is not None and self.recent_starts >= self.rate.count
-
-    def describe(self) -> str:
-        """``"3 of 5 running, 14/s: 9 starts in the last second"``."""
-        parts = []
-        if self.concurrency is not None:
-            parts.append(f"{self.running} of {self.concurrency} running")
-        if self.rate is not None:
-            period = {1.0: "second", 60.0: "minute", 3600.0: "hour"}[self.rate.seconds]
-            text = f"{self.rate}: {self.recent_starts} start(s) in the last {period}"
-            if self.next_start_in is not None:
-                text += f", the next one in {self.next_start_in:.1f} s"
-            parts.append(text)
-        return ", ".join(parts)
 
 
 @dataclass
@@ -108,35 +93,3 @@ def flow_state(*, using: str | None = None) -> FlowState:
     usage = Usage(read.now, starts=read.windows)
     usage.add_running(rules, read.running)
     return FlowState(rules, usage)
-
-
-def holding_back(job: Job, *, using: str | None = None) -> list[str]:
-    """Why flow control does not start ``job`` (waiting, due) now: each limit that holds it
-    back, with its count; empty if none does."""
-    db = using or taskengine_settings.DATABASE
-    state = flow_state(using=db)
-    reasons = []
-    if job.sequence_key is not None:
-        first = (
-            Job.objects.using(db)
-            .filter(
-                status_in(JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED),
-                sequence_key=job.sequence_key,
-            )
-            .order_by("id")
-            .values_list("id", "status")
-            .first()
-        )
-        if first is not None and first[0] != job.id:
-            reasons.append(
-                f"Sequence {job.sequence_key!r} runs one job at a time in enqueue order: job "
-                f"{first[0]} ({first[1]}) goes first."
-            )
-    flow_job = FlowJob(job.id, job.queue, job.task_name, job.group_key, job.sequence_key)
-    for key, concurrency, rate in state.policy.scopes(flow_job):
-        if key.startswith(SEQUENCE):
-            continue
-        scope = state.scope(key, concurrency, rate)
-        if scope.full or scope.rate_full:
-            reasons.append(f"The limit of {scope.label} is reached: {scope.describe()}.")
-    return reasons

@@ -13,7 +13,7 @@ from django.utils import timesince as _timesince
 from django.utils import timezone
 
 from .conf import taskengine_settings
-from .flow_status import holding_back
+from .flow_report import holding_back
 from .job_indexes import ANY_STATUS, status_in
 from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .registry import tasks as registry

@@ -324,4 +324,4 @@ def test_the_job_page_names_the_limit_that_holds_the_job_back(admin_client, sess
 
     html = content(admin_client.get(admin_url("job_change", second.id)))
 
-    assert "The limit of queue &#x27;flow&#x27; is reached: 1 of 1 running." in html
+    assert "The limit of queue &#x27;flow&#x27; is reached: concurrency 1/1 running." in html

@@ -281,7 +281,9 @@ def test_why_names_a_queue_limit_with_its_count(session):
     first, second = flow_step.enqueue(), flow_step.enqueue()
     assert start(session) == [first.id]
 
-    assert "- The limit of queue 'flow' is reached: 1 of 1 running." in why_lines(second.id)
+    assert "- The limit of queue 'flow' is reached: concurrency 1/1 running." in why_lines(
+        second.id
+    )
     data = json.loads(run("why", str(second.id), "--json")[0])
     assert "flow_limit" in [reason["code"] for reason in data["reasons"]]
 
@@ -291,8 +293,9 @@ def test_why_names_a_task_limit_with_its_count(session):
     jobs = [two_at_a_time.using(queue=name).enqueue() for name in ("a", "b", "c")]
     assert sorted(start(session)) == [jobs[0].id, jobs[1].id]
 
-    assert f"- The limit of task '{two_at_a_time.name}' is reached: 2 of 2 running." in why_lines(
-        jobs[2].id
+    assert (
+        f"- The limit of task '{two_at_a_time.name}' is reached: concurrency 2/2 running."
+        in why_lines(jobs[2].id)
     )
 
 
@@ -304,8 +307,8 @@ def test_why_names_a_group_limit_with_its_count(session):
     assert sorted(start(session)) == [first.id, other.id]
 
     assert (
-        f"- The limit of group 'tenant-42' of task {per_tenant.name} is reached: 1 of 1 running."
-        in why_lines(second.id)
+        f"- The limit of group 'tenant-42' of task {per_tenant.name} is reached: "
+        "concurrency 1/1 running." in why_lines(second.id)
     )
 
 
@@ -317,8 +320,8 @@ def test_why_names_a_rate_limit_with_its_count_and_the_next_start(session):
 
     [reason] = [line for line in why_lines(second.id) if "limit" in line]
     assert reason.startswith(
-        "- The limit of queue 'flow' is reached: 1/m: 1 start(s) in the last minute, the next "
-        "one in "
+        "- The limit of queue 'flow' is reached: rate 1/m: 1 start in the last minute (full: "
+        "the next start in "
     )
 
 

@@ -10,6 +10,7 @@ production: use PostgreSQL there.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,9 @@ from .generic_flow import queue_limited
 from .generic_session import GenericWorkerSession
 from .orm_writes import write_outcomes
 
+#: Seconds an enqueue relies on what it read of a queue's limits (see _queue_limited).
+LIMITS_KNOWN_FOR = 1.0
+
 
 class GenericStore(Store):
     vendor = "generic"
@@ -41,6 +45,9 @@ class GenericStore(Store):
     def __init__(self, alias: str) -> None:
         super().__init__(alias)
         self._known_queues: set[str] = set()
+        #: Whether each queue has a limit in force, and until when (time.monotonic()) that
+        #: answer is used without asking the database again.
+        self._limited: dict[str, tuple[bool, float]] = {}
 
     def enqueue(self, new: NewJobs) -> list[Job]:
         calls, queue = new.calls, new.queue
@@ -59,7 +66,7 @@ class GenericStore(Store):
             if queue not in self._known_queues:
                 Queue.objects.using(self.alias).get_or_create(name=queue)
                 transaction.on_commit(lambda: self._known_queues.add(queue), using=self.alias)
-            if new.flow_key is None and queue_limited(self.alias, queue):
+            if new.flow_key is None and self._queue_limited(queue):
                 options["flow_key"] = QUEUE + queue
             if new.dedup_key is None:
                 return Job.objects.using(self.alias).bulk_create([build(*call) for call in calls])
@@ -69,6 +76,22 @@ class GenericStore(Store):
             duplicate = Job.objects.using(self.alias).get(pk=job.pk)
             duplicate.created = False
             return [job] + [duplicate] * (len(calls) - 1)
+
+    def _queue_limited(self, queue: str) -> bool:
+        """Whether ``queue`` has a limit (its jobs get its lane), as the database said at most
+        LIMITS_KNOWN_FOR seconds ago: an enqueue does not read the queue table every time. A
+        job enqueued meanwhile without its lane is given it by the workers (adopt_strays)."""
+        now = time.monotonic()
+        known = self._limited.get(queue)
+        if known is None or now >= known[1]:
+            known = (queue_limited(self.alias, queue), now + LIMITS_KNOWN_FOR)
+            self._limited[queue] = known
+        return known[0]
+
+    def wake_workers(self, queues: Sequence[str]) -> None:
+        # A change of limits wakes workers: this process asks again at its next enqueue.
+        for queue in queues:
+            self._limited.pop(queue, None)
 
     def _create_deduplicated(self, job: Job) -> Job:
         for _ in range(10):

@@ -206,3 +206,22 @@ def test_a_bad_concurrency_is_refused(value):
 def test_a_bad_rate_is_refused(value):
     with pytest.raises(ValueError, match="rate_limit"):
         operations.set_queue_limits("flow", rate_limit=value)
+
+
+@pytest.mark.parametrize("scope", ["queue", "task", "engine"])
+def test_the_flow_claim_starts_nothing_paused(session, scope):
+    operations.set_queue_limits("flow", concurrency=5)
+    job = flow_step.enqueue()
+    pause, resume = {
+        "queue": (lambda: operations.pause_queue("flow"), lambda: operations.resume_queue("flow")),
+        "task": (
+            lambda: operations.pause_task(flow_step.name),
+            lambda: operations.resume_task(flow_step.name),
+        ),
+        "engine": (operations.pause_all, operations.resume_all),
+    }[scope]
+    pause()
+    assert _claim(session) == []
+    assert Job.objects.get(id=job.id).status == JobStatus.QUEUED
+    resume()
+    assert [claimed.id for claimed in _claim(session)] == [job.id]

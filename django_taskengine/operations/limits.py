@@ -26,9 +26,11 @@ from ..audit_trail import AuditObject, AuditSource
 from ..conf import taskengine_settings
 from ..core.flow import QUEUE, Limits, check_concurrency, lane, parse_rate, queue_limits
 from ..core.limits import check_queue_name
+from ..flow_report import in_force
 from ..job_indexes import status_in
 from ..models import Job, JobStatus, Queue
 from ..store.flow_claim import task_limits
+from ..store.generic_flow import limited_queues
 from ..worker.maintenance import register
 from .audit import Actor
 from .common import database
@@ -79,7 +81,7 @@ def set_queue_limits(
                 runtime.pop(knob, None)
             else:
                 runtime[knob] = value
-        before = _in_force(row)
+        before = in_force(row)
         row.runtime_limits = runtime
         row.limits_changed_at = timezone.now()
         row.limits_changed_by = by
@@ -93,10 +95,6 @@ def set_queue_limits(
         if before != after:
             wake_workers([queue], using=db)
     return row
-
-
-def _in_force(row: Queue) -> Limits:
-    return Limits(row.concurrency, parse_rate(row.rate_limit or None))
 
 
 def _apply(row: Queue, db: str) -> Limits:
@@ -150,7 +148,7 @@ def adopt_strays(using: str | None = None) -> int:
     """Give their lane to waiting jobs enqueued without one in a queue, or of a task type, that
     has a limit; how many."""
     db = database(using)
-    queues = list(Queue.objects.using(db).filter(_limited()).values_list("name", flat=True))
+    queues = list(limited_queues(db).values_list("name", flat=True))
     tasks = task_limits()
     if not queues and not tasks:
         return 0
@@ -180,10 +178,6 @@ def adopt_strays(using: str | None = None) -> int:
                 .update(flow_key=found)
             )
     return adopted
-
-
-def _limited() -> Q:
-    return Q(concurrency__isnull=False) | ~Q(rate_limit="")
 
 
 _synced: set[str] = set()

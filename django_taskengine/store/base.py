@@ -167,8 +167,7 @@ class WorkerSession(ABC):
         """While jobs under flow control may wait for this worker: when (``time.monotonic()``)
         the next claim should look at them again, if no notification or finished job brings it
         sooner (they were held back by their limits, or there may be more). None otherwise."""
-        flow = getattr(self, "flow", None)
-        return flow.look_at if flow is not None and flow.waiting else None
+        return None
 
     @abstractmethod
     def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:

@@ -307,3 +307,47 @@ def group_prefixes() -> dict[str, int]:
 def lanes_of(rows: Iterator[Any]) -> list[tuple[FlowJob, str]]:
     """Candidates as both stores read them: (id, queue, task, group, sequence, lane) rows."""
     return [(FlowJob(r[0], r[1], r[2], r[3], r[4]), r[5]) for r in rows]
+
+
+class FlowClaims:
+    """The claim of a worker session that has both claims (a mixin before
+    :class:`~.base.WorkerSession`): the session's ``_claim_plain`` and its flow source, taking
+    turns through its :class:`FlowClaimer`."""
+
+    flow: FlowClaimer
+    _flow_source: FlowSource
+    _flow_tasks: list[str] | None = None
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        free: int | None = None,
+        start: int | None = None,
+        park: Collection[str] = (),
+    ) -> list[ClaimedJob]:
+        return self.flow.combine(
+            lambda n, f, s: self._claim_plain(n, free=f, start=s, park=park),
+            self._flow_source,
+            limit=limit,
+            free=limit if free is None else free,
+            start=limit if start is None else start,
+            park=park,
+        )
+
+    def _claim_plain(
+        self, limit: int, *, free: int, start: int, park: Collection[str]
+    ) -> list[ClaimedJob]:
+        """Jobs not under flow control, nor of a queue or task type with a limit."""
+        raise NotImplementedError
+
+    def flow_tasks(self) -> list[str]:
+        """The task types with limits, whose jobs the plain claim leaves to the flow claim
+        (read from the registry once per session: it does not change while a worker runs)."""
+        if self._flow_tasks is None:
+            self._flow_tasks = sorted(task_limits())
+        return self._flow_tasks
+
+    def flow_look_at(self) -> float | None:
+        flow = self.flow
+        return flow.look_at if flow.waiting else None

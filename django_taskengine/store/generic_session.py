@@ -18,7 +18,7 @@ from ..core import lifecycle
 from ..core.ownership import RELEASED
 from ..models import Job, JobStatus, Worker
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
-from .flow_claim import FlowClaimer, task_limits
+from .flow_claim import FlowClaimer, FlowClaims
 from .generic_flow import GenericFlowSource, claimed_jobs, limited_queues, unpaused
 from .orm_writes import write_outcomes
 
@@ -27,7 +27,7 @@ from .orm_writes import write_outcomes
 STOPPED_WORKER_LEASE = 2.0
 
 
-class GenericWorkerSession(WorkerSession):
+class GenericWorkerSession(FlowClaims, WorkerSession):
     uses_leases = True
 
     def __init__(self, store: Store, worker: WorkerInfo) -> None:
@@ -65,23 +65,6 @@ class GenericWorkerSession(WorkerSession):
             },
         )
 
-    def claim(
-        self,
-        limit: int,
-        *,
-        free: int | None = None,
-        start: int | None = None,
-        park: Collection[str] = (),
-    ) -> list[ClaimedJob]:
-        return self.flow.combine(
-            lambda n, f, s: self._claim_plain(n, free=f, start=s, park=park),
-            self._flow_source,
-            limit=limit,
-            free=limit if free is None else free,
-            start=limit if start is None else start,
-            park=park,
-        )
-
     def _claim_plain(
         self, limit: int, *, free: int, start: int, park: Collection[str]
     ) -> list[ClaimedJob]:
@@ -96,7 +79,7 @@ class GenericWorkerSession(WorkerSession):
         candidates = unpaused(self.alias, candidates, now)
         if candidates is None:
             return []
-        candidates = candidates.exclude(task_name__in=sorted(task_limits())).exclude(
+        candidates = candidates.exclude(task_name__in=self.flow_tasks()).exclude(
             queue__in=Subquery(limited_queues(self.alias))
         )
         # One statement reserves them all (the database serializes claims); the ones to run

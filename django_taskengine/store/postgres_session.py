@@ -20,7 +20,7 @@ from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.statuses import JobStatus
 from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
-from .flow_claim import FLOW_LOCK_ID, FLOW_NOTICE, FlowClaimer, task_limits
+from .flow_claim import FLOW_LOCK_ID, FLOW_NOTICE, FlowClaimer, FlowClaims
 from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job
 from .sql import query
 
@@ -62,7 +62,7 @@ def engine_lock_key(lock_id: int) -> int:
     return (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | lock_id
 
 
-class PostgresWorkerSession(WorkerSession):
+class PostgresWorkerSession(FlowClaims, WorkerSession):
     def __init__(self, store: Store, worker: WorkerInfo) -> None:
         self.store = store
         self.worker = worker
@@ -97,8 +97,6 @@ class PostgresWorkerSession(WorkerSession):
             lock_key=engine_lock_key(FLOW_LOCK_ID),
             fence_key=engine_lock_key(START_FENCE_LOCK_ID),
         )
-        #: The task types with limits (the plain claim leaves their jobs to the flow claim).
-        self._flow_tasks: list[str] | None = None
 
     def register(self) -> None:
         info = self.worker
@@ -107,29 +105,10 @@ class PostgresWorkerSession(WorkerSession):
             [info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency],
         )
 
-    def claim(
-        self,
-        limit: int,
-        *,
-        free: int | None = None,
-        start: int | None = None,
-        park: Collection[str] = (),
-    ) -> list[ClaimedJob]:
-        return self.flow.combine(
-            lambda n, f, s: self._claim_plain(n, free=f, start=s, park=park),
-            self._flow_source,
-            limit=limit,
-            free=limit if free is None else free,
-            start=limit if start is None else start,
-            park=park,
-        )
-
     def _claim_plain(
         self, limit: int, *, free: int, start: int, park: Collection[str]
     ) -> list[ClaimedJob]:
         """Jobs not under flow control (see claim_jobs)."""
-        if self._flow_tasks is None:
-            self._flow_tasks = sorted(task_limits())
         params = {
             "queues": self.queues,
             "all_queues": not self.queues,
@@ -140,7 +119,7 @@ class PostgresWorkerSession(WorkerSession):
             "worker": self.worker.id,
             "ns": self.ns,
             "fence": engine_lock_key(START_FENCE_LOCK_ID),
-            "flow_tasks": self._flow_tasks,
+            "flow_tasks": self.flow_tasks(),
         }
         # A scan from the head steps over the dead index entries of every job claimed since
         # the last vacuum, or since a transaction began to hold the xmin horizon. While that

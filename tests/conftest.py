@@ -9,7 +9,7 @@ import pytest
 
 from django_taskengine.store import WorkerInfo, WorkerSession, get_store
 
-from .helpers import WorkerCommand, worker_env
+from .helpers import WorkerCommand, end_subprocess_sessions, worker_env
 
 
 @pytest.fixture
@@ -26,6 +26,8 @@ def start_workers(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
     yield start
     for command in started:
         command.kill()
+    if started:
+        end_subprocess_sessions()
 
 
 @pytest.fixture(autouse=True)
@@ -57,10 +59,26 @@ def _no_sessions_left_at_teardown(django_db_setup, django_db_blocker) -> Iterato
 
 
 @pytest.fixture
-def session() -> Iterator[WorkerSession]:
+def open_sessions() -> Iterator[Callable[[int], list[WorkerSession]]]:
+    """Open ``n`` registered worker sessions of the test database's store (as ``n`` worker
+    processes would); all are closed after the test."""
+    opened: list[WorkerSession] = []
+
+    def open_(n: int) -> list[WorkerSession]:
+        for _ in range(n):
+            info = WorkerInfo(
+                id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1
+            )
+            opened.append(get_store().open_session(info))
+            opened[-1].register()
+        return opened[-n:]
+
+    yield open_
+    for session in opened:
+        session.close()
+
+
+@pytest.fixture
+def session(open_sessions: Callable[[int], list[WorkerSession]]) -> WorkerSession:
     """A registered worker session of the test database's store, closed after the test."""
-    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
-    session = get_store().open_session(info)
-    session.register()
-    yield session
-    session.close()
+    return open_sessions(1)[0]

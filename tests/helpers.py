@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -53,9 +54,34 @@ def worker_env(**extra: str) -> dict[str, str]:
         TASKENGINE_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
         PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",
+        # libpq names every session a subprocess opens (unless it names its own, as a worker's
+        # claiming session does): end_subprocess_sessions() finds them by it.
+        PGAPPNAME=SUBPROCESS_APP,
     )
     env.update(extra)
     return env
+
+
+#: The application name of a test subprocess's database sessions.
+SUBPROCESS_APP = "taskengine-test-subprocess"
+
+
+def end_subprocess_sessions() -> None:
+    """End the server sessions that killed worker processes left behind, and wait for them.
+
+    A killed process's session lives on until the server notices: one still running a statement
+    holds its locks, and the flush after the test (``TRUNCATE``) can deadlock with it.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND (application_name = %s OR application_name LIKE 'taskengine-worker %%'"
+            " AND application_name NOT LIKE %s)",
+            [SUBPROCESS_APP, f"%:{os.getpid()}"],
+        )
 
 
 class WorkerCommand:
@@ -167,3 +193,43 @@ def claim_statement_params(limit: int = 100, **cursor: Any) -> dict[str, Any]:
         "flow_tasks": [],
         **claim_params(**cursor),
     }
+
+
+def attempt_outcomes(job: Any) -> list[str]:
+    """The outcomes of ``job``'s attempts, oldest first."""
+    return list(job.attempt_set.order_by("id").values_list("outcome", flat=True))
+
+
+def burst(start_workers: Callable[..., Any], *jobs: Any) -> str:
+    """Run every due job with one ``run_workers --burst`` (and the jobs due again within 10 s:
+    retries, snoozes, sleeps), then refresh ``jobs``; the workers' log."""
+    workers = start_workers("--burst")
+    assert workers.wait(timeout=60) == 0, workers.log()[-4000:]
+    for job in jobs:
+        job.refresh_from_db()
+    return workers.log()
+
+
+def ledger_labels(job_id: int) -> list[str]:
+    """The labels of the ledger rows job ``job_id``'s tasks wrote, oldest first."""
+    from tests.testapp.models import LedgerEntry
+
+    rows = LedgerEntry.objects.filter(job_id=job_id).order_by("id")
+    return list(rows.values_list("label", flat=True))
+
+
+def in_thread(target: Callable[[], Any], results: list[Any], errors: list[Any]) -> threading.Thread:
+    """Start ``target`` in a thread of its own (its own database connection, closed at the
+    end): what it returns goes to ``results``, what it raises to ``errors``."""
+
+    def run() -> None:
+        try:
+            results.append(target())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class TaskEngineConfig(AppConfig):
@@ -18,5 +19,10 @@ class TaskEngineConfig(AppConfig):
             retention,  # noqa: F401 - registers the workers' pruning duty
         )
         from .conf import taskengine_settings
+        from .store import get_store
 
         autodiscover_modules(taskengine_settings.AUTODISCOVER_MODULE)
+        if taskengine_settings.DATABASE in settings.DATABASES:
+            # The store of the engine's database now (no connection is made): on PostgreSQL,
+            # job.wait() is told when a job finishes from the first call on.
+            get_store()

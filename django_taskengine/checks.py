@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from psycopg.conninfo import conninfo_to_dict
 
 from .conf import DEFAULTS, taskengine_settings
 from .core.flow import queue_limits
 from .core.limits import QUEUE_NAME_MAX, check_name, is_int32
 from .periodic import collect_definitions
 from .registry import registered_tasks
-from .retention import AUDIT_KEY, PRUNABLE_STATUSES, parse_age
+from .retention import AUDIT_KEY, EVENTS_KEY, PRUNABLE_STATUSES, parse_age
 
 _POSITIVE_NUMBERS = (
     "POLL_INTERVAL",
@@ -105,6 +107,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     errors.extend(_check_retention(number("RETENTION")))
     errors.extend(_check_metrics_and_testing(user))
     errors.extend(_check_queues(number("QUEUES")))
+    errors.extend(_check_direct_url(number("DIRECT_DATABASE_URL"), number("DATABASE")))
     database = number("DATABASE")
     if not isinstance(database, str) or database not in settings.DATABASES:
         errors.append(
@@ -130,6 +133,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
+def _check_direct_url(url: Any, database: Any) -> list[Any]:
+    """E028: DIRECT_DATABASE_URL is None, or a PostgreSQL URL, for a PostgreSQL database."""
+    if url is None:
+        return []
+    example = "e.g. 'postgres://app@db.internal:5432/app'"
+    engine = (
+        settings.DATABASES.get(database, {}).get("ENGINE", "") if isinstance(database, str) else ""
+    )
+    try:
+        if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
+            raise ValueError("it must be a postgres:// URL")
+        conninfo_to_dict(url)
+    except (ValueError, psycopg.ProgrammingError) as exc:
+        return [
+            Error(
+                f"TASKENGINE['DIRECT_DATABASE_URL'] is {url!r}: {exc}.",
+                hint=f"Use a URL that reaches the database itself, not a pooler; {example}.",
+                id="taskengine.E028",
+            )
+        ]
+    if "postgresql" not in engine:
+        return [
+            Error(
+                "TASKENGINE['DIRECT_DATABASE_URL'] is set, but the engine's database "
+                f"({database!r}) is not PostgreSQL.",
+                hint="Remove it: only PostgreSQL connections go through a pooler.",
+                id="taskengine.E028",
+            )
+        ]
+    return []
+
+
 def _check_retention(retention: Any) -> list[Any]:
     """E020: RETENTION is None, or a dict of finished status -> age (or None for forever)."""
     example = 'e.g. {"succeeded": "1d", "failed": "14d", "cancelled": "7d"}'
@@ -146,12 +181,12 @@ def _check_retention(retention: Any) -> list[Any]:
         ]
     errors: list[Any] = []
     for status, value in retention.items():
-        if status not in PRUNABLE_STATUSES and status != AUDIT_KEY:
+        if status not in PRUNABLE_STATUSES and status not in (AUDIT_KEY, EVENTS_KEY):
             errors.append(
                 Error(
                     f"TASKENGINE['RETENTION'] has a key {status!r}, which is not a finished "
                     "status: only finished jobs are pruned.",
-                    hint=f"Keys: {', '.join(PRUNABLE_STATUSES)}, {AUDIT_KEY}.",
+                    hint=f"Keys: {', '.join(PRUNABLE_STATUSES)}, {AUDIT_KEY}, {EVENTS_KEY}.",
                     id="taskengine.E020",
                 )
             )

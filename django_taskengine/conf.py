@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
     "ADVISORY_LOCK_NAMESPACE": 0x7A5E,
     # NOTIFY channel used for wake-ups (PostgreSQL).
     "NOTIFY_CHANNEL": "taskengine",
+    # PostgreSQL behind a transaction-mode pooler (PgBouncer): a URL that reaches the same
+    # database directly, e.g. "postgres://app@db.internal:5432/app". The engine's own
+    # connections (a worker's claims, advisory locks and LISTEN; job.wait()) use it; task code
+    # and enqueues use DATABASES, through the pooler. None: DATABASES is direct.
+    "DIRECT_DATABASE_URL": None,
     # Seconds run_workers waits for running jobs on SIGTERM before requeueing them.
     "SHUTDOWN_TIMEOUT": 30.0,
     # Periodic schedules with arguments: name -> {"task", "cron", "args", "kwargs", "timezone",
@@ -56,7 +61,13 @@ DEFAULTS: dict[str, Any] = {
     # attempts): seconds, a timedelta, or "90s", "15m", "12h", "7d", "2w"; None keeps them
     # forever. Statuses left out keep these defaults. "audit": how long the operators' audit
     # trail is kept. See django_taskengine.retention.
-    "RETENTION": {"succeeded": "1d", "failed": "14d", "cancelled": "7d", "audit": "90d"},
+    "RETENTION": {
+        "succeeded": "1d",
+        "failed": "14d",
+        "cancelled": "7d",
+        "audit": "90d",
+        "events": "7d",
+    },
     # Tests: enqueue() runs the job at once, in-process (see django_taskengine.testing).
     "EAGER": False,
     # With EAGER: a job that ends failed raises testing.JobFailed from enqueue().
@@ -146,6 +157,11 @@ class Settings:
     @property
     def NOTIFY_CHANNEL(self) -> str:
         return str(self._get("NOTIFY_CHANNEL"))
+
+    @property
+    def DIRECT_DATABASE_URL(self) -> str | None:
+        value = self._get("DIRECT_DATABASE_URL")
+        return str(value) if value else None
 
     @property
     def SHUTDOWN_TIMEOUT(self) -> float:

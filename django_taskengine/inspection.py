@@ -4,7 +4,7 @@ is not running. Used by the admin and the ``taskengine`` command."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,16 @@ from django.utils import timezone
 from .conf import taskengine_settings
 from .flow_report import holding_back
 from .job_indexes import ANY_STATUS, status_in
-from .models import ACTIVE_STATUSES, Job, JobStatus, Pause, PauseScope, Queue, Worker
+from .models import (
+    ACTIVE_STATUSES,
+    Dependency,
+    Job,
+    JobStatus,
+    Pause,
+    PauseScope,
+    Queue,
+    Worker,
+)
 from .registry import tasks as registry
 
 #: Window for the throughput figure.
@@ -162,6 +171,23 @@ def _who(by: str, at: dt.datetime | None, reason: str, until: dt.datetime | None
     return text
 
 
+def _waiting_on(job: Job, db: str) -> str:
+    """The jobs a blocked job waits for that have not finished, in words."""
+    after = Dependency.objects.using(db).filter(job_id=job.pk).values_list("after_id", flat=True)
+    open_ = list(
+        Job.objects.using(db)
+        .filter(id__in=list(after), status__in=list(ACTIVE_STATUSES))
+        .order_by("id")
+        .values_list("id", "status")[:5]
+    )
+    listed = ", ".join(f"job {job_id} ({status})" for job_id, status in open_)
+    more = " and others" if len(open_) == 5 else ""
+    return (
+        f"Waiting for the jobs it was enqueued after (.using(after=…)): {listed or 'none'}{more}"
+        " not finished; it runs when they all have."
+    )
+
+
 def explain_job(job: Job, *, using: str | None = None) -> Explanation:
     """Say in words why ``job`` is not running, or what it is doing."""
     db = using or taskengine_settings.DATABASE
@@ -200,7 +226,18 @@ def explain_job(job: Job, *, using: str | None = None) -> Explanation:
         return explanation
     if job.status == JobStatus.PAUSED:
         add(Reason("job_paused", "The job itself is paused; Resume puts it back in its queue."))
-    if job.run_after > now:
+    if job.blocked:
+        add(Reason("waiting_for_dependencies", _waiting_on(job, db)))
+    elif job.run_after > now and job.status == JobStatus.QUEUED and job.waiting_for:
+        add(
+            Reason(
+                "waiting_for_event",
+                f"Waiting for event {job.waiting_for!r} (ctx.wait_for_event): due when "
+                "send_event sends it, or when its wait ends in "
+                f"{timeuntil(job.run_after)} (at {job.run_after:%Y-%m-%d %H:%M:%S %Z}).",
+            )
+        )
+    elif job.run_after > now:
         add(
             Reason(
                 "not_due",
@@ -335,3 +372,29 @@ def task_is_known(task_name: str, *, using: str | None = None) -> bool:
         task_name in registry
         or Job.objects.using(db).filter(ANY_STATUS, task_name=task_name).exists()
     )
+
+
+@dataclass
+class StepNode:
+    """A workflow's step as its graph shows it: the job, and what it waits for (step names
+    of the same workflow, or ids of other jobs)."""
+
+    job: Job
+    after: list[str] = field(default_factory=list)
+
+
+def count_text(counts: Mapping[str, int]) -> str:
+    """Counts by state in words, states in alphabetical order: "2 failed, 8 succeeded"."""
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def workflow_graph(workflow_id: int, *, using: str | None = None) -> list[StepNode]:
+    """The steps of workflow ``workflow_id`` in the order they were added, with their edges."""
+    db = using or taskengine_settings.DATABASE
+    steps = list(Job.objects.using(db).filter(workflow_id=workflow_id).order_by("id"))
+    names = {job.pk: job.step or str(job.pk) for job in steps}
+    nodes = {job.pk: StepNode(job) for job in steps}
+    edges = Dependency.objects.using(db).filter(job_id__in=list(nodes)).order_by("after_id")
+    for job_id, after_id in edges.values_list("job_id", "after_id"):
+        nodes[job_id].after.append(names.get(after_id, f"job {after_id}"))
+    return list(nodes.values())

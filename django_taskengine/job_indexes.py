@@ -23,12 +23,22 @@ from __future__ import annotations
 from functools import reduce
 from operator import or_
 
+from django.db import models
 from django.db.models import Q
 
-from .core.statuses import TERMINAL_STATUSES, JobStatus
+from .core.dedup import WHILE_ACTIVE
+from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus
 
 #: The statuses of jobs at rest (paused or finished): the condition of the two ``rest`` indexes.
 AT_REST = (JobStatus.PAUSED, *TERMINAL_STATUSES)
+
+#: The job that holds its dedup key, at most one per key (the unique index
+#: taskengine_job_active_dedup_key): an active one, unless its mode holds the key only until it
+#: starts (core/dedup.py) and it has started. SQL that names the index as an arbiter
+#: (``ON CONFLICT … WHERE``) repeats this condition.
+DEDUP_HOLDER = Q(dedup_key__isnull=False, status__in=list(ACTIVE_STATUSES)) & (
+    Q(dedup_mode__in=list(WHILE_ACTIVE)) | Q(started_at__isnull=True)
+)
 
 
 def status_in(*statuses: str) -> Q:
@@ -54,3 +64,44 @@ def status_in(*statuses: str) -> Q:
 
 #: Any status: for a query by task name, which has an index only among jobs at rest.
 ANY_STATUS = status_in(*JobStatus.values)
+
+
+#: The job table's indexes for flow control and for waits (part of ``Job.Meta.indexes``).
+LANE_AND_WAIT_INDEXES = [
+    # Serves the flow claim: as the claim index (models.py), lane by lane.
+    models.Index(
+        "flow_key",
+        models.F("priority").desc(),
+        "run_after",
+        "id",
+        name="taskengine_job_flow_idx",
+        condition=Q(status="queued", token__isnull=True, flow_key__isnull=False),
+    ),
+    # What the flow limits count: jobs under flow control a worker owns (a token: started
+    # or claimed ahead). Not by status, so that no status index serves the count too.
+    models.Index(
+        fields=["flow_key"],
+        name="taskengine_job_flow_active_idx",
+        condition=Q(flow_key__isnull=False, token__isnull=False),
+    ),
+    # A sequence's next job: its first one not finished, in enqueue order.
+    models.Index(
+        fields=["sequence_key", "id"],
+        name="taskengine_job_sequence_idx",
+        condition=Q(sequence_key__isnull=False, status__in=["queued", "running", "paused"]),
+    ),
+    # A workflow's steps.
+    models.Index(
+        fields=["workflow_id"],
+        name="taskengine_job_workflow_idx",
+        condition=Q(workflow_id__isnull=False),
+    ),
+    # The sweep of jobs waiting for dependencies (store/orm_dependencies.py).
+    models.Index(fields=["id"], name="taskengine_job_blocked_idx", condition=Q(blocked=True)),
+    # send_event's lookup: the jobs parked waiting for an event (ctx.wait_for_event).
+    models.Index(
+        fields=["waiting_for"],
+        name="taskengine_job_waiting_idx",
+        condition=Q(waiting_for__isnull=False),
+    ),
+]

@@ -3,31 +3,39 @@ hot path (claim, complete, rescue) reaches them through :mod:`django_taskengine.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from . import finish_waiters
 from .audit_trail import AuditEntry
+from .conf import taskengine_settings
+from .core.dedup import CREATED, MODE_MAX, SKIP
 from .core.limits import (
-    ACTOR_MAX,
     DEDUP_KEY_MAX,
+    EVENT_NAME_MAX,
     FLOW_KEY_MAX,
     GROUP_KEY_MAX,
     QUEUE_NAME_MAX,
     SEQUENCE_KEY_MAX,
+    STEP_NAME_MAX,
     TASK_NAME_MAX,
 )
 from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, AttemptOutcome, JobStatus
-from .job_indexes import AT_REST
+from .dependency_models import Dependency, Workflow
+from .event_models import Event
+from .job_indexes import AT_REST, DEDUP_HOLDER, LANE_AND_WAIT_INDEXES
+from .queue_models import Pause, PauseScope, Queue
 from .schedule_models import CatchUp, PeriodicTick, Schedule
 
 __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "Attempt",
+    "Dependency",
+    "Event",
     "AttemptOutcome",
     "AuditEntry",
     "CatchUp",
@@ -42,86 +50,8 @@ __all__ = [
     "RateWindow",
     "Schedule",
     "Worker",
+    "Workflow",
 ]
-
-
-class Queue(models.Model):
-    """A named lane of jobs. Rows are created on first use; an operator pauses and resumes them."""
-
-    name = models.CharField(max_length=QUEUE_NAME_MAX, primary_key=True)
-    paused = models.BooleanField(default=False)
-    paused_at = models.DateTimeField(null=True, blank=True)
-    paused_by = models.CharField(max_length=ACTOR_MAX, blank=True, default="")
-    pause_reason = models.TextField(blank=True, default="")
-    #: A timed pause ends by itself at this moment; claims treat the queue as running after it.
-    paused_until = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    #: The limits in force (django_taskengine/core/flow.py), fleet-wide: each knob's runtime
-    #: value if one is set, else its setting. None and "" mean no limit.
-    concurrency = models.IntegerField(null=True, blank=True)
-    # Defaults in the database too: enqueue inserts queue rows with its own SQL, and so do
-    # processes of the previous release during a deploy.
-    rate_limit = models.CharField(max_length=32, blank=True, default="", db_default="")
-    #: ``TASKENGINE["QUEUES"][name]`` as the last worker to start read it.
-    settings_limits = models.JSONField(default=dict, blank=True, db_default={})
-    #: The knobs set at runtime ("concurrency", "rate_limit"; a None value: no limit), which
-    #: override the setting until cleared.
-    runtime_limits = models.JSONField(default=dict, blank=True, db_default={})
-    limits_changed_at = models.DateTimeField(null=True, blank=True)
-    limits_changed_by = models.CharField(
-        max_length=ACTOR_MAX, blank=True, default="", db_default=""
-    )
-
-    class Meta:
-        db_table = "taskengine_queue"
-        ordering = ["name"]
-        permissions = [
-            ("pause_queue", "Can pause and resume queues and task types"),
-            ("limit_queue", "Can set queue limits"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def is_paused(self) -> bool:
-        """Paused now: a timed pause whose end has passed no longer counts."""
-        return self.paused and (self.paused_until is None or self.paused_until > timezone.now())
-
-
-class PauseScope(models.TextChoices):
-    ENGINE = "engine", "every queue"
-    TASK = "task", "task type"
-
-
-class Pause(models.Model):
-    """A pause wider than one queue: the whole engine, or one task type across all queues.
-
-    A row means "paused" (until ``paused_until``, if set); resuming deletes it. Queue pauses
-    live on :class:`Queue` itself.
-    """
-
-    scope = models.CharField(max_length=16, choices=PauseScope.choices)
-    #: The task name for a task pause; empty for the engine-wide pause.
-    target = models.CharField(max_length=255, blank=True, default="")
-    paused_at = models.DateTimeField(default=timezone.now)
-    paused_by = models.CharField(max_length=ACTOR_MAX, blank=True, default="")
-    pause_reason = models.TextField(blank=True, default="")
-    paused_until = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        db_table = "taskengine_pause"
-        ordering = ["scope", "target"]
-        constraints = [
-            models.UniqueConstraint(fields=["scope", "target"], name="taskengine_pause_unique")
-        ]
-
-    def __str__(self) -> str:
-        return "all queues" if self.scope == PauseScope.ENGINE else f"task {self.target}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.paused_until is None or self.paused_until > timezone.now()
 
 
 class JobTimeoutError(TimeoutError):
@@ -141,6 +71,8 @@ class Job(models.Model):
     run_after = models.DateTimeField(default=timezone.now)
     # NULL, not "": jobs without a key stay out of the unique index.
     dedup_key = models.CharField(max_length=DEDUP_KEY_MAX, null=True, blank=True)  # noqa: DJ001
+    #: How the key was asked for (core/dedup.py): "replace" and "debounce" hold it until start.
+    dedup_mode = models.CharField(max_length=MODE_MAX, default=SKIP, db_default=SKIP)
     attempts = models.IntegerField(default=0, help_text="Attempts started so far.")
     max_attempts = models.IntegerField(default=3)
     retry_backoff = models.FloatField(default=1.0)
@@ -159,6 +91,17 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     #: Last state saved by ``ctx.checkpoint()``; a retry or resume starts from it.
     checkpoint = models.JSONField(null=True, blank=True)
+    #: The durable waits (``ctx.sleep``) done, in call order: each returns at once on a rerun.
+    waits = models.JSONField(default=list, blank=True, db_default=[])
+    #: Set by ``job.wait()`` on PostgreSQL: the worker that ends the job's attempt says so.
+    notify_finish = models.BooleanField(default=False, db_default=False)
+    #: Waiting for its dependencies (``.using(after=…)``, core/dependencies.py): due never.
+    blocked = models.BooleanField(default=False, db_default=False)
+    #: The workflow whose step it is (django_taskengine/workflows.py), and the step's name.
+    workflow_id = models.BigIntegerField(null=True, blank=True)
+    step = models.CharField(max_length=STEP_NAME_MAX, null=True, blank=True)  # noqa: DJ001
+    #: The event a parked job waits for (``ctx.wait_for_event``): ``send_event`` makes it due.
+    waiting_for = models.CharField(max_length=EVENT_NAME_MAX, null=True, blank=True)  # noqa: DJ001
     progress_current = models.BigIntegerField(null=True, blank=True)
     progress_total = models.BigIntegerField(null=True, blank=True)
     #: Set by an operator to ask a running attempt to stop at its next checkpoint.
@@ -167,9 +110,8 @@ class Job(models.Model):
     #: is made of, so it never repeats across databases, a recreated database, or a retry.
     #: Not unique-indexed: a random UUID does not collide, and an index would slow enqueue.
     uid = models.UUIDField(default=uuid.uuid4, editable=False)
-    #: Flow control (django_taskengine/core/flow.py): the group and the sequence the job was
-    #: enqueued with, and its lane, the most specific limited scope it belongs to. Only the
-    #: flow claim takes a job with a lane; NULL (most jobs): none.
+    #: Flow control (core/flow.py): the job's group and sequence, and its lane, the most
+    #: specific limited scope it belongs to (only the flow claim takes it); NULL for most jobs.
     group_key = models.CharField(max_length=GROUP_KEY_MAX, null=True, blank=True)  # noqa: DJ001
     sequence_key = models.CharField(  # noqa: DJ001
         max_length=SEQUENCE_KEY_MAX, null=True, blank=True
@@ -194,28 +136,7 @@ class Job(models.Model):
                 name="taskengine_job_claimable_idx",
                 condition=Q(status="queued", token__isnull=True, flow_key__isnull=True),
             ),
-            # Serves the flow claim: the same, lane by lane.
-            models.Index(
-                "flow_key",
-                models.F("priority").desc(),
-                "run_after",
-                "id",
-                name="taskengine_job_flow_idx",
-                condition=Q(status="queued", token__isnull=True, flow_key__isnull=False),
-            ),
-            # What the flow limits count: jobs under flow control a worker owns (a token: started
-            # or claimed ahead). Not by status, so that no status index serves the count too.
-            models.Index(
-                fields=["flow_key"],
-                name="taskengine_job_flow_active_idx",
-                condition=Q(flow_key__isnull=False, token__isnull=False),
-            ),
-            # A sequence's next job: its first one not finished, in enqueue order.
-            models.Index(
-                fields=["sequence_key", "id"],
-                name="taskengine_job_sequence_idx",
-                condition=Q(sequence_key__isnull=False, status__in=["queued", "running", "paused"]),
-            ),
+            *LANE_AND_WAIT_INDEXES,
             # Serves rescue and the admin's running view.
             models.Index(
                 fields=["worker_id"],
@@ -259,7 +180,7 @@ class Job(models.Model):
             models.UniqueConstraint(
                 fields=["dedup_key"],
                 # Jobs without a key stay out of the index: nothing to maintain for them.
-                condition=Q(dedup_key__isnull=False, status__in=["queued", "running", "paused"]),
+                condition=DEDUP_HOLDER,
                 name="taskengine_job_active_dedup_key",
             ),
             models.CheckConstraint(
@@ -268,8 +189,10 @@ class Job(models.Model):
             ),
         ]
 
-    #: Set by enqueue: False when an active job with the same dedup key was returned instead.
+    #: Set by enqueue: False when an active job with the same dedup key was returned instead,
+    #: and what the enqueue did (core/dedup.py): created, skipped, replaced, debounced, throttled.
     created: bool = True
+    dedup_outcome: str = CREATED
 
     def __str__(self) -> str:
         return f"Job {self.pk} {self.task_name} [{self.status}]"
@@ -294,25 +217,26 @@ class Job(models.Model):
     def wait(self, timeout: float | None = 30.0, poll_interval: float = 0.5) -> Job:
         """Block until this job is finished (succeeded, failed or cancelled); return it refreshed.
 
-        Polls the database, starting at 5 ms and backing off to ``poll_interval``. Raises
-        :class:`JobTimeoutError` if the job is not finished after ``timeout`` seconds
-        (``None`` waits forever). Call it outside a transaction, or it cannot see the worker's
-        commits.
+        On PostgreSQL the worker that ends the job's attempt wakes it at once (and it looks
+        again every ``poll_interval`` seconds, for the ends no worker writes: an operator's
+        cancel); elsewhere it polls, from 5 ms up to ``poll_interval``. Raises
+        :class:`JobTimeoutError` if the job is not finished after ``timeout`` seconds (``None``
+        waits forever). Call it outside a transaction, or it cannot see the worker's commits.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while True:
+
+        def finished() -> bool:
             self.refresh_from_db()
-            if self.is_finished:
-                return self
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeoutError(
-                    f"Job {self.pk} ({self.task_name}) is still {self.status} after "
-                    f"{timeout} s; is a worker running for queue {self.queue!r}?"
-                )
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            time.sleep(delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, poll_interval)
+            return self.is_finished
+
+        alias = self._state.db or taskengine_settings.DATABASE
+        if not finish_waiters.wait_until(
+            finished, alias=alias, job_id=self.pk, timeout=timeout, poll_interval=poll_interval
+        ):
+            raise JobTimeoutError(
+                f"Job {self.pk} ({self.task_name}) is still {self.status} after "
+                f"{timeout} s; is a worker running for queue {self.queue!r}?"
+            )
+        return self
 
 
 class Attempt(models.Model):

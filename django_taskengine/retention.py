@@ -9,7 +9,8 @@ one-off ``--older-than`` never applies to the audit trail.
 Deleting is done in small batches, each its own short transaction: pick up to ``batch_size``
 ids through the partial index on ``finished_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so a
 row an operator is retrying right now is left for next time), delete their attempts with one
-``DELETE … WHERE job_id IN (…)``, then the jobs with one ``DELETE … WHERE id IN (…)``. Both
+``DELETE … WHERE job_id IN (…)``, the rows naming the jobs they waited for
+(``.using(after=…)``) with another, then the jobs with one ``DELETE … WHERE id IN (…)``. All
 statements repeat the status and age conditions, so a job that changed meanwhile is never
 deleted. The ORM's cascade is not used: it would load every attempt row first. No statement
 touches more than one batch of rows, so the table is never locked for long. The statements are
@@ -32,12 +33,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .conf import taskengine_settings
 from .core.durations import format_duration, parse_duration
-from .models import TERMINAL_STATUSES, Attempt, AuditEntry, Job, Worker
+from .models import (
+    TERMINAL_STATUSES,
+    Attempt,
+    AuditEntry,
+    Dependency,
+    Event,
+    Job,
+    Worker,
+    Workflow,
+)
 from .store.postgres_session import engine_lock_key
 from .store.sql import query
 from .worker.maintenance import register
@@ -46,6 +56,8 @@ from .worker.maintenance import register
 PRUNABLE_STATUSES: tuple[str, ...] = tuple(status.value for status in TERMINAL_STATUSES)
 #: The key of ``TASKENGINE["RETENTION"]`` for the audit trail.
 AUDIT_KEY = "audit"
+#: The key of ``TASKENGINE["RETENTION"]`` for sent events (``send_event``).
+EVENTS_KEY = "events"
 DEFAULT_BATCH_SIZE = 1000
 #: Larger batches hold row locks longer and make one statement slow; 10,000 is plenty.
 MAX_BATCH_SIZE = 10_000
@@ -95,6 +107,12 @@ def audit_retention() -> dt.timedelta | None:
     return parse_age(taskengine_settings.RETENTION.get(AUDIT_KEY))
 
 
+def events_retention() -> dt.timedelta | None:
+    """How long sent events are kept (``None``: forever); ``ValueError`` for a bad value. A job
+    waiting for an event that was sent longer ago than this does not get it."""
+    return parse_age(taskengine_settings.RETENTION.get(EVENTS_KEY))
+
+
 @dataclass
 class PruneResult:
     """What one :func:`prune` call deleted (or, in a dry run, would delete)."""
@@ -105,6 +123,10 @@ class PruneResult:
     workers: int = 0
     #: Audit trail entries older than their retention.
     audit_entries: int = 0
+    #: Sent events older than their retention.
+    events: int = 0
+    #: Workflows and batches whose steps were all deleted.
+    workflows: int = 0
     #: DELETE round trips made (one per batch).
     batches: int = 0
     #: False when a time budget or batch limit stopped it before everything old was gone.
@@ -133,10 +155,11 @@ def prune(
     ``ages`` maps status to age (``None`` skips the status); by default the
     ``TASKENGINE["RETENTION"]`` setting. ``workers``: also delete the rows of worker processes
     that stopped (or stopped heartbeating) longer ago than the longest age, unless some status
-    is kept forever. ``audit``: also delete audit entries older than ``RETENTION["audit"]``
-    (whatever ``ages`` says). ``dry_run`` only counts. ``time_budget`` (seconds) stops between
-    batches once spent. ``exclusive`` (PostgreSQL): give up at once if another process holds the
-    pruning lock, so that only one worker prunes at a time.
+    is kept forever. ``audit``: also delete audit entries older than ``RETENTION["audit"]`` and
+    sent events older than ``RETENTION["events"]`` (whatever ``ages`` says). ``dry_run`` only
+    counts. ``time_budget`` (seconds) stops between batches once spent. ``exclusive``
+    (PostgreSQL): give up at once if another process holds the pruning lock, so that only one
+    worker prunes at a time.
     """
     if (
         isinstance(batch_size, bool)
@@ -157,9 +180,25 @@ def prune(
     now = timezone.now()
     cutoffs = {status: now - age for status, age in ages.items() if age is not None}
     audit_age = audit_retention() if audit else None
+    events_age = events_retention() if audit else None
     old_entries = (
-        AuditEntry.objects.using(alias).filter(at__lt=now - audit_age)
+        AuditEntry.objects.using(alias).filter(at__lt=now - audit_age).order_by("at")
         if audit_age is not None
+        else None
+    )
+    old_events = (
+        Event.objects.using(alias).filter(sent_at__lt=now - events_age).order_by("sent_at")
+        if events_age is not None
+        else None
+    )
+    # A workflow's steps go with their ages; the workflow once none is left (not before the
+    # shortest age: a younger one still has its steps).
+    emptied = (
+        Workflow.objects.using(alias)
+        .filter(created_at__lt=min(cutoffs.values()))
+        .exclude(Exists(Job.objects.using(alias).filter(workflow_id=OuterRef("id"))))
+        .order_by("id")
+        if cutoffs
         else None
     )
     result = PruneResult(jobs=dict.fromkeys(cutoffs, 0))
@@ -171,6 +210,19 @@ def prune(
             result.workers = _old_workers(ages, now, alias).count()
         if old_entries is not None:
             result.audit_entries = old_entries.count()
+        if old_events is not None:
+            result.events = old_events.count()
+        if emptied is not None:
+            # The steps this run would delete are still there: count the workflows they empty.
+            kept = Job.objects.using(alias).filter(workflow_id=OuterRef("id"))
+            for status, cutoff in cutoffs.items():
+                kept = kept.exclude(status=status, finished_at__lt=cutoff)
+            result.workflows = (
+                Workflow.objects.using(alias)
+                .filter(created_at__lt=min(cutoffs.values()))
+                .exclude(Exists(kept))
+                .count()
+            )
         return result
     deadline = None if time_budget is None else time.monotonic() + time_budget
     for status, cutoff in cutoffs.items():
@@ -190,15 +242,21 @@ def prune(
                 result.jobs[status] += deleted
             if deleted < batch_size:
                 break
-    while old_entries is not None:
-        if deadline is not None and time.monotonic() >= deadline:
-            result.complete = False
-            return result
-        # One short transaction per batch, oldest first through the index on `at`.
-        batch = list(old_entries.order_by("at").values_list("id", flat=True)[:batch_size])
-        result.audit_entries += AuditEntry.objects.using(alias).filter(id__in=batch).delete()[0]
-        if len(batch) < batch_size:
-            break
+    for old, counted in (
+        (old_entries, "audit_entries"),
+        (old_events, "events"),
+        (emptied, "workflows"),
+    ):
+        while old is not None:
+            if deadline is not None and time.monotonic() >= deadline:
+                result.complete = False
+                return result
+            # One short transaction per batch, oldest first through the index on the time.
+            batch = list(old.values_list("id", flat=True)[:batch_size])
+            deleted = old.model.objects.using(alias).filter(id__in=batch).delete()[0]
+            setattr(result, counted, getattr(result, counted) + deleted)
+            if len(batch) < batch_size:
+                break
     if workers:
         result.workers = _old_workers(ages, now, alias).delete()[0]
     return result
@@ -232,9 +290,8 @@ def _delete_batch(
         if connection.vendor not in _DELETE_STATEMENTS:
             return _delete_with_orm(ids, status, cutoff, alias), last
         ids_param: Any = ids if postgres else json.dumps(ids)
-        attempts, jobs = _DELETE_STATEMENTS[connection.vendor]
-        cursor.execute(query(attempts), [ids_param, status, cutoff_param])
-        cursor.execute(query(jobs), [ids_param, status, cutoff_param])
+        for statement in _DELETE_STATEMENTS[connection.vendor]:
+            cursor.execute(query(statement), [ids_param, status, cutoff_param])
         deleted: int = cursor.rowcount
         return deleted, last
 
@@ -242,19 +299,21 @@ def _delete_batch(
 #: Before every finished_at: where a run's first batch starts.
 _OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
-#: Vendor -> the names of its (attempts, jobs) DELETE statements in ``retention.sql``.
+#: Vendor -> the names of its DELETE statements in ``retention.sql``, in order: the jobs'
+#: attempts and dependencies, then the jobs (the count of the last is the batch's).
 _DELETE_STATEMENTS = {
-    "postgresql": ("delete_pruned_attempts_postgresql", "delete_pruned_jobs_postgresql"),
-    "sqlite": ("delete_pruned_attempts_sqlite", "delete_pruned_jobs_sqlite"),
+    vendor: tuple(f"delete_pruned_{rows}_{vendor}" for rows in ("attempts", "dependencies", "jobs"))
+    for vendor in ("postgresql", "sqlite")
 }
 
 
 def _delete_with_orm(ids: list[int], status: str, cutoff: dt.datetime, alias: str) -> int:
-    """The same two deletes on a database ``retention.sql`` has no statements for."""
+    """The same deletes on a database ``retention.sql`` has no statements for."""
     still_prunable = Job.objects.using(alias).filter(
         id__in=ids, status=status, finished_at__lt=cutoff
     )
     Attempt.objects.using(alias).filter(job__in=still_prunable).delete()
+    Dependency.objects.using(alias).filter(job_id__in=still_prunable.values("id")).delete()
     return int(still_prunable.delete()[0])
 
 

@@ -112,6 +112,14 @@ def _message(task_name: str, problem: str) -> str:
     )
 
 
+def dump_event_payload(payload: Any) -> str:
+    """Serialize an event's payload (``send_event``) or raise :class:`NotJSONError`."""
+    problem = find_problem(payload, "the payload")
+    if problem:
+        raise NotJSONError(f"{problem}: an event's payload is stored as JSON. Nothing was sent.")
+    return _encode(payload)
+
+
 def dump_checkpoint(state: Any) -> str:
     """Serialize a checkpoint's state or raise :class:`NotJSONError`."""
     problem = find_problem(state, "the checkpoint state")

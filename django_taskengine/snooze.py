@@ -40,10 +40,13 @@ class Snooze(Exception):
         return f"snooze for {seconds_text(self.seconds)} s"
 
 
-def check_snooze_seconds(value: object) -> float:
+def check_snooze_seconds(value: object, name: str = "Snooze", arg: str = "seconds") -> float:
     """``value`` as a number of seconds to snooze: a real number (an int, a float, a
     ``Decimal``…; not a bool) or a ``timedelta``, finite, at least 0 and at most
-    :data:`SNOOZE_MAX_SECONDS`."""
+    :data:`SNOOZE_MAX_SECONDS`. ``name(arg)`` is what the errors call: ``Snooze(seconds)``,
+    ``ctx.sleep(seconds)`` or ``ctx.wait_for_event(timeout)``."""
+    call = f"{name}({arg})"
+    raising = "raise " if name == "Snooze" else ""
     if isinstance(value, dt.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (Real, Decimal)) and not isinstance(value, bool):
@@ -53,18 +56,18 @@ def check_snooze_seconds(value: object) -> float:
             seconds = math.nan
     else:
         raise TypeError(
-            f"Snooze(seconds) takes a number of seconds or a datetime.timedelta, not "
-            f"{value!r:.80} ({type(value).__name__}): e.g. raise Snooze(30) or "
-            "Snooze(timedelta(minutes=5))"
+            f"{call} takes a number of seconds or a datetime.timedelta, not "
+            f"{value!r:.80} ({type(value).__name__}): e.g. {raising}{name}(30) or "
+            f"{name}(timedelta(minutes=5))"
         )
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(
-            f"Snooze(seconds) needs a finite delay of 0 seconds or more, not {value!r:.80}: "
+            f"{call} needs a finite delay of 0 seconds or more, not {value!r:.80}: "
             "the job is due again that long after the attempt ends"
         )
     if seconds > SNOOZE_MAX_SECONDS:
         raise ValueError(
-            f"Snooze(seconds) takes at most 100 years ({SNOOZE_MAX_SECONDS:.0f} s), not "
+            f"{call} takes at most 100 years ({SNOOZE_MAX_SECONDS:.0f} s), not "
             f"{value!r:.80}: to hold a job indefinitely, pause it (operations.pause_job)"
         )
     return seconds

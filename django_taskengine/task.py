@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
-
-from django.utils import timezone
 
 from .conf import taskengine_settings
 from .context import ContextChannel, TaskContext
+from .core.dedup import SKIP
 from .core.flow import Limits, check_concurrency, lane, parse_rate
-from .core.limits import (
-    DEDUP_KEY_MAX,
-    GROUP_KEY_MAX,
-    QUEUE_NAME_MAX,
-    SEQUENCE_KEY_MAX,
-    check_int32,
-    check_name,
-    check_number,
-)
+from .enqueue_options import EnqueueOptions, check_option, updated
 from .registry import TaskNotRegistered, find_task, get_task, registered_tasks
 from .registry import tasks as registry
 from .serialization import check_arguments
@@ -30,7 +19,7 @@ from .signals import job_enqueued
 
 if TYPE_CHECKING:
     from .models import Job
-    from .store import ClaimedJob
+    from .store import ClaimedJob, NewJobs
 
 __all__ = [
     "BoundTask",
@@ -61,21 +50,6 @@ class TaskOptions(TypedDict, total=False):
     concurrency: int | None
     rate_limit: str | None
     group_concurrency: int | None
-
-
-@dataclass(frozen=True)
-class EnqueueOptions:
-    """Per-call options set with :meth:`Task.using`."""
-
-    queue: str | None = None
-    priority: int | None = None
-    run_after: dt.datetime | None = None
-    dedup_key: str | None = None
-    max_attempts: int | None = None
-    timeout: float | None = None
-    database: str | None = None
-    group: str | None = None
-    sequence: str | None = None
 
 
 _NO_OPTIONS = EnqueueOptions()
@@ -113,10 +87,10 @@ class Task:
         self.takes_context = takes_context
         self.atomic = atomic
         self.on_orphan = on_orphan
-        _check_option("max_attempts", max_attempts, int, minimum=1, name=self.name)
-        _check_option("priority", priority, int, name=self.name)
-        _check_option("retry_backoff", retry_backoff, (int, float), minimum=0, name=self.name)
-        _check_option("timeout", timeout, (int, float), minimum=0, name=self.name)
+        check_option("max_attempts", max_attempts, int, minimum=1, name=self.name)
+        check_option("priority", priority, int, name=self.name)
+        check_option("retry_backoff", retry_backoff, (int, float), minimum=0, name=self.name)
+        check_option("timeout", timeout, (int, float), minimum=0, name=self.name)
         #: Flow control, fleet-wide (see django_taskengine.core.flow): at most ``concurrency``
         #: jobs of this task running across every queue, at most ``rate_limit`` starts, and at
         #: most ``group_concurrency`` running per group (``.using(group=...)``).
@@ -198,16 +172,24 @@ class Task:
         database: str | None = None,
         group: str | None = None,
         sequence: str | None = None,
+        dedup: str | None = None,
+        dedup_window: float | dt.timedelta | None = None,
+        after: Iterable[Job | int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> BoundTask:
         """Return this task with per-call options for ``enqueue`` and ``bulk_enqueue``.
 
         ``run_after`` is an aware datetime, a timedelta from now or a number of seconds from now.
         ``dedup_key``: while a queued, running or paused job has this key, enqueueing returns
-        that job (with ``job.created`` False) instead of adding another. ``timeout``: seconds
+        that job (with ``job.created`` False) instead of adding another; ``dedup`` ("skip",
+        "replace", "debounce" or "throttle", with ``dedup_window`` in seconds for the last two)
+        changes what it does (django_taskengine/core/dedup.py). ``timeout``: seconds
         each attempt of these jobs may run (instead of the task's ``timeout``). ``group``: the
         jobs' group (a tenant, say): with ``@task(group_concurrency=N)``, at most N jobs of one
         group run at once, and groups take turns. ``sequence``: jobs that share it run one at
-        a time, in enqueue order, across the fleet.
+        a time, in enqueue order, across the fleet. ``after``: jobs (or job ids) these wait
+        for: they run once all succeeded, or end cancelled if one did not, unless
+        ``on_dependency_failure="run"`` (django_taskengine/core/dependencies.py).
         """
         return BoundTask(self, EnqueueOptions()).using(
             queue=queue,
@@ -219,6 +201,10 @@ class Task:
             database=database,
             group=group,
             sequence=sequence,
+            dedup=dedup,
+            dedup_window=dedup_window,
+            after=after,
+            on_dependency_failure=on_dependency_failure,
         )
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
@@ -238,23 +224,7 @@ class BoundTask:
         self.options = options
 
     def using(self, **changes: Any) -> BoundTask:
-        updates = {key: value for key, value in changes.items() if value is not None}
-        name = self.task.name
-        if "run_after" in updates:
-            updates["run_after"] = _absolute_time(updates["run_after"], name)
-        _check_option("priority", updates.get("priority"), int, name=name)
-        _check_option("max_attempts", updates.get("max_attempts"), int, minimum=1, name=name)
-        if "timeout" in updates:
-            _check_timeout(updates["timeout"], name)
-        for key, longest in (
-            ("queue", QUEUE_NAME_MAX),
-            ("dedup_key", DEDUP_KEY_MAX),
-            ("group", GROUP_KEY_MAX),
-            ("sequence", SEQUENCE_KEY_MAX),
-        ):
-            if key in updates:
-                check_name(updates[key], f"{name}: {key}", max_length=longest)
-        return BoundTask(self.task, replace(self.options, **updates))
+        return BoundTask(self.task, updated(self.options, changes, self.task.name))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
         self._check(args, kwargs)
@@ -291,84 +261,61 @@ class BoundTask:
         """Write checked ``(args, kwargs)`` calls as jobs with this task's options."""
         # Imported here: the package's __init__ imports this module while Django populates
         # its app registry, and the store imports the models, which cannot load before that.
-        from .store import NewJobs, get_store
+        from .store import get_store
         from .worker.inprocess import run_enqueued_eagerly
 
-        task = self.task
         options = self.options
         store = get_store(options.database)
-        queue = options.queue or task.queue
-        jobs = store.enqueue(
-            NewJobs(
-                task_name=task.name,
-                queue=queue,
-                priority=options.priority if options.priority is not None else task.priority,
-                run_after=options.run_after,
-                dedup_key=options.dedup_key,
-                max_attempts=options.max_attempts or task.max_attempts,
-                retry_backoff=task.retry_backoff,
-                timeout=options.timeout if options.timeout is not None else task.timeout,
-                calls=calls,
-                group_key=options.group,
-                sequence_key=options.sequence,
-                # The queue's lane, if it has a limit, is the store's to add.
-                flow_key=lane(
-                    task.limits,
-                    task.name,
-                    group=options.group,
-                    sequence=options.sequence,
-                    queue=queue,
-                    queue_limited=False,
-                ),
-            )
-        )
+        new = self.new_jobs(calls)
+        if options.after:
+            from .store.orm_dependencies import enqueue_after
+
+            jobs = enqueue_after(store, new, options.after, options.on_dependency_failure)
+        else:
+            if options.on_dependency_failure is not None:
+                raise ValueError(
+                    f"{self.task.name}: on_dependency_failure applies to jobs enqueued with "
+                    "after=[…]"
+                )
+            jobs = store.enqueue(new)
         if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look
             for job in jobs:
-                job_enqueued.send(sender=task, job=job, created=job.created)
+                job_enqueued.send(sender=self.task, job=job, created=job.created)
         if taskengine_settings.EAGER:
             jobs = run_enqueued_eagerly(jobs, store.alias)
         return jobs
 
+    def new_jobs(self, calls: list[tuple[Sequence[Any], dict[str, Any]]]) -> NewJobs:
+        """What an enqueue of checked ``calls`` writes, with this task's options."""
+        from .store import NewJobs
 
-def _absolute_time(value: Any, name: str) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        if timezone.is_naive(value):
-            raise ValueError(
-                f"{name}: run_after={value!r} is a naive datetime; pass an aware one "
-                "(e.g. timezone.now() + timedelta(minutes=5))"
-            )
-        return value
-    if isinstance(value, dt.timedelta):
-        return timezone.now() + value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timezone.now() + dt.timedelta(seconds=value)
-    raise TypeError(
-        f"{name}: run_after must be an aware datetime, a timedelta or seconds, not {value!r}"
-    )
-
-
-def _check_option(
-    option: str,
-    value: Any,
-    kind: type | tuple[type, ...],
-    *,
-    name: str,
-    minimum: float | None = None,
-) -> None:
-    if value is None:
-        return
-    if kind is int:
-        check_int32(value, f"{name}: {option}", minimum=None if minimum is None else int(minimum))
-    else:
-        check_number(value, f"{name}: {option}", minimum=minimum)
-
-
-def _check_timeout(value: Any, name: str) -> None:
-    """A per-call timeout: seconds, more than 0 (``None`` is "not given", so 0 cannot mean
-    "no timeout" here)."""
-    check_number(value, f"{name}: timeout", minimum=0)
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name}: timeout must be a number of seconds above 0, not {value!r}")
+        task = self.task
+        options = self.options
+        queue = options.queue or task.queue
+        return NewJobs(
+            task_name=task.name,
+            queue=queue,
+            priority=options.priority if options.priority is not None else task.priority,
+            run_after=options.run_after,
+            dedup_key=options.dedup_key,
+            max_attempts=options.max_attempts or task.max_attempts,
+            retry_backoff=task.retry_backoff,
+            timeout=options.timeout if options.timeout is not None else task.timeout,
+            calls=calls,
+            group_key=options.group,
+            sequence_key=options.sequence,
+            dedup_mode=options.dedup or SKIP,
+            dedup_window=options.dedup_window,
+            # The queue's lane, if it has a limit, is the store's to add.
+            flow_key=lane(
+                task.limits,
+                task.name,
+                group=options.group,
+                sequence=options.sequence,
+                queue=queue,
+                queue_limited=False,
+            ),
+        )
 
 
 @overload

@@ -14,6 +14,7 @@ import uuid
 import factory
 from django.utils import timezone
 
+from django_taskengine.core.attempts import ClaimedJob
 from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus, Queue, Worker
 
 
@@ -96,3 +97,23 @@ class WorkerFactory(factory.django.DjangoModelFactory):
     concurrency = 1
     started_at = factory.LazyFunction(timezone.now)
     last_heartbeat_at = factory.LazyFunction(timezone.now)
+
+
+def claimed_job(**fields: object) -> ClaimedJob:
+    """A job as a worker holds it for one attempt, made by hand (started now, one attempt of
+    one, no uid unless given): ``fields`` override any of these."""
+    values: dict[str, object] = {
+        "id": 1,
+        "task_name": "t",
+        "queue": "default",
+        "args": [],
+        "kwargs": {},
+        "attempt": 1,
+        "max_attempts": 1,
+        "retry_backoff": 1.0,
+        "timeout": None,
+        "token": uuid.uuid4(),
+        "started_at": timezone.now(),
+    }
+    values.update(fields)
+    return ClaimedJob(**values)  # type: ignore[arg-type]

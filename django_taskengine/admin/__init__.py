@@ -6,6 +6,8 @@
   and the job page (:mod:`.job_fields`) with its actions and "Why is this job not running?";
 * :mod:`.workers` — worker processes and their heartbeats;
 * :mod:`.overview` — the whole engine on one page;
+* :mod:`.workflows` — workflows and batches: their steps, graph (:mod:`.workflow_graph`) and
+  actions on them all;
 * :mod:`.audit` — the audit trail of operator actions (read-only), and each queue's, job's and
   schedule's latest entries on its page.
 
@@ -21,6 +23,7 @@ from .overview import OverviewAdmin
 from .queues import QueueAdmin
 from .schedules import ScheduleAdmin
 from .workers import WorkerAdmin
+from .workflows import WorkflowAdmin
 
 __all__ = [
     "AuditEntryAdmin",
@@ -29,4 +32,5 @@ __all__ = [
     "QueueAdmin",
     "ScheduleAdmin",
     "WorkerAdmin",
+    "WorkflowAdmin",
 ]

@@ -9,11 +9,15 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..models import Job
+from ..models import Dependency, Job
 from ..registry import find_task
+from .workflows import workflow_link
+
+#: Most jobs listed each way on a job's page (a fan-in may wait for thousands).
+MOST_SHOWN = 50
 
 
 class JobFieldsMixin:
@@ -34,6 +38,39 @@ class JobFieldsMixin:
             f"{self.admin_site.name}:django_taskengine_queue_change", args=[quote(job.queue)]
         )
         return format_html('<a href="{}">{}</a>', url, job.queue)
+
+    @admin.display(description="waits for")
+    def dependencies_links(self, job: Job) -> SafeString | str:
+        """The jobs it was enqueued after, with their status; then the jobs that wait for it."""
+        after = Dependency.objects.filter(job_id=job.pk).values_list("after_id", flat=True)
+        before = Dependency.objects.filter(after_id=job.pk).values_list("job_id", flat=True)
+        parts = [
+            self._job_links(list(after[:MOST_SHOWN])),
+            self._job_links(list(before[:MOST_SHOWN])),
+        ]
+        if not any(parts):
+            return "—"
+        waiting = " (waiting)" if job.blocked else ""
+        return format_html("{}{}<br>waited for by: {}", parts[0] or "—", waiting, parts[1] or "—")
+
+    def _job_links(self, ids: list[int]) -> SafeString | str:
+        statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a> ({})',
+            (
+                (
+                    reverse(f"{self.admin_site.name}:django_taskengine_job_change", args=[job_id]),
+                    job_id,
+                    statuses.get(job_id, "deleted"),
+                )
+                for job_id in ids
+            ),
+        )
+
+    @admin.display(description="workflow")
+    def workflow_graph(self, job: Job) -> SafeString | str:
+        return workflow_link(self.admin_site.name, job)
 
     @admin.display(description="worker")
     def worker_link(self, job: Job) -> SafeString | str:
@@ -68,6 +105,10 @@ class JobFieldsMixin:
     @admin.display(description="checkpoint")
     def checkpoint_json(self, job: Job) -> SafeString:
         return _pretty_json(job.checkpoint)
+
+    @admin.display(description="durable waits done")
+    def waits_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.waits)
 
     @admin.display(description="error")
     def error_text(self, job: Job) -> SafeString:

@@ -115,6 +115,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
                     "queue_link",
                     "priority",
                     "dedup_key",
+                    "dedup_mode",
                 )
             },
         ),
@@ -140,11 +141,25 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
                     "timeout",
                     "retry_backoff",
                     "stop_requested",
+                    "waiting_for",
+                    "dependencies_links",
+                    "workflow_graph",
                 )
             },
         ),
         ("Arguments", {"fields": ("args_json", "kwargs_json")}),
-        ("Outcome", {"fields": ("result_json", "error_text", "traceback_text", "checkpoint_json")}),
+        (
+            "Outcome",
+            {
+                "fields": (
+                    "result_json",
+                    "error_text",
+                    "traceback_text",
+                    "checkpoint_json",
+                    "waits_json",
+                )
+            },
+        ),
     )
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
 

@@ -10,6 +10,7 @@ from django.core.checks import CheckMessage, Error
 from django.db import connections
 
 from ..conf import taskengine_settings
+from ..core.dedup import SKIP, check_mode
 from ..core.limits import DEDUP_KEY_MAX, INT32_MAX, QUEUE_NAME_MAX
 from ..models import JobStatus
 from .adapter import register
@@ -61,6 +62,8 @@ class TaskEngineBackend(BaseTaskBackend):
                 priority=int(task.priority),
                 run_after=task.run_after,
                 dedup_key=getattr(task, "dedup_key", None),
+                dedup=getattr(task, "dedup", None),
+                dedup_window=getattr(task, "dedup_window", None),
                 max_attempts=getattr(task, "max_attempts", None),
             )
             .enqueue(*json_args, **json_kwargs)
@@ -154,3 +157,12 @@ def _validate_engine_options(task: Task) -> None:
             f"dedup_key must be a non-empty string of at most {DEDUP_KEY_MAX} characters, "
             f"not {dedup_key!r}."
         )
+    mode, window = getattr(task, "dedup", None), getattr(task, "dedup_window", None)
+    if mode is not None or window is not None:
+        try:
+            # The key may come per call (using()): the enqueue refuses a mode without one.
+            check_mode(
+                mode or SKIP, window, dedup_key=dedup_key or "", run_after=task.run_after, what=name
+            )
+        except ValueError as exc:
+            raise InvalidTask(str(exc)) from None

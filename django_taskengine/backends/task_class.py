@@ -22,7 +22,7 @@ class TaskEngineTask(Task):
         @task(queue_name="emails", max_attempts=5, timeout=30, atomic=True)
         def send_mail_task(to, subject): ...
 
-    ``max_attempts`` and ``dedup_key`` may also be set per call with :meth:`using`; the others
+    ``max_attempts`` and the dedup options may also be set per call with :meth:`using`; the others
     belong to the task (like ``@django_taskengine.task``'s options of the same names).
     """
 
@@ -38,6 +38,10 @@ class TaskEngineTask(Task):
     on_orphan: str = "retry"
     #: While an active (queued, running, paused) job has this key, enqueue returns that job.
     dedup_key: str | None = None
+    #: What the key does: "skip", "replace", "debounce", "throttle" (django_taskengine/core/
+    #: dedup.py), and the seconds of the last two's window.
+    dedup: str | None = None
+    dedup_window: float | None = None
 
     def using(
         self,
@@ -48,8 +52,11 @@ class TaskEngineTask(Task):
         backend: str | None = None,
         max_attempts: int | None = None,
         dedup_key: str | None = None,
+        dedup: str | None = None,
+        dedup_window: float | None = None,
     ) -> TaskEngineTask:
-        """Django's ``using()``, plus the per-call options ``max_attempts`` and ``dedup_key``."""
+        """Django's ``using()``, plus the per-call options ``max_attempts``, ``dedup_key``,
+        ``dedup`` and ``dedup_window``."""
         # Explicit base class: zero-argument super() does not work in a slotted dataclass.
         # Django's using() returns dataclasses.replace(self, ...), an instance of this class; its
         # signature promises only a Task.
@@ -59,11 +66,13 @@ class TaskEngineTask(Task):
                 self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
             ),
         )
-        changes: dict[str, Any] = {}
-        if max_attempts is not None:
-            changes["max_attempts"] = max_attempts
-        if dedup_key is not None:
-            changes["dedup_key"] = dedup_key
+        given: dict[str, Any] = {
+            "max_attempts": max_attempts,
+            "dedup_key": dedup_key,
+            "dedup": dedup,
+            "dedup_window": dedup_window,
+        }
+        changes = {option: value for option, value in given.items() if value is not None}
         return replace(new, **changes) if changes else new
 
 

@@ -13,6 +13,7 @@ alias and the parsed options.
 - :mod:`.jobs`: ``retry``, ``cancel``, ``pause-job``, ``resume-job``, ``run-now``.
 - :mod:`.prune`: ``prune``.
 - :mod:`.audit`: ``audit``.
+- :mod:`.workflows`: ``workflow``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .limits import limit
 from .pauses import pause, resume
 from .prune import prune
 from .status import status, why
+from .workflows import workflow
 
 Handler = Callable[[BaseCommand, str, dict[str, Any]], None]
 
@@ -40,6 +42,7 @@ HANDLERS: dict[str, Handler] = {
     "why": why,
     "prune": prune,
     "audit": audit,
+    "workflow": workflow,
     **dict.fromkeys(JOB_SUBCOMMANDS, job_action),
 }
 

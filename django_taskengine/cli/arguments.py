@@ -166,6 +166,25 @@ def add_arguments(parser: CommandParser) -> None:
     why.add_argument("job_id", metavar="JOB_ID")
     why.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
 
+    workflow = subcommands.add_parser(
+        "workflow",
+        parents=[database, acting],
+        help="Show a workflow's steps, what each waits for and its state; or act on them all.",
+        description="A workflow's steps in the order they were added: each step's job, "
+        "status, and the steps (or jobs) it waits for. With an action, that action on every "
+        "step it fits (each recorded in the audit trail).",
+    )
+    workflow.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    workflow.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+    acts = workflow.add_mutually_exclusive_group()
+    for name, text in (
+        ("cancel", "Cancel every step not finished (running ones at their next checkpoint)."),
+        ("pause", "Pause every queued or running step."),
+        ("resume", "Resume every paused step."),
+        ("retry", "Retry every failed or cancelled step; what waits for them waits again."),
+    ):
+        acts.add_argument(f"--{name}", dest="action", action="store_const", const=name, help=text)
+
     audit = subcommands.add_parser(
         "audit",
         parents=[database],

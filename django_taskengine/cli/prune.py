@@ -11,6 +11,7 @@ from ..retention import (
     MAX_BATCH_SIZE,
     PRUNABLE_STATUSES,
     audit_retention,
+    events_retention,
     format_age,
     parse_age,
     retention_ages,
@@ -41,10 +42,11 @@ def prune(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
     prune_audit = not options["status"]
     try:
         audit_age = audit_retention() if prune_audit else None
+        events_age = events_retention() if prune_audit else None
     except ValueError as exc:
         raise CommandError(
-            f"TASKENGINE['RETENTION']['audit'] is not valid ({exc}); fix it (`manage.py check` "
-            "says more). Nothing was deleted."
+            f"TASKENGINE['RETENTION'] for the audit trail or events is not valid ({exc}); fix "
+            "it (`manage.py check` says more). Nothing was deleted."
         ) from None
     batch_size = options["batch_size"]
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
@@ -87,3 +89,9 @@ def prune(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
         command.stdout.write(
             f"{verb} {result.audit_entries:,} audit entries (older than {format_age(audit_age)})."
         )
+    if events_age is not None:
+        command.stdout.write(
+            f"{verb} {result.events:,} events (sent over {format_age(events_age)} ago)."
+        )
+    if result.workflows:
+        command.stdout.write(f"{verb} {result.workflows:,} workflows whose steps were all deleted.")

@@ -154,15 +154,16 @@ def pause_end(duration: str | None, until: str | None) -> dt.datetime | dt.timed
     return None
 
 
-def parse_job_id(text: str) -> int:
-    """A job id as typed; :class:`CommandError` for anything that cannot be one."""
+def parse_job_id(text: str, noun: str = "job") -> int:
+    """A job (or workflow) id as typed; :class:`CommandError` for anything that cannot be one."""
     try:
         job_id = int(text)
     except ValueError:
         job_id = 0
     if not 1 <= job_id <= JOB_ID_MAX:
         raise CommandError(
-            f"Job id {text!r} is not a job id (a positive whole number). Nothing was changed."
+            f"{noun.capitalize()} id {text!r} is not a {noun} id (a positive whole number). "
+            "Nothing was changed."
         )
     return job_id
 

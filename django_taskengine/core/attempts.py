@@ -35,6 +35,8 @@ class ClaimedJob:
     uid: uuid.UUID | None = None
     #: The job's pending stop request as last read from the database ("" for none).
     stop_requested: str = ""
+    #: The durable waits its run has done (``ctx.sleep``), in call order; None for none.
+    waits: list[Any] | None = None
 
     @property
     def reserved(self) -> bool:
@@ -82,6 +84,10 @@ class Outcome:
     #: Set by a store that fenced the outcome out only because the job's stop request changed
     #: (the attempt still owns the job): the request to decide again with.
     stop_request_now: str | None = None
+    #: The job's durable waits after this attempt (JSON), when it ended in one; None keeps them.
+    waits_json: str | None = None
+    #: The event the job is parked waiting for (``ctx.wait_for_event``); None for none.
+    waiting_for: str | None = None
 
     def copy(self) -> Outcome:
         """A shallow copy: a worker makes one per finished attempt, and this costs a fraction

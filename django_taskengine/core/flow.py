@@ -118,6 +118,10 @@ def queue_limits(setting: Mapping[str, Any] | None, runtime: Mapping[str, Any]) 
     return Limits(concurrency=check_concurrency(concurrency), rate=parse_rate(rate))
 
 
+#: A limited scope a job belongs to: (key, concurrency, rate).
+Scope = tuple[str, int | None, Rate | None]
+
+
 @dataclass(frozen=True)
 class FlowJob:
     """A job as flow control sees it: a candidate to start, or one running."""
@@ -135,6 +139,10 @@ class Policy:
 
     queues: dict[str, Limits] = field(default_factory=dict)
     tasks: dict[str, Limits] = field(default_factory=dict)
+    #: scopes() by (queue, task, group, sequence): a claim asks it of many alike jobs.
+    _scopes: dict[tuple[str, str, str | None, str | None], list[Scope]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def limited_queues(self) -> list[str]:
         return sorted(name for name, limits in self.queues.items() if limits.any)
@@ -146,9 +154,16 @@ class Policy:
             if limits.any or limits.group_concurrency is not None
         )
 
-    def scopes(self, job: FlowJob) -> list[tuple[str, int | None, Rate | None]]:
+    def scopes(self, job: FlowJob) -> list[Scope]:
         """Every limited scope ``job`` belongs to: (key, concurrency, rate)."""
-        found: list[tuple[str, int | None, Rate | None]] = []
+        alike = (job.queue, job.task_name, job.group, job.sequence)
+        found = self._scopes.get(alike)
+        if found is None:
+            found = self._scopes[alike] = self._find_scopes(job)
+        return found
+
+    def _find_scopes(self, job: FlowJob) -> list[Scope]:
+        found: list[Scope] = []
         if job.sequence is not None:
             found.append((SEQUENCE + job.sequence, 1, None))
         task = self.tasks.get(job.task_name)
@@ -315,13 +330,17 @@ def pick(
     parked = set(park)
     taken: list[FlowJob] = []
     extra: Counter[str] = Counter()
+    rooms: dict[str, float] = {}  # each scope's room before this claim, computed once
     for job in candidates:
         if len(taken) >= start:
             break
         if len(taken) >= free and job.task_name in parked:
             continue
         scopes = policy.scopes(job)
-        if any(usage.room(key, c, r) - extra[key] <= 0 for key, c, r in scopes):
+        for key, c, r in scopes:
+            if key not in rooms:
+                rooms[key] = usage.room(key, c, r)
+        if any(rooms[key] - extra[key] <= 0 for key, _, _ in scopes):
             continue
         taken.append(job)
         for key, _, _ in scopes:

@@ -124,6 +124,28 @@ def snoozed(job: ClaimedJob, seconds: float) -> Outcome:
     )
 
 
+def slept(job: ClaimedJob, seconds: float, waits_json: str) -> Outcome:
+    """The task called ``ctx.sleep(seconds)``: the job is due again ``seconds`` after the write,
+    as for a snooze (the attempt does not count), and its durable waits become ``waits_json``
+    (this sleep added), so that the same call returns at once when the task runs again."""
+    outcome = snoozed(job, seconds)
+    outcome.error = f"asleep for {seconds_text(seconds)} s (ctx.sleep)"
+    outcome.waits_json = waits_json
+    return outcome
+
+
+def parked(job: ClaimedJob, seconds: float, waits_json: str, event: str) -> Outcome:
+    """The task called ``ctx.wait_for_event(event)`` and no such event was sent: the job is
+    parked, due again when its wait times out (``seconds`` after the write) unless
+    ``send_event(event)`` makes it due first; as for a sleep, the attempt does not count."""
+    outcome = slept(job, seconds, waits_json)
+    outcome.error = (
+        f"waiting for event {event!r} (ctx.wait_for_event), {seconds_text(seconds)} s at most"
+    )
+    outcome.waiting_for = event
+    return outcome
+
+
 #: A stop request carried out at a checkpoint: the job's status, the attempt's outcome, the note.
 _STOPS = {
     "pause": (JobStatus.PAUSED, AttemptOutcome.PAUSED, "paused by an operator at a checkpoint"),

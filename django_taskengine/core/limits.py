@@ -24,6 +24,11 @@ ACTOR_MAX = 150
 #: Priorities, attempts and other integer columns are 32-bit.
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
+#: Longest event name (``send_event``, ``ctx.wait_for_event``).
+EVENT_NAME_MAX = 200
+#: Longest workflow name and step name (``Workflow(name)``, ``wf.add(…, name=…)``).
+WORKFLOW_NAME_MAX = 200
+STEP_NAME_MAX = 200
 #: Job ids are 64-bit.
 JOB_ID_MAX = 2**63 - 1
 

@@ -48,6 +48,15 @@ from .pauses import (
     task_pause,
 )
 from .schedules import get_schedule, pause_schedule, resume_schedule, run_schedule_now
+from .workflows import (
+    WorkflowResult,
+    cancel_workflow,
+    get_workflow,
+    pause_workflow,
+    resume_workflow,
+    retry_workflow,
+    workflow_steps,
+)
 
 __all__ = [
     "JOB_ACTIONS",
@@ -56,6 +65,13 @@ __all__ = [
     "ActionRefused",
     "Actor",
     "Expected",
+    "WorkflowResult",
+    "cancel_workflow",
+    "get_workflow",
+    "pause_workflow",
+    "resume_workflow",
+    "retry_workflow",
+    "workflow_steps",
     "NotFound",
     "actions_for",
     "adopt_strays",

@@ -27,6 +27,14 @@ from ..core.lifecycle import is_hard_stop, stop_kind
 from ..models import Job, JobStatus
 from ..registry import tasks as registry
 from ..store import get_store
+from ..store.orm_dependencies import (
+    SWEEP_INTERVAL,
+    resolve,
+    retried,
+    sweep,
+    unmet_dependency,
+)
+from ..worker.maintenance import register
 from .audit import Actor
 from .common import ActionRefused, NotFound, database
 
@@ -105,7 +113,16 @@ def retry_job(
     registered = registry.find(job.task_name)
     budget = retry_budget(registered.max_attempts if registered else None, job.max_attempts)
     extra: dict[str, object] = {"max_attempts": F("attempts") + budget}
-    job = _transition(job_id, "retry", extra, expected, actor, db)
+    unmet = unmet_dependency(db, job_id)
+    if unmet is not None:
+        raise ActionRefused(
+            f"Job {job_id} waits for job {unmet[0]}, which is {unmet[1]}: retry that one, and "
+            "the jobs cancelled because of it come back with it. Nothing was changed."
+        )
+    with transaction.atomic(using=db):
+        job = _transition(job_id, "retry", extra, expected, actor, db)
+        if retried(db, job_id, get_store(db).wake_workers):
+            job.refresh_from_db()
     wake_workers([job.queue], using=db)
     return job
 
@@ -130,9 +147,13 @@ def cancel_job(
     once.
     """
     actor = Actor(by, source, reason)
-    if _get_job(job_id, database(using)).status == JobStatus.RUNNING:
-        return _request_stop(job_id, "hard_cancel" if hard else "cancel", expected, actor, using)
-    return _transition(job_id, "cancel", {}, expected, actor, using)
+    db = database(using)
+    if _get_job(job_id, db).status == JobStatus.RUNNING:
+        return _request_stop(job_id, "hard_cancel" if hard else "cancel", expected, actor, db)
+    job = _transition(job_id, "cancel", {}, expected, actor, db)
+    # The jobs that wait for it are cancelled in turn, or run if they run whatever happens.
+    resolve(db, get_store(db).wake_workers, finished=[job_id])
+    return job
 
 
 def run_job_now(
@@ -144,7 +165,14 @@ def run_job_now(
     source: str = AuditSource.PYTHON,
     using: str | None = None,
 ) -> Job:
-    """Make a queued job due now (clears a delay or a retry backoff), and wake idle workers."""
+    """Make a queued job due now (clears a delay or a retry backoff), and wake idle workers.
+
+    Not a job that waits for others (``.using(after=…)``): that waits until they finish."""
+    if _get_job(job_id, database(using)).blocked:
+        raise ActionRefused(
+            f"Job {job_id} waits for the jobs it was enqueued after: it runs when they have "
+            "finished. Nothing was changed."
+        )
     job = _transition(job_id, "run_now", {}, expected, Actor(by, source, reason), using)
     wake_workers([job.queue], using=using)
     return job
@@ -320,3 +348,10 @@ def _transition(
             f"{job.attempts}). Nothing was changed; look again and choose anew."
         )
     return job
+
+
+@register("decide for jobs that wait for others", SWEEP_INTERVAL)
+def sweep_dependencies(alias: str) -> int:
+    """Decide for jobs whose dependencies have all finished but that nothing decided for (a
+    process that finished one died before its decision); how many were decided."""
+    return sweep(alias, get_store(alias).wake_workers)

@@ -8,6 +8,7 @@ transaction); a :class:`WorkerSession` is one worker process's own long-lived co
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
@@ -15,7 +16,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.dedup import CREATED, SKIP
+from ..core.dedup import outcomes as dedup_outcomes
 from ..core.lifecycle import ClaimedJob, Outcome
+from ..job_indexes import DEDUP_HOLDER
 from ..models import Job
 
 __all__ = [
@@ -49,13 +53,35 @@ class NewJobs:
     group_key: str | None = None
     sequence_key: str | None = None
     flow_key: str | None = None
+    #: What a dedup key does when another job holds it, and the window of the modes that have
+    #: one, in seconds (django_taskengine/core/dedup.py).
+    dedup_mode: str = SKIP
+    dedup_window: float | None = None
 
     def options(self) -> dict[str, Any]:
-        """Every option but the calls, by field name."""
+        """Every option but the calls and the window (the job's fields), by field name."""
         return {name: getattr(self, name) for name in _OPTIONS}
 
 
-_OPTIONS = [name for name in NewJobs.__dataclass_fields__ if name != "calls"]
+_OPTIONS = [name for name in NewJobs.__dataclass_fields__ if name not in ("calls", "dedup_window")]
+
+
+def key_holder(alias: str, dedup_key: str | None) -> Job | None:
+    """The job that holds ``dedup_key`` now (at most one: job_indexes.DEDUP_HOLDER), or None
+    (it finished meanwhile, or the key is free)."""
+    return Job.objects.using(alias).filter(DEDUP_HOLDER, dedup_key=dedup_key).first()
+
+
+def per_call(job: Job, first: str, mode: str, count: int) -> list[Job]:
+    """The job an enqueue of ``count`` calls with one dedup key got, once per call, each with
+    what that call did (``job.dedup_outcome``; ``job.created`` for the one that added it)."""
+    jobs = []
+    for outcome in dedup_outcomes(first, mode, count):
+        each = copy.copy(job)
+        each.created = outcome == CREATED
+        each.dedup_outcome = outcome
+        jobs.append(each)
+    return jobs
 
 
 @dataclass
@@ -107,6 +133,11 @@ class Store(ABC):
         Runs in the caller's transaction. With a ``dedup_key``, an active job with that key is
         returned instead (``job.created`` False) and no row is added.
         """
+
+    @abstractmethod
+    def send_event(self, name: str, payload_json: str) -> int:
+        """Send an event (django_taskengine/events.py) in the caller's transaction: keep it, and
+        make every job parked waiting for it, enqueued before it, due now. Its id."""
 
     def wake_workers(self, queues: Sequence[str]) -> None:
         """Wake idle workers for jobs of ``queues`` that became due (a resume): on the
@@ -238,3 +269,9 @@ class WorkerSession(ABC):
     @abstractmethod
     def is_usable(self) -> bool:
         """Whether the connection still works."""
+
+
+def parked_jobs(outcomes: list[Outcome], applied: set[int]) -> list[tuple[int, str]]:
+    """The jobs the written ``outcomes`` parked waiting for an event: (id, event name). After
+    writing them, a session makes due those whose event was sent meanwhile."""
+    return [(o.job_id, o.waiting_for) for o in outcomes if o.waiting_for and o.job_id in applied]

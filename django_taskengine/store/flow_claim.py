@@ -31,7 +31,7 @@ from ..core.flow import (
 )
 from ..registry import registered_tasks
 
-#: Low 32 bits of the flow claim's advisory lock key (see flow_lock in sql/postgres.sql).
+#: Low 32 bits of the flow claim's advisory lock key (taskengine_flow_usage, sql/migrations.sql).
 FLOW_LOCK_ID = 3
 #: The start of the payload of the notification of a job under flow control (the rest is its
 #: queue): it tells workers to run a flow claim.

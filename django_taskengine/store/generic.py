@@ -9,6 +9,7 @@ production: use PostgreSQL there.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -18,22 +19,30 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..core.flow import QUEUE
-from ..models import (
-    ACTIVE_STATUSES,
-    Job,
-    Queue,
+from ..core.dedup import (
+    CREATED,
+    DEBOUNCE,
+    FOUND,
+    SKIPPED,
+    THROTTLE,
+    THROTTLED,
+    UNTIL_START,
 )
+from ..core.flow import QUEUE
+from ..job_indexes import DEDUP_HOLDER
+from ..models import Job, Queue
 from ..serialization import to_json
 from .base import (
     NewJobs,
     Outcome,
     Store,
     WorkerInfo,
+    key_holder,
+    per_call,
 )
 from .generic_flow import queue_limited
 from .generic_session import GenericWorkerSession
-from .orm_writes import write_outcomes
+from .orm_writes import send_event, write_outcomes
 
 #: Seconds an enqueue relies on what it read of a queue's limits (see _queue_limited).
 LIMITS_KNOWN_FOR = 1.0
@@ -70,12 +79,54 @@ class GenericStore(Store):
                 options["flow_key"] = QUEUE + queue
             if new.dedup_key is None:
                 return Job.objects.using(self.alias).bulk_create([build(*call) for call in calls])
+            if new.dedup_mode in UNTIL_START:
+                return self._replace(new, build(*calls[-1]))
+            if new.dedup_mode == THROTTLE:
+                held = (
+                    Job.objects.using(self.alias)
+                    .filter(
+                        dedup_key=new.dedup_key,
+                        created_at__gt=now - dt.timedelta(seconds=new.dedup_window or 0),
+                    )
+                    .order_by("-created_at", "-id")
+                    .first()
+                )
+                if held is not None:
+                    return per_call(held, THROTTLED, THROTTLE, len(calls))
             job = self._create_deduplicated(build(*calls[0]))
-            if len(calls) == 1:
-                return [job]
-            duplicate = Job.objects.using(self.alias).get(pk=job.pk)
-            duplicate.created = False
-            return [job] + [duplicate] * (len(calls) - 1)
+            first = CREATED if job.created else FOUND[new.dedup_mode]
+            return per_call(job, first, new.dedup_mode, len(calls))
+
+    def _replace(self, new: NewJobs, job: Job) -> list[Job]:
+        """A replace or debounce (core/dedup.py): the key's waiting holder, if it never started,
+        gets the last call's arguments, priority and run_after (taken back from a worker that
+        reserved it); or the job is added. SQLite serializes writers, so nothing comes between
+        the read and the write."""
+        jobs = Job.objects.using(self.alias)
+        if new.dedup_mode == DEBOUNCE:
+            job.run_after = timezone.now() + dt.timedelta(seconds=new.dedup_window or 0)
+        for _ in range(10):
+            holder = key_holder(self.alias, new.dedup_key)
+            if holder is None:
+                added = self._create_deduplicated(job)
+                if added is job:
+                    return per_call(job, CREATED, new.dedup_mode, len(new.calls))
+                continue  # another enqueue added it first: replace it
+            if holder.dedup_mode not in UNTIL_START:
+                return per_call(holder, SKIPPED, new.dedup_mode, len(new.calls))
+            changes = {
+                "args": job.args,
+                "kwargs": job.kwargs,
+                "priority": job.priority,
+                "run_after": job.run_after,
+                "worker_id": None,
+                "token": None,
+                "lease_expires_at": None,
+            }
+            if jobs.filter(DEDUP_HOLDER, pk=holder.pk).update(**changes):
+                holder = jobs.get(pk=holder.pk)
+                return per_call(holder, FOUND[new.dedup_mode], new.dedup_mode, len(new.calls))
+        raise RuntimeError(f"could not enqueue {job.task_name} with dedup_key {job.dedup_key!r}")
 
     def _queue_limited(self, queue: str) -> bool:
         """Whether ``queue`` has a limit (its jobs get its lane), as the database said at most
@@ -100,15 +151,14 @@ class GenericStore(Store):
                     job.save(using=self.alias, force_insert=True)
                 return job
             except IntegrityError:
-                existing = (
-                    Job.objects.using(self.alias)
-                    .filter(dedup_key=job.dedup_key, status__in=ACTIVE_STATUSES)
-                    .first()
-                )
+                existing = key_holder(self.alias, job.dedup_key)
                 if existing is not None:
                     existing.created = False
                     return existing
         raise RuntimeError(f"could not enqueue {job.task_name} with dedup_key {job.dedup_key!r}")
+
+    def send_event(self, name: str, payload_json: str) -> int:
+        return send_event(self.alias, name, payload_json)
 
     def finish_atomic(self, outcome: Outcome, worker_id: uuid.UUID) -> bool:
         jobs = Job.objects.using(self.alias)

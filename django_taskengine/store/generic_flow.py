@@ -75,8 +75,9 @@ def claimed_jobs(jobs: Any, token: uuid.UUID, started_at: dt.datetime | None) ->
             args_text=Cast("args", TextField()),
             kwargs_text=Cast("kwargs", TextField()),
             checkpoint_text=Cast("checkpoint", TextField()),
+            waits_text=Cast("waits", TextField()),
         )
-        .values(*_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text")
+        .values(*_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text", "waits_text")
     )
     return [
         ClaimedJob(
@@ -93,6 +94,7 @@ def claimed_jobs(jobs: Any, token: uuid.UUID, started_at: dt.datetime | None) ->
             started_at=started_at,
             checkpoint=load_column("checkpoint", job["checkpoint_text"]),
             uid=job["uid"],
+            waits=load_column("waits", job["waits_text"]),
         )
         for job in rows
     ]

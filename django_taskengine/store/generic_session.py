@@ -17,10 +17,19 @@ from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.ownership import RELEASED
 from ..models import Job, JobStatus, Worker
-from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
+from .base import (
+    ClaimedJob,
+    Outcome,
+    RescuedJob,
+    StateWrite,
+    Store,
+    WorkerInfo,
+    WorkerSession,
+    parked_jobs,
+)
 from .flow_claim import FlowClaimer, FlowClaims
 from .generic_flow import GenericFlowSource, claimed_jobs, limited_queues, unpaused
-from .orm_writes import write_outcomes
+from .orm_writes import wake_if_sent, write_outcomes
 
 #: Seconds the leases of a stopping worker's last running jobs last: longer than the process
 #: takes to exit after marking itself stopped.
@@ -146,7 +155,9 @@ class GenericWorkerSession(FlowClaims, WorkerSession):
 
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         self.flow.finished(o.job_id for o in outcomes)
-        return write_outcomes(self._jobs(), self.alias, outcomes, self.worker.id)
+        applied = write_outcomes(self._jobs(), self.alias, outcomes, self.worker.id)
+        wake_if_sent(self.alias, parked_jobs(outcomes, applied))
+        return applied
 
     def save_state(self, writes: list[StateWrite]) -> dict[int, str]:
         applied: dict[int, str] = {}

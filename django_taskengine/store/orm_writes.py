@@ -1,5 +1,5 @@
 """Writing decided outcomes through the Django ORM: the generic store's one write of a job's
-next state (finish, atomic finish, rescue), each fenced by the attempt's token."""
+next state (finish, atomic finish, rescue), each fenced by the attempt's token; and events."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import uuid
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from ..core.lifecycle import Outcome
 from ..core.ownership import RELEASED
 from ..core.statuses import AttemptOutcome, JobStatus
-from ..models import Attempt, Job
+from ..models import Attempt, Event, Job
+from .orm_dependencies import resolve
 
 
 def write_outcomes(
@@ -62,6 +63,9 @@ def write_outcomes(
                 changes["run_after"] = now + dt.timedelta(seconds=o.due_in)
             if o.refund_attempt:
                 changes["attempts"] = F("attempts") - 1
+            if o.waits_json is not None:
+                changes["waits"] = json.loads(o.waits_json)
+            changes["waiting_for"] = o.waiting_for
             owned = jobs.filter(id=o.job_id, token=o.token, status=JobStatus.RUNNING, **fence)
             fenced = owned.filter(stop_requested=o.stop_request) if fence_stop else owned
             updated = fenced.update(**changes)
@@ -87,4 +91,47 @@ def write_outcomes(
                 )
             )
         Attempt.objects.using(alias).bulk_create(attempts)
+        finished = [o.job_id for o in outcomes if o.job_id in applied and o.job_finished_at]
+        if finished:
+            # Writers take turns here (SQLite), or polling workers find what it makes due.
+            resolve(alias, _no_wake, finished=finished)
     return applied
+
+
+def _no_wake(queues: list[str]) -> None:
+    """Workers of the ORM store poll: nothing to wake."""
+
+
+def send_event(alias: str, name: str, payload_json: str) -> int:
+    """:meth:`Store.send_event <.base.Store.send_event>` through the ORM (in the caller's
+    transaction: on SQLite, writers take turns, so a job parking meanwhile is either seen here
+    or sees the event in :func:`wake_if_sent`)."""
+    with transaction.atomic(using=alias):
+        now = timezone.now()
+        event = Event.objects.using(alias).create(
+            name=name, payload=json.loads(payload_json), sent_at=now
+        )
+        Job.objects.using(alias).filter(
+            waiting_for=name, status=JobStatus.QUEUED, run_after__gt=now, created_at__lte=now
+        ).update(run_after=now)
+    return event.id
+
+
+def wake_if_sent(alias: str, parked: list[tuple[int, str]]) -> None:
+    """Jobs just parked waiting for events (see :func:`.base.parked_jobs`): those whose event
+    was sent meanwhile (after the job was enqueued, before its wait ends) are made due now."""
+    if not parked:
+        return
+    with transaction.atomic(using=alias):
+        now = timezone.now()
+        sent = Event.objects.using(alias).filter(
+            name=OuterRef("waiting_for"),
+            sent_at__gte=OuterRef("created_at"),
+            sent_at__lte=OuterRef("run_after"),
+        )
+        Job.objects.using(alias).filter(
+            id__in=[job_id for job_id, _ in parked],
+            status=JobStatus.QUEUED,
+            waiting_for__isnull=False,
+            run_after__gt=now,
+        ).filter(Exists(sent)).update(run_after=now)

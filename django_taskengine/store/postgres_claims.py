@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..core.flow import FlowJob, Window
 from ..core.lifecycle import ClaimedJob
@@ -35,6 +36,7 @@ def claimed_job(row: tuple[Any, ...]) -> ClaimedJob:
         checkpoint=load_column("checkpoint", row[11]),
         locked=row[12],
         uid=row[15],
+        waits=load_column("waits", row[16]),
     )
 
 
@@ -60,17 +62,27 @@ class PostgresFlowSource:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        # In a pipeline: BEGIN, the candidates, the lock and the counts go in one round trip
-        # (read), flow_start and COMMIT in another (its rows are read after: see start).
-        with self.conn.pipeline(), self.conn.transaction():
-            yield
+        # One pipeline: BEGIN, the candidates, the lock and the counts go in one round trip
+        # (read), flow_start and COMMIT in another, the pipeline's end (its rows are read after:
+        # see start). BEGIN and COMMIT are statements of the pipeline: psycopg's transaction()
+        # in a pipeline syncs as it opens and closes, five round trips in all.
+        conn = self.conn
+        try:
+            with conn.pipeline():
+                conn.execute(query("begin"))
+                yield
+                conn.execute(query("commit"))
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                with suppress(psycopg.Error):
+                    conn.execute(query("rollback"))
+            raise
 
     def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
         # The candidates first, before the lock: locked as they are read (SKIP LOCKED), so
         # that claims read theirs side by side and take turns only to count and start.
         candidates = self._candidates(ask)
-        self.conn.execute(query("flow_lock"), {"lock": self.lock_key})
-        row = self.conn.execute(query("flow_usage")).fetchone()
+        row = self.conn.execute(query("flow_usage"), {"lock": self.lock_key}).fetchone()
         assert row is not None  # a SELECT without FROM: one row
         now, running, queues, windows = row
         read = FlowRead(

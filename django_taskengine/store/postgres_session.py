@@ -14,14 +14,24 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 import psycopg.sql
-from django.db import connections
 
 from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..core.statuses import JobStatus
-from .base import ClaimedJob, Outcome, RescuedJob, StateWrite, Store, WorkerInfo, WorkerSession
+from .base import (
+    ClaimedJob,
+    Outcome,
+    RescuedJob,
+    StateWrite,
+    Store,
+    WorkerInfo,
+    WorkerSession,
+    parked_jobs,
+)
 from .flow_claim import FLOW_LOCK_ID, FLOW_NOTICE, FlowClaimer, FlowClaims
 from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job
+from .postgres_dependencies import decide_ready
+from .postgres_notices import FINISHED_CHANNEL, own_connection_params, wake_if_sent
 from .sql import query
 
 T = TypeVar("T")
@@ -66,13 +76,7 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
     def __init__(self, store: Store, worker: WorkerInfo) -> None:
         self.store = store
         self.worker = worker
-        wrapper = connections[store.alias]
-        params = dict(wrapper.get_connection_params())
-        params.pop("cursor_factory", None)
-        params.pop("pool", None)
-        # Our own adapters: psycopg's defaults (Django's context leaves jsonb undecoded).
-        params.pop("context", None)
-        params["autocommit"] = True
+        params = own_connection_params(store.alias)
         # A direct connection of our own: prepared statements save re-planning every claim.
         params["prepare_threshold"] = 5
         params.setdefault("application_name", f"taskengine-worker {worker.hostname}:{worker.pid}")
@@ -88,6 +92,8 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
         self._head_scan_due = 0.0
         self._head_scan_took = 0.0
         self._rescues = 0
+        #: Waiting jobs whose dependencies the last writes marked done (not yet decided for).
+        self._followed: list[int] = []
         self.flow = FlowClaimer()
         self._flow_source = PostgresFlowSource(
             self.conn,
@@ -183,7 +189,17 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
         if not outcomes and not unlock:
             return set()
         self.flow.finished(o.job_id for o in outcomes)
-        return self._write(outcomes, unlock)
+        applied = self._write(outcomes, unlock)
+        wake_if_sent(self.conn, self.ns, parked_jobs(outcomes, applied))
+        self._resolve_followed()
+        return applied
+
+    def _resolve_followed(self) -> None:
+        """Once the outcomes are committed: decide for the waiting jobs whose last dependency
+        they finished (store/postgres_dependencies.py)."""
+        if self._followed:
+            waiting, self._followed = self._followed, []
+            decide_ready(self.conn, waiting)
 
     def _write(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         """Write outcomes as they were decided, each fenced by its token and stop request; the
@@ -193,7 +209,8 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             query("write_outcomes"), outcome_params(outcomes, self.worker.id, self.ns, unlock)
         )
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
-        row = cast("tuple[list[int], int, list[int], list[str]]", cursor.fetchone())
+        row = cast("tuple[list[int], int, list[int], list[str], int, list[int]]", cursor.fetchone())
+        self._followed.extend(row[5] or ())
         current = dict(zip(row[2] or (), row[3] or (), strict=True))
         for o in outcomes:
             if o.job_id in current:
@@ -273,6 +290,7 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
                     query("notify_queues"),
                     {"channel": taskengine_settings.NOTIFY_CHANNEL, "queues": sorted(requeued)},
                 )
+        self._resolve_followed()
         return [
             RescuedJob(
                 id=job.id,
@@ -360,6 +378,9 @@ def outcome_params(
         "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
         "stops": unless_all_empty([o.stop_request for o in outcomes]),
         "stops_after": unless_all_empty([o.stop_requested_after for o in outcomes]),
+        "waits": unless_all_empty([o.waits_json for o in outcomes]),
+        "waiting_for": unless_all_empty([o.waiting_for for o in outcomes]),
+        "finished_channel": FINISHED_CHANNEL,
         "worker": worker,
         "ns": ns,
         "unlock": unlock,

@@ -23,6 +23,7 @@ from ..conf import taskengine_settings
 from ..core import lifecycle
 from ..registry import tasks as registry
 from ..store import WorkerInfo, WorkerSession, get_store
+from ..store.orm_dependencies import NONE, SOON, UNDECIDED, sweep, waiting_outlook
 from .claimer import STALLED_AFTER, Claimer
 from .completer import Completer
 from .liveness import DB_ERRORS, Liveness
@@ -45,6 +46,9 @@ RESCUE_AFTER_REPLACING = 3.0
 #: Exit code of a worker that must be replaced (an attempt overran its timeout: only the end of
 #: its process is sure to stop it); the supervisor starts a fresh process.
 EXIT_RECYCLE = 3
+#: Burst: how long jobs whose dependencies all ended may wait for their decision from the
+#: worker that ended the last one (milliseconds, unless it died) before this process decides.
+UNDECIDED_GRACE = 2.0
 
 
 class WorkerProcess:
@@ -66,6 +70,9 @@ class WorkerProcess:
         self.queues = queues
         self.concurrency = max(1, concurrency)
         self.burst = burst
+        self._undecided_since: float | None = None
+        #: The last look at the blocked jobs found some to wait for.
+        self._waited = False
         self.max_jobs = max_jobs
         self.store = get_store(database)
         self.info = WorkerInfo(
@@ -239,7 +246,30 @@ class WorkerProcess:
             and time.monotonic() >= self.completer.burst_retry_until
             # Jobs under flow control may wait for their limits: not drained yet.
             and (session is None or session.flow_look_at() is None)
+            and not self._dependencies_pending()
         )
+
+    def _dependencies_pending(self) -> bool:
+        """Burst: whether jobs of this worker's queues wait for a job that runs now or soon (a
+        workflow's next steps: due when it ends, and its decision wakes this process). Jobs
+        whose dependencies all ended are waited for while the worker that ended the last one
+        writes its decision; if none comes within UNDECIDED_GRACE (that worker died), this
+        process decides for them."""
+        store = self.store
+        outlook = waiting_outlook(store.alias, self.queues)
+        waited, self._waited = self._waited, outlook != NONE
+        now = time.monotonic()
+        if outlook != UNDECIDED:
+            self._undecided_since = None
+            # Nothing waits now, but something did: it may have become due since this
+            # process last claimed. One more claim before exiting.
+            return outlook == SOON or waited
+        if self._undecided_since is None:
+            self._undecided_since = now
+        if now - self._undecided_since < UNDECIDED_GRACE:
+            return True
+        self._undecided_since = None
+        return bool(sweep(store.alias, store.wake_workers))
 
     def _wait(self, next_timer: float) -> None:
         """Sleep until the next timer, a finished attempt, a wake-up notification (when there is

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import close_old_connections, transaction
 
-from ..context import ContextChannel, StopJob
+from ..context import ContextChannel, SleepRequest, StopJob
 from ..core import lifecycle
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..registry import TaskNotRegistered, get_task
@@ -135,6 +135,10 @@ def _run(
     except Snooze as snooze:
         # Asked for, not a failure: an atomic task's transaction is rolled back all the same.
         return RunResult(lifecycle.snoozed(job, snooze.seconds))
+    except SleepRequest as wait:
+        if wait.waiting_for is not None:
+            return RunResult(lifecycle.parked(job, wait.seconds, wait.waits_json, wait.waiting_for))
+        return RunResult(lifecycle.slept(job, wait.seconds, wait.waits_json))
     except Exception as exc:  # noqa: BLE001 - any error of the task is an attempt's failure
         return RunResult(lifecycle.raised(job, exc, retryable=True))
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt… from a task

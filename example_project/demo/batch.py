@@ -6,15 +6,20 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from .tasks import add, always_fails, flaky, slow
+from django_taskengine import Workflow
+
+from .tasks import add, always_fails, flaky, slow, total
 
 ADD_ONE_BY_ONE = 10
 ADD_IN_BULK = 10
 FLAKY = 3
 SLOW = 2
 DEDUP_KEY = "demo:once"
-# Jobs a batch creates: the adds, the flaky and slow ones, always_fails, and one deduplicated add.
-BATCH_SIZE = ADD_ONE_BY_ONE + ADD_IN_BULK + FLAKY + SLOW + 1 + 1
+#: The demo workflow's parts, between its first step and its total.
+WORKFLOW_PARTS = 3
+# Jobs a batch creates: the adds, the flaky and slow ones, always_fails, one deduplicated add,
+# and the workflow's steps.
+BATCH_SIZE = ADD_ONE_BY_ONE + ADD_IN_BULK + FLAKY + SLOW + 1 + 1 + WORKFLOW_PARTS + 2
 
 
 @dataclass
@@ -25,6 +30,7 @@ class DemoBatch:
     dedup_first_created: bool = False
     dedup_second_created: bool = False
     dedup_job_id: object = None
+    workflow_id: object = None
 
 
 def enqueue_demo_batch() -> DemoBatch:
@@ -55,4 +61,13 @@ def enqueue_demo_batch() -> DemoBatch:
     batch.dedup_job_id = second.pk
     if first.created:
         batch.job_ids.append(first.pk)
+
+    # A workflow (see it as a graph in the admin): one step, parts that wait for it, a total.
+    wf = Workflow("demo sums")
+    start = wf.add(add, 1, 1, name="start")
+    parts = [wf.add(add, n, 10, after=[start], name=f"part-{n}") for n in range(WORKFLOW_PARTS)]
+    wf.add(total, after=parts, name="total")
+    wf.enqueue()
+    batch.workflow_id = wf.id
+    batch.job_ids.extend(step.id for step in wf.steps.values())
     return batch

@@ -44,3 +44,9 @@ def slow(seconds: float = 2.0) -> dict[str, float]:
 def always_fails() -> None:
     """Raises every time: ends `failed` after its two attempts, with the error kept."""
     raise ValueError("this task always fails (demo)")
+
+
+@task(takes_context=True)
+def total(ctx) -> int:
+    """A workflow's last step: adds up what the steps it waited for returned."""
+    return sum(ctx.dependency_results.values())

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from django_taskengine.admin import jobs as job_admin
 from django_taskengine.admin.paginator import EstimatedCountPaginator
-from django_taskengine.models import AuditEntry, Job, JobStatus, Pause, PauseScope
+from django_taskengine.models import AuditEntry, Dependency, Job, JobStatus, Pause, PauseScope
 from tests.admin_helpers import admin_url, content, messages_of
 from tests.factories import AttemptFactory, JobFactory, QueueFactory, WorkerFactory
 
@@ -261,6 +261,34 @@ def test_job_page_shows_arguments_and_result_as_indented_json(admin_client):
     assert '<pre class="te-pre">{\n  &quot;retry&quot;: true\n}</pre>' in html
     assert '<pre class="te-pre">{\n  &quot;sent&quot;: 2\n}</pre>' in html
     assert "mail-7" in html
+
+
+def test_job_page_shows_the_event_a_job_waits_for_and_its_waits_done(admin_client):
+    job = JobFactory(waiting_for="paid:<17>", waits=[{"sleep": 5.0}, {"event": "paid:<17>"}])
+
+    html = content(admin_client.get(admin_url("job_change", job.pk)))
+
+    assert "paid:&lt;17&gt;" in html  # escaped
+    assert "paid:<17>" not in html
+    assert "Durable waits done" in html
+    assert "&quot;sleep&quot;: 5.0" in html
+
+
+def test_job_page_links_the_jobs_it_waits_for_and_those_that_wait_for_it(admin_client):
+    first = JobFactory(status="succeeded")
+    second = JobFactory(blocked=True)
+    third = JobFactory(blocked=True)
+    Dependency.objects.create(job_id=second.pk, after_id=first.pk)
+    Dependency.objects.create(job_id=second.pk, after_id=999_999)
+    Dependency.objects.create(job_id=third.pk, after_id=second.pk)
+
+    html = content(admin_client.get(admin_url("job_change", second.pk)))
+
+    first_url = admin_url("job_change", first.pk)
+    third_url = admin_url("job_change", third.pk)
+    assert f'<a href="{first_url}">{first.pk}</a> (succeeded)' in html
+    assert "999999</a> (deleted) (waiting)" in html
+    assert f'waited for by: <a href="{third_url}">{third.pk}</a> (queued)' in html
 
 
 def test_job_page_shows_error_traceback_and_every_attempt(admin_client):

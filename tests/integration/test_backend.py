@@ -265,6 +265,8 @@ def test_engine_options_given_to_task_reach_the_job_and_the_worker():
         ({"on_orphan": "ignore"}, "on_orphan must be 'retry' or 'park'"),
         ({"atomic": "yes"}, "atomic must be True or False"),
         ({"dedup_key": ""}, "dedup_key must be a non-empty string"),
+        ({"dedup": "latest"}, "dedup must be one of skip, replace"),
+        ({"dedup": "debounce"}, "needs dedup_window"),
     ],
 )
 def test_bad_engine_options_are_refused_where_the_task_is_defined(options, message):
@@ -287,6 +289,16 @@ def test_a_dedup_key_returns_the_active_job_instead_of_adding_one():
     assert Job.objects.count() == 2
     # Nothing was enqueued the second time, so task_enqueued was not sent.
     assert seen == [first.id, nightly.id]
+
+
+def test_a_replace_key_gives_the_waiting_job_the_new_arguments():
+    first = tasks.add.using(dedup_key="sum", dedup="replace").enqueue(1, 2)
+    again = tasks.add.using(dedup_key="sum", dedup="replace").enqueue(3, 4)
+    assert again.id == first.id
+    assert (_job(again).args, again.args) == ([3, 4], [3, 4])
+    throttled = tasks.add.using(dedup_key="t", dedup="throttle", dedup_window=60)
+    assert throttled.enqueue(1, 1).id == throttled.enqueue(2, 2).id
+    assert Job.objects.count() == 2
 
 
 def test_a_name_clash_with_an_engine_task_is_refused(isolated_registry):

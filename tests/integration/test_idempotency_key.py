@@ -8,16 +8,15 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from django_taskengine import operations as ops
 from django_taskengine import task
 from django_taskengine.context import TaskContext
-from django_taskengine.core.lifecycle import ClaimedJob
 from django_taskengine.models import Job, JobStatus
 from django_taskengine.store import WorkerInfo
 from django_taskengine.store.inprocess import InProcessSession
 from django_taskengine.testing import run_jobs
+from tests.factories import claimed_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,18 +104,6 @@ def test_a_claim_carries_the_uid_of_the_row_into_the_attempts_key():
 
 def test_a_job_handed_to_its_task_without_a_uid_is_refused_a_key():
     job = keyed.enqueue()
-    handmade = ClaimedJob(
-        id=job.pk,
-        task_name=keyed.name,
-        queue=job.queue,
-        args=[],
-        kwargs={},
-        attempt=1,
-        max_attempts=3,
-        retry_backoff=0.0,
-        timeout=None,
-        token=uuid.uuid4(),
-        started_at=timezone.now(),
-    )
+    handmade = claimed_job(id=job.pk, task_name=keyed.name, queue=job.queue, max_attempts=3)
     with pytest.raises(RuntimeError, match="without its uid"):
         TaskContext(handmade).idempotency_key  # noqa: B018

@@ -83,6 +83,31 @@ def test_explains_a_job_that_is_not_due_yet():
     )
 
 
+def test_explains_a_job_parked_waiting_for_an_event():
+    _worker()
+    job = noop.using(run_after=dt.timedelta(hours=2)).enqueue()
+    Job.objects.filter(pk=job.pk).update(waiting_for="paid:17")
+    job.refresh_from_db()
+    reasons = explain_job(job).reasons
+    assert [r.code for r in reasons] == ["waiting_for_event"]
+    assert reasons[0].text.startswith(
+        "Waiting for event 'paid:17' (ctx.wait_for_event): due when send_event sends it, or "
+        "when its wait ends in "
+    )
+
+
+def test_explains_a_job_waiting_for_the_jobs_it_was_enqueued_after():
+    _worker()
+    first = noop.using(run_after=dt.timedelta(hours=2)).enqueue()
+    job = noop.using(after=[first]).enqueue()
+    reasons = explain_job(job).reasons
+    assert [r.code for r in reasons] == ["waiting_for_dependencies"]
+    assert reasons[0].text == (
+        "Waiting for the jobs it was enqueued after (.using(after=…)): "
+        f"job {first.pk} (queued) not finished; it runs when they all have."
+    )
+
+
 def test_explains_a_paused_queue_with_who_when_and_why():
     _worker()
     job = noop.enqueue()

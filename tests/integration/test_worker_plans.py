@@ -200,3 +200,44 @@ def test_the_rescue_looks_up_the_jobs_of_silent_workers_by_worker():
         assert "Seq Scan" not in line, text
         assert int(re.search(r"actual .* rows=(\d+)", line).group(1)) <= 2, text
     assert "Index Cond: (worker_id = " in text, text
+
+
+def test_a_fan_in_with_one_dependency_left_is_checked_at_its_first_row():
+    # A fan-in of 2,000 whose 1,999 oldest dependencies finished (they finish about in the
+    # order they were added): each write that finishes one asks whether the fan-in is ready.
+    # The check looks for an unfinished dependency newest first, and must stop at the first.
+    from django_taskengine.core.dependencies import BATCH_CALLBACKS
+    from django_taskengine.core.statuses import ACTIVE_STATUSES
+    from django_taskengine.models import Dependency
+
+    # Four earlier fan-ins of 500 that ended: the table holds other jobs' rows too.
+    for _ in range(4):
+        (done,) = _jobs(1)
+        Dependency.objects.bulk_create(
+            [Dependency(job_id=done.id, after_id=part.id) for part in _jobs(500)]
+        )
+    parts = _jobs(2_000, status=JobStatus.SUCCEEDED)
+    Job.objects.filter(id=parts[-1].id).update(status=JobStatus.RUNNING)
+    (join,) = _jobs(1, blocked=True)
+    Dependency.objects.bulk_create(
+        [Dependency(job_id=join.id, after_id=part.id) for part in parts], batch_size=5_000
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job, taskengine_dependency")
+    params = {
+        "ids": [join.id],
+        "callbacks": list(BATCH_CALLBACKS),
+        "active": list(ACTIVE_STATUSES),
+    }
+    text = "\n".join(generic_plan("waiting_jobs", params, analyze=True))
+    backward = re.findall(
+        r"Index (?:Only )?Scan Backward using taskengine_dep_unique on taskengine_dependency o"
+        r" .*actual time=\S+ rows=(\d+) loops=(\d+)",
+        text,
+    )
+    assert backward, text
+    assert all(int(rows) <= 1 for rows, _ in backward), text
+    Job.objects.filter(id=parts[-1].id).update(status=JobStatus.SUCCEEDED)
+    with connection.cursor() as cursor:
+        cursor.execute(query("waiting_jobs"), params)
+        assert [row[0] for row in cursor.fetchall()] == [join.id]

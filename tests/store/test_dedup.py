@@ -9,7 +9,7 @@ from django.db import connection, transaction
 
 from django_taskengine.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job
 from tests.factories import JobFactory
-from tests.helpers import committed_db
+from tests.helpers import committed_db, in_thread
 from tests.testapp.tasks import add, noop
 
 pytestmark = pytest.mark.django_db
@@ -107,20 +107,6 @@ def test_a_key_from_a_rolled_back_enqueue_is_free():
     assert job.created is True
 
 
-def _in_thread(target, results: list, errors: list) -> threading.Thread:
-    def run() -> None:
-        try:
-            results.append(target())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 @committed_db
 @pytest.mark.timeout(60)
 def test_eight_threads_enqueueing_one_key_at_once_leave_exactly_one_job():
@@ -134,7 +120,7 @@ def test_eight_threads_enqueueing_one_key_at_once_leave_exactly_one_job():
 
     results: list = []
     errors: list = []
-    threads = [_in_thread(enqueue, results, errors) for _ in range(8)]
+    threads = [in_thread(enqueue, results, errors) for _ in range(8)]
     for thread in threads:
         thread.join(timeout=40)
     assert not any(thread.is_alive() for thread in threads)
@@ -168,9 +154,9 @@ def test_a_key_held_by_an_uncommitted_enqueue_that_rolls_back_goes_to_the_waitin
     first_results: list = []
     second_results: list = []
     errors: list = []
-    first_thread = _in_thread(first, first_results, errors)
+    first_thread = in_thread(first, first_results, errors)
     assert enqueued.wait(timeout=20)
-    second_thread = _in_thread(second, second_results, errors)
+    second_thread = in_thread(second, second_results, errors)
     second_thread.join(timeout=0.5)
     assert second_thread.is_alive(), "the second enqueue did not wait for the first"
     release.set()

@@ -3,13 +3,16 @@ on PostgreSQL and SQLite (the worker tests prove the limits across processes).""
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 
 import pytest
 
 from django_taskengine import operations
 from django_taskengine.core import lifecycle
 from django_taskengine.models import Job, JobStatus, Queue, RateWindow
+from django_taskengine.store import WorkerInfo, get_store
 from tests.helpers import committed_db
 from tests.testapp.flow_tasks import (
     five_per_second,
@@ -225,3 +228,29 @@ def test_the_flow_claim_starts_nothing_paused(session, scope):
     assert Job.objects.get(id=job.id).status == JobStatus.QUEUED
     resume()
     assert [claimed.id for claimed in _claim(session)] == [job.id]
+
+
+def test_a_flow_claim_that_fails_starts_nothing_and_lets_the_next_claim_in(session, monkeypatch):
+    # The claim fails after it took the flow lock and read the counts: its transaction is
+    # rolled back (the lock released, no job started), and the next claim, of this session or
+    # another one, takes the jobs.
+    operations.set_queue_limits("flow", concurrency=2)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(2)]
+    source = session._flow_source
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the claim fails before it starts its jobs")
+
+    monkeypatch.setattr(source, "start", fail)
+    with pytest.raises(RuntimeError, match="fails before"):
+        _claim(session)
+    monkeypatch.undo()
+    assert not Job.objects.filter(status=JobStatus.RUNNING).exists()
+    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=[], concurrency=1)
+    other = get_store().open_session(info)
+    try:
+        other.register()
+        assert sorted(job.id for job in _claim(other)) == [job.id for job in jobs]
+    finally:
+        other.close()
+    assert _claim(session) == []

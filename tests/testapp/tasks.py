@@ -14,6 +14,7 @@ from . import (
     bad_tasks,  # noqa: F401 - task code that misbehaves, for the worker's tests
     flow_tasks,  # noqa: F401 - tasks under flow control
     periodic_tasks,  # noqa: F401 - autodiscovery finds the test schedules
+    sleep_tasks,  # noqa: F401 - tasks that sleep durably
     snooze_tasks,  # noqa: F401 - tasks that raise Snooze
 )
 from .models import LedgerEntry
@@ -316,3 +317,27 @@ def stops_itself(ctx, hard=True):
     cancel_job(ctx.job_id, hard=hard)
     ctx.checkpoint({"asked": True})
     return "went on"
+
+
+@task(takes_context=True)
+def results_of_dependencies(ctx):
+    """Return what the jobs this one waited for returned (``.using(after=…)``)."""
+    return ctx.dependency_results
+
+
+@task
+def batch_done(batch, label=""):
+    """A batch's callback: returns the counts it was given."""
+    return batch
+
+
+@task(takes_context=True, atomic=True)
+def record_backend(ctx, label=""):
+    """Records its run; returns the server process its transaction ran in (behind a pooler,
+    one of the pool's)."""
+    from django.db import connection
+
+    LedgerEntry.objects.create(job_id=ctx.job_id, attempt=ctx.attempt, label=label, pid=os.getpid())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]

@@ -231,3 +231,38 @@ def test_atomic_tasks_that_may_outlast_sqlites_busy_timeout_are_warned_about():
 def test_atomic_tasks_on_postgresql_are_not_warned_about():
     slow = [_Task("app.slow", atomic=True, timeout=None)]
     assert sqlite_atomic_warnings("django.db.backends.postgresql", {}, slow) == []
+
+
+@pytest.mark.parametrize("url", ["db.internal:5432", "postgres://[bad", 5432, "mysql://h/db"])
+def test_e028_direct_database_url_must_be_a_postgres_url(url):
+    with override_settings(TASKENGINE={"DIRECT_DATABASE_URL": url}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E028"]
+    assert "DIRECT_DATABASE_URL" in messages[0].msg
+
+
+def test_e028_direct_database_url_only_for_postgresql():
+    from django.db import connection
+
+    with override_settings(TASKENGINE={"DIRECT_DATABASE_URL": "postgres://app@db:5432/app"}):
+        messages = check_settings()
+    if connection.vendor == "postgresql":
+        assert messages == []
+    else:
+        assert ids(messages) == ["taskengine.E028"]
+        assert "is not PostgreSQL" in messages[0].msg
+
+
+def test_the_engines_own_connections_take_the_direct_url():
+    from django_taskengine.store.postgres_notices import own_connection_params
+
+    url = "postgres://direct@db.internal:5433/app?sslmode=require"
+    with override_settings(TASKENGINE={"DIRECT_DATABASE_URL": url}):
+        params = own_connection_params("default")
+    assert (params["host"], params["port"], params["dbname"], params["user"]) == (
+        "db.internal",
+        "5433",
+        "app",
+        "direct",
+    )
+    assert params["sslmode"] == "require" and params["autocommit"] is True

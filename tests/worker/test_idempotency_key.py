@@ -7,16 +7,10 @@ import pytest
 
 from django_taskengine import operations as ops
 from django_taskengine.models import JobStatus
-from tests.testapp.models import LedgerEntry
+from tests.helpers import ledger_labels
 from tests.testapp.tasks import keep_idempotency_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _keys(job_id: int) -> list[str]:
-    return list(
-        LedgerEntry.objects.filter(job_id=job_id).order_by("id").values_list("label", flat=True)
-    )
 
 
 def test_a_worker_gives_every_attempt_of_a_run_the_jobs_key_and_a_retry_a_new_one(
@@ -26,12 +20,12 @@ def test_a_worker_gives_every_attempt_of_a_run_the_jobs_key_and_a_retry_a_new_on
     start_workers("--processes", "1")
     assert job.wait(timeout=30).status == JobStatus.FAILED
     first_key = f"taskengine-{job.uid}"
-    assert _keys(job.id) == [first_key] * 3
+    assert ledger_labels(job.id) == [first_key] * 3
 
     ops.retry_job(job.id, by="oncall")  # attempt 4: succeeds
     finished = job.wait(timeout=30)
     assert finished.status == JobStatus.SUCCEEDED
     second_key = f"taskengine-{finished.uid}"
     assert second_key != first_key
-    assert _keys(job.id) == [first_key] * 3 + [second_key]
+    assert ledger_labels(job.id) == [first_key] * 3 + [second_key]
     assert finished.result == second_key

@@ -78,7 +78,11 @@ def test_stop_now_requeues_the_running_job_at_once(start_workers, how):
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED, workers.log()[-3000:]
     assert job.attempts == 0 and job.worker_id is None and job.token is None
-    assert list(job.attempt_set.values_list("outcome", flat=True)) == ["interrupted"]
+    # Signals reach the workers one after the other (the supervisor passes them on in turn): on a
+    # busy machine a sibling not yet stopping may claim the requeued job, and requeue it too.
+    # Either way no attempt is counted and nothing else is recorded.
+    outcomes = list(job.attempt_set.values_list("outcome", flat=True))
+    assert outcomes and set(outcomes) == {"interrupted"}, outcomes
     log = workers.log()
     assert "stopping now" in log and "1 running job(s) requeued" in log, log[-3000:]
     assert not Job.objects.filter(status=JobStatus.RUNNING).exists()

@@ -16,7 +16,7 @@ from django_taskengine import Snooze
 from django_taskengine import operations as ops
 from django_taskengine.models import Job, JobStatus
 from django_taskengine.testing import eager, run_jobs
-from tests.helpers import wait_for
+from tests.helpers import attempt_outcomes, burst, wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.snooze_tasks import (
     snooze_async,
@@ -30,22 +30,8 @@ from tests.testapp.snooze_tasks import (
 with_workers = pytest.mark.django_db(transaction=True)
 
 
-def _outcomes(job: Job) -> list[str]:
-    return list(job.attempt_set.order_by("id").values_list("outcome", flat=True))
-
-
 def _snoozed(job: Job) -> bool:
     return job.attempt_set.filter(outcome="snoozed").exists()
-
-
-def _burst(start_workers, *jobs: Job) -> str:
-    """Run every due job with one worker process (and the snoozes due within 10 s), then
-    refresh ``jobs``; the worker's log."""
-    workers = start_workers("--burst")
-    assert workers.wait(timeout=60) == 0, workers.log()[-4000:]
-    for job in jobs:
-        job.refresh_from_db()
-    return workers.log()
 
 
 # Snooze(seconds) itself
@@ -90,13 +76,13 @@ def test_a_job_that_snoozes_twice_then_succeeds_has_used_one_attempt(start_worke
     job = snooze_then_succeed.enqueue(snoozes=2, seconds=0.2)
     assert job.max_attempts == 1
 
-    log = _burst(start_workers, job)
+    log = burst(start_workers, job)
 
     assert job.status == JobStatus.SUCCEEDED
     assert job.result == {"snoozed": 2, "attempt": 1}  # the checkpoint outlived each snooze
     assert job.attempts == 1
     assert job.error == ""
-    assert _outcomes(job) == ["snoozed", "snoozed", "succeeded"]
+    assert attempt_outcomes(job) == ["snoozed", "snoozed", "succeeded"]
     assert set(job.attempt_set.values_list("number", flat=True)) == {1}
     assert [a.error for a in job.attempt_set.order_by("id")][:2] == ["snoozed for 0.2 s"] * 2
     assert LedgerEntry.objects.filter(job_id=job.id, label="run").count() == 3
@@ -107,10 +93,10 @@ def test_a_job_that_snoozes_twice_then_succeeds_has_used_one_attempt(start_worke
 def test_a_job_of_one_attempt_may_snooze_any_number_of_times(start_workers):
     job = snooze_then_succeed.using(max_attempts=1).enqueue(snoozes=6, seconds=0)
 
-    _burst(start_workers, job)
+    burst(start_workers, job)
 
     assert (job.status, job.attempts, job.max_attempts) == (JobStatus.SUCCEEDED, 1, 1)
-    assert _outcomes(job) == ["snoozed"] * 6 + ["succeeded"]
+    assert attempt_outcomes(job) == ["snoozed"] * 6 + ["succeeded"]
 
 
 @with_workers
@@ -156,7 +142,7 @@ def test_a_stop_asked_of_a_running_task_that_then_snoozes_is_carried_out(
     assert job.status == status
     assert job.error == f"{status} by an operator as its attempt ended (snoozed for 60 s)"
     assert job.attempts == 0  # the attempt counts as its ending says: a snooze does not
-    assert _outcomes(job) == ["snoozed"]
+    assert attempt_outcomes(job) == ["snoozed"]
     assert job.stop_requested == ("pause" if action == "pause" else "")
     if action == "pause":
         # Resumed, it runs at once: the pause replaced the snooze.
@@ -164,7 +150,7 @@ def test_a_stop_asked_of_a_running_task_that_then_snoozes_is_carried_out(
         finished = job.wait(timeout=30)
         assert finished.status == JobStatus.SUCCEEDED
         assert finished.result == "ran after its snooze"
-        assert _outcomes(finished) == ["snoozed", "succeeded"]
+        assert attempt_outcomes(finished) == ["snoozed", "succeeded"]
         assert finished.attempts == 1
 
 
@@ -173,11 +159,11 @@ def test_a_bad_snooze_fails_the_attempt_with_its_error(start_workers):
     negative = snooze_for.enqueue(-1)
     text = snooze_for.enqueue("soon")
 
-    _burst(start_workers, negative, text)
+    burst(start_workers, negative, text)
 
     for job in (negative, text):
         assert (job.status, job.attempts) == (JobStatus.FAILED, 1)
-        assert _outcomes(job) == ["failed"]
+        assert attempt_outcomes(job) == ["failed"]
         assert "snooze_tasks.py" in job.traceback
     assert negative.error == (
         "ValueError: Snooze(seconds) needs a finite delay of 0 seconds or more, not -1: the job "
@@ -193,10 +179,10 @@ def test_a_bad_snooze_fails_the_attempt_with_its_error(start_workers):
 def test_an_atomic_task_that_snoozes_has_its_transaction_rolled_back(start_workers):
     job = snooze_atomic.enqueue(snoozes=1, seconds=0.2)
 
-    _burst(start_workers, job)
+    burst(start_workers, job)
 
     assert (job.status, job.result, job.attempts) == (JobStatus.SUCCEEDED, "committed", 1)
-    assert _outcomes(job) == ["snoozed", "succeeded"]
+    assert attempt_outcomes(job) == ["snoozed", "succeeded"]
     # The snoozed run wrote a row too, in the transaction its snooze rolled back.
     assert LedgerEntry.objects.filter(job_id=job.id).count() == 1
 
@@ -205,10 +191,10 @@ def test_an_atomic_task_that_snoozes_has_its_transaction_rolled_back(start_worke
 def test_an_async_task_snoozes_like_a_sync_one(start_workers):
     job = snooze_async.enqueue(snoozes=2, seconds=0.1)
 
-    _burst(start_workers, job)
+    burst(start_workers, job)
 
     assert (job.status, job.result, job.attempts) == (JobStatus.SUCCEEDED, "awaited", 1)
-    assert _outcomes(job) == ["snoozed", "snoozed", "succeeded"]
+    assert attempt_outcomes(job) == ["snoozed", "snoozed", "succeeded"]
 
 
 @with_workers
@@ -237,7 +223,7 @@ def test_a_django_task_that_snoozes_is_ready_again_with_no_error(start_workers):
     assert result.return_value == {"attempt": 1}
     assert result.errors == []
     assert len(result.worker_ids) == 1  # one attempt counted
-    assert _outcomes(job) == ["snoozed", "succeeded"]
+    assert attempt_outcomes(job) == ["snoozed", "succeeded"]
 
 
 # In-process: testing.run_jobs() and eager mode
@@ -252,14 +238,14 @@ def test_run_jobs_leaves_a_snoozed_job_queued_until_its_time(retries):
 
     assert ran.pk == job.pk
     assert (ran.status, ran.attempts, ran.error) == (JobStatus.QUEUED, 0, "snoozed for 60 s")
-    assert _outcomes(ran) == ["snoozed"]
+    assert attempt_outcomes(ran) == ["snoozed"]
     assert ran.run_after > job.run_after + dt.timedelta(seconds=59)
     assert run_jobs() == []  # not due yet
 
     ops.run_job_now(job.id)
     (again,) = run_jobs()
     assert (again.status, again.attempts) == (JobStatus.SUCCEEDED, 1)
-    assert _outcomes(again) == ["snoozed", "succeeded"]
+    assert attempt_outcomes(again) == ["snoozed", "succeeded"]
 
 
 @pytest.mark.django_db
@@ -268,4 +254,4 @@ def test_eager_mode_runs_a_job_once_and_leaves_it_snoozed():
         job = snooze_for.enqueue(0)
 
     assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
-    assert _outcomes(job) == ["snoozed"]
+    assert attempt_outcomes(job) == ["snoozed"]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-from django.utils import timezone
 
-from django_taskengine.core.lifecycle import ClaimedJob
 from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus
 from django_taskengine.worker.claimer import STALLED_AFTER, Claimer, Running
+from tests.factories import claimed_job
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import record, sleep_and_record
@@ -51,20 +49,7 @@ def test_jobs_claimed_behind_a_never_returning_job_go_to_another_worker(start_wo
 
 
 def _entry(job_id: int, claimed: float, started: float | None) -> Running:
-    job = ClaimedJob(
-        id=job_id,
-        task_name="t",
-        queue="default",
-        args=[],
-        kwargs={},
-        attempt=1,
-        max_attempts=1,
-        retry_backoff=1.0,
-        timeout=None,
-        token=uuid.uuid4(),
-        started_at=timezone.now(),
-    )
-    return Running(job, claimed=claimed, started=started)
+    return Running(claimed_job(id=job_id), claimed=claimed, started=started)
 
 
 @pytest.mark.parametrize(

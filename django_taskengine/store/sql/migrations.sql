@@ -217,3 +217,41 @@ $$
 DROP FUNCTION IF EXISTS taskengine_enqueue_job(
     varchar, varchar, jsonb, jsonb, integer, timestamptz, integer, double precision,
     double precision, text, uuid, varchar, varchar, varchar)
+
+-- name: create_flow_usage_function
+-- The flow claim's lock (one of the engine's own bigint keys: the namespace, then 3), held to
+-- the end of its transaction: flow claims take turns, fleet-wide. Then what the limits count,
+-- read in a statement of its own, so that its snapshot is taken after the lock (a volatile
+-- function's statements each take one), with every earlier flow claim committed: no limit can
+-- be exceeded by two claims that each saw room for one more. Returns the database's clock
+-- (seconds since the epoch: every start of the claim is stamped with it); jobs under flow
+-- control started or claimed ahead, counted by queue, task, group and sequence; the queues'
+-- limits in force; the recent starts of every rate-limited scope.
+CREATE OR REPLACE FUNCTION taskengine_flow_usage(p_lock bigint)
+RETURNS TABLE (o_now float8, o_running json, o_queues json, o_windows json)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
+    RETURN QUERY
+    SELECT extract(epoch FROM clock_timestamp())::float8,
+        (SELECT COALESCE(json_agg(json_build_array(a.queue, a.task_name, a.group_key,
+                                                   a.sequence_key, a.n)), '[]'::json)
+         FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
+               FROM taskengine_job j
+               -- Through taskengine_job_flow_active_idx, by its key (every lane is >= ''). A job
+               -- with a token is running or reserved; the status is checked too, and written so
+               -- that the running and reserved indexes (an entry per job run since the last
+               -- vacuum) cannot serve the query.
+               WHERE j.flow_key >= '' AND j.token IS NOT NULL
+                 AND j.status IN ('running', 'queued')
+               GROUP BY 1, 2, 3, 4) AS a),
+        (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)),
+                         '[]'::json)
+         FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
+        (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json)
+         FROM taskengine_rate_window w);
+END
+$$
+
+-- name: drop_flow_usage_function
+DROP FUNCTION IF EXISTS taskengine_flow_usage(bigint)

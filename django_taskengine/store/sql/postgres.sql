@@ -22,19 +22,22 @@ WITH ins AS (
     INSERT INTO taskengine_job (
         task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
         max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid,
-        group_key, sequence_key, flow_key)
+        group_key, sequence_key, flow_key, dedup_mode)
     SELECT %(task_name)s, %(queue)s, t.call -> 0, t.call -> 1, 'queued', %(priority)s,
         COALESCE(%(run_after)s, now()), %(dedup_key)s, 0, %(max_attempts)s, %(retry_backoff)s,
         %(timeout)s, '', '', now(), '', gen_random_uuid(), %(group_key)s, %(sequence_key)s,
         -- The caller's lane, or the queue's if it has a limit (as in taskengine_enqueue_job).
         COALESCE(%(flow_key)s, (
             SELECT 'q:' || q.name FROM taskengine_queue q
-            WHERE q.name = %(queue)s AND (q.concurrency IS NOT NULL OR q.rate_limit <> '')))
+            WHERE q.name = %(queue)s AND (q.concurrency IS NOT NULL OR q.rate_limit <> ''))),
+        %(dedup_mode)s
     FROM jsonb_array_elements(%(calls)s::jsonb) WITH ORDINALITY AS t(call, n)
     ORDER BY t.n
-    -- The predicate of the partial unique index taskengine_job_active_dedup_key.
+    -- The predicate of the partial unique index taskengine_job_active_dedup_key (the key's
+    -- holder: job_indexes.DEDUP_HOLDER).
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL
-        AND status IN ('queued', 'running', 'paused') DO NOTHING
+        AND status IN ('queued', 'running', 'paused')
+        AND (dedup_mode IN ('skip', 'throttle') OR started_at IS NULL) DO NOTHING
     RETURNING id, run_after, created_at, flow_key
 )
 SELECT ARRAY(SELECT id FROM ins ORDER BY id),
@@ -43,6 +46,51 @@ SELECT ARRAY(SELECT id FROM ins ORDER BY id),
         SELECT pg_notify(%(channel)s, CASE WHEN f.flow_key IS NULL THEN %(queue)s
                                            ELSE 'flow:' || %(queue)s END)
         FROM (SELECT flow_key FROM ins WHERE ins.run_after <= now() LIMIT 1) AS f) AS n)
+
+-- name: enqueue_replacing
+-- One job with a dedup key whose mode replaces a waiting holder (replace, debounce: see
+-- django_taskengine/core/dedup.py): inserted, or, if the key's holder never started, written
+-- over it (arguments, priority, run_after). A holder a worker reserved is taken back from it,
+-- as an operator's action takes it (start_jobs drops it). No row comes back when the holder
+-- cannot be replaced (it holds the key in another mode). `delay`: seconds after the database's
+-- now when no run_after is given (a debounce's window). NOTIFYs at commit if the job is due.
+WITH up AS (
+    INSERT INTO taskengine_job (
+        task_name, queue, args, kwargs, status, priority, run_after, dedup_key, attempts,
+        max_attempts, retry_backoff, timeout, error, traceback, created_at, stop_requested, uid,
+        group_key, sequence_key, flow_key, dedup_mode)
+    SELECT %(task_name)s, %(queue)s, %(args)s::jsonb, %(kwargs)s::jsonb, 'queued', %(priority)s,
+        COALESCE(%(run_after)s, now() + %(delay)s * interval '1 second'), %(dedup_key)s, 0,
+        %(max_attempts)s, %(retry_backoff)s, %(timeout)s, '', '', now(), '', gen_random_uuid(),
+        %(group_key)s, %(sequence_key)s,
+        COALESCE(%(flow_key)s, (
+            SELECT 'q:' || q.name FROM taskengine_queue q
+            WHERE q.name = %(queue)s AND (q.concurrency IS NOT NULL OR q.rate_limit <> ''))),
+        %(dedup_mode)s
+    -- As in enqueue_many.
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL
+        AND status IN ('queued', 'running', 'paused')
+        AND (dedup_mode IN ('skip', 'throttle') OR started_at IS NULL)
+    DO UPDATE SET args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority,
+        run_after = EXCLUDED.run_after, worker_id = NULL, token = NULL, lease_expires_at = NULL
+    WHERE taskengine_job.dedup_mode IN ('replace', 'debounce')
+    RETURNING id, xmax = 0 AS inserted, run_after <= now() AS due, queue, flow_key
+)
+SELECT up.id, up.inserted,
+    (SELECT count(*) FROM (
+        SELECT pg_notify(%(channel)s, CASE WHEN up.flow_key IS NULL THEN up.queue
+                                           ELSE 'flow:' || up.queue END)
+        WHERE up.due) AS n)
+FROM up
+
+-- name: throttle_holder
+-- The job that holds a throttled key (core/dedup.py): the last one enqueued with it less than
+-- `window` seconds ago, finished or not. Read after the key's lock (event_lock).
+SELECT id FROM taskengine_job
+WHERE dedup_key = %(dedup_key)s
+  AND created_at > clock_timestamp() - %(window)s * interval '1 second'
+ORDER BY created_at DESC, id DESC
+LIMIT 1
 
 -- name: ensure_queue
 INSERT INTO taskengine_queue (name, paused, paused_by, pause_reason, created_at)
@@ -151,35 +199,25 @@ SET status = CASE WHEN j.id = ANY((SELECT ids FROM held)::bigint[]) THEN 'queued
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
-    pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid
+    pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
+    j.waits::text
 
--- name: flow_lock
--- The flow claim's lock (one of the engine's own bigint keys: the namespace, then 3), held to
--- the end of its transaction: flow claims take turns, fleet-wide, and each reads the running
--- counts and recent starts (flow_usage, a statement of its own, so its snapshot is taken after
--- the lock) with every earlier flow claim committed. No limit can be exceeded by two claims
--- that each saw room for one more.
-SELECT pg_advisory_xact_lock(%(lock)s::bigint)
+-- name: begin
+-- The flow claim's transaction, its BEGIN and COMMIT sent in its pipeline
+-- (store/postgres_claims.py: PostgresFlowSource.locked).
+BEGIN
+
+-- name: commit
+COMMIT
+
+-- name: rollback
+ROLLBACK
 
 -- name: flow_usage
--- What the limits count, read under the flow lock: the database's clock (seconds since the
--- epoch: every start of this claim is stamped with it); jobs under flow control started or
--- claimed ahead, counted by queue, task, group and sequence; the queues' limits in force; the
--- recent starts of every rate-limited scope.
-SELECT extract(epoch FROM clock_timestamp())::float8,
-    (SELECT COALESCE(json_agg(json_build_array(a.queue, a.task_name, a.group_key,
-                                               a.sequence_key, a.n)), '[]'::json)
-     FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
-           FROM taskengine_job j
-           -- Through taskengine_job_flow_active_idx, by its key (every lane is >= ''). A job
-           -- with a token is running or reserved; the status is checked too, and written so
-           -- that the running and reserved indexes (an entry per job run since the last
-           -- vacuum) cannot serve the query.
-           WHERE j.flow_key >= '' AND j.token IS NOT NULL AND j.status IN ('running', 'queued')
-           GROUP BY 1, 2, 3, 4) AS a),
-    (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)), '[]'::json)
-     FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
-    (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json) FROM taskengine_rate_window w)
+-- The flow claim's lock, then what the limits count (the function of migration 0017, one
+-- statement of the pipeline; see there): the database's clock, jobs under flow control started
+-- or claimed ahead by scope, the queues' limits in force, the recent starts.
+SELECT * FROM taskengine_flow_usage(%(lock)s::bigint)
 
 -- name: flow_candidates
 -- Jobs the flow claim may start, lane by lane (a lane is a flow_key), from the lane after
@@ -242,7 +280,7 @@ CROSS JOIN LATERAL (
          WHERE starts_with(l.k, p.key) LIMIT 1),
         %(per_lane)s::int))
      -- Locked as read, skipping those another claim is reading (it takes turns with this
-     -- one only to count and start: flow_lock).
+     -- one only to count and start: flow_usage).
      FOR UPDATE OF x SKIP LOCKED) AS lane_jobs
     UNION ALL
     -- A sequence's first job not finished, not locked: skipping it, were it locked, would
@@ -276,7 +314,8 @@ WITH started AS (
     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'queued' AND j.token IS NULL
     RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
         j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
-        pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid
+        pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
+        j.waits::text
 ),
 windows AS (
     INSERT INTO taskengine_rate_window (scope, starts)
@@ -362,22 +401,28 @@ SELECT ARRAY(SELECT id FROM started ORDER BY id),
 -- both the fence and the report, and so that what the update will apply is known there: the
 -- later steps read `cur` alone and join nothing. Also releases the advisory locks of the jobs
 -- in `unlock`. `terminal` (the core's decision) says the job is finished at the attempt's
--- end; `workers` names the attempt's worker when it is not the writer (a rescue). `workers`,
--- `errors`, `tracebacks`, `refunds`, `stops` and `stops_after` may be empty when every element
--- would be the default (none, "", "", false, "", ""): unnest pads them with NULL.
+-- end; `workers` names the attempt's worker when it is not the writer (a rescue); `waits`, the
+-- job's durable waits after an attempt that ended in one (ctx.sleep, ctx.wait_for_event), and
+-- `waiting_for` the event a parked job waits for (NULL for every other outcome). `workers`,
+-- `errors`, `tracebacks`, `refunds`, `stops`, `stops_after`, `waits` and `waiting_for` may be
+-- empty when every element would be the default (none, "", "", false, "", "", none, none):
+-- unnest pads them with NULL. A job that a job.wait() watches is told of on
+-- `finished_channel` when it finishes. The jobs that wait for jobs it finishes are returned.
 WITH o AS (
     SELECT u.id, u.token, u.status, u.outcome, u.result, COALESCE(u.error, '') AS error,
         COALESCE(u.traceback, '') AS traceback, u.due_in, COALESCE(u.refund, false) AS refund,
         u.number, u.started, u.finished, u.terminal, u.worker,
-        COALESCE(u.stop, '') AS stop, COALESCE(u.stop_after, '') AS stop_after
+        COALESCE(u.stop, '') AS stop, COALESCE(u.stop_after, '') AS stop_after, u.waits,
+        u.waiting_for
     FROM unnest(
         %(ids)b::bigint[], %(tokens)b::uuid[], %(statuses)b::text[], %(outcomes)b::text[],
         %(results)b::text[], %(errors)b::text[], %(tracebacks)b::text[], %(due_in)b::float8[],
         %(refunds)b::bool[], %(numbers)b::int[], %(started)b::timestamptz[],
         %(finished)b::timestamptz[], %(terminal)b::bool[], %(workers)b::uuid[],
-        %(stops)b::text[], %(stops_after)b::text[])
+        %(stops)b::text[], %(stops_after)b::text[], %(waits)b::text[],
+        %(waiting_for)b::text[])
     AS u(id, token, status, outcome, result, error, traceback, due_in, refund, number,
-         started, finished, terminal, worker, stop, stop_after)
+         started, finished, terminal, worker, stop, stop_after, waits, waiting_for)
 ),
 cur AS (
     -- One probe by primary key per outcome. The probe is a subquery of its own (OFFSET 0):
@@ -386,9 +431,9 @@ cur AS (
     SELECT o.*, j.stop_requested AS stop_now,
         (j.status = 'running' AND j.stop_requested = o.stop) IS TRUE AS applies,
         (j.status = 'running' AND j.stop_requested <> o.stop) IS TRUE AS restop,
-        j.status IS NOT NULL AS owned
+        j.status IS NOT NULL AS owned, j.notify_finish IS TRUE AS notify_finish
     FROM o LEFT JOIN LATERAL (
-        SELECT x.status, x.stop_requested FROM taskengine_job x
+        SELECT x.status, x.stop_requested, x.notify_finish FROM taskengine_job x
         WHERE x.id = o.id AND x.token = o.token
         OFFSET 0
         FOR UPDATE
@@ -404,7 +449,8 @@ upd AS (
         finished_at = CASE WHEN c.terminal THEN c.finished END,
         run_after = COALESCE(now() + c.due_in * interval '1 second', j.run_after),
         attempts = CASE WHEN c.refund THEN j.attempts - 1 ELSE j.attempts END,
-        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = c.stop_after
+        worker_id = NULL, token = NULL, lease_expires_at = NULL, stop_requested = c.stop_after,
+        waits = COALESCE(c.waits::jsonb, j.waits), waiting_for = c.waiting_for
     FROM cur c
     WHERE c.applies AND j.id = c.id AND j.token = c.token
     RETURNING j.id
@@ -421,10 +467,98 @@ att AS (
 unlocked AS (
     SELECT pg_advisory_unlock(%(ns)s, (u.id)::bit(32)::int4)
     FROM unnest(%(unlock)b::bigint[]) AS u(id)
+),
+followed AS (
+    -- Jobs finished by this write that others wait for (.using(after=...)): one probe of an
+    -- index that is empty unless jobs have dependencies.
+    SELECT c.id FROM cur c
+    WHERE c.applies AND c.terminal
+      AND EXISTS (SELECT 1 FROM taskengine_dependency e WHERE e.after_id = c.id)
+),
+told AS (
+    -- Jobs a job.wait() watches (notify_finish), finished by this write: their ids, comma
+    -- separated, 300 to a notification (well under its 8,000 bytes), sent at commit.
+    SELECT pg_notify(%(finished_channel)s, string_agg(f.id::text, ','))
+    FROM (SELECT c.id, (row_number() OVER (ORDER BY c.id) - 1) / 300 AS part
+          FROM cur c WHERE c.applies AND c.terminal AND c.notify_finish) AS f
+    GROUP BY f.part
 )
 SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked),
     ARRAY(SELECT id FROM cur WHERE restop ORDER BY id),
-    ARRAY(SELECT stop_now FROM cur WHERE restop ORDER BY id)
+    ARRAY(SELECT stop_now FROM cur WHERE restop ORDER BY id), (SELECT count(*) FROM told),
+    -- The jobs that wait for those it finished: once it has committed, the caller decides
+    -- for those with none left unfinished (waiting_jobs).
+    ARRAY(SELECT DISTINCT e.job_id FROM taskengine_dependency e
+          WHERE e.after_id IN (SELECT id FROM followed))
+
+-- name: waiting_jobs
+-- Of the jobs that wait for jobs a committed write finished (`ids`): those still waiting with
+-- none left unfinished, for the decision (django_taskengine/core/dependencies.py;
+-- store/postgres_dependencies.py). Each with its status and queue, the batch whose callback it
+-- is (a step named in `callbacks` of a workflow of kind batch), and what it waits for: the
+-- jobs, their status ('' if gone), the policy of each, the run_after it was enqueued with.
+-- Nothing marks a dependency done: a job is finished when its status says so, and the write
+-- that commits a fan-in's last dependency reads, after its commit, every other one finished.
+-- Not locked: two workers may decide for one job (both saw it ready), and decide_waiting_jobs
+-- writes only the first decision.
+SELECT j.id, j.status, j.queue, w.id,
+    array_agg(x.after_id ORDER BY x.after_id),
+    array_agg(COALESCE(d.status, '') ORDER BY x.after_id),
+    array_agg(x.policy ORDER BY x.after_id),
+    max(x.run_after)
+-- One join and one grouping, not a subquery per job: a fan-out decides thousands at once.
+FROM taskengine_job j
+JOIN taskengine_dependency x ON x.job_id = j.id
+LEFT JOIN taskengine_job d ON d.id = x.after_id
+LEFT JOIN taskengine_workflow w
+    ON w.id = j.workflow_id AND w.kind = 'batch' AND j.step = ANY(%(callbacks)s::text[])
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.blocked
+  -- None left unfinished, looked for newest first: a backward scan of the job's rows in the
+  -- unique index, each dependency probed by its key (a subquery: no join reads the statuses
+  -- of rows it will not need). A fan-in's dependencies finish about in the order they were
+  -- added, so while one is left this stops at the first row.
+  AND (SELECT o.after_id FROM taskengine_dependency o
+       WHERE o.job_id = j.id
+         AND (SELECT a.status FROM taskengine_job a WHERE a.id = o.after_id)
+             = ANY(%(active)s::text[])
+       ORDER BY o.after_id DESC LIMIT 1) IS NULL
+GROUP BY j.id, j.status, j.queue, w.id
+ORDER BY j.id
+
+-- name: decide_waiting_jobs
+-- Write the decisions for jobs waiting_jobs returned, one element per job: 'run' (due at
+-- `dues`, or now when NULL; `batches`: the batch= of a batch's callback, JSON), 'cancel' (ended
+-- cancelled with `errors`), or 'end' (an operator ended it: it only stops waiting). Only a job
+-- still waiting is written: of two decisions for one job, the first stands. Wakes the idle
+-- workers of the queues of the jobs due now, at commit; returns the jobs that wait for the
+-- jobs it cancelled (decided next).
+WITH decided AS (
+    UPDATE taskengine_job j SET
+        blocked = false,
+        run_after = CASE WHEN d.action = 'run' THEN GREATEST(now(), COALESCE(d.due, now()))
+                         ELSE j.run_after END,
+        status = CASE WHEN d.action = 'cancel' THEN 'cancelled' ELSE j.status END,
+        finished_at = CASE WHEN d.action = 'cancel' THEN now() ELSE j.finished_at END,
+        error = CASE WHEN d.action = 'cancel' THEN d.error ELSE j.error END,
+        stop_requested = CASE WHEN d.action = 'cancel' THEN '' ELSE j.stop_requested END,
+        worker_id = CASE WHEN d.action = 'cancel' THEN NULL ELSE j.worker_id END,
+        token = CASE WHEN d.action = 'cancel' THEN NULL ELSE j.token END,
+        lease_expires_at = CASE WHEN d.action = 'cancel' THEN NULL ELSE j.lease_expires_at END,
+        kwargs = CASE WHEN d.batch IS NULL THEN j.kwargs
+                      ELSE j.kwargs || jsonb_build_object('batch', d.batch::jsonb) END
+    FROM unnest(%(ids)s::bigint[], %(actions)s::text[], %(dues)s::timestamptz[],
+                %(errors)s::text[], %(batches)s::text[]) AS d(id, action, due, error, batch)
+    WHERE j.id = d.id AND j.blocked
+    RETURNING j.id, j.status, j.queue, j.run_after <= now() AS due, j.flow_key
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, CASE WHEN q.lane THEN 'flow:' || q.queue ELSE q.queue END)
+    FROM (SELECT DISTINCT queue, flow_key IS NOT NULL AS lane FROM decided
+          WHERE status = 'queued' AND due) AS q
+)
+SELECT ARRAY(SELECT DISTINCT e.job_id FROM taskengine_dependency e
+             WHERE e.after_id IN (SELECT id FROM decided WHERE status = 'cancelled')),
+    (SELECT count(*) FROM woken)
 
 -- name: finish_atomic
 -- An atomic task's success, in the task's own transaction (Django's connection, so text
@@ -436,15 +570,22 @@ WITH upd AS (
         traceback = '', finished_at = %(job_finished)s, worker_id = NULL, token = NULL,
         lease_expires_at = NULL, stop_requested = ''
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-    RETURNING id
+    RETURNING id, notify_finish
 ),
 att AS (
     INSERT INTO taskengine_attempt (job_id, number, worker_id, started_at, finished_at, outcome,
                                     error, traceback)
     SELECT id, %(number)s, %(worker)s, %(started)s, %(finished)s, %(outcome)s, %(error)s, ''
     FROM upd
+),
+told AS (
+    -- As in write_outcomes: a job.wait() watching it is told (at the commit of the task's
+    -- transaction).
+    SELECT pg_notify(%(finished_channel)s, upd.id::text) FROM upd WHERE upd.notify_finish
 )
-SELECT count(*) FROM upd
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM told),
+    -- Whether other jobs wait for this one (as in write_outcomes).
+    EXISTS (SELECT 1 FROM upd JOIN taskengine_dependency e ON e.after_id = upd.id)
 
 -- name: select_orphans
 -- Jobs whose worker died, running or reserved (queued with a token): their advisory lock is
@@ -564,6 +705,58 @@ WHERE j.status IN ('running', 'queued')
 
 -- name: unregister_worker
 UPDATE taskengine_worker SET stopped_at = now(), last_heartbeat_at = now() WHERE id = %s
+
+-- name: event_lock
+-- Events (django_taskengine/events.py): a lock per event name (a hash of it, in a key space of
+-- the engine's own, `namespace << 32 | 2^31 | hash`, apart from its numbered locks), held to
+-- the end of the transaction by send_event and by the check after a job parked on the name
+-- (wake_if_sent): whichever comes second sees what the first wrote, so a job that parks as
+-- its event is sent is not left waiting. Taken in a statement of its own, before the reads.
+-- A throttled enqueue (core/dedup.py) takes the lock of "dedup:" and its key the same way, so
+-- that the enqueues of one key in one window see one another: a name that hashes alike only
+-- makes the two wait for each other.
+SELECT pg_advisory_xact_lock(l.key)
+FROM (SELECT DISTINCT (%(ns)s::bigint << 32) | 2147483648::bigint
+                      | (hashtext(n) & 2147483647)::bigint AS key
+      FROM unnest(%(names)s::text[]) AS n
+      ORDER BY 1) AS l
+
+-- name: send_event
+-- Send an event (after event_lock): kept, stamped with the database's clock, and every job
+-- parked waiting for it that was enqueued before it made due now. Returns the event's id and
+-- the queues of the jobs made due (their workers are woken).
+WITH sent AS (
+    INSERT INTO taskengine_event (name, payload, sent_at)
+    VALUES (%(name)s, %(payload)s::jsonb, clock_timestamp())
+    RETURNING id, sent_at
+),
+woken AS (
+    UPDATE taskengine_job j SET run_after = s.sent_at
+    FROM sent s
+    WHERE j.waiting_for = %(name)s AND j.status = 'queued' AND j.run_after > s.sent_at
+      AND j.created_at <= s.sent_at
+    RETURNING j.queue
+)
+SELECT (SELECT id FROM sent), ARRAY(SELECT DISTINCT queue FROM woken)
+
+-- name: wake_if_sent
+-- After jobs parked waiting for events (write_outcomes with `waiting_for`), and after
+-- event_lock for their names: any of them whose event was sent meanwhile (after it was
+-- enqueued, before its wait ends, its run_after) is made due now. Returns their queues.
+UPDATE taskengine_job j SET run_after = now()
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'queued' AND j.waiting_for IS NOT NULL
+  AND j.run_after > now()
+  AND EXISTS (SELECT 1 FROM taskengine_event e
+              WHERE e.name = j.waiting_for AND e.sent_at >= j.created_at
+                AND e.sent_at <= j.run_after)
+RETURNING j.queue
+
+-- name: watch_finish
+-- job.wait(): have the worker that finishes the job say so (write_outcomes' `told`); no row if
+-- it is finished already (or gone).
+UPDATE taskengine_job SET notify_finish = true
+WHERE id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled')
+RETURNING id
 
 -- name: listen
 -- {channel} is the notification channel, quoted as an identifier by the caller.

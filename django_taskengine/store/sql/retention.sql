@@ -45,6 +45,18 @@ DELETE FROM taskengine_attempt WHERE ctid = ANY(ARRAY(
     WHERE j.status = %s AND j.finished_at < %s
 ))
 
+-- name: delete_pruned_dependencies_postgresql
+-- Parameters: the picked ids (an array), status, cutoff. The rows that say what the pruned jobs
+-- waited for (.using(after=...)), found by the unique index's leading column.
+DELETE FROM taskengine_dependency
+WHERE job_id = ANY(ARRAY(
+    SELECT r.id FROM unnest(%s::bigint[]) AS r(id)
+    CROSS JOIN LATERAL (
+        SELECT x.status, x.finished_at FROM taskengine_job x WHERE x.id = r.id OFFSET 0
+    ) j
+    WHERE j.status = %s AND j.finished_at < %s
+))
+
 -- name: delete_pruned_jobs_postgresql
 -- Parameters: the picked ids (an array), status, cutoff. Found by key, as above.
 DELETE FROM taskengine_job WHERE ctid = ANY(ARRAY(
@@ -58,6 +70,14 @@ DELETE FROM taskengine_job WHERE ctid = ANY(ARRAY(
 -- name: delete_pruned_attempts_sqlite
 -- Parameters: the picked ids (a JSON array), status, cutoff.
 DELETE FROM taskengine_attempt
+WHERE job_id IN (
+    SELECT id FROM taskengine_job
+    WHERE id IN (SELECT value FROM json_each(%s)) AND status = %s AND finished_at < %s
+)
+
+-- name: delete_pruned_dependencies_sqlite
+-- Parameters: the picked ids (a JSON array), status, cutoff.
+DELETE FROM taskengine_dependency
 WHERE job_id IN (
     SELECT id FROM taskengine_job
     WHERE id IN (SELECT value FROM json_each(%s)) AND status = %s AND finished_at < %s

@@ -4,11 +4,22 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from demo.batch import ADD_IN_BULK, ADD_ONE_BY_ONE, DEDUP_KEY, FLAKY, SLOW, enqueue_demo_batch
+from demo.batch import (
+    ADD_IN_BULK,
+    ADD_ONE_BY_ONE,
+    DEDUP_KEY,
+    FLAKY,
+    SLOW,
+    WORKFLOW_PARTS,
+    enqueue_demo_batch,
+)
 
 
 class Command(BaseCommand):
-    help = "Enqueue a batch of demo jobs: quick, flaky (retried), slow, failing, deduplicated."
+    help = (
+        "Enqueue a batch of demo jobs: quick, flaky (retried), slow, failing, deduplicated, and "
+        "a small workflow."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         batch = enqueue_demo_batch()
@@ -22,6 +33,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"  demo.tasks.slow          x{SLOW}  (queue 'slow', 1 s each)")
         self.stdout.write("  demo.tasks.always_fails  x1  (fails both attempts)")
+        self.stdout.write(
+            f"  workflow {batch.workflow_id} 'demo sums': start, {WORKFLOW_PARTS} parts after it, "
+            "then their total (taskengine workflow ID, or the admin's graph)"
+        )
         if batch.dedup_first_created:
             self.stdout.write(f"  demo.tasks.add           x1  (dedup_key {DEDUP_KEY!r})")
         else:

@@ -58,6 +58,10 @@ else:
     DATABASES["default"]["TEST"] = {"NAME": TEST_NAME}
     if TEST_DB_NAME:
         DATABASES["default"]["NAME"] = TEST_DB_NAME
+    if os.environ.get("TASKENGINE_TEST_POOLED"):
+        # DATABASE_URL is a transaction-mode pooler (tests/worker/test_pgbouncer.py): a server
+        # cursor would not outlive its transaction's server connection.
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -62,6 +62,16 @@ def reconnect_delay_cap() -> float:
     return max(FIRST_RETRY_DELAY, min(10.0, rescue_settle_time() / 4))
 
 
+#: Errors of a session whose statements a transaction-mode pooler sends to different server
+#: connections: a prepared statement missing, or already there.
+POOLER_SQLSTATES = ("26000", "42P05")
+POOLER_HINT = (
+    ". Is the database reached through a transaction-mode pooler (PgBouncer)? A worker's own "
+    "connection needs a session of its own: set TASKENGINE['DIRECT_DATABASE_URL'] to a URL "
+    "that reaches the database directly"
+)
+
+
 class Liveness:
     """Owns the worker's session; heartbeats, rescues and duties run through it."""
 
@@ -129,9 +139,10 @@ class Liveness:
     def lost_connection(self, exc: BaseException) -> None:
         """Drop the broken session; the main loop reconnects."""
         logger.error(
-            "worker %s: database error (%s); reconnecting",
+            "worker %s: database error (%s); reconnecting%s",
             self.info.id,
             str(exc).strip() or type(exc).__name__,
+            POOLER_HINT if getattr(exc, "sqlstate", None) in POOLER_SQLSTATES else "",
         )
         if self.session is not None:
             self.session.close()

@@ -1,5 +1,6 @@
-"""Flow control's cost: the drain rate of no-op jobs under limits that do not bind, and of 50
-groups of 200 jobs under ``group_concurrency=1``, against the plain drain in the same run.
+"""Flow control's and composition's cost: the drain rate of no-op jobs under limits that do not
+bind, of 50 groups of 200 jobs under ``group_concurrency=1``, and of a workflow's fan-out and
+fan-in, against the plain drain in the same run.
 
     ./dev bench --flow [--jobs 10000] [--processes 2] [--concurrency 4] [--rounds 3]
                        [--json PATH] [--database-url URL | --private-cluster]
@@ -12,7 +13,10 @@ verified succeeded with one attempt):
 - ``queue_limit``: the jobs' queue has a concurrency limit of 100,000, never reached;
 - ``rate_limit``: the jobs' queue has a rate limit of 100,000/s, never reached;
 - ``groups``: 50 groups × (jobs / 50) jobs of a task with ``group_concurrency=1``: at most 50
-  jobs at once, more than the threads, so the limit decides which jobs run, not how many.
+  jobs at once, more than the threads, so the limit decides which jobs run, not how many;
+- ``workflow``: one workflow of ``--jobs`` steps, a root, a fan-out of all but two that wait
+  for it, and a fan-in that waits for them all (``--cases plain,workflow --jobs 1002``: the
+  1,000-step fan-out and fan-in).
 
 Per case, medians of the rounds: throughput start → exit and steady (first start → last
 finish), and the ratio to ``plain``. Targets: a non-binding queue limit and a non-binding rate
@@ -70,11 +74,37 @@ def _enqueue_in(queue: str, jobs: int) -> None:
         left -= batch
 
 
+def _workflow(jobs: int) -> None:
+    from benchmarks.benchapp.tasks import noop
+    from django_taskengine import Workflow
+
+    wf = Workflow("bench fan-out and fan-in")
+    root = wf.add(noop, name="root")
+    parts = [wf.add(noop, after=[root]) for _ in range(jobs - 2)]
+    wf.add(noop, after=parts, name="join")
+    wf.enqueue()
+
+
+def _workflow_hops() -> dict[str, float]:
+    """The workflow's two hops, in ms: the root's end to its fan-out's first start, and the
+    fan-out's last end to the fan-in's start (a decision, a notification and a claim each)."""
+    (fan_out, fan_in), *_ = bench.query(
+        "SELECT extract(epoch FROM min(s.started_at) FILTER (WHERE s.step NOT IN ('root', 'join'))"
+        "  - max(s.finished_at) FILTER (WHERE s.step = 'root')) * 1000,"
+        " extract(epoch FROM max(s.started_at) FILTER (WHERE s.step = 'join')"
+        "  - max(s.finished_at) FILTER (WHERE s.step NOT IN ('root', 'join'))) * 1000 "
+        "FROM taskengine_job s WHERE s.workflow_id IS NOT NULL",
+        [],
+    )
+    return {"fan_out_hop_ms": float(fan_out), "fan_in_hop_ms": float(fan_in)}
+
+
 CASES: dict[str, Callable[[int], None]] = {
     "plain": _plain,
     "queue_limit": _queue_limit,
     "rate_limit": _rate_limit,
     "groups": _groups,
+    "workflow": _workflow,
 }
 
 
@@ -106,7 +136,10 @@ def main(argv: list[str]) -> int:
             try:
                 bench.truncate()
                 CASES[case](jobs)
-                runs[case].append(bench.drain_once(opts.processes, opts.concurrency, expect=jobs))
+                run = bench.drain_once(opts.processes, opts.concurrency, expect=jobs)
+                if case == "workflow":
+                    run.update(_workflow_hops())
+                runs[case].append(run)
             except Exception as exc:  # noqa: BLE001 - report it and go on
                 failures[case] = str(exc)
                 print(f"*** {case} FAILED ***\n{exc}", file=sys.stderr, flush=True)
@@ -119,6 +152,11 @@ def main(argv: list[str]) -> int:
                 "wall": statistics.median(r["drain"] for r in rs),
                 "steady": statistics.median(r["drain_steady"] for r in rs),
                 "jobs_per_claim": statistics.median(r["jobs_per_claim"] for r in rs),
+                "hops_ms": [
+                    (round(r["fan_out_hop_ms"], 1), round(r["fan_in_hop_ms"], 1))
+                    for r in rs
+                    if "fan_out_hop_ms" in r
+                ],
                 "load": [r["loadavg_before"] for r in rs],
             }
     base = figures.get("plain")
@@ -135,7 +173,22 @@ def main(argv: list[str]) -> int:
             f"{case:<12} {f['wall']:>9,.0f} {f['steady']:>10,.0f} {shown:>8} "
             f"{f['jobs_per_claim']:>8.1f}  {f['load']}"
         )
+    if figures.get("workflow", {}).get("hops_ms"):
+        print(
+            "workflow hops (ms, root's end -> fan-out's first start, fan-out's last end -> "
+            f"fan-in's start), per round: {figures['workflow']['hops_ms']}"
+        )
     targets = []
+    ratio = figures.get("workflow", {}).get("ratio")
+    if ratio is not None:
+        targets.append(
+            sess.Target(
+                "a workflow's fan-out and fan-in drains at ≥ 0.5× the plain rate (steady)",
+                f"×{ratio:.2f}",
+                ratio >= 0.5,
+                ratio,
+            )
+        )
     for case, what in (("queue_limit", "queue limit"), ("rate_limit", "rate limit")):
         ratio = figures.get(case, {}).get("ratio")
         targets.append(

@@ -1549,7 +1549,13 @@ def write_plot(payload: dict[str, Any], path: Path, script: str = "plot.py") -> 
 
 
 #: ``./dev bench FLAG``: the sustained-load benchmarks, each in its own module.
-SUSTAINED = {"--soak": "soak", "--io": "io_bound", "--fleet": "fleet", "--flow": "flow"}
+SUSTAINED = {
+    "--soak": "soak",
+    "--io": "io_bound",
+    "--fleet": "fleet",
+    "--flow": "flow",
+    "--pooler": "pooler",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

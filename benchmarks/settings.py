@@ -30,6 +30,15 @@ INSTALLED_APPS = [
 TASKENGINE: dict[str, object] = {}
 if os.environ.get("TASKENGINE_BENCH_RETENTION"):
     TASKENGINE["RETENTION"] = {"succeeded": os.environ["TASKENGINE_BENCH_RETENTION"]}
+if os.environ.get("TASKENGINE_BENCH_CONN_MAX_AGE"):
+    # Persistent connections for task code (benchmarks/pooler.py): Django's default (0) opens
+    # one per job that uses the database.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["TASKENGINE_BENCH_CONN_MAX_AGE"])
+if os.environ.get("TASKENGINE_BENCH_DIRECT_URL"):
+    # DATABASE_URL is a transaction-mode pooler (benchmarks/pooler.py): the engine's own
+    # connections go to the server directly.
+    TASKENGINE["DIRECT_DATABASE_URL"] = os.environ["TASKENGINE_BENCH_DIRECT_URL"]
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 LOGGING = {
     "version": 1,

@@ -19,6 +19,16 @@ def grouped_noop():
     return None
 
 
+@task(atomic=True)
+def atomic_write():
+    """A job whose task runs a query in its own transaction, in which its end is written too
+    (an atomic task): the work of a task that uses the database (benchmarks/pooler.py)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 @task
 def echo(x):
     return x

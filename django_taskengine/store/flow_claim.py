@@ -75,6 +75,13 @@ class FlowSource(Protocol):
     def locked(self) -> AbstractContextManager[None]:
         """The flow claim's transaction."""
 
+    def peek(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]] | None:
+        """What :meth:`read` reads, read without the flow lock and outside :meth:`locked`; or
+        None if this store does not look before it locks. A store whose flow lock stops every
+        writer (SQLite's write lock) looks first: a claim that could start nothing then does
+        not take it, and workers held back by their limits, looking again every
+        ``BLOCKED_RECHECK``, do not keep heartbeats and outcomes waiting for the lock."""
+
     def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
         """Take the flow lock (flow claims take turns, fleet-wide) and read, after it, the
         clock, the jobs under flow control a worker owns, the queues' limits in force and the
@@ -245,28 +252,66 @@ def run_flow_claim(
 ) -> FlowResult:
     """One flow claim of the candidates ``ask`` asks for: up to ``start`` jobs started (only
     ``free`` of them of a task in ``park``)."""
+    peeked = source.peek(ask)
+    if peeked is not None:
+        rules, usage, offered, chosen = _choose(
+            source, ask, *peeked, free=free, start=start, park=park
+        )
+        if not chosen:
+            # Nothing may start (a claim under the lock might see a slot freed meanwhile:
+            # the next look, at most BLOCKED_RECHECK later, will).
+            return _result(rules, usage, offered, [], [], start=start)
     with source.locked():
         read, offered = source.read(ask)
-        rules = policy(read.queues)
-        usage = Usage(read.now, starts=read.windows)
-        usage.add_running(rules, read.running)
-        chosen = pick([job for job, _ in offered], rules, usage, free=free, start=start, park=park)
-        if len(chosen) < start and _cut_short(offered, ask):
-            # A lane read only as far as the previous claim's counts allowed, with room now
-            # (a slot freed, a rate window moved on): read it as far as this claim's allow.
-            rooms, _ = usage.lane_rooms(rules)
-            again = Ask(ask.after, ask.per_lane, _at_least_one(rooms), ask.prefixes, ask.cap)
-            if again.rooms != ask.rooms:
-                offered = source.candidates(again)
-                chosen = pick(
-                    [job for job, _ in offered], rules, usage, free=free, start=start, park=park
-                )
+        rules, usage, offered, chosen = _choose(
+            source, ask, read, offered, free=free, start=start, park=park
+        )
         windows = record_starts(rules, usage, chosen)
         fetch = source.start(chosen, read.now, windows)
-    started = fetch()
-    # The counts after this claim: the next claim's hints.
-    usage.add_running(rules, [(job, 1) for job in chosen])
     usage.starts.update(windows)
+    return _result(rules, usage, offered, chosen, fetch(), start=start)
+
+
+def _choose(
+    source: FlowSource,
+    ask: Ask,
+    read: FlowRead,
+    offered: list[tuple[FlowJob, str]],
+    *,
+    free: int,
+    start: int,
+    park: Collection[str],
+) -> tuple[Policy, Usage, list[tuple[FlowJob, str]], list[FlowJob]]:
+    """The limits, the counts, the candidates and which of them may start."""
+    rules = policy(read.queues)
+    usage = Usage(read.now, starts=read.windows)
+    usage.add_running(rules, read.running)
+    chosen = pick([job for job, _ in offered], rules, usage, free=free, start=start, park=park)
+    if len(chosen) < start and _cut_short(offered, ask):
+        # A lane read only as far as the previous claim's counts allowed, with room now
+        # (a slot freed, a rate window moved on): read it as far as this claim's allow.
+        rooms, _ = usage.lane_rooms(rules)
+        again = Ask(ask.after, ask.per_lane, _at_least_one(rooms), ask.prefixes, ask.cap)
+        if again.rooms != ask.rooms:
+            offered = source.candidates(again)
+            chosen = pick(
+                [job for job, _ in offered], rules, usage, free=free, start=start, park=park
+            )
+    return rules, usage, offered, chosen
+
+
+def _result(
+    rules: Policy,
+    usage: Usage,
+    offered: list[tuple[FlowJob, str]],
+    chosen: list[FlowJob],
+    started: list[ClaimedJob],
+    *,
+    start: int,
+) -> FlowResult:
+    """A claim's result, with the counts after it (``usage`` with ``chosen`` not yet running,
+    its windows with their starts): the next claim's hints."""
+    usage.add_running(rules, [(job, 1) for job in chosen])
     blocked = usage.blocked(rules)
     rooms, _ = usage.lane_rooms(rules)
     next_start = usage.next_start(rules)
@@ -275,7 +320,7 @@ def run_flow_claim(
         started=started,
         complete=len(chosen) >= start,
         blocked=bool(blocked) or len(chosen) < len(offered),
-        next_start=None if next_start is None else time.monotonic() + next_start - read.now,
+        next_start=None if next_start is None else time.monotonic() + next_start - usage.now,
         last_lane=lanes[chosen[-1].id] if chosen else None,
         hints=Ask(rooms=_at_least_one(rooms)),
     )

@@ -116,6 +116,10 @@ class GenericFlowSource:
         with transaction.atomic(using=self.alias):
             yield
 
+    def peek(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
+        # Reads only (autocommit): on SQLite they wait for no writer and stop none.
+        return self.usage(), self.candidates(ask)
+
     def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
         # The lock first: a write, so this transaction holds the database's write lock before
         # it reads anything (on SQLite, a read first could see a state older than the lock).

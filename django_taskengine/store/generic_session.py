@@ -91,6 +91,10 @@ class GenericWorkerSession(FlowClaims, WorkerSession):
         candidates = candidates.exclude(task_name__in=self.flow_tasks()).exclude(
             queue__in=Subquery(limited_queues(self.alias))
         )
+        if not candidates.exists():
+            # A read first: an idle worker's poll does not take SQLite's write lock, which
+            # every other writer (heartbeats, outcomes, task code) would wait for.
+            return []
         # One statement reserves them all (the database serializes claims); the ones to run
         # now start next, through the same fenced start as later ones.
         count = (

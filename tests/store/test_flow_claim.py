@@ -4,16 +4,18 @@ on PostgreSQL and SQLite (the worker tests prove the limits across processes).""
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import uuid
 
 import pytest
+from django.db import connection
 
 from django_taskengine import operations
 from django_taskengine.core import lifecycle
 from django_taskengine.models import Job, JobStatus, Queue, RateWindow
 from django_taskengine.store import WorkerInfo, get_store
-from tests.helpers import committed_db
+from tests.helpers import committed_db, in_thread
 from tests.testapp.flow_tasks import (
     five_per_second,
     flow_step,
@@ -254,3 +256,33 @@ def test_a_flow_claim_that_fails_starts_nothing_and_lets_the_next_claim_in(sessi
     finally:
         other.close()
     assert _claim(session) == []
+
+
+def test_on_sqlite_a_claim_that_can_take_nothing_does_not_wait_for_the_write_lock(open_sessions):
+    # SQLite has one write lock for the whole database: a worker whose jobs are held back by
+    # their limits, looking again every 50 ms, or an idle one polling, would otherwise keep
+    # heartbeats, outcomes and task code waiting for it.
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock")
+    session, idle = open_sessions(2)
+    operations.set_queue_limits("flow", concurrency=1)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(2)]
+    assert [job.id for job in _claim(session)] == [jobs[0].id]
+    writer = sqlite3.connect(connection.settings_dict["NAME"], timeout=0, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    results: list = []
+    errors: list = []
+    try:
+        # Held back by a limit (each claim runs the flow claim first, then the plain one), and
+        # a session that has not claimed yet (its plain claim runs first).
+        claims = in_thread(
+            lambda: [_claim(session), _claim(session), idle.claim(10)], results, errors
+        )
+        claims.join(timeout=10)
+        ended_under_the_lock = not claims.is_alive()
+    finally:
+        writer.rollback()
+        writer.close()
+    claims.join(timeout=30)
+    assert ended_under_the_lock, "a claim that could take nothing waited for the write lock"
+    assert errors == [] and results == [[[], [], []]]

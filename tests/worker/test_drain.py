@@ -185,7 +185,7 @@ def _worker_listening() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name LIKE 'taskengine-worker%%'"
+            " WHERE datname = current_database() AND application_name LIKE 'taskengine-worker%%'"
             " AND query LIKE '%%taskengine_worker%%'"
         )
         return cursor.fetchone()[0] > 0

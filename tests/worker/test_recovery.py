@@ -99,6 +99,7 @@ def test_postgres_running_job_holds_an_advisory_lock_on_the_worker_connection(st
                 "SELECT a.application_name FROM pg_locks l"
                 " JOIN pg_stat_activity a ON a.pid = l.pid"
                 " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s"
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND l.objsubid = 2",
                 [taskengine_settings.ADVISORY_LOCK_NAMESPACE, job.id],
             )

@@ -108,6 +108,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     errors.extend(_check_metrics_and_testing(user))
     errors.extend(_check_queues(number("QUEUES")))
     errors.extend(_check_direct_url(number("DIRECT_DATABASE_URL"), number("DATABASE")))
+    modules = number("TASK_MODULES")
+    if not isinstance(modules, (list, tuple)) or not all(
+        isinstance(name, str) and name and all(part.isidentifier() for part in name.split("."))
+        for name in modules
+    ):
+        errors.append(
+            Error(
+                f"TASKENGINE['TASK_MODULES'] must be a list of package names, not {modules!r}.",
+                hint="For example ['myproject.jobs']: a worker may import their modules to find "
+                "a task a job names.",
+                id="taskengine.E029",
+            )
+        )
     database = number("DATABASE")
     if not isinstance(database, str) or database not in settings.DATABASES:
         errors.append(

@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "QUEUES": {},
     # Module name looked up in every installed app for @task definitions.
     "AUTODISCOVER_MODULE": "tasks",
+    # Packages outside INSTALLED_APPS whose modules a worker may import to find a task a job
+    # names (those of installed apps always may): e.g. ["myproject.jobs"].
+    "TASK_MODULES": [],
     # How long finished jobs are kept, per status, before workers delete them (with their
     # attempts): seconds, a timedelta, or "90s", "15m", "12h", "7d", "2w"; None keeps them
     # forever. Statuses left out keep these defaults. "audit": how long the operators' audit
@@ -184,6 +187,13 @@ class Settings:
     @property
     def AUTODISCOVER_MODULE(self) -> str:
         return str(self._get("AUTODISCOVER_MODULE"))
+
+    @property
+    def TASK_MODULES(self) -> list[str]:
+        value = self._get("TASK_MODULES")
+        if not isinstance(value, (list, tuple)):
+            return []  # check E029 reports it
+        return [item for item in value if isinstance(item, str) and item]
 
     @property
     def RETENTION(self) -> dict[str, Any]:

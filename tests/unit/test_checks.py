@@ -7,7 +7,7 @@ from django.core import checks
 from django.test import override_settings
 
 from django_taskengine.checks import check_settings, sqlite_atomic_warnings
-from django_taskengine.conf import DEFAULTS
+from django_taskengine.conf import DEFAULTS, taskengine_settings
 
 
 def ids(messages) -> list[str]:
@@ -266,3 +266,22 @@ def test_the_engines_own_connections_take_the_direct_url():
         "direct",
     )
     assert params["sslmode"] == "require" and params["autocommit"] is True
+
+
+@pytest.mark.parametrize("value", ["myproject.jobs", ["my project"], [""], [3], None])
+def test_e029_task_modules_must_be_a_list_of_package_names(value):
+    with override_settings(TASKENGINE={"TASK_MODULES": value}):
+        messages = check_settings()
+        assert taskengine_settings.TASK_MODULES == [
+            name
+            for name in (value if isinstance(value, list) else [])
+            if isinstance(name, str) and name
+        ]
+    assert ids(messages) == ["taskengine.E029"]
+    assert "TASK_MODULES" in messages[0].msg
+
+
+def test_task_modules_accepts_package_names():
+    with override_settings(TASKENGINE={"TASK_MODULES": ["myproject.jobs", "reports"]}):
+        assert check_settings() == []
+        assert taskengine_settings.TASK_MODULES == ["myproject.jobs", "reports"]

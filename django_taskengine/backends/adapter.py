@@ -117,11 +117,15 @@ def register(django_task: DjangoTask, backend_alias: str) -> DjangoTaskAdapter:
 
     Called by the backend ``backend_alias``'s ``validate_task``, that is, wherever the task is
     defined (and again for every ``using()`` copy, which keeps the entry of the first
-    definition).
+    definition; ``engine_options`` makes a new definition).
     """
     name = django_task.module_path
     existing = registry.find(name)
-    if isinstance(existing, DjangoTaskAdapter) and existing.func is django_task.func:
+    if (
+        isinstance(existing, DjangoTaskAdapter)
+        and existing.func is django_task.func
+        and _definition(existing.django_task) == _definition(django_task)
+    ):
         return existing
     if existing is not None and (
         not isinstance(existing, DjangoTaskAdapter) or origin(existing.func) != name
@@ -134,6 +138,14 @@ def register(django_task: DjangoTask, backend_alias: str) -> DjangoTaskAdapter:
     adapter = DjangoTaskAdapter(django_task, backend_alias)
     registry.register(adapter, replace=True)
     return adapter
+
+
+def _definition(django_task: DjangoTask) -> tuple[Any, ...]:
+    """The task's options that ``using()`` never changes (and ``engine_options`` may)."""
+    return tuple(
+        getattr(django_task, option, None)
+        for option in ("retry_backoff", "timeout", "atomic", "on_orphan")
+    )
 
 
 def _send_task_finished(

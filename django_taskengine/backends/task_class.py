@@ -3,10 +3,11 @@ context a ``takes_context`` task receives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, cast
 
-from .compat import Task, TaskContext
+from .compat import InvalidTask, Task, TaskContext
 
 if TYPE_CHECKING:
     from ..context import TaskContext as EngineContext
@@ -74,6 +75,51 @@ class TaskEngineTask(Task):
         }
         changes = {option: value for option, value in given.items() if value is not None}
         return replace(new, **changes) if changes else new
+
+
+#: The options TaskEngineTask adds to Django's Task.
+ENGINE_OPTIONS = (
+    "max_attempts",
+    "retry_backoff",
+    "timeout",
+    "atomic",
+    "on_orphan",
+    "dedup_key",
+    "dedup",
+    "dedup_window",
+)
+
+
+def engine_options(**options: Any) -> Callable[[Task], TaskEngineTask]:
+    """The engine's options for a ``django.tasks`` task where it is defined, on every Django::
+
+        @engine_options(max_attempts=5, timeout=30)
+        @task(queue_name="emails")
+        def send_mail_task(to, subject): ...
+
+    Django 6.1 and the django-tasks backport also take them as ``@task(max_attempts=5, ...)``;
+    Django 6.0's ``@task`` refuses keywords it does not know, and this is the way there. The
+    task is checked and registered again with them (``InvalidTask`` for a bad value)."""
+    unknown = sorted(set(options) - set(ENGINE_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"engine_options() got unknown options {', '.join(unknown)}; "
+            f"it takes {', '.join(ENGINE_OPTIONS)}"
+        )
+
+    def apply(task: Task) -> TaskEngineTask:
+        if not isinstance(task, TaskEngineTask):
+            raise InvalidTask(
+                f"engine_options() needs a task of TaskEngineBackend (@task of django.tasks, "
+                f"under it), not {task!r}"
+            )
+        # A new task, checked and registered as Django checks every task it creates.
+        return replace(task, **options)
+
+    return apply
+
+
+assert set(ENGINE_OPTIONS) <= {f.name for f in fields(TaskEngineTask)}
 
 
 # django-stubs declares TaskContext a plain dataclass, but Django's and the backport's are frozen

@@ -5,6 +5,7 @@ async tasks, contexts, the engine's options and system checks."""
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from django_taskengine.backends import (
     TaskEngineContext,
     TaskEngineTask,
     WorkerDied,
+    engine_options,
 )
 from django_taskengine.backends.adapter import DjangoTaskAdapter
 from django_taskengine.backends.compat import (
@@ -269,9 +271,44 @@ def test_engine_options_given_to_task_reach_the_job_and_the_worker():
         ({"dedup": "debounce"}, "needs dedup_window"),
     ],
 )
-def test_bad_engine_options_are_refused_where_the_task_is_defined(options, message):
+def test_bad_engine_options_are_refused_where_the_task_is_defined(
+    options, message, isolated_registry
+):
     with pytest.raises(InvalidTask, match=message):
-        task(**options)(_plain_function)
+        engine_options(**options)(task(_plain_function))
+    if TASK_TAKES_OPTIONS:
+        with pytest.raises(InvalidTask, match=message):
+            task(**options)(_plain_function)
+
+
+#: Whether this Django's @task passes keywords it does not know to the task class (6.1, and the
+#: backport); Django 6.0's refuses them.
+TASK_TAKES_OPTIONS = any(
+    parameter.kind is inspect.Parameter.VAR_KEYWORD
+    for parameter in inspect.signature(task).parameters.values()
+)
+
+
+def test_engine_options_give_a_task_the_engines_options_on_every_django(isolated_registry):
+    options = {"max_attempts": 3, "timeout": 5.0, "atomic": True, "on_orphan": "park"}
+    given = engine_options(**options)(task(queue_name="emails")(_plain_function))
+    assert isinstance(given, TaskEngineTask) and given.queue_name == "emails"
+    assert {option: getattr(given, option) for option in options} == options
+    registered = get_task(given.module_path)
+    assert (registered.max_attempts, registered.timeout, registered.atomic) == (3, 5.0, True)
+    assert registered.on_orphan == "park"
+    if TASK_TAKES_OPTIONS:
+        assert task(queue_name="emails", **options)(_plain_function) == given
+    else:
+        with pytest.raises(TypeError, match="max_attempts"):
+            task(**options)(_plain_function)
+
+
+def test_engine_options_refuses_what_it_does_not_know(isolated_registry):
+    with pytest.raises(TypeError, match="unknown options retries; it takes max_attempts"):
+        engine_options(retries=3)
+    with pytest.raises(InvalidTask, match="needs a task of TaskEngineBackend"):
+        engine_options(max_attempts=3)(_plain_function)
 
 
 def test_a_dedup_key_returns_the_active_job_instead_of_adding_one():

@@ -2,6 +2,8 @@
 backport), run by the engine through ``TaskEngineBackend``: see tests/test_backend.py.
 
 Imported by this app's tasks.py, as a project's tasks would be, so worker processes know them.
+The engine's options are given with ``engine_options``, which every Django takes (6.0's
+``@task`` refuses them as keywords; tests/integration/test_backend.py checks that form).
 With ``TASKENGINE_TEST_DJANGO_SIGNALS=1`` in the environment, receivers of Django's task
 signals write a ledger row for each signal.
 """
@@ -19,6 +21,8 @@ try:
 except ImportError:
     from django_tasks import task
     from django_tasks.signals import task_enqueued, task_finished, task_started
+
+from django_taskengine.backends import engine_options
 
 from .models import LedgerEntry
 
@@ -62,14 +66,16 @@ def record_attempt(context, label=""):
     }
 
 
-@task(takes_context=True, max_attempts=3, retry_backoff=0.05)
+@engine_options(max_attempts=3, retry_backoff=0.05)
+@task(takes_context=True)
 def flaky(context, failures=2):
     if context.attempt <= failures:
         raise Boom(f"planned failure on attempt {context.attempt}")
     return context.attempt
 
 
-@task(max_attempts=2, retry_backoff=0.05)
+@engine_options(max_attempts=2, retry_backoff=0.05)
+@task
 def always_fails():
     raise Boom("this task always fails")
 
@@ -86,7 +92,8 @@ async def async_attempt(context):
     return context.attempt
 
 
-@task(takes_context=True, atomic=True, max_attempts=1)
+@engine_options(atomic=True, max_attempts=1)
+@task(takes_context=True)
 def atomic_write(context, label, fail=False):
     _ledger(context, label)
     if fail:
@@ -94,27 +101,32 @@ def atomic_write(context, label, fail=False):
     return label
 
 
-@task(timeout=0.5, max_attempts=1)
+@engine_options(timeout=0.5, max_attempts=1)
+@task
 def overruns():
     time.sleep(3)
 
 
-@task(max_attempts=1)
+@engine_options(max_attempts=1)
+@task
 def returns_bytes():
     return {"data": b"bytes", "pair": (1, 2)}
 
 
-@task(max_attempts=1)
+@engine_options(max_attempts=1)
+@task
 def returns_object():
     return object()
 
 
-@task(dedup_key="nightly-report")
+@engine_options(dedup_key="nightly-report")
+@task
 def nightly_report():
     return "report"
 
 
-@task(takes_context=True, max_attempts=5)
+@engine_options(max_attempts=5)
+@task(takes_context=True)
 def sleeps(context, seconds=30.0):
     _ledger(context, "sleeps")
     deadline = time.monotonic() + seconds

@@ -230,6 +230,16 @@ class BoundTask:
         self._check(args, kwargs)
         return self._insert([(args, kwargs)])[0]
 
+    def enqueue_call(
+        self, args: Sequence[Any], kwargs: dict[str, Any], *, run_eagerly: bool = True
+    ) -> Job:
+        """:meth:`enqueue` for integrations: with ``run_eagerly=False``, eager mode does not run
+        the job here (the caller says it was enqueued first, then runs it: see
+        :func:`django_taskengine.worker.inprocess.run_enqueued_eagerly`)."""
+        args = tuple(args)
+        self._check(args, kwargs)
+        return self._insert([(args, kwargs)], run_eagerly=run_eagerly)[0]
+
     def bulk_enqueue(self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
         checked: list[tuple[Sequence[Any], dict[str, Any]]] = []
         for call in calls:
@@ -257,7 +267,9 @@ class BoundTask:
             ) from None
         check_arguments(task.name, args, kwargs)
 
-    def _insert(self, calls: list[tuple[Sequence[Any], dict[str, Any]]]) -> list[Job]:
+    def _insert(
+        self, calls: list[tuple[Sequence[Any], dict[str, Any]]], *, run_eagerly: bool = True
+    ) -> list[Job]:
         """Write checked ``(args, kwargs)`` calls as jobs with this task's options."""
         # Imported here: the package's __init__ imports this module while Django populates
         # its app registry, and the store imports the models, which cannot load before that.
@@ -281,7 +293,7 @@ class BoundTask:
         if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look
             for job in jobs:
                 job_enqueued.send(sender=self.task, job=job, created=job.created)
-        if taskengine_settings.EAGER:
+        if run_eagerly and taskengine_settings.EAGER:
             jobs = run_enqueued_eagerly(jobs, store.alias)
         return jobs
 

@@ -11,7 +11,6 @@ from ..context import TaskContext as EngineContext
 from ..models import TERMINAL_STATUSES, AttemptOutcome
 from ..registry import origin
 from ..registry import tasks as registry
-from ..serialization import NotJSONError
 from ..signals import job_finished
 from ..task import Task
 from .compat import (
@@ -105,7 +104,8 @@ class DjangoTaskAdapter(Task):
         try:
             return normalize_json(value)
         except (TypeError, ValueError) as exc:
-            raise NotJSONError(
+            # TypeError, as Django's own backends record (not the engine's NotJSONError).
+            raise TypeError(
                 f"{self.name} returned {value!r:.80}, which is not JSON ({exc}): a task's return "
                 "value is stored as JSON; return only dicts, lists, strings, numbers, booleans "
                 "and None (e.g. an id instead of a model instance)."

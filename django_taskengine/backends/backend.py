@@ -13,6 +13,7 @@ from ..conf import taskengine_settings
 from ..core.dedup import SKIP, check_mode
 from ..core.limits import DEDUP_KEY_MAX, INT32_MAX, QUEUE_NAME_MAX
 from ..models import JobStatus
+from ..worker.inprocess import run_enqueued_eagerly
 from .adapter import register
 from .compat import BaseTaskBackend, InvalidTask, Task, TaskResult, normalize_json, task_enqueued
 from .results import build_result, load_result, parse_result_id
@@ -66,15 +67,20 @@ class TaskEngineBackend(BaseTaskBackend):
                 dedup_window=getattr(task, "dedup_window", None),
                 max_attempts=getattr(task, "max_attempts", None),
             )
-            .enqueue(*json_args, **json_kwargs)
+            # In eager mode the job runs below, once task_enqueued has been sent (as Django's
+            # immediate backend does: enqueued, then started, then finished).
+            .enqueue_call(json_args, json_kwargs, run_eagerly=False)
         )
         if job.created and job.status == JobStatus.QUEUED:
             result = build_result(job, [], task, self.alias)
         else:
-            # An active job that holds the dedup key (or one an eager test mode already ran).
+            # An active job that holds the dedup key.
             result = load_result(job.pk, self.alias, task)
         if job.created:
             task_enqueued.send(sender=type(self), task_result=result)
+            if taskengine_settings.EAGER:
+                run_enqueued_eagerly([job], job._state.db or taskengine_settings.DATABASE)
+                result = load_result(job.pk, self.alias, task)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:

@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[2] / "django_taskengine"
 NAME = "django_taskengine"
 #: A module longer than this is doing more than one thing.
@@ -203,6 +205,33 @@ def test_every_sql_block_the_code_names_exists():
     for path in modules().values():
         used.update(re.findall(r"""\bquery\(\s*["']([a-z0-9_]+)["']""", path.read_text()))
     assert used - named == set()
+
+
+def test_an_included_block_stands_in_for_its_include_line_and_bad_includes_are_refused(
+    tmp_path, monkeypatch
+):
+    from django_taskengine.store import sql
+
+    def load(text: str) -> dict[str, str]:
+        (tmp_path / "blocks.sql").write_text(text)
+        monkeypatch.setattr(sql, "_HERE", tmp_path)
+        sql._queries.cache_clear()
+        try:
+            return sql._queries()
+        finally:
+            sql._queries.cache_clear()
+
+    blocks = load(
+        "-- name: outer\n-- Reads.\nSELECT 1\nWHERE true\n  -- include: part\n\n"
+        "-- name: part\n-- A shared condition.\nAND x = %(x)s\n"
+    )
+    assert blocks["outer"] == "SELECT 1\nWHERE true\nAND x = %(x)s"
+    with pytest.raises(ValueError, match="includes itself"):
+        load("-- name: a\nSELECT\n-- include: b\n\n-- name: b\n1\n-- include: a\n")
+    with pytest.raises(ValueError, match="which no file defines"):
+        load("-- name: a\nSELECT\n-- include: nowhere\n")
+    monkeypatch.undo()
+    assert "claimable_now" in set(sql.names())
 
 
 def test_no_module_is_longer_than_the_limit():

@@ -11,6 +11,9 @@ Each file holds named blocks::
 read once, at first use. The comment lines that open a block are for readers and are not sent.
 Statements hold ``%`` only as placeholders (psycopg reads them).
 
+A line ``-- include: <name>`` inside a block stands for the text of the block ``<name>``: a part
+several statements share (the conditions that make a job claimable) is written once.
+
 A reader greps this folder to see every statement the engine sends: no ``.py`` file of the
 package holds SQL but this loader and the migrations that load from it.
 """
@@ -27,6 +30,7 @@ from django.db import migrations
 
 _HERE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*-- include: ([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE)
 
 
 class UnknownQuery(LookupError):
@@ -49,7 +53,16 @@ def _queries() -> dict[str, str]:
             while lines and lines[0].startswith("--"):
                 lines.pop(0)
             queries[name] = "\n".join(lines).strip()
-    return queries
+    return {name: _expand(queries, name, ()) for name in queries}
+
+
+def _expand(queries: dict[str, str], name: str, outer: tuple[str, ...]) -> str:
+    """The block ``name`` with its ``-- include:`` lines replaced by the blocks they name."""
+    if name in outer:
+        raise ValueError(f"SQL block {name!r} includes itself: {' -> '.join((*outer, name))}")
+    if name not in queries:
+        raise ValueError(f"SQL block {outer[-1]!r} includes {name!r}, which no file defines")
+    return _INCLUDE.sub(lambda mark: _expand(queries, mark.group(1), (*outer, name)), queries[name])
 
 
 def query(name: str) -> str:

@@ -126,16 +126,8 @@ SELECT pg_advisory_xact_lock(%(fence)s::bigint)
 -- NULL, 0); the session scans from there regularly (PostgresWorkerSession.claim), for the
 -- jobs that sort before its cursor: higher priorities, jobs given back or rescued (they keep
 -- their place), jobs whose enqueue committed late.
-WITH pauses AS MATERIALIZED (
-    -- Read after taking the start fence, with a snapshot of their own: a pause that has
-    -- returned is seen (see the function).
-    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
-),
-limited AS MATERIALIZED (
-    SELECT ARRAY(
-        SELECT q.name FROM taskengine_queue q
-        WHERE q.concurrency IS NOT NULL OR q.rate_limit <> '') AS queues
-),
+WITH
+-- include: claim_pauses
 picked AS (
     -- Two index scans of due, unreserved jobs in this worker's queues, the second run only if
     -- the first found fewer than `limit`, each locking only the rows it takes (a locking
@@ -146,16 +138,9 @@ picked AS (
     -- claim index's order for a scan and sort of every queued job.
     SELECT * FROM (
         SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
-        WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NULL
-          AND j.run_after <= now()
-          AND j.priority = %(after_priority)s
+        WHERE j.priority = %(after_priority)s
           AND (j.run_after, j.id) > (COALESCE(%(after_run)s::timestamptz, '-infinity'), %(after_id)s::bigint)
-          AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
-          AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
-          AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
-          AND NOT (SELECT engine FROM pauses)
-          AND j.queue NOT IN (SELECT unnest(queues) FROM limited)
-          AND j.task_name NOT IN (SELECT unnest(%(flow_tasks)s::text[]))
+          -- include: claimable_now
         ORDER BY j.run_after, j.id
         LIMIT %(limit)s
         FOR UPDATE OF j SKIP LOCKED
@@ -163,21 +148,59 @@ picked AS (
     UNION ALL
     SELECT * FROM (
         SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
-        WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NULL
-          AND j.run_after <= now()
-          AND j.priority < %(after_priority)s
-          AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
-          AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
-          AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
-          AND NOT (SELECT engine FROM pauses)
-          AND j.queue NOT IN (SELECT unnest(queues) FROM limited)
-          AND j.task_name NOT IN (SELECT unnest(%(flow_tasks)s::text[]))
+        WHERE j.priority < %(after_priority)s
+          -- include: claimable_now
         ORDER BY j.priority DESC, j.run_after, j.id
         LIMIT %(limit)s
         FOR UPDATE OF j SKIP LOCKED
     ) lower_priorities
     LIMIT %(limit)s
 ),
+-- include: claim_take
+
+-- name: claim_ids
+-- As claim_jobs, of the jobs `ids` only: those a stream delivered to this worker under Redis
+-- Streams dispatch (django_taskengine/dispatch). A delivery confers nothing: a job is taken
+-- only if it is claimable now, here, under the same conditions, fenced and locked the same way.
+WITH
+-- include: claim_pauses
+picked AS (
+    SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
+    WHERE j.id = ANY(%(ids)s::bigint[])
+      -- include: claimable_now
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+),
+-- include: claim_take
+
+-- name: claim_pauses
+-- Part of the claims (claim_jobs, claim_ids, relay_candidates): the pauses in force and the
+-- queues with a limit, read once per statement.
+pauses AS MATERIALIZED (
+    -- Read after taking the start fence, with a snapshot of their own: a pause that has
+    -- returned is seen (see the function).
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
+),
+limited AS MATERIALIZED (
+    SELECT ARRAY(
+        SELECT q.name FROM taskengine_queue q
+        WHERE q.concurrency IS NOT NULL OR q.rate_limit <> '') AS queues
+),
+
+-- name: claimable_now
+-- Part of the claims: a job `j` a worker of these queues may take now (with claim_pauses).
+AND j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NULL
+AND j.run_after <= now()
+AND (%(all_queues)s OR j.queue = ANY(%(queues)s))
+AND j.queue NOT IN (SELECT unnest(queues) FROM pauses)
+AND j.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+AND NOT (SELECT engine FROM pauses)
+AND j.queue NOT IN (SELECT unnest(queues) FROM limited)
+AND j.task_name NOT IN (SELECT unnest(%(flow_tasks)s::text[]))
+
+-- name: claim_take
+-- Part of the claims: the jobs `picked`, taken for this worker.
 ranked AS (
     SELECT p.id, p.task_name,
         row_number() OVER (ORDER BY p.priority DESC, p.run_after, p.id) AS n

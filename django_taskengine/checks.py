@@ -12,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .conf import DEFAULTS, taskengine_settings
 from .core.flow import queue_limits
 from .core.limits import QUEUE_NAME_MAX, check_name, is_int32
+from .dispatch.options import check_dispatch
 from .periodic import collect_definitions
 from .registry import registered_tasks
 from .retention import AUDIT_KEY, EVENTS_KEY, PRUNABLE_STATUSES, parse_age
@@ -108,6 +109,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     errors.extend(_check_metrics_and_testing(user))
     errors.extend(_check_queues(number("QUEUES")))
     errors.extend(_check_direct_url(number("DIRECT_DATABASE_URL"), number("DATABASE")))
+    errors.extend(check_dispatch(number("DISPATCH"), _engine(number("DATABASE"))))
     modules = number("TASK_MODULES")
     if not isinstance(modules, (list, tuple)) or not all(
         isinstance(name, str) and name and all(part.isidentifier() for part in name.split("."))
@@ -146,14 +148,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
+def _engine(database: Any) -> str:
+    """The ENGINE of the database alias ``database`` ("" if it is not one)."""
+    return (
+        settings.DATABASES.get(database, {}).get("ENGINE", "") if isinstance(database, str) else ""
+    )
+
+
 def _check_direct_url(url: Any, database: Any) -> list[Any]:
     """E028: DIRECT_DATABASE_URL is None, or a PostgreSQL URL, for a PostgreSQL database."""
     if url is None:
         return []
     example = "e.g. 'postgres://app@db.internal:5432/app'"
-    engine = (
-        settings.DATABASES.get(database, {}).get("ENGINE", "") if isinstance(database, str) else ""
-    )
+    engine = _engine(database)
     try:
         if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
             raise ValueError("it must be a postgres:// URL")

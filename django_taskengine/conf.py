@@ -43,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
     # connections (a worker's claims, advisory locks and LISTEN; job.wait()) use it; task code
     # and enqueues use DATABASES, through the pooler. None: DATABASES is direct.
     "DIRECT_DATABASE_URL": None,
+    # How workers learn which jobs to claim: {"BACKEND": "postgres"} (scans of the job table),
+    # or {"BACKEND": "redis-streams", "URL": "redis://host:6379/0", ...} (a relay publishes
+    # job ids to Redis streams; see django_taskengine.dispatch).
+    "DISPATCH": {"BACKEND": "postgres"},
     # Seconds run_workers waits for running jobs on SIGTERM before requeueing them.
     "SHUTDOWN_TIMEOUT": 30.0,
     # Periodic schedules with arguments: name -> {"task", "cron", "args", "kwargs", "timezone",
@@ -165,6 +169,11 @@ class Settings:
     def DIRECT_DATABASE_URL(self) -> str | None:
         value = self._get("DIRECT_DATABASE_URL")
         return str(value) if value else None
+
+    @property
+    def DISPATCH(self) -> dict[str, Any]:
+        value = self._get("DISPATCH")
+        return dict(value) if isinstance(value, dict) else {"BACKEND": value}
 
     @property
     def SHUTDOWN_TIMEOUT(self) -> float:

@@ -40,6 +40,7 @@ from django.views.decorators.http import require_GET
 
 from . import inspection
 from .conf import taskengine_settings
+from .dispatch.state import DispatchState, dispatch_state
 from .models import TERMINAL_STATUSES, Job, JobStatus
 
 #: The window of the throughput figures and of the durations histogram.
@@ -203,6 +204,56 @@ class TaskEngineCollector:
             points = [(floatToGoString(bound), count) for bound, count in buckets]
             durations.add_metric([queue, task_name], points, gsum_value=total)
         yield durations
+        yield from dispatch_metrics(dispatch_state(db))
+
+
+def dispatch_metrics(state: DispatchState) -> Iterator[Any]:
+    """Redis Streams dispatch: Redis reachable, the streams, the relay (none under postgres)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    if state.backend != "redis-streams":
+        return
+    yield GaugeMetricFamily(
+        "taskengine_dispatch_redis_up",
+        "1 if Redis answered this scrape, else 0.",
+        value=0 if state.error else 1,
+    )
+    families = {
+        "length": GaugeMetricFamily(
+            "taskengine_stream_length", "Entries in the queue's stream.", labels=["queue"]
+        ),
+        "undelivered": GaugeMetricFamily(
+            "taskengine_stream_undelivered",
+            "Entries of the queue's stream no worker has read yet.",
+            labels=["queue"],
+        ),
+        "pending": GaugeMetricFamily(
+            "taskengine_stream_pending",
+            "Entries delivered to a worker and not yet acknowledged.",
+            labels=["queue"],
+        ),
+        "oldest_pending_age": GaugeMetricFamily(
+            "taskengine_stream_oldest_pending_seconds",
+            "Seconds since the oldest pending entry was delivered; 0 when none is pending.",
+            labels=["queue"],
+        ),
+    }
+    for item in state.streams:
+        for name, family in families.items():
+            family.add_metric([item.queue], getattr(item, name) or 0)
+    yield from families.values()
+    if state.relay_round_age is not None:
+        yield GaugeMetricFamily(
+            "taskengine_relay_last_round_age_seconds",
+            "Seconds since the relay's last round (it runs about every POLL_INTERVAL at most).",
+            value=state.relay_round_age,
+        )
+    if state.relay_lag is not None:
+        yield GaugeMetricFamily(
+            "taskengine_relay_lag_seconds",
+            "How long the jobs the relay last published had been due, at most.",
+            value=state.relay_lag,
+        )
 
 
 def duration_histogram(

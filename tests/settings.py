@@ -1,5 +1,6 @@
 """Settings for the test suite. ``TASKENGINE_TEST_DB`` picks the database: ``postgres`` (the
-default; ``DATABASE_URL`` names the server) or ``sqlite``. Worker processes started by the tests
+default; ``DATABASE_URL`` names the server) or ``sqlite``; ``TASKENGINE_TEST_DISPATCH`` the dispatch
+backend (``redis-streams``; PostgreSQL's by default). Worker processes started by the tests
 use these settings too, with ``TASKENGINE_TEST_DB_NAME`` naming the test database."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -103,7 +105,7 @@ TASKS = {
 }
 
 # Short intervals so crash-recovery tests finish in seconds.
-TASKENGINE = {
+TASKENGINE: dict[str, Any] = {
     "POLL_INTERVAL": 0.2,
     "HEARTBEAT_INTERVAL": 0.25,
     "RESCUE_GRACE": 1.5,
@@ -111,6 +113,12 @@ TASKENGINE = {
     "LEASE_SECONDS": 2.0,
     "SHUTDOWN_TIMEOUT": 10.0,
 }
+# The whole suite runs under Redis Streams dispatch too (a CI leg): TASKENGINE_TEST_DISPATCH.
+if os.environ.get("TASKENGINE_TEST_DISPATCH") == "redis-streams":
+    TASKENGINE["DISPATCH"] = {
+        "BACKEND": "redis-streams",
+        "URL": os.environ.get("TASKENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    }
 # Worker processes started by a test may get other values (JSON in this variable).
 TASKENGINE.update(json.loads(os.environ.get("TASKENGINE_TEST_OVERRIDES", "{}")))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from .. import inspection, operations
+from ..dispatch.state import DispatchState, dispatch_state
 from ..flow_status import flow_state
 from ..models import PauseScope
 from .limits import limits_json, limits_lines
@@ -23,9 +25,11 @@ def status(command: BaseCommand, database: str, options: dict[str, Any]) -> None
     pauses = operations.active_pauses(using=database)
     workers = inspection.live_workers(using=database)
     engine_pause = next((p for p in pauses if p.scope == PauseScope.ENGINE), None)
+    dispatch = dispatch_state(database)
     if options["json"]:
         data = status_json(stats, engine_pause, pauses, workers)
         limits_json(limits, data)
+        data["dispatch"] = dispatch.as_json()
         command.stdout.write(json.dumps(data, indent=2))
         return
     now = timezone.localtime()
@@ -82,6 +86,39 @@ def status(command: BaseCommand, database: str, options: dict[str, Any]) -> None
     if not workers:
         line += " (no job starts until one runs: `manage.py run_workers`)"
     command.stdout.write(line)
+    for line in dispatch_lines(dispatch):
+        command.stdout.write(line)
+
+
+def dispatch_lines(state: DispatchState) -> list[str]:
+    """The dispatch backend, and under Redis Streams its relay and streams."""
+    if state.backend == "postgres":
+        return ["Dispatch: postgres (workers claim by scanning the job table)"]
+    lines = [f"Dispatch: redis-streams at {state.url}, keys {state.prefix}:*"]
+    if state.error:
+        return [*lines, f"  Redis unavailable ({state.error}): workers claim from PostgreSQL"]
+    if state.relay_round_age is None:
+        lines.append("  Relay: has not run yet (it runs in the workers)")
+    else:
+        lag = "-" if state.relay_lag is None else f"{state.relay_lag:.3f} s"
+        lines.append(
+            f"  Relay: worker {state.relay_leader}, last round {_age(state.relay_round_age)}"
+            f" ago, lag {lag}, {state.published} jobs published"
+        )
+    rows = [
+        [
+            item.queue,
+            str(item.length),
+            str(item.undelivered),
+            str(item.pending),
+            "-" if item.oldest_pending_age is None else _age(item.oldest_pending_age),
+        ]
+        for item in state.streams
+    ]
+    if rows:
+        header = ["STREAM", "LENGTH", "UNDELIVERED", "PENDING", "OLDEST PENDING"]
+        lines.extend("  " + line for line in table(header, rows, right_aligned={1, 2, 3, 4}))
+    return lines
 
 
 def why(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
@@ -110,3 +147,7 @@ def why(command: BaseCommand, database: str, options: dict[str, Any]) -> None:
     )
     for reason in explanation.reasons:
         command.stdout.write(f"- {reason.text}")
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 10 else short_age(dt.timedelta(seconds=seconds))

@@ -14,7 +14,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.dedup import CREATED, SKIP
 from ..core.dedup import outcomes as dedup_outcomes
@@ -163,11 +163,27 @@ class Store(ABC):
         """Open a worker's own connection; raises a database error if it cannot connect."""
 
 
+class Deliveries(Protocol):
+    """Job ids a dispatch backend delivers to this worker (django_taskengine/dispatch)."""
+
+    def take(self, limit: int) -> list[Any]:
+        """Up to ``limit`` deliveries (each with a ``job_id``), best first."""
+
+    def done(self, deliveries: list[Any]) -> None:
+        """Their jobs were claimed, or could not be."""
+
+    def should_scan(self) -> bool:
+        """Whether the claim should also scan the job table now (the backend fails, or has
+        delivered nothing for a poll interval)."""
+
+
 class WorkerSession(ABC):
     """One worker process's long-lived connection: claims, completions, heartbeats, rescue."""
 
     #: Rescue needs a lease on each running job (no advisory locks on this database).
     uses_leases = False
+    #: Job ids to claim, when a dispatch backend delivers them; None: claims scan the table.
+    deliveries: Deliveries | None = None
 
     @abstractmethod
     def register(self) -> None:

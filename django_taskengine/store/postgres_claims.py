@@ -1,22 +1,26 @@
 """A PostgreSQL worker session's claims: the jobs the claim statements return (claim_jobs,
 flow_start, select_orphans), and the statements of the flow claim (see :mod:`.flow_claim`) on
-the session's own connection."""
+the session's own connection; the parameters of the statement that writes outcomes."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..core.flow import FlowJob, Window
-from ..core.lifecycle import ClaimedJob
+from ..core.lifecycle import ClaimedJob, Outcome
 from .decoding import load_column
 from .flow_claim import MAX_LANES, Ask, FlowRead, lanes_of
+from .postgres_notices import FINISHED_CHANNEL
 from .sql import query
+
+T = TypeVar("T")
 
 
 def claimed_job(row: tuple[Any, ...]) -> ClaimedJob:
@@ -157,3 +161,46 @@ def orphan_job(row: tuple[Any, ...]) -> ClaimedJob:
         started_at=row[8],
         stop_requested=row[11],
     )
+
+
+def any_other_worker(outcomes: list[Outcome]) -> bool:
+    """Whether any outcome records an attempt of a worker other than the writer's."""
+    return any(o.worker_id is not None for o in outcomes)
+
+
+def outcome_params(
+    outcomes: list[Outcome], worker: uuid.UUID, ns: int, unlock: list[int]
+) -> dict[str, Any]:
+    """write_outcomes' parameters: one array element per outcome, written by ``worker``,
+    releasing the advisory locks (namespace ``ns``) of the jobs in ``unlock``."""
+    return {
+        "ids": [o.job_id for o in outcomes],
+        "tokens": [o.token for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "outcomes": [o.outcome for o in outcomes],
+        "results": [o.result_json for o in outcomes],
+        "errors": unless_all_empty([o.error for o in outcomes]),
+        "tracebacks": unless_all_empty([o.traceback for o in outcomes]),
+        "due_in": [o.due_in for o in outcomes],
+        "refunds": unless_all_empty([o.refund_attempt for o in outcomes]),
+        "numbers": [o.attempt for o in outcomes],
+        "started": [o.started_at for o in outcomes],
+        "finished": [o.finished_at for o in outcomes],
+        "terminal": [o.job_finished_at is not None for o in outcomes],
+        # Only a rescue writes for other workers.
+        "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
+        "stops": unless_all_empty([o.stop_request for o in outcomes]),
+        "stops_after": unless_all_empty([o.stop_requested_after for o in outcomes]),
+        "waits": unless_all_empty([o.waits_json for o in outcomes]),
+        "waiting_for": unless_all_empty([o.waiting_for for o in outcomes]),
+        "finished_channel": FINISHED_CHANNEL,
+        "worker": worker,
+        "ns": ns,
+        "unlock": unlock,
+    }
+
+
+def unless_all_empty(values: list[T]) -> list[T]:
+    """``values``, or none when every one is falsy ("", False): write_outcomes reads a missing
+    element as its column's default, and an array not sent is one not encoded."""
+    return values if any(values) else []

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Collection
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import psycopg
 import psycopg.sql
@@ -29,12 +28,10 @@ from .base import (
     parked_jobs,
 )
 from .flow_claim import FLOW_LOCK_ID, FLOW_NOTICE, FlowClaimer, FlowClaims
-from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job
+from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job, outcome_params
 from .postgres_dependencies import decide_ready
-from .postgres_notices import FINISHED_CHANNEL, own_connection_params, wake_if_sent
+from .postgres_notices import own_connection_params, wake_if_sent
 from .sql import query
-
-T = TypeVar("T")
 
 #: Low 32 bits of the engine's own advisory lock keys (single bigint keys whose high 32 bits are
 #: ADVISORY_LOCK_NAMESPACE; retention's pruning lock is 0x7072): one rescuer at a time, and the
@@ -127,6 +124,20 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             "fence": engine_lock_key(START_FENCE_LOCK_ID),
             "flow_tasks": self.flow_tasks(),
         }
+        delivered: list[ClaimedJob] = []
+        deliveries = self.deliveries
+        if deliveries is not None:
+            taken = deliveries.take(limit)
+            if taken:
+                try:
+                    delivered = self._claim_ids(params, [d.job_id for d in taken])
+                finally:
+                    deliveries.done(taken)
+            if len(delivered) >= limit or not deliveries.should_scan():
+                return delivered
+            # The delivered ones came first: the scan adds to them.
+            n = len(delivered)
+            params |= {"limit": limit - n, "free": max(0, free - n), "start": max(0, start - n)}
         # A scan from the head steps over the dead index entries of every job claimed since
         # the last vacuum, or since a transaction began to hold the xmin horizon. While that
         # is slow, claims scan from the cursor, and from the head only every so often.
@@ -139,6 +150,12 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             if min(took, self._head_scan_took) > CHEAP_HEAD_SCAN:
                 self._head_scan_due = began + min(took * FULL_SCAN_GAP, FULL_SCAN_GAP_MAX)
             self._head_scan_took = took
+        return delivered + [claimed_job(row) for row in rows]
+
+    def _claim_ids(self, params: dict[str, Any], ids: list[int]) -> list[ClaimedJob]:
+        """The jobs ``ids`` (delivered by the dispatch backend) that are claimable now."""
+        rows = self.conn.execute(query("claim_ids"), params | {"ids": ids}).fetchall()
+        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
         return [claimed_job(row) for row in rows]
 
     def _claim_after(self, params: dict[str, Any], after: tuple[int, Any, int]) -> list[Any]:
@@ -348,46 +365,3 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
         except psycopg.Error:
             return False
         return True
-
-
-def any_other_worker(outcomes: list[Outcome]) -> bool:
-    """Whether any outcome records an attempt of a worker other than the writer's."""
-    return any(o.worker_id is not None for o in outcomes)
-
-
-def outcome_params(
-    outcomes: list[Outcome], worker: uuid.UUID, ns: int, unlock: list[int]
-) -> dict[str, Any]:
-    """write_outcomes' parameters: one array element per outcome, written by ``worker``,
-    releasing the advisory locks (namespace ``ns``) of the jobs in ``unlock``."""
-    return {
-        "ids": [o.job_id for o in outcomes],
-        "tokens": [o.token for o in outcomes],
-        "statuses": [o.status for o in outcomes],
-        "outcomes": [o.outcome for o in outcomes],
-        "results": [o.result_json for o in outcomes],
-        "errors": unless_all_empty([o.error for o in outcomes]),
-        "tracebacks": unless_all_empty([o.traceback for o in outcomes]),
-        "due_in": [o.due_in for o in outcomes],
-        "refunds": unless_all_empty([o.refund_attempt for o in outcomes]),
-        "numbers": [o.attempt for o in outcomes],
-        "started": [o.started_at for o in outcomes],
-        "finished": [o.finished_at for o in outcomes],
-        "terminal": [o.job_finished_at is not None for o in outcomes],
-        # Only a rescue writes for other workers.
-        "workers": [o.worker_id for o in outcomes] if any_other_worker(outcomes) else [],
-        "stops": unless_all_empty([o.stop_request for o in outcomes]),
-        "stops_after": unless_all_empty([o.stop_requested_after for o in outcomes]),
-        "waits": unless_all_empty([o.waits_json for o in outcomes]),
-        "waiting_for": unless_all_empty([o.waiting_for for o in outcomes]),
-        "finished_channel": FINISHED_CHANNEL,
-        "worker": worker,
-        "ns": ns,
-        "unlock": unlock,
-    }
-
-
-def unless_all_empty(values: list[T]) -> list[T]:
-    """``values``, or none when every one is falsy ("", False): write_outcomes reads a missing
-    element as its column's default, and an array not sent is one not encoded."""
-    return values if any(values) else []

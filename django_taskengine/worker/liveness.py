@@ -32,6 +32,7 @@ from ..core.lifecycle import ClaimedJob
 from ..core.statuses import JobStatus
 from ..registry import tasks as registry
 from ..store import Store, WorkerInfo, WorkerSession
+from ..store.base import Deliveries
 from .claimer import Running
 from .maintenance import DUTIES
 
@@ -84,8 +85,11 @@ class Liveness:
         sleep: Callable[[float], None],
         overdue: Callable[[float], bool],
         finishing: Callable[[], list[ClaimedJob]] = list,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.store = store
+        #: What the dispatch backend delivers, given to every session (see WorkerSession).
+        self.deliveries = deliveries
         self.info = info
         #: The worker's claimed jobs (shared with the claimer).
         self.running = running
@@ -109,6 +113,7 @@ class Liveness:
         while True:
             try:
                 session = self.store.open_session(self.info)
+                session.deliveries = self.deliveries
                 session.register()
                 session.relock(self.owned())
                 self.session = session

@@ -26,6 +26,7 @@ from ..store import WorkerInfo, WorkerSession, get_store
 from ..store.orm_dependencies import NONE, SOON, UNDECIDED, sweep, waiting_outlook
 from .claimer import STALLED_AFTER, Claimer
 from .completer import Completer
+from .dispatching import Dispatch
 from .liveness import DB_ERRORS, Liveness
 from .runner_pool import RunnerPool
 from .state_sync import StateSync
@@ -111,6 +112,7 @@ class WorkerProcess:
             wake=self.wakeup.wake,
             worker_id=self.info.id,
         )
+        self.dispatch = Dispatch(self.store, self.info, burst=burst)
         self.liveness = Liveness(
             self.store,
             self.info,
@@ -118,6 +120,7 @@ class WorkerProcess:
             sleep=self.wakeup.sleep,
             overdue=self.stops.overdue,
             finishing=self.completer.unwritten,
+            deliveries=self.dispatch.reader,
         )
         self.runners = RunnerPool(
             self.concurrency,
@@ -150,6 +153,7 @@ class WorkerProcess:
             signal.signal(signal.SIGQUIT, self.stop_now)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.runners.start()
+        self.dispatch.start()
         logger.info(
             "worker %s started (pid %s, queues %s, concurrency %s)",
             self.info.id,
@@ -292,14 +296,20 @@ class WorkerProcess:
             # A notification that arrived during another query waits inside the driver, where
             # select() cannot see it: claim now instead of sleeping until the next poll.
             return
+        reader = self.dispatch.reader
+        if can_claim and reader is not None and reader.ready():
+            return
         session_fd = session.wait_fileno() if session is not None else None
         fds = [session_fd] if can_claim and session_fd is not None else []
+        if can_claim and reader is not None:
+            fds.append(reader.fileno())
         readable = self.wakeup.wait(fds, timeout)
         if session_fd is not None and session_fd in readable and session is not None:
             session.drain_notifications()
 
     def _shutdown(self) -> None:
         self.state.release_waiting_threads()
+        self.dispatch.stop()
         self.runners.stop()
         overran = self.stops.overran_executing()
         if overran:

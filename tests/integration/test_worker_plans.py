@@ -19,11 +19,8 @@ from django_taskengine.conf import taskengine_settings
 from django_taskengine.core.attempts import Outcome
 from django_taskengine.core.statuses import AttemptOutcome
 from django_taskengine.models import Job, JobStatus, Queue, Worker
-from django_taskengine.store.postgres_session import (
-    RESCUER_LOCK_ID,
-    engine_lock_key,
-    outcome_params,
-)
+from django_taskengine.store.postgres_claims import outcome_params
+from django_taskengine.store.postgres_session import RESCUER_LOCK_ID, engine_lock_key
 from django_taskengine.store.sql import query
 from tests.helpers import claim_statement_params
 

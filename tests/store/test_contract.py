@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -51,8 +52,14 @@ def parked_on_orphan():
     """A task that must not run twice: an orphaned attempt fails it instead of retrying."""
 
 
-#: The stores under contract on this test run's database.
-STORES = ["postgres", "orm", "inprocess"] if BACKEND == "postgres" else ["orm", "inprocess"]
+#: The stores under contract on this test run's database. "postgres-ids": PostgreSQL's, its
+#: claims of ids a dispatch backend delivers (Redis Streams dispatch: claim_ids), here every
+#: queued job's id, so that the claim itself must hold every condition the contract states.
+STORES = (
+    ["postgres", "postgres-ids", "orm", "inprocess"]
+    if BACKEND == "postgres"
+    else ["orm", "inprocess"]
+)
 _current = {"store": STORES[0]}
 
 
@@ -65,14 +72,32 @@ def store_kind(request):
 
 def is_postgres() -> bool:
     """The store under test is PostgreSQL's (advisory locks, not leases)."""
-    return _current["store"] == "postgres"
+    return _current["store"].startswith("postgres")
+
+
+class EveryQueuedJob:
+    """Deliveries (store/base.py) of the id of every queued job, claimable or not, and never a
+    scan: what a dispatch backend delivers is all such a claim may take."""
+
+    def take(self, limit: int) -> list[Any]:
+        ids = Job.objects.filter(status="queued").order_by("-id").values_list("id", flat=True)
+        return [SimpleNamespace(job_id=job_id) for job_id in ids]
+
+    def done(self, deliveries: list[Any]) -> None:
+        pass
+
+    def should_scan(self) -> bool:
+        return False
 
 
 def new_session(info: WorkerInfo) -> WorkerSession:
     """An unregistered session of the store under test."""
     kind = _current["store"]
-    if kind == "postgres":
-        return get_store().open_session(info)
+    if kind.startswith("postgres"):
+        session = get_store().open_session(info)
+        if kind == "postgres-ids":
+            session.deliveries = EveryQueuedJob()
+        return session
     if kind == "orm":
         return GenericStore(get_store().alias).open_session(info)
     return InProcessSession(get_store().alias, info, None)

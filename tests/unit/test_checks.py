@@ -285,3 +285,56 @@ def test_task_modules_accepts_package_names():
     with override_settings(TASKENGINE={"TASK_MODULES": ["myproject.jobs", "reports"]}):
         assert check_settings() == []
         assert taskengine_settings.TASK_MODULES == ["myproject.jobs", "reports"]
+
+
+GOOD_DISPATCH = {"BACKEND": "redis-streams", "URL": "redis://127.0.0.1:6379/0"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "redis",
+        {"BACKEND": "kafka"},
+        {"BACKEND": "postgres", "URL": "redis://h/0"},
+        {"BACKEND": "redis-streams"},
+        {**GOOD_DISPATCH, "URL": "http://h:6379"},
+        {**GOOD_DISPATCH, "WINDOW": 0},
+        {**GOOD_DISPATCH, "MAXLEN": 2.5},
+        {**GOOD_DISPATCH, "REPUBLISH_AFTER": -1},
+        {**GOOD_DISPATCH, "STALE_AFTER": True},
+        {**GOOD_DISPATCH, "PREFIX": ""},
+        {**GOOD_DISPATCH, "GROUP": "mine"},
+    ],
+)
+def test_e030_dispatch_must_name_a_backend_with_valid_options(value):
+    with override_settings(TASKENGINE={"DISPATCH": value}):
+        messages = check_settings()
+    assert ids(messages) == ["taskengine.E030"]
+    assert "DISPATCH" in messages[0].msg
+
+
+def test_e030_redis_streams_dispatch_needs_postgresql():
+    from django.db import connection
+
+    full = {**GOOD_DISPATCH, "PREFIX": "app", "WINDOW": 50, "RELAY_INTERVAL": 0.05}
+    with override_settings(TASKENGINE={"DISPATCH": full}):
+        messages = check_settings()
+    if connection.vendor == "postgresql":
+        assert messages == []
+    else:
+        assert ids(messages) == ["taskengine.E030"]
+        assert "not PostgreSQL" in messages[0].msg
+
+
+def test_dispatch_options_and_the_url_shown_without_its_password():
+    from django_taskengine.dispatch.options import redis_dispatch
+    from django_taskengine.dispatch.state import redacted
+
+    assert redis_dispatch() is None or taskengine_settings.DISPATCH["BACKEND"] == "redis-streams"
+    url = "redis://app:s3cret@cache.internal:6380/2"
+    with override_settings(TASKENGINE={"DISPATCH": {**GOOD_DISPATCH, "URL": url, "WINDOW": 7}}):
+        options = redis_dispatch()
+    assert options is not None and options.window == 7 and options.republish_after == 5.0
+    assert redacted(options) == "redis://app:***@cache.internal:6380/2"
+    with override_settings(TASKENGINE={"DISPATCH": {"BACKEND": "postgres"}}):
+        assert redis_dispatch() is None

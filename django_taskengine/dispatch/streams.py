@@ -106,6 +106,8 @@ class StreamReader:
         self._acks: list[Delivery] = []
         self._want = 0
         self._stopping = False
+        #: The thread is (about to be) blocked in XREADGROUP.
+        self._reading = False
         self._streams: list[str] = [stream_key(self.base, q) for q in queues]
         self._streams_read_at = 0.0
         self._next_stale_check = 0.0
@@ -160,12 +162,20 @@ class StreamReader:
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
-        self._thread.join(timeout=BLOCK_MS / 1000 + 5.0)
+            reading = self._reading
+        if reading and self._client is not None:
+            # End a read blocked in Redis (up to BLOCK_MS) now: a stopping worker does not wait
+            # for it. What it may have delivered stays pending until another worker takes it
+            # over (STALE_AFTER), or the relay publishes it again.
+            self._client.connection_pool.disconnect()
+        self._thread.join(timeout=5.0)
         with self._lock:
             left, self._ready = self._ready, []
             acks, self._acks = self._acks, []
         try:
-            if self._client is not None:
+            if acks or left:
+                if self._client is None:
+                    self._client = client(self.options)
                 self._acknowledge(acks, republish=left)
         except REDIS_ERRORS:
             pass  # the relay republishes them
@@ -199,7 +209,11 @@ class StreamReader:
                     self._client = client(self.options)
                 self._acknowledge(acks)
                 found = self._read(want) if want else []
-            except REDIS_ERRORS as exc:
+            except Exception as exc:  # a reader must outlive whatever one read raises
+                if self._stopping:
+                    return  # its connection was closed under it (see stop)
+                if not isinstance(exc, REDIS_ERRORS):
+                    logger.exception("worker %s: reading Redis streams failed", self.consumer)
                 self._failed(exc, acks)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -257,6 +271,10 @@ class StreamReader:
             found = self._take_over_stale(streams, want)
             if found:
                 return found
+        with self._lock:
+            if self._stopping:
+                return []
+            self._reading = True
         try:
             reply = self._client.xreadgroup(
                 GROUP, self.consumer, dict.fromkeys(streams, ">"), count=want, block=BLOCK_MS
@@ -266,6 +284,8 @@ class StreamReader:
                 raise
             self._create_groups(streams)
             return []
+        finally:
+            self._reading = False
         for stream, entries in reply or ():
             found.extend(delivery(stream, entry, fields) for entry, fields in entries)
         return found

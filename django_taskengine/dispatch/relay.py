@@ -58,6 +58,8 @@ class Relay:
         #: Job id -> time.monotonic() it was last published, for the jobs of the last window.
         self._published: dict[int, float] = {}
         self._queues: set[str] = set()
+        #: Per queue, entries of its stream no worker had read at the last round (None: unknown).
+        self._undelivered: dict[str, int | None] = {}
         self._published_total = 0
         self._next_sweep = 0.0
         self._stopping = threading.Event()
@@ -173,7 +175,11 @@ class Relay:
         for queue, job_id, priority, due_for in rows:
             per_queue[queue] = per_queue.get(queue, 0) + 1
             last = self._published.get(job_id)
-            if last is not None and now - last < self.options.republish_after:
+            if last is not None and (
+                now - last < self.options.republish_after
+                # Entries of its stream wait for a worker: it is likely among them.
+                or self._undelivered.get(queue, 0)
+            ):
                 published[job_id] = last
                 continue
             if last is None:
@@ -199,7 +205,17 @@ class Relay:
         )
         if count:
             pipe.hincrby(f"{self.base}:relay", "published", count)
-        results = pipe.execute()
+        streams = sorted(per_queue)
+        for queue in streams:
+            pipe.xinfo_groups(stream_key(self.base, queue))
+        results = pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, redis.ResponseError):
+                raise result
+        self._undelivered = {
+            queue: undelivered(groups)
+            for queue, groups in zip(streams, results[len(results) - len(streams) :], strict=True)
+        }
         self._published = published
         self._published_total += count
         if not results[0]:
@@ -230,3 +246,15 @@ class Relay:
             for consumer in consumers:
                 if consumer["pending"] == 0 and consumer["idle"] > CONSUMER_IDLE_MS:
                     self._redis.xgroup_delconsumer(stream, GROUP, consumer["name"])
+
+
+def undelivered(groups: Any) -> int | None:
+    """The entries no consumer of the workers' group has read (XINFO GROUPS' lag; None when
+    Redis cannot tell, or the stream or group does not exist)."""
+    if isinstance(groups, Exception):
+        return None
+    for group in groups:
+        if group["name"] == GROUP:
+            lag = group.get("lag")
+            return None if lag is None else int(lag)
+    return None

@@ -29,7 +29,7 @@ from ..store.postgres_notices import own_connection_params
 from ..store.postgres_session import START_FENCE_LOCK_ID, engine_lock_key
 from ..store.sql import query
 from .options import RedisDispatch
-from .streams import GROUP, REDIS_ERRORS, client, prefix, stream_key
+from .streams import GROUP, REDIS_ERRORS, STREAMS, client, first_key, prefix, stream_key
 
 logger = logging.getLogger("django_taskengine.worker")
 
@@ -58,6 +58,9 @@ class Relay:
         #: Job id -> time.monotonic() it was last published, for the jobs of the last window.
         self._published: dict[int, float] = {}
         self._queues: set[str] = set()
+        #: Per queue, the claim order (-priority, run_after, id) of the last job published to its
+        #: stream.
+        self._last_key: dict[str, tuple[int, float, int]] = {}
         #: Per queue, entries of its stream no worker had read at the last round (None: unknown).
         self._undelivered: dict[str, int | None] = {}
         self._published_total = 0
@@ -83,8 +86,9 @@ class Relay:
                 if not self.leader:
                     self.leader = self._try_lead()
                     if not self.leader:
-                        self._wait(LEADER_RETRY)
+                        self._stopping.wait(LEADER_RETRY)
                         continue
+                    self._listen()
                     logger.info("worker %s: relaying jobs to Redis streams", self.worker_id)
                 full = self.round()
                 self._wait(
@@ -113,10 +117,15 @@ class Relay:
     def _connect(self) -> None:
         params = own_connection_params(self.alias)
         params.setdefault("application_name", f"taskengine-relay {self.worker_id}")
-        conn = psycopg.connect(**params)
+        self._conn = psycopg.connect(**params)
+
+    def _listen(self) -> None:
+        """Be woken by enqueues: the leader only (before its first round, so that none is
+        missed). Relays that wait to lead do not listen: every enqueue would wake each of them
+        for nothing, a thread per worker process."""
+        assert self._conn is not None
         channel = psycopg.sql.Identifier(taskengine_settings.NOTIFY_CHANNEL)
-        conn.execute(psycopg.sql.SQL(query("listen")).format(channel=channel))
-        self._conn = conn
+        self._conn.execute(psycopg.sql.SQL(query("listen")).format(channel=channel))
 
     def _close_database(self) -> None:
         self.leader = False
@@ -172,7 +181,7 @@ class Relay:
         lag = 0.0
         new_queues = []
         count = 0
-        for queue, job_id, priority, due_for in rows:
+        for queue, job_id, priority, run_at, due_for in rows:
             per_queue[queue] = per_queue.get(queue, 0) + 1
             last = self._published.get(job_id)
             if last is not None and (
@@ -188,8 +197,8 @@ class Relay:
                 new_queues.append(queue)
                 self._queues.add(queue)
             pipe.xadd(
-                stream_key(self.base, queue),
-                {"id": job_id, "p": priority},
+                self._stream_for(queue, (-priority, run_at, job_id)),
+                {"id": job_id, "p": priority, "t": run_at},
                 maxlen=self.options.maxlen,
                 approximate=True,
             )
@@ -197,6 +206,11 @@ class Relay:
             count += 1
         if new_queues:
             pipe.sadd(f"{self.base}:queues", *new_queues)
+            # The group from the streams' start, so that their unread count is known at once;
+            # one that exists already answers BUSYGROUP, ignored below.
+            for queue in new_queues:
+                for key in STREAMS:
+                    pipe.xgroup_create(key(self.base, queue), GROUP, id="0", mkstream=True)
         pipe.hset(
             f"{self.base}:relay",
             mapping={"leader": self.worker_id, "round_at": time.time(), "lag": lag}
@@ -220,25 +234,40 @@ class Relay:
         self._published_total += count
         if not results[0]:
             # No epoch: Redis lost its data (or never had ours). What this round published is
-            # there; what earlier ones did goes out again at the next round, at once.
+            # there; what earlier ones did goes out again at the next round, at once. The set
+            # of queues went too, and this round added only queues new to this relay: workers
+            # of all queues would not read the streams of the others.
             self._redis.set(f"{self.base}:epoch", self.worker_id)
+            if per_queue:
+                self._redis.sadd(f"{self.base}:queues", *per_queue)
             if self._published_total > count:
                 logger.warning(
                     "worker %s: Redis lost the streams; publishing again", self.worker_id
                 )
                 self._published = {job: at for job, at in published.items() if at == now}
                 self._queues.clear()
+                self._last_key.clear()
                 return True
         if now >= self._next_sweep:
             self._next_sweep = now + CONSUMER_SWEEP
             self._sweep_consumers()
         return any(n >= self.options.window for n in per_queue.values())
 
+    def _stream_for(self, queue: str, key: tuple[int, float, int]) -> str:
+        """The queue's stream, or its stream of jobs that sort first: for a job that sorts
+        before the last one published (a higher priority, a rescued or given-back job keeping
+        its place) while entries of the queue's stream still wait for workers. Readers read
+        that stream first, and run what they read in claim order."""
+        last = self._last_key.get(queue)
+        if last is not None and key < last and self._undelivered.get(queue):
+            return first_key(self.base, queue)
+        self._last_key[queue] = key if last is None else max(last, key)
+        return stream_key(self.base, queue)
+
     def _sweep_consumers(self) -> None:
         """Drop the consumers of workers long gone (nothing pending, idle for long)."""
         assert self._redis is not None
-        for queue in sorted(self._queues):
-            stream = stream_key(self.base, queue)
+        for stream in [key(self.base, q) for q in sorted(self._queues) for key in STREAMS]:
             try:
                 consumers: Any = self._redis.xinfo_consumers(stream, GROUP)
             except redis.ResponseError:

@@ -63,7 +63,7 @@ def dispatch_state(using: str) -> DispatchState:
 
 
 def _read(redis: Any, base: str, state: DispatchState) -> None:
-    from .streams import GROUP, stream_key
+    from .streams import STREAMS
 
     relay = redis.hgetall(f"{base}:relay")
     if relay:
@@ -74,20 +74,27 @@ def _read(redis: Any, base: str, state: DispatchState) -> None:
             state.relay_lag = float(relay["lag"])
         state.published = int(relay.get("published", 0))
     for queue in sorted(redis.smembers(f"{base}:queues")):
-        stream = stream_key(base, queue)
-        length = redis.xlen(stream)
-        undelivered = pending = 0
-        oldest = None
-        groups = redis.xinfo_groups(stream) if length or redis.exists(stream) else []
-        for group in groups:
-            if group["name"] == GROUP:
-                undelivered = int(group.get("lag") or 0)
-                pending = int(group["pending"])
-        if pending:
-            first = redis.xpending_range(stream, GROUP, min="-", max="+", count=1)
-            if first:
-                oldest = first[0]["time_since_delivered"] / 1000
-        state.streams.append(StreamState(queue, length, undelivered, pending, oldest))
+        item = StreamState(queue, 0, 0, 0, None)
+        for key in STREAMS:  # the queue's stream, and its stream of jobs that sort first
+            _add_stream(redis, key(base, queue), item)
+        state.streams.append(item)
+
+
+def _add_stream(redis: Any, stream: str, item: StreamState) -> None:
+    from .streams import GROUP
+
+    if not redis.exists(stream):
+        return
+    item.length += redis.xlen(stream)
+    for group in redis.xinfo_groups(stream):
+        if group["name"] == GROUP:
+            item.undelivered += int(group.get("lag") or 0)
+            item.pending += int(group["pending"])
+            if group["pending"]:
+                first = redis.xpending_range(stream, GROUP, min="-", max="+", count=1)
+                if first:
+                    age = first[0]["time_since_delivered"] / 1000
+                    item.oldest_pending_age = max(item.oldest_pending_age or 0.0, age)
 
 
 def redacted(options: RedisDispatch) -> str:

@@ -2,8 +2,11 @@
 
 Keys, under the prefix (``DISPATCH["PREFIX"]``, by default ``taskengine:<database name>``):
 
-* ``<prefix>:q:<queue>``: a queue's stream; an entry is ``{"id": job id, "p": priority}``;
-  consumer group ``workers``, one consumer per worker process (its id);
+* ``<prefix>:q:<queue>``: a queue's stream; an entry is ``{"id": job id, "p": priority,
+  "t": run_after}`` (epoch seconds); consumer group ``workers``, one consumer per worker process
+  (its id);
+* ``<prefix>:first:<queue>``: the queue's jobs that sort before entries still unread in its
+  stream (a higher priority; a rescued job keeps its place), read first;
 * ``<prefix>:queues``: the set of queues the relay has published to (a worker of every queue
   reads all of them);
 * ``<prefix>:relay``: the relay's state: leader, time of its last round, lag, jobs published;
@@ -49,6 +52,16 @@ def stream_key(base: str, queue: str) -> str:
     return f"{base}:q:{queue}"
 
 
+def first_key(base: str, queue: str) -> str:
+    """The queue's stream of jobs that sort before entries already published (see
+    relay.Relay._stream_for): read before the queue's own."""
+    return f"{base}:first:{queue}"
+
+
+#: A queue's streams, in the order readers read them.
+STREAMS = (first_key, stream_key)
+
+
 def client(options: RedisDispatch) -> redis.Redis:
     """A client for ``options.url``: reads that block longer than a read's BLOCK_MS, or a
     connection that does not answer, raise instead of hanging (a cut connection)."""
@@ -64,7 +77,7 @@ def client(options: RedisDispatch) -> redis.Redis:
 class Delivery:
     """A stream entry delivered to this worker: sorted best first (priority, then age)."""
 
-    sort_key: tuple[int, str]
+    sort_key: tuple[int, float, int]
     stream: str
     entry: str
     job_id: int
@@ -98,7 +111,8 @@ class StreamReader:
         self.base = prefix(options, alias)
         self.queues = list(queues)
         self.consumer = consumer
-        self.healthy = False
+        #: Redis answered the last request (None: not asked yet).
+        self.healthy: bool | None = None
         # redis-py types its replies as "sync or async": read as Any.
         self._client: Any = None
         self._lock = threading.Condition()
@@ -108,7 +122,7 @@ class StreamReader:
         self._stopping = False
         #: The thread is (about to be) blocked in XREADGROUP.
         self._reading = False
-        self._streams: list[str] = [stream_key(self.base, q) for q in queues]
+        self._streams = [key(self.base, q) for q in queues for key in STREAMS]
         self._streams_read_at = 0.0
         self._next_stale_check = 0.0
         self._read_fd, self._write_fd = os.pipe()
@@ -196,6 +210,13 @@ class StreamReader:
 
     def _run(self) -> None:
         delay = RETRY_FIRST
+        try:
+            # Healthy before the first claim asks for deliveries: until then a worker scans.
+            self._client = client(self.options)
+            self._create_groups(self._current_streams())
+            self.healthy = True
+        except REDIS_ERRORS as exc:
+            self._failed(exc, [])
         while True:
             with self._lock:
                 while not self._stopping and not self._acks and (self._ready or self._want <= 0):
@@ -231,7 +252,7 @@ class StreamReader:
                     pass
 
     def _failed(self, exc: BaseException, acks: list[Delivery]) -> None:
-        if self.healthy:
+        if self.healthy is not False:  # healthy, or not yet known: say it once
             logger.warning(
                 "worker %s: Redis unavailable (%s); claiming from PostgreSQL", self.consumer, exc
             )
@@ -251,12 +272,17 @@ class StreamReader:
         for delivery in republish:
             pipe.xadd(
                 delivery.stream,
-                {"id": delivery.job_id, "p": -delivery.sort_key[0]},
+                {"id": delivery.job_id, "p": -delivery.sort_key[0], "t": delivery.sort_key[1]},
                 maxlen=self.options.maxlen,
                 approximate=True,
             )
+        entries: dict[str, list[str]] = {}
         for delivery in [*acks, *republish]:
-            pipe.xack(delivery.stream, GROUP, delivery.entry)
+            entries.setdefault(delivery.stream, []).append(delivery.entry)
+        # One XACK per stream for the whole batch, not one per entry: a command to pack and a
+        # reply to parse per job were a large part of the reader's CPU in a drain.
+        for stream, ids in entries.items():
+            pipe.xack(stream, GROUP, *ids)
         pipe.execute()
 
     def _read(self, want: int) -> list[Delivery]:
@@ -324,16 +350,17 @@ class StreamReader:
         if now - self._streams_read_at > 1.0:
             assert self._client is not None
             names = sorted(self._client.smembers(f"{self.base}:queues"))
-            self._streams = [stream_key(self.base, name) for name in names]
+            self._streams = [key(self.base, name) for name in names for key in STREAMS]
             self._streams_read_at = now
         return self._streams
 
 
 def delivery(stream: str, entry: str, fields: dict[str, str]) -> Delivery:
-    millis, _, sequence = entry.partition("-")
+    job_id = int(fields["id"])
     return Delivery(
-        sort_key=(-int(fields.get("p", 0)), f"{int(millis):015d}-{int(sequence or 0):09d}"),
+        # Claim order: priority, then run_after, then id.
+        sort_key=(-int(fields.get("p", 0)), float(fields.get("t", 0.0)), job_id),
         stream=stream,
         entry=entry,
-        job_id=int(fields["id"]),
+        job_id=job_id,
     )

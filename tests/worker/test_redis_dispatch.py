@@ -176,3 +176,30 @@ def test_status_says_when_redis_cannot_be_reached(streams):
         call_command("taskengine", "status", stdout=out)
     assert "Redis unavailable" in out.getvalue()
     assert "workers claim from PostgreSQL" in out.getvalue()
+
+
+def test_a_higher_priority_job_overtakes_the_published_backlog(start_workers, streams):
+    client, dispatch = streams
+    prefix = dispatch["PREFIX"]
+    workers = start_workers(
+        "--processes", "1", "--concurrency", "1", TASKENGINE_TEST_OVERRIDES=overrides(dispatch)
+    )
+    record.bulk_enqueue([((), {"label": "backlog", "sleep": 0.05})] * 100)
+    wait_for(
+        lambda: LedgerEntry.objects.filter(label="backlog").count() >= 5,
+        timeout=60,
+        message="the backlog under way",
+    )
+    record.using(priority=10).enqueue(label="urgent")
+    urgent = wait_for(
+        lambda: LedgerEntry.objects.filter(label="urgent").first(),
+        timeout=60,
+        message="the urgent job run",
+    )
+    before = LedgerEntry.objects.filter(label="backlog", id__lt=urgent.id).count()
+    # The backlog was published before it (5 s of work): it went to the queue's stream of
+    # jobs that sort first, read before the rest.
+    assert before <= 20, before
+    assert client.xlen(f"{prefix}:first:default") >= 1, workers.log()[-3000:]
+    workers.signal(signal.SIGTERM)
+    assert workers.wait(timeout=60) == 0, workers.log()[-3000:]

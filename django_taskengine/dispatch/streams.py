@@ -164,6 +164,11 @@ class StreamReader:
         self._scan_due = now + taskengine_settings.POLL_INTERVAL
         return True
 
+    def keep(self, deliveries: list[Delivery]) -> None:
+        """Their claim failed (a database error): they are taken again first."""
+        with self._lock:
+            self._ready[:0] = deliveries
+
     def done(self, deliveries: list[Delivery]) -> None:
         """Their jobs were claimed, or could not be: acknowledge them."""
         if deliveries:

@@ -170,7 +170,10 @@ class Deliveries(Protocol):
         """Up to ``limit`` deliveries (each with a ``job_id``), best first."""
 
     def done(self, deliveries: list[Any]) -> None:
-        """Their jobs were claimed, or could not be."""
+        """Their jobs were claimed, or are not claimable."""
+
+    def keep(self, deliveries: list[Any]) -> None:
+        """The claim of their jobs failed: take them again next time."""
 
     def should_scan(self) -> bool:
         """Whether the claim should also scan the job table now (the backend fails, or has

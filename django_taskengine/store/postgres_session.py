@@ -131,8 +131,12 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             if taken:
                 try:
                     delivered = self._claim_ids(params, [d.job_id for d in taken])
-                finally:
-                    deliveries.done(taken)
+                except BaseException:
+                    # Claimed or not (a reply lost with the connection: the reconnect's relock
+                    # gives them back), they are claimed again from the deliveries after it.
+                    deliveries.keep(taken)
+                    raise
+                deliveries.done(taken)
             if len(delivered) >= limit or not deliveries.should_scan():
                 return delivered
             # The delivered ones came first: the scan adds to them.

@@ -86,6 +86,9 @@ class EveryQueuedJob:
     def done(self, deliveries: list[Any]) -> None:
         pass
 
+    def keep(self, deliveries: list[Any]) -> None:
+        pass
+
     def should_scan(self) -> bool:
         return False
 

@@ -78,8 +78,8 @@ def end_subprocess_sessions() -> None:
         cursor.execute(
             "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND (application_name = %s OR application_name LIKE 'taskengine-worker %%'"
-            " AND application_name NOT LIKE %s)",
+            " AND (application_name = %s OR (application_name LIKE 'taskengine-worker %%'"
+            " OR application_name LIKE 'taskengine-relay %%') AND application_name NOT LIKE %s)",
             [SUBPROCESS_APP, f"%:{os.getpid()}"],
         )
 

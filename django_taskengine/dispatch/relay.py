@@ -14,6 +14,8 @@ jobs than the window, and every POLL_INTERVAL (jobs whose run_after came).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -116,7 +118,9 @@ class Relay:
 
     def _connect(self) -> None:
         params = own_connection_params(self.alias)
-        params.setdefault("application_name", f"taskengine-relay {self.worker_id}")
+        params.setdefault(
+            "application_name", f"taskengine-relay {socket.gethostname()}:{os.getpid()}"
+        )
         self._conn = psycopg.connect(**params)
 
     def _listen(self) -> None:

@@ -158,7 +158,9 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
 
     def _claim_ids(self, params: dict[str, Any], ids: list[int]) -> list[ClaimedJob]:
         """The jobs ``ids`` (delivered by the dispatch backend) that are claimable now."""
-        rows = self.conn.execute(query("claim_ids"), params | {"ids": ids}).fetchall()
+        rows = self.conn.execute(
+            query("claim_ids"), params | {"ids": ids, "limit": min(params["limit"], len(ids))}
+        ).fetchall()
         rows.sort(key=lambda row: (-row[13], row[14], row[0]))
         return [claimed_job(row) for row in rows]
 

@@ -76,11 +76,13 @@ def is_postgres() -> bool:
 
 
 class EveryQueuedJob:
-    """Deliveries (store/base.py) of the id of every queued job, claimable or not, and never a
-    scan: what a dispatch backend delivers is all such a claim may take."""
+    """Deliveries (store/base.py) of the ids of queued jobs, claimable or not, the first in
+    claim order up to the claim's limit (as a reader hands them over), and never a scan: what a
+    dispatch backend delivers is all such a claim may take."""
 
     def take(self, limit: int) -> list[Any]:
-        ids = Job.objects.filter(status="queued").order_by("-id").values_list("id", flat=True)
+        queued = Job.objects.filter(status="queued").order_by("-priority", "run_after", "id")
+        ids = queued.values_list("id", flat=True)[:limit]
         return [SimpleNamespace(job_id=job_id) for job_id in ids]
 
     def done(self, deliveries: list[Any]) -> None:

@@ -160,15 +160,17 @@ picked AS (
 
 -- name: claim_ids
 -- As claim_jobs, of the jobs `ids` only: those a stream delivered to this worker under Redis
--- Streams dispatch (django_taskengine/dispatch). A delivery confers nothing: a job is taken
--- only if it is claimable now, here, under the same conditions, fenced and locked the same way.
+-- Streams dispatch (django_taskengine/dispatch), handed over best first, at most the limit. A
+-- delivery confers nothing: a job is taken only if it is claimable now, here, under the same
+-- conditions, fenced and locked the same way. No ORDER BY here (claim_take ranks them): with
+-- one, the generic plan walked the claim index in its order, filtering on the ids, instead of
+-- looking them up by primary key (13-16 ms a claim against 1-3 ms with a backlog of 10,000).
 WITH
 -- include: claim_pauses
 picked AS (
     SELECT j.id, j.priority, j.run_after, j.task_name FROM taskengine_job j
     WHERE j.id = ANY(%(ids)s::bigint[])
       -- include: claimable_now
-    ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
 ),

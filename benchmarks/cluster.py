@@ -66,9 +66,9 @@ REPORTED_SETTINGS = (
 DATABASE = "taskengine_bench"
 
 
-def start_private_cluster() -> PrivateCluster:
-    """Create, configure and start the cluster and its benchmark database; point
-    ``DATABASE_URL`` at it. Must run before Django's settings are first read."""
+def start_private_cluster(database: str = DATABASE) -> PrivateCluster:
+    """Create, configure and start the cluster and its benchmark database (``database``);
+    point ``DATABASE_URL`` at it. Must run before Django's settings are first read."""
     reason = PrivateCluster.unavailable_reason()
     if reason:
         raise SystemExit(f"cannot create a private PostgreSQL cluster: {reason}")
@@ -93,10 +93,10 @@ def start_private_cluster() -> PrivateCluster:
     cluster.init()
     cluster.start()
     with cluster.connect() as conn:
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    with cluster.connect(DATABASE) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    with cluster.connect(database) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{cluster.port}/{DATABASE}"
+    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{cluster.port}/{database}"
     print(f"private cluster: {os.environ['DATABASE_URL']}", file=sys.stderr)
     return cluster
 

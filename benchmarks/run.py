@@ -4,11 +4,12 @@
     python benchmarks/run.py [--compare] [--scale] [--repeat N] [--only NAME,...]
                              [--json out.json] [--plot [docs/benchmarks.png]]
     python benchmarks/run.py --baseline REV [--rounds N] [--only NAME,...]
-    python benchmarks/run.py --soak | --io | --fleet | --flow [options]
+    python benchmarks/run.py --soak | --io | --fleet | --flow | --pooler | --dispatch [options]
 
 ``--baseline REV`` (first) compares this tree with commit REV instead: see ``baseline.py``.
-``--soak``, ``--io``, ``--fleet`` and ``--flow`` run the sustained-load and flow-control
-benchmarks instead (``soak.py``, ``io_bound.py``, ``fleet.py``, ``flow.py``; ``--help`` after
+``--soak``, ``--io``, ``--fleet``, ``--flow``, ``--pooler`` and ``--dispatch`` run the
+sustained-load, flow-control, pooler and dispatch-backend benchmarks instead (``soak.py``,
+``io_bound.py``, ``fleet.py``, ``flow.py``, ``pooler.py``, ``dispatch.py``; ``--help`` after
 the flag lists their options). They run on a
 PostgreSQL cluster of their own (``cluster.py``); ``--private-cluster`` does the same for these.
 
@@ -1555,6 +1556,7 @@ SUSTAINED = {
     "--fleet": "fleet",
     "--flow": "flow",
     "--pooler": "pooler",
+    "--dispatch": "dispatch",
 }
 
 

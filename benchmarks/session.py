@@ -55,11 +55,12 @@ class Target:
 class Session:
     """The database and Django, set up once per command; the facts reported with every result."""
 
-    def __init__(self, opts: argparse.Namespace) -> None:
+    def __init__(self, opts: argparse.Namespace, database: str = cluster.DATABASE) -> None:
+        """``database``: the name of the benchmark database in a private cluster."""
         self.started = time.perf_counter()
         self.private = not opts.database_url
         if self.private:
-            self.cluster = cluster.start_private_cluster()
+            self.cluster = cluster.start_private_cluster(database)
         bench.precompile()
         self.lock = bench.setup_django(force=opts.force or self.private)
         self.machine = bench.machine_info()

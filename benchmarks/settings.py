@@ -6,6 +6,7 @@ jobs are kept: the soak (benchmarks/soak.py) sets it, for itself and its workers
 
 from __future__ import annotations
 
+import json
 import os
 
 import dj_database_url
@@ -39,6 +40,11 @@ if os.environ.get("TASKENGINE_BENCH_DIRECT_URL"):
     # connections go to the server directly.
     TASKENGINE["DIRECT_DATABASE_URL"] = os.environ["TASKENGINE_BENCH_DIRECT_URL"]
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
+if os.environ.get("TASKENGINE_BENCH_DISPATCH"):
+    # The dispatch backend as JSON (benchmarks/dispatch.py: Redis Streams, with a key prefix of
+    # the run's own).
+    TASKENGINE["DISPATCH"] = json.loads(os.environ["TASKENGINE_BENCH_DISPATCH"])
 
 LOGGING = {
     "version": 1,

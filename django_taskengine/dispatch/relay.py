@@ -31,7 +31,16 @@ from ..store.postgres_notices import own_connection_params
 from ..store.postgres_session import START_FENCE_LOCK_ID, engine_lock_key
 from ..store.sql import query
 from .options import RedisDispatch
-from .streams import GROUP, REDIS_ERRORS, STREAMS, client, first_key, prefix, stream_key
+from .streams import (
+    GROUP,
+    REDIS_ERRORS,
+    STREAMS,
+    client,
+    first_key,
+    prefix,
+    stream_key,
+    workers_group,
+)
 
 logger = logging.getLogger("django_taskengine.worker")
 
@@ -112,9 +121,16 @@ class Relay:
         if self.leader:
             logger.warning("worker %s: relay lost %s (%s)", self.worker_id, what, exc)
         # What it published may be lost with Redis; publishing it again costs a little.
-        self._published.clear()
-        self._queues.clear()
+        self._forget_streams()
         self._stopping.wait(ERROR_PAUSE)
+
+    def _forget_streams(self, keep: dict[int, float] | None = None) -> None:
+        """Forget what this relay knows of the streams (Redis may have lost them): the jobs it
+        published but ``keep``, the queues it registered, the order and unread counts."""
+        self._published = keep or {}
+        self._queues.clear()
+        self._last_key.clear()
+        self._undelivered.clear()
 
     def _connect(self) -> None:
         params = own_connection_params(self.alias)
@@ -215,13 +231,10 @@ class Relay:
             for queue in new_queues:
                 for key in STREAMS:
                     pipe.xgroup_create(key(self.base, queue), GROUP, id="0", mkstream=True)
-        pipe.hset(
-            f"{self.base}:relay",
-            mapping={"leader": self.worker_id, "round_at": time.time(), "lag": lag}
-            if count
-            else {"leader": self.worker_id, "round_at": time.time()},
-        )
+        pipe.hset(f"{self.base}:relay", mapping={"leader": self.worker_id, "round_at": time.time()})
         if count:
+            # The lag of the jobs published last: kept while rounds publish none.
+            pipe.hset(f"{self.base}:relay", "lag", lag)
             pipe.hincrby(f"{self.base}:relay", "published", count)
         streams = sorted(per_queue)
         for queue in streams:
@@ -248,9 +261,7 @@ class Relay:
                 logger.warning(
                     "worker %s: Redis lost the streams; publishing again", self.worker_id
                 )
-                self._published = {job: at for job, at in published.items() if at == now}
-                self._queues.clear()
-                self._last_key.clear()
+                self._forget_streams(keep={job: at for job, at in published.items() if at == now})
                 return True
         if now >= self._next_sweep:
             self._next_sweep = now + CONSUMER_SWEEP
@@ -284,10 +295,6 @@ class Relay:
 def undelivered(groups: Any) -> int | None:
     """The entries no consumer of the workers' group has read (XINFO GROUPS' lag; None when
     Redis cannot tell, or the stream or group does not exist)."""
-    if isinstance(groups, Exception):
-        return None
-    for group in groups:
-        if group["name"] == GROUP:
-            lag = group.get("lag")
-            return None if lag is None else int(lag)
-    return None
+    group = workers_group(groups)
+    lag = None if group is None else group.get("lag")
+    return None if lag is None else int(lag)

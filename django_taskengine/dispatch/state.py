@@ -81,20 +81,21 @@ def _read(redis: Any, base: str, state: DispatchState) -> None:
 
 
 def _add_stream(redis: Any, stream: str, item: StreamState) -> None:
-    from .streams import GROUP
+    from .streams import GROUP, workers_group
 
     if not redis.exists(stream):
         return
     item.length += redis.xlen(stream)
-    for group in redis.xinfo_groups(stream):
-        if group["name"] == GROUP:
-            item.undelivered += int(group.get("lag") or 0)
-            item.pending += int(group["pending"])
-            if group["pending"]:
-                first = redis.xpending_range(stream, GROUP, min="-", max="+", count=1)
-                if first:
-                    age = first[0]["time_since_delivered"] / 1000
-                    item.oldest_pending_age = max(item.oldest_pending_age or 0.0, age)
+    group = workers_group(redis.xinfo_groups(stream))
+    if group is None:
+        return
+    item.undelivered += int(group.get("lag") or 0)
+    item.pending += int(group["pending"])
+    if group["pending"]:
+        first = redis.xpending_range(stream, GROUP, min="-", max="+", count=1)
+        if first:
+            age = first[0]["time_since_delivered"] / 1000
+            item.oldest_pending_age = max(item.oldest_pending_age or 0.0, age)
 
 
 def redacted(options: RedisDispatch) -> str:

@@ -62,6 +62,13 @@ def first_key(base: str, queue: str) -> str:
 STREAMS = (first_key, stream_key)
 
 
+def workers_group(groups: Any) -> dict[str, Any] | None:
+    """The workers' group among a stream's XINFO GROUPS, or None (no such stream or group)."""
+    if isinstance(groups, Exception):
+        return None
+    return next((group for group in groups if group["name"] == GROUP), None)
+
+
 def client(options: RedisDispatch) -> redis.Redis:
     """A client for ``options.url``: reads that block longer than a read's BLOCK_MS, or a
     connection that does not answer, raise instead of hanging (a cut connection)."""
@@ -75,7 +82,8 @@ def client(options: RedisDispatch) -> redis.Redis:
 
 @dataclass(order=True)
 class Delivery:
-    """A stream entry delivered to this worker: sorted best first (priority, then age)."""
+    """A stream entry delivered to this worker: sorted best first, in claim order (priority,
+    then run_after, then id)."""
 
     sort_key: tuple[int, float, int]
     stream: str

@@ -18,14 +18,11 @@ import time
 
 import psycopg
 
-from .pgcluster import _free_port
+from .pgcluster import _free_port, _program
 
 
 def _binary() -> str | None:
-    found = shutil.which("pgbouncer")
-    if found is None and os.access("/usr/sbin/pgbouncer", os.X_OK):
-        found = "/usr/sbin/pgbouncer"
-    return found
+    return _program("pgbouncer", "/usr/sbin/pgbouncer")
 
 
 class Bouncer:

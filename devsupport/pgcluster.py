@@ -36,6 +36,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _program(name: str, debian_path: str) -> str | None:
+    """A server program the tests start: on the PATH, or where its Debian package puts it
+    (``/usr/sbin`` is not on every user's PATH)."""
+    found = shutil.which(name)
+    if found is None and os.access(debian_path, os.X_OK):
+        found = debian_path
+    return found
+
+
 class PrivateCluster:
     """``initdb`` + ``pg_ctl`` in a temporary folder, on a free port of 127.0.0.1.
 

@@ -15,17 +15,14 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
-from .pgcluster import _free_port
+from .pgcluster import _free_port, _program
 
 if TYPE_CHECKING:
     import redis
 
 
 def _binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found is None and os.access("/usr/bin/redis-server", os.X_OK):
-        found = "/usr/bin/redis-server"
-    return found
+    return _program("redis-server", "/usr/bin/redis-server")
 
 
 class RedisServer:

@@ -13,8 +13,6 @@ machine's Redis is never touched.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -309,6 +307,14 @@ def _fault_mid_drain(
     return recovery, workers
 
 
+def _assert_scanned_through_the_outage(recovery: Recovery, workers: WorkerCommand) -> None:
+    """While Redis could not be reached, workers claimed by scanning, and said so; then read
+    the streams again."""
+    assert recovery.claimed_during_outage > CLAIMED_FROM_OLD_DELIVERIES, recovery.report()
+    log = workers.log()
+    assert "Redis unavailable" in log and "reading Redis streams again" in log, log[-4000:]
+
+
 def test_redis_killed_and_restarted_empty_mid_drain(start_workers, redis_server, prefix):
     """Workers claim by scanning while Redis is gone; once it is back, empty, readers create
     the groups again and the relay publishes its window again."""
@@ -323,9 +329,7 @@ def test_redis_killed_and_restarted_empty_mid_drain(start_workers, redis_server,
         hold=OUTAGE,
         data_lost=True,
     )
-    assert recovery.claimed_during_outage > CLAIMED_FROM_OLD_DELIVERIES, recovery.report()
-    log = workers.log()
-    assert "Redis unavailable" in log and "reading Redis streams again" in log, log[-4000:]
+    _assert_scanned_through_the_outage(recovery, workers)
 
 
 def test_redis_flushed_mid_drain(start_workers, redis_server, prefix):
@@ -372,9 +376,7 @@ def test_redis_connections_cut_mid_drain(start_workers, redis_server, redis_prox
         hold=OUTAGE,
         data_lost=False,
     )
-    assert recovery.claimed_during_outage > CLAIMED_FROM_OLD_DELIVERIES, recovery.report()
-    log = workers.log()
-    assert "Redis unavailable" in log and "reading Redis streams again" in log, log[-4000:]
+    _assert_scanned_through_the_outage(recovery, workers)
 
 
 @pytest.mark.skipif(
@@ -423,77 +425,67 @@ def test_postgresql_restarted_mid_drain(tmp_path, redis_server, prefix):
         finish(enqueue(PLAIN_JOBS, ATOMIC_JOBS, "before"))
         streams = Streams(redis_server, prefix)
         log_path = tmp_path / "workers.log"
-        with open(log_path, "wb") as log:
-            workers = subprocess.Popen(
-                [sys.executable, "-m", "django", "run_workers", *WORKERS],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        workers = WorkerCommand(list(WORKERS), log_path, env)
+        try:
+            db = cluster.connect()
+
+            def scalar(sql: str) -> int:
+                return db.execute(sql).fetchone()[0]
+
+            def finished() -> int:
+                return scalar(
+                    "SELECT count(*) FROM taskengine_job WHERE status IN ('succeeded', 'failed')"
+                )
+
+            wait_for(
+                lambda: streams.entries_read() > 0 and finished() >= PLAIN_JOBS // 5,
+                timeout=60,
+                message="the streams delivering and work under way",
             )
-            try:
-                db = cluster.connect()
-
-                def scalar(sql: str) -> int:
-                    return db.execute(sql).fetchone()[0]
-
-                def finished() -> int:
-                    return scalar(
-                        "SELECT count(*) FROM taskengine_job"
-                        " WHERE status IN ('succeeded', 'failed')"
-                    )
-
-                wait_for(
-                    lambda: streams.entries_read() > 0 and finished() >= PLAIN_JOBS // 5,
-                    timeout=60,
-                    message="the streams delivering and work under way",
-                )
-                db.close()
-                faulted = time.monotonic()
-                cluster.halt()
-                cluster.start()
-                restarted = time.monotonic() - faulted
-                since = streams.counters()
-                db = cluster.connect()
-                done_at_restart = finished()
-                late = enqueue(LATE_PLAIN_JOBS, LATE_ATOMIC_JOBS, "after")
-                wait_for(
-                    lambda: streams.delivering_again(since) and finished() > done_at_restart,
-                    timeout=30,
-                    message="jobs finishing and the streams delivering again",
-                )
-                streams_back = time.monotonic() - faulted
-                finish(late)
-                total = PLAIN_JOBS + ATOMIC_JOBS + LATE_PLAIN_JOBS + LATE_ATOMIC_JOBS
-                deadline = time.monotonic() + 90
-                while finished() < total:
-                    assert time.monotonic() < deadline, log_path.read_text()[-4000:]
-                    streams.sample()
-                    time.sleep(0.05)
-                drained = time.monotonic() - faulted
-                left, cleared = _wait_pending_cleared(streams)
-                statuses = dict(
-                    db.execute("SELECT status, count(*) FROM taskengine_job GROUP BY status")
-                )
-                outcomes = dict(
-                    db.execute("SELECT outcome, count(*) FROM taskengine_attempt GROUP BY outcome")
-                )
-                # Per job: its id, its task, how often it ran (its rows), its attempts' records.
-                per_job = db.execute(
-                    "SELECT j.id, j.task_name,"
-                    " (SELECT count(*) FROM testapp_ledgerentry l WHERE l.job_id = j.id),"
-                    " ARRAY(SELECT (a.number, a.outcome)::text FROM taskengine_attempt a"
-                    "       WHERE a.job_id = j.id ORDER BY a.id)"
-                    " FROM taskengine_job j"
-                ).fetchall()
-                db.close()
-            finally:
-                os.killpg(workers.pid, signal.SIGKILL)
-                workers.wait(timeout=10)
+            db.close()
+            faulted = time.monotonic()
+            cluster.halt()
+            cluster.start()
+            restarted = time.monotonic() - faulted
+            since = streams.counters()
+            db = cluster.connect()
+            done_at_restart = finished()
+            late = enqueue(LATE_PLAIN_JOBS, LATE_ATOMIC_JOBS, "after")
+            wait_for(
+                lambda: streams.delivering_again(since) and finished() > done_at_restart,
+                timeout=30,
+                message="jobs finishing and the streams delivering again",
+            )
+            streams_back = time.monotonic() - faulted
+            finish(late)
+            total = PLAIN_JOBS + ATOMIC_JOBS + LATE_PLAIN_JOBS + LATE_ATOMIC_JOBS
+            deadline = time.monotonic() + 90
+            while finished() < total:
+                assert time.monotonic() < deadline, workers.log()[-4000:]
+                streams.sample()
+                time.sleep(0.05)
+            drained = time.monotonic() - faulted
+            left, cleared = _wait_pending_cleared(streams)
+            statuses = dict(
+                db.execute("SELECT status, count(*) FROM taskengine_job GROUP BY status")
+            )
+            outcomes = dict(
+                db.execute("SELECT outcome, count(*) FROM taskengine_attempt GROUP BY outcome")
+            )
+            # Per job: its id, its task, how often it ran (its rows), its attempts' records.
+            per_job = db.execute(
+                "SELECT j.id, j.task_name,"
+                " (SELECT count(*) FROM testapp_ledgerentry l WHERE l.job_id = j.id),"
+                " ARRAY(SELECT (a.number, a.outcome)::text FROM taskengine_attempt a"
+                "       WHERE a.job_id = j.id ORDER BY a.id)"
+                " FROM taskengine_job j"
+            ).fetchall()
+            db.close()
+        finally:
+            workers.kill()
     finally:
         cluster.stop()
-    text = log_path.read_text()
+    text = workers.log()
     recovery = Recovery(
         name="PostgreSQL restarted",
         outage=restarted,

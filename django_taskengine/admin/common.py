@@ -16,12 +16,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
 
 from ..audit_trail import AuditSource
 
 #: Path of the stylesheet every page of the admin loads (through ``ModelAdmin.Media``).
 STYLESHEET = "django_taskengine/admin.css"
+#: Path of the script every page of the admin loads: live refresh and the console's controls.
+SCRIPT = "django_taskengine/console.js"
 
 #: Choices of the pause duration select: value, label, length (None = until resumed).
 PAUSE_DURATIONS: list[tuple[str, str, dt.timedelta | None]] = [
@@ -163,6 +167,45 @@ def format_age(delta: dt.timedelta | None) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
+def relative_time(moment: dt.datetime, now: dt.datetime | None = None) -> str:
+    """'3 min ago', 'in 12 s', or 'now' (within a second)."""
+    delta = moment - (now or timezone.now())
+    if abs(delta) < dt.timedelta(seconds=1):
+        return "now"
+    if delta > dt.timedelta(0):
+        return f"in {format_age(delta)}"
+    return f"{format_age(-delta)} ago"
+
+
+def exact_time_text(moment: dt.datetime) -> str:
+    """'2026-12-01 19:37:57 UTC': to the second, in the current time zone, named."""
+    local = timezone.localtime(moment)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or timezone.get_current_timezone_name()}"
+
+
+def exact_time(moment: dt.datetime | None, *, relative: bool = True) -> SafeString | str:
+    """A moment as every page of the admin shows it: exact, with seconds and the zone's name,
+    and how long ago (or how soon) beside it, inside a ``<time>`` element; '—' for None."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    if not relative:
+        return format_html(
+            '<time datetime="{}">{}</time>', local.isoformat(), exact_time_text(local)
+        )
+    return format_html(
+        '<time datetime="{}">{}</time> <span class="te-relative">({})</span>',
+        local.isoformat(),
+        exact_time_text(local),
+        relative_time(moment),
+    )
+
+
+def time_zone_name() -> str:
+    """The zone times are entered in ('Europe/Paris'), for the label of every time input."""
+    return timezone.get_current_timezone_name()
+
+
 def format_seconds(seconds: float | None) -> str:
     """A run time: '0.25 s', '42.0 s', '3 min 5 s', '2 h 1 min'."""
     if seconds is None:
@@ -181,6 +224,7 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": [STYLESHEET]}
+        js = [SCRIPT]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

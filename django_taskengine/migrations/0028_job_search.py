@@ -8,4 +8,4 @@ class Migration(migrations.Migration):
         ("django_taskengine", "0027_dependencies_finished_by_status"),
     ]
 
-    operations: list[migrations.operations.base.Operation] = []
+    operations = []

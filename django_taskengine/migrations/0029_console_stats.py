@@ -8,4 +8,4 @@ class Migration(migrations.Migration):
         ("django_taskengine", "0028_job_search"),
     ]
 
-    operations: list[migrations.operations.base.Operation] = []
+    operations = []

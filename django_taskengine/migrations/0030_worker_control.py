@@ -8,4 +8,4 @@ class Migration(migrations.Migration):
         ("django_taskengine", "0029_console_stats"),
     ]
 
-    operations: list[migrations.operations.base.Operation] = []
+    operations = []

@@ -12,6 +12,7 @@ alias and the parsed options.
 - :mod:`.limits`: ``limit``, and the limits section of ``status``.
 - :mod:`.jobs`: ``retry``, ``cancel``, ``pause-job``, ``resume-job``, ``run-now``.
 - :mod:`.prune`: ``prune``.
+- :mod:`.health`: ``health``, the probe for this host's workers.
 - :mod:`.audit`: ``audit``.
 - :mod:`.workflows`: ``workflow``.
 """
@@ -24,6 +25,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from .audit import audit
+from .health import health
 from .jobs import JOB_SUBCOMMANDS, job_action
 from .limits import limit
 from .pauses import pause, resume
@@ -41,10 +43,11 @@ HANDLERS: dict[str, Handler] = {
     "limit": limit,
     "why": why,
     "prune": prune,
+    "health": health,
     "audit": audit,
     "workflow": workflow,
     **dict.fromkeys(JOB_SUBCOMMANDS, job_action),
 }
 
 #: Subcommands that only read: a database failure during them changed nothing.
-READ_ONLY = ("status", "why", "audit")
+READ_ONLY = ("status", "why", "audit", "health")

@@ -208,6 +208,41 @@ def add_arguments(parser: CommandParser) -> None:
     )
     audit.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
 
+    health = subcommands.add_parser(
+        "health",
+        parents=[database],
+        help="A probe for liveness and readiness: exit 0 while this host's worker processes "
+        "send heartbeats, 1 with a one-line reason otherwise.",
+        description="Exit 0 while at least --min-processes worker processes of this host "
+        "(serving --queue, if given) sent a heartbeat within --max-age seconds; otherwise exit "
+        "1 with one line that says why (none running, heartbeats too old, too few, or the "
+        "database unreachable). Use it as a container's or unit's health check.",
+    )
+    health.add_argument(
+        "--host",
+        default=None,
+        help="The host whose workers to check, as run_workers records it (default: this host's "
+        "name, socket.gethostname()).",
+    )
+    health.add_argument(
+        "--min-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="How many live worker processes it takes to be healthy (default 1).",
+    )
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="The oldest heartbeat that counts as live (default: the age after which a worker "
+        "is presumed dead, max(RESCUE_GRACE, 3 x HEARTBEAT_INTERVAL)).",
+    )
+    health.add_argument(
+        "--queue", default=None, help="Only workers that serve this queue (or every queue)."
+    )
+
     prune = subcommands.add_parser(
         "prune",
         parents=[database],

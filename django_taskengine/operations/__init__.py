@@ -7,6 +7,8 @@ object that changed state meanwhile is refused with :class:`ActionRefused`, neve
 
 - :mod:`.pauses`: queues, task types and the engine.
 - :mod:`.jobs`: one job at a time (or many, :func:`apply_to_jobs`).
+- :mod:`.job_edits`: run a finished job again, change a waiting job's priority or due time,
+  delete a finished job, discard one that never ran.
 - :mod:`.schedules`: periodic schedules.
 - :mod:`.limits`: queue limits (flow control).
 - :mod:`.audit`: the audit trail every change above is recorded in.
@@ -19,6 +21,13 @@ from __future__ import annotations
 
 from .audit import Actor, audit_entries
 from .common import ActionRefused, NotFound
+from .job_edits import (
+    delete_job,
+    discard_job,
+    run_job_again,
+    set_job_priority,
+    set_job_run_after,
+)
 from .jobs import (
     JOB_ACTION_FUNCTIONS,
     JOB_ACTIONS,
@@ -79,6 +88,8 @@ __all__ = [
     "apply_to_jobs",
     "audit_entries",
     "cancel_job",
+    "delete_job",
+    "discard_job",
     "engine_pause",
     "get_queue",
     "get_schedule",
@@ -95,8 +106,11 @@ __all__ = [
     "resume_schedule",
     "resume_task",
     "retry_job",
+    "run_job_again",
     "run_job_now",
     "run_schedule_now",
+    "set_job_priority",
+    "set_job_run_after",
     "set_queue_limits",
     "stop_running_jobs",
     "sync_settings",

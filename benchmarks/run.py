@@ -5,12 +5,14 @@
                              [--json out.json] [--plot [docs/benchmarks.png]]
     python benchmarks/run.py --baseline REV [--rounds N] [--only NAME,...]
     python benchmarks/run.py --soak | --io | --fleet | --flow | --pooler | --dispatch [options]
+    python benchmarks/run.py --admin [options]
 
 ``--baseline REV`` (first) compares this tree with commit REV instead: see ``baseline.py``.
 ``--soak``, ``--io``, ``--fleet``, ``--flow``, ``--pooler`` and ``--dispatch`` run the
 sustained-load, flow-control, pooler and dispatch-backend benchmarks instead (``soak.py``,
 ``io_bound.py``, ``fleet.py``, ``flow.py``, ``pooler.py``, ``dispatch.py``; ``--help`` after
-the flag lists their options). They run on a
+the flag lists their options); ``--admin`` times the admin's pages at a million jobs
+(``admin_pages.py``). They run on a
 PostgreSQL cluster of their own (``cluster.py``); ``--private-cluster`` does the same for these.
 
 Benchmarks (each starts from empty taskengine tables):
@@ -1557,6 +1559,7 @@ SUSTAINED = {
     "--flow": "flow",
     "--pooler": "pooler",
     "--dispatch": "dispatch",
+    "--admin": "admin_pages",
 }
 
 

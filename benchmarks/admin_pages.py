@@ -15,8 +15,9 @@ the view, its queries and the template's rendering, all of the server's work but
 (the test client keeps one database connection, as ``CONN_MAX_AGE`` or a pool would).
 
 Pages are found by reversing their admin URL names: one that does not exist (yet) is reported
-"not present", so the benchmark runs before and after a page is added. Any admin URL of the
-engine whose name mentions failures or charts and takes no argument is timed too.
+"not present", so the benchmark runs before and after a page is added. Any admin change list or
+chart of the engine whose name mentions failures or charts is timed too, and so are the
+variants the overview links to on itself (the day's charts beside the hour's, one queue's).
 
 ``--explain`` prints ``EXPLAIN (ANALYZE, BUFFERS)`` of each page's slowest query.
 
@@ -81,7 +82,8 @@ def _reverse(name: str, *args: Any) -> str | None:
 
 
 def _extra_pages(known: set[str]) -> list[tuple[str, str]]:
-    """Admin URLs of the engine with no argument whose names hint at failures or charts."""
+    """Admin pages of the engine (change lists, charts) with no argument whose names hint at
+    failures or charts; not the views of actions (POST only) or forms."""
     from django.contrib import admin
     from django.urls import URLPattern, URLResolver
 
@@ -92,7 +94,8 @@ def _extra_pages(known: set[str]) -> list[tuple[str, str]]:
             if isinstance(p, URLResolver):
                 walk(p.url_patterns)
             elif isinstance(p, URLPattern) and p.name and p.name.startswith("django_taskengine"):
-                if any(h in p.name for h in EXTRA_NAME_HINTS) and p.name not in known:
+                page = p.name.endswith("_changelist") or "chart" in p.name
+                if page and any(h in p.name for h in EXTRA_NAME_HINTS) and p.name not in known:
                     url = _reverse(p.name)
                     if url:
                         found.append((p.name.removeprefix("django_taskengine_"), url))
@@ -150,7 +153,10 @@ def _variants(html: str, base: str) -> list[str]:
     """Query strings the overview links to on itself (e.g. a day chart beside the hour's)."""
     links = set(re.findall(r'href="(\?[^"#]+)"', html))
     links |= {m for m in re.findall(rf'href="{re.escape(base)}(\?[^"#]+)"', html)}
-    return sorted(link.replace("&amp;", "&") for link in links)[:4]
+    found = sorted(link.replace("&amp;", "&") for link in links)
+    # The time spans first (the day's chart reads the most), then other variants (one queue).
+    found.sort(key=lambda q: not any(w in q for w in ("day", "week", "hour")))
+    return found[:4]
 
 
 class QueryTimer:

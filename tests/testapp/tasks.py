@@ -341,3 +341,25 @@ def record_backend(ctx, label=""):
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]
+
+
+# -- the console's screenshots (tests/browser/test_console_screenshots.py) -------------------
+
+_SCREENSHOT_ERRORS = {"timeout": TimeoutError, "key": KeyError, "value": ValueError}
+
+
+@task(max_attempts=1)
+def fails_with(kind, message):
+    """Fails at once with ``TimeoutError``, ``KeyError`` or ``ValueError`` (``kind``: "timeout",
+    "key", "value") and ``message``: failures of a few classes for the failures page."""
+    raise _SCREENSHOT_ERRORS[kind](message)
+
+
+@task(takes_context=True, max_attempts=1)
+def reports_progress_until_told(ctx, done=96, total=240, seconds=120.0):
+    """Reports ``done`` of ``total``, then runs on until the test writes a "go" ledger row (at
+    most ``seconds``), and finishes at ``total`` of ``total``: a running job with progress."""
+    ctx.progress(done, total)
+    _told(ctx.job_id, "go", seconds)
+    ctx.progress(total, total)
+    return {"rows": total}

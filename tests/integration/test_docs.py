@@ -1,0 +1,207 @@
+"""The documentation site: it builds with warnings as errors, and every example in it runs.
+
+How each code block is executed is described in ``tests/docs_support/blocks.py``; a block that
+cannot run must say why (``<!-- not-executed: reason -->``), and the inventory test prints them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.checks import WARNING, run_checks
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from django_taskengine.conf import DEFAULTS
+from django_taskengine.registry import tasks as task_registry
+from tests.docs_support.blocks import DOCS, Block, blocks, commands, pages
+from tests.helpers import WorkerCommand, end_subprocess_sessions, worker_env
+
+REPO = DOCS.parent
+PAGES = pages()
+#: Languages of blocks that are shown, never executed: files of other tools, and output.
+SHOWN_LANGUAGES = {"text", "ini", "yaml", "dockerfile", "systemd", "procfile", "json", ""}
+#: The package the examples' project modules live in (``myapp/tasks.py``).
+PROJECT_PACKAGES = ("myapp",)
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    started = time.monotonic()
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+        + ["-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    print(f"sphinx build: {time.monotonic() - started:.1f} s")
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-5000:]
+    assert "WARNING" not in build.stderr, build.stderr[-5000:]
+    settings_page = (tmp_path / "html" / "reference" / "settings.html").read_text()
+    for key in DEFAULTS:
+        assert key in settings_page, f"the settings reference lacks {key}"
+    cli_page = (tmp_path / "html" / "reference" / "cli.html").read_text()
+    for subcommand in ("status", "pause", "resume", "retry", "why", "limit", "health", "prune"):
+        assert f'id="taskengine-{subcommand}"' in cli_page, f"no taskengine {subcommand}"
+
+
+def test_the_checks_page_lists_every_check_id() -> None:
+    ids = set()
+    for path in (REPO / "django_taskengine").rglob("*.py"):
+        ids |= set(re.findall(r"taskengine\.[EW]\d{3}", path.read_text()))
+    page = (DOCS / "reference" / "checks.md").read_text()
+    missing = sorted(check_id for check_id in ids if check_id not in page)
+    assert ids and not missing, f"docs/reference/checks.md lacks {missing}"
+
+
+def test_block_inventory() -> None:
+    """Every block is of a kind the convention knows; print what runs and what does not."""
+    counts: Counter[str] = Counter()
+    not_executed = []
+    for page in PAGES:
+        for block in blocks(page):
+            if block.skip_reason:
+                not_executed.append(f"{block.where}: {block.skip_reason}")
+                counts["not executed"] += 1
+            elif block.language == "python":
+                counts["python executed"] += 1
+            elif block.language in ("console", "shell"):
+                for command, _ in commands(block):
+                    counts[f"console {_console_kind(command)}"] += 1
+            else:
+                assert block.language in SHOWN_LANGUAGES or block.language.startswith("{"), (
+                    f"{block.where}: unknown block language {block.language!r}"
+                )
+                counts[f"shown ({block.language or 'plain'})"] += 1
+    print("doc blocks:", dict(sorted(counts.items())))
+    for line in not_executed:
+        print("not executed:", line)
+    assert counts["python executed"] > 0
+
+
+def _console_kind(command: str) -> str:
+    words = shlex.split(command)
+    if words[:3] == ["python", "manage.py", "taskengine"]:
+        return "taskengine (call_command)"
+    if words[:3] == ["python", "manage.py", "run_workers"] and "--burst" in words:
+        return "run_workers --burst (worker process)"
+    return "shown only"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_every_example_of_the_page_runs(
+    page: Path, transactional_db: None, tmp_path: Path, capsys: Any
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    snapshot = task_registry.snapshot()
+    sys.path.insert(0, str(project))
+    namespace: dict[str, Any] = {"__name__": f"docs_page_{page.stem}"}
+    started_workers = False
+    engine = {**settings.TASKENGINE, "TASK_MODULES": list(PROJECT_PACKAGES)}
+    try:
+        with override_settings(TASKENGINE=engine):
+            for block in blocks(page):
+                if block.skip_reason:
+                    continue
+                if block.language == "python":
+                    _run_python(block, namespace, project)
+                elif block.language in ("console", "shell"):
+                    started_workers |= _run_console(block, tmp_path)
+    finally:
+        sys.path.remove(str(project))
+        for name in list(sys.modules):
+            if name.split(".")[0] in PROJECT_PACKAGES:
+                del sys.modules[name]
+        task_registry.restore(snapshot)
+        if started_workers:
+            end_subprocess_sessions()
+
+
+def _run_python(block: Block, namespace: dict[str, Any], project: Path) -> None:
+    code = compile(block.code, block.where, "exec")
+    path = block.file
+    if path == "settings.py":
+        _check_settings(block, code)
+    elif path == "urls.py":
+        exec(code, {"__name__": "docs_urls"})
+    elif path and path.startswith("tests/"):
+        test_namespace: dict[str, Any] = {"__name__": "docs_tests"}
+        exec(code, test_namespace)
+        tests = [f for name, f in test_namespace.items() if name.startswith("test_")]
+        assert tests, f"{block.where}: a tests/ block defines no test_* function"
+        for test in tests:
+            test()
+    elif path:
+        assert path.split("/")[0] in PROJECT_PACKAGES, (
+            f"{block.where}: project modules live in {PROJECT_PACKAGES}, not {path}"
+        )
+        target = project / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for parent in target.relative_to(project).parents:
+            if parent != Path("."):
+                (project / parent / "__init__.py").touch()
+        target.write_text(block.code)
+        importlib.invalidate_caches()
+        module = path.removesuffix(".py").replace("/", ".")
+        sys.modules.pop(module, None)
+        importlib.import_module(module)
+    else:
+        exec(code, namespace)
+
+
+def _check_settings(block: Block, code: Any) -> None:
+    values: dict[str, Any] = {"__name__": "docs_settings"}
+    exec(code, values)
+    checked = {name: values[name] for name in ("TASKENGINE", "TASKS") if name in values}
+    if not checked:
+        return
+    with override_settings(**checked):
+        problems = [
+            message
+            for message in run_checks(include_deployment_checks=False)
+            if message.level >= WARNING
+            and (message.id or "").startswith("taskengine.")
+            and not message.is_silenced()
+        ]
+    assert not problems, f"{block.where}: the settings fail the system checks: {problems}"
+
+
+def _run_console(block: Block, tmp_path: Path) -> bool:
+    started_workers = False
+    for command, following in commands(block):
+        kind = _console_kind(command)
+        words = shlex.split(command)
+        if kind.startswith("taskengine"):
+            out, err = io.StringIO(), io.StringIO()
+            if following and following.startswith("CommandError:"):
+                with pytest.raises(CommandError):
+                    call_command(*words[2:], stdout=out, stderr=err)
+            else:
+                call_command(*words[2:], stdout=out, stderr=err)
+        elif kind.startswith("run_workers"):
+            started_workers = True
+            log = tmp_path / f"run_workers-{block.line}.log"
+            env = worker_env(
+                PYTHONPATH=str(tmp_path / "project") + os.pathsep + worker_env()["PYTHONPATH"],
+                TASKENGINE_TEST_OVERRIDES='{"TASK_MODULES": ["myapp"]}',
+            )
+            workers = WorkerCommand(words[3:], log, env)
+            assert workers.wait(timeout=60) == 0, f"{block.where}: " + workers.log()[-4000:]
+    return started_workers

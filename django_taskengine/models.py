@@ -29,6 +29,7 @@ from .event_models import Event
 from .job_indexes import AT_REST, DEDUP_HOLDER, LANE_AND_WAIT_INDEXES
 from .queue_models import Pause, PauseScope, Queue
 from .schedule_models import CatchUp, PeriodicTick, Schedule
+from .stats_models import MinuteStats
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -42,6 +43,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobTimeoutError",
+    "MinuteStats",
     "Overview",
     "Pause",
     "PauseScope",

@@ -37,6 +37,9 @@ class ClaimedJob:
     stop_requested: str = ""
     #: The durable waits its run has done (``ctx.sleep``), in call order; None for none.
     waits: list[Any] | None = None
+    #: When the job became due, ``max(created_at, run_after)`` as claimed: its wait until an
+    #: attempt starts counts from here (the console's charts). None where unknown.
+    due_at: dt.datetime | None = None
 
     @property
     def reserved(self) -> bool:

@@ -18,3 +18,4 @@ class AuditObject(models.TextChoices):
     ENGINE = "engine", "engine"
     JOB = "job", "job"
     SCHEDULE = "schedule", "schedule"
+    WORKER = "worker", "worker process"

@@ -11,6 +11,7 @@ object that changed state meanwhile is refused with :class:`ActionRefused`, neve
   delete a finished job, discard one that never ran.
 - :mod:`.schedules`: periodic schedules.
 - :mod:`.limits`: queue limits (flow control).
+- :mod:`.workers`: requests to worker processes (drain, resume, stop, hard stop).
 - :mod:`.audit`: the audit trail every change above is recorded in.
 
 Every change takes ``by`` (who), ``reason`` (why) and ``source`` ("admin", "cli"; Python callers
@@ -57,6 +58,7 @@ from .pauses import (
     task_pause,
 )
 from .schedules import get_schedule, pause_schedule, resume_schedule, run_schedule_now
+from .workers import drain_worker, get_worker, hard_stop_worker, resume_worker, stop_worker
 from .workflows import (
     WorkflowResult,
     cancel_workflow,
@@ -90,6 +92,11 @@ __all__ = [
     "cancel_job",
     "delete_job",
     "discard_job",
+    "drain_worker",
+    "get_worker",
+    "hard_stop_worker",
+    "resume_worker",
+    "stop_worker",
     "engine_pause",
     "get_queue",
     "get_schedule",

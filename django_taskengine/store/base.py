@@ -187,6 +187,9 @@ class WorkerSession(ABC):
     uses_leases = False
     #: Job ids to claim, when a dispatch backend delivers them; None: claims scan the table.
     deliveries: Deliveries | None = None
+    #: An operator's request to this process ("drain", "stop", "kill" or ""), as the last
+    #: heartbeat read it from the worker's row (django_taskengine/operations/workers.py).
+    control_requested: str = ""
 
     @abstractmethod
     def register(self) -> None:
@@ -243,7 +246,7 @@ class WorkerSession(ABC):
         """Report liveness (and renew leases of ``running`` jobs where leases are used).
 
         Returns the stop requests (job id -> "pause" or "cancel") operators made for jobs this
-        worker runs.
+        worker runs; sets :attr:`control_requested`.
         """
 
     @abstractmethod

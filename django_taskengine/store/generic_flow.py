@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, Subquery, TextField
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
 from ..conf import taskengine_settings
@@ -76,8 +76,11 @@ def claimed_jobs(jobs: Any, token: uuid.UUID, started_at: dt.datetime | None) ->
             kwargs_text=Cast("kwargs", TextField()),
             checkpoint_text=Cast("checkpoint", TextField()),
             waits_text=Cast("waits", TextField()),
+            due_at=Greatest("created_at", "run_after"),
         )
-        .values(*_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text", "waits_text")
+        .values(
+            *_CLAIMED_FIELDS, "args_text", "kwargs_text", "checkpoint_text", "waits_text", "due_at"
+        )
     )
     return [
         ClaimedJob(
@@ -95,6 +98,7 @@ def claimed_jobs(jobs: Any, token: uuid.UUID, started_at: dt.datetime | None) ->
             checkpoint=load_column("checkpoint", job["checkpoint_text"]),
             uid=job["uid"],
             waits=load_column("waits", job["waits_text"]),
+            due_at=job["due_at"],
         )
         for job in rows
     ]

@@ -202,6 +202,13 @@ class GenericWorkerSession(FlowClaims, WorkerSession):
                 )
         if not updated:
             self.register()
+        self.control_requested = (
+            Worker.objects.using(self.alias)
+            .filter(id=self.worker.id)
+            .values_list("control_requested", flat=True)
+            .first()
+            or ""
+        )
         return dict(
             self._jobs()
             .filter(worker_id=self.worker.id, status=JobStatus.RUNNING)

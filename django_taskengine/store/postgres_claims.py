@@ -41,6 +41,7 @@ def claimed_job(row: tuple[Any, ...]) -> ClaimedJob:
         locked=row[12],
         uid=row[15],
         waits=load_column("waits", row[16]),
+        due_at=row[17],
     )
 
 

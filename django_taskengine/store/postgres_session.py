@@ -251,7 +251,8 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             },
         )
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
-        row = cast("tuple[int, list[int], list[str]]", cursor.fetchone())
+        row = cast("tuple[int, list[int], list[str], str | None]", cursor.fetchone())
+        self.control_requested = row[3] or ""
         if row[0] == 0:
             self.register()
         return dict(zip(row[1], row[2], strict=True))

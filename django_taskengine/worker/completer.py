@@ -132,9 +132,13 @@ class Completer:
         self._releasing = []
 
     def count(self, outcome: Outcome) -> None:
+        """Count jobs, not attempts: a job that succeeded, or that ended failed (its attempts
+        used up, or its error not retryable). A failed attempt that is retried is neither."""
+        if outcome.outcome == AttemptOutcome.SUPERSEDED:
+            return
         if outcome.outcome == AttemptOutcome.SUCCEEDED:
             self.succeeded += 1
-        elif outcome.outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT):
+        elif outcome.status == JobStatus.FAILED:
             self.failed += 1
 
 

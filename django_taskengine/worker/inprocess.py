@@ -29,6 +29,7 @@ from ..store.inprocess import InProcessSession
 from .completer import write_outcomes
 from .report import report_outcome
 from .runner import run_attempt
+from .stats import recording
 
 
 class JobFailed(Exception):
@@ -58,7 +59,7 @@ def run_enqueued_eagerly(jobs: list[Job], alias: str) -> list[Job]:
     created = list(dict.fromkeys(job.pk for job in jobs if job.created))
     if not created:
         return jobs
-    InProcessRunner(alias, queues=[], retries=True, only_ids=created).run(None)
+    InProcessRunner(alias, queues=[], retries=True, only_ids=created).run(None, stats=False)
     fresh = Job.objects.using(alias).in_bulk(created)
     refreshed = []
     for job in jobs:
@@ -94,8 +95,13 @@ class InProcessRunner:
         self.session = InProcessSession(alias, self.info, only_ids)
         self.stops: dict[int, str] = {}
 
-    def run(self, max_jobs: int | None) -> list[int]:
-        """Run until nothing can be claimed (or ``max_jobs`` attempts); the ids run, in order."""
+    def run(self, max_jobs: int | None, *, stats: bool = True) -> list[int]:
+        """Run until nothing can be claimed (or ``max_jobs`` attempts); the ids run, in order.
+        With ``stats``, the attempts are counted in the console's per-minute statistics."""
+        with recording(self.alias, enabled=stats):
+            return self._run(max_jobs)
+
+    def _run(self, max_jobs: int | None) -> list[int]:
         ran: dict[int, None] = {}
         attempts = 0
         while max_jobs is None or attempts < max_jobs:

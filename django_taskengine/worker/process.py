@@ -30,6 +30,7 @@ from .dispatching import Dispatch
 from .liveness import DB_ERRORS, Liveness
 from .runner_pool import RunnerPool
 from .state_sync import StateSync
+from .stats import ProcessStats
 from .stopping import StopControl
 from .wakeup import WakeUp
 
@@ -131,6 +132,8 @@ class WorkerProcess:
             channel=self.state,
             wakeup=self.wakeup,
         )
+        #: The console's per-minute statistics, flushed every few seconds.
+        self.stats = ProcessStats(self.store.alias, self.claimer.running)
 
     def request_stop(self, *_: Any) -> None:
         """Stop claiming; running jobs get ``shutdown_timeout`` seconds. Asking again changes
@@ -154,6 +157,7 @@ class WorkerProcess:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.runners.start()
         self.dispatch.start()
+        self.stats.start()
         logger.info(
             "worker %s started (pid %s, queues %s, concurrency %s)",
             self.info.id,
@@ -177,6 +181,7 @@ class WorkerProcess:
                 completer.flush(session)
                 self.state.sync(session)
                 now = time.monotonic()
+                self.stats.tick(now)
                 if self.supervised and not stops.requested and os.getppid() != self.parent_pid:
                     logger.error("worker %s: supervisor exited; shutting down", self.info.id)
                     stops.request()
@@ -319,6 +324,7 @@ class WorkerProcess:
                 self.info.id,
                 ", ".join(map(str, sorted(overran))),
             )
+        self.stats.stop()
         # The session's job locks must outlive those attempts: the process's exit ends it.
         self.liveness.close(end_session=not overran)
         logger.info(

@@ -11,14 +11,17 @@ from ..core.lifecycle import ClaimedJob, Outcome
 from ..core.statuses import AttemptOutcome, JobStatus
 from ..registry import find_task
 from ..signals import job_finished
+from .stats import RECORDER
 
 logger = logging.getLogger("django_taskengine.worker")
 
 
 def report_outcome(outcome: Outcome, job: ClaimedJob) -> None:
     """One log line and a ``job_finished`` signal per finished attempt (a worker process, or
-    the in-process runner of :mod:`django_taskengine.testing`)."""
+    the in-process runner of :mod:`django_taskengine.testing`), and its count in the
+    console's per-minute statistics."""
     _log_outcome(outcome, job)
+    RECORDER.record(outcome, job)
     if job_finished.has_listeners():
         # Robust: one receiver's error neither stops the others nor the worker.
         responses = job_finished.send_robust(

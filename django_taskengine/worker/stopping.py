@@ -19,6 +19,11 @@ its thread ends or its process has exited (:func:`~django_taskengine.core.lifecy
 A shutdown asks checkpointing tasks to stop at their next checkpoint, gives back the jobs no
 thread started, and at the deadline gives back the rest. Asking again changes nothing;
 :meth:`StopControl.stop_now` gives them back at once.
+
+An operator's hard stop of the whole process (:meth:`StopControl.hard_stop`, from the worker's
+admin page) keeps every running attempt the same way and exits at once: the attempts end with
+the process, and the rescue requeues their jobs as it does a dead worker's. An attempt whose
+thread returns before the exit is recorded as it ended.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class StopControl:
         #: Jobs whose attempt ran past its timeout: this worker keeps them until the attempt's
         #: thread ends (then it is recorded as timed out) or the process exits.
         self.overran: set[int] = set()
+        #: Jobs running when an operator hard-stopped the process: they end with it.
+        self.hard_stopped: set[int] = set()
 
     def request(self) -> None:
         """Stop claiming; running jobs get ``shutdown_timeout`` seconds.
@@ -83,6 +90,18 @@ class StopControl:
         self.requested = True
         self.now_requested = True
         self.deadline = time.monotonic()
+        self._wake()
+
+    def hard_stop(self) -> None:
+        """Stop claiming and exit now, leaving the running attempts to end with the process
+        (their jobs stay this worker's until then; the rescue requeues them after)."""
+        self.requested = True
+        self.deadline = time.monotonic()
+        # Jobs waiting in the inbox are given back by return_unstarted; one a thread takes
+        # meanwhile is among these, and ends with the process too.
+        self.hard_stopped.update(
+            job_id for job_id, entry in self.claimer.running.items() if not entry.job.reserved
+        )
         self._wake()
 
     def overdue(self, now: float) -> bool:
@@ -138,11 +157,14 @@ class StopControl:
         self.recycle = True
 
     def _overran(self, entry: Running) -> bool:
-        return entry.abandoned or entry.job.id in self.overran
+        job_id = entry.job.id
+        return entry.abandoned or job_id in self.overran or job_id in self.hard_stopped
 
     def overran_executing(self) -> list[int]:
-        """The jobs whose attempt overran its timeout and whose thread has not ended."""
-        return [job_id for job_id in self.overran if job_id in self.claimer.running]
+        """The jobs whose attempt overran its timeout (or was hard-stopped with the process)
+        and whose thread has not ended."""
+        kept = self.overran | self.hard_stopped
+        return [job_id for job_id in kept if job_id in self.claimer.running]
 
     def others_running(self) -> bool:
         """Attempts are running that did not overrun their timeout (worth waiting for)."""

@@ -8,6 +8,10 @@ process gets SIGTERM twice, directly and from the supervisor: a worker never tak
 SIGTERM as more urgent. "Stop now" is its own signal, SIGQUIT (to the supervisor or the group),
 or a second SIGTERM/SIGINT to the supervisor itself (a second Ctrl-C): the supervisor sends
 SIGQUIT to each worker process, which requeues its running jobs at once and exits.
+
+A worker process that an operator stopped from the admin (or ``taskengine worker stop``) exits
+with EXIT_STOPPED and is not replaced: the others keep running, and once none is left the
+supervisor exits too (code 0).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from django.db import connections
 
+from .operator_requests import EXIT_STOPPED
 from .process import EXIT_RECYCLE, STOP_SIGNALS, WorkerProcess
 
 logger = logging.getLogger("django_taskengine.supervisor")
@@ -141,6 +146,13 @@ class Supervisor:
         if self.stopping:
             return
         if code == 0 and self.finite:
+            return
+        if code == EXIT_STOPPED:
+            logger.warning(
+                "worker process %s was stopped by an operator; not starting a new one (%s left)",
+                pid,
+                len(self.children),
+            )
             return
         if code == EXIT_FATAL:
             logger.error("worker process %s hit an unrecoverable error; stopping", pid)

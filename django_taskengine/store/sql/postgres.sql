@@ -225,7 +225,7 @@ WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
     pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
-    j.waits::text
+    j.waits::text, GREATEST(j.created_at, j.run_after)
 
 -- name: begin
 -- The flow claim's transaction, its BEGIN and COMMIT sent in its pipeline
@@ -340,7 +340,7 @@ WITH started AS (
     RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
         j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
         pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
-        j.waits::text
+        j.waits::text, GREATEST(j.created_at, j.run_after)
 ),
 windows AS (
     INSERT INTO taskengine_rate_window (scope, starts)

@@ -260,7 +260,11 @@ class Attempt(models.Model):
     class Meta:
         db_table = "taskengine_attempt"
         ordering = ["job", "number", "id"]
-        indexes = [models.Index(fields=["job", "number"], name="taskengine_attempt_job_idx")]
+        indexes = [
+            models.Index(fields=["job", "number"], name="taskengine_attempt_job_idx"),
+            # A worker's history on its admin page (migration 0030 says what it costs).
+            models.Index(fields=["worker_id", "id"], name="taskengine_attempt_worker_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of job {self.job_id}: {self.outcome}"
@@ -300,12 +304,20 @@ class Worker(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     last_heartbeat_at = models.DateTimeField(default=timezone.now)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    #: Jobs whose attempt in this process succeeded, and jobs that ended failed here (attempts
+    #: that failed and were retried are not counted).
     jobs_succeeded = models.BigIntegerField(default=0)
     jobs_failed = models.BigIntegerField(default=0)
+    #: An operator's request to this process, carried out at its next heartbeat:
+    #: "drain", "stop" or "kill" (see django_taskengine/operations/workers.py); "" for none.
+    control_requested = models.CharField(max_length=8, blank=True, default="")
+    control_requested_at = models.DateTimeField(null=True, blank=True)
+    control_requested_by = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
         db_table = "taskengine_worker"
         ordering = ["-started_at"]
+        permissions = [("control_worker", "Can drain and stop worker processes")]
 
     def __str__(self) -> str:
         return f"Worker {self.hostname}:{self.pid} ({self.id})"

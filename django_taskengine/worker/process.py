@@ -28,6 +28,7 @@ from .claimer import STALLED_AFTER, Claimer
 from .completer import Completer
 from .dispatching import Dispatch
 from .liveness import DB_ERRORS, Liveness
+from .operator_requests import EXIT_STOPPED, OperatorRequests
 from .runner_pool import RunnerPool
 from .state_sync import StateSync
 from .stats import ProcessStats
@@ -113,6 +114,8 @@ class WorkerProcess:
             wake=self.wakeup.wake,
             worker_id=self.info.id,
         )
+        #: Drain, stop and hard stop, as an operator asks them of this process.
+        self.requests = OperatorRequests(self.stops, self.info.id)
         self.dispatch = Dispatch(self.store, self.info, burst=burst)
         self.liveness = Liveness(
             self.store,
@@ -197,17 +200,19 @@ class WorkerProcess:
                         completer.flush(session)
                         stops.log_interrupted(interrupted)
                         break
-                else:
+                elif not self.requests.draining:
                     self._give_back_stalled(session, now)
                     exhausted = claimer.claim(session) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
                     liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL
+                    self.requests.apply(session.control_requested, session)
                 if self._final_rescue_at is not None and now >= self._final_rescue_at:
                     self._final_rescue_at = None
                     liveness.next_rescue = now
                 if now >= liveness.next_rescue:
-                    if liveness.rescue() and not (stops.requested or stops.recycle):
+                    claiming = not (stops.requested or stops.recycle or self.requests.draining)
+                    if liveness.rescue() and claiming:
                         claimer.claim(session)
                     liveness.next_rescue = now + taskengine_settings.RESCUE_INTERVAL
                 if not self.burst and not stops.requested:
@@ -219,6 +224,8 @@ class WorkerProcess:
             except DB_ERRORS as exc:
                 liveness.lost_connection(exc)
         self._shutdown()
+        if self.requests.stopped:
+            return EXIT_STOPPED
         return EXIT_RECYCLE if stops.recycle and not stops.requested else 0
 
     def _give_back_stalled(self, session: WorkerSession, now: float) -> None:
@@ -285,7 +292,10 @@ class WorkerProcess:
         room to claim), the shutdown deadline or the next attempt's timeout."""
         now = time.monotonic()
         timeout = max(0.0, next_timer - now)
-        can_claim = not self.stops.requested and not self.stops.recycle and self.claimer.room() > 0
+        can_claim = (
+            not (self.stops.requested or self.stops.recycle or self.requests.draining)
+            and self.claimer.room() > 0
+        )
         if can_claim:
             timeout = min(timeout, taskengine_settings.POLL_INTERVAL)
             look_at = self.liveness.session.flow_look_at() if self.liveness.session else None
@@ -325,10 +335,15 @@ class WorkerProcess:
                 ", ".join(map(str, sorted(overran))),
             )
         self.stats.stop()
+        if self.liveness.session is not None:
+            try:  # the final counts, for the worker's row
+                self.liveness.heartbeat(self.completer.succeeded, self.completer.failed)
+            except DB_ERRORS:
+                pass
         # The session's job locks must outlive those attempts: the process's exit ends it.
         self.liveness.close(end_session=not overran)
         logger.info(
-            "worker %s stopped: %s succeeded, %s failed attempts",
+            "worker %s stopped: %s job(s) succeeded, %s failed",
             self.info.id,
             self.completer.succeeded,
             self.completer.failed,

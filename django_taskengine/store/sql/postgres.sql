@@ -662,20 +662,23 @@ SELECT count(*) FROM (
     SELECT pg_notify(%(channel)s, 'flow:' || q) FROM unnest(%(queues)s::text[]) AS q) AS n
 
 -- name: register_worker
+-- (On a reconnect, an operator's request to the process stays: it is still to be carried out.)
 INSERT INTO taskengine_worker (id, hostname, pid, queues, concurrency, started_at,
-                               last_heartbeat_at, stopped_at, jobs_succeeded, jobs_failed)
-VALUES (%s, %s, %s, %s::jsonb, %s, now(), now(), NULL, 0, 0)
+                               last_heartbeat_at, stopped_at, jobs_succeeded, jobs_failed,
+                               control_requested, control_requested_by)
+VALUES (%s, %s, %s, %s::jsonb, %s, now(), now(), NULL, 0, 0, '', '')
 ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL
 
 -- name: heartbeat
--- The worker's liveness and counters; returns whether its row exists and the stop requests
--- operators made for the jobs it runs (`ids`: those it knows of), each job found by its key:
+-- The worker's liveness and counters; returns whether its row exists, the stop requests
+-- operators made for the jobs it runs (`ids`: those it knows of), and an operator's request to
+-- the process itself ("drain", "stop", "kill" or ""). Each job is found by its key:
 -- the running-jobs index keeps an entry per job run since the last vacuum (while a
 -- transaction holds the xmin horizon, all of them), which a search by worker would step over.
 WITH w AS (
     UPDATE taskengine_worker SET last_heartbeat_at = now(), jobs_succeeded = %(ok)s,
         jobs_failed = %(failed)s
-    WHERE id = %(worker)s RETURNING id
+    WHERE id = %(worker)s RETURNING id, control_requested
 ),
 stops AS MATERIALIZED (
     -- The probe's only condition is the key (OFFSET 0 keeps the others outside it): with the
@@ -692,7 +695,8 @@ stops AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM w),
     ARRAY(SELECT s.id FROM stops s ORDER BY s.id),
-    ARRAY(SELECT s.stop_requested FROM stops s ORDER BY s.id)
+    ARRAY(SELECT s.stop_requested FROM stops s ORDER BY s.id),
+    (SELECT w.control_requested FROM w)
 
 -- name: save_state
 -- Checkpoints and progress of running attempts, each fenced by its token; returns the pending

@@ -35,7 +35,7 @@ def test_worker_list_shows_host_pid_queues_heartbeat_and_counts(admin_client):
     assert '<td class="field-queue_names">all</td>' in html
     assert '<td class="field-jobs_succeeded">17</td>' in html
     assert '<td class="field-running_now">2</td>' in html
-    assert "0 s ago" in html or "1 s ago" in html
+    assert ">now</time>" in html or ">1 s ago</time>" in html
 
 
 def test_stale_workers_are_marked_and_stopped_ones_greyed(admin_client):
@@ -45,9 +45,9 @@ def test_stale_workers_are_marked_and_stopped_ones_greyed(admin_client):
 
     html = content(admin_client.get(admin_url("worker_changelist")))
 
-    assert '<span class="te-worker-live">live</span>' in html
-    assert '<span class="te-worker-stale">stale</span>' in html
-    assert '<span class="te-worker-stopped">stopped</span>' in html
+    assert 'class="te-worker-state te-worker-live"' in html
+    assert 'class="te-worker-state te-worker-stale"' in html
+    assert 'class="te-worker-state te-worker-stopped"' in html
     assert '<span class="te-stopped">gone</span>' in html
     assert "3 min ago" in html
 

@@ -1,7 +1,9 @@
 """The overview page: the whole engine on one screen, for the operator who was just paged.
 
 Per queue and status counts, failures of the last hour, the oldest due job, the workers alive,
-every pause in force with its Resume button, and Pause all / Resume all. It is listed on the
+every pause in force with its Resume button, Pause all / Resume all, and the charts of the last
+hour or day (:mod:`.chart_data`), for all queues or one. Its regions refresh themselves
+(``data-te-live``, see ``console.js``). It is listed on the
 admin index through the :class:`~django_taskengine.models.Overview` proxy model.
 """
 
@@ -21,6 +23,7 @@ from django.utils import timezone
 from .. import inspection
 from ..conf import taskengine_settings
 from ..models import JobStatus, Overview, Worker
+from .chart_data import charts_context
 from .common import ReadOnlyModelAdmin, format_age, has_app_permission
 from .job_list import job_list_url
 from .pauses import pause_controls_context, queue_state
@@ -128,6 +131,7 @@ class OverviewAdmin(ReadOnlyModelAdmin):
             "te_stale_workers": stale,
             "te_workers_url": reverse(f"{site}:django_taskengine_worker_changelist"),
             "te_window": "hour",
+            **charts_context(request, queues=list(stats)),
         }
         request.current_app = site
         return TemplateResponse(request, "admin/django_taskengine/overview.html", context)

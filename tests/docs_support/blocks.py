@@ -13,7 +13,8 @@ The convention the documentation follows (and ``tests/integration/test_docs.py``
 - in a `````console`` block, ``$ python manage.py taskengine …`` commands are run with
   ``call_command`` (a next line starting ``CommandError:`` says the command must fail), and
   ``$ python manage.py run_workers … --burst`` runs a real worker process; other commands
-  (``pip``, ``migrate``, ``systemctl``…) are shown only;
+  (``pip``, ``migrate``, ``systemctl``…) are shown only; an upper-case word that names a variable
+  of the page's Python (``JOB_ID``) is replaced with its value;
 - a block that cannot run is preceded by ``<!-- not-executed: the reason -->``.
 """
 

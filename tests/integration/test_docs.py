@@ -123,7 +123,7 @@ def test_every_example_of_the_page_runs(
                 if block.language == "python":
                     _run_python(block, namespace, project)
                 elif block.language in ("console", "shell"):
-                    started_workers |= _run_console(block, tmp_path)
+                    started_workers |= _run_console(block, tmp_path, namespace)
     finally:
         sys.path.remove(str(project))
         for name in list(sys.modules):
@@ -138,7 +138,7 @@ def _run_python(block: Block, namespace: dict[str, Any], project: Path) -> None:
     code = compile(block.code, block.where, "exec")
     path = block.file
     if path == "settings.py":
-        _check_settings(block, code)
+        _check_settings(block, code, project)
     elif path == "urls.py":
         exec(code, {"__name__": "docs_urls"})
     elif path and path.startswith("tests/"):
@@ -166,8 +166,9 @@ def _run_python(block: Block, namespace: dict[str, Any], project: Path) -> None:
         exec(code, namespace)
 
 
-def _check_settings(block: Block, code: Any) -> None:
-    values: dict[str, Any] = {"__name__": "docs_settings"}
+def _check_settings(block: Block, code: Any, project: Path) -> None:
+    # As in a project, where settings.py sits in a package next to manage.py.
+    values: dict[str, Any] = {"__name__": "docs_settings", "__file__": str(project / "settings.py")}
     exec(code, values)
     checked = {name: values[name] for name in ("TASKENGINE", "TASKS") if name in values}
     if not checked:
@@ -183,11 +184,15 @@ def _check_settings(block: Block, code: Any) -> None:
     assert not problems, f"{block.where}: the settings fail the system checks: {problems}"
 
 
-def _run_console(block: Block, tmp_path: Path) -> bool:
+def _run_console(block: Block, tmp_path: Path, namespace: dict[str, Any]) -> bool:
     started_workers = False
     for command, following in commands(block):
         kind = _console_kind(command)
-        words = shlex.split(command)
+        # A placeholder such as JOB_ID stands for the value the page's Python gave that name.
+        words = [
+            str(namespace[word]) if word.isupper() and word in namespace else word
+            for word in shlex.split(command)
+        ]
         if kind.startswith("taskengine"):
             out, err = io.StringIO(), io.StringIO()
             if following and following.startswith("CommandError:"):

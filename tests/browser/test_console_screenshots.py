@@ -40,6 +40,7 @@ SIZES = ((1280, 900), (1920, 1080))
 #: TEMPORARY while the console is being built: the features whose checks apply.
 CHARTS = find_spec("django_taskengine.admin.chart_data") is not None
 PROGRESS_BARS = find_spec("django_taskengine.admin.job_columns") is not None
+WORKER_PAGE = find_spec("django_taskengine.admin.worker_page") is not None
 #: The running job's progress while the screenshots are taken.
 DONE, TOTAL = 96, 240
 
@@ -78,9 +79,9 @@ def _shoot(page, request, name: str) -> list[Path]:
         page.set_viewport_size({"width": width, "height": height})
         page.reload()
         page.wait_for_selector("#content")
-        assert _fits(page), f"{name} at {width} px is wider than the window"
         path = folder / f"console-{name}-{width}.png"
         page.screenshot(path=str(path), full_page=True)
+        assert _fits(page), f"{name} at {width} px is wider than the window: {path}"
         made.append(path)
         if target:
             Path(target).mkdir(parents=True, exist_ok=True)
@@ -172,14 +173,27 @@ def test_console_screenshots_of_overview_running_job_failures_and_worker(
         assert bar.count() >= 1, "the running job's page shows no progress bar"
     shots["running-job"] = _shoot(page, request, "running-job")
 
-    # The failures, grouped: four jobs with one message make one group, not four rows.
+    # The failures, grouped by exception and message (its numbers left out): four jobs with
+    # one message make one row that counts them, not four rows.
     failures = _admin_url("django_taskengine_failures_changelist")
     if failures is not None:
         page.goto(live_server.url + failures)
+        groups = {
+            "payment gateway did not answer": "4",
+            "SKU-": "3",
+            "invalid e-mail address": "2",
+            "this task always fails": "1",
+        }
+        for message, jobs in groups.items():
+            row = page.locator("#content tr", has_text=message)
+            assert row.count() == 1, f"{message!r}: {row.count()} rows, not one group"
+            cells = [cell.strip() for cell in row.locator("td, th").all_inner_texts()]
+            assert jobs in cells, f"{message!r}: {cells} does not count {jobs} jobs"
         content = page.inner_text("#content")
         for name in ("TimeoutError", "KeyError", "ValueError"):
             assert name in content
-        assert content.count("payment gateway did not answer within 30 s") == 1
+        retry_all = page.locator("#content button", has_text="Retry all")
+        assert retry_all.count() == len(groups)
         shots["failures"] = _shoot(page, request, "failures")
 
     # The worker that runs the job: its host and process, and the job among its current ones.
@@ -187,6 +201,12 @@ def test_console_screenshots_of_overview_running_job_failures_and_worker(
     page.goto(live_server.url + reverse("admin:django_taskengine_worker_change", args=[worker.pk]))
     content = page.inner_text("#content")
     assert worker.hostname in content and str(worker.pid) in content
+    if WORKER_PAGE:
+        current = page.locator(f'#content a[href$="/job/{running.pk}/change/"]')
+        assert current.count() >= 1, "the worker's page does not list its running job"
+        assert page.locator("#content progress, #content [role=progressbar]").count() >= 1
+        for action in ("Drain", "Stop", "Hard stop"):
+            assert page.locator("#content button", has_text=action).count() >= 1
     shots["worker"] = _shoot(page, request, "worker")
 
     LedgerEntry.objects.create(job_id=running.pk, attempt=running.attempts, label="go", pid=0)

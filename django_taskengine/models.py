@@ -26,6 +26,7 @@ from .core.limits import (
 from .core.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, AttemptOutcome, JobStatus
 from .dependency_models import Dependency, Workflow
 from .event_models import Event
+from .failure_models import Failures
 from .job_indexes import AT_REST, DEDUP_HOLDER, LANE_AND_WAIT_INDEXES
 from .queue_models import Pause, PauseScope, Queue
 from .schedule_models import CatchUp, PeriodicTick, Schedule
@@ -37,6 +38,7 @@ __all__ = [
     "Attempt",
     "Dependency",
     "Event",
+    "Failures",
     "AttemptOutcome",
     "AuditEntry",
     "CatchUp",

@@ -1,5 +1,5 @@
-"""The job list's machinery: filters whose choices cost no scan of the job table, exact
-indexed search, a change list that reads only the columns it shows, and short times."""
+"""The job list's machinery: filters whose choices cost no scan of the job table, a change
+list that reads only the columns it shows, and short times (the search: :mod:`.job_search`)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from ..conf import taskengine_settings
-from ..core.limits import JOB_ID_MAX
 from ..job_indexes import ANY_STATUS, status_in
 from ..models import Job, JobStatus, Queue
 from ..registry import registered_tasks
+from .job_search import search_jobs as search_jobs  # its former home: the name stays importable
 
 #: Columns the list reads; the rest (arguments, results, tracebacks) may be large.
 LIST_COLUMNS = (
@@ -130,23 +130,6 @@ class _CountLabelled:
         if getattr(paginator, "count_is_exact", True):
             return int(self._changelist.result_count)
         return str(paginator.count_label)
-
-
-def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
-    """Exact matches only, each served by an index: a job id, a dedup key, a task name — or the
-    registered tasks whose name contains the term (matched in Python, not by a LIKE scan)."""
-    term = search_term.strip()
-    if not term:
-        return queryset
-    matches = Q(dedup_key=term) | (Q(task_name=term) & ANY_STATUS)
-    lowered = term.lower()
-    similar = [name for name in registered_tasks() if lowered in name.lower()]
-    if similar:
-        matches |= Q(task_name__in=similar) & ANY_STATUS
-    number = term.removeprefix("#")
-    if number.isdigit() and int(number) <= JOB_ID_MAX:
-        matches |= Q(pk=int(number))
-    return queryset.filter(matches)
 
 
 def short_time(moment: dt.datetime | None) -> SafeString | str:

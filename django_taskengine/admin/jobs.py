@@ -42,9 +42,9 @@ from .job_list import (
     QueueFilter,
     StatusFilter,
     TaskFilter,
-    search_jobs,
     short_time,
 )
+from .job_search import search_jobs
 from .paginator import EstimatedCountPaginator
 
 #: A bulk action touches at most this many jobs; more is a job for a script, not a click.
@@ -86,7 +86,8 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
     )
     search_fields = ("task_name", "dedup_key")
     search_help_text = (
-        "A job id, a dedup key, or a task name (exact, or part of a registered task's name)."
+        "Words of a job's arguments or error (an email address, an order id, "
+        "ConnectionRefusedError, timed out), a job id, a dedup key, or a task name."
     )
     # Only the primary key has an index that serves every filter's order.
     sortable_by = ("id",)

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -22,9 +23,11 @@ from .common import (
     acting,
     describe_pause,
     describe_until,
+    exact_time_text,
     has_app_permission,
     operator_view,
     redirect_back,
+    time_zone_name,
 )
 
 PAUSE_PERMISSION = "pause_queue"
@@ -54,6 +57,12 @@ def queue_state(queue: Queue | None, engine_pause: Pause | None = None) -> SafeS
         '<span class="te-running">Running</span> <span class="te-detail">({})</span>',
         "; ".join(notes),
     )
+
+
+def time_input_context() -> dict[str, str]:
+    """What labels every "pause until" input: the zone the time is read in, and the time now
+    in that zone (``time_zone``, ``now``)."""
+    return {"time_zone": time_zone_name(), "now": exact_time_text(timezone.now())}
 
 
 def pause_controls_context(
@@ -88,6 +97,7 @@ def pause_controls_context(
         ],
         "task_names": sorted(set(registered_tasks()) | {p.target for p in task_pauses}),
         "durations": PAUSE_DURATION_CHOICES,
+        **time_input_context(),
         "next_url": next_url,
         "urls": {
             name: reverse(url + name)

@@ -10,6 +10,7 @@ Pauses of every queue or of a task type are in :mod:`.pauses`.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.contrib import admin, messages
@@ -18,7 +19,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from .. import inspection, operations
@@ -41,7 +42,13 @@ from .common import (
 )
 from .job_list import job_list_url
 from .limits import LIMIT_PERMISSION, QueueLimitViews, limits_cell, limits_context
-from .pauses import PAUSE_PERMISSION, EnginePauseViews, pause_controls_context, queue_state
+from .pauses import (
+    PAUSE_PERMISSION,
+    EnginePauseViews,
+    pause_controls_context,
+    queue_state,
+    time_input_context,
+)
 
 
 def _db() -> str:
@@ -64,6 +71,7 @@ class QueueChangeList(ChangeList):
             queue.te_stats = stats.get(queue.name) or inspection.QueueStats(queue.name, queue)
             queue.te_limits = flow.queue(queue.name) if flow is not None else None
             queue.te_engine_pause = engine_pause
+            queue.te_pause_form = row_pause_form_id(queue.name)
 
 
 def _listed_stats(queue: Queue) -> inspection.QueueStats:
@@ -80,6 +88,7 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
         "queued",
         "due",
         "running",
+        "paused_jobs",
         "failed",
         "oldest_due",
         "throughput",
@@ -128,6 +137,7 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
     ) -> HttpResponse:
         context = {
             "title": "Queues",
+            "te_can_pause": self.has_pause_queue_permission(request),
             "te_controls": pause_controls_context(
                 request, self.admin_site.name, request.get_full_path()
             ),
@@ -155,6 +165,10 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
     def running(self, queue: Queue) -> SafeString:
         return self._count_link(queue, _listed_stats(queue).running, "running")
 
+    @admin.display(description="paused jobs")
+    def paused_jobs(self, queue: Queue) -> SafeString:
+        return self._count_link(queue, _listed_stats(queue).paused_jobs, "paused")
+
     @admin.display(description="failed")
     def failed(self, queue: Queue) -> SafeString:
         return self._count_link(queue, _listed_stats(queue).failed, "failed")
@@ -173,15 +187,35 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
 
     @admin.display(description="actions")
     def buttons(self, queue: Queue) -> SafeString:
-        # The changelist is already a POST form with a CSRF token: the button only redirects it.
-        action = "resume" if queue.is_paused else "pause"
+        # The changelist is already a POST form: a row's fields and button belong instead to
+        # that row's own pause form (rendered after the list, see queue/change_list.html), so
+        # a pause from the list carries its reason and duration.
+        if queue.is_paused:
+            return format_html(
+                '<button type="submit" class="button" formmethod="post" formaction="{}" '
+                'formnovalidate data-action="resume-queue" data-queue="{}">Resume</button>',
+                self._url("resume", queue.name),
+                queue.name,
+            )
+        form = row_pause_form_id(queue.name)
+        durations = format_html_join(
+            "", '<option value="{}">{}</option>', ((v, label) for v, label in ROW_DURATIONS)
+        )
         return format_html(
-            '<button type="submit" class="button" formmethod="post" formaction="{}" '
-            'formnovalidate data-action="{}-queue" data-queue="{}">{}</button>',
-            self._url(action, queue.name),
-            action,
+            '<span class="te-row-pause">'
+            '<input type="text" name="reason" form="{}" maxlength="1000" placeholder="reason" '
+            'aria-label="Reason to pause {}" class="te-row-reason">'
+            '<select name="duration" form="{}" aria-label="How long to pause {}">{}</select>'
+            '<button type="submit" class="button" form="{}" formmethod="post" formaction="{}" '
+            'formnovalidate data-action="pause-queue" data-queue="{}">Pause</button></span>',
+            form,
             queue.name,
-            action.capitalize(),
+            form,
+            queue.name,
+            durations,
+            form,
+            self._url("pause", queue.name),
+            queue.name,
         )
 
     # -- bulk actions ------------------------------------------------------------------
@@ -256,6 +290,7 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
             "te_throughput": f"{stats.throughput_per_minute:.1f}" if stats else "",
             "te_can_pause": self.has_pause_queue_permission(request),
             "te_durations": PAUSE_DURATION_CHOICES,
+            "te_time": time_input_context(),
             "te_pause_url": self._url("pause", name),
             "te_resume_url": self._url("resume", name),
             "te_jobs_url": job_list_url(self.admin_site.name, queue=name),
@@ -325,6 +360,15 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
             + "."
             + note,
         )
+
+
+#: The duration choices of a row of the queue list (short labels: the column is narrow).
+ROW_DURATIONS = [("", "until resumed"), ("15m", "15 min"), ("1h", "1 h"), ("4h", "4 h")]
+
+
+def row_pause_form_id(name: str) -> str:
+    """The id of the form a queue list row's pause fields belong to."""
+    return "te-pause-" + hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
 def _queues(names: list[str]) -> str:

@@ -1,0 +1,92 @@
+"""The job list's search: exact matches served by their indexes (a job id, a dedup key, a task
+name) or the words of the jobs' arguments and errors.
+
+What an operator types first is an argument value (an email address, an order id) or a piece of
+an error ("ConnectionRefusedError", "timed out"). A job matches when every word of the term is a
+word of its arguments, keyword arguments or error:
+
+* on PostgreSQL through ``taskengine_job_search_idx``, a GIN index over the 'simple' text search
+  vector of the three (migration 0028; words are split as PostgreSQL's text search splits them,
+  so "PaymentDeclined" does not find "myapp.errors.PaymentDeclined", but the whole dotted name
+  does, and a word is never matched by a part of it);
+* on SQLite, each word is looked for with ``LIKE '%word%'`` in their text: a scan of the table,
+  fine at development sizes, and it matches parts of words too.
+
+The conditions are SQL blocks (``store/sql/search.sql``) rendered by :class:`JobTextMatch`, so
+the search combines with the list's filters, its ordering by ``-id`` and its paginator.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import connections
+from django.db.models import BooleanField, Expression, Q, QuerySet
+from django.db.models.sql.compiler import SQLCompiler
+
+from ..core.limits import JOB_ID_MAX
+from ..job_indexes import ANY_STATUS, AT_REST
+from ..models import Job
+from ..registry import registered_tasks
+from ..store.sql import query
+
+#: A term longer than this is cut: nobody types more, and a pasted traceback is not a query.
+TERM_MAX = 200
+#: At most this many words of a term are looked for (each is one LIKE on SQLite).
+WORDS_MAX = 8
+_WORD = re.compile(r"\S+")
+
+
+class JobTextMatch(Expression):
+    """A condition on the job table: the words of ``term`` are among the words of the job's
+    arguments and error (PostgreSQL), or the one word ``term`` is inside their text (SQLite)."""
+
+    conditional = True
+    output_field = BooleanField()
+
+    def __init__(self, term: str) -> None:
+        super().__init__()
+        self.term = term
+
+    def as_sql(self, compiler: SQLCompiler, connection: Any) -> tuple[str, tuple[str, ...]]:
+        if connection.vendor == "postgresql":
+            return query("job_text_matches_postgresql"), (self.term,)
+        return query("job_text_matches_sqlite"), (f"%{_escape_like(self.term)}%",)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def text_condition(term: str, vendor: str) -> Q:
+    """The condition "``term`` is in the job's arguments or error" for a database ``vendor``."""
+    if vendor == "postgresql":
+        return Q(JobTextMatch(term))
+    words = _WORD.findall(term)[:WORDS_MAX]
+    condition = Q()
+    for word in words:
+        condition &= Q(JobTextMatch(word))
+    return condition
+
+
+def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
+    """Jobs whose arguments or error hold every word of the term, or matched exactly by it: a
+    job id, a dedup key, a task name — or the registered tasks whose name contains the term
+    (matched in Python, not by a LIKE scan). Every arm is served by an index on PostgreSQL."""
+    term = search_term.strip()[:TERM_MAX]
+    if not term:
+        return queryset
+    # A task name no process registers any more: its finished and paused jobs (an index
+    # serves those); its queued ones through the list's task filter. Asking for its active
+    # jobs here would visit every queued job for each search of a word.
+    matches = Q(dedup_key=term) | Q(task_name=term, status__in=AT_REST)
+    lowered = term.lower()
+    similar = [name for name in registered_tasks() if lowered in name.lower()]
+    if similar:
+        matches |= Q(task_name__in=similar) & ANY_STATUS
+    number = term.removeprefix("#")
+    if number.isdigit() and int(number) <= JOB_ID_MAX:
+        matches |= Q(pk=int(number))
+    vendor = connections[queryset.db].vendor
+    return queryset.filter(matches | text_condition(term, vendor))

@@ -1,0 +1,111 @@
+"""The job list's search: words of a job's arguments and error (through a GIN index on
+PostgreSQL, LIKE on SQLite), besides the exact matches by id, dedup key and task name."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from django_taskengine.admin.job_search import search_jobs
+from django_taskengine.models import Job, JobStatus
+from tests.admin_helpers import admin_url
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _found(admin_client, query: str) -> set[int]:
+    response = admin_client.get(admin_url("job_changelist", query=query))
+    assert response.status_code == 200
+    return {job.pk for job in response.context["cl"].result_list}
+
+
+@pytest.fixture
+def jobs() -> dict[str, Job]:
+    return {
+        "alice": JobFactory(args=["alice@example.com", 17]),
+        "order": JobFactory(kwargs={"order_id": 884213, "region": "eu"}),
+        "refused": JobFactory(
+            status=JobStatus.FAILED,
+            error="ConnectionRefusedError: [Errno 111] Connection refused",
+        ),
+        "timeout": JobFactory(status=JobStatus.FAILED, error="TimeoutError: timed out after 30 s"),
+        "queued_refused": JobFactory(
+            error="ConnectionRefusedError: [Errno 111] Connection refused"
+        ),
+        "other": JobFactory(args=["bob@example.com"], kwargs={"order_id": 5}),
+    }
+
+
+def test_search_finds_a_job_by_an_argument_value(admin_client, jobs):
+    assert _found(admin_client, "q=alice%40example.com") == {jobs["alice"].pk}
+
+
+def test_search_finds_a_job_by_a_keyword_argument_value(admin_client, jobs):
+    assert _found(admin_client, "q=884213") == {jobs["order"].pk}
+
+
+def test_search_finds_jobs_by_words_of_their_error(admin_client, jobs):
+    assert _found(admin_client, "q=timed+out") == {jobs["timeout"].pk}
+    assert _found(admin_client, "q=Connection+refused") == {
+        jobs["refused"].pk,
+        jobs["queued_refused"].pk,
+    }
+
+
+def test_search_finds_jobs_by_exception_class(admin_client, jobs):
+    assert _found(admin_client, "q=ConnectionRefusedError") == {
+        jobs["refused"].pk,
+        jobs["queued_refused"].pk,
+    }
+
+
+def test_search_combines_with_the_status_filter(admin_client, jobs):
+    assert _found(admin_client, "q=ConnectionRefusedError&status=failed") == {jobs["refused"].pk}
+
+
+def test_every_word_must_match(admin_client, jobs):
+    assert _found(admin_client, "q=timed+refused") == set()
+
+
+def test_search_finds_nothing_for_words_no_job_holds(admin_client, jobs):
+    assert _found(admin_client, "q=xyzzy") == set()
+    assert _found(admin_client, "q=qqq+zzzz") == set()
+
+
+def test_exact_matches_still_work(admin_client, jobs):
+    keyed = JobFactory(dedup_key="invoice-2024-17")
+    assert _found(admin_client, f"q={jobs['other'].pk}") >= {jobs["other"].pk}
+    assert keyed.pk in _found(admin_client, "q=invoice-2024-17")
+    assert jobs["alice"].pk in _found(admin_client, "q=tests.testapp.tasks.add")
+
+
+def test_search_keeps_the_newest_first_order(admin_client):
+    ids = [JobFactory(args=["shared-word"]).pk for _ in range(3)]
+    response = admin_client.get(admin_url("job_changelist", query="q=shared-word"))
+    assert [job.pk for job in response.context["cl"].result_list] == sorted(ids, reverse=True)
+
+
+def test_special_characters_of_like_are_taken_literally(admin_client):
+    percent = JobFactory(args=["100% done"])
+    JobFactory(args=["100 done"])
+    found = _found(admin_client, "q=100%25")
+    assert percent.pk in found
+    if connection.vendor == "sqlite":
+        assert len(found) == 1
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_search_uses_the_gin_index_on_postgresql(jobs):
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        sql, params = (
+            search_jobs(Job.objects.all(), "ConnectionRefusedError")
+            .order_by()
+            .values("pk")
+            .query.sql_with_params()
+        )
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert "taskengine_job_search_idx" in plan, plan

@@ -26,6 +26,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from django_taskengine.conf import DEFAULTS
+from django_taskengine.periodic.declarations import restore_declarations, snapshot_declarations
 from django_taskengine.registry import tasks as task_registry
 from tests.docs_support.blocks import DOCS, Block, blocks, commands, pages
 from tests.helpers import WorkerCommand, end_subprocess_sessions, worker_env
@@ -110,7 +111,7 @@ def test_every_example_of_the_page_runs(
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    snapshot = task_registry.snapshot()
+    snapshot, declarations = task_registry.snapshot(), snapshot_declarations()
     sys.path.insert(0, str(project))
     namespace: dict[str, Any] = {"__name__": f"docs_page_{page.stem}"}
     started_workers = False
@@ -130,6 +131,7 @@ def test_every_example_of_the_page_runs(
             if name.split(".")[0] in PROJECT_PACKAGES:
                 del sys.modules[name]
         task_registry.restore(snapshot)
+        restore_declarations(declarations)
         if started_workers:
             end_subprocess_sessions()
 

@@ -106,8 +106,8 @@ class WorkerAdmin(ReadOnlyModelAdmin):
         "started",
         "last_heartbeat",
         "running_now",
-        "jobs_succeeded",
-        "jobs_failed",
+        "succeeded",
+        "failed",
     )
     list_filter = (StateFilter,)
     show_facets = admin.ShowFacets.NEVER
@@ -120,10 +120,10 @@ class WorkerAdmin(ReadOnlyModelAdmin):
         "queue_names",
         "concurrency",
         "started",
-        "last_heartbeat",
+        "heartbeat_at",
         "stopped",
-        "jobs_succeeded",
-        "jobs_failed",
+        "succeeded",
+        "failed",
     )
     readonly_fields = fields
     change_form_template = "admin/django_taskengine/worker/change_form.html"
@@ -181,7 +181,7 @@ class WorkerAdmin(ReadOnlyModelAdmin):
     def started(self, worker: Worker) -> SafeString | str:
         return exact_time(worker.started_at)
 
-    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
+    @admin.display(description="heartbeat", ordering="last_heartbeat_at")
     def last_heartbeat(self, worker: Worker) -> SafeString:
         # The list shows how long ago (what an operator scans for); the exact time on hover.
         moment = timezone.localtime(worker.last_heartbeat_at)
@@ -192,6 +192,10 @@ class WorkerAdmin(ReadOnlyModelAdmin):
             relative_time(moment),
         )
 
+    @admin.display(description="last heartbeat")
+    def heartbeat_at(self, worker: Worker) -> SafeString | str:
+        return exact_time(worker.last_heartbeat_at)
+
     @admin.display(description="stopped")
     def stopped(self, worker: Worker) -> SafeString | str:
         return exact_time(worker.stopped_at)
@@ -200,13 +204,14 @@ class WorkerAdmin(ReadOnlyModelAdmin):
     def running_now(self, worker: Worker) -> int:
         return int(getattr(worker, "te_running", 0))
 
+    # Not named after the fields: Django would take the fields' longer names as the headers.
     @admin.display(description="succeeded", ordering="jobs_succeeded")
-    def jobs_succeeded(self, worker: Worker) -> int:
+    def succeeded(self, worker: Worker) -> int:
         """Jobs that succeeded in this process."""
         return worker.jobs_succeeded
 
     @admin.display(description="failed", ordering="jobs_failed")
-    def jobs_failed(self, worker: Worker) -> int:
+    def failed(self, worker: Worker) -> int:
         """Jobs that ended failed in this process (a failed attempt retried is not counted)."""
         return worker.jobs_failed
 

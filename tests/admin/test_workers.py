@@ -33,7 +33,7 @@ def test_worker_list_shows_host_pid_queues_heartbeat_and_counts(admin_client):
     html = content(response)
     assert "web-1" in html and "4242" in html and "emails, reports" in html
     assert '<td class="field-queue_names">all</td>' in html
-    assert '<td class="field-jobs_succeeded">17</td>' in html
+    assert '<td class="field-succeeded">17</td>' in html
     assert '<td class="field-running_now">2</td>' in html
     assert ">now</time>" in html or ">1 s ago</time>" in html
 

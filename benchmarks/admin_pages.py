@@ -1,7 +1,8 @@
 """The operator console's page timings: the server time of every admin page on a job table of a
 million rows, against the target of 150 ms on PostgreSQL.
 
-    ./dev bench --admin [--jobs 1000000] [--requests 20] [--explain] [--json PATH]
+    ./dev bench --admin [--jobs 1000000] [--requests 20] [--explain] [--profile]
+                        [--only LABEL,...] [--json PATH]
                         [--database-url [--no-fill]] [--force]
 
 On a private PostgreSQL cluster (``cluster.py``; ``--database-url`` for the server
@@ -231,6 +232,26 @@ def charts_at(client: Any, jobs_per_day: int, overview_pages: list[PageTiming], 
     return rows, timings
 
 
+def profile_page(client: Any, url: str, requests: int = 5, top: int = 8) -> str:
+    """Where a page's time goes: cProfile over ``requests`` more requests, the engine's own
+    functions with the most cumulative time (after the timings, so they are not slowed)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        client.get(url)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+    stats.print_stats(r"django_taskengine", top)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join(lines[start:])
+
+
 def print_table(results: list[PageTiming], requests: int) -> None:
     print(
         f"\nserver time per page, {requests} requests after a warm-up (ms; queries and their "
@@ -278,6 +299,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--explain", action="store_true", help="EXPLAIN ANALYZE each page's slowest query"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timings, cProfile each page (5 requests): where its time goes",
     )
     parser.add_argument(
         "--no-fill",
@@ -354,6 +380,11 @@ def main(argv: list[str]) -> int:
         print("\ncharts at 10M jobs a day: no per-minute roll-up table (nothing to measure)")
     results += at_10m
     print_slowest(results)
+    if opts.profile:
+        for r in results:
+            if r.median_ms is not None:
+                print(f"\nprofile of {r.page} ({r.url}), 5 requests:")
+                print("  " + profile_page(client, r.url).replace("\n", "\n  "))
     timed = [r for r in results if r.p95_ms is not None]
     misses = [r.page for r in timed if r.verdict == "MISS"]
     errors = [r.page for r in results if r.note]

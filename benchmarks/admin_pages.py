@@ -127,6 +127,7 @@ def pages(scene: Any) -> list[tuple[str, str | None]]:
         ("job list task=charge_card", job_list(task="payments.tasks.charge_card")),
         ("job list failed+emails", job_list(status="failed", queue="emails")),
         ("job list page 100", job_list(p="100")),
+        ("job list page 2000", job_list(p="2000")),
     ]
     out += [(f"job search {what}", job_list(q=term)) for what, term in scene.search.items()]
     out += [

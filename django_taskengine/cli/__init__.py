@@ -15,6 +15,7 @@ alias and the parsed options.
 - :mod:`.health`: ``health``, the probe for this host's workers.
 - :mod:`.audit`: ``audit``.
 - :mod:`.workflows`: ``workflow``.
+- :mod:`.workers`: ``worker drain|resume|stop|kill``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .limits import limit
 from .pauses import pause, resume
 from .prune import prune
 from .status import status, why
+from .workers import worker
 from .workflows import workflow
 
 Handler = Callable[[BaseCommand, str, dict[str, Any]], None]
@@ -46,6 +48,7 @@ HANDLERS: dict[str, Handler] = {
     "health": health,
     "audit": audit,
     "workflow": workflow,
+    "worker": worker,
     **dict.fromkeys(JOB_SUBCOMMANDS, job_action),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandParser
 
 from ..retention import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, PRUNABLE_STATUSES
+from .workers import add_worker_parser
 
 #: Entries ``taskengine audit`` shows without ``--limit``.
 DEFAULT_AUDIT_LIMIT = 20
@@ -242,6 +243,8 @@ def add_arguments(parser: CommandParser) -> None:
     health.add_argument(
         "--queue", default=None, help="Only workers that serve this queue (or every queue)."
     )
+
+    add_worker_parser(subcommands, [database, acting])
 
     prune = subcommands.add_parser(
         "prune",

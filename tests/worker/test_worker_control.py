@@ -218,3 +218,23 @@ def test_an_unknown_worker_is_not_found():
         ops.drain_worker("web-1")
     with pytest.raises(ops.NotFound, match="no worker process"):
         ops.drain_worker("00000000-0000-0000-0000-000000000001")
+
+
+def test_the_command_line_asks_the_same_and_says_when_it_is_refused():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    worker = WorkerFactory(hostname="w2")
+    out = StringIO()
+    call_command("taskengine", "worker", "drain", str(worker.id), "--by", "ops", stdout=out)
+    assert f"worker w2:{worker.pid} ({worker.id}) asked to drain" in out.getvalue()
+    worker.refresh_from_db()
+    assert (worker.control_requested, worker.control_requested_by) == ("drain", "ops")
+    call_command("taskengine", "worker", "kill", str(worker.id), "--reason", "wedged", stdout=out)
+    worker.refresh_from_db()
+    assert worker.control_requested == "kill"
+    entry = ops.audit_entries("worker", worker.id, using="default")[0]
+    assert (entry.action, entry.source, entry.reason) == ("hard_stop_worker", "cli", "wedged")
+    with pytest.raises(CommandError, match="being hard-stopped.*Nothing was changed"):
+        call_command("taskengine", "worker", "stop", str(worker.id))

@@ -7,6 +7,7 @@ cannot run must say why (``<!-- not-executed: reason -->``), and the inventory t
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import os
 import re
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.core.checks import WARNING, run_checks
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.dispatch import Signal
 from django.test import override_settings
 
 from django_taskengine.conf import DEFAULTS
@@ -71,6 +73,29 @@ def test_the_checks_page_lists_every_check_id() -> None:
     assert ids and not missing, f"docs/reference/checks.md lacks {missing}"
 
 
+def test_the_reference_names_every_task_option_metric_and_signal() -> None:
+    """The hand-written reference tables keep up with the code."""
+    from django_taskengine import signals
+    from django_taskengine.task import Task, TaskOptions
+
+    def missing(page: str, names: set[str]) -> list[str]:
+        text = (DOCS / page).read_text()
+        return sorted(name for name in names if f"`{name}`" not in text)
+
+    options = set(TaskOptions.__annotations__)
+    assert not missing("reference/tasks.md", options), "@task options"
+    using = set(inspect.signature(Task.using).parameters) - {"self"}
+    assert not missing("reference/tasks.md", using), "Task.using() options"
+    metrics = set(
+        re.findall(
+            r'"(taskengine_[a-z_]+)"', (REPO / "django_taskengine" / "metrics.py").read_text()
+        )
+    )
+    assert metrics and not missing("reference/metrics.md", metrics), "metrics"
+    sent = {name for name, value in vars(signals).items() if isinstance(value, Signal)}
+    assert sent and not missing("reference/signals.md", sent), "signals"
+
+
 def test_block_inventory() -> None:
     """Every block is of a kind the convention knows; print what runs and what does not."""
     counts: Counter[str] = Counter()
@@ -89,7 +114,8 @@ def test_block_inventory() -> None:
                 assert block.language in SHOWN_LANGUAGES or block.language.startswith("{"), (
                     f"{block.where}: unknown block language {block.language!r}"
                 )
-                counts[f"shown ({block.language or 'plain'})"] += 1
+                kind = "directive" if block.language.startswith("{") else "shown"
+                counts[f"{kind} ({block.language or 'plain'})"] += 1
     print("doc blocks:", dict(sorted(counts.items())))
     for line in not_executed:
         print("not executed:", line)

@@ -15,16 +15,7 @@ from django.utils import timezone
 from .conf import taskengine_settings
 from .flow_report import holding_back
 from .job_indexes import ANY_STATUS, status_in
-from .models import (
-    ACTIVE_STATUSES,
-    Dependency,
-    Job,
-    JobStatus,
-    Pause,
-    PauseScope,
-    Queue,
-    Worker,
-)
+from .models import ACTIVE_STATUSES, Dependency, Job, JobStatus, Pause, PauseScope, Queue, Worker
 from .registry import tasks as registry
 
 #: Window for the throughput figure.
@@ -37,7 +28,8 @@ def timesince(moment: dt.datetime) -> str:
 
 
 def timeuntil(moment: dt.datetime) -> str:
-    return _timesince.timeuntil(moment).replace("\xa0", " ")
+    left = int((moment - timezone.now()).total_seconds())  # not "0 minutes" under a minute
+    return f"{max(left, 0)} s" if left < 60 else _timesince.timeuntil(moment).replace("\xa0", " ")
 
 
 def stale_after() -> dt.timedelta:

@@ -1,5 +1,6 @@
 """The read-only fields of the job page: arguments, result and checkpoint as indented JSON,
-error and traceback preformatted, all escaped; links to the queue and the worker."""
+error and traceback preformatted, all escaped; times exact with seconds and zone; the progress
+bar; links to the queue and the worker."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from django.utils.safestring import SafeString
 
 from ..models import Dependency, Job
 from ..registry import find_task
+from .common import exact_time
+from .job_columns import WAITING, due_words, progress_bar
 from .workflows import workflow_link
 
 #: Most jobs listed each way on a job's page (a fan-in may wait for thousands).
@@ -83,12 +86,46 @@ class JobFieldsMixin:
         return format_html('<a href="{}">{}</a>', url, job.worker_id)
 
     @admin.display(description="progress")
-    def progress(self, job: Job) -> str:
+    def progress(self, job: Job) -> SafeString | str:
         if job.progress_current is None:
             return "—"
-        if job.progress_total:
-            return f"{job.progress_current:,} of {job.progress_total:,}"
-        return f"{job.progress_current:,}"
+        total = f" of {job.progress_total:,}" if job.progress_total else ""
+        return format_html(
+            '{} <span class="te-relative">{}{}</span>',
+            progress_bar(job),
+            f"{job.progress_current:,}",
+            total,
+        )
+
+    # -- times: exact, with seconds and zone, and how long ago or how soon --
+
+    @admin.display(description="created")
+    def created_label(self, job: Job) -> SafeString | str:
+        return exact_time(job.created_at)
+
+    @admin.display(description="due")
+    def due_label(self, job: Job) -> SafeString | str:
+        if job.status not in WAITING:
+            return exact_time(job.run_after)
+        if job.blocked:
+            return "when the jobs it waits for have finished"
+        return format_html(
+            '{} <span class="te-relative">({})</span>',
+            exact_time(job.run_after, relative=False),
+            due_words(job.run_after),
+        )
+
+    @admin.display(description="started")
+    def started_label(self, job: Job) -> SafeString | str:
+        return exact_time(job.started_at)
+
+    @admin.display(description="last attempt started")
+    def last_started_label(self, job: Job) -> SafeString | str:
+        return exact_time(job.started_at)
+
+    @admin.display(description="finished")
+    def finished_label(self, job: Job) -> SafeString | str:
+        return exact_time(job.finished_at)
 
     @admin.display(description="args")
     def args_json(self, job: Job) -> SafeString:
@@ -116,6 +153,15 @@ class JobFieldsMixin:
 
     @admin.display(description="traceback")
     def traceback_text(self, job: Job) -> SafeString:
+        return _preformatted(job.traceback)
+
+    # A job that waits for (or runs) its next attempt: the error is its last attempt's.
+    @admin.display(description="last attempt's error")
+    def last_error_text(self, job: Job) -> SafeString:
+        return _preformatted(job.error)
+
+    @admin.display(description="last attempt's traceback")
+    def last_traceback_text(self, job: Job) -> SafeString:
         return _preformatted(job.traceback)
 
 

@@ -1,5 +1,6 @@
 """The job list's machinery: filters whose choices cost no scan of the job table, a change
-list that reads only the columns it shows, and short times (the search: :mod:`.job_search`)."""
+list that reads only the columns it shows (and of the heavy ones, a bounded prefix), and list
+times (the search: :mod:`.job_search`; the columns: :mod:`.job_columns`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Q, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Left
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -19,8 +31,9 @@ from django.utils.safestring import SafeString
 
 from ..conf import taskengine_settings
 from ..job_indexes import ANY_STATUS, status_in
-from ..models import Job, JobStatus, Queue
+from ..models import Attempt, Job, JobStatus, Queue
 from ..registry import registered_tasks
+from .common import exact_time_text, relative_time
 from .job_search import search_jobs as search_jobs  # its former home: the name stays importable
 
 #: Columns the list reads; the rest (arguments, results, tracebacks) may be large.
@@ -38,7 +51,12 @@ LIST_COLUMNS = (
     "created_at",
     # A queued job with a token is reserved by a worker (shown next to its status).
     "token",
+    "progress_current",
+    "progress_total",
 )
+#: Characters read of the arguments, keyword arguments and error of each listed job: enough
+#: for the preview and its title, however large the job's columns are.
+HEAD_CHARS = 300
 
 
 def _db() -> str:
@@ -100,7 +118,8 @@ class JobChangeList(ChangeList):
     """Reads only the columns the list shows, and tells the pagination how exact its count is."""
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Job]:
-        return super().get_queryset(request, exclude_parameters).only(*LIST_COLUMNS)
+        queryset: QuerySet[Job] = super().get_queryset(request, exclude_parameters)
+        return queryset.only(*LIST_COLUMNS).annotate(**list_heads())
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -132,13 +151,39 @@ class _CountLabelled:
         return str(paginator.count_label)
 
 
+def list_heads() -> dict[str, Any]:
+    """Annotations of the list's queryset: the first :data:`HEAD_CHARS` characters of the
+    heavy columns (the database sends no more), and for a job that waits for a retry the outcome
+    of its last attempt (one index lookup per listed row, none for the others)."""
+    last_outcome = (
+        Attempt.objects.filter(job_id=OuterRef("pk"))
+        .order_by("-number", "-id")
+        .values("outcome")[:1]
+    )
+    return {
+        "args_head": Left(Cast("args", TextField()), HEAD_CHARS),
+        "kwargs_head": Left(Cast("kwargs", TextField()), HEAD_CHARS),
+        "error_head": Left("error", HEAD_CHARS),
+        "last_outcome": Case(
+            When(status=JobStatus.QUEUED, attempts__gt=0, then=Subquery(last_outcome)),
+            default=Value(""),
+            output_field=CharField(),
+        ),
+    }
+
+
 def short_time(moment: dt.datetime | None) -> SafeString | str:
-    """'14:05:09' today, '2024-05-01 14:05' on other days; the full time on hover."""
+    """'2026-12-01 14:05:09 UTC', to the second, with the date and the zone; how long ago (or
+    how soon) on hover."""
     if moment is None:
         return "—"
     local = timezone.localtime(moment)
-    shown = local.strftime("%H:%M:%S" if local.date() == timezone.localdate() else "%Y-%m-%d %H:%M")
-    return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(), local, shown)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        relative_time(moment),
+        exact_time_text(local),
+    )
 
 
 def job_change_url(admin_site_name: str, job_id: int) -> str:

@@ -1,11 +1,13 @@
 """The job list and the job page.
 
 Both are read-only views of the job table: every change an operator makes (pause, resume,
-retry, cancel, run now) goes through :mod:`django_taskengine.operations`, as a POST that carries
-the status and attempt count the operator saw, so a job that changed meanwhile is refused rather
-than changed twice. The list stays fast on millions of rows: no full ``COUNT(*)``
+retry, cancel, run now; run again, priority and due time, delete: :mod:`.job_edits`) goes
+through :mod:`django_taskengine.operations`, as a POST that carries the status and attempt
+count the operator saw, so a job that changed meanwhile is refused rather than changed twice.
+The list stays fast on millions of rows: no full ``COUNT(*)``
 (:class:`~.paginator.EstimatedCountPaginator`), no facet counts, filters with fixed choices,
-sorting by id only, and the heavy columns (arguments, results, tracebacks) left unread.
+sorting by id only, and of the heavy columns (arguments, errors) a bounded prefix read, of
+results and tracebacks nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten_fieldsets, unquote
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import path
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils import timezone
 
 from .. import inspection, operations
 from ..audit_trail import AuditObject
@@ -34,23 +35,26 @@ from .common import (
     has_app_permission,
     operator_view,
     redirect_back,
+    time_zone_name,
 )
 from .job_actions import JOB_ACTIONS, confirm_page
+from .job_columns import JobColumnsMixin
+from .job_edits import JobEditsMixin, edit_permissions
 from .job_fields import JobFieldsMixin
-from .job_list import (
-    JobChangeList,
-    QueueFilter,
-    StatusFilter,
-    TaskFilter,
-    short_time,
+from .job_list import JobChangeList, QueueFilter, StatusFilter, TaskFilter
+from .job_page import (
+    ALL_FIELDS,
+    EDITABLE,
+    attempt_rows,
+    can_discard,
+    can_run_again,
+    page_fieldsets,
 )
 from .job_search import search_jobs
 from .paginator import EstimatedCountPaginator
 
 #: A bulk action touches at most this many jobs; more is a job for a script, not a click.
 BULK_ACTION_LIMIT = 1000
-#: The job page lists this many of the latest attempts.
-ATTEMPTS_SHOWN = 100
 
 
 #: The statuses whose page says why the job is not (or what it is) running.
@@ -65,18 +69,19 @@ def _db() -> str:
 
 
 @admin.register(Job)
-class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
+class JobAdmin(JobColumnsMixin, JobEditsMixin, JobFieldsMixin, ReadOnlyModelAdmin):
+    # Every column fits at 1280 px (tests/browser/test_console_jobs_in_chromium.py).
     list_display = (
         "id",
         "status_label",
-        "task_name",
+        "task_label",
         "queue",
         "priority",
         "attempts_label",
-        "due",
-        "started",
-        "finished",
-        "duration_label",
+        "arguments_preview",
+        "progress_label",
+        "error_label",
+        "time_label",
     )
     list_filter = (
         StatusFilter,
@@ -103,66 +108,10 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
         "retry_selected",
         "cancel_selected",
         "run_selected_now",
+        "run_selected_again",
     )
-    fieldsets = (
-        (
-            None,
-            {
-                "fields": (
-                    "id",
-                    "status_label",
-                    "task_name",
-                    "on_orphan",
-                    "queue_link",
-                    "priority",
-                    "dedup_key",
-                    "dedup_mode",
-                )
-            },
-        ),
-        (
-            "Times",
-            {
-                "fields": (
-                    "created_at",
-                    "run_after",
-                    "started_at",
-                    "finished_at",
-                    "duration_label",
-                )
-            },
-        ),
-        (
-            "Execution",
-            {
-                "fields": (
-                    "attempts_label",
-                    "worker_link",
-                    "progress",
-                    "timeout",
-                    "retry_backoff",
-                    "stop_requested",
-                    "waiting_for",
-                    "dependencies_links",
-                    "workflow_graph",
-                )
-            },
-        ),
-        ("Arguments", {"fields": ("args_json", "kwargs_json")}),
-        (
-            "Outcome",
-            {
-                "fields": (
-                    "result_json",
-                    "error_text",
-                    "traceback_text",
-                    "checkpoint_json",
-                    "waits_json",
-                )
-            },
-        ),
-    )
-    readonly_fields = tuple(flatten_fieldsets(fieldsets))
+    # The fields that apply to the job's state: see get_fieldsets.
+    readonly_fields = ALL_FIELDS
 
     # -- permissions: the job table is written by workers and operations, never by a form --
 
@@ -170,8 +119,11 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
         # Whoever may act on jobs may see them.
         return super().has_view_permission(request, obj) or any(
             has_app_permission(request, codename)
-            for codename in ("pause_job", "retry_job", "cancel_job")
+            for codename in ("pause_job", "retry_job", "cancel_job", "delete_job")
         )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return page_fieldsets(obj) if obj is not None else super().get_fieldsets(request, obj)
 
     def has_pause_job_permission(self, request: HttpRequest) -> bool:
         return has_app_permission(request, "pause_job")
@@ -199,32 +151,6 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
         return search_jobs(queryset, search_term), False
-
-    @admin.display(description="status")
-    def status_label(self, job: Job) -> SafeString:
-        label = format_html(
-            '<span class="te-status te-status-{}">{}</span>', job.status, job.status
-        )
-        if job.reserved:
-            # Claimed ahead by a worker: it starts when one of its threads is free.
-            return format_html('{} <span class="te-reserved">reserved</span>', label)
-        return label
-
-    @admin.display(description="attempts")
-    def attempts_label(self, job: Job) -> str:
-        return f"{job.attempts}/{job.max_attempts}"
-
-    @admin.display(description="due")
-    def due(self, job: Job) -> SafeString | str:
-        return short_time(job.run_after)
-
-    @admin.display(description="started")
-    def started(self, job: Job) -> SafeString | str:
-        return short_time(job.started_at)
-
-    @admin.display(description="finished")
-    def finished(self, job: Job) -> SafeString | str:
-        return short_time(job.finished_at)
 
     @admin.display(description="duration")
     def duration_label(self, job: Job) -> str:
@@ -308,7 +234,7 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
             )
             for action in JOB_ACTIONS.values()
         ]
-        return urls + super().get_urls()
+        return urls + self.edit_urls() + super().get_urls()
 
     @operator_view(permission=None)
     def job_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
@@ -369,10 +295,9 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
             )
             if has_app_permission(request, action.permission)
         ]
-        # The latest attempts, oldest first; a job retried for ever does not flood the page.
-        attempts = list(job.attempt_set.order_by("-number", "-id")[: ATTEMPTS_SHOWN + 1])
-        truncated = len(attempts) > ATTEMPTS_SHOWN
-        attempts = attempts[:ATTEMPTS_SHOWN][::-1]
+        # The latest runs, oldest first; a job retried for ever does not flood the page.
+        runs, run_count = attempt_rows(job, self.admin_site.name)
+        allowed = edit_permissions(request)
         return {
             "te_job_actions": buttons,
             "te_explanation": (
@@ -380,11 +305,22 @@ class JobAdmin(JobFieldsMixin, ReadOnlyModelAdmin):
                 if job.status in EXPLAINED_STATUSES
                 else None
             ),
-            "te_attempts": [
-                {"attempt": attempt, "duration": format_seconds(attempt.duration)}
-                for attempt in attempts
-            ],
-            "te_attempts_truncated": truncated,
+            "te_progress": (
+                self.progress(job)
+                if job.status == JobStatus.RUNNING and job.progress_current is not None
+                else ""
+            ),
+            "te_attempts": runs,
+            "te_attempts_truncated": run_count > len(runs),
+            "te_run_count": run_count,
+            "te_edits": {
+                "run_again": allowed["run_again"] and can_run_again(job),
+                "delete_finished": allowed["delete_finished"] and job.is_finished,
+                "discard": allowed["discard"] and can_discard(job),
+                "reschedule": allowed["set_priority"] and job.status in EDITABLE,
+                "run_after_value": timezone.localtime(job.run_after).strftime("%Y-%m-%dT%H:%M:%S"),
+                "time_zone": time_zone_name(),
+            },
             "te_expected": {"status": job.status, "attempts": job.attempts},
             "te_next": request.get_full_path(),
             **object_entries(request, AuditObject.JOB, job.pk, self.admin_site.name),

@@ -5,6 +5,7 @@ by the state the operator saw."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import pytest
@@ -65,14 +66,14 @@ def test_list_shows_status_task_queue_priority_attempts_and_times(admin_client):
     assert _listed_ids(response) == [job.pk]
     for header in (
         "status",
-        "task name",
+        "task",
         "queue",
         "priority",
         "attempts",
-        "due",
-        "started",
-        "finished",
-        "duration",
+        "arguments",
+        "progress",
+        "error",
+        "time",
     ):
         assert f">{header.capitalize()}<" in html or f">{header}<" in html.lower()
     assert '<span class="te-status te-status-failed">failed</span>' in html
@@ -187,7 +188,12 @@ def test_list_reads_only_the_columns_it_shows(admin_client, django_assert_max_nu
         for q in queries.captured_queries
         if "ORDER BY" in q["sql"] and "taskengine_job" in q["sql"]
     )
-    assert '"traceback"' not in page_query and '"args"' not in page_query
+    # Of the arguments, a bounded prefix only (of the traceback, nothing).
+    unbounded = re.sub(r'LEFT\(\("taskengine_job"\."(args|kwargs)"\)::text, \d+\)', "", page_query)
+    unbounded = re.sub(
+        r'SUBSTR\(CAST\("taskengine_job"\."(args|kwargs)" AS text\), 1, \d+\)', "", unbounded
+    )
+    assert '"traceback"' not in page_query and '"args"' not in unbounded
 
 
 def test_every_count_of_the_unfiltered_list_is_capped(admin_client, django_assert_max_num_queries):

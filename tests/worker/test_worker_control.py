@@ -109,6 +109,30 @@ def test_drain_claims_nothing_new_finishes_the_running_job_and_resume_claims_aga
     assert "resumed by an operator" in workers.log()
 
 
+def test_drain_gives_back_the_jobs_claimed_ahead_untouched(start_workers):
+    # 20 ms jobs on one thread: the worker soon claims a few ahead of its thread (reserved).
+    ids = [record.enqueue(label=f"short-{n}", sleep=0.02).pk for n in range(300)]
+    start_workers("--processes", "1", "--concurrency", "1")
+    reserved = Job.objects.filter(pk__in=ids, status=JobStatus.QUEUED, token__isnull=False)
+    wait_for(reserved.exists, timeout=30, interval=0.01, message="jobs claimed ahead")
+    worker = Worker.objects.get(stopped_at__isnull=True)
+
+    ops.drain_worker(worker.id)
+    _carried_out_within_a_heartbeat(worker)
+
+    wait_for(lambda: not reserved.exists(), timeout=within_a_heartbeat(), interval=0.01)
+    held = Job.objects.filter(pk__in=ids, token__isnull=False)
+    wait_for(lambda: not held.exists(), timeout=30, message="the running job to finish")
+    done = Job.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED).count()
+    _heartbeats(worker, 4)
+    assert Job.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED).count() == done < 300
+    # Back in the queue as they were: no attempt counted, never started.
+    waiting = Job.objects.filter(pk__in=ids, status=JobStatus.QUEUED)
+    assert waiting.count() == 300 - done
+    assert not waiting.filter(attempts__gt=0).exists()
+    assert not waiting.filter(started_at__isnull=False).exists()
+
+
 def test_stop_finishes_the_running_job_exits_and_is_not_replaced(start_workers):
     sleeper = sleep_and_record.enqueue(seconds=1.5)
     workers = start_workers("--processes", "2", "--concurrency", "1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import io
+import json
 import os
 import re
 import shlex
@@ -231,9 +232,13 @@ def _run_console(block: Block, tmp_path: Path, namespace: dict[str, Any]) -> boo
         elif kind.startswith("run_workers"):
             started_workers = True
             log = tmp_path / f"run_workers-{block.line}.log"
+            # The worker imports the page's modules (myapp.tasks) when a job names their tasks.
+            overrides = json.loads(os.environ.get("TASKENGINE_TEST_OVERRIDES", "{}"))
             env = worker_env(
                 PYTHONPATH=str(tmp_path / "project") + os.pathsep + worker_env()["PYTHONPATH"],
-                TASKENGINE_TEST_OVERRIDES='{"TASK_MODULES": ["myapp"]}',
+                TASKENGINE_TEST_OVERRIDES=json.dumps(
+                    {**overrides, "TASK_MODULES": list(PROJECT_PACKAGES)}
+                ),
             )
             workers = WorkerCommand(words[3:], log, env)
             assert workers.wait(timeout=60) == 0, f"{block.where}: " + workers.log()[-4000:]

@@ -12,7 +12,8 @@ The convention the documentation follows (and ``tests/integration/test_docs.py``
   is called;
 - in a `````console`` block, ``$ python manage.py taskengine …`` commands are run with
   ``call_command`` (a next line starting ``CommandError:`` says the command must fail), and
-  ``$ python manage.py run_workers … --burst`` runs a real worker process; other commands
+  ``$ python manage.py run_workers … --burst`` runs a real worker process (without ``--burst``,
+  its options are parsed by the command's parser, since it would run until stopped); other commands
   (``pip``, ``migrate``, ``systemctl``…) are shown only; an upper-case word that names a variable
   of the page's Python (``JOB_ID``) is replaced with its value;
 - a block that cannot run is preceded by ``<!-- not-executed: the reason -->``.

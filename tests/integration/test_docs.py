@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.checks import WARNING, run_checks
-from django.core.management import call_command
+from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from django.dispatch import Signal
 from django.test import override_settings
@@ -127,8 +127,10 @@ def _console_kind(command: str) -> str:
     words = shlex.split(command)
     if words[:3] == ["python", "manage.py", "taskengine"]:
         return "taskengine (call_command)"
-    if words[:3] == ["python", "manage.py", "run_workers"] and "--burst" in words:
-        return "run_workers --burst (worker process)"
+    if words[:3] == ["python", "manage.py", "run_workers"]:
+        if "--burst" in words:
+            return "run_workers --burst (worker process)"
+        return "run_workers (options parsed)"
     return "shown only"
 
 
@@ -229,7 +231,7 @@ def _run_console(block: Block, tmp_path: Path, namespace: dict[str, Any]) -> boo
                     call_command(*words[2:], stdout=out, stderr=err)
             else:
                 call_command(*words[2:], stdout=out, stderr=err)
-        elif kind.startswith("run_workers"):
+        elif kind.startswith("run_workers --burst"):
             started_workers = True
             log = tmp_path / f"run_workers-{block.line}.log"
             # The worker imports the page's modules (myapp.tasks) when a job names their tasks.
@@ -242,4 +244,10 @@ def _run_console(block: Block, tmp_path: Path, namespace: dict[str, Any]) -> boo
             )
             workers = WorkerCommand(words[3:], log, env)
             assert workers.wait(timeout=60) == 0, f"{block.where}: " + workers.log()[-4000:]
+        elif kind.startswith("run_workers"):
+            # A command that would run until stopped: its options must exist, at least.
+            parser = load_command_class("django_taskengine", "run_workers").create_parser(
+                "manage.py", "run_workers"
+            )
+            parser.parse_args(words[3:])
     return started_workers

@@ -107,6 +107,10 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
             if action.nargs in ("*", "+"):
                 name += " …"
         help_text = (action.help or "").replace("%%", "%")
+        if not help_text and not action.option_strings:
+            help_text = "one or more" if action.nargs == "+" else "zero or more"
+            if action.nargs not in ("*", "+"):
+                help_text = "required"
         if action.choices and not isinstance(action.choices, dict):
             help_text += " One of: " + ", ".join(str(c) for c in action.choices) + "."
         rows.append((f"`{name}`", " ".join(help_text.split())))

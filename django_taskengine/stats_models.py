@@ -15,12 +15,16 @@ from django.db import models
 from .core.limits import QUEUE_NAME_MAX
 from .core.wait_histogram import BUCKETS
 
+#: The ``queue`` of the rows that sum every queue (no queue is named ""): the overall charts read
+#: one row per minute, not one per queue and minute (a day of 20 queues: 1,440 rows, not 28,800).
+ALL_QUEUES = ""
 #: The columns of the wait histogram, bucket by bucket (see :mod:`.core.wait_histogram`).
 WAIT_COLUMNS: tuple[str, ...] = tuple(f"wait_{bucket}" for bucket in range(BUCKETS))
 
 
 class MinuteStats(models.Model):
-    """What the attempts of one queue did in one minute (UTC), summed over worker processes."""
+    """What the attempts of one queue did in one minute (UTC), summed over worker processes;
+    the rows of queue :data:`ALL_QUEUES` sum every queue."""
 
     id = models.BigAutoField(primary_key=True)
     queue = models.CharField(max_length=QUEUE_NAME_MAX)

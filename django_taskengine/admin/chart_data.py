@@ -1,9 +1,10 @@
 """The charts of the overview and of a queue's page, read from the per-minute statistics.
 
 One query per page view, over the roll-up (:class:`~django_taskengine.models.MinuteStats`),
-never over the job table: the last hour is up to 60 rows per queue, the last day 1,440 per
-queue, summed by the database into 60 one-minute or 96 fifteen-minute slots (``minute / 15``),
-whatever the number of jobs. Percentiles of the wait come from the summed histogram buckets.
+never over the job table: the last hour is 60 rows, the last day 1,440, of one queue or of the
+rows that sum every queue, summed by the database into 60 one-minute or 96 fifteen-minute slots
+(``minute / 15``), whatever the number of jobs and of queues. Percentiles of the wait come from
+the summed histogram buckets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.utils.safestring import SafeString
 from ..conf import taskengine_settings
 from ..core.wait_histogram import BUCKETS, percentile
 from ..models import MinuteStats
-from ..stats_models import WAIT_COLUMNS
+from ..stats_models import ALL_QUEUES, WAIT_COLUMNS
 from .charts import Axis, Series, bar_chart, format_number, format_wait, line_chart
 from .common import time_zone_name
 
@@ -63,9 +64,9 @@ def read_slots(period: Period, queue: str | None, now: float, using: str) -> tup
     """The first slot's number (minutes since the epoch / step) and the period's slots."""
     last = int(now // 60) // period.step
     first = last - period.slots + 1
-    rows = MinuteStats.objects.using(using).filter(minute__gte=first * period.step)
-    if queue is not None:
-        rows = rows.filter(queue=queue)
+    rows = MinuteStats.objects.using(using).filter(
+        queue=ALL_QUEUES if queue is None else queue, minute__gte=first * period.step
+    )
     slot_of = F("minute") / period.step if period.step > 1 else F("minute")
     sums: dict[str, Any] = {
         "succeeded_sum": Sum("succeeded"),

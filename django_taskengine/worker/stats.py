@@ -10,8 +10,9 @@ limit or busy workers counts; time before its ``run_after`` does not.
 The cost on the hot path is a dictionary update per finished attempt (:meth:`MinuteRecorder.
 record`, called by :func:`~.report.report_outcome`). A worker process adds its counts to the
 table every :data:`FLUSH_INTERVAL` seconds and when it stops, with one upsert per (queue,
-minute) row it touched, sent in one batch (:meth:`MinuteRecorder.flush`): the table takes a
-few statements per process every few seconds, whatever the throughput.
+minute) row it touched and one per minute for all queues together, sent in one batch
+(:meth:`MinuteRecorder.flush`): the table takes a few statements per process every few
+seconds, whatever the throughput.
 
 **Running jobs.** Each attempt adds the seconds it ran to the minutes they fell in: a row's
 ``running_seconds / 60`` is the mean number of jobs running in that minute, summed over the
@@ -43,7 +44,7 @@ from django.db.models import F
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..core.statuses import AttemptOutcome, JobStatus
 from ..core.wait_histogram import BUCKETS, bucket_of
-from ..stats_models import WAIT_COLUMNS, MinuteStats
+from ..stats_models import ALL_QUEUES, WAIT_COLUMNS, MinuteStats
 from ..store.sql import query
 from .claimer import Running
 from .maintenance import register
@@ -199,7 +200,15 @@ RECORDER = MinuteRecorder()
 
 
 def write_counts(alias: str, counts: dict[tuple[str, int], MinuteCounts]) -> None:
-    """Add ``counts`` to their rows, in (queue, minute) order, in one transaction."""
+    """Add ``counts`` to their rows, and their sums to the rows of every queue
+    (:data:`~..stats_models.ALL_QUEUES`), in (queue, minute) order, in one transaction."""
+    counts = dict(counts)
+    for (queue, minute), value in list(counts.items()):
+        if queue != ALL_QUEUES:
+            total = counts.get((ALL_QUEUES, minute))
+            if total is None:
+                total = counts[ALL_QUEUES, minute] = MinuteCounts()
+            total.add(value)
     keys = sorted(counts)
     vendor = connections[alias].vendor
     with transaction.atomic(using=alias):

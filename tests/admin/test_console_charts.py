@@ -19,6 +19,7 @@ from django_taskengine.core.wait_histogram import (
     upper_bound,
 )
 from django_taskengine.models import MinuteStats
+from django_taskengine.worker.stats import MinuteCounts, write_counts
 from tests.admin_helpers import admin_url, content
 from tests.factories import QueueFactory
 
@@ -162,19 +163,18 @@ def test_the_overview_charts_read_the_per_minute_rows(admin_client):
     QueueFactory(name="emails")
     QueueFactory(name="<b>odd</b>")
     now_minute = int(time.time() // 60)
-    waits = {"wait_10": 4}  # 0.5 to 1 s
-    MinuteStats.objects.create(
-        queue="emails",
-        minute=now_minute - 2,
-        succeeded=7,
-        failed=2,
-        retried=1,
-        running_seconds=120.0,
-        **waits,
+    waits = [0] * BUCKETS
+    waits[10] = 4  # 0.5 to 1 s
+    # Written as the workers write them, with the rows that sum every queue.
+    write_counts(
+        "default",
+        {
+            ("emails", now_minute - 2): MinuteCounts(7, 2, 1, 120.0, waits),
+            ("<b>odd</b>", now_minute - 2): MinuteCounts(succeeded=3),
+            # Older than a day: on no chart.
+            ("emails", now_minute - 2000): MinuteCounts(succeeded=1000),
+        },
     )
-    MinuteStats.objects.create(queue="<b>odd</b>", minute=now_minute - 2, succeeded=3)
-    # Older than a day: on no chart.
-    MinuteStats.objects.create(queue="emails", minute=now_minute - 2000, succeeded=1000)
 
     html = content(admin_client.get(admin_url("overview_changelist")))
     assert 'data-te-live="charts"' in html
@@ -203,8 +203,14 @@ def test_the_overview_marks_its_regions_for_live_refresh_and_loads_the_script(ad
 def test_a_queue_page_shows_that_queues_charts(admin_client):
     QueueFactory(name="emails")
     now_minute = int(time.time() // 60)
-    MinuteStats.objects.create(queue="emails", minute=now_minute, succeeded=5)
-    MinuteStats.objects.create(queue="other", minute=now_minute, succeeded=50)
+    write_counts(
+        "default",
+        {
+            ("emails", now_minute): MinuteCounts(succeeded=5),
+            ("other", now_minute): MinuteCounts(succeeded=50),
+        },
+    )
+    assert MinuteStats.objects.get(queue="", minute=now_minute).succeeded == 55
     html = content(admin_client.get(admin_url("queue_change", "emails")))
     assert "Activity of queue emails" in html
     assert "5 succeeded, 0 failed" in html

@@ -10,7 +10,7 @@ from django.db.models import Sum
 
 from django_taskengine.core.wait_histogram import bucket_of
 from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus, MinuteStats
-from django_taskengine.stats_models import WAIT_COLUMNS
+from django_taskengine.stats_models import ALL_QUEUES, WAIT_COLUMNS
 from django_taskengine.testing import run_jobs
 from django_taskengine.worker.stats import minute_of, prune_minute_stats
 from tests.helpers import wait_for
@@ -58,13 +58,25 @@ def test_run_workers_leaves_the_right_counts_per_queue_and_minute(start_workers)
 
     rows = _rows()
     found: Counter[tuple[str, int, str]] = Counter()
+    overall: Counter[tuple[str, int, str]] = Counter()
     for (queue, minute), row in rows.items():
+        if queue == ALL_QUEUES:
+            for kind in ("succeeded", "failed", "retried"):
+                if getattr(row, kind):
+                    overall["*", minute, kind] = getattr(row, kind)
+            overall["*", minute, "started"] = sum(_waits(row))
+            continue
         for kind in ("succeeded", "failed", "retried"):
             if getattr(row, kind):
                 found[queue, minute, kind] = getattr(row, kind)
         if sum(_waits(row)):
             found[queue, minute, "started"] = sum(_waits(row))
     assert found == expected
+    # The rows of every queue hold the sums, minute by minute.
+    summed: Counter[tuple[str, int, str]] = Counter()
+    for (_, minute, kind), count in expected.items():
+        summed["*", minute, kind] += count
+    assert +overall == summed
 
     # Jobs that ran once: their wait (from created_at, which is their run_after) is in the
     # bucket it belongs to.
@@ -108,6 +120,7 @@ def test_run_jobs_counts_too_and_old_rows_are_pruned():
     always_fail.enqueue()
     run_jobs(retries=True)
     rows = list(MinuteStats.objects.filter(queue="default"))
+    assert MinuteStats.objects.filter(queue=ALL_QUEUES).count() == len(rows)
     assert sum(row.succeeded for row in rows) == 1
     assert sum(row.failed for row in rows) == 1
     assert sum(row.retried for row in rows) == 1
@@ -115,4 +128,4 @@ def test_run_jobs_counts_too_and_old_rows_are_pruned():
 
     MinuteStats.objects.create(queue="default", minute=rows[0].minute - 3 * 24 * 60)
     assert prune_minute_stats("default") == 1
-    assert MinuteStats.objects.count() == len(rows)
+    assert MinuteStats.objects.filter(queue="default").count() == len(rows)

@@ -122,8 +122,8 @@ class WorkerAdmin(ReadOnlyModelAdmin):
         "started",
         "heartbeat_at",
         "stopped",
-        "succeeded",
-        "failed",
+        "jobs_succeeded",
+        "jobs_failed",
     )
     readonly_fields = fields
     change_form_template = "admin/django_taskengine/worker/change_form.html"

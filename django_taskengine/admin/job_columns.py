@@ -93,14 +93,17 @@ def progress_bar(job: Job, now: dt.datetime | None = None) -> SafeString | str:
 
 
 def when(moment: dt.datetime, label: str) -> SafeString:
-    """A time as the list shows it, on two lines: the exact time with seconds and zone, then
-    ``label`` with how long ago or how soon."""
+    """A time as the list shows it, on two lines: the date and time to the second, then its
+    zone and ``label`` (how long ago or how soon)."""
     local = timezone.localtime(moment)
+    stamp, _, zone = exact_time_text(local).rpartition(" ")
     return format_html(
-        '<span class="te-when"><time datetime="{}">{}</time>'
-        '<span class="te-relative">{}</span></span>',
+        '<span class="te-when"><time datetime="{}" title="{}">{}</time>'
+        '<span class="te-relative">{} · {}</span></span>',
         local.isoformat(),
         exact_time_text(local),
+        stamp,
+        zone,
         label,
     )
 

@@ -19,6 +19,7 @@ arguments an operator would search for: ``customer<N>@example.com``, ``ORD-<8 di
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -390,6 +391,7 @@ def describe(scene: Scene) -> dict[str, Any]:
 #: Share of the jobs in each queue (KINDS), and a job's typical run time there (seconds).
 QUEUE_SHARE = {"emails": 0.3, "payments": 0.2, "default": 0.2, "reports": 0.1, "webhooks": 0.2}
 RUN_SECONDS = {"emails": 1.0, "payments": 1.0, "default": 1.0, "reports": 90.0, "webhooks": 1.0}
+MEAN_RUN_SECONDS = sum(RUN_SECONDS[q] * share for q, share in QUEUE_SHARE.items())
 #: How the waits spread over the histogram's buckets (bucket: share): mostly 64 ms to 1 s.
 WAIT_SPREAD = {6: 0.05, 7: 0.15, 8: 0.3, 9: 0.3, 10: 0.15, 11: 0.04, 12: 0.01}
 
@@ -406,7 +408,8 @@ def minute_stats_model() -> Any:
 
 def fill_minute_stats(jobs_per_day: int, minutes: int = 1440) -> int:
     """Replace the charts' roll-up with what ``jobs_per_day`` jobs, spread over the queues with
-    a day's rise and fall, leave over the last ``minutes`` minutes: one row per queue and minute.
+    a day's rise and fall, leave over the last ``minutes`` minutes: one row per queue and minute
+    (and one per minute for all queues together, where the roll-up has those).
     Returns the rows written (0 without the roll-up table)."""
     import math
 
@@ -414,6 +417,8 @@ def fill_minute_stats(jobs_per_day: int, minutes: int = 1440) -> int:
     if model is None:
         return 0
     fields = {f.name for f in model._meta.get_fields()}
+    # The rows that sum every queue, when the roll-up keeps them (one key per minute).
+    everyone = getattr(sys.modules[model.__module__], "ALL_QUEUES", None)
     model.objects.all().delete()
     now_minute = int(time.time() // 60)
     rows = []
@@ -421,15 +426,19 @@ def fill_minute_stats(jobs_per_day: int, minutes: int = 1440) -> int:
         minute = now_minute - offset
         # Busier by day than by night: 0.4 to 1.6 times the mean, one cycle a day.
         shape = 1.0 + 0.6 * math.sin(2 * math.pi * (minute % 1440) / 1440)
-        for queue, share in QUEUE_SHARE.items():
+        shares = list(QUEUE_SHARE.items())
+        if everyone is not None:
+            shares.append((everyone, 1.0))
+        for queue, share in shares:
             finished = round(jobs_per_day * share / 1440 * shape)
+            seconds = RUN_SECONDS.get(queue, MEAN_RUN_SECONDS)
             values: dict[str, Any] = {
                 "queue": queue,
                 "minute": minute,
                 "succeeded": finished - finished * 3 // 100,
                 "failed": finished * 3 // 100,
                 "retried": finished * 2 // 100,
-                "running_seconds": finished * RUN_SECONDS[queue],
+                "running_seconds": finished * seconds,
             }
             for bucket, part in WAIT_SPREAD.items():
                 values[f"wait_{bucket}"] = round(finished * part)

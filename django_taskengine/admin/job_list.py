@@ -119,10 +119,14 @@ class JobChangeList(ChangeList):
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Job]:
         queryset: QuerySet[Job] = super().get_queryset(request, exclude_parameters)
-        return queryset.only(*LIST_COLUMNS).annotate(**list_heads())
+        return queryset.only(*LIST_COLUMNS)
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
+        # The heavy columns' prefixes are read for the page's rows only, by primary key: in
+        # the query that picks the page, a filtered list sorted by id would compute them for
+        # every row it sorts.
+        self.result_list = with_heads(list(self.result_list))
         if not self.query:
             # Django's search bar repeats the count ("10001 results") even when nothing was
             # searched; the pagination below says it with the right words.
@@ -152,9 +156,9 @@ class _CountLabelled:
 
 
 def list_heads() -> dict[str, Any]:
-    """Annotations of the list's queryset: the first :data:`HEAD_CHARS` characters of the
-    heavy columns (the database sends no more), and for a job that waits for a retry the outcome
-    of its last attempt (one index lookup per listed row, none for the others)."""
+    """Annotations for the listed jobs: the first :data:`HEAD_CHARS` characters of the heavy
+    columns (the database sends no more), and for a job that waits for a retry the outcome of
+    its last attempt (one index lookup per listed row, none for the others)."""
     last_outcome = (
         Attempt.objects.filter(job_id=OuterRef("pk"))
         .order_by("-number", "-id")
@@ -170,6 +174,23 @@ def list_heads() -> dict[str, Any]:
             output_field=CharField(),
         ),
     }
+
+
+def with_heads(jobs: list[Job]) -> list[Job]:
+    """``jobs``, each given the annotations of :func:`list_heads` (one query by primary key)."""
+    if not jobs:
+        return jobs
+    rows = (
+        Job.objects.using(jobs[0]._state.db)
+        .filter(pk__in=[job.pk for job in jobs])
+        .annotate(**list_heads())
+        .values_list("pk", *list_heads())
+    )
+    heads = {row[0]: row[1:] for row in rows}
+    for job in jobs:
+        for name, value in zip(list_heads(), heads.get(job.pk, ()), strict=False):
+            setattr(job, name, value)
+    return jobs
 
 
 def short_time(moment: dt.datetime | None) -> SafeString | str:

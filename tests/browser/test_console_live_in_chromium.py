@@ -185,3 +185,37 @@ def test_screenshots_of_the_overview_with_charts(
         page.screenshot(
             path=str(folder / f"overview-charts-day-default-{scheme}.png"), full_page=True
         )
+
+
+def test_a_failed_refresh_says_so_quietly_and_a_hidden_tab_fetches_nothing(
+    page, live_server, operator
+):
+    add.enqueue(1, 1)
+    _log_in(page, live_server)
+    url = f"{live_server.url}/admin/django_taskengine/job/"
+    _open_live(page, url)
+    wait_for(lambda: _refreshes(page) >= 1, timeout=15, message="a first refresh")
+
+    # The server stops answering: the page says so, keeps its rows, and tries again.
+    page.route(url, lambda route: route.abort())
+    page.wait_for_selector("#te-live-status:has-text('refresh failed, retrying')")
+    assert page.locator("#result_list input.action-select").count() == 1
+    page.unroute(url)
+    before = _refreshes(page)
+    wait_for(lambda: _refreshes(page) > before, timeout=30, message="a refresh after the failure")
+    assert page.inner_text("#te-live-status") == ""
+
+    # A hidden tab fetches nothing; shown again, it refreshes at once.
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});"
+        "document.dispatchEvent(new Event('visibilitychange'));"
+    )
+    page.wait_for_timeout(1000)  # a request already under way may still land
+    hidden_at = _refreshes(page)
+    page.wait_for_timeout(3000)
+    assert _refreshes(page) == hidden_at
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});"
+        "document.dispatchEvent(new Event('visibilitychange'));"
+    )
+    wait_for(lambda: _refreshes(page) > hidden_at, timeout=15, message="a refresh once shown")

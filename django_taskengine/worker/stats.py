@@ -187,8 +187,9 @@ class MinuteRecorder:
             return 0
         try:
             write_counts(alias, counts)
-        except Exception:  # noqa: BLE001 - statistics must never stop a worker or a test run
-            logger.warning("chart statistics not written (kept for the next try)", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - statistics must never stop a worker or a test
+            # One line, not a traceback every few seconds while the database is away.
+            logger.warning("chart statistics not written, kept for the next try: %s", exc)
             connections[alias].close_if_unusable_or_obsolete()
             self.give_back(counts)
             return 0

@@ -13,8 +13,9 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from django_taskengine.models import AuditEntry, Job, JobStatus
+from django_taskengine.models import AttemptOutcome, AuditEntry, Job, JobStatus
 from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.factories import AttemptFactory, WorkerFactory
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import add, fails_with, record, reports_progress_until_told
@@ -77,6 +78,10 @@ def _shoot(page, request, name: str, *, check_list: bool = False) -> None:
             page.wait_for_selector("#content")
             if check_list:
                 assert _list_fits(page), f"{name} at {width} px ({scheme}) is wider than its box"
+            else:
+                assert page.evaluate(
+                    "document.documentElement.scrollWidth <= window.innerWidth + 1"
+                ), f"{name} at {width} px ({scheme}) is wider than the window"
             if scheme == "dark":
                 assert _light_backgrounds(page) == [], f"{name}: light backgrounds in dark mode"
             page.screenshot(path=str(folder / f"{name}-{width}-{scheme}.png"), full_page=True)
@@ -190,3 +195,46 @@ def test_change_priority_and_due_time_then_delete_and_discard(
     page.click('button[data-action="confirm-discard-job"]')
     page.wait_for_selector(f"text=Discarded job {spare.pk}.")
     assert not Job.objects.filter(pk=spare.pk).exists()
+
+
+def test_the_page_of_a_job_waiting_for_its_retry(page, live_server, operator, request):
+    """Its runs numbered (a paused run gave its attempt back), its last attempt's error labelled
+    as such, its worker linked, its start time as the last attempt's; no wider than the window."""
+    now = timezone.now()
+    job = fails_with.using(run_after=dt.timedelta(seconds=40)).enqueue("value", "bad row 17")
+    worker = WorkerFactory(hostname="web-3")
+    error = "ValueError: bad row 17"
+    Job.objects.filter(pk=job.pk).update(
+        attempts=2, max_attempts=3, error=error, started_at=now - dt.timedelta(seconds=20)
+    )
+    for number, outcome, ago, text in (
+        (1, AttemptOutcome.PAUSED, 300, "paused by an operator at a checkpoint"),
+        (1, AttemptOutcome.FAILED, 200, error),
+        (2, AttemptOutcome.FAILED, 20, error),
+    ):
+        AttemptFactory(
+            job_id=job.pk,
+            number=number,
+            outcome=outcome,
+            worker_id=worker.id,
+            started_at=now - dt.timedelta(seconds=ago),
+            finished_at=now - dt.timedelta(seconds=ago - 5),
+            error=text,
+        )
+    _log_in(page, live_server)
+    page.goto(_job_url(live_server, job.pk))
+
+    assert page.locator(".field-last_error_text").inner_text().startswith("Last attempt's error")
+    assert page.locator(".field-last_started_label").count() == 1
+    assert page.locator(".field-started_label").count() == 0
+    runs = page.locator("#job-attempts tbody tr")
+    assert [runs.nth(i).locator("td").nth(1).inner_text() for i in range(3)] == [
+        "1 (not counted)",
+        "1",
+        "2",
+    ]
+    page.click(f"#job-attempts a:has-text('{worker.id}') >> nth=0")
+    page.wait_for_selector("#content")
+    assert str(worker.id) in page.url
+    page.goto(_job_url(live_server, job.pk))
+    _shoot(page, request, "job-retrying")

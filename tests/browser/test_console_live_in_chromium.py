@@ -219,3 +219,23 @@ def test_a_failed_refresh_says_so_quietly_and_a_hidden_tab_fetches_nothing(
         "document.dispatchEvent(new Event('visibilitychange'));"
     )
     wait_for(lambda: _refreshes(page) > hidden_at, timeout=15, message="a refresh once shown")
+
+
+def test_unsaved_input_holds_the_refresh_until_it_is_sent_or_undone(page, live_server, operator):
+    add.enqueue(1, 1)
+    _log_in(page, live_server)
+    _open_live(page, f"{live_server.url}/admin/django_taskengine/job/")
+    # The navigation's filter belongs to no form: typing there holds nothing.
+    page.fill("#nav-filter", "jo")
+    start = _refreshes(page)
+    wait_for(lambda: _refreshes(page) >= start + 2, timeout=15, message="refreshes go on")
+
+    page.fill("#searchbar", "half-typed")
+    page.wait_for_timeout(1000)  # a request already under way may still land
+    held = _refreshes(page)
+    page.wait_for_timeout(3000)
+    assert _refreshes(page) == held
+    assert page.input_value("#searchbar") == "half-typed"
+
+    page.fill("#searchbar", "")
+    wait_for(lambda: _refreshes(page) > held, timeout=15, message="refreshing once undone")

@@ -59,7 +59,9 @@
 
   // A field whose value differs from the one the page was served with: unsaved input.
   function isDirty(field) {
-    if (field.matches("input.action-select, #action-toggle, input.select-across")) {
+    // Not input to keep: the action checkboxes (kept across refreshes), and fields of no form,
+    // such as the navigation's filter, whose value Django restores from localStorage.
+    if (!field.form || field.matches("input.action-select, #action-toggle, input.select-across")) {
       return false;
     }
     if (field.type === "checkbox" || field.type === "radio") {

@@ -45,7 +45,7 @@ from .common import (
 from .job_list import job_change_url, job_list_url
 
 #: At most this many failures of the window are read and grouped.
-SAMPLE_SIZE = 20_000
+SAMPLE_SIZE = 5_000
 #: "Retry all in this group" retries at most this many jobs per click (the bulk actions' bound).
 GROUP_ACTION_LIMIT = 1000
 #: Jobs per call of the operations, so that a long retry shows progress in the audit trail.
@@ -147,14 +147,19 @@ def failure_groups(since: dt.datetime, *, using: str, sample: int = SAMPLE_SIZE)
     )
     truncated = len(rows) > sample
     groups: dict[str, FailureGroup] = {}
+    # Many failures repeat an error word for word: each distinct text is normalized once.
+    seen: dict[str, FailureGroup] = {}
     for job_id, task_name, queue, finished_at, error in rows[:sample]:
-        exception, message = split_error(error or "")
-        normalized = normalize_message(message)
-        key = group_key(exception, normalized)
-        group = groups.get(key)
+        group = seen.get(error)
         if group is None:
-            group = groups[key] = FailureGroup(key, exception, normalized)
-            group.last_seen = finished_at
+            exception, message = split_error(error or "")
+            normalized = normalize_message(message)
+            key = group_key(exception, normalized)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = FailureGroup(key, exception, normalized)
+                group.last_seen = finished_at
+            seen[error] = group
         group.job_ids.append(job_id)
         group.tasks.add(task_name)
         group.queues.add(queue)

@@ -165,7 +165,7 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
     def running(self, queue: Queue) -> SafeString:
         return self._count_link(queue, _listed_stats(queue).running, "running")
 
-    @admin.display(description="paused jobs")
+    @admin.display(description="paused")
     def paused_jobs(self, queue: Queue) -> SafeString:
         return self._count_link(queue, _listed_stats(queue).paused_jobs, "paused")
 
@@ -177,7 +177,7 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
     def oldest_due(self, queue: Queue) -> str:
         return format_age(_listed_stats(queue).oldest_due_age)
 
-    @admin.display(description="finished per minute (5 min)")
+    @admin.display(description="finished / min (5 min)")
     def throughput(self, queue: Queue) -> str:
         return f"{_listed_stats(queue).throughput_per_minute:.1f}"
 

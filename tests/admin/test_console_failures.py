@@ -206,3 +206,9 @@ def test_retry_all_needs_a_post_and_the_retry_permission(failures):
     assert not Job.objects.filter(status=JobStatus.QUEUED).exists()
     nobody = staff_client(username="nobody")
     assert nobody.get(admin_url("failures_changelist")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_overview_links_to_the_failures_page(admin_client):
+    html = content(admin_client.get(admin_url("overview_changelist")))
+    assert f'<a href="{admin_url("failures_changelist")}" id="summary-failure-groups">' in html

@@ -124,7 +124,7 @@ def test_live_regions_outside_the_results_are_marked(admin_client):
     assert '<div data-te-live="engine-controls">' in html
     page = content(admin_client.get(admin_url("queue_change", "emails")))
     assert 'id="queue-counts" data-te-live="queue-counts"' in page
-    assert 'id="limits-usage" data-te-live="limits-usage"' in page
+    assert '<tr data-te-live="limits-usage"><th scope="row">now</th><td id="limits-usage">' in page
 
 
 def test_a_user_without_pause_permission_gets_no_row_forms():

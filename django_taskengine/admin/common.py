@@ -90,7 +90,9 @@ def acting(request: HttpRequest) -> Acting:
 
 
 class PauseForm(forms.Form):
-    """Why and for how long: the optional fields of every pause (queue, task type, engine)."""
+    """Why and for how long: the optional fields of every pause (queue, task type, engine).
+    An end time (``until``, from a datetime-local input) is read in the current time zone,
+    which every form names beside the input (:func:`time_zone_name`)."""
 
     reason = forms.CharField(required=False, max_length=1000)
     duration = forms.ChoiceField(required=False, choices=PAUSE_DURATION_CHOICES)
@@ -106,8 +108,8 @@ class PauseForm(forms.Form):
                 raise forms.ValidationError("Choose a duration or an end time, not both.")
             if until <= timezone.now():
                 raise forms.ValidationError(
-                    f"The end time {localize(timezone.localtime(until))} has already passed; "
-                    "choose a time in the future."
+                    f"The end time {exact_time_text(until)} has already passed (it is "
+                    f"{exact_time_text(timezone.now())} now); choose a time in the future."
                 )
         return cleaned
 

@@ -133,3 +133,13 @@ def test_a_user_without_pause_permission_gets_no_row_forms():
     html = content(viewer.get(admin_url("queue_changelist")))
     assert 'name="reason" form=' not in html and 'id="te-pause-' not in html
     assert not Job.objects.exists()
+
+
+def test_an_end_time_in_the_past_is_refused_naming_the_zone_and_the_time_now(admin_client):
+    QueueFactory(name="emails")
+    response = admin_client.post(
+        admin_url("queue_pause", "emails"), {"until": "2001-01-01T00:00"}, follow=True
+    )
+    (message,) = messages_of(response)
+    assert "The end time 2001-01-01 00:00:00 UTC has already passed (it is " in message
+    assert not Queue.objects.get(name="emails").paused

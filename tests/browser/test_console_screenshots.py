@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
-from django_taskengine.models import Job, JobStatus, Worker
+from django_taskengine.models import Job, JobStatus, MinuteStats, Worker
 from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
@@ -37,10 +35,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Viewport (width, height) of each screenshot.
 SIZES = ((1280, 900), (1920, 1080))
-#: TEMPORARY while the console is being built: the features whose checks apply.
-CHARTS = find_spec("django_taskengine.admin.chart_data") is not None
-PROGRESS_BARS = find_spec("django_taskengine.admin.job_columns") is not None
-WORKER_PAGE = find_spec("django_taskengine.admin.worker_page") is not None
 #: The running job's progress while the screenshots are taken.
 DONE, TOTAL = 96, 240
 
@@ -56,13 +50,6 @@ def _log_in(page, live_server) -> None:
     page.fill("#id_password", "s3cret-pass")
     page.click("input[type=submit]")
     page.wait_for_selector("#site-name")
-
-
-def _admin_url(name: str, *args: object) -> str | None:
-    try:
-        return reverse(f"admin:{name}", args=args)
-    except NoReverseMatch:
-        return None
 
 
 def _fits(page) -> bool:
@@ -131,13 +118,6 @@ def _set_the_scene(start_workers) -> Job:
     return running
 
 
-def _minute_stats():
-    try:
-        return apps.get_model("django_taskengine", "MinuteStats")
-    except LookupError:
-        return None
-
-
 def test_console_screenshots_of_overview_running_job_failures_and_worker(
     page, live_server, operator, start_workers, request
 ):
@@ -146,21 +126,20 @@ def test_console_screenshots_of_overview_running_job_failures_and_worker(
     _log_in(page, live_server)
     shots: dict[str, list[Path]] = {}
 
-    # The overview: every queue of the scene, and the charts once the workers have written
-    # their per-minute statistics.
-    stats = _minute_stats()
-    if stats is not None:
-        wait_for(
-            lambda: stats.objects.filter(succeeded__gt=0).exists(),
-            timeout=30,
-            message="the workers' per-minute statistics",
-        )
+    # The overview: every queue of the scene, and its charts drawn from the per-minute
+    # statistics the workers wrote: bars of the jobs that finished.
+    wait_for(
+        lambda: MinuteStats.objects.filter(succeeded__gt=0).exists(),
+        timeout=30,
+        message="the workers' per-minute statistics",
+    )
     page.goto(live_server.url + reverse("admin:django_taskengine_overview_changelist"))
     overview = page.inner_text("#content")
     for queue in ("default", "other", "emails", "reports"):
         assert queue in overview
-    if CHARTS:
-        assert page.locator("#content svg").count() >= 1, "the overview shows no chart"
+    charts = page.locator("#content svg.te-chart-svg[role=img]")
+    assert charts.count() >= 2, "the overview shows no charts"
+    assert page.locator("#content svg rect.te-chart-bar").count() >= 1, "the charts are empty"
     shots["overview"] = _shoot(page, request, "overview")
 
     # The running job: its progress, as a bar and in numbers.
@@ -168,45 +147,42 @@ def test_console_screenshots_of_overview_running_job_failures_and_worker(
     content = page.inner_text("#content")
     assert "running" in content and "reports_progress_until_told" in content
     assert str(DONE) in content and str(TOTAL) in content
-    if PROGRESS_BARS:
-        bar = page.locator("#content progress, #content [role=progressbar]")
-        assert bar.count() >= 1, "the running job's page shows no progress bar"
+    bar = page.locator("#content progress, #content [role=progressbar]")
+    assert bar.count() >= 1, "the running job's page shows no progress bar"
+    assert bar.first.is_visible()
     shots["running-job"] = _shoot(page, request, "running-job")
 
     # The failures, grouped by exception and message (its numbers left out): four jobs with
     # one message make one row that counts them, not four rows.
-    failures = _admin_url("django_taskengine_failures_changelist")
-    if failures is not None:
-        page.goto(live_server.url + failures)
-        groups = {
-            "payment gateway did not answer": "4",
-            "SKU-": "3",
-            "invalid e-mail address": "2",
-            "this task always fails": "1",
-        }
-        for message, jobs in groups.items():
-            row = page.locator("#content tr", has_text=message)
-            assert row.count() == 1, f"{message!r}: {row.count()} rows, not one group"
-            cells = [cell.strip() for cell in row.locator("td, th").all_inner_texts()]
-            assert jobs in cells, f"{message!r}: {cells} does not count {jobs} jobs"
-        content = page.inner_text("#content")
-        for name in ("TimeoutError", "KeyError", "ValueError"):
-            assert name in content
-        retry_all = page.locator("#content button", has_text="Retry all")
-        assert retry_all.count() == len(groups)
-        shots["failures"] = _shoot(page, request, "failures")
+    page.goto(live_server.url + reverse("admin:django_taskengine_failures_changelist"))
+    groups = {
+        "payment gateway did not answer": "4",
+        "SKU-": "3",
+        "invalid e-mail address": "2",
+        "this task always fails": "1",
+    }
+    for message, jobs in groups.items():
+        row = page.locator("#content tr", has_text=message)
+        assert row.count() == 1, f"{message!r}: {row.count()} rows, not one group"
+        cells = [cell.strip() for cell in row.locator("td, th").all_inner_texts()]
+        assert jobs in cells, f"{message!r}: {cells} does not count {jobs} jobs"
+    content = page.inner_text("#content")
+    for name in ("TimeoutError", "KeyError", "ValueError"):
+        assert name in content
+    assert page.locator("#content button", has_text="Retry all").count() == len(groups)
+    shots["failures"] = _shoot(page, request, "failures")
 
-    # The worker that runs the job: its host and process, and the job among its current ones.
+    # The worker that runs the job: its host and process, the job among its current ones with
+    # its progress, and the actions on the worker.
     worker = Worker.objects.get(pk=running.worker_id)
     page.goto(live_server.url + reverse("admin:django_taskengine_worker_change", args=[worker.pk]))
     content = page.inner_text("#content")
     assert worker.hostname in content and str(worker.pid) in content
-    if WORKER_PAGE:
-        current = page.locator(f'#content a[href$="/job/{running.pk}/change/"]')
-        assert current.count() >= 1, "the worker's page does not list its running job"
-        assert page.locator("#content progress, #content [role=progressbar]").count() >= 1
-        for action in ("Drain", "Stop", "Hard stop"):
-            assert page.locator("#content button", has_text=action).count() >= 1
+    current = page.locator(f'#content a[href$="/job/{running.pk}/change/"]')
+    assert current.count() >= 1, "the worker's page does not list its running job"
+    assert page.locator("#content progress, #content [role=progressbar]").count() >= 1
+    for action in ("Drain", "Stop", "Hard stop"):
+        assert page.locator("#content button", has_text=action).count() >= 1
     shots["worker"] = _shoot(page, request, "worker")
 
     LedgerEntry.objects.create(job_id=running.pk, attempt=running.attempts, label="go", pid=0)

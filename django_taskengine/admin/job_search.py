@@ -5,10 +5,16 @@ What an operator types first is an argument value (an email address, an order id
 an error ("ConnectionRefusedError", "timed out"). A job matches when every word of the term is a
 word of its arguments, keyword arguments or error:
 
-* on PostgreSQL through ``taskengine_job_search_idx``, a GIN index over the 'simple' text search
-  vector of the three (migration 0028; words are split as PostgreSQL's text search splits them,
-  so "PaymentDeclined" does not find "myapp.errors.PaymentDeclined", but the whole dotted name
-  does, and a word is never matched by a part of it);
+* on PostgreSQL through the words of the 'simple' text search vector of the three (words are
+  split as PostgreSQL's text search splits them, so "PaymentDeclined" does not find
+  "myapp.errors.PaymentDeclined", but the whole dotted name does, and a word is never matched by
+  a part of it). Jobs at rest (paused or finished) are found through
+  ``taskengine_job_search_idx``, a GIN index over that vector (migration 0028) which holds them
+  only, so that a job is indexed once, when it finishes, and enqueues and claims pay nothing.
+  Queued and running jobs are read through their status indexes, their vectors computed: a
+  cost that grows with the backlog, not with the table. The two reads collect matching ids
+  without an order (so the planner reads those indexes rather than walk the table by id,
+  testing every row), and the newest :data:`IDS_MAX` become the list's condition;
 * on SQLite, each word is looked for with ``LIKE '%word%'`` in their text: a scan of the table,
   fine at development sizes, and it matches parts of words too.
 
@@ -26,16 +32,24 @@ from django.db.models import BooleanField, Expression, Q, QuerySet
 from django.db.models.sql.compiler import SQLCompiler
 
 from ..core.limits import JOB_ID_MAX
-from ..job_indexes import ANY_STATUS, AT_REST
+from ..core.statuses import JobStatus
+from ..job_indexes import ANY_STATUS, AT_REST, status_in
 from ..models import Job
 from ..registry import registered_tasks
 from ..store.sql import query
+from .paginator import EstimatedCountPaginator
 
 #: A term longer than this is cut: nobody types more, and a pasted traceback is not a query.
 TERM_MAX = 200
 #: At most this many words of a term are looked for (each is one LIKE on SQLite).
 WORDS_MAX = 8
 _WORD = re.compile(r"\S+")
+#: The newest matches the list shows: as many as its paginator counts, and one more.
+IDS_MAX = EstimatedCountPaginator.count_cap + 1
+#: Each read collects at most this many matching ids (a word in every job's arguments).
+READ_MAX = 200_000
+#: Queued and running jobs, as their partial indexes serve them.
+ACTIVE = status_in(JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class JobTextMatch(Expression):
@@ -89,4 +103,17 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
     if number.isdigit() and int(number) <= JOB_ID_MAX:
         matches |= Q(pk=int(number))
     vendor = connections[queryset.db].vendor
-    return queryset.filter(matches | text_condition(term, vendor))
+    if vendor != "postgresql":
+        return queryset.filter(matches | text_condition(term, vendor))
+    return queryset.filter(matches | Q(pk__in=matching_ids(queryset, term)))
+
+
+def matching_ids(queryset: QuerySet[Job], term: str) -> list[int]:
+    """The ids of the newest :data:`IDS_MAX` jobs of ``queryset`` whose arguments or error hold
+    every word of ``term`` (PostgreSQL): those at rest through the search index, the others
+    through their status indexes."""
+    match = JobTextMatch(term)
+    ids: list[int] = []
+    for arm in (Q(status__in=AT_REST), ACTIVE):
+        ids += queryset.filter(arm, match).order_by().values_list("pk", flat=True)[:READ_MAX]
+    return sorted(ids, reverse=True)[:IDS_MAX]

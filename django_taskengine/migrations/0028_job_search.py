@@ -1,8 +1,9 @@
 """The job list's search by argument values and error text, and the failures page's entry on
 the admin index.
 
-On PostgreSQL this builds ``taskengine_job_search_idx``, a GIN index over the words of each
-job's arguments and error (django_taskengine/store/sql/search.sql), with ``CREATE INDEX
+On PostgreSQL this builds ``taskengine_job_search_idx``, a GIN index over the words of the
+arguments and error of each job at rest (paused or finished: a job gets its entry once, when it
+finishes; enqueues and claims write none) (django_taskengine/store/sql/search.sql), with ``CREATE INDEX
 CONCURRENTLY``: enqueues, claims and finishes go on while it is built, so the migration is not
 atomic (CONCURRENTLY cannot run inside a transaction). What a large table costs at migrate time:
 two scans of the job table plus the tokenizing of every row — measured at about 20 s per

@@ -3,10 +3,14 @@ PostgreSQL, LIKE on SQLite), besides the exact matches by id, dedup key and task
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
+from django.db.models import Q
 
-from django_taskengine.admin.job_search import search_jobs
+from django_taskengine.admin.job_search import ACTIVE, JobTextMatch
+from django_taskengine.job_indexes import AT_REST
 from django_taskengine.models import Job, JobStatus
 from tests.admin_helpers import admin_url
 from tests.factories import JobFactory
@@ -96,16 +100,42 @@ def test_special_characters_of_like_are_taken_literally(admin_client):
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
-def test_the_search_uses_the_gin_index_on_postgresql(jobs):
+def test_the_search_reads_jobs_through_indexes_on_postgresql(jobs):
+    """Jobs at rest through the GIN index of their words, queued and running jobs through their
+    status indexes: no read walks the table."""
+    # A table of some size, analyzed: the plans then are the ones a real table gets.
+    Job.objects.bulk_create(
+        Job(task_name="tests.testapp.tasks.add", status=JobStatus.SUCCEEDED, args=[n, n + 1])
+        for n in range(5000)
+    )
+    plans = []
     with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job")
         cursor.execute("SET enable_seqscan = off")
-        sql, params = (
-            search_jobs(Job.objects.all(), "ConnectionRefusedError")
-            .order_by()
-            .values("pk")
-            .query.sql_with_params()
-        )
-        cursor.execute("EXPLAIN " + sql, params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+        for arm in (Q(status__in=AT_REST), ACTIVE):
+            sql, params = (
+                Job.objects.filter(arm, JobTextMatch("ConnectionRefusedError"))
+                .order_by()
+                .values("pk")
+                .query.sql_with_params()
+            )
+            cursor.execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
         cursor.execute("RESET enable_seqscan")
-    assert "taskengine_job_search_idx" in plan, plan
+    at_rest, active = plans
+    assert "taskengine_job_search_idx" in at_rest, at_rest
+    assert "taskengine_job_claimable_idx" in active and "taskengine_job_running_idx" in active
+    assert "Seq Scan" not in at_rest + active
+    assert "taskengine_job_pkey" not in at_rest + active
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_search_index_holds_jobs_at_rest_only(jobs):
+    """Its condition is the one the at-rest read repeats: paused and finished jobs."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index"
+            " WHERE indexrelid = 'taskengine_job_search_idx'::regclass"
+        )
+        (predicate,) = cursor.fetchone()
+    assert sorted(re.findall(r"'(\w+)'", predicate)) == sorted(AT_REST), predicate

@@ -68,6 +68,13 @@ def test_search_combines_with_the_status_filter(admin_client, jobs):
     assert _found(admin_client, "q=ConnectionRefusedError&status=failed") == {jobs["refused"].pk}
 
 
+def test_queued_jobs_are_found_in_any_case_and_through_punctuation(admin_client, jobs):
+    assert _found(admin_client, "q=connectionrefusederror") >= {jobs["queued_refused"].pk}
+    assert _found(admin_client, "q=ALICE%40example.com") == {jobs["alice"].pk}
+    both = {jobs["refused"].pk, jobs["queued_refused"].pk}
+    assert _found(admin_client, "q=%5BErrno+111%5D") == both
+
+
 def test_every_word_must_match(admin_client, jobs):
     assert _found(admin_client, "q=timed+refused") == set()
 

@@ -43,6 +43,14 @@ to_tsvector('simple'::regconfig,
     || "taskengine_job"."error")
 @@ plainto_tsquery('simple'::regconfig, %s)
 
+-- name: job_text_contains_postgresql
+-- A run of letters and digits of the term (%s: a LIKE pattern, %run%) inside the text of the
+-- job's arguments or error, in any case: true of every job job_text_matches_postgresql
+-- matches, and far cheaper to test, so the search of queued and running jobs (no index of
+-- their words) tests it first. lower() and LIKE: ILIKE took twice as long.
+lower("taskengine_job"."args"::text || ' ' || "taskengine_job"."kwargs"::text || ' '
+    || "taskengine_job"."error") LIKE lower(%s) ESCAPE '\'
+
 -- name: job_text_matches_sqlite
 -- One word of the search term (%s: a LIKE pattern, %word%) inside the text of the job's
 -- arguments or error; the search asks this once per word. A scan of the table: SQLite is for

@@ -21,7 +21,7 @@ from ..audit_trail import AuditEntry, AuditObject
 from ..conf import taskengine_settings
 from ..operations import audit_entries
 from ..operations.audit import PAGE_ENTRIES
-from .common import ReadOnlyModelAdmin
+from .common import ReadOnlyModelAdmin, exact_time_column
 from .job_list import job_change_url
 
 
@@ -31,13 +31,13 @@ def _db() -> str:
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyModelAdmin):
-    list_display = ("at", "actor", "source", "action", "object_link", "detail_text", "reason")
+    list_display = ("at_label", "actor", "source", "action", "object_link", "detail_text", "reason")
     list_filter = ("action", "source", "object_kind")
     show_facets = admin.ShowFacets.NEVER
     search_fields = ("actor", "object_id", "reason")
     list_per_page = 100
     fields = (
-        "at",
+        "at_label",
         "actor",
         "source",
         "action",
@@ -47,6 +47,7 @@ class AuditEntryAdmin(ReadOnlyModelAdmin):
         "detail_text",
     )
     readonly_fields = fields
+    at_label = exact_time_column("at", "at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEntry]:
         return super().get_queryset(request).using(_db())

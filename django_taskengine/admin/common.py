@@ -15,7 +15,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import localize
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
@@ -144,8 +143,9 @@ def describe_pause(by: str, at: dt.datetime | None, reason: str, until: dt.datet
 
 
 def describe_until(until: dt.datetime) -> str:
-    """'until 2024-05-01 14:05 (in 12 min)', or 'ended at …' for a timed pause that is over."""
-    moment = localize(timezone.localtime(until))
+    """'until 2024-05-01 14:05:00 UTC (in 12 min)', or 'ended at …' for a timed pause that is
+    over."""
+    moment = exact_time_text(until)
     remaining = until - timezone.now()
     if remaining <= dt.timedelta(0):
         return f"ended at {moment}"
@@ -201,6 +201,17 @@ def exact_time(moment: dt.datetime | None, *, relative: bool = True) -> SafeStri
         exact_time_text(local),
         relative_time(moment),
     )
+
+
+def exact_time_column(name: str, description: str) -> Callable[[Any, Any], SafeString | str]:
+    """A ModelAdmin display method that shows the datetime field ``name`` as
+    :func:`exact_time` does (Django's default shows it to the minute, without the zone)."""
+
+    @admin.display(description=description, ordering=name)
+    def show(model_admin: Any, obj: Any) -> SafeString | str:
+        return exact_time(getattr(obj, name))
+
+    return show
 
 
 def time_zone_name() -> str:

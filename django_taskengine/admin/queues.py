@@ -35,6 +35,7 @@ from .common import (
     ReadOnlyModelAdmin,
     acting,
     describe_pause,
+    exact_time_column,
     format_age,
     has_app_permission,
     operator_view,
@@ -100,12 +101,15 @@ class QueueAdmin(EnginePauseViews, QueueLimitViews, ReadOnlyModelAdmin):
         "name",
         "state",
         "paused_by",
-        "paused_at",
+        "paused_at_label",
         "pause_reason",
-        "paused_until",
-        "created_at",
+        "paused_until_label",
+        "created_at_label",
     )
     readonly_fields = fields
+    paused_at_label = exact_time_column("paused_at", "paused at")
+    paused_until_label = exact_time_column("paused_until", "paused until")
+    created_at_label = exact_time_column("created_at", "created at")
 
     # -- permissions: queue rows change only through pause, resume and limits ------------
 

@@ -37,6 +37,7 @@ from .common import (
     ReadOnlyModelAdmin,
     acting,
     describe_pause,
+    exact_time_column,
     format_age,
     has_app_permission,
     operator_view,
@@ -84,9 +85,22 @@ class ScheduleAdmin(ReadOnlyModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "state", "task", "queue_label", "priority_label")}),
         ("When", {"fields": ("cron_label", "catch_up", "last_run", "next_run")}),
-        ("History", {"fields": ("paused_by", "paused_at", "created_at", "updated_at")}),
+        (
+            "History",
+            {
+                "fields": (
+                    "paused_by",
+                    "paused_at_label",
+                    "created_at_label",
+                    "updated_at_label",
+                )
+            },
+        ),
     )
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
+    paused_at_label = exact_time_column("paused_at", "paused at")
+    created_at_label = exact_time_column("created_at", "created at")
+    updated_at_label = exact_time_column("updated_at", "updated at")
 
     # -- permissions: rows come from code and settings ---------------------------------
 

@@ -154,8 +154,9 @@ def test_the_heartbeat_finds_the_workers_jobs_by_their_keys():
     assert indexes and set(indexes) == {"taskengine_job_pkey"}, text
     with connection.cursor() as cursor:
         cursor.execute(query("heartbeat"), params)
-        # No worker row (the test registered none); the stop requests of the jobs it knows.
-        assert cursor.fetchone() == (0, [j.id for j in running[:3]], ["pause"] * 3)
+        # No worker row (the test registered none), so no operator request for it; the stop
+        # requests of the jobs it knows.
+        assert cursor.fetchone() == (0, [j.id for j in running[:3]], ["pause"] * 3, None)
 
 
 def test_the_rescue_looks_up_the_jobs_of_silent_workers_by_worker():

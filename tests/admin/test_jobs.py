@@ -169,8 +169,9 @@ def test_list_with_filters_and_search_runs_a_bounded_number_of_queries(
     url = admin_url("job_changelist")
     params = {"status": "failed", "queue": "emails", "task": ADD, "q": "add", "p": "2"}
 
-    # session, user, queue choices, capped count, the page's rows: no query per row.
-    with django_assert_max_num_queries(7):
+    # session, user, queue choices, capped count, the page's rows: no query per row; on
+    # PostgreSQL, the search's two reads of matching ids (at rest, and queued or running).
+    with django_assert_max_num_queries(7 if connection.vendor == "sqlite" else 9):
         response = admin_client.get(url, params)
 
     assert response.status_code == 200

@@ -280,8 +280,14 @@
         showProblem("");
       }
     });
-    var bar = document.querySelector("div.breadcrumbs");
-    if (bar) {
+    // Django 6 lists the breadcrumbs in an <ol>, whose children must be <li>s.
+    var bar = document.querySelector("div.breadcrumbs, ol.breadcrumbs");
+    if (bar && bar.tagName === "OL") {
+      var item = document.createElement("li");
+      item.className = "te-live-item";
+      item.appendChild(box);
+      bar.appendChild(item);
+    } else if (bar) {
       bar.appendChild(box);
     } else {
       var content = document.getElementById("content");

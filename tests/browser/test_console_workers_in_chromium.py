@@ -12,7 +12,7 @@ from django_taskengine.models import Job, JobStatus, Worker
 from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
-from tests.testapp.tasks import always_fail, record, sleep_and_record
+from tests.testapp.tasks import always_fail, record, reports_progress_until_told
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,9 +69,10 @@ def test_drain_and_resume_a_worker_from_its_page(
     for n in range(3):
         record.enqueue(label=f"history-{n}")
     always_fail.enqueue()
-    sleeper = sleep_and_record.enqueue(seconds=8.0)
+    # Runs until the test lets it finish: the worker is draining for as long as the test looks.
+    sleeper = reports_progress_until_told.enqueue()
     start_workers("--processes", "1", "--concurrency", "2")
-    wait_for(lambda: LedgerEntry.objects.filter(job_id=sleeper.id).exists(), timeout=30)
+    wait_for(lambda: _status(sleeper) == JobStatus.RUNNING, timeout=30)
     wait_for(lambda: Job.objects.filter(status=JobStatus.FAILED).exists(), timeout=30)
     sleeper.refresh_from_db()
     worker = Worker.objects.get(id=sleeper.worker_id)
@@ -92,6 +93,7 @@ def test_drain_and_resume_a_worker_from_its_page(
     waiting = record.enqueue(label="while drained")
 
     # Its running job finishes; then the page says drained, and the new job still waits.
+    LedgerEntry.objects.create(job_id=sleeper.id, attempt=1, label="go", pid=0)
     assert wait_for(lambda: _status(sleeper) == JobStatus.SUCCEEDED, timeout=30)
 
     def drained() -> bool:

@@ -34,7 +34,7 @@ from ..models import Dependency, Job
 from ..registry import tasks as registry
 from .audit import Actor
 from .common import ActionRefused, database
-from .jobs import Expected, _get_job, wake_workers
+from .jobs import Expected, _get_job, changed_since_seen, wake_workers
 
 #: The statuses whose priority and due time an operator may change: waiting ones.
 EDITABLE_STATUSES = (JobStatus.QUEUED, JobStatus.PAUSED)
@@ -272,32 +272,16 @@ def _key_held(job: Job, holder: Job) -> str:
 
 
 def _expected_q(expected: Expected | None) -> Q:
-    conditions = Q()
-    if expected is not None and expected.status is not None:
-        conditions &= Q(status=expected.status)
-    if expected is not None and expected.attempts is not None:
-        conditions &= Q(attempts=expected.attempts)
-    return conditions
+    return Q() if expected is None else expected.condition()
 
 
 def _is_as_expected(job: Job, expected: Expected | None) -> bool:
-    if expected is None:
-        return True
-    return (expected.status is None or job.status == expected.status) and (
-        expected.attempts is None or job.attempts == expected.attempts
-    )
+    return expected is None or expected.matches(job)
 
 
 def _check_expected(job: Job, expected: Expected | None) -> None:
     if not _is_as_expected(job, expected):
-        raise ActionRefused(_changed(job))
-
-
-def _changed(job: Job) -> str:
-    return (
-        f"Job {job.pk} changed since you looked at it (now {job.status}, attempt "
-        f"{job.attempts}). {NOTHING_CHANGED} Look again and choose anew."
-    )
+        raise ActionRefused(changed_since_seen(job))
 
 
 def _refuse(job: Job, statuses: tuple[str, ...], what: str) -> None:
@@ -306,7 +290,7 @@ def _refuse(job: Job, statuses: tuple[str, ...], what: str) -> None:
             f"Job {job.pk} is {job.status}: {what} applies only to "
             f"{' or '.join(statuses)} jobs. {NOTHING_CHANGED}"
         )
-    raise ActionRefused(_changed(job))
+    raise ActionRefused(changed_since_seen(job))
 
 
 def _plain(value: object) -> object:

@@ -46,6 +46,29 @@ class Expected:
     status: str | None = None
     attempts: int | None = None
 
+    def condition(self) -> Q:
+        """Rows still in the state the operator saw."""
+        conditions = Q()
+        if self.status is not None:
+            conditions &= Q(status=self.status)
+        if self.attempts is not None:
+            conditions &= Q(attempts=self.attempts)
+        return conditions
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` is still in the state the operator saw."""
+        return (self.status is None or job.status == self.status) and (
+            self.attempts is None or job.attempts == self.attempts
+        )
+
+
+def changed_since_seen(job: Job) -> str:
+    """Why an action on a job that changed since the operator looked was refused."""
+    return (
+        f"Job {job.pk} changed since you looked at it (now {job.status}, attempt "
+        f"{job.attempts}). Nothing was changed; look again and choose anew."
+    )
+
 
 def actions_for(job: Job) -> list[str]:
     """The actions that fit the job's current state, in display order."""
@@ -247,10 +270,7 @@ def _request_stop(
             raise ActionRefused(
                 f"Job {job_id} was already asked to {describe_stop(job.stop_requested)}."
             )
-        raise ActionRefused(
-            f"Job {job_id} changed since you looked at it (now {job.status}, attempt "
-            f"{job.attempts}). Nothing was changed; look again and choose anew."
-        )
+        raise ActionRefused(changed_since_seen(job))
     return job
 
 
@@ -317,10 +337,7 @@ def _transition(
         # that started since the caller looked is refused as changed.
         conditions &= ~Q(status=JobStatus.RUNNING)
     if expected is not None:
-        if expected.status is not None:
-            conditions &= Q(status=expected.status)
-        if expected.attempts is not None:
-            conditions &= Q(attempts=expected.attempts)
+        conditions &= expected.condition()
     try:
         with transaction.atomic(using=db):
             updated = Job.objects.using(db).filter(conditions).update(**changes)
@@ -343,10 +360,7 @@ def _transition(
                 f"Job {job_id} is {job.status}: {label} applies only to "
                 f"{' or '.join(allowed)} jobs. Nothing was changed."
             )
-        raise ActionRefused(
-            f"Job {job_id} changed since you looked at it (now {job.status}, attempt "
-            f"{job.attempts}). Nothing was changed; look again and choose anew."
-        )
+        raise ActionRefused(changed_since_seen(job))
     return job
 
 

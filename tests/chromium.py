@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +74,13 @@ def screenshot_dir(request: pytest.FixtureRequest) -> Path:
     folder = OUTPUT_DIR / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def log_in(page: Any, live_server: Any) -> None:
+    """Log in to the admin through its login form, as the ``operator`` fixture's user
+    (tests/browser/conftest.py)."""
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")

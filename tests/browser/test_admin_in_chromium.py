@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from django_taskengine.models import Job, JobStatus, Queue
-from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, log_in, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.tasks import add, in_other_queue, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def operator(transactional_db):
-    user = get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
-    return user
-
-
-def _log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def _status(job: Job) -> str:
@@ -38,7 +23,7 @@ def test_pause_a_queue_in_the_browser_and_no_job_of_it_starts_until_resume(
     add.enqueue(0, 0)  # creates the queue row "default"
     start_workers("--processes", "1", "--concurrency", "2")
     wait_for(lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).exists(), timeout=30)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server.url}/admin/django_taskengine/queue/")
     page.click('button[data-action="pause-queue"][data-queue="default"]')
     page.wait_for_selector('button[data-action="resume-queue"][data-queue="default"]')
@@ -71,7 +56,7 @@ def test_retry_a_failed_job_from_its_page(page, live_server, operator, start_wor
         traceback="Traceback (most recent call last):\n  ...\nRuntimeError: upstream timed out",
     )
     start_workers("--processes", "1")
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server.url}/admin/django_taskengine/job/{job.pk}/change/")
     assert "RuntimeError: upstream timed out" in page.content()
     page.screenshot(path=str(screenshot_dir(request) / "job-page-failed.png"), full_page=True)
@@ -87,7 +72,7 @@ def test_retry_a_failed_job_from_its_page(page, live_server, operator, start_wor
 
 def test_a_script_in_job_arguments_is_shown_as_text(page, live_server, operator):
     job = add.enqueue("<script>document.title='pwned'</script>", "x")
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server.url}/admin/django_taskengine/job/{job.pk}/change/")
     assert page.title() != "pwned"
     assert "<script>document.title='pwned'</script>" in page.inner_text("body")
@@ -95,7 +80,7 @@ def test_a_script_in_job_arguments_is_shown_as_text(page, live_server, operator)
 
 def test_set_a_queue_limit_on_its_page(page, live_server, operator, request):
     add.enqueue(0, 0)  # creates the queue row "default"
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server.url}/admin/django_taskengine/queue/default/change/")
     form = page.locator("#queue-limits-form")
     form.locator('input[name="concurrency_setting"]').uncheck()

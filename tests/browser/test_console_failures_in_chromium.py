@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from django_taskengine.models import Job, JobStatus, Queue
-from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, log_in, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def operator(transactional_db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
-
-
-def _log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def _failed(job: Job, error: str) -> Job:
@@ -58,7 +44,7 @@ def test_search_an_error_text_and_find_the_job(page, live_server, operator):
     timed_out = _failed(add.enqueue(1, 2), "TimeoutError: upstream timed out after 30 s")
     refused = _failed(add.enqueue(3, 4), "ConnectionRefusedError: [Errno 111] Connection refused")
     by_argument = add.enqueue("carol@example.com", 5)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.goto(f"{live_server.url}/admin/django_taskengine/job/")
 
     page.fill("#searchbar", "timed out")
@@ -81,7 +67,7 @@ def test_retry_a_failure_group_and_its_jobs_run(
         _failed(add.enqueue(0, 9), "ConnectionRefusedError: [Errno 111] Connection refused")
     ]
     start_workers("--processes", "1", "--concurrency", "2")
-    _log_in(page, live_server)
+    log_in(page, live_server)
 
     page.goto(f"{live_server.url}/admin/")
     page.click('a[href="/admin/django_taskengine/failures/"]')
@@ -117,7 +103,7 @@ def test_retry_a_failure_group_and_its_jobs_run(
 
 def test_pause_a_queue_from_its_row_with_a_reason(page, live_server, operator, request):
     add.enqueue(0, 0)  # creates the queue row "default"
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{live_server.url}/admin/django_taskengine/queue/")
     assert _fits(page, 1280)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
 from django_taskengine.models import AttemptOutcome, AuditEntry, Job, JobStatus
-from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, log_in, screenshot_dir  # noqa: F401 - the page fixture
 from tests.factories import AttemptFactory, WorkerFactory
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
@@ -28,19 +27,6 @@ OWN_ELEMENTS = (
     ".te-panel, .te-progress, .te-progress-bar, .te-args, .te-error, .te-when, .te-task, "
     "#job-attempts, #job-edits input, pre.te-pre"
 )
-
-
-@pytest.fixture
-def operator(transactional_db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
-
-
-def _log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def _list_fits(page) -> bool:
@@ -115,7 +101,7 @@ def test_a_running_job_shows_its_progress_and_runs_again_as_a_new_job(
         message="the job to run and report its progress",
     )
     wait_for(lambda: Job.objects.filter(status=JobStatus.FAILED).exists(), timeout=30)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.set_viewport_size({"width": 1280, "height": 900})
 
     page.goto(f"{live_server.url}/admin/django_taskengine/job/")
@@ -161,7 +147,7 @@ def test_change_priority_and_due_time_then_delete_and_discard(
     job = add.using(run_after=dt.timedelta(hours=1)).enqueue(20, 22)
     spare = add.using(run_after=dt.timedelta(hours=1)).enqueue(1, 1)
     start_workers("--processes", "1")
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(_job_url(live_server, job.pk))
     assert "(UTC)" in page.inner_text("#job-run-after-form label")
@@ -221,7 +207,7 @@ def test_the_page_of_a_job_waiting_for_its_retry(page, live_server, operator, re
             finished_at=now - dt.timedelta(seconds=ago - 5),
             error=text,
         )
-    _log_in(page, live_server)
+    log_in(page, live_server)
     page.goto(_job_url(live_server, job.pk))
 
     assert page.locator(".field-last_error_text").inner_text().startswith("Last attempt's error")

@@ -5,10 +5,9 @@ stop when the operator pauses them. Screenshots of the overview's charts, light 
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from django_taskengine.models import Job, JobStatus
-from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, log_in, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.tasks import add, always_fail, in_other_queue, record
 
@@ -23,19 +22,6 @@ window.teRefreshes = 0;
 window.teMark = 'still the same page';
 document.addEventListener('te-live:refreshed', () => { window.teRefreshes += 1; });
 """
-
-
-@pytest.fixture
-def operator(transactional_db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
-
-
-def _log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def _open_live(page, url: str) -> None:
@@ -54,7 +40,7 @@ def test_the_overview_refreshes_itself_as_workers_finish_jobs(
     page, live_server, operator, start_workers, request
 ):
     add.enqueue(1, 1)  # the queue "default", with one queued job
-    _log_in(page, live_server)
+    log_in(page, live_server)
     _open_live(page, f"{live_server.url}/admin/django_taskengine/overview/")
     queued = page.locator('#overview-queues tr[data-queue="default"] td').nth(2)
     assert queued.inner_text() == "1"
@@ -87,7 +73,7 @@ def test_the_job_list_refreshes_itself_keeping_selection_and_scroll(
     slow = record.enqueue(label="slow", sleep=6.0)
     wait_for(lambda: Job.objects.get(pk=slow.pk).status == JobStatus.RUNNING, timeout=30)
 
-    _log_in(page, live_server)
+    log_in(page, live_server)
     _open_live(page, f"{live_server.url}/admin/django_taskengine/job/?o=-1")
     slow_row = page.locator(f'#result_list tr:has(input.action-select[value="{slow.pk}"])')
     assert "running" in slow_row.inner_text()
@@ -123,7 +109,7 @@ def test_paused_stops_refreshing_until_the_operator_resumes(
     page, live_server, operator, start_workers
 ):
     add.enqueue(1, 1)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     _open_live(page, f"{live_server.url}/admin/django_taskengine/job/")
     wait_for(lambda: _refreshes(page) >= 1, timeout=15, message="a first refresh")
 
@@ -161,7 +147,7 @@ def test_screenshots_of_the_overview_with_charts(
     record.using(queue="reports").bulk_enqueue([((), {"label": "r", "sleep": 0.3})] * 8)
     workers = start_workers("--burst", "--processes", "2", "--concurrency", "2")
     assert workers.wait(timeout=120) == 0
-    _log_in(page, live_server)
+    log_in(page, live_server)
     folder = screenshot_dir(request)
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
@@ -191,7 +177,7 @@ def test_a_failed_refresh_says_so_quietly_and_a_hidden_tab_fetches_nothing(
     page, live_server, operator
 ):
     add.enqueue(1, 1)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     url = f"{live_server.url}/admin/django_taskengine/job/"
     _open_live(page, url)
     wait_for(lambda: _refreshes(page) >= 1, timeout=15, message="a first refresh")
@@ -223,7 +209,7 @@ def test_a_failed_refresh_says_so_quietly_and_a_hidden_tab_fetches_nothing(
 
 def test_unsaved_input_holds_the_refresh_until_it_is_sent_or_undone(page, live_server, operator):
     add.enqueue(1, 1)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     _open_live(page, f"{live_server.url}/admin/django_taskengine/job/")
     # The navigation's filter belongs to no form: typing there holds nothing.
     page.fill("#nav-filter", "jo")

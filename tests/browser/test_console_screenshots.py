@@ -15,11 +15,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from django_taskengine.models import Job, JobStatus, MinuteStats, Worker
-from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, log_in, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import (
@@ -37,19 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SIZES = ((1280, 900), (1920, 1080))
 #: The running job's progress while the screenshots are taken.
 DONE, TOTAL = 96, 240
-
-
-@pytest.fixture
-def operator(transactional_db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
-
-
-def _log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def _fits(page) -> bool:
@@ -123,7 +109,7 @@ def test_console_screenshots_of_overview_running_job_failures_and_worker(
 ):
     running = _set_the_scene(start_workers)
     page.set_viewport_size({"width": 1280, "height": 900})
-    _log_in(page, live_server)
+    log_in(page, live_server)
     shots: dict[str, list[Path]] = {}
 
     # The overview: every queue of the scene, and its charts drawn from the per-minute

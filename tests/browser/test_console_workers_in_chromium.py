@@ -5,11 +5,10 @@ it go from draining to drained while queued jobs wait; resume it and they run. S
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from django_taskengine.models import Job, JobStatus, Worker
-from tests.chromium import browser_page, screenshot_dir  # noqa: F401 - the page fixture
+from tests.chromium import browser_page, log_in, screenshot_dir  # noqa: F401 - the page fixture
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import always_fail, record, reports_progress_until_told
@@ -17,19 +16,6 @@ from tests.testapp.tasks import always_fail, record, reports_progress_until_told
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SIZES = ((1280, 900), (1920, 1080))
-
-
-@pytest.fixture
-def operator(transactional_db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.com", "s3cret-pass")
-
-
-def _log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def _fits(page) -> bool:
@@ -76,7 +62,7 @@ def test_drain_and_resume_a_worker_from_its_page(
     wait_for(lambda: Job.objects.filter(status=JobStatus.FAILED).exists(), timeout=30)
     sleeper.refresh_from_db()
     worker = Worker.objects.get(id=sleeper.worker_id)
-    _log_in(page, live_server)
+    log_in(page, live_server)
     url = live_server.url + reverse("admin:django_taskengine_worker_change", args=[worker.pk])
     page.goto(url)
     assert _state(page) == "live"

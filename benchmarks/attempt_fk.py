@@ -15,8 +15,8 @@ finished by the completion statement the workers send, each its own transaction:
   which reports the trigger's own time and calls (rolled back).
 
 Each batch leaves dead rows behind, so the statement slows from round to round: compare the
-two cases within a round. Results and the decision they led to: the README's performance
-section ("The attempt table's foreign key is kept").
+two cases within a round. Results and the decision they led to: the documentation's performance
+page, ``docs/explanation/benchmarks.md`` ("The attempt table's foreign key is kept").
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The console as the README shows it, in Chromium against real workers: the overview with its
-charts, a running job's page with its progress bar, the grouped failures and a worker's page,
-each at 1280 and 1920 px.
+"""The console as the README and the operator guide show it, in Chromium against real workers:
+the overview with its charts, a running job's page with its progress bar, the grouped failures
+and a worker's page, each at 1280 and 1920 px.
 
 The screenshots go to the test's screenshot folder, and also to the folder that
-``TASKENGINE_SCREENSHOTS_TO`` names (the README's: ``docs/screenshots``) as
+``TASKENGINE_SCREENSHOTS_TO`` names (the documentation's: ``docs/screenshots``) as
 ``console-<page>-<width>.png``. Each page is checked for what its screenshot is meant to show
-before it is taken, so that a broken page fails the test instead of illustrating the README.
+before it is taken, so that a broken page fails the test instead of illustrating the docs.
 """
 
 from __future__ import annotations

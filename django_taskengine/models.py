@@ -171,6 +171,14 @@ class Job(models.Model):
                 name="taskengine_job_finished_idx",
                 condition=Q(finished_at__isnull=False),
             ),
+            # Failed jobs by the time they ended: the failures page reads the newest ones of a
+            # window (a few percent of finished jobs; through the finished index it had to
+            # step over every job that succeeded in between).
+            models.Index(
+                fields=["finished_at", "id"],
+                name="taskengine_job_failed_idx",
+                condition=Q(status="failed"),
+            ),
             # Serves the admin's search by dedup key over finished jobs too (the unique
             # constraint below covers active jobs only).
             models.Index(

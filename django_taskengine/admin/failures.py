@@ -5,7 +5,7 @@ that differ only in numbers, ids, UUIDs or hex values ("order 17 not found", "or
 found") are one group: the class is kept, the message normalized (:func:`normalize_message`).
 
 The page stays cheap on a large table: it reads the failures of a window (the last 24 hours by
-default) through ``taskengine_job_finished_idx``, newest first, at most :data:`SAMPLE_SIZE` of
+default) through ``taskengine_job_failed_idx``, newest first, at most :data:`SAMPLE_SIZE` of
 them (the short head of each error, not the traceback), and groups them in Python. When the
 window holds more failures than that, the page says the counts are of the newest ones.
 Retrying a group is a POST (permission ``retry_job``) that shows a confirmation with the
@@ -130,7 +130,7 @@ class FailureReport:
 
 
 def failed_jobs(since: dt.datetime, using: str) -> QuerySet[Job]:
-    """Failed jobs finished since ``since``, newest first (served by the finished index)."""
+    """Failed jobs finished since ``since``, newest first (served by the failed index)."""
     return (
         Job.objects.using(using)
         .filter(finished_at__gte=since, status=JobStatus.FAILED)

@@ -89,6 +89,44 @@ def run_on_postgresql(forward: str, backward: str) -> migrations.RunPython:
     return migrations.RunPython(run(forward), run(backward))
 
 
+class AddIndexConcurrently(migrations.AddIndex):
+    """``AddIndex`` that builds the index with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL, so
+    that enqueues, claims and finishes go on while it is built (the migration must say
+    ``atomic = False``), and with a plain ``CREATE INDEX`` on other databases. An invalid index
+    of the same name, left by an interrupted build, is dropped first and built again."""
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        if schema_editor.connection.vendor != "postgresql":
+            schema_editor.add_index(model, self.index)
+            return
+        if schema_editor.connection.in_atomic_block:
+            raise RuntimeError(
+                f"{self.index.name} is built CONCURRENTLY: its migration must be atomic = False"
+            )
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(query("index_is_invalid"), [self.index.name])
+            (invalid,) = cursor.fetchone()
+        if invalid:
+            schema_editor.remove_index(model, self.index, concurrently=True)
+        schema_editor.add_index(model, self.index, concurrently=True)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.remove_index(model, self.index, concurrently=True)
+        else:
+            schema_editor.remove_index(model, self.index)
+
+
 def names() -> list[str]:
     """Every block's name, sorted."""
     return sorted(_queries())

@@ -255,3 +255,11 @@ $$
 
 -- name: drop_flow_usage_function
 DROP FUNCTION IF EXISTS taskengine_flow_usage(bigint)
+
+-- name: index_is_invalid
+-- Whether an index of this name (%s) exists but is invalid: what an interrupted CREATE INDEX
+-- CONCURRENTLY leaves behind (store/sql/__init__.py, AddIndexConcurrently).
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE c.relname = %s AND NOT i.indisvalid
+)

@@ -83,6 +83,22 @@ class JobTextContains(JobTextMatch):
         return query("job_text_contains_postgresql"), (f"%{_escape_like(self.term)}%",)
 
 
+class JobIdIn(Expression):
+    """On PostgreSQL, a condition on the job table: the id is one of ``ids``, sent as one array
+    parameter (``pk__in`` binds one parameter per id: for ten thousand matches, most of the
+    page's time)."""
+
+    conditional = True
+    output_field = BooleanField()
+
+    def __init__(self, ids: list[int]) -> None:
+        super().__init__()
+        self.ids = ids
+
+    def as_sql(self, compiler: SQLCompiler, connection: Any) -> tuple[str, Any]:
+        return query("job_id_in_postgresql"), (self.ids,)
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -119,7 +135,8 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
     vendor = connections[queryset.db].vendor
     if vendor != "postgresql":
         return queryset.filter(matches | text_condition(term, vendor))
-    return queryset.filter(matches | Q(pk__in=matching_ids(queryset, term)))
+    ids = matching_ids(queryset, term)
+    return queryset.filter(matches | Q(JobIdIn(ids))) if ids else queryset.filter(matches)
 
 
 def matching_ids(queryset: QuerySet[Job], term: str) -> list[int]:

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_taskengine.admin.failures import failure_groups
 from django_taskengine.admin.job_list import search_jobs
 from django_taskengine.inspection import explain_job, queue_stats, task_is_known
 from django_taskengine.job_indexes import ANY_STATUS, status_in
@@ -104,7 +105,19 @@ def test_operator_queries_by_status_and_task_read_indexes_not_the_history():
             list(Job.objects.filter(status_in(status)).values("id")[:100])
         list(Job.objects.filter(ANY_STATUS, task_name="t3").values("id")[:100])
         list(search_jobs(Job.objects.all(), "t2").values("id")[:100])
+        failure_groups(now - dt.timedelta(days=1), using="default")
     plans = _plans(captured.captured_queries)
-    assert len(plans) >= 12, plans
+    assert len(plans) >= 13, plans
     for plan in plans:
         assert "Seq Scan on taskengine_job" not in plan, plan
+    # The failures page reads failed jobs only, not every success of its window. The queue
+    # statistics count failed jobs as COUNT(*) through an index of failed jobs (an index-only
+    # scan once the table is vacuumed: COUNT(id) would read every row, the id not being in it).
+    failures = [p for p in plans if "LEFT(" in p and "finished_at" in p]
+    assert failures and "taskengine_job_failed_idx" in failures[0], failures
+    failed_counts = [p for p in plans if "COUNT(*)" in p and "GROUP BY" in p and "failed" in p]
+    assert failed_counts, plans
+    assert any(
+        index in failed_counts[0]
+        for index in ("taskengine_job_rest_status_idx", "taskengine_job_failed_idx")
+    ), failed_counts

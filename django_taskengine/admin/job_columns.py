@@ -96,12 +96,13 @@ def when(moment: dt.datetime, label: str) -> SafeString:
     """A time as the list shows it, on two lines: the date and time to the second, then its
     zone and ``label`` (how long ago or how soon)."""
     local = timezone.localtime(moment)
-    stamp, _, zone = exact_time_text(local).rpartition(" ")
+    exact = exact_time_text(local)
+    stamp, _, zone = exact.rpartition(" ")
     return format_html(
         '<span class="te-when"><time datetime="{}" title="{}">{}</time>'
         '<span class="te-relative">{} · {}</span></span>',
         local.isoformat(),
-        exact_time_text(local),
+        exact,
         stamp,
         zone,
         label,

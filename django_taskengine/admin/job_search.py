@@ -124,19 +124,29 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
     # A task name no process registers any more: its finished and paused jobs (an index
     # serves those); its queued ones through the list's task filter. Asking for its active
     # jobs here would visit every queued job for each search of a word.
-    matches = Q(dedup_key=term) | Q(task_name=term, status__in=AT_REST)
+    exact = Q(dedup_key=term) | Q(task_name=term, status__in=AT_REST)
     lowered = term.lower()
     similar = [name for name in registered_tasks() if lowered in name.lower()]
-    if similar:
-        matches |= Q(task_name__in=similar) & ANY_STATUS
+    tasks = Q(task_name__in=similar) & ANY_STATUS if similar else None
     number = term.removeprefix("#")
-    if number.isdigit() and int(number) <= JOB_ID_MAX:
-        matches |= Q(pk=int(number))
+    job_id = int(number) if number.isdigit() and int(number) <= JOB_ID_MAX else None
     vendor = connections[queryset.db].vendor
     if vendor != "postgresql":
-        return queryset.filter(matches | text_condition(term, vendor))
-    ids = matching_ids(queryset, term)
-    return queryset.filter(matches | Q(JobIdIn(ids))) if ids else queryset.filter(matches)
+        matches = exact | text_condition(term, vendor)
+        for arm in (tasks, Q(pk=job_id) if job_id is not None else None):
+            if arm is not None:
+                matches |= arm
+        return queryset.filter(matches)
+    # PostgreSQL: the exact matches and the text matches become one list of ids, so that the
+    # list's count and page read the primary key's index only (an OR of conditions made them
+    # visit every matching row). The list's own filters still apply to it.
+    ids = set(matching_ids(queryset, term))
+    ids.update(queryset.filter(exact).order_by().values_list("pk", flat=True)[:READ_MAX])
+    if job_id is not None:
+        ids.add(job_id)
+    newest = sorted(ids, reverse=True)[:IDS_MAX]
+    condition = Q(JobIdIn(newest)) if newest else Q(pk__in=[])
+    return queryset.filter(condition | tasks if tasks is not None else condition)
 
 
 def matching_ids(queryset: QuerySet[Job], term: str) -> list[int]:
@@ -144,9 +154,16 @@ def matching_ids(queryset: QuerySet[Job], term: str) -> list[int]:
     every word of ``term`` (PostgreSQL): those at rest through the search index, the others
     through their status indexes."""
     match = Q(JobTextMatch(term))
-    contains = [Q(JobTextContains(run)) for run in _RUN.findall(term)[:WORDS_MAX]]
+    # The longest run of the term first (the likeliest to be rare): one text test per job,
+    # and the words computed only for those that pass it. Testing every run repeated the
+    # costly part, the arguments' text, once per run.
+    runs = sorted(_RUN.findall(term)[:WORDS_MAX], key=len, reverse=True)[:1]
+    prefilter = [Q(JobTextContains(run)) for run in runs]
     ids: list[int] = []
-    for arm, condition in ((Q(status__in=AT_REST), match), (ACTIVE, reduce(and_, contains, match))):
+    for arm, condition in (
+        (Q(status__in=AT_REST), match),
+        (ACTIVE, reduce(and_, prefilter, match)),
+    ):
         rows = queryset.filter(arm, condition).order_by().values_list("pk", flat=True)
         ids += rows[:READ_MAX]
     return sorted(ids, reverse=True)[:IDS_MAX]

@@ -143,13 +143,13 @@ def failure_groups(since: dt.datetime, *, using: str, sample: int = SAMPLE_SIZE)
     rows = list(
         failed_jobs(since, using)
         .annotate(error_head=Left("error", ERROR_HEAD))
-        .values_list("id", "task_name", "queue", "finished_at", "error_head")[: sample + 1]
+        .values_list("id", "task_name", "queue", "error_head")[: sample + 1]
     )
     truncated = len(rows) > sample
     groups: dict[str, FailureGroup] = {}
     # Many failures repeat an error word for word: each distinct text is normalized once.
     seen: dict[str, FailureGroup] = {}
-    for job_id, task_name, queue, finished_at, error in rows[:sample]:
+    for job_id, task_name, queue, error in rows[:sample]:
         group = seen.get(error)
         if group is None:
             exception, message = split_error(error or "")
@@ -158,12 +158,17 @@ def failure_groups(since: dt.datetime, *, using: str, sample: int = SAMPLE_SIZE)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = FailureGroup(key, exception, normalized)
-                group.last_seen = finished_at
             seen[error] = group
         group.job_ids.append(job_id)
         group.tasks.add(task_name)
         group.queues.add(queue)
-        group.first_seen = finished_at
+    # When each group was first and last seen: the end times of its oldest and newest jobs,
+    # read for those only (parsing a timestamp per row read took half the page's time).
+    ends = [job_id for group in groups.values() for job_id in (group.job_ids[0], group.job_ids[-1])]
+    finished = dict(Job.objects.using(using).filter(pk__in=ends).values_list("pk", "finished_at"))
+    for group in groups.values():
+        group.last_seen = finished.get(group.job_ids[0])
+        group.first_seen = finished.get(group.job_ids[-1])
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.exception, g.message))
     return FailureReport(since, ordered, min(len(rows), sample), truncated)
 

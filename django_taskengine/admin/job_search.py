@@ -118,9 +118,16 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
     """Jobs whose arguments or error hold every word of the term, or matched exactly by it: a
     job id, a dedup key, a task name — or the registered tasks whose name contains the term
     (matched in Python, not by a LIKE scan). Every arm is served by an index on PostgreSQL."""
+    return search(queryset, search_term)[0]
+
+
+def search(queryset: QuerySet[Job], search_term: str) -> tuple[QuerySet[Job], int | None]:
+    """:func:`search_jobs`, and how many jobs it finds when that is known without counting
+    them again (on PostgreSQL, when the term names no registered task: the matches are then a
+    list of ids, all of them jobs of ``queryset``); None otherwise."""
     term = search_term.strip()[:TERM_MAX]
     if not term:
-        return queryset
+        return queryset, None
     # A task name no process registers any more: its finished and paused jobs (an index
     # serves those); its queued ones through the list's task filter. Asking for its active
     # jobs here would visit every queued job for each search of a word.
@@ -136,17 +143,19 @@ def search_jobs(queryset: QuerySet[Job], search_term: str) -> QuerySet[Job]:
         for arm in (tasks, Q(pk=job_id) if job_id is not None else None):
             if arm is not None:
                 matches |= arm
-        return queryset.filter(matches)
+        return queryset.filter(matches), None
     # PostgreSQL: the exact matches and the text matches become one list of ids, so that the
     # list's count and page read the primary key's index only (an OR of conditions made them
     # visit every matching row). The list's own filters still apply to it.
     ids = set(matching_ids(queryset, term))
     ids.update(queryset.filter(exact).order_by().values_list("pk", flat=True)[:READ_MAX])
-    if job_id is not None:
+    if job_id is not None and queryset.filter(pk=job_id).exists():
         ids.add(job_id)
     newest = sorted(ids, reverse=True)[:IDS_MAX]
     condition = Q(JobIdIn(newest)) if newest else Q(pk__in=[])
-    return queryset.filter(condition | tasks if tasks is not None else condition)
+    if tasks is not None:
+        return queryset.filter(condition | tasks), None
+    return queryset.filter(condition), len(newest)
 
 
 def matching_ids(queryset: QuerySet[Job], term: str) -> list[int]:

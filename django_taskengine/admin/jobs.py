@@ -50,8 +50,11 @@ from .job_page import (
     can_run_again,
     page_fieldsets,
 )
-from .job_search import search_jobs
+from .job_search import search
 from .paginator import EstimatedCountPaginator
+
+#: The request attribute that carries the search's number of matches to the paginator.
+SEARCH_COUNT = "taskengine_search_count"
 
 #: A bulk action touches at most this many jobs; more is a job for a script, not a click.
 BULK_ACTION_LIMIT = 1000
@@ -150,7 +153,27 @@ class JobAdmin(JobColumnsMixin, JobEditsMixin, JobFieldsMixin, ReadOnlyModelAdmi
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
-        return search_jobs(queryset, search_term), False
+        found, count = search(queryset, search_term)
+        # The list's paginator takes the number of matches from here (get_paginator): the
+        # search has them as a list of ids, and counting them again cost as much as the page.
+        setattr(request, SEARCH_COUNT, count)
+        return found, False
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: Any,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> EstimatedCountPaginator:
+        return EstimatedCountPaginator(
+            queryset,
+            per_page,
+            orphans,
+            allow_empty_first_page,
+            known_count=getattr(request, SEARCH_COUNT, None),
+        )
 
     @admin.display(description="duration")
     def duration_label(self, job: Job) -> str:

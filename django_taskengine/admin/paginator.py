@@ -29,10 +29,12 @@ class EstimatedCountPaginator(Paginator):
     #: Counting stops after this many rows (plus one, to know that there are more).
     count_cap = 10_000
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, known_count: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: "exact", "capped" (more than ``count_cap``) or "estimated" (``pg_class``).
         self.count_kind = "exact"
+        #: The number of rows when the caller knows it (the search's ids): not counted again.
+        self.known_count = known_count
 
     @cached_property
     def count(self) -> int:
@@ -44,7 +46,10 @@ class EstimatedCountPaginator(Paginator):
             if estimate is not None and estimate > self.count_cap:
                 self.count_kind = "estimated"
                 return estimate
-        counted = queryset.order_by().values("pk")[: self.count_cap + 1].count()
+        if self.known_count is not None:
+            counted = self.known_count
+        else:
+            counted = queryset.order_by().values("pk")[: self.count_cap + 1].count()
         if counted > self.count_cap:
             self.count_kind = "capped"
         return counted

@@ -708,3 +708,24 @@ def test_a_hard_stop_needs_the_permission_of_its_cooperative_action():
     assert client.post(admin_url("job_hard_pause", job.pk), body).status_code == 302
     job.refresh_from_db()
     assert job.stop_requested == "pause:hard"
+
+
+def test_pages_deep_in_the_list_show_the_same_rows(admin_client, monkeypatch):
+    """Past ``seek_from`` rows a page reads its ids first, then those rows: the same jobs, in the
+    same order, filtered or not (the last page too)."""
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 4)
+    jobs = JobFactory.create_batch(14, status="failed") + JobFactory.create_batch(3)
+    newest_first = sorted((job.pk for job in jobs), reverse=True)
+    failed_first = sorted((job.pk for job in jobs[:14]), reverse=True)
+    url = admin_url("job_changelist")
+
+    def shown(**params: str) -> list[int]:
+        response = admin_client.get(url, params)
+        return [job.pk for job in response.context["cl"].result_list]
+
+    for seek_from in (1_000, 4):  # not used, then used from the second page on
+        monkeypatch.setattr(EstimatedCountPaginator, "seek_from", seek_from)
+        assert shown(p="2") == newest_first[4:8]
+        assert shown(p="5") == newest_first[16:]
+        assert shown(p="3", status="failed") == failed_first[8:12]
+        assert shown(p="4", status="failed") == failed_first[12:]

@@ -25,8 +25,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from django_taskengine.models import Job, JobStatus
-from tests.helpers import REPO_ROOT, WorkerCommand, end_subprocess_sessions, wait_for, worker_env
+from django_taskengine.models import JobStatus
+from tests.helpers import (
+    REPO_ROOT,
+    WorkerCommand,
+    end_subprocess_sessions,
+    ledger_labels,
+    wait_for,
+    worker_env,
+)
 from tests.testapp.tasks import record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,11 +79,9 @@ def stop_with_a_job_in_flight(command: Recipe, to_group: bool, grace: float) -> 
     """Start a job, send SIGTERM while it runs (to the process, or to its process group), and
     check that the job finished and the command exited 0 within ``grace`` seconds."""
     job = record.enqueue(label="in flight", sleep=JOB_SECONDS)
-    wait_for(
-        lambda: Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists(),
-        timeout=60,
-        message="the job to start",
-    )
+    # Its ledger row, not its status: a job claimed ahead is running before its task starts,
+    # and the stop gives such a job back to the queue, untouched, instead of finishing it.
+    wait_for(lambda: ledger_labels(job.pk), timeout=60, message="the job's task to start")
     started = time.monotonic()
     if to_group:
         os.killpg(command.pid, signal.SIGTERM)

@@ -53,8 +53,8 @@ from .job_page import (
 from .job_search import search
 from .paginator import EstimatedCountPaginator
 
-#: The request attribute that carries the search's number of matches to the paginator.
-SEARCH_COUNT = "taskengine_search_count"
+#: The request attribute that carries the search's matching ids to the paginator.
+SEARCH_IDS = "taskengine_search_ids"
 
 #: A bulk action touches at most this many jobs; more is a job for a script, not a click.
 BULK_ACTION_LIMIT = 1000
@@ -153,10 +153,10 @@ class JobAdmin(JobColumnsMixin, JobEditsMixin, JobFieldsMixin, ReadOnlyModelAdmi
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
-        found, count = search(queryset, search_term)
-        # The list's paginator takes the number of matches from here (get_paginator): the
-        # search has them as a list of ids, and counting them again cost as much as the page.
-        setattr(request, SEARCH_COUNT, count)
+        found, ids = search(queryset, search_term)
+        # The list's paginator takes the matches from here (get_paginator): the search has
+        # them as a list of ids, and counting them again cost as much as the page.
+        setattr(request, SEARCH_IDS, ids)
         return found, False
 
     def get_paginator(
@@ -172,7 +172,7 @@ class JobAdmin(JobColumnsMixin, JobEditsMixin, JobFieldsMixin, ReadOnlyModelAdmi
             per_page,
             orphans,
             allow_empty_first_page,
-            known_count=getattr(request, SEARCH_COUNT, None),
+            known_ids=getattr(request, SEARCH_IDS, None),
         )
 
     @admin.display(description="duration")

@@ -18,9 +18,13 @@ from typing import Any
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.sql.where import WhereNode
 from django.utils.functional import cached_property
 
 from ..store.sql import query
+
+#: The orderings by the primary key, as a query's ``order_by`` may spell them.
+_ID_ORDER = {"id": "id", "pk": "id", "-id": "-id", "-pk": "-id"}
 
 
 class EstimatedCountPaginator(Paginator):
@@ -31,12 +35,13 @@ class EstimatedCountPaginator(Paginator):
     #: From this many rows into the list, a page reads its ids before its rows.
     seek_from = 1_000
 
-    def __init__(self, *args: Any, known_count: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, known_ids: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: "exact", "capped" (more than ``count_cap``) or "estimated" (``pg_class``).
         self.count_kind = "exact"
-        #: The number of rows when the caller knows it (the search's ids): not counted again.
-        self.known_count = known_count
+        #: The ids of the list's rows, newest first, when the caller knows them (the search's
+        #: matches, up to ``count_cap + 1``): neither counted nor looked for again.
+        self.known_ids = known_ids
 
     @cached_property
     def count(self) -> int:
@@ -48,8 +53,8 @@ class EstimatedCountPaginator(Paginator):
             if estimate is not None and estimate > self.count_cap:
                 self.count_kind = "estimated"
                 return estimate
-        if self.known_count is not None:
-            counted = self.known_count
+        if self.known_ids is not None:
+            counted = len(self.known_ids)
         else:
             counted = queryset.order_by().values("pk")[: self.count_cap + 1].count()
         if counted > self.count_cap:
@@ -87,6 +92,11 @@ class EstimatedCountPaginator(Paginator):
         if self.count_is_exact and top + self.orphans >= self.count:
             top = self.count
         rows = self.object_list
+        known = self._known_page_ids(rows, bottom, top)
+        if known is not None and isinstance(rows, QuerySet):
+            # The page's ids are known (the search's matches, which the list's filters chose):
+            # its rows are read by primary key, without the condition on every match.
+            return Page(_only_ids(rows, known), number, self)
         if bottom >= self.seek_from and isinstance(rows, QuerySet):
             # Deep in the list: pick the page's ids first, then read those rows. PostgreSQL
             # skips the rows before the page by the primary key's index alone, where reading
@@ -94,6 +104,20 @@ class EstimatedCountPaginator(Paginator):
             ids = list(rows.values_list("pk", flat=True)[bottom:top])
             return Page(rows.filter(pk__in=ids), number, self)
         return Page(rows[bottom:top], number, self)
+
+    def _known_page_ids(self, rows: Any, bottom: int, top: int) -> list[int] | None:
+        """The ids of the page's rows from :attr:`known_ids`, when the list is sorted by id."""
+        if self.known_ids is None or not isinstance(rows, QuerySet):
+            return None
+        # Sorted by the primary key first, the rest of the order is moot (the change list
+        # appends the admin's own, "-id" after the operator's "id").
+        first = rows.query.order_by[0] if rows.query.order_by else None
+        order = _ID_ORDER.get(first) if isinstance(first, str) else None
+        if order == "-id":
+            return self.known_ids[bottom:top]
+        if order == "id":
+            return self.known_ids[::-1][bottom:top]
+        return None
 
     @staticmethod
     def _planner_estimate(queryset: QuerySet[Any]) -> int | None:
@@ -106,3 +130,11 @@ class EstimatedCountPaginator(Paginator):
         if row is None or row[0] is None or row[0] <= 0:
             return None
         return int(row[0])
+
+
+def _only_ids(rows: QuerySet[Any], ids: list[int]) -> QuerySet[Any]:
+    """``rows`` (its columns, related rows and order) limited to the rows ``ids`` names, and
+    to nothing else: its conditions are dropped, since they chose those ids."""
+    page = rows.all()
+    page.query.where = WhereNode()
+    return page.filter(pk__in=ids)

@@ -12,6 +12,7 @@ import pytest
 from django.contrib import messages
 from django.contrib.admin.models import LogEntry
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_taskengine.admin import jobs as job_admin
@@ -729,3 +730,29 @@ def test_pages_deep_in_the_list_show_the_same_rows(admin_client, monkeypatch):
         assert shown(p="5") == newest_first[16:]
         assert shown(p="3", status="failed") == failed_first[8:12]
         assert shown(p="4", status="failed") == failed_first[12:]
+
+
+def test_searched_pages_show_the_matches_in_either_order(admin_client, monkeypatch):
+    """A searched list's pages are read by the ids the search found (PostgreSQL): the same
+    jobs as the search's own condition gives, newest or oldest first, filters included."""
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 3)
+    failed = JobFactory.create_batch(5, status="failed", args=["paged-word"])
+    queued = JobFactory.create_batch(3, args=["paged-word"])
+    JobFactory.create_batch(2, args=["other-word"])
+    newest_first = sorted((job.pk for job in failed + queued), reverse=True)
+    failed_first = sorted((job.pk for job in failed), reverse=True)
+    url = admin_url("job_changelist")
+
+    def shown(**params: str) -> tuple[list[int], int]:
+        with CaptureQueriesContext(connection) as captured:
+            changelist = admin_client.get(url, {"q": "paged-word", **params}).context["cl"]
+        if connection.vendor == "postgresql":
+            # Only the search itself holds the condition on every match, not the page's read.
+            assert len([q for q in captured.captured_queries if "ANY(" in q["sql"]]) == 0
+        return [job.pk for job in changelist.result_list], changelist.result_count
+
+    assert shown() == (newest_first[:3], 8)
+    assert shown(p="3") == (newest_first[6:], 8)
+    assert shown(o="1") == (newest_first[::-1][:3], 8)
+    assert shown(o="1", p="2") == (newest_first[::-1][3:6], 8)
+    assert shown(status="failed", p="2") == (failed_first[3:], 5)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .conf import taskengine_settings
 from .core.flow import GROUP, QUEUE, SEQUENCE, TASK, Policy, Rate, Usage, group_scope
-from .store.flow_claim import policy
+from .store.flow_source import policy
 from .store.generic_flow import GenericFlowSource
 
 

@@ -26,7 +26,7 @@ import psycopg.sql
 import redis
 
 from ..conf import taskengine_settings
-from ..store.flow_claim import task_limits
+from ..store.flow_source import task_limits
 from ..store.postgres_notices import own_connection_params
 from ..store.postgres_session import START_FENCE_LOCK_ID, engine_lock_key
 from ..store.sql import query

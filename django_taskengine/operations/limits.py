@@ -29,7 +29,7 @@ from ..core.limits import check_queue_name
 from ..flow_report import in_force
 from ..job_indexes import status_in
 from ..models import Job, JobStatus, Queue
-from ..store.flow_claim import task_limits
+from ..store.flow_source import task_limits
 from ..store.generic_flow import limited_queues
 from ..worker.maintenance import register
 from .audit import Actor

@@ -1,121 +1,37 @@
 """The flow claim as both stores run it: under the flow lock, read what the limits count, read
 the candidates lane by lane, let :func:`django_taskengine.core.flow.pick` choose, start them.
 
-A store supplies a :class:`FlowSource` (its statements); :class:`FlowClaimer` is the part of
-a worker session that decides when to run a flow claim and remembers where the last one
-stopped (the lane cursor that makes lanes take turns).
+A store supplies a :class:`~.flow_source.FlowSource` (its statements); :class:`FlowClaimer` is
+the part of a worker session that decides when to run a flow claim and remembers where the
+last one stopped (the lane cursor that makes lanes take turns).
+
+While no limit binds (the last claim could start every candidate it wanted), a store that has
+one runs the claim in one statement (:meth:`~.flow_source.FlowSource.fast`): the database
+starts the candidates itself if every one of them may start, and starts none otherwise; the
+claim is then made the general way, job by job, here.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 
 from ..conf import taskengine_settings
 from ..core.attempts import ClaimedJob
-from ..core.flow import (
-    FlowJob,
-    Limits,
-    Policy,
-    Usage,
-    Window,
-    group_scope,
-    lane_room,
-    parse_rate,
-    pick,
-    record_starts,
+from ..core.flow import FlowJob, Policy, Usage, lane_room, pick, record_starts
+from .flow_source import (
+    BLOCKED_RECHECK,
+    Ask,
+    Fast,
+    FlowRead,
+    FlowSource,
+    group_prefixes,
+    policy,
+    policy_json,
+    task_limits,
 )
-from ..registry import registered_tasks
-
-#: Low 32 bits of the flow claim's advisory lock key (taskengine_flow_usage, sql/migrations.sql).
-FLOW_LOCK_ID = 3
-#: The start of the payload of the notification of a job under flow control (the rest is its
-#: queue): it tells workers to run a flow claim.
-FLOW_NOTICE = "flow:"
-#: Lanes a flow claim reads at most; the next claim goes on from the last one it took from.
-MAX_LANES = 100
-#: While jobs under flow control wait and none may start (their limits are reached), a worker
-#: looks again after this many seconds, or as soon as a rate window lets one start.
-BLOCKED_RECHECK = 0.05
-
-
-@dataclass
-class FlowRead:
-    """What :meth:`FlowSource.usage` reads."""
-
-    now: float
-    running: list[tuple[FlowJob, int]]
-    queues: list[tuple[str, int | None, str]]
-    windows: dict[str, Window]
-
-
-@dataclass
-class Ask:
-    """Which candidates a flow claim reads: lane by lane from the lane after ``after``, at most
-    ``cap`` in all, from each lane at most what :func:`~django_taskengine.core.flow.lane_room`
-    says (``per_lane`` at most). ``rooms`` are hints from the previous claim's counts (the
-    candidates are read before this claim's counts, and a lane full then may have room now:
-    at least one is read); :func:`~django_taskengine.core.flow.pick` decides on the counts read
-    under the lock."""
-
-    after: str = ""
-    per_lane: int = 1
-    rooms: dict[str, int] = field(default_factory=dict)
-    prefixes: dict[str, int] = field(default_factory=dict)
-    cap: int = 1
-
-
-class FlowSource(Protocol):
-    """One store's flow statements, run inside :meth:`locked`."""
-
-    def locked(self) -> AbstractContextManager[None]:
-        """The flow claim's transaction."""
-
-    def peek(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]] | None:
-        """What :meth:`read` reads, read without the flow lock and outside :meth:`locked`; or
-        None if this store does not look before it locks. A store whose flow lock stops every
-        writer (SQLite's write lock) looks first: a claim that could start nothing then does
-        not take it, and workers held back by their limits, looking again every
-        ``BLOCKED_RECHECK``, do not keep heartbeats and outcomes waiting for the lock."""
-
-    def read(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
-        """Take the flow lock (flow claims take turns, fleet-wide) and read, after it, the
-        clock, the jobs under flow control a worker owns, the queues' limits in force and the
-        rate windows; and the candidates ``ask`` asks for (due, waiting jobs under flow
-        control, each with its lane), which no other claim can take until this one ends."""
-
-    def candidates(self, ask: Ask) -> list[tuple[FlowJob, str]]:
-        """The candidates ``ask`` asks for, read again after :meth:`read` (with the rooms of
-        this claim's counts): those already read come first again."""
-
-    def start(
-        self, jobs: list[FlowJob], now: float, windows: dict[str, Window]
-    ) -> Callable[[], list[ClaimedJob]]:
-        """Start ``jobs`` at ``now`` (unless an operator took one meanwhile) and write the rate
-        windows; return how to read the jobs started, once the transaction has ended."""
-
-
-def task_limits() -> dict[str, Limits]:
-    """The limits of the registered task types that have any."""
-    found = {}
-    for name, task in registered_tasks().items():
-        limits: Limits | None = getattr(task, "limits", None)
-        if limits is not None and (limits.any or limits.group_concurrency is not None):
-            found[name] = limits
-    return found
-
-
-def policy(queues: list[tuple[str, int | None, str]]) -> Policy:
-    """The limits in force: the queues' as the queue table holds them, the task types' as
-    this process's code declares them."""
-    return Policy(
-        queues={name: Limits(concurrency, parse_rate(rate)) for name, concurrency, rate in queues},
-        tasks=task_limits(),
-    )
 
 
 @dataclass
@@ -132,6 +48,11 @@ class FlowResult:
     last_lane: str | None
     #: What the next claim asks for, from this claim's counts.
     hints: Ask
+    #: The queues' limits in force, as read (see FlowClaimer.seen).
+    seen: list[tuple[str, int | None, str]]
+    #: A limit held back a candidate this claim wanted, or has no room left after it (see
+    #: FlowClaimer.binding).
+    binding: bool
 
 
 class FlowClaimer:
@@ -150,6 +71,12 @@ class FlowClaimer:
         self._flow_first = False
         #: Jobs this session started through the flow claim and has not finished.
         self._mine: set[int] = set()
+        #: Whether the last claim found a limit that held a candidate back (the next claim is
+        #: then made job by job, not in one statement), and the queues' limits it read (with
+        #: their policy_json, for the next claim in one statement).
+        self.binding = True
+        self.seen: list[tuple[str, int | None, str]] = []
+        self._policy: tuple[list[tuple[str, int | None, str]], str] | None = None
         #: While jobs under flow control wait, the plain claim is skipped until then after it
         #: found fewer jobs than asked (a notification, or the poll interval, ends the wait):
         #: a backlog of jobs under flow control does not cost an empty plain claim per round.
@@ -228,7 +155,13 @@ class FlowClaimer:
         ask = self.hints
         ask.after, ask.per_lane, ask.cap = self.after, start, 4 * start + 16
         ask.prefixes = group_prefixes()
-        result = run_flow_claim(source, ask, free=free, start=start, park=park)
+        result = None
+        if not self.binding:
+            result = self._fast(source, ask, start=start, park=park)
+        if result is None:
+            result = run_flow_claim(source, ask, free=free, start=start, park=park)
+        self.seen = result.seen
+        self.binding = result.binding
         self.hints = result.hints
         if result.last_lane is not None:
             self.after = result.last_lane
@@ -246,6 +179,20 @@ class FlowClaimer:
             self.look_at = now + taskengine_settings.POLL_INTERVAL
         return result
 
+    def _fast(
+        self, source: FlowSource, ask: Ask, *, start: int, park: Collection[str]
+    ) -> FlowResult | None:
+        """The claim in one statement, if the store has it and no limit binds now."""
+        if self._policy is None or self._policy[0] != self.seen:
+            self._policy = (self.seen, policy_json(self.seen))
+        fast = source.fast(ask, start=start, park=sorted(park), policy=self._policy[1])
+        if fast is None:
+            return None
+        self.seen = fast.read.queues
+        if not fast.started:
+            return None
+        return fast_result(fast, start=start)
+
 
 def run_flow_claim(
     source: FlowSource, ask: Ask, *, free: int, start: int, park: Collection[str]
@@ -260,7 +207,7 @@ def run_flow_claim(
         if not chosen:
             # Nothing may start (a claim under the lock might see a slot freed meanwhile:
             # the next look, at most BLOCKED_RECHECK later, will).
-            return _result(rules, usage, offered, [], [], start=start)
+            return _result(rules, usage, peeked[0].queues, offered, [], [], start=start)
     with source.locked():
         read, offered = source.read(ask)
         rules, usage, offered, chosen = _choose(
@@ -269,7 +216,26 @@ def run_flow_claim(
         windows = record_starts(rules, usage, chosen)
         fetch = source.start(chosen, read.now, windows)
     usage.starts.update(windows)
-    return _result(rules, usage, offered, chosen, fetch(), start=start)
+    return _result(rules, usage, read.queues, offered, chosen, fetch(), start=start)
+
+
+def fast_result(fast: Fast, *, start: int) -> FlowResult:
+    """The result of a claim in one statement that started its jobs."""
+    read = fast.read
+    rules = policy(read.queues)
+    usage = Usage(read.now, starts=read.windows)
+    usage.add_running(rules, read.running)
+    return _finish(
+        rules,
+        usage,
+        read.queues,
+        {job.id: lane for _, job, lane in fast.jobs},
+        fast.offered,
+        [job for _, job, _ in fast.jobs],
+        [claimed for claimed, _, _ in fast.jobs],
+        start=start,
+        binding=False,
+    )
 
 
 def _choose(
@@ -303,11 +269,40 @@ def _choose(
 def _result(
     rules: Policy,
     usage: Usage,
+    seen: list[tuple[str, int | None, str]],
     offered: list[tuple[FlowJob, str]],
     chosen: list[FlowJob],
     started: list[ClaimedJob],
     *,
     start: int,
+) -> FlowResult:
+    """A claim's result (see :func:`_finish`): a limit bound if ``chosen`` is not the first
+    candidates offered, as many as could start."""
+    wanted = [job.id for job, _ in offered[:start]]
+    return _finish(
+        rules,
+        usage,
+        seen,
+        {job.id: lane for job, lane in offered},
+        len(offered),
+        chosen,
+        started,
+        start=start,
+        binding=[job.id for job in chosen] != wanted,
+    )
+
+
+def _finish(
+    rules: Policy,
+    usage: Usage,
+    seen: list[tuple[str, int | None, str]],
+    lanes: dict[int, str],
+    offered: int,
+    chosen: list[FlowJob],
+    started: list[ClaimedJob],
+    *,
+    start: int,
+    binding: bool,
 ) -> FlowResult:
     """A claim's result, with the counts after it (``usage`` with ``chosen`` not yet running,
     its windows with their starts): the next claim's hints."""
@@ -315,14 +310,15 @@ def _result(
     blocked = usage.blocked(rules)
     rooms, _ = usage.lane_rooms(rules)
     next_start = usage.next_start(rules)
-    lanes = {job.id: lane for job, lane in offered}
     return FlowResult(
         started=started,
         complete=len(chosen) >= start,
-        blocked=bool(blocked) or len(chosen) < len(offered),
+        blocked=bool(blocked) or len(chosen) < offered,
         next_start=None if next_start is None else time.monotonic() + next_start - usage.now,
         last_lane=lanes[chosen[-1].id] if chosen else None,
         hints=Ask(rooms=_at_least_one(rooms)),
+        seen=seen,
+        binding=binding or bool(blocked),
     )
 
 
@@ -338,20 +334,6 @@ def _cut_short(offered: list[tuple[FlowJob, str]], ask: Ask) -> bool:
         count >= lane_room(lane, ask.rooms, ask.prefixes, ask.per_lane)
         for lane, count in read.items()
     )
-
-
-def group_prefixes() -> dict[str, int]:
-    """The lane prefix of each task type with a group limit, and that limit."""
-    return {
-        group_scope(name, ""): limits.group_concurrency
-        for name, limits in task_limits().items()
-        if limits.group_concurrency is not None
-    }
-
-
-def lanes_of(rows: Iterator[Any]) -> list[tuple[FlowJob, str]]:
-    """Candidates as both stores read them: (id, queue, task, group, sequence, lane) rows."""
-    return [(FlowJob(r[0], r[1], r[2], r[3], r[4]), r[5]) for r in rows]
 
 
 class FlowClaims:

@@ -24,7 +24,7 @@ from ..core.attempts import ClaimedJob
 from ..core.flow import SEQUENCE, FlowJob, Window, lane_room
 from ..models import Job, JobStatus, Pause, PauseScope, Queue, RateWindow
 from .decoding import load_column
-from .flow_claim import MAX_LANES, Ask, FlowRead
+from .flow_source import MAX_LANES, Ask, Fast, FlowRead
 
 #: The plain columns a claim reads back (the JSON ones are read as text).
 _CLAIMED_FIELDS = (
@@ -119,6 +119,10 @@ class GenericFlowSource:
     def locked(self) -> Iterator[None]:
         with transaction.atomic(using=self.alias):
             yield
+
+    def fast(self, ask: Ask, *, start: int, park: list[str], policy: str) -> Fast | None:
+        # None: the claim is made job by job here, under the write lock it takes.
+        return None
 
     def peek(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
         # Reads only (autocommit): on SQLite they wait for no writer and stop none.

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ..core.flow import FlowJob, Window
+from ..core.flow import WINDOW_GRAIN, FlowJob, Window
 from ..core.lifecycle import ClaimedJob, Outcome
 from .decoding import load_column
-from .flow_claim import MAX_LANES, Ask, FlowRead, lanes_of
+from .flow_source import MAX_LANES, Ask, Fast, FlowRead, lanes_of
 from .postgres_notices import FINISHED_CHANNEL
 from .sql import query
 
@@ -106,19 +106,50 @@ class PostgresFlowSource:
         return lanes_of(iter(self._candidates(ask).fetchall()))
 
     def _candidates(self, ask: Ask) -> Any:
-        return self.conn.execute(
-            query("flow_candidates"),
-            {
-                "fence": self.fence_key,
-                "after": ask.after,
-                "max_lanes": MAX_LANES,
-                "per_lane": ask.per_lane,
-                "rooms": json.dumps(ask.rooms),
-                "prefixes": json.dumps(ask.prefixes),
-                "cap": ask.cap,
-                "all_queues": not self.queues,
-                "queues": self.queues,
-            },
+        return self.conn.execute(query("flow_candidates"), self._ask(ask))
+
+    def _ask(self, ask: Ask) -> dict[str, Any]:
+        return {
+            "fence": self.fence_key,
+            "after": ask.after,
+            "max_lanes": MAX_LANES,
+            "per_lane": ask.per_lane,
+            "rooms": json.dumps(ask.rooms),
+            "prefixes": json.dumps(ask.prefixes),
+            "cap": ask.cap,
+            "all_queues": not self.queues,
+            "queues": self.queues,
+        }
+
+    def fast(self, ask: Ask, *, start: int, park: list[str], policy: str) -> Fast:
+        params = self._ask(ask)
+        params.update(
+            lock=self.lock_key,
+            start=start,
+            park=park,
+            policy=policy,
+            grain=WINDOW_GRAIN,
+            worker=self.worker,
+            ns=self.ns,
+        )
+        # One statement, its own transaction (autocommit): the candidates, the lock, the counts
+        # and the starts; the last row holds the counts (see taskengine_flow_claim).
+        rows = self.conn.execute(query("flow_claim"), params).fetchall()
+        meta = rows.pop()[21]
+        read = FlowRead(
+            now=meta["now"],
+            running=[(FlowJob(0, q, t, g, s), n) for q, t, g, s, n in meta["running"]],
+            queues=[(name, concurrency, rate) for name, concurrency, rate in meta["queues"]],
+            windows=meta["windows"],
+        )
+        return Fast(
+            read=read,
+            offered=meta["offered"],
+            started=meta["fast"],
+            jobs=[
+                (claimed_job(row), FlowJob(row[0], row[2], row[1], row[18], row[19]), row[20])
+                for row in rows
+            ],
         )
 
     def start(

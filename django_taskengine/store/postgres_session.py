@@ -27,7 +27,8 @@ from .base import (
     WorkerSession,
     parked_jobs,
 )
-from .flow_claim import FLOW_LOCK_ID, FLOW_NOTICE, FlowClaimer, FlowClaims
+from .flow_claim import FlowClaimer, FlowClaims
+from .flow_source import FLOW_LOCK_ID, FLOW_NOTICE
 from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job, outcome_params
 from .postgres_dependencies import decide_ready
 from .postgres_notices import own_connection_params, wake_if_sent

@@ -263,3 +263,196 @@ SELECT EXISTS (
     SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
     WHERE c.relname = %s AND NOT i.indisvalid
 )
+
+-- name: create_flow_start_function
+-- Start the jobs a flow claim chose, stamped with the claim's clock (`p_now`, seconds since the
+-- epoch, as the rate windows are), each with a new fencing token and its advisory lock, unless
+-- an operator took one meanwhile; and write the rate windows that changed (`p_windows`, scope
+-- to entries). Returns the columns claim_jobs returns, then each job's group, sequence and lane.
+-- Both ways of a flow claim start through it: the statement flow_start, and the function
+-- taskengine_flow_claim.
+CREATE OR REPLACE FUNCTION taskengine_flow_start(
+    p_ids bigint[], p_now float8, p_worker uuid, p_ns integer, p_windows jsonb)
+RETURNS TABLE (
+    o_id bigint, o_task_name varchar, o_queue varchar, o_args text, o_kwargs text,
+    o_attempts integer, o_max_attempts integer, o_retry_backoff float8, o_timeout float8,
+    o_token uuid, o_started_at timestamptz, o_checkpoint text, o_locked boolean,
+    o_priority integer, o_run_after timestamptz, o_uid uuid, o_waits text, o_due timestamptz,
+    o_group varchar, o_sequence varchar, o_lane varchar)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    -- plpgsql, not sql: its plan is kept from one call to the next.
+    RETURN QUERY
+    WITH windows AS (
+        INSERT INTO taskengine_rate_window AS r (scope, starts)
+        SELECT w.key, w.value FROM jsonb_each(p_windows) AS w
+        ON CONFLICT (scope) DO UPDATE SET starts = EXCLUDED.starts
+    )
+    UPDATE taskengine_job j
+    SET status = 'running', attempts = j.attempts + 1, started_at = to_timestamp(p_now),
+        finished_at = NULL, worker_id = p_worker, token = gen_random_uuid(),
+        lease_expires_at = NULL
+    WHERE j.id = ANY(p_ids) AND j.status = 'queued' AND j.token IS NULL
+    RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
+        j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
+        pg_try_advisory_lock(p_ns, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
+        j.waits::text, GREATEST(j.created_at, j.run_after), j.group_key, j.sequence_key,
+        j.flow_key;
+END
+$$
+
+-- name: drop_flow_start_function
+DROP FUNCTION IF EXISTS taskengine_flow_start(bigint[], float8, uuid, integer, jsonb)
+
+-- name: create_flow_scopes_function
+-- The limited scopes a job belongs to (its queue, task type, group and sequence), with their
+-- limits, under `p_policy`: {"queues": {name: [concurrency, rate count, rate seconds]},
+-- "tasks": {name: [concurrency, rate count, rate seconds, group concurrency]}}, the limited
+-- queues and task types only, as django_taskengine/store/flow_claim.py writes it from the
+-- limits in force. The rule is core/flow.py's Policy.scopes; tests/store/test_flow_fast.py
+-- holds the two to the same answers.
+CREATE OR REPLACE FUNCTION taskengine_flow_scopes(
+    p_policy jsonb, p_queue text, p_task text, p_group text, p_sequence text)
+RETURNS TABLE (o_key text, o_concurrency integer, o_rate_count integer, o_rate_seconds float8)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT s.key, s.concurrency, s.rate_count, s.rate_seconds
+    FROM (SELECT p_policy -> 'tasks' -> p_task AS t, p_policy -> 'queues' -> p_queue AS q) AS l
+    CROSS JOIN LATERAL (VALUES
+        ('s:' || p_sequence, 1, NULL::integer, NULL::float8),
+        (CASE WHEN p_group IS NOT NULL AND l.t ->> 3 IS NOT NULL
+              THEN 'g:' || p_task || '|' || p_group END, (l.t ->> 3)::integer, NULL, NULL),
+        (CASE WHEN l.t ->> 0 IS NOT NULL OR l.t ->> 1 IS NOT NULL THEN 't:' || p_task END,
+         (l.t ->> 0)::integer, (l.t ->> 1)::integer, (l.t ->> 2)::float8),
+        (CASE WHEN l.q IS NOT NULL THEN 'q:' || p_queue END,
+         (l.q ->> 0)::integer, (l.q ->> 1)::integer, (l.q ->> 2)::float8)
+    ) AS s(key, concurrency, rate_count, rate_seconds)
+    WHERE s.key IS NOT NULL
+$$
+
+-- name: drop_flow_scopes_function
+DROP FUNCTION IF EXISTS taskengine_flow_scopes(jsonb, text, text, text, text)
+
+-- name: create_flow_claim_function
+-- A flow claim in one statement, for when no limit binds (django_taskengine/store/
+-- flow_claim.py: FlowClaimer). `p_candidates` are what flow_candidates read (locked, before the
+-- lock, in the statement that calls this), as [id, queue, task, group, sequence, lane, cap] in
+-- claim order. Under the flow lock, with the counts taskengine_flow_usage reads after it, the
+-- first `p_start` candidates start if every one of them would: the queues' limits in force
+-- are the ones the worker's `p_policy` was made from ("seen": what flow_usage last returned),
+-- none of them is of a task in `p_park`, every scope they belong to has room for all of them
+-- (running and rate window), and no lane was read short of what it holds (a claim that wants
+-- more reads it again). Then the rate windows of their scopes get their starts (an entry less
+-- than `p_grain` of the period old takes them: core/flow.py, record_starts), and the jobs
+-- start through taskengine_flow_start. Otherwise nothing starts, and the worker claims again
+-- the general way (flow_usage, core/flow.py's pick, flow_start), which decides job by job.
+-- Either way a last row, its id NULL, holds the counts as JSON in o_meta: "now", "running",
+-- "queues", "windows" (after the starts), "offered" (how many candidates) and "fast" (whether
+-- the jobs started).
+CREATE OR REPLACE FUNCTION taskengine_flow_claim(
+    p_lock bigint, p_candidates jsonb, p_start integer, p_park text[], p_policy jsonb,
+    p_grain float8, p_worker uuid, p_ns integer)
+RETURNS TABLE (
+    o_id bigint, o_task_name varchar, o_queue varchar, o_args text, o_kwargs text,
+    o_attempts integer, o_max_attempts integer, o_retry_backoff float8, o_timeout float8,
+    o_token uuid, o_started_at timestamptz, o_checkpoint text, o_locked boolean,
+    o_priority integer, o_run_after timestamptz, o_uid uuid, o_waits text, o_due timestamptz,
+    o_group varchar, o_sequence varchar, o_lane varchar, o_meta jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_now float8;
+    v_running json;
+    v_queues json;
+    v_windows json;
+    v_ids bigint[];
+    v_fits boolean;
+    v_starts jsonb;
+BEGIN
+    SELECT u.o_now, u.o_running, u.o_queues, u.o_windows
+    INTO v_now, v_running, v_queues, v_windows
+    FROM taskengine_flow_usage(p_lock) AS u;
+    WITH chosen AS (
+        SELECT c.e
+        FROM jsonb_array_elements(p_candidates) WITH ORDINALITY AS c(e, i)
+        WHERE c.i <= p_start
+    ),
+    -- The scopes of each kind of job (queue, task, group, sequence) once, not of each job.
+    kinds AS (
+        SELECT c.e ->> 1 AS queue, c.e ->> 2 AS task, c.e ->> 3 AS grp, c.e ->> 4 AS seq,
+            count(*) AS n
+        FROM chosen c GROUP BY 1, 2, 3, 4
+    ),
+    needed AS (
+        SELECT s.o_key AS key, s.o_concurrency AS concurrency, s.o_rate_count AS rate_count,
+            s.o_rate_seconds AS period, sum(k.n) AS n
+        FROM kinds k
+        CROSS JOIN LATERAL taskengine_flow_scopes(p_policy, k.queue, k.task, k.grp, k.seq) s
+        GROUP BY 1, 2, 3, 4
+    ),
+    running AS (
+        SELECT s.o_key AS key, sum((r.e ->> 4)::integer) AS n
+        FROM json_array_elements(v_running) AS r(e)
+        CROSS JOIN LATERAL taskengine_flow_scopes(
+            p_policy, r.e ->> 0, r.e ->> 1, r.e ->> 2, r.e ->> 3) s
+        WHERE s.o_concurrency IS NOT NULL
+        GROUP BY 1
+    ),
+    -- Each rate window of the claim's scopes: its entries inside the period.
+    recent AS (
+        SELECT d.key, d.period, d.n,
+            COALESCE(jsonb_agg(w.e ORDER BY w.i) FILTER (WHERE w.e IS NOT NULL), '[]') AS entries,
+            COALESCE(sum((w.e ->> 1)::float8), 0) AS started
+        FROM needed d
+        LEFT JOIN LATERAL jsonb_array_elements((v_windows -> d.key)::jsonb)
+            WITH ORDINALITY AS w(e, i) ON (w.e ->> 0)::float8 >= v_now - d.period
+        WHERE d.rate_count IS NOT NULL
+        GROUP BY 1, 2, 3
+    )
+    SELECT
+        (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
+         FROM jsonb_array_elements(v_queues::jsonb) q)
+            = (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
+               FROM jsonb_array_elements(p_policy -> 'seen') q)
+        AND NOT EXISTS (SELECT 1 FROM kinds k WHERE k.task = ANY(p_park))
+        AND (jsonb_array_length(p_candidates) >= p_start OR NOT EXISTS (
+            SELECT 1 FROM jsonb_array_elements(p_candidates) AS c(e)
+            GROUP BY c.e ->> 5 HAVING count(*) >= min((c.e ->> 6)::integer)))
+        AND NOT EXISTS (
+            SELECT 1 FROM needed d LEFT JOIN running r ON r.key = d.key
+            WHERE d.n > d.concurrency - COALESCE(r.n, 0))
+        AND NOT EXISTS (
+            SELECT 1 FROM needed d JOIN recent w ON w.key = d.key
+            WHERE d.n > d.rate_count - w.started),
+        -- The claim's starts added to the last entry if it is less than a grain old, else
+        -- a new one.
+        (SELECT COALESCE(jsonb_object_agg(r.key, CASE
+            WHEN jsonb_array_length(r.entries) > 0
+                 AND v_now - (r.entries -> -1 ->> 0)::float8 < p_grain * r.period
+            THEN (r.entries - (-1)) || jsonb_build_array(jsonb_build_array(
+                v_now, (r.entries -> -1 ->> 1)::numeric + r.n))
+            ELSE r.entries || jsonb_build_array(jsonb_build_array(v_now, r.n))
+            END), '{}')
+         FROM recent r),
+        ARRAY(SELECT (c.e ->> 0)::bigint FROM chosen c)
+    INTO v_fits, v_starts, v_ids;
+    IF v_fits THEN
+        RETURN QUERY
+        SELECT s.*, NULL::jsonb
+        FROM taskengine_flow_start(v_ids, v_now, p_worker, p_ns, v_starts) AS s
+        ORDER BY array_position(v_ids, s.o_id);
+    ELSE
+        v_starts := '{}';
+    END IF;
+    RETURN QUERY
+    SELECT NULL::bigint, NULL::varchar, NULL::varchar, NULL::text, NULL::text, NULL::integer,
+        NULL::integer, NULL::float8, NULL::float8, NULL::uuid, NULL::timestamptz, NULL::text,
+        NULL::boolean, NULL::integer, NULL::timestamptz, NULL::uuid, NULL::text,
+        NULL::timestamptz, NULL::varchar, NULL::varchar, NULL::varchar,
+        jsonb_build_object('now', v_now, 'running', v_running, 'queues', v_queues,
+            'windows', COALESCE(v_windows::jsonb, '{}') || v_starts,
+            'offered', jsonb_array_length(p_candidates), 'fast', v_fits);
+END
+$$
+
+-- name: drop_flow_claim_function
+DROP FUNCTION IF EXISTS taskengine_flow_claim(
+    bigint, jsonb, integer, text[], jsonb, float8, uuid, integer)

@@ -281,11 +281,19 @@ wrapped(k, n) AS (
     FROM wrapped r WHERE r.k IS NOT NULL AND r.k <= %(after)s AND r.n < 2 * %(max_lanes)s::int
 ),
 lanes AS (
-    SELECT k, n FROM onward WHERE k IS NOT NULL
-    UNION ALL
-    SELECT k, n FROM wrapped WHERE k IS NOT NULL AND k <= %(after)s
+    -- Each lane with how many of its jobs to read (`cap`): as many as it has room for
+    -- (django_taskengine/core/flow.py: lane_room).
+    SELECT o.k, o.n, LEAST(%(per_lane)s::int, COALESCE(
+        (SELECT r.value::int FROM jsonb_each_text(%(rooms)s::jsonb) AS r WHERE r.key = o.k),
+        (SELECT p.value::int FROM jsonb_each_text(%(prefixes)s::jsonb) AS p
+         WHERE starts_with(o.k, p.key) LIMIT 1),
+        %(per_lane)s::int)) AS cap
+    FROM (SELECT k, n FROM onward WHERE k IS NOT NULL
+          UNION ALL
+          SELECT k, n FROM wrapped WHERE k IS NOT NULL AND k <= %(after)s) AS o
 )
-SELECT c.id, c.queue, c.task_name, c.group_key, c.sequence_key, l.k
+SELECT c.id, c.queue, c.task_name, c.group_key, c.sequence_key, l.k, l.cap, l.n,
+    c.priority, c.run_after
 FROM lanes l
 CROSS JOIN LATERAL (
     SELECT * FROM (
@@ -298,12 +306,7 @@ CROSS JOIN LATERAL (
        AND x.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
        AND NOT (SELECT engine FROM pauses)
      ORDER BY x.priority DESC, x.run_after, x.id
-     -- As many as the lane has room for (django_taskengine/core/flow.py: lane_room).
-     LIMIT LEAST(%(per_lane)s::int, COALESCE(
-        (SELECT r.value::int FROM jsonb_each_text(%(rooms)s::jsonb) AS r WHERE r.key = l.k),
-        (SELECT p.value::int FROM jsonb_each_text(%(prefixes)s::jsonb) AS p
-         WHERE starts_with(l.k, p.key) LIMIT 1),
-        %(per_lane)s::int))
+     LIMIT l.cap
      -- Locked as read, skipping those another claim is reading (it takes turns with this
      -- one only to count and start: flow_usage).
      FOR UPDATE OF x SKIP LOCKED) AS lane_jobs
@@ -327,27 +330,25 @@ ORDER BY l.n, c.priority DESC, c.run_after, c.id
 LIMIT %(cap)s
 
 -- name: flow_start
--- Start the jobs the flow claim chose (django_taskengine/core/flow.py: pick), stamped with
--- the claim's clock (`now`, seconds since the epoch, as the rate windows are), each with a new
--- fencing token and its advisory lock, unless an operator took one meanwhile; and write the
--- rate windows that changed. Returns the columns claim_jobs returns.
-WITH started AS (
-    UPDATE taskengine_job j
-    SET status = 'running', attempts = j.attempts + 1, started_at = to_timestamp(%(now)s),
-        finished_at = NULL, worker_id = %(worker)s, token = gen_random_uuid(),
-        lease_expires_at = NULL
-    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'queued' AND j.token IS NULL
-    RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
-        j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
-        pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
-        j.waits::text, GREATEST(j.created_at, j.run_after)
-),
-windows AS (
-    INSERT INTO taskengine_rate_window (scope, starts)
-    SELECT w.key, w.value FROM jsonb_each(%(windows)s::jsonb) AS w
-    ON CONFLICT (scope) DO UPDATE SET starts = EXCLUDED.starts
-)
-SELECT * FROM started
+-- Start the jobs the flow claim chose (django_taskengine/core/flow.py: pick) and write the rate
+-- windows that changed (the function of migration 0032; see there).
+SELECT * FROM taskengine_flow_start(
+    %(ids)s::bigint[], %(now)s::float8, %(worker)s::uuid, %(ns)s::integer, %(windows)s::jsonb)
+
+-- name: flow_claim
+-- The flow claim in one statement, when no limit binds (the function of migration 0032; see
+-- there): the candidates as flow_candidates reads them, then under the lock the counts, and
+-- the jobs started if every one of the first `start` may start.
+SELECT * FROM taskengine_flow_claim(
+    %(lock)s::bigint,
+    (SELECT COALESCE(jsonb_agg(jsonb_build_array(c.id, c.queue, c.task_name, c.group_key,
+                                                 c.sequence_key, c.k, c.cap)
+                               ORDER BY c.n, c.priority DESC, c.run_after, c.id), '[]')
+     FROM (
+-- include: flow_candidates
+     ) AS c),
+    %(start)s::integer, %(park)s::text[], %(policy)s::jsonb, %(grain)s::float8,
+    %(worker)s::uuid, %(ns)s::integer)
 
 -- name: start_jobs
 -- Start jobs this worker reserved (`start` true) or give them back (`start` false), fenced by

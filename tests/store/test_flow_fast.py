@@ -1,0 +1,179 @@
+"""The flow claim in one statement (taskengine_flow_claim, PostgreSQL): it starts a claim's
+jobs only when every one of them may start, and then does what the claim made job by job in
+Python would have done; when a limit would bind it starts nothing and the worker claims job by
+job (tests/store/test_flow_claim.py proves those claims)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+
+from django_taskengine import operations
+from django_taskengine.core.flow import FlowJob, Usage, record_starts
+from django_taskengine.models import Job, JobStatus, RateWindow
+from django_taskengine.store.flow_source import Ask, policy, policy_json
+from tests.helpers import committed_db
+from tests.testapp.flow_tasks import flow_step
+
+pytestmark = [
+    committed_db,
+    pytest.mark.skipif("connection.vendor != 'postgresql'", reason="a PostgreSQL function"),
+]
+
+QUEUES = [("lq", 3, "5/s"), ("cq", 4, ""), ("rq", None, "100/m")]
+
+
+def _fast(session, *, start, rooms=None):
+    """One claim in one statement, made the way the worker makes it."""
+    source = session._flow_source
+    seen = session.flow.seen
+    ask = Ask(after="", per_lane=start, rooms=rooms or {}, cap=4 * start + 16)
+    return source.fast(ask, start=start, park=[], policy=policy_json(seen))
+
+
+def _learn_limits(session):
+    """A claim made job by job that starts nothing: the session reads the limits in force."""
+    session.flow.binding = True
+    session.flow.claim(session._flow_source, free=0, start=0, park=())
+    assert not session.flow.binding
+
+
+@pytest.mark.parametrize(
+    "queue, task, group, sequence",
+    [
+        (queue, task, group, sequence)
+        for queue in ("lq", "cq", "rq", "free")
+        for task in (
+            "tests.testapp.flow_tasks.two_at_a_time",
+            "tests.testapp.flow_tasks.five_per_second",
+            "tests.testapp.flow_tasks.per_tenant",
+            "tests.testapp.flow_tasks.flow_step",
+        )
+        for group in (None, "tenant-1")
+        for sequence in (None, "order-7")
+    ],
+)
+def test_the_database_and_python_agree_on_a_jobs_scopes(queue, task, group, sequence):
+    rules = policy(QUEUES)
+    job = FlowJob(0, queue, task, group, sequence)
+    assert rules.tasks, "the test tasks with limits are registered"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT o_key, o_concurrency, o_rate_count, o_rate_seconds "
+            "FROM taskengine_flow_scopes(%s::jsonb, %s, %s, %s, %s)",
+            [policy_json(QUEUES), queue, task, group, sequence],
+        )
+        found = sorted(cursor.fetchall())
+    expected = sorted(
+        (
+            key,
+            concurrency,
+            None if rate is None else rate.count,
+            None if rate is None else rate.seconds,
+        )
+        for key, concurrency, rate in rules.scopes(job)
+    )
+    assert found == expected
+
+
+def test_while_no_limit_binds_one_statement_starts_the_claim(session):
+    operations.set_queue_limits("flow", concurrency=10)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(5)]
+    _learn_limits(session)
+    fast = _fast(session, start=3)
+    assert fast.started
+    assert [claimed.id for claimed, _, _ in fast.jobs] == [job.id for job in jobs[:3]]
+    assert all(lane == "q:flow" for _, _, lane in fast.jobs)
+    assert fast.offered == 3, "the lane is read for as many as the claim wants"
+    assert fast.read.running == [], "the counts are those before the claim"
+    started = Job.objects.filter(status=JobStatus.RUNNING).order_by("id")
+    assert [job.id for job in started] == [job.id for job in jobs[:3]]
+    assert all(job.attempts == 1 and job.token for job in started)
+
+
+def test_a_claim_made_by_the_worker_goes_on_in_one_statement_while_nothing_binds(session):
+    operations.set_queue_limits("flow", concurrency=10)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(6)]
+    _learn_limits(session)
+    session.flow.notified()
+    first = session.claim(2)
+    assert [job.id for job in first] == [job.id for job in jobs[:2]]
+    assert not session.flow.binding
+    session.flow.notified()
+    assert [job.id for job in session.claim(4)] == [job.id for job in jobs[2:6]]
+
+
+def test_nothing_starts_in_one_statement_when_a_limit_would_bind(session):
+    operations.set_queue_limits("flow", concurrency=2)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(5)]
+    _learn_limits(session)
+    fast = _fast(session, start=3)
+    assert not fast.started
+    assert fast.jobs == []
+    assert not Job.objects.filter(status=JobStatus.RUNNING).exists()
+    # The worker's claim then decides job by job: two start, and the limit is reached: the
+    # next claims are made job by job too.
+    session.flow.notified()
+    assert [job.id for job in session.claim(3)] == [job.id for job in jobs[:2]]
+    assert session.flow.binding
+
+
+def test_a_limit_changed_since_the_worker_read_it_is_never_exceeded(session):
+    operations.set_queue_limits("flow", concurrency=10)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(5)]
+    _learn_limits(session)
+    operations.set_queue_limits("flow", concurrency=1)
+    fast = _fast(session, start=5)
+    assert not fast.started, "the worker's limits are not those in force"
+    assert fast.read.queues == [("flow", 1, "")]
+    session.flow.notified()
+    assert [job.id for job in session.claim(5)] == [jobs[0].id]
+
+
+def test_a_lane_read_short_of_what_it_holds_is_left_to_the_claim_made_job_by_job(session):
+    operations.set_queue_limits("flow", concurrency=10)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(5)]
+    _learn_limits(session)
+    # The previous claim's counts left room for one: that lane is read for one only.
+    fast = _fast(session, start=5, rooms={"q:flow": 1})
+    assert not fast.started
+    session.flow.hints = Ask(rooms={"q:flow": 1})
+    session.flow.notified()
+    assert [job.id for job in session.claim(5)] == [job.id for job in jobs]
+
+
+def test_the_rate_window_is_written_as_python_writes_it(session):
+    operations.set_queue_limits("flow", rate_limit="100/m")
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(3)]
+    _learn_limits(session)
+    now = time.time()
+    # One start too old to count, one half a minute ago, one a moment ago (inside the grain of
+    # 0.6 s: the claim's starts join it).
+    before = [[now - 90, 4], [now - 30, 2], [now - 0.1, 1]]
+    RateWindow.objects.update_or_create(scope="q:flow", defaults={"starts": before})
+    fast = _fast(session, start=3)
+    assert fast.started
+    rules = policy(fast.read.queues)
+    expected = record_starts(
+        rules,
+        Usage(fast.read.now, starts={"q:flow": before}),
+        [FlowJob(job.id, "flow", flow_step.name) for job in jobs],
+    )
+    written = RateWindow.objects.get(scope="q:flow").starts
+    assert len(written) == 2 and written[-1][1] == 4
+    flat = [value for entry in written for value in entry]
+    assert flat == pytest.approx([value for entry in expected["q:flow"] for value in entry])
+    assert fast.read.windows["q:flow"] == written
+
+
+def test_a_rate_window_with_no_room_for_the_whole_claim_starts_nothing(session):
+    operations.set_queue_limits("flow", rate_limit="5/m")
+    for n in range(4):
+        flow_step.enqueue(label=str(n))
+    _learn_limits(session)
+    RateWindow.objects.update_or_create(scope="q:flow", defaults={"starts": [[time.time(), 2]]})
+    assert not _fast(session, start=4).started
+    session.flow.notified()
+    assert len(session.claim(4)) == 3

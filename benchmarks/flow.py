@@ -19,8 +19,10 @@ verified succeeded with one attempt):
   1,000-step fan-out and fan-in).
 
 Per case, medians of the rounds: throughput start → exit and steady (first start → last
-finish), and the ratio to ``plain``. Targets: a non-binding queue limit and a non-binding rate
-limit each drain at ≥ 0.9× the plain rate.
+finish), and the ratio to ``plain``; and the paired ratio, each round's steady rate over
+plain's of the same round (a drift of the machine's speed over the run cancels out in it).
+Targets: a non-binding queue limit and a non-binding rate limit each drain at ≥ 0.9× the plain
+rate.
 """
 
 from __future__ import annotations
@@ -108,6 +110,24 @@ CASES: dict[str, Callable[[int], None]] = {
 }
 
 
+def _paired(case_runs: list[dict[str, Any]], plain_runs: list[dict[str, Any]]) -> list[float]:
+    """Each round's steady rate of a case over plain's in the same round."""
+    plain = {run["round"]: run["drain_steady"] for run in plain_runs}
+    return [
+        run["drain_steady"] / plain[run["round"]] for run in case_runs if plain.get(run["round"])
+    ]
+
+
+def _show_paired(ratios: list[float]) -> str:
+    if not ratios:
+        return "—"
+    return (
+        f"×{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        if len(ratios) > 1
+        else f"×{ratios[0]:.2f}"
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="./dev bench --flow", description=__doc__.split("\n\n")[0]
@@ -137,6 +157,7 @@ def main(argv: list[str]) -> int:
                 bench.truncate()
                 CASES[case](jobs)
                 run = bench.drain_once(opts.processes, opts.concurrency, expect=jobs)
+                run["round"] = rnd
                 if case == "workflow":
                     run.update(_workflow_hops())
                 runs[case].append(run)
@@ -164,15 +185,23 @@ def main(argv: list[str]) -> int:
         f"\n{jobs:,} queued no-op jobs, run_workers --burst --processes {opts.processes} "
         f"--concurrency {opts.concurrency}; medians of {opts.rounds} interleaved rounds"
     )
-    print(f"{'case':<12} {'wall /s':>9} {'steady /s':>10} {'× plain':>8} {'jobs/cl':>8}  load")
+    print(
+        f"{'case':<12} {'wall /s':>9} {'steady /s':>10} {'× plain':>8} {'paired':>17} "
+        f"{'jobs/cl':>8}  load"
+    )
     for case, f in figures.items():
         ratio = f["steady"] / base["steady"] if base else None
         f["ratio"] = ratio
+        f["paired"] = _paired(runs[case], runs.get("plain", []))
         shown = "—" if ratio is None else f"×{ratio:.2f}"
         print(
             f"{case:<12} {f['wall']:>9,.0f} {f['steady']:>10,.0f} {shown:>8} "
-            f"{f['jobs_per_claim']:>8.1f}  {f['load']}"
+            f"{_show_paired(f['paired']):>17} {f['jobs_per_claim']:>8.1f}  {f['load']}"
         )
+    print(
+        "paired: each round's steady rate against plain's of the same round (run just before "
+        "it), median (lowest-highest): a drift of the machine over the run cancels out"
+    )
     if figures.get("workflow", {}).get("hops_ms"):
         print(
             "workflow hops (ms, root's end -> fan-out's first start, fan-out's last end -> "

@@ -306,7 +306,9 @@ def _finish(
 ) -> FlowResult:
     """A claim's result, with the counts after it (``usage`` with ``chosen`` not yet running,
     its windows with their starts): the next claim's hints."""
-    usage.add_running(rules, [(job, 1) for job in chosen])
+    # By kind of job (queue, task, group, sequence): a claim's jobs are mostly alike.
+    kinds = Counter((job.queue, job.task_name, job.group, job.sequence) for job in chosen)
+    usage.add_running(rules, [(FlowJob(0, *kind), count) for kind, count in kinds.items()])
     blocked = usage.blocked(rules)
     rooms, _ = usage.lane_rooms(rules)
     next_start = usage.next_start(rules)

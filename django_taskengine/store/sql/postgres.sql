@@ -280,7 +280,7 @@ wrapped(k, n) AS (
               AND j.flow_key > r.k), r.n + 1
     FROM wrapped r WHERE r.k IS NOT NULL AND r.k <= %(after)s AND r.n < 2 * %(max_lanes)s::int
 ),
-lanes AS (
+lanes AS MATERIALIZED (
     -- Each lane with how many of its jobs to read (`cap`): as many as it has room for
     -- (django_taskengine/core/flow.py: lane_room).
     SELECT o.k, o.n, LEAST(%(per_lane)s::int, COALESCE(

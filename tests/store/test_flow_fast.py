@@ -11,10 +11,11 @@ import pytest
 from django.db import connection
 
 from django_taskengine import operations
+from django_taskengine.core import lifecycle
 from django_taskengine.core.flow import FlowJob, Usage, record_starts
 from django_taskengine.models import Job, JobStatus, RateWindow
 from django_taskengine.store.flow_source import Ask, policy, policy_json
-from tests.helpers import committed_db
+from tests.helpers import committed_db, in_thread
 from tests.testapp.flow_tasks import flow_step
 
 pytestmark = [
@@ -177,3 +178,57 @@ def test_a_rate_window_with_no_room_for_the_whole_claim_starts_nothing(session):
     assert not _fast(session, start=4).started
     session.flow.notified()
     assert len(session.claim(4)) == 3
+
+
+def test_sessions_claiming_side_by_side_never_exceed_a_limit(open_sessions):
+    """Four sessions claim and finish at once under a queue limit of 5: whichever way each
+    claim is made (one statement while it has room, job by job once the limit binds), the
+    running jobs committed at any moment are never more than 5, and every job runs once."""
+    operations.set_queue_limits("flow", concurrency=5)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(120)]
+    sessions = open_sessions(4)
+    seen: list[int] = []
+    ways = {"fast": 0, "job by job": 0}
+
+    def work(session):
+        held = []
+        deadline = time.monotonic() + 60
+        turn = 0
+        while time.monotonic() < deadline:
+            turn += 1
+            session.flow.notified()
+            fast = not session.flow.binding
+            claimed = session.claim(2)
+            if claimed:
+                ways["fast" if fast else "job by job"] += 1
+            held += claimed
+            seen.append(Job.objects.filter(queue="flow", status=JobStatus.RUNNING).count())
+            if held and turn % 2 == 0:
+                # Finish what it holds every other turn: the limit is reached, freed and
+                # reached again.
+                _finish_jobs(session, held)
+                held = []
+            elif (
+                not held and not Job.objects.filter(queue="flow", status=JobStatus.QUEUED).exists()
+            ):
+                return
+
+    results: list = []
+    errors: list = []
+    threads = [in_thread(lambda s=s: work(s), results, errors) for s in sessions]
+    for thread in threads:
+        thread.join(90)
+    assert not errors, errors
+    assert max(seen) <= 5, f"at most 5 running, seen {max(seen)}"
+    assert max(seen) >= 3, "the sessions ran jobs side by side"
+    assert ways["fast"] and ways["job by job"], ways
+    finished = Job.objects.filter(id__in=[job.id for job in jobs])
+    assert finished.filter(status=JobStatus.SUCCEEDED).count() == len(jobs)
+    assert not finished.filter(attempts__gt=1).exists()
+
+
+def _finish_jobs(session, jobs):
+    session.finish(
+        [lifecycle.succeeded(job, "null") for job in jobs],
+        [job.id for job in jobs if job.locked],
+    )

@@ -133,9 +133,10 @@ class PostgresFlowSource:
             ns=self.ns,
         )
         # One statement, its own transaction (autocommit): the candidates, the lock, the counts
-        # and the starts; the last row holds the counts (see taskengine_flow_claim).
+        # and the starts; a row with no job holds the counts (see taskengine_flow_claim).
         rows = self.conn.execute(query("flow_claim"), params).fetchall()
-        meta = rows.pop()[21]
+        meta = next(row[21] for row in rows if row[0] is None)
+        rows = [row for row in rows if row[0] is not None]
         read = FlowRead(
             now=meta["now"],
             running=[(FlowJob(0, q, t, g, s), n) for q, t, g, s, n in meta["running"]],

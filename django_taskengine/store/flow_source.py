@@ -28,7 +28,7 @@ BLOCKED_RECHECK = 0.05
 
 @dataclass
 class FlowRead:
-    """What :meth:`FlowSource.usage` reads."""
+    """What :meth:`FlowSource.read` reads (and :meth:`FlowSource.fast`) under the flow lock."""
 
     now: float
     running: list[tuple[FlowJob, int]]

@@ -213,10 +213,16 @@ def test_a_bad_rate_is_refused(value):
         operations.set_queue_limits("flow", rate_limit=value)
 
 
+@pytest.mark.parametrize("way", ["job by job", "in one statement"])
 @pytest.mark.parametrize("scope", ["queue", "task", "engine"])
-def test_the_flow_claim_starts_nothing_paused(session, scope):
+def test_the_flow_claim_starts_nothing_paused(session, scope, way):
     operations.set_queue_limits("flow", concurrency=5)
     job = flow_step.enqueue()
+    if way == "in one statement":
+        # A claim that starts nothing reads the limits; none binds, so the next claims are
+        # made in one statement where the store has it (PostgreSQL; SQLite claims job by job).
+        session.flow.claim(session._flow_source, free=0, start=0, park=())
+        assert not session.flow.binding
     pause, resume = {
         "queue": (lambda: operations.pause_queue("flow"), lambda: operations.resume_queue("flow")),
         "task": (

@@ -371,7 +371,7 @@ BEGIN
     INTO v_now, v_running, v_queues, v_windows
     FROM taskengine_flow_usage(p_lock) AS u;
     WITH chosen AS (
-        SELECT c.e
+        SELECT c.e, c.i
         FROM jsonb_array_elements(p_candidates) WITH ORDINALITY AS c(e, i)
         WHERE c.i <= p_start
     ),
@@ -432,7 +432,7 @@ BEGIN
             ELSE r.entries || jsonb_build_array(jsonb_build_array(v_now, r.n))
             END), '{}')
          FROM recent r),
-        ARRAY(SELECT (c.e ->> 0)::bigint FROM chosen c)
+        ARRAY(SELECT (c.e ->> 0)::bigint FROM chosen c ORDER BY c.i)
     INTO v_fits, v_starts, v_ids;
     IF v_fits THEN
         RETURN QUERY

@@ -175,10 +175,13 @@ def test_postgres_idle_worker_is_woken_by_notify_not_polling(start_workers):
     )
     wait_for(lambda: "started (pid" in workers.log(), timeout=20, message="worker start")
     wait_for(_worker_listening, timeout=20, message="worker LISTEN")
+    # Under Redis Streams dispatch the wake-up goes through the relay: it listens once it leads.
+    wait_for(_own_relay_leads, timeout=20, message="the worker's relay to lead")
     job = noop.enqueue()
     finished = job.wait(timeout=5)
-    assert finished.status == JobStatus.SUCCEEDED
-    assert (finished.started_at - finished.created_at).total_seconds() < 2
+    why = f"{_relay_state()}\nworker log:\n{workers.log()}"
+    assert finished.status == JobStatus.SUCCEEDED, why
+    assert (finished.started_at - finished.created_at).total_seconds() < 2, why
 
 
 def _worker_listening() -> bool:
@@ -189,6 +192,40 @@ def _worker_listening() -> bool:
             " AND query LIKE '%%taskengine_worker%%'"
         )
         return cursor.fetchone()[0] > 0
+
+
+def _relay_hash() -> dict[str, str] | None:
+    """The relay's state in Redis (see dispatch.streams), or None under PostgreSQL dispatch."""
+    from django_taskengine.conf import taskengine_settings
+    from django_taskengine.dispatch.options import redis_dispatch
+    from django_taskengine.dispatch.streams import client, prefix
+
+    options = redis_dispatch()
+    if options is None:
+        return None
+    redis_client = client(options)
+    try:
+        return dict(redis_client.hgetall(f"{prefix(options, taskengine_settings.DATABASE)}:relay"))
+    finally:
+        redis_client.close()
+
+
+def _own_relay_leads() -> bool:
+    """The relay leading is one of this test's workers' (Redis keeps an earlier test's state);
+    always true under PostgreSQL dispatch."""
+    state = _relay_hash()
+    if state is None:
+        return True
+    live = {
+        str(pk)
+        for pk in Worker.objects.filter(stopped_at__isnull=True).values_list("pk", flat=True)
+    }
+    return state.get("leader") in live
+
+
+def _relay_state() -> str:
+    state = _relay_hash()
+    return "PostgreSQL dispatch" if state is None else f"relay: {state}"
 
 
 def test_an_async_def_task_runs_to_completion(start_workers):

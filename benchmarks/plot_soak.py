@@ -50,12 +50,12 @@ def plot(payload: dict, out: Path) -> None:
         ax = [axes[r][col] for r in range(rows)]
         fine = run["fine"]
         t = [b["t"] for b in fine]
-        ax[0].step(t, [b["throughput"] for b in fine], where="post", label="jobs started /s")
+        throughput = [b["throughput"] for b in fine]
+        ax[0].step(t, throughput, where="post", label="jobs started /s")
         ax[0].axhline(run["offered"], color="grey", linestyle=":", label="offered")
         # Headroom: a run that keeps up draws on the offered line, which autoscaling put on
         # the top of the frame, where neither could be seen.
-        top = max([b["throughput"] for b in fine] + [run["offered"]])
-        ax[0].set_ylim(0, top * 1.15)
+        ax[0].set_ylim(0, max([*throughput, run["offered"]]) * 1.15)
         ax[0].set_title(f"{run['name']} — {run['offered']:,.0f} jobs/s offered", fontsize=10)
         ax[1].plot(t, [b["p50_ms"] for b in fine], "o-", markersize=3, label="p50")
         ax[1].plot(t, [b["p99_ms"] for b in fine], "o-", markersize=3, label="p99")

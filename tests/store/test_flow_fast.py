@@ -26,11 +26,12 @@ pytestmark = [
 QUEUES = [("lq", 3, "5/s"), ("cq", 4, ""), ("rq", None, "100/m")]
 
 
-def _fast(session, *, start, rooms=None):
-    """One claim in one statement, made the way the worker makes it."""
+def _fast(session, *, start, rooms=None, after=""):
+    """One claim in one statement, made the way the worker makes it (from the lane after
+    ``after``)."""
     source = session._flow_source
     seen = session.flow.seen
-    ask = Ask(after="", per_lane=start, rooms=rooms or {}, cap=4 * start + 16)
+    ask = Ask(after=after, per_lane=start, rooms=rooms or {}, cap=4 * start + 16)
     return source.fast(ask, start=start, park=[], policy=policy_json(seen))
 
 
@@ -167,6 +168,31 @@ def test_the_rate_window_is_written_as_python_writes_it(session):
     flat = [value for entry in written for value in entry]
     assert flat == pytest.approx([value for entry in expected["q:flow"] for value in entry])
     assert fast.read.windows["q:flow"] == written
+
+
+def test_jobs_under_flow_control_are_counted_only_for_a_concurrency_limit(session):
+    operations.set_queue_limits("flow", rate_limit="100/m")
+    operations.set_queue_limits("capped", concurrency=10)
+    for n in range(4):
+        flow_step.using(queue="flow").enqueue(label=str(n))
+        flow_step.using(queue="capped").enqueue(label=str(n))
+    _learn_limits(session)
+    # The first claim takes the first lane ("q:capped"), whose limit needs the count; none
+    # run yet.
+    first = _fast(session, start=2)
+    assert first.started and {job.queue for job, _, _ in first.jobs} == {"capped"}
+    assert first.read.running == []
+    # The next lane, under its rate limit alone, is not counted; the next claim of the first
+    # one counts the two of its jobs running.
+    under_rate = _fast(session, start=2, after="q:capped")
+    assert under_rate.started and {job.queue for job, _, _ in under_rate.jobs} == {"flow"}
+    assert under_rate.read.running == []
+    again = _fast(session, start=2)
+    assert again.started and {job.queue for job, _, _ in again.jobs} == {"capped"}
+    assert sorted((kind.queue, n) for kind, n in again.read.running) == [
+        ("capped", 2),
+        ("flow", 2),
+    ]
 
 
 def test_a_rate_window_with_no_room_for_the_whole_claim_starts_nothing(session):

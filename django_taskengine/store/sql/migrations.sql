@@ -456,3 +456,190 @@ $$
 -- name: drop_flow_claim_function
 DROP FUNCTION IF EXISTS taskengine_flow_claim(
     bigint, jsonb, integer, text[], jsonb, float8, uuid, integer)
+
+-- name: create_flow_running_function
+-- What the flow limits count: the jobs under flow control started or claimed ahead (a token),
+-- by queue, task, group and sequence, as JSON [[queue, task, group, sequence, count], ...].
+-- Read through taskengine_job_flow_active_idx by an index scan whatever the statistics say
+-- (they are those of a table whose jobs all waited, or none): a bitmap scan visits the heap
+-- for every entry the index keeps of a job finished since the last vacuum, while an index scan
+-- marks those entries dead as it passes them, so that the next one steps over them and an
+-- insert into their page removes them.
+CREATE OR REPLACE FUNCTION taskengine_flow_running()
+RETURNS json
+LANGUAGE sql VOLATILE
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+    SELECT COALESCE(json_agg(json_build_array(a.queue, a.task_name, a.group_key,
+                                              a.sequence_key, a.n)), '[]'::json)
+    FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
+          FROM taskengine_job j
+          -- Every lane is >= ''. A job with a token is running or reserved; the status is
+          -- checked too, and written so that the running and reserved indexes (an entry per
+          -- job run since the last vacuum) cannot serve the query.
+          WHERE j.flow_key >= '' AND j.token IS NOT NULL
+            AND j.status IN ('running', 'queued')
+          GROUP BY 1, 2, 3, 4) AS a
+$$
+
+-- name: drop_flow_running_function
+DROP FUNCTION IF EXISTS taskengine_flow_running()
+
+-- name: create_flow_usage_function_v2
+-- taskengine_flow_usage of migration 0017 (see there), its count read through
+-- taskengine_flow_running.
+CREATE OR REPLACE FUNCTION taskengine_flow_usage(p_lock bigint)
+RETURNS TABLE (o_now float8, o_running json, o_queues json, o_windows json)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
+    RETURN QUERY
+    SELECT extract(epoch FROM clock_timestamp())::float8, taskengine_flow_running(),
+        (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)),
+                         '[]'::json)
+         FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
+        (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json)
+         FROM taskengine_rate_window w);
+END
+$$
+
+-- name: create_flow_candidate_type
+-- A candidate of the flow claim in one statement (taskengine_flow_claim of migration 0033): the
+-- job, the scopes it belongs to, its lane and how many of its lane's jobs were read at most.
+CREATE TYPE taskengine_flow_candidate AS (
+    id bigint, queue text, task text, grp text, seq text, lane text, cap integer)
+
+-- name: drop_flow_candidate_type
+DROP TYPE IF EXISTS taskengine_flow_candidate
+
+-- name: create_flow_claim_function_v2
+-- As taskengine_flow_claim of migration 0032 (see there), with two savings. The candidates come
+-- as an array in claim order, not as JSON built by the calling statement and taken apart here.
+-- And the jobs started or claimed ahead are counted only if a scope of the claim's jobs has a
+-- concurrency limit (a sequence is one of 1): a claim under rate limits alone does not need
+-- the count ("running" in o_meta is then empty).
+CREATE OR REPLACE FUNCTION taskengine_flow_claim(
+    p_lock bigint, p_candidates taskengine_flow_candidate[], p_start integer, p_park text[],
+    p_policy jsonb, p_grain float8, p_worker uuid, p_ns integer)
+RETURNS TABLE (
+    o_id bigint, o_task_name varchar, o_queue varchar, o_args text, o_kwargs text,
+    o_attempts integer, o_max_attempts integer, o_retry_backoff float8, o_timeout float8,
+    o_token uuid, o_started_at timestamptz, o_checkpoint text, o_locked boolean,
+    o_priority integer, o_run_after timestamptz, o_uid uuid, o_waits text, o_due timestamptz,
+    o_group varchar, o_sequence varchar, o_lane varchar, o_meta jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_chosen taskengine_flow_candidate[] := p_candidates[1:p_start];
+    v_ids bigint[];
+    v_needed jsonb;
+    v_count boolean;
+    v_now float8;
+    v_running json := '[]';
+    v_queues json;
+    v_windows json;
+    v_fits boolean;
+    v_starts jsonb;
+BEGIN
+    v_ids := ARRAY(SELECT c.id FROM unnest(v_chosen) WITH ORDINALITY AS c ORDER BY ordinality);
+    -- The limited scopes of the jobs to start (a kind of job, its queue, task, group and
+    -- sequence, once), and how many of those jobs each has: they depend on the candidates and
+    -- the policy alone, and say whether the count is needed.
+    SELECT COALESCE(jsonb_agg(jsonb_build_array(d.key, d.concurrency, d.rate_count, d.period,
+                                                d.n)), '[]'),
+        COALESCE(bool_or(d.concurrency IS NOT NULL), false)
+    INTO v_needed, v_count
+    FROM (
+        SELECT s.o_key AS key, s.o_concurrency AS concurrency, s.o_rate_count AS rate_count,
+            s.o_rate_seconds AS period, sum(k.n) AS n
+        FROM (SELECT c.queue, c.task, c.grp, c.seq, count(*) AS n
+              FROM unnest(v_chosen) AS c
+              GROUP BY 1, 2, 3, 4) AS k
+        CROSS JOIN LATERAL taskengine_flow_scopes(p_policy, k.queue, k.task, k.grp, k.seq) s
+        GROUP BY 1, 2, 3, 4) AS d;
+    -- The lock, then (statements of their own: snapshots taken after it, with every earlier
+    -- flow claim committed) what the limits count, as taskengine_flow_usage reads it.
+    PERFORM pg_advisory_xact_lock(p_lock);
+    IF v_count THEN
+        v_running := taskengine_flow_running();
+    END IF;
+    SELECT extract(epoch FROM clock_timestamp())::float8,
+        (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)),
+                         '[]'::json)
+         FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
+        (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json)
+         FROM taskengine_rate_window w)
+    INTO v_now, v_queues, v_windows;
+    WITH needed AS (
+        SELECT d.e ->> 0 AS key, (d.e ->> 1)::integer AS concurrency,
+            (d.e ->> 2)::integer AS rate_count, (d.e ->> 3)::float8 AS period,
+            (d.e ->> 4)::integer AS n
+        FROM jsonb_array_elements(v_needed) AS d(e)
+    ),
+    running AS (
+        SELECT s.o_key AS key, sum((r.e ->> 4)::integer) AS n
+        FROM json_array_elements(v_running) AS r(e)
+        CROSS JOIN LATERAL taskengine_flow_scopes(
+            p_policy, r.e ->> 0, r.e ->> 1, r.e ->> 2, r.e ->> 3) s
+        WHERE s.o_concurrency IS NOT NULL
+        GROUP BY 1
+    ),
+    -- Each rate window of the claim's scopes: its entries inside the period.
+    recent AS (
+        SELECT d.key, d.period, d.n,
+            COALESCE(jsonb_agg(w.e ORDER BY w.i) FILTER (WHERE w.e IS NOT NULL), '[]') AS entries,
+            COALESCE(sum((w.e ->> 1)::float8), 0) AS started
+        FROM needed d
+        LEFT JOIN LATERAL jsonb_array_elements((v_windows -> d.key)::jsonb)
+            WITH ORDINALITY AS w(e, i) ON (w.e ->> 0)::float8 >= v_now - d.period
+        WHERE d.rate_count IS NOT NULL
+        GROUP BY 1, 2, 3
+    )
+    SELECT
+        (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
+         FROM jsonb_array_elements(v_queues::jsonb) q)
+            = (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
+               FROM jsonb_array_elements(p_policy -> 'seen') q)
+        AND NOT EXISTS (SELECT 1 FROM unnest(v_chosen) AS c WHERE c.task = ANY(p_park))
+        AND (cardinality(p_candidates) >= p_start OR NOT EXISTS (
+            SELECT 1 FROM unnest(p_candidates) AS c
+            GROUP BY c.lane HAVING count(*) >= min(c.cap)))
+        AND NOT EXISTS (
+            SELECT 1 FROM needed d LEFT JOIN running r ON r.key = d.key
+            WHERE d.n > d.concurrency - COALESCE(r.n, 0))
+        AND NOT EXISTS (
+            SELECT 1 FROM needed d JOIN recent w ON w.key = d.key
+            WHERE d.n > d.rate_count - w.started),
+        -- The claim's starts added to the last entry if it is less than a grain old, else
+        -- a new one.
+        (SELECT COALESCE(jsonb_object_agg(r.key, CASE
+            WHEN jsonb_array_length(r.entries) > 0
+                 AND v_now - (r.entries -> -1 ->> 0)::float8 < p_grain * r.period
+            THEN (r.entries - (-1)) || jsonb_build_array(jsonb_build_array(
+                v_now, (r.entries -> -1 ->> 1)::numeric + r.n))
+            ELSE r.entries || jsonb_build_array(jsonb_build_array(v_now, r.n))
+            END), '{}')
+         FROM recent r)
+    INTO v_fits, v_starts;
+    IF v_fits THEN
+        RETURN QUERY
+        SELECT s.*, NULL::jsonb
+        FROM taskengine_flow_start(v_ids, v_now, p_worker, p_ns, v_starts) AS s
+        ORDER BY array_position(v_ids, s.o_id);
+    ELSE
+        v_starts := '{}';
+    END IF;
+    RETURN QUERY
+    SELECT NULL::bigint, NULL::varchar, NULL::varchar, NULL::text, NULL::text, NULL::integer,
+        NULL::integer, NULL::float8, NULL::float8, NULL::uuid, NULL::timestamptz, NULL::text,
+        NULL::boolean, NULL::integer, NULL::timestamptz, NULL::uuid, NULL::text,
+        NULL::timestamptz, NULL::varchar, NULL::varchar, NULL::varchar,
+        jsonb_build_object('now', v_now, 'running', v_running, 'queues', v_queues,
+            'windows', COALESCE(v_windows::jsonb, '{}') || v_starts,
+            'offered', cardinality(p_candidates), 'fast', v_fits);
+END
+$$
+
+-- name: drop_flow_claim_function_v2
+DROP FUNCTION IF EXISTS taskengine_flow_claim(
+    bigint, taskengine_flow_candidate[], integer, text[], jsonb, float8, uuid, integer)

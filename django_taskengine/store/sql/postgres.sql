@@ -336,19 +336,21 @@ SELECT * FROM taskengine_flow_start(
     %(ids)s::bigint[], %(now)s::float8, %(worker)s::uuid, %(ns)s::integer, %(windows)s::jsonb)
 
 -- name: flow_claim
--- The flow claim in one statement, when no limit binds (the function of migration 0032; see
+-- The flow claim in one statement, when no limit binds (the function of migration 0033; see
 -- there): the candidates as flow_candidates reads them, then under the lock the counts, and
 -- the jobs started if every one of the first `start` may start.
-SELECT * FROM taskengine_flow_claim(
+SELECT f.*
+FROM taskengine_flow_claim(
     %(lock)s::bigint,
-    (SELECT COALESCE(jsonb_agg(jsonb_build_array(c.id, c.queue, c.task_name, c.group_key,
-                                                 c.sequence_key, c.k, c.cap)
-                               ORDER BY c.n, c.priority DESC, c.run_after, c.id), '[]')
-     FROM (
+    ARRAY(
+        SELECT ROW(c.id, c.queue, c.task_name, c.group_key, c.sequence_key, c.k,
+                   c.cap)::taskengine_flow_candidate
+        FROM (
 -- include: flow_candidates
-     ) AS c),
+        ) AS c
+        ORDER BY c.n, c.priority DESC, c.run_after, c.id),
     %(start)s::integer, %(park)s::text[], %(policy)s::jsonb, %(grain)s::float8,
-    %(worker)s::uuid, %(ns)s::integer)
+    %(worker)s::uuid, %(ns)s::integer) AS f
 
 -- name: start_jobs
 -- Start jobs this worker reserved (`start` true) or give them back (`start` false), fenced by

@@ -125,39 +125,41 @@ class MinuteRecorder:
         time it ran (what a flush did not count yet)."""
         if not self.active:
             return
+        # Once per attempt, on the worker's main thread: the start and the end are converted
+        # to epoch seconds once each, and their minutes computed from those.
         with self._lock:
             counted = self._counted_until.pop(job.id, None)
             if outcome.outcome == AttemptOutcome.SUPERSEDED:
                 return
+            queue = job.queue
             start = outcome.started_at.timestamp()
-            self._add_running(job.queue, max(start, counted or start), outcome.finished_at)
+            end = outcome.finished_at.timestamp()
+            self._add_running(queue, start if counted is None else max(start, counted), end)
             if job.due_at is not None:
                 wait = (outcome.started_at - job.due_at).total_seconds()
-                self._at(job.queue, minute_of(outcome.started_at)).waits[bucket_of(wait)] += 1
+                self._at(queue, int(start // 60)).waits[bucket_of(wait)] += 1
             if outcome.outcome == AttemptOutcome.SUCCEEDED:
-                self._at(job.queue, minute_of(outcome.finished_at)).succeeded += 1
+                self._at(queue, int(end // 60)).succeeded += 1
             elif outcome.status == JobStatus.FAILED:
-                self._at(job.queue, minute_of(outcome.finished_at)).failed += 1
+                self._at(queue, int(end // 60)).failed += 1
             elif outcome.outcome in _FAILED and outcome.status == JobStatus.QUEUED:
-                self._at(job.queue, minute_of(outcome.finished_at)).retried += 1
+                self._at(queue, int(end // 60)).retried += 1
 
     def count_running(self, jobs: Iterable[ClaimedJob], now: float) -> None:
         """Add the time ``jobs`` (running now) ran since they were last counted, up to
         ``now`` (``time.time()``)."""
-        moment = dt.datetime.fromtimestamp(now, dt.UTC)
         with self._lock:
             for job in jobs:
                 if job.started_at is None:
                     continue
                 start = job.started_at.timestamp()
                 counted = self._counted_until.get(job.id)
-                self._add_running(job.queue, max(start, counted or start), moment)
+                self._add_running(job.queue, max(start, counted or start), now)
                 self._counted_until[job.id] = now
 
-    def _add_running(self, queue: str, start: float, end_at: dt.datetime) -> None:
-        """Add the seconds from ``start`` (epoch seconds) to ``end_at`` to the minutes they
+    def _add_running(self, queue: str, start: float, end: float) -> None:
+        """Add the seconds from ``start`` to ``end`` (epoch seconds) to the minutes they
         cover."""
-        end = end_at.timestamp()
         while start < end:
             minute = int(start // 60)
             until = min(end, (minute + 1) * 60.0)

@@ -8,10 +8,11 @@ REV (a commit, tag or branch) is checked out into a temporary git worktree. Both
 baseline, current, ...), one drain each per round, on the same server and with the same
 virtualenv; each tree's ``run.py`` puts its own package first on ``sys.path``, so each measures
 its own engine. Each tree has a database of its own (the baseline's is ``DATABASE_URL``'s name
-with ``_baseline`` added), migrated by its own migrations: one tree's indexes must not serve
-the other's statements. The table gives each figure's median per tree and a ratio that is above 1.0
-when the current tree does better (current/baseline for rates, baseline/current for times and
-memory). This machine is noisy: only ratios from one run count.
+with ``_baseline`` added, dropped at the start and made again), migrated by its own migrations:
+one tree's indexes must not serve the other's statements. The table gives each figure's
+median per tree and a ratio that is above 1.0 when the current tree does better
+(current/baseline for rates, baseline/current for times and memory). This machine is noisy:
+only ratios from one run count.
 """
 
 from __future__ import annotations
@@ -46,6 +47,24 @@ def database_url_of(label: str) -> str:
     return urlunsplit(url)
 
 
+def fresh_database(database_url: str) -> None:
+    """Drop the database at ``database_url`` (the baseline tree's run.py creates and migrates it
+    again). One left by a run against another commit holds that commit's schema: a newer
+    commit's indexes, columns and functions, which the baseline's statements would run against
+    (its migrate does not undo migrations it does not know)."""
+    import psycopg
+    from psycopg import sql
+
+    url = urlsplit(database_url)
+    name = url.path.lstrip("/")
+    if "bench" not in name:
+        raise SystemExit(f"refusing to drop {name!r}: a benchmark database's name holds 'bench'")
+    with psycopg.connect(urlunsplit(url._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 def run_tree(
     tree: Path, only: str, extra: list[str], database_url: str
 ) -> dict[str, tuple[float, str]]:
@@ -76,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     opts, extra = parser.parse_known_args(argv)
     if opts.rounds < 1:
         parser.error("--rounds must be at least 1")
+    fresh_database(database_url_of("baseline"))
     with tempfile.TemporaryDirectory(prefix="taskengine-baseline-") as tmp:
         base = Path(tmp) / "tree"
         subprocess.run(

@@ -102,7 +102,7 @@ def _run(
                 "or enqueue the job again"
             )
         try:
-            task.signature.bind(*job.args, **job.kwargs)
+            task.check_call(job.args, job.kwargs)
         except TypeError as exc:
             raise PermanentFailure(
                 f"arguments do not match {task.name}{task.signature}: {exc}"

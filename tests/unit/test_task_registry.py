@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -207,3 +209,38 @@ def test_an_integer_option_given_a_float_says_it_must_be_an_integer(option, valu
     with pytest.raises(TypeError) as excinfo:
         task(**{option: value})(resize)
     assert "integer" in str(excinfo.value)
+
+
+def _takes(a, b=1, *, c=2):
+    return a
+
+
+def test_a_call_shape_that_bound_once_is_remembered_and_no_other_is():
+    checked = Task(_takes, name="tests.unit.test_task_registry._takes")
+    checked.check_call((1,), {})
+    checked.check_call((1, 2), {"c": 3})
+    assert checked._accepted_shapes == {(1, frozenset()), (2, frozenset({"c"}))}
+    # Other shapes are bound, and refused, every time: a refused one is never remembered.
+    for args, kwargs in [((), {}), ((1, 2, 3), {}), ((1,), {"d": 4}), ((1,), {"a": 1})] * 2:
+        with pytest.raises(TypeError):
+            checked.check_call(args, kwargs)
+    with pytest.raises(TypeError):
+        checked.check_call((1,), {5: "not a name"})
+    assert len(checked._accepted_shapes) == 2
+    # Keywords are a set: their order makes no other shape.
+    checked.check_call((1,), {"c": 3, "b": 2})
+    checked.check_call((1,), {"b": 2, "c": 3})
+    assert len(checked._accepted_shapes) == 3
+
+
+def test_the_call_shapes_a_task_remembers_are_bounded(monkeypatch):
+    # The module, not the decorator the package exports under the same name.
+    monkeypatch.setattr(importlib.import_module("django_taskengine.task"), "MAX_CALL_SHAPES", 2)
+
+    def anything(*args):
+        return args
+
+    checked = Task(anything, name="tests.unit.test_task_registry.anything")
+    for n in range(5):
+        checked.check_call((0,) * n, {})
+    assert len(checked._accepted_shapes) == 2

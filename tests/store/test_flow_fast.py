@@ -172,7 +172,7 @@ def test_the_rate_window_is_written_as_python_writes_it(session):
 
 def test_jobs_under_flow_control_are_counted_only_for_a_concurrency_limit(session):
     operations.set_queue_limits("flow", rate_limit="100/m")
-    operations.set_queue_limits("capped", concurrency=10)
+    operations.set_queue_limits("capped", concurrency=3)
     for n in range(4):
         flow_step.using(queue="flow").enqueue(label=str(n))
         flow_step.using(queue="capped").enqueue(label=str(n))
@@ -182,17 +182,19 @@ def test_jobs_under_flow_control_are_counted_only_for_a_concurrency_limit(sessio
     first = _fast(session, start=2)
     assert first.started and {job.queue for job, _, _ in first.jobs} == {"capped"}
     assert first.read.running == []
-    # The next lane, under its rate limit alone, is not counted; the next claim of the first
-    # one counts the two of its jobs running.
+    # The next lane, under its rate limit alone, is not counted.
     under_rate = _fast(session, start=2, after="q:capped")
     assert under_rate.started and {job.queue for job, _, _ in under_rate.jobs} == {"flow"}
     assert under_rate.read.running == []
-    again = _fast(session, start=2)
-    assert again.started and {job.queue for job, _, _ in again.jobs} == {"capped"}
-    assert sorted((kind.queue, n) for kind, n in again.read.running) == [
+    # A claim of both lanes, the rate-limited one first, is counted for the other: two more of
+    # "capped" would make four running under a limit of three, and nothing starts.
+    both = _fast(session, start=4, after="q:capped")
+    assert not both.started and both.jobs == []
+    assert sorted((kind.queue, n) for kind, n in both.read.running) == [
         ("capped", 2),
         ("flow", 2),
     ]
+    assert Job.objects.filter(queue="capped", status=JobStatus.RUNNING).count() == 2
 
 
 def test_a_rate_window_with_no_room_for_the_whole_claim_starts_nothing(session):

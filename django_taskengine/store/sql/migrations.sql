@@ -532,7 +532,6 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_chosen taskengine_flow_candidate[] := p_candidates[1:p_start];
     v_ids bigint[];
-    v_needed jsonb;
     v_count boolean;
     v_now float8;
     v_running json := '[]';
@@ -542,21 +541,13 @@ DECLARE
     v_starts jsonb;
 BEGIN
     v_ids := ARRAY(SELECT c.id FROM unnest(v_chosen) WITH ORDINALITY AS c ORDER BY ordinality);
-    -- The limited scopes of the jobs to start (a kind of job, its queue, task, group and
-    -- sequence, once), and how many of those jobs each has: they depend on the candidates and
-    -- the policy alone, and say whether the count is needed.
-    SELECT COALESCE(jsonb_agg(jsonb_build_array(d.key, d.concurrency, d.rate_count, d.period,
-                                                d.n)), '[]'),
-        COALESCE(bool_or(d.concurrency IS NOT NULL), false)
-    INTO v_needed, v_count
-    FROM (
-        SELECT s.o_key AS key, s.o_concurrency AS concurrency, s.o_rate_count AS rate_count,
-            s.o_rate_seconds AS period, sum(k.n) AS n
-        FROM (SELECT c.queue, c.task, c.grp, c.seq, count(*) AS n
-              FROM unnest(v_chosen) AS c
-              GROUP BY 1, 2, 3, 4) AS k
+    -- Whether a limited scope of the jobs to start (each kind of job: its queue, task, group
+    -- and sequence) has a concurrency limit: then the jobs running are counted. This depends on
+    -- the candidates and the policy alone.
+    v_count := EXISTS (
+        SELECT 1 FROM (SELECT DISTINCT c.queue, c.task, c.grp, c.seq FROM unnest(v_chosen) AS c) k
         CROSS JOIN LATERAL taskengine_flow_scopes(p_policy, k.queue, k.task, k.grp, k.seq) s
-        GROUP BY 1, 2, 3, 4) AS d;
+        WHERE s.o_concurrency IS NOT NULL);
     -- The lock, then (statements of their own: snapshots taken after it, with every earlier
     -- flow claim committed) what the limits count, as taskengine_flow_usage reads it.
     PERFORM pg_advisory_xact_lock(p_lock);
@@ -570,11 +561,16 @@ BEGIN
         (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json)
          FROM taskengine_rate_window w)
     INTO v_now, v_queues, v_windows;
-    WITH needed AS (
-        SELECT d.e ->> 0 AS key, (d.e ->> 1)::integer AS concurrency,
-            (d.e ->> 2)::integer AS rate_count, (d.e ->> 3)::float8 AS period,
-            (d.e ->> 4)::integer AS n
-        FROM jsonb_array_elements(v_needed) AS d(e)
+    WITH kinds AS (
+        SELECT c.queue, c.task, c.grp, c.seq, count(*) AS n
+        FROM unnest(v_chosen) AS c GROUP BY 1, 2, 3, 4
+    ),
+    needed AS (
+        SELECT s.o_key AS key, s.o_concurrency AS concurrency, s.o_rate_count AS rate_count,
+            s.o_rate_seconds AS period, sum(k.n) AS n
+        FROM kinds k
+        CROSS JOIN LATERAL taskengine_flow_scopes(p_policy, k.queue, k.task, k.grp, k.seq) s
+        GROUP BY 1, 2, 3, 4
     ),
     running AS (
         SELECT s.o_key AS key, sum((r.e ->> 4)::integer) AS n
@@ -600,7 +596,7 @@ BEGIN
          FROM jsonb_array_elements(v_queues::jsonb) q)
             = (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
                FROM jsonb_array_elements(p_policy -> 'seen') q)
-        AND NOT EXISTS (SELECT 1 FROM unnest(v_chosen) AS c WHERE c.task = ANY(p_park))
+        AND NOT EXISTS (SELECT 1 FROM kinds k WHERE k.task = ANY(p_park))
         AND (cardinality(p_candidates) >= p_start OR NOT EXISTS (
             SELECT 1 FROM unnest(p_candidates) AS c
             GROUP BY c.lane HAVING count(*) >= min(c.cap)))

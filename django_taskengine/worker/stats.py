@@ -96,7 +96,12 @@ class MinuteCounts:
 
 def minute_of(moment: dt.datetime) -> int:
     """Whole minutes since 1970-01-01 00:00 UTC: the table's ``minute``."""
-    return int(moment.timestamp() // 60)
+    return minute_at(moment.timestamp())
+
+
+def minute_at(seconds: float) -> int:
+    """:func:`minute_of` a moment given in seconds since the epoch."""
+    return int(seconds // 60)
 
 
 class MinuteRecorder:
@@ -134,16 +139,16 @@ class MinuteRecorder:
             queue = job.queue
             start = outcome.started_at.timestamp()
             end = outcome.finished_at.timestamp()
-            self._add_running(queue, start if counted is None else max(start, counted), end)
+            self._add_running(queue, max(start, counted or start), end)
             if job.due_at is not None:
                 wait = (outcome.started_at - job.due_at).total_seconds()
-                self._at(queue, int(start // 60)).waits[bucket_of(wait)] += 1
+                self._at(queue, minute_at(start)).waits[bucket_of(wait)] += 1
             if outcome.outcome == AttemptOutcome.SUCCEEDED:
-                self._at(queue, int(end // 60)).succeeded += 1
+                self._at(queue, minute_at(end)).succeeded += 1
             elif outcome.status == JobStatus.FAILED:
-                self._at(queue, int(end // 60)).failed += 1
+                self._at(queue, minute_at(end)).failed += 1
             elif outcome.outcome in _FAILED and outcome.status == JobStatus.QUEUED:
-                self._at(queue, int(end // 60)).retried += 1
+                self._at(queue, minute_at(end)).retried += 1
 
     def count_running(self, jobs: Iterable[ClaimedJob], now: float) -> None:
         """Add the time ``jobs`` (running now) ran since they were last counted, up to
@@ -161,7 +166,7 @@ class MinuteRecorder:
         """Add the seconds from ``start`` to ``end`` (epoch seconds) to the minutes they
         cover."""
         while start < end:
-            minute = int(start // 60)
+            minute = minute_at(start)
             until = min(end, (minute + 1) * 60.0)
             self._at(queue, minute).running_seconds += until - start
             start = until

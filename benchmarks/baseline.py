@@ -84,7 +84,13 @@ def run_tree(
         env = {**os.environ, "DATABASE_URL": database_url}
         subprocess.run(command, check=True, cwd=tree, stdout=subprocess.DEVNULL, env=env)
         results = json.loads(Path(out.name).read_text())["results"]
-    return {r["name"]: (r["value"], r["unit"]) for r in results if r["value"] is not None}
+    figures = {r["name"]: (r["value"], r["unit"]) for r in results if r["value"] is not None}
+    # A drain's steady rate (first start to last finish) too: its wall rate includes start-up.
+    for r in results:
+        steady = (r.get("extra") or {}).get("drain_steady")
+        if r["value"] is not None and steady:
+            figures[f"{r['name']}_steady"] = (steady, r["unit"])
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,7 +174,7 @@ def claim_statement_params(limit: int = 100, **cursor: Any) -> dict[str, Any]:
     by a new worker of every queue, each job started at once; the cursor from ``cursor`` (the
     head of the queue when none is given)."""
     from django_taskengine.conf import taskengine_settings
-    from django_taskengine.store.postgres_session import (
+    from django_taskengine.store.postgres_plain_claim import (
         START_FENCE_LOCK_ID,
         claim_params,
         engine_lock_key,

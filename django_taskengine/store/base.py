@@ -241,6 +241,28 @@ class WorkerSession(ABC):
         ``unlock`` lists job ids whose advisory locks to release.
         """
 
+    def finish_then_claim(
+        self,
+        outcomes: list[Outcome],
+        unlock: list[int],
+        limit: int,
+        *,
+        free: int,
+        start: int,
+        park: Collection[str] = (),
+    ) -> tuple[set[int], list[ClaimedJob] | None]:
+        """:meth:`finish`, then the next :meth:`claim`, as one transaction where the store can
+        (one round trip and one commit for a worker's turn): the ids applied, and the jobs
+        claimed, or None if the store did not claim (the caller claims as usual then).
+
+        A store that claims here writes the outcomes in the transaction of its first claim
+        statement. If this raises, the outcomes may have been written all the same (the
+        reply was lost, or a later claim statement of the same call failed), as when
+        :meth:`finish`'s reply is lost: the caller writes them again after reconnecting, and
+        that write records them as superseded.
+        """
+        return self.finish(outcomes, unlock), None
+
     @abstractmethod
     def heartbeat(self, running: list[ClaimedJob], succeeded: int, failed: int) -> dict[int, str]:
         """Report liveness (and renew leases of ``running`` jobs where leases are used).

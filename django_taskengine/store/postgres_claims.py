@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, TypeVar
 
 import psycopg
@@ -21,6 +21,61 @@ from .postgres_notices import FINISHED_CHANNEL
 from .sql import query
 
 T = TypeVar("T")
+
+
+class Riding:
+    """Outcomes that a worker session's next claim statement writes first, in its own
+    transaction (PostgresWorkerSession.finish_then_claim: one round trip and one commit for a
+    worker's turn; a flow claim's counts then see them): write_outcomes' parameters until a
+    claim sends them, then the write's row once committed."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] | None = None
+        self.row: tuple[Any, ...] | None = None
+
+    def send(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any] | None:
+        """In a claim's transaction, before the claim: the write, if one waits."""
+        if self.params is None:
+            return None
+        params, self.params = self.params, None
+        return conn.execute(query("write_outcomes"), params)
+
+
+@contextmanager
+def pipelined_transaction(
+    conn: psycopg.Connection[Any], riding: Riding | None = None
+) -> Iterator[None]:
+    """The statements executed inside, in one transaction sent in one pipeline, after the
+    write ``riding`` holds, if any: BEGIN and COMMIT are statements of the pipeline
+    (psycopg's transaction() in a pipeline syncs as it opens and closes: two round trips
+    more). Rolled back if anything inside raises."""
+    written = None
+    try:
+        with conn.pipeline():
+            conn.execute(query("begin"))
+            if riding is not None:
+                written = riding.send(conn)
+            yield
+            conn.execute(query("commit"))
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            with suppress(psycopg.Error):
+                conn.execute(query("rollback"))
+        raise
+    if riding is not None and written is not None:
+        riding.row = written.fetchone()
+
+
+def claim_rows(
+    conn: psycopg.Connection[Any], riding: Riding, sql: str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """The rows of the claim statement ``sql``; after ``riding``'s write in its transaction
+    (one round trip, one commit), if one waits."""
+    if riding.params is None:
+        return conn.execute(sql, params).fetchall()
+    with pipelined_transaction(conn, riding):
+        cursor = conn.execute(sql, params)
+    return cursor.fetchall()
 
 
 def claimed_job(row: tuple[Any, ...]) -> ClaimedJob:
@@ -57,31 +112,21 @@ class PostgresFlowSource:
         ns: int,
         lock_key: int,
         fence_key: int,
+        riding: Riding,
     ) -> None:
         self.conn = conn
+        self.riding = riding
         self.worker = worker
         self.queues = queues
         self.ns = ns
         self.lock_key = lock_key
         self.fence_key = fence_key
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> AbstractContextManager[None]:
         # One pipeline: BEGIN, the candidates, the lock and the counts go in one round trip
         # (read), flow_start and COMMIT in another, the pipeline's end (its rows are read after:
-        # see start). BEGIN and COMMIT are statements of the pipeline: psycopg's transaction()
-        # in a pipeline syncs as it opens and closes, five round trips in all.
-        conn = self.conn
-        try:
-            with conn.pipeline():
-                conn.execute(query("begin"))
-                yield
-                conn.execute(query("commit"))
-        except BaseException:
-            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                with suppress(psycopg.Error):
-                    conn.execute(query("rollback"))
-            raise
+        # see start).
+        return pipelined_transaction(self.conn, self.riding)
 
     def peek(self, ask: Ask) -> None:
         # The flow lock stops only other flow claims: no look first, one round trip less.
@@ -132,9 +177,10 @@ class PostgresFlowSource:
             worker=self.worker,
             ns=self.ns,
         )
-        # One statement, its own transaction (autocommit): the candidates, the lock, the counts
-        # and the starts; a row with no job holds the counts (see taskengine_flow_claim).
-        rows = self.conn.execute(query("flow_claim"), params).fetchall()
+        # One statement, its own transaction (after the outcomes riding with it, if any): the
+        # candidates, the lock, the counts and the starts; a row with no job holds the counts
+        # (see taskengine_flow_claim).
+        rows = claim_rows(self.conn, self.riding, query("flow_claim"), params)
         meta = next(row[21] for row in rows if row[0] is None)
         rows = [row for row in rows if row[0] is not None]
         read = FlowRead(

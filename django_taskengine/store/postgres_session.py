@@ -7,7 +7,6 @@ checkpoints, rescue of orphans and LISTEN wake-ups; see :mod:`.postgres` for the
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Collection
 from typing import Any, cast
 
@@ -29,48 +28,28 @@ from .base import (
 )
 from .flow_claim import FlowClaimer, FlowClaims
 from .flow_source import FLOW_LOCK_ID, FLOW_NOTICE
-from .postgres_claims import PostgresFlowSource, claimed_job, orphan_job, outcome_params
+from .postgres_claims import (
+    PostgresFlowSource,
+    Riding,
+    orphan_job,
+    outcome_params,
+)
 from .postgres_dependencies import decide_ready
 from .postgres_notices import own_connection_params, wake_if_sent
+from .postgres_plain_claim import (
+    RESCUER_LOCK_ID,
+    START_FENCE_LOCK_ID,
+    PlainClaims,
+    engine_lock_key,
+)
 from .sql import query
-
-#: Low 32 bits of the engine's own advisory lock keys (single bigint keys whose high 32 bits are
-#: ADVISORY_LOCK_NAMESPACE; retention's pruning lock is 0x7072): one rescuer at a time, and the
-#: start fence a pause waits on (see the function taskengine_pauses_in_force).
-RESCUER_LOCK_ID = 1
-START_FENCE_LOCK_ID = 2
-
-
-#: The claim's cursor that starts its scan at the head of the queue: before every job.
-CLAIM_FROM_HEAD = (2**31 - 1, None, 0)
-#: A claim scans the queue from its head while that is cheap: while one of the last two such
-#: scans took at most this long (seconds). Then from its cursor, and from the head again
-#: after FULL_SCAN_GAP (see PostgresWorkerSession.claim).
-CHEAP_HEAD_SCAN = 0.02
-#: The gap between scans from the head, in multiples of the last one's duration (so that they
-#: take at most about 5% of the time spent claiming), and at most FULL_SCAN_GAP_MAX seconds:
-#: how late a job that sorts before the cursor can be claimed while scans from the head are
-#: slow.
-FULL_SCAN_GAP = 20
-FULL_SCAN_GAP_MAX = 5.0
-
 
 #: One rescue in this many (the first included) also looks for the jobs of workers that have no
 #: row (see select_orphans): a scan of every running job.
 RESCUES_PER_SWEEP = 30
 
 
-def claim_params(after: tuple[int, Any, int] = CLAIM_FROM_HEAD) -> dict[str, Any]:
-    """The claim statement's cursor parameters (see claim_jobs in store/sql/postgres.sql)."""
-    return {"after_priority": after[0], "after_run": after[1], "after_id": after[2]}
-
-
-def engine_lock_key(lock_id: int) -> int:
-    """The bigint advisory lock key of one of the engine's own locks."""
-    return (taskengine_settings.ADVISORY_LOCK_NAMESPACE << 32) | lock_id
-
-
-class PostgresWorkerSession(FlowClaims, WorkerSession):
+class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
     def __init__(self, store: Store, worker: WorkerInfo) -> None:
         self.store = store
         self.worker = worker
@@ -84,15 +63,11 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
         self.conn.execute(psycopg.sql.SQL(query("listen")).format(channel=channel))
         self.conn.execute(query("plan_generic"))
         self.queues = list(worker.queues)
-        # The claim's cursor: (priority, run_after, id) of the last job claimed; when claims
-        # scan from the head of the queue again, and how long the last such scan took.
-        self._after: tuple[int, Any, int] = CLAIM_FROM_HEAD
-        self._head_scan_due = 0.0
-        self._head_scan_took = 0.0
         self._rescues = 0
         #: Waiting jobs whose dependencies the last writes marked done (not yet decided for).
         self._followed: list[int] = []
         self.flow = FlowClaimer()
+        self._riding = Riding()
         self._flow_source = PostgresFlowSource(
             self.conn,
             worker=worker.id,
@@ -100,6 +75,7 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             ns=self.ns,
             lock_key=engine_lock_key(FLOW_LOCK_ID),
             fence_key=engine_lock_key(START_FENCE_LOCK_ID),
+            riding=self._riding,
         )
 
     def register(self) -> None:
@@ -108,70 +84,6 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
             query("register_worker"),
             [info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency],
         )
-
-    def _claim_plain(
-        self, limit: int, *, free: int, start: int, park: Collection[str]
-    ) -> list[ClaimedJob]:
-        """Jobs not under flow control (see claim_jobs)."""
-        params = {
-            "queues": self.queues,
-            "all_queues": not self.queues,
-            "limit": limit,
-            "free": free,
-            "start": start,
-            "park": list(park),
-            "worker": self.worker.id,
-            "ns": self.ns,
-            "fence": engine_lock_key(START_FENCE_LOCK_ID),
-            "flow_tasks": self.flow_tasks(),
-        }
-        delivered: list[ClaimedJob] = []
-        deliveries = self.deliveries
-        if deliveries is not None:
-            taken = deliveries.take(limit)
-            if taken:
-                try:
-                    delivered = self._claim_ids(params, [d.job_id for d in taken])
-                except BaseException:
-                    # Claimed or not (a reply lost with the connection: the reconnect's relock
-                    # gives them back), they are claimed again from the deliveries after it.
-                    deliveries.keep(taken)
-                    raise
-                deliveries.done(taken)
-            if len(delivered) >= limit or not deliveries.should_scan():
-                return delivered
-            # The delivered ones came first: the scan adds to them.
-            n = len(delivered)
-            params |= {"limit": limit - n, "free": max(0, free - n), "start": max(0, start - n)}
-        # A scan from the head steps over the dead index entries of every job claimed since
-        # the last vacuum, or since a transaction began to hold the xmin horizon. While that
-        # is slow, claims scan from the cursor, and from the head only every so often.
-        began = time.monotonic()
-        if began < self._head_scan_due:
-            rows = self._claim_after(params, self._after)
-        else:
-            rows = self._claim_after(params, CLAIM_FROM_HEAD)
-            took = time.monotonic() - began
-            if min(took, self._head_scan_took) > CHEAP_HEAD_SCAN:
-                self._head_scan_due = began + min(took * FULL_SCAN_GAP, FULL_SCAN_GAP_MAX)
-            self._head_scan_took = took
-        return delivered + [claimed_job(row) for row in rows]
-
-    def _claim_ids(self, params: dict[str, Any], ids: list[int]) -> list[ClaimedJob]:
-        """The jobs ``ids`` (delivered by the dispatch backend) that are claimable now."""
-        rows = self.conn.execute(
-            query("claim_ids"), params | {"ids": ids, "limit": min(params["limit"], len(ids))}
-        ).fetchall()
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
-        return [claimed_job(row) for row in rows]
-
-    def _claim_after(self, params: dict[str, Any], after: tuple[int, Any, int]) -> list[Any]:
-        rows = self.conn.execute(query("claim_jobs"), params | claim_params(after)).fetchall()
-        # RETURNING has no order: run them in claim order.
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
-        if rows:
-            self._after = (rows[-1][13], rows[-1][14], rows[-1][0])
-        return rows
 
     def start(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         return self._start_or_release(jobs, start=True, unlock=[j.id for j in jobs if j.locked])
@@ -213,7 +125,50 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
         if not outcomes and not unlock:
             return set()
         self.flow.finished(o.job_id for o in outcomes)
-        applied = self._write(outcomes, unlock)
+        return self._written(outcomes, self._write(outcomes, unlock))
+
+    def finish_then_claim(
+        self,
+        outcomes: list[Outcome],
+        unlock: list[int],
+        limit: int,
+        *,
+        free: int,
+        start: int,
+        park: Collection[str] = (),
+    ) -> tuple[set[int], list[ClaimedJob] | None]:
+        """The write rides with the first claim statement, plain or flow (whose counts then
+        see it), in its transaction."""
+        if not outcomes and not unlock:
+            return set(), None
+        self.flow.finished(o.job_id for o in outcomes)
+        if self.deliveries is not None:
+            return self._written(outcomes, self._write(outcomes, unlock)), None
+        riding = self._riding
+        riding.params = outcome_params(outcomes, self.worker.id, self.ns, unlock)
+        try:
+            jobs = self.claim(limit, free=free, start=start, park=park)
+        finally:
+            row, riding.params, riding.row = riding.row, None, None
+        if row is None:  # no claim statement was made after all
+            return self._written(outcomes, self._write(outcomes, unlock)), jobs
+        applied = self._take_row(row, outcomes)
+        followed = bool(self._followed)
+        self._written(outcomes, applied)
+        if followed and len(jobs) < limit:
+            # Jobs that waited for those it finished may be due now, after the claim: one more.
+            started = sum(1 for job in jobs if not job.reserved)
+            jobs += self.claim(
+                limit - len(jobs),
+                free=max(0, free - started),
+                start=max(0, start - started),
+                park=park,
+            )
+        return applied, jobs
+
+    def _written(self, outcomes: list[Outcome], applied: set[int]) -> set[int]:
+        """Once outcomes are committed: wake the workers of the jobs they parked, decide for
+        the jobs that waited for the ones they finished."""
         wake_if_sent(self.conn, self.ns, parked_jobs(outcomes, applied))
         self._resolve_followed()
         return applied
@@ -232,8 +187,13 @@ class PostgresWorkerSession(FlowClaims, WorkerSession):
         cursor = self.conn.execute(
             query("write_outcomes"), outcome_params(outcomes, self.worker.id, self.ns, unlock)
         )
+        return self._take_row(cursor.fetchone(), outcomes)
+
+    def _take_row(self, written: Any, outcomes: list[Outcome]) -> set[int]:
+        """write_outcomes' row: the ids applied; the current stop request of each outcome
+        fenced out by a changed one (``stop_request_now``)."""
         # Exactly one row (a SELECT without FROM), which psycopg's Optional cannot know.
-        row = cast("tuple[list[int], int, list[int], list[str], int, list[int]]", cursor.fetchone())
+        row = cast("tuple[list[int], int, list[int], list[str], int, list[int]]", written)
         self._followed.extend(row[5] or ())
         current = dict(zip(row[2] or (), row[3] or (), strict=True))
         for o in outcomes:

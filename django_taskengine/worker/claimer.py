@@ -39,6 +39,17 @@ STALLED_AFTER = 2.0
 
 
 @dataclass
+class ClaimAsk:
+    """A claim to make (see WorkerSession.claim): up to ``limit`` jobs, ``free`` of them for
+    idle threads, ``start`` started in all, none of ``park`` started ahead."""
+
+    limit: int
+    free: int
+    start: int
+    park: list[str]
+
+
+@dataclass
 class Running:
     """A job this worker claimed, from the claim until its outcome is handed to the completer."""
 
@@ -122,15 +133,27 @@ class Claimer:
         """Start reserved jobs for the idle threads, then claim up to the free capacity; return
         True if fewer due jobs were found than asked."""
         self.start_reserved(session)
+        ask = self.ask()
+        if ask is None:
+            return False
+        return self.took(
+            ask, session.claim(ask.limit, free=ask.free, start=ask.start, park=ask.park)
+        )
+
+    def ask(self) -> ClaimAsk | None:
+        """What to claim now (after :meth:`start_reserved`), or None if there is no room."""
         room = self.room()
         if room <= 0:
-            return False
-        jobs = session.claim(
-            room,
+            return None
+        return ClaimAsk(
+            limit=room,
             free=max(0, self.concurrency - self._started()),
             start=self._to_start(),
             park=self.park,
         )
+
+    def took(self, ask: ClaimAsk, jobs: list[ClaimedJob]) -> bool:
+        """Hold the jobs claimed for ``ask``; True if fewer were found than asked."""
         for job in jobs:
             entry = Running(job)
             self.running[job.id] = entry
@@ -139,7 +162,7 @@ class Claimer:
             else:
                 self.inbox.put(entry)
         self.claimed_total += len(jobs)
-        return len(jobs) < room
+        return len(jobs) < ask.limit
 
     def start_reserved(self, session: WorkerSession) -> None:
         """Start reserved jobs for the idle threads (and ``start_ahead``): those whose queue or

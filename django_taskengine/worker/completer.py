@@ -19,7 +19,7 @@ from ..core import lifecycle
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..core.statuses import AttemptOutcome, JobStatus
 from ..store import WorkerSession
-from .claimer import Claimer, Running
+from .claimer import ClaimAsk, Claimer, Running
 from .report import report_outcome
 from .runner import RunResult
 
@@ -104,17 +104,22 @@ class Completer:
         self._releasing.append(job)
         self.outcomes.append((outcome, job))
 
-    def flush(self, session: WorkerSession | None) -> None:
+    def flush(self, session: WorkerSession | None, claim: ClaimAsk | None = None) -> bool | None:
         """Write the pending outcomes and lock releases in one round trip, then report them.
+
+        With ``claim``, the store may claim in the same transaction (one round trip and one
+        commit for the turn): then the jobs are handed to the claimer, and whether fewer were
+        found than asked is returned. None: nothing was claimed.
 
         On a database error they stay pending, for the flush after the reconnect.
         """
         unlock = self.unlock
         if not self.outcomes and not unlock:
             self._releasing = []
-            return
+            return None
         assert session is not None
-        written = write_outcomes(session, self.outcomes, unlock)
+        written, jobs = write_outcomes(session, self.outcomes, unlock, claim)
+        exhausted = None if jobs is None or claim is None else self.claimer.took(claim, jobs)
         for outcome, (_, job) in zip(written, self.outcomes, strict=True):
             if (
                 outcome.outcome != AttemptOutcome.SUPERSEDED
@@ -130,6 +135,7 @@ class Completer:
             self.count(outcome)
         self.outcomes = []
         self._releasing = []
+        return exhausted
 
     def count(self, outcome: Outcome) -> None:
         """Count jobs, not attempts: a job that succeeded, or that ended failed (its attempts
@@ -143,9 +149,14 @@ class Completer:
 
 
 def write_outcomes(
-    session: WorkerSession, pending: list[tuple[Outcome, ClaimedJob]], unlock: list[int]
-) -> list[Outcome]:
-    """Write the outcomes of ended attempts in one round trip; return them as written.
+    session: WorkerSession,
+    pending: list[tuple[Outcome, ClaimedJob]],
+    unlock: list[int],
+    claim: ClaimAsk | None = None,
+) -> tuple[list[Outcome], list[ClaimedJob] | None]:
+    """Write the outcomes of ended attempts in one round trip; return them as written, and
+    the jobs claimed with them for ``claim`` (None if none was made: see
+    WorkerSession.finish_then_claim).
 
     Each is decided with its job's pending stop request as this worker last read it
     (:func:`~..core.lifecycle.apply_stop_request`), and the store writes it only if the job's
@@ -156,7 +167,13 @@ def write_outcomes(
     decided = [
         lifecycle.apply_stop_request(outcome, job.stop_requested) for outcome, job in pending
     ]
-    applied = session.finish(decided, unlock)
+    jobs = None
+    if claim is None:
+        applied = session.finish(decided, unlock)
+    else:
+        applied, jobs = session.finish_then_claim(
+            decided, unlock, claim.limit, free=claim.free, start=claim.start, park=claim.park
+        )
     for _ in range(MAX_STOP_REDECISIONS):
         again = [
             i
@@ -180,4 +197,4 @@ def write_outcomes(
                     MAX_STOP_REDECISIONS + 1,
                 )
             outcome.outcome = AttemptOutcome.SUPERSEDED
-    return decided
+    return decided, jobs

@@ -178,10 +178,18 @@ class WorkerProcess:
                 if session is None:
                     session = liveness.connect()
                 completer.collect(overran=stops.overran)
+                claiming = not (stops.requested or stops.recycle or self.requests.draining)
                 if not (stops.requested or stops.recycle):
                     # Threads that finished get their next jobs first, then the outcomes go.
                     claimer.start_reserved(session)
-                completer.flush(session)
+                ask = None
+                if claiming:
+                    self._give_back_stalled(session, time.monotonic())
+                    ask = claimer.ask()
+                # The outcomes, and the next claim with them where the store can (one commit).
+                found = completer.flush(session, ask)
+                if found is not None:
+                    exhausted = found or exhausted
                 self.state.sync(session)
                 now = time.monotonic()
                 self.stats.tick(now)
@@ -200,8 +208,7 @@ class WorkerProcess:
                         completer.flush(session)
                         stops.log_interrupted(interrupted)
                         break
-                elif not self.requests.draining:
-                    self._give_back_stalled(session, now)
+                elif claiming and found is None:
                     exhausted = claimer.claim(session) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from django_taskengine import operations
 from django_taskengine.models import Job
-from django_taskengine.store import postgres_session
-from django_taskengine.store.postgres_session import (
+from django_taskengine.store import postgres_plain_claim
+from django_taskengine.store.postgres_plain_claim import (
     CLAIM_FROM_HEAD,
 )
 from django_taskengine.store.sql import query
@@ -72,9 +72,9 @@ def test_jobs_that_sort_before_the_cursor_are_claimed_by_the_next_scan_from_the_
 ):
     # Every scan from the head counts as slow: claims go from the cursor, and from the head
     # again after FULL_SCAN_GAP_MAX seconds.
-    monkeypatch.setattr(postgres_session, "CHEAP_HEAD_SCAN", -1.0)
-    monkeypatch.setattr(postgres_session, "FULL_SCAN_GAP", 10**6)
-    monkeypatch.setattr(postgres_session, "FULL_SCAN_GAP_MAX", 1.0)
+    monkeypatch.setattr(postgres_plain_claim, "CHEAP_HEAD_SCAN", -1.0)
+    monkeypatch.setattr(postgres_plain_claim, "FULL_SCAN_GAP", 10**6)
+    monkeypatch.setattr(postgres_plain_claim, "FULL_SCAN_GAP_MAX", 1.0)
     backlog = _enqueue(300)
     began = time.monotonic()
     first = session.claim(10)
@@ -120,9 +120,9 @@ def test_jobs_that_sort_before_the_cursor_are_claimed_by_the_next_scan_from_the_
 def test_a_claim_from_the_cursor_takes_nothing_paused(session, monkeypatch, pause, resume, args):
     # Both of the claim's scans check the pauses: the scan after the cursor (its priority) and
     # the scan of lower priorities.
-    monkeypatch.setattr(postgres_session, "CHEAP_HEAD_SCAN", -1.0)
-    monkeypatch.setattr(postgres_session, "FULL_SCAN_GAP", 10**6)
-    monkeypatch.setattr(postgres_session, "FULL_SCAN_GAP_MAX", 60.0)
+    monkeypatch.setattr(postgres_plain_claim, "CHEAP_HEAD_SCAN", -1.0)
+    monkeypatch.setattr(postgres_plain_claim, "FULL_SCAN_GAP", 10**6)
+    monkeypatch.setattr(postgres_plain_claim, "FULL_SCAN_GAP_MAX", 60.0)
     backlog = _enqueue(20)
     lower = _enqueue(5, priority=-1)
     assert [job.id for job in session.claim(5)] == backlog[:5]  # from the head; now the cursor

@@ -341,6 +341,24 @@ def test_finish_writes_the_success_and_records_the_attempt(open_session):
     )
 
 
+def test_finish_then_claim_writes_the_outcomes_then_claims_the_next_jobs(open_session):
+    first, second, third = JobFactory(), JobFactory(), JobFactory()
+    session = open_session()
+    (claimed,) = session.claim(1)
+    applied, jobs = session.finish_then_claim([outcome(claimed)], [claimed.id], 2, free=2, start=2)
+    if jobs is None:  # the store does not claim with a write: the caller claims as usual
+        jobs = session.claim(2)
+    assert applied == {first.pk}
+    assert [job.id for job in jobs] == [second.pk, third.pk]
+    assert not any(job.reserved for job in jobs)
+    assert Job.objects.get(pk=first.pk).status == "succeeded"
+    assert Attempt.objects.get(job_id=first.pk).outcome == "succeeded"
+    assert {j.pk: j.status for j in Job.objects.filter(pk__in=[second.pk, third.pk])} == {
+        second.pk: "running",
+        third.pk: "running",
+    }
+
+
 def test_a_finish_with_a_stale_token_changes_nothing_and_is_recorded_as_superseded(open_session):
     job = JobFactory()
     first = open_session()

@@ -7,6 +7,7 @@ from django.db import connections
 from ..conf import taskengine_settings
 from . import base
 from .base import ClaimedJob as ClaimedJob
+from .base import ClaimFailedAfterWrite as ClaimFailedAfterWrite
 from .base import NewJobs as NewJobs
 from .base import Outcome as Outcome
 from .base import RescuedJob as RescuedJob

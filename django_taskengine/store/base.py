@@ -23,6 +23,7 @@ from ..job_indexes import DEDUP_HOLDER
 from ..models import Job
 
 __all__ = [
+    "ClaimFailedAfterWrite",
     "ClaimedJob",
     "NewJobs",
     "Outcome",
@@ -113,6 +114,17 @@ class RescuedJob:
     status: str
     #: The dead worker had only reserved the job: it went back to the queue untouched.
     reserved: bool = False
+
+
+class ClaimFailedAfterWrite(Exception):
+    """:meth:`WorkerSession.finish_then_claim` committed the outcomes (``applied``: the ids
+    applied), then a claim statement of the same call failed (the exception's cause). The
+    outcomes are written: the caller must not write them again, and handles the cause as the
+    error it is."""
+
+    def __init__(self, applied: set[int]) -> None:
+        super().__init__("outcomes written, then a claim failed")
+        self.applied = applied
 
 
 class Store(ABC):
@@ -256,10 +268,9 @@ class WorkerSession(ABC):
         claimed, or None if the store did not claim (the caller claims as usual then).
 
         A store that claims here writes the outcomes in the transaction of its first claim
-        statement. If this raises, the outcomes may have been written all the same (the
-        reply was lost, or a later claim statement of the same call failed), as when
-        :meth:`finish`'s reply is lost: the caller writes them again after reconnecting, and
-        that write records them as superseded.
+        statement. If a later claim statement of the same call fails, it raises
+        :class:`ClaimFailedAfterWrite`. If anything else raises, nothing was written (unless
+        the reply was lost, as with :meth:`finish`).
         """
         return self.finish(outcomes, unlock), None
 

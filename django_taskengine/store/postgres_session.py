@@ -18,6 +18,7 @@ from ..core import lifecycle
 from ..core.statuses import JobStatus
 from .base import (
     ClaimedJob,
+    ClaimFailedAfterWrite,
     Outcome,
     RescuedJob,
     StateWrite,
@@ -148,6 +149,11 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
         riding.params = outcome_params(outcomes, self.worker.id, self.ns, unlock)
         try:
             jobs = self.claim(limit, free=free, start=start, park=park)
+        except BaseException as exc:
+            if riding.row is None:
+                raise
+            # Written with the first claim statement; a later one failed.
+            raise ClaimFailedAfterWrite(self._take_row(riding.row, outcomes)) from exc
         finally:
             row, riding.params, riding.row = riding.row, None, None
         if row is None:  # no claim statement was made after all

@@ -18,7 +18,7 @@ from collections.abc import Container
 from ..core import lifecycle
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..core.statuses import AttemptOutcome, JobStatus
-from ..store import WorkerSession
+from ..store import ClaimFailedAfterWrite, WorkerSession
 from .claimer import ClaimAsk, Claimer, Running
 from .report import report_outcome
 from .runner import RunResult
@@ -118,7 +118,7 @@ class Completer:
             self._releasing = []
             return None
         assert session is not None
-        written, jobs = write_outcomes(session, self.outcomes, unlock, claim)
+        written, jobs, error = write_outcomes(session, self.outcomes, unlock, claim)
         exhausted = None if jobs is None or claim is None else self.claimer.took(claim, jobs)
         for outcome, (_, job) in zip(written, self.outcomes, strict=True):
             if (
@@ -135,6 +135,8 @@ class Completer:
             self.count(outcome)
         self.outcomes = []
         self._releasing = []
+        if error is not None:
+            raise error  # the outcomes are written: the error is the claim's
         return exhausted
 
     def count(self, outcome: Outcome) -> None:
@@ -153,10 +155,10 @@ def write_outcomes(
     pending: list[tuple[Outcome, ClaimedJob]],
     unlock: list[int],
     claim: ClaimAsk | None = None,
-) -> tuple[list[Outcome], list[ClaimedJob] | None]:
-    """Write the outcomes of ended attempts in one round trip; return them as written, and
-    the jobs claimed with them for ``claim`` (None if none was made: see
-    WorkerSession.finish_then_claim).
+) -> tuple[list[Outcome], list[ClaimedJob] | None, BaseException | None]:
+    """Write the outcomes of ended attempts in one round trip; return them as written, the
+    jobs claimed with them for ``claim`` (None if none was made: see
+    WorkerSession.finish_then_claim), and the error of a claim that failed after the write.
 
     Each is decided with its job's pending stop request as this worker last read it
     (:func:`~..core.lifecycle.apply_stop_request`), and the store writes it only if the job's
@@ -167,13 +169,18 @@ def write_outcomes(
     decided = [
         lifecycle.apply_stop_request(outcome, job.stop_requested) for outcome, job in pending
     ]
-    jobs = None
+    jobs, error = None, None
     if claim is None:
         applied = session.finish(decided, unlock)
     else:
-        applied, jobs = session.finish_then_claim(
-            decided, unlock, claim.limit, free=claim.free, start=claim.start, park=claim.park
-        )
+        try:
+            applied, jobs = session.finish_then_claim(
+                decided, unlock, claim.limit, free=claim.free, start=claim.start, park=claim.park
+            )
+        except ClaimFailedAfterWrite as failed:
+            # Written: the claim's error is raised once they are reported (an outcome fenced
+            # out by a changed stop request is written again first, if the connection works).
+            applied, error = failed.applied, failed.__cause__ or failed
     for _ in range(MAX_STOP_REDECISIONS):
         again = [
             i
@@ -187,6 +194,11 @@ def write_outcomes(
             job.stop_requested = decided[i].stop_request_now or ""
             decided[i] = lifecycle.apply_stop_request(base, job.stop_requested)
         applied |= session.finish([decided[i] for i in again], [])
+    return _as_written(decided, applied), jobs, error
+
+
+def _as_written(decided: list[Outcome], applied: set[int]) -> list[Outcome]:
+    """The outcomes decided, those not applied marked superseded."""
     for outcome in decided:
         if outcome.job_id not in applied:
             if outcome.stop_request_now is not None:
@@ -197,4 +209,4 @@ def write_outcomes(
                     MAX_STOP_REDECISIONS + 1,
                 )
             outcome.outcome = AttemptOutcome.SUPERSEDED
-    return decided, jobs
+    return decided

@@ -114,7 +114,7 @@ class InProcessRunner:
             result = run_attempt(job, self.store, self.info.id, self, close_connections=False)
             outcome = result.outcome
             if not result.committed:
-                (outcome,), _ = write_outcomes(self.session, [(outcome, job)], [])
+                (outcome,), _, _ = write_outcomes(self.session, [(outcome, job)], [])
             report_outcome(outcome, job)
             if outcome.status == JobStatus.QUEUED and outcome.outcome != AttemptOutcome.SUPERSEDED:
                 if self.retries and outcome.outcome != AttemptOutcome.SNOOZED:

@@ -1,6 +1,7 @@
-"""A PostgreSQL worker's turn in one transaction: the outcomes of the jobs that ended and the
-claim of the next ones are sent in one pipeline and committed once (one WAL flush, one round
-trip), and either both happen or neither does."""
+"""A PostgreSQL worker's turn in one transaction: the outcomes of the jobs that ended are sent
+with the turn's first claim statement, in one pipeline, and committed with it (one WAL flush,
+one round trip): if that statement fails, nothing is written; if a later claim of the same
+turn fails, the outcomes stay written and the worker knows it."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ from django.db import connection
 from django.utils import timezone
 
 from django_taskengine import operations
+from django_taskengine.core import lifecycle
 from django_taskengine.models import Attempt, Job
+from django_taskengine.store import ClaimFailedAfterWrite
 from django_taskengine.store.base import Outcome
+from django_taskengine.store.flow_source import FLOW_LOCK_ID
 from django_taskengine.store.postgres_claims import Riding, claim_rows, outcome_params
+from django_taskengine.store.postgres_plain_claim import engine_lock_key
+from django_taskengine.worker.claimer import Claimer
+from django_taskengine.worker.completer import Completer
+from django_taskengine.worker.runner import RunResult
 from tests.factories import JobFactory
 from tests.helpers import direct_connection
 from tests.testapp.flow_tasks import flow_step
+from tests.testapp.tasks import noop
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -98,3 +107,54 @@ def test_a_flow_claim_counts_the_outcomes_written_in_its_transaction(session):
         assert [job.id for job in claimed] == [following.id]
         (running,) = claimed
     assert Job.objects.filter(status="running").count() == 1
+
+
+def _flow_claim_fails_after_the_plain_one(session):
+    """The next claim of ``session``: the plain claim first (it carries the write), then a
+    flow claim that fails: another connection holds the flow lock past the session's
+    lock_timeout. Returns that connection (holding the lock)."""
+    operations.set_queue_limits("flow", concurrency=5)
+    flow_step.enqueue()
+    holder = direct_connection()
+    holder.execute("SELECT pg_advisory_lock(%s)", [engine_lock_key(FLOW_LOCK_ID)])
+    session.conn.execute("SET lock_timeout = '200ms'")
+    session.flow._flow_first = True  # the plain claim's turn comes first
+    session.flow.notified()  # the flow claim is due after it
+    return holder
+
+
+def test_a_claim_that_fails_after_the_write_says_the_outcomes_are_written(session):
+    job = noop.enqueue()
+    (claimed,) = session.claim(1)
+    holder = _flow_claim_fails_after_the_plain_one(session)
+    try:
+        with pytest.raises(ClaimFailedAfterWrite) as failed:
+            session.finish_then_claim([succeeded(claimed)], [claimed.id], 2, free=2, start=2)
+    finally:
+        holder.close()
+    assert failed.value.applied == {job.id}
+    assert isinstance(failed.value.__cause__, psycopg.errors.LockNotAvailable)
+    assert Job.objects.get(pk=job.id).status == "succeeded"
+
+
+def test_the_worker_keeps_outcomes_written_before_a_claim_failed(session):
+    job = noop.enqueue()
+    claimer = Claimer(concurrency=1)
+    claimer.claim(session)
+    completer = Completer(claimer)
+    (entry,) = claimer.take_unstarted()
+    completer.done.append((entry, RunResult(lifecycle.succeeded(entry.job, "null"))))
+    completer.collect()
+    holder = _flow_claim_fails_after_the_plain_one(session)
+    try:
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            completer.flush(session, claimer.ask())
+    finally:
+        holder.close()
+    # Written once and reported: nothing is left to write again after the reconnect.
+    assert completer.outcomes == [] and completer.unwritten() == []
+    assert completer.succeeded == 1
+    assert Job.objects.get(pk=job.id).status == "succeeded"
+    assert list(Attempt.objects.filter(job_id=job.id).values_list("outcome", flat=True)) == [
+        "succeeded"
+    ]

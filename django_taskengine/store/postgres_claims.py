@@ -24,37 +24,29 @@ T = TypeVar("T")
 
 
 class Riding:
-    """Outcomes that a worker session's next claim statement writes first, in its own
-    transaction (PostgresWorkerSession.finish_then_claim: one round trip and one commit for a
-    worker's turn; a flow claim's counts then see them): write_outcomes' parameters until a
-    claim sends them, then the write's row once committed."""
+    """Outcomes that a worker session's next claim writes first (PostgresWorkerSession.
+    finish_then_claim): write_outcomes' parameters until a claim sends them, then the
+    write's row once committed."""
 
     def __init__(self) -> None:
         self.params: dict[str, Any] | None = None
         self.row: tuple[Any, ...] | None = None
 
-    def send(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any] | None:
-        """In a claim's transaction, before the claim: the write, if one waits."""
-        if self.params is None:
-            return None
-        params, self.params = self.params, None
-        return conn.execute(query("write_outcomes"), params)
+    def write_alone(self, conn: psycopg.Connection[Any]) -> None:
+        """The write, if one waits, in a transaction of its own (autocommit)."""
+        if self.params is not None:
+            params, self.params = self.params, None
+            self.row = conn.execute(query("write_outcomes"), params).fetchone()
 
 
 @contextmanager
-def pipelined_transaction(
-    conn: psycopg.Connection[Any], riding: Riding | None = None
-) -> Iterator[None]:
-    """The statements executed inside, in one transaction sent in one pipeline, after the
-    write ``riding`` holds, if any: BEGIN and COMMIT are statements of the pipeline
-    (psycopg's transaction() in a pipeline syncs as it opens and closes: two round trips
-    more). Rolled back if anything inside raises."""
-    written = None
+def pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The statements executed inside, in one transaction sent in one pipeline: BEGIN and
+    COMMIT are statements of the pipeline (psycopg's transaction() in a pipeline syncs as it
+    opens and closes: two round trips more). Rolled back if anything inside raises."""
     try:
         with conn.pipeline():
             conn.execute(query("begin"))
-            if riding is not None:
-                written = riding.send(conn)
             yield
             conn.execute(query("commit"))
     except BaseException:
@@ -62,19 +54,27 @@ def pipelined_transaction(
             with suppress(psycopg.Error):
                 conn.execute(query("rollback"))
         raise
-    if riding is not None and written is not None:
-        riding.row = written.fetchone()
 
 
 def claim_rows(
     conn: psycopg.Connection[Any], riding: Riding, sql: str, params: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
-    """The rows of the claim statement ``sql``; after ``riding``'s write in its transaction
-    (one round trip, one commit), if one waits."""
+    """The rows of the claim statement ``sql`` (one statement); after ``riding``'s write, if
+    one waits, in one round trip and one transaction.
+
+    That transaction is the pipeline's implicit one (no BEGIN): it commits at the pipeline's
+    Sync, and the server says so before it reads anything more. With an explicit COMMIT in the
+    pipeline, a session terminated during the commit's WAL flush commits and then fails at
+    the Sync: the client sees an error for a transaction that committed, and would write the
+    outcomes again.
+    """
     if riding.params is None:
         return conn.execute(sql, params).fetchall()
-    with pipelined_transaction(conn, riding):
+    write, riding.params = riding.params, None
+    with conn.pipeline():
+        written = conn.execute(query("write_outcomes"), write)
         cursor = conn.execute(sql, params)
+    riding.row = written.fetchone()
     return cursor.fetchall()
 
 
@@ -126,7 +126,11 @@ class PostgresFlowSource:
         # One pipeline: BEGIN, the candidates, the lock and the counts go in one round trip
         # (read), flow_start and COMMIT in another, the pipeline's end (its rows are read after:
         # see start).
-        return pipelined_transaction(self.conn, self.riding)
+        # Outcomes waiting to be written go first, on their own: the counts read under the
+        # lock must see the slots they free, and this claim's transaction ends with a COMMIT
+        # in its pipeline (see claim_rows).
+        self.riding.write_alone(self.conn)
+        return pipelined_transaction(self.conn)
 
     def peek(self, ask: Ask) -> None:
         # The flow lock stops only other flow claims: no look first, one round trip less.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import psycopg
@@ -37,23 +37,6 @@ class Riding:
         if self.params is not None:
             params, self.params = self.params, None
             self.row = conn.execute(query("write_outcomes"), params).fetchone()
-
-
-@contextmanager
-def pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """The statements executed inside, in one transaction sent in one pipeline: BEGIN and
-    COMMIT are statements of the pipeline (psycopg's transaction() in a pipeline syncs as it
-    opens and closes: two round trips more). Rolled back if anything inside raises."""
-    try:
-        with conn.pipeline():
-            conn.execute(query("begin"))
-            yield
-            conn.execute(query("commit"))
-    except BaseException:
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-            with suppress(psycopg.Error):
-                conn.execute(query("rollback"))
-        raise
 
 
 def claim_rows(
@@ -122,15 +105,27 @@ class PostgresFlowSource:
         self.lock_key = lock_key
         self.fence_key = fence_key
 
-    def locked(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def locked(self) -> Iterator[None]:
         # One pipeline: BEGIN, the candidates, the lock and the counts go in one round trip
         # (read), flow_start and COMMIT in another, the pipeline's end (its rows are read after:
-        # see start).
+        # see start). BEGIN and COMMIT are statements of the pipeline: psycopg's transaction()
+        # in a pipeline syncs as it opens and closes, five round trips in all.
+        conn = self.conn
         # Outcomes waiting to be written go first, on their own: the counts read under the
-        # lock must see the slots they free, and this claim's transaction ends with a COMMIT
-        # in its pipeline (see claim_rows).
-        self.riding.write_alone(self.conn)
-        return pipelined_transaction(self.conn)
+        # lock must see the slots they free, and this transaction ends with a COMMIT in its
+        # pipeline (see claim_rows).
+        self.riding.write_alone(conn)
+        try:
+            with conn.pipeline():
+                conn.execute(query("begin"))
+                yield
+                conn.execute(query("commit"))
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                with suppress(psycopg.Error):
+                    conn.execute(query("rollback"))
+            raise
 
     def peek(self, ask: Ask) -> None:
         # The flow lock stops only other flow claims: no look first, one round trip less.

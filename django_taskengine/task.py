@@ -15,7 +15,7 @@ from .enqueue_options import EnqueueOptions, check_option, updated
 from .registry import TaskNotRegistered, find_task, get_task, registered_tasks
 from .registry import tasks as registry
 from .serialization import check_arguments
-from .signals import job_enqueued
+from .signals import job_enqueued, listened
 
 if TYPE_CHECKING:
     from .models import Job
@@ -312,7 +312,7 @@ class BoundTask:
                     "after=[…]"
                 )
             jobs = store.enqueue(new)
-        if job_enqueued.receivers and job_enqueued.has_listeners():  # the list: a cheap first look
+        if listened(job_enqueued):
             for job in jobs:
                 job_enqueued.send(sender=self.task, job=job, created=job.created)
         if run_eagerly and taskengine_settings.EAGER:

@@ -27,7 +27,7 @@ from .conf import taskengine_settings
 from .core.dependencies import BATCH, BATCH_CALLBACKS
 from .core.limits import STEP_NAME_MAX, WORKFLOW_NAME_MAX, check_name
 from .enqueue_options import job_ids
-from .signals import job_enqueued
+from .signals import job_enqueued, listened
 from .task import BoundTask, Task
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class Workflow:
         store = get_store(self.database)
         self.id = insert_workflow(store, self.name, order, kind=self.kind)
         jobs = [step.job for step in order if step.job is not None]
-        if job_enqueued.receivers and job_enqueued.has_listeners():
+        if listened(job_enqueued):
             for step in order:
                 job_enqueued.send(sender=step.task.task, job=step.job, created=True)
         if taskengine_settings.EAGER:

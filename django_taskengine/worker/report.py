@@ -10,7 +10,7 @@ from ..conf import taskengine_settings
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..core.statuses import AttemptOutcome, JobStatus
 from ..registry import find_task
-from ..signals import job_finished
+from ..signals import job_finished, listened
 from .stats import RECORDER
 
 logger = logging.getLogger("django_taskengine.worker")
@@ -22,7 +22,7 @@ def report_outcome(outcome: Outcome, job: ClaimedJob) -> None:
     console's per-minute statistics."""
     _log_outcome(outcome, job)
     RECORDER.record(outcome, job)
-    if job_finished.has_listeners():
+    if listened(job_finished):
         # Robust: one receiver's error neither stops the others nor the worker.
         responses = job_finished.send_robust(
             sender=find_task(job.task_name),

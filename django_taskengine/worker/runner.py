@@ -10,14 +10,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 from ..context import ContextChannel, SleepRequest, StopJob
 from ..core import lifecycle
 from ..core.lifecycle import ClaimedJob, Outcome
 from ..registry import TaskNotRegistered, get_task
 from ..serialization import NotJSONError, dump_result
-from ..signals import job_started
+from ..signals import job_started, listened
 from ..snooze import Snooze
 from ..store import Store
 from ..store.decoding import Unreadable
@@ -53,6 +53,7 @@ def run_attempt(
     *,
     close_connections: bool = True,
     task_loop: TaskLoop | None = None,
+    settled: bool = False,
 ) -> RunResult:
     """Run ``job``'s task once and return its outcome; never raises for a task's own error.
 
@@ -61,15 +62,26 @@ def run_attempt(
     caller's connection, often inside a test's transaction, and passes
     ``close_connections=False``: closing there would break that transaction.
 
+    ``settled``: the thread's connections were settled by the attempt it ran just before (a
+    runner thread that took this job without waiting): each of them is idle in autocommit
+    (what a task left open was discarded) and not yet stale, so the checks before the attempt
+    are skipped. After it, one pass over the thread's connections finds what the task left
+    open and closes what is stale.
+
     An ``async def`` task runs on ``task_loop``, the event loop a worker thread keeps; without
     one (the in-process runner, in the caller's thread) on a loop of its own, closed after it.
     """
-    if close_connections:
-        close_old_connections()
-    before = transactions.snapshot()
+    if settled:
+        before: dict[str, transactions.TransactionState] = {}
+    else:
+        if close_connections:
+            close_old_connections()
+        before = transactions.snapshot()
+    opened = None
     try:
         result = _run(job, store, worker_id, channel, task_loop)
-        left_open = transactions.left_open(before)
+        opened = connections.all(initialized_only=True)
+        left_open = transactions.left_open(before, opened)
         if left_open:
             transactions.discard(list(left_open), before, close=close_connections)
             if result.committed:
@@ -81,7 +93,9 @@ def run_attempt(
         return result
     finally:
         if close_connections:
-            close_old_connections()
+            # A connection discarded above is closed already: this leaves it alone.
+            for conn in connections.all(initialized_only=True) if opened is None else opened:
+                conn.close_if_unusable_or_obsolete()
 
 
 def _run(
@@ -109,7 +123,7 @@ def _run(
             ) from None
     except (TaskNotRegistered, PermanentFailure) as exc:
         return RunResult(lifecycle.raised(job, exc, retryable=False, with_traceback=False))
-    if job_started.has_listeners():
+    if listened(job_started):
         try:
             job_started.send(
                 sender=task,

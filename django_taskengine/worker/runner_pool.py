@@ -67,19 +67,33 @@ class RunnerPool:
 
     def _run_jobs(self, task_loop: TaskLoop) -> None:
         inbox, done, wakeup = self.inbox, self.done, self.wakeup
+        # True while the thread's connections are as its last attempt left them: idle, fresh.
+        settled = False
         while True:
-            entry = inbox.get()
+            try:
+                entry = inbox.get_nowait()
+            except queue_module.Empty:
+                # Waited for: a connection may have grown stale meanwhile (CONN_MAX_AGE).
+                entry = inbox.get()
+                settled = False
             if entry is None:
                 return
             entry.started = time.monotonic()
             try:
                 result = run_attempt(
-                    entry.job, self.store, self.worker_id, self.channel, task_loop=task_loop
+                    entry.job,
+                    self.store,
+                    self.worker_id,
+                    self.channel,
+                    task_loop=task_loop,
+                    settled=settled,
                 )
+                settled = True
             except BaseException as exc:  # noqa: BLE001 - report, never lose the job
                 # run_attempt fails a job for anything its task raises: this is the engine's own.
                 logger.exception("internal error running job %s", entry.job.id)
                 result = RunResult(lifecycle.raised(entry.job, exc))
+                settled = False
             entry.ended = time.monotonic()
             done.append((entry, result))
             # One wake-up per batch of finished jobs: the main thread clears the flag before it

@@ -12,6 +12,7 @@ back to where it was.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +37,24 @@ _RAW_OPEN = TransactionState(raw_open=True)
 _IN_TRANSACTION = (2, 3)
 
 
-def snapshot() -> dict[str, TransactionState]:
-    """The transaction state of the connections this thread has opened that are not idle in
-    autocommit, by alias (usually none: this runs twice per job, so the idle case is cheap)."""
+def snapshot(opened: Sequence[Any] | None = None) -> dict[str, TransactionState]:
+    """The transaction state of the connections this thread has opened (``opened``, if the
+    caller has them at hand) that are not idle in autocommit, by alias (usually none: this runs
+    for every job, so the idle case is cheap)."""
     found = {}
-    for conn in connections.all(initialized_only=True):
+    for conn in connections.all(initialized_only=True) if opened is None else opened:
         state = _state(conn)
         if state is not CLEAN:
             found[conn.alias] = state
     return found
 
 
-def left_open(before: dict[str, TransactionState]) -> dict[str, str]:
-    """Connections whose transaction state differs from ``before``: alias -> what was left."""
-    after = snapshot()
+def left_open(
+    before: dict[str, TransactionState], opened: Sequence[Any] | None = None
+) -> dict[str, str]:
+    """Connections (of ``opened``, or of all this thread has opened) whose transaction state
+    differs from ``before``: alias -> what was left."""
+    after = snapshot(opened)
     if not after and not before:
         return {}
     found = {}

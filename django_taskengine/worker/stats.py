@@ -62,6 +62,9 @@ PRUNE_INTERVAL = 600.0
 MAX_PENDING_ROWS = 20_000
 
 _FAILED = (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT)
+# Looked up once: an enum member costs an attribute lookup on its class each time.
+_SUCCEEDED, _SUPERSEDED = AttemptOutcome.SUCCEEDED, AttemptOutcome.SUPERSEDED
+_JOB_FAILED, _JOB_QUEUED = JobStatus.FAILED, JobStatus.QUEUED
 
 
 @dataclass
@@ -131,24 +134,33 @@ class MinuteRecorder:
         if not self.active:
             return
         # Once per attempt, on the worker's main thread: the start and the end are converted
-        # to epoch seconds once each, and their minutes computed from those.
+        # to epoch seconds once each, and their minutes computed from those. Most attempts
+        # start and end in one minute: one row of counts takes all they add.
+        kind = outcome.outcome
+        start = outcome.started_at.timestamp()
+        end = outcome.finished_at.timestamp()
+        wait = None if job.due_at is None else (outcome.started_at - job.due_at).total_seconds()
+        queue = job.queue
         with self._lock:
-            counted = self._counted_until.pop(job.id, None)
-            if outcome.outcome == AttemptOutcome.SUPERSEDED:
+            counted = self._counted_until.pop(job.id, None) if self._counted_until else None
+            if kind == _SUPERSEDED:
                 return
-            queue = job.queue
-            start = outcome.started_at.timestamp()
-            end = outcome.finished_at.timestamp()
-            self._add_running(queue, max(start, counted or start), end)
-            if job.due_at is not None:
-                wait = (outcome.started_at - job.due_at).total_seconds()
-                self._at(queue, minute_at(start)).waits[bucket_of(wait)] += 1
-            if outcome.outcome == AttemptOutcome.SUCCEEDED:
-                self._at(queue, minute_at(end)).succeeded += 1
-            elif outcome.status == JobStatus.FAILED:
-                self._at(queue, minute_at(end)).failed += 1
-            elif outcome.outcome in _FAILED and outcome.status == JobStatus.QUEUED:
-                self._at(queue, minute_at(end)).retried += 1
+            first = minute_at(start)
+            at_start = self._at(queue, first)
+            if counted is None and end <= (first + 1) * 60.0:
+                at_start.running_seconds += max(end - start, 0.0)
+            else:
+                self._add_running(queue, max(start, counted or start), end)
+            if wait is not None:
+                at_start.waits[bucket_of(wait)] += 1
+            last = minute_at(end)
+            at_end = at_start if last == first else self._at(queue, last)
+            if kind == _SUCCEEDED:
+                at_end.succeeded += 1
+            elif outcome.status == _JOB_FAILED:
+                at_end.failed += 1
+            elif kind in _FAILED and outcome.status == _JOB_QUEUED:
+                at_end.retried += 1
 
     def count_running(self, jobs: Iterable[ClaimedJob], now: float) -> None:
         """Add the time ``jobs`` (running now) ran since they were last counted, up to

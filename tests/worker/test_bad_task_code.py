@@ -4,13 +4,18 @@ fails with a clear error, and the worker and the next jobs on the same thread ar
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 import psycopg
 import pytest
 from django.db import connection, connections
 
 from django_taskengine.models import Attempt, Job, JobStatus
+from django_taskengine.store import get_store
 from django_taskengine.worker import transactions
+from django_taskengine.worker.claimer import Claimer
+from django_taskengine.worker.runner import run_attempt
 from django_taskengine.worker.transactions import _driver_in_transaction
 from tests.testapp import bad_tasks
 from tests.testapp.models import LedgerEntry
@@ -45,6 +50,43 @@ def test_a_task_that_leaves_a_transaction_open_fails_and_its_thread_runs_the_nex
         job.refresh_from_db()
         assert (job.status, job.error) == (JobStatus.SUCCEEDED, "")
     assert LedgerEntry.objects.filter(label__startswith="later-").count() == 10
+
+
+@pytest.mark.parametrize("leaves_open", LEFT_OPEN, ids=lambda task: task.name.rsplit(".", 1)[1])
+def test_a_transaction_left_open_is_found_when_the_thread_took_its_job_without_waiting(
+    session, leaves_open
+):
+    """A runner thread that takes its next job straight after the last one skips the checks
+    before it (``settled``): the check after it still finds what the task left open, rolls it
+    back, and the thread's next job runs on a clean connection."""
+    first = record.enqueue(label="first")
+    bad = leaves_open.enqueue()
+    last = record.enqueue(label="last")
+    claimer = Claimer(concurrency=3)
+    claimer.claim(session)
+    entries = {entry.job.id: entry for entry in claimer.take_unstarted()}
+    assert set(entries) == {first.id, bad.id, last.id}
+    outcomes = {}
+    left: list[dict[str, transactions.TransactionState]] = []
+
+    def runner_thread() -> None:
+        # As RunnerPool does: the first job after a wait, the next ones settled.
+        for number, job in enumerate((first, bad, last)):
+            entries[job.id].started = time.monotonic()
+            result = run_attempt(entries[job.id].job, get_store(), uuid.uuid4(), settled=number > 0)
+            outcomes[job.id] = result.outcome
+        left.append(transactions.snapshot())
+
+    thread = threading.Thread(target=runner_thread)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert outcomes[bad.id].status == JobStatus.FAILED
+    assert outcomes[bad.id].error.startswith("the task left a transaction open")
+    assert not LedgerEntry.objects.filter(job_id=bad.id).exists(), "its writes were rolled back"
+    assert outcomes[first.id].status == outcomes[last.id].status == JobStatus.SUCCEEDED
+    assert LedgerEntry.objects.filter(job_id=last.id, label="last").exists(), "committed"
+    assert left == [{}]
 
 
 @pytest.mark.parametrize(

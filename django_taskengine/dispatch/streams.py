@@ -125,6 +125,8 @@ class StreamReader:
         self._client: Any = None
         self._lock = threading.Condition()
         self._ready: list[Delivery] = []
+        #: Deliveries whose jobs were locked when claimed (see held): taken with the next.
+        self._held: list[Delivery] = []
         self._acks: list[Delivery] = []
         self._want = 0
         self._stopping = False
@@ -155,6 +157,9 @@ class StreamReader:
         """Up to ``limit`` deliveries, best first; the reader keeps ``limit`` ready from now."""
         self._drain_pipe()
         with self._lock:
+            if self._held:
+                self._ready += self._held
+                self._held = []
             self._ready.sort()
             taken, self._ready = self._ready[:limit], self._ready[limit:]
             self._want = limit
@@ -177,6 +182,13 @@ class StreamReader:
         with self._lock:
             self._ready[:0] = deliveries
 
+    def held(self, deliveries: list[Delivery]) -> None:
+        """Their jobs were locked when claimed (store/base.py): taken again with the next
+        claim's deliveries. Not ready: a worker waits for a reason to claim (a notification, a
+        delivery, its poll) rather than spin while a row stays locked."""
+        with self._lock:
+            self._held += deliveries
+
     def done(self, deliveries: list[Delivery]) -> None:
         """Their jobs were claimed, or could not be: acknowledge them."""
         if deliveries:
@@ -197,7 +209,8 @@ class StreamReader:
             self._client.connection_pool.disconnect()
         self._thread.join(timeout=5.0)
         with self._lock:
-            left, self._ready = self._ready, []
+            left, self._ready = self._ready + self._held, []
+            self._held = []
             acks, self._acks = self._acks, []
         try:
             if acks or left:

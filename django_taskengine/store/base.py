@@ -187,6 +187,11 @@ class Deliveries(Protocol):
     def keep(self, deliveries: list[Any]) -> None:
         """The claim of their jobs failed: take them again next time."""
 
+    def held(self, deliveries: list[Any]) -> None:
+        """Acknowledged, their jobs not taken though claimable: another transaction held
+        their rows for a moment (SKIP LOCKED). Take them again at the next claim (not
+        before: they make no claim of their own)."""
+
     def should_scan(self) -> bool:
         """Whether the claim should also scan the job table now (the backend fails, or has
         delivered nothing for a poll interval)."""

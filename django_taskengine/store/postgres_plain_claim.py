@@ -92,14 +92,19 @@ class PlainClaims:
         if deliveries is not None:
             taken = deliveries.take(limit)
             if taken:
+                locked: Collection[int] = ()
                 try:
                     delivered = self._claim_ids(params, [d.job_id for d in taken])
+                    if len(delivered) < len(taken):
+                        locked = self._claimable_still(params, taken, delivered)
                 except BaseException:
                     # Claimed or not (a reply lost with the connection: the reconnect's relock
                     # gives them back), they are claimed again from the deliveries after it.
                     deliveries.keep(taken)
                     raise
                 deliveries.done(taken)
+                if locked:
+                    deliveries.held([d for d in taken if d.job_id in locked])
             if len(delivered) >= limit or not deliveries.should_scan():
                 return delivered
             # The delivered ones came first: the scan adds to them.
@@ -127,6 +132,18 @@ class PlainClaims:
         ).fetchall()
         rows.sort(key=lambda row: (-row[13], row[14], row[0]))
         return [claimed_job(row) for row in rows]
+
+    def _claimable_still(
+        self, params: dict[str, Any], taken: list[Any], delivered: list[ClaimedJob]
+    ) -> set[int]:
+        """Of the jobs delivered and not claimed, those claimable still: their rows were
+        locked by another transaction (a job.wait() marking one, an operator's edit) when the
+        claim came. Their deliveries are used up: without a new look, they would wait for the
+        relay to publish them again."""
+        claimed = {job.id for job in delivered}
+        ids = [d.job_id for d in taken if d.job_id not in claimed]
+        rows = self.conn.execute(query("claimable_ids"), params | {"ids": ids}).fetchall()
+        return {row[0] for row in rows}
 
     def _claim_after(self, params: dict[str, Any], after: tuple[int, Any, int]) -> list[Any]:
         rows = claim_rows(

@@ -3,9 +3,10 @@
 The waiter opens a connection of its own (autocommit, closed when the wait ends), LISTENs on
 :data:`FINISHED_CHANNEL`, then marks the job (``notify_finish``, statement watch_finish): the
 worker that writes the end of the job's attempt reads the mark with the row it locks and sends
-the job's id at its commit (write_outcomes, finish_atomic). Marked before the waiter's first
-look at the job, so an end written in between is seen by that look or told. A connection that
-fails leaves the waiter polling: being told is a speed-up, never what the wait depends on.
+the job's id at its commit (write_outcomes, finish_atomic). A job the mark finds claimable wakes
+the workers again: the mark's lock may have made a claim pass it by. Marked before the waiter's
+first look at the job, so an end written in between is seen by that look or told. A connection
+that fails leaves the waiter polling: being told is a speed-up, never what the wait depends on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from ..conf import taskengine_settings
 from ..finish_waiters import Wake
 from .postgres_notices import FINISHED_CHANNEL, own_connection_params
 from .sql import query
@@ -41,7 +43,13 @@ class PostgresFinishWatch:
             return
         with conn:
             try:
-                watched = conn.execute(query("watch_finish"), [job_id]).fetchone() is not None
+                watched = (
+                    conn.execute(
+                        query("watch_finish"),
+                        {"id": job_id, "channel": taskengine_settings.NOTIFY_CHANNEL},
+                    ).fetchone()
+                    is not None
+                )
             except psycopg.Error as exc:
                 logger.debug("job.wait(%s): polling, the job could not be marked: %s", job_id, exc)
                 watched = False

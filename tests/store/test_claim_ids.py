@@ -13,8 +13,11 @@ import psycopg
 import pytest
 from django.db import connection
 
+from django_taskengine.conf import taskengine_settings
 from django_taskengine.store import WorkerInfo, get_store
+from django_taskengine.store.sql import query
 from tests.factories import JobFactory
+from tests.helpers import direct_connection
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -23,7 +26,8 @@ pytestmark = [
 
 
 class Deliveries:
-    """Delivers the ids it was given once; records what the claim acknowledged or kept."""
+    """Delivers the ids it was given once, and again those held or kept; records what the
+    claim acknowledged."""
 
     def __init__(self, ids: list[int]) -> None:
         self.ready = [SimpleNamespace(job_id=job_id) for job_id in ids]
@@ -38,6 +42,9 @@ class Deliveries:
 
     def keep(self, deliveries: list[Any]) -> None:
         self.ready[:0] = deliveries
+
+    def held(self, deliveries: list[Any]) -> None:
+        self.ready += deliveries
 
     def should_scan(self) -> bool:
         return False
@@ -67,3 +74,33 @@ def test_deliveries_whose_claim_fails_are_neither_acknowledged_nor_dropped():
     finally:
         again.close()
     assert sorted(deliveries.acknowledged) == sorted(job.pk for job in jobs)
+
+
+def test_a_delivered_job_whose_row_is_locked_is_held_for_the_next_claim():
+    """A claim that meets a job's row locked by another transaction (here a job.wait()'s
+    mark, not yet committed) passes it by; its delivery is used up, so the job is held for the
+    next claim, which takes it once the lock is gone. A job that is not claimable is not
+    held."""
+    locked, cancelled = JobFactory.create_batch(2)
+    cancelled.status = "cancelled"
+    cancelled.save()
+    info = WorkerInfo(uuid.uuid4(), "test-host", os.getpid(), [], 1)
+    deliveries = Deliveries([locked.pk, cancelled.pk])
+    session = get_store().open_session(info)
+    session.deliveries = deliveries
+    mark = direct_connection()
+    mark.autocommit = False
+    try:
+        session.register()
+        params = {"id": locked.pk, "channel": taskengine_settings.NOTIFY_CHANNEL}
+        assert mark.execute(query("watch_finish"), params).fetchone() is not None
+        assert session.claim(10) == []
+        assert sorted(deliveries.acknowledged) == sorted([locked.pk, cancelled.pk])
+        assert [d.job_id for d in deliveries.ready] == [locked.pk]
+        assert session.claim(10) == []  # locked still: held again
+        mark.commit()
+        assert [job.id for job in session.claim(10)] == [locked.pk]
+        assert deliveries.ready == []
+    finally:
+        mark.close()
+        session.close()

@@ -91,6 +91,9 @@ class EveryQueuedJob:
     def keep(self, deliveries: list[Any]) -> None:
         pass
 
+    def held(self, deliveries: list[Any]) -> None:
+        pass
+
     def should_scan(self) -> bool:
         return False
 

@@ -4,6 +4,7 @@ worker writes the end."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -12,9 +13,20 @@ from django.db import connection
 from django.utils import timezone
 
 from django_taskengine import operations as ops
+from django_taskengine.conf import taskengine_settings
+from django_taskengine.dispatch.options import redis_dispatch
+from django_taskengine.dispatch.streams import (
+    GROUP,
+    client,
+    first_key,
+    prefix,
+    stream_key,
+    workers_group,
+)
 from django_taskengine.models import Job, JobStatus, Worker
-from tests.helpers import wait_for
-from tests.testapp.tasks import add, record_atomic, sleep_and_record
+from django_taskengine.store.sql import query
+from tests.helpers import direct_connection, wait_for
+from tests.testapp.tasks import add, noop, record_atomic, sleep_and_record
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -77,6 +89,79 @@ def test_many_threads_waiting_on_their_jobs_are_all_told(start_workers):
 
     assert time.monotonic() - began < SLOW_POLL / 3
     assert results == {job.pk: "slept" for job in jobs}
+
+
+def test_a_job_a_claim_passed_by_under_a_waits_mark_starts_when_the_mark_commits(start_workers):
+    """job.wait() right after an enqueue marks the job as the claims its enqueue woke reach it:
+    a claim that meets the mark's lock passes the job by (SKIP LOCKED). The job must start once
+    the mark commits, not at the worker's next poll or its next end of a job (under Redis
+    Streams dispatch, its delivery must not be used up by that claim either)."""
+    held = noop.enqueue()
+    long = sleep_and_record.enqueue(seconds=5.0, label="long")
+    mark = direct_connection()
+    mark.autocommit = False
+    try:
+        # The mark of a wait on `held`, its transaction held open while the worker claims.
+        params = {"id": held.pk, "channel": taskengine_settings.NOTIFY_CHANNEL}
+        assert mark.execute(query("watch_finish"), params).fetchone() is not None
+        # Neither a poll nor (under Redis Streams dispatch) the relay's publishing again may
+        # start it within the test.
+        overrides: dict[str, object] = {"POLL_INTERVAL": 60}
+        if taskengine_settings.DISPATCH.get("BACKEND") == "redis-streams":
+            overrides["DISPATCH"] = {**taskengine_settings.DISPATCH, "REPUBLISH_AFTER": 60}
+        start_workers(
+            "--processes",
+            "1",
+            "--concurrency",
+            "2",
+            TASKENGINE_TEST_OVERRIDES=json.dumps(overrides),
+        )
+        # The claim that took `long` passed `held` by; with a slot free the worker idles.
+        _running(long)
+        wait_for(lambda: _delivery_used_up(held.pk), timeout=30, message="held's delivery")
+        assert Job.objects.get(pk=held.pk).status == JobStatus.QUEUED
+        mark.commit()
+    finally:
+        mark.close()
+    # Not job.wait(): its own mark would wake the worker.
+    wait_for(
+        lambda: Job.objects.filter(pk=held.pk, status=JobStatus.SUCCEEDED).exists(),
+        timeout=30,
+        message="the held job to run",
+    )
+    long.refresh_from_db()
+    assert long.status == JobStatus.RUNNING or (
+        Job.objects.get(pk=held.pk).started_at < long.finished_at
+    ), "the held job waited for the next claim after the long one"
+
+
+def _delivery_used_up(job_id: int) -> bool:
+    """Under Redis Streams dispatch: the job's entry was delivered and acknowledged (its claim
+    was tried). Always true under PostgreSQL dispatch."""
+    options = redis_dispatch()
+    if options is None:
+        return True
+    redis = client(options)
+    try:
+        base = prefix(options, taskengine_settings.DATABASE)
+        for stream in (stream_key(base, "default"), first_key(base, "default")):
+            entries = [e for e, f in redis.xrange(stream) if f.get("id") == str(job_id)]
+            if not entries:
+                continue
+            group = workers_group(redis.xinfo_groups(stream))
+            pending = {p["message_id"] for p in redis.xpending_range(stream, GROUP, "-", "+", 1000)}
+            delivered = group is not None and _entry_key(group["last-delivered-id"]) >= max(
+                _entry_key(e) for e in entries
+            )
+            return delivered and not pending.intersection(entries)
+        return False
+    finally:
+        redis.close()
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    ms, seq = entry.split("-")
+    return int(ms), int(seq)
 
 
 def test_an_end_no_worker_writes_is_seen_by_polling():

@@ -176,6 +176,17 @@ picked AS (
 ),
 -- include: claim_take
 
+-- name: claimable_ids
+-- Of the jobs `ids` (delivered, and not taken by claim_ids), those claimable now by the same
+-- conditions, read without locking: their rows were locked by another transaction when the
+-- claim came (SKIP LOCKED passed them by).
+WITH
+-- include: claim_pauses
+delivered AS (SELECT unnest(%(ids)s::bigint[]) AS id)
+SELECT j.id FROM taskengine_job j
+WHERE j.id IN (SELECT id FROM delivered)
+      -- include: claimable_now
+
 -- name: claim_pauses
 -- Part of the claims (claim_jobs, claim_ids, relay_candidates): the pauses in force and the
 -- queues with a limit, read once per statement.
@@ -785,10 +796,22 @@ RETURNING j.queue
 
 -- name: watch_finish
 -- job.wait(): have the worker that finishes the job say so (write_outcomes' `told`); no row if
--- it is finished already (or gone).
-UPDATE taskengine_job SET notify_finish = true
-WHERE id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled')
-RETURNING id
+-- it is finished already (or gone). The mark locks the job's row until it commits: a claim
+-- that reaches the row meanwhile passes it by (SKIP LOCKED), and its worker would leave the
+-- job to its next poll. So a job claimable now wakes its queue's workers at the mark's
+-- commit, as its enqueue did (a job.wait() right after the enqueue meets the claims it woke).
+WITH marked AS (
+    UPDATE taskengine_job SET notify_finish = true
+    WHERE id = %(id)s AND status NOT IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id, queue, flow_key,
+        status = 'queued' AND token IS NULL AND run_after <= now() AS claimable
+)
+SELECT m.id,
+    (SELECT count(*) FROM (
+        SELECT pg_notify(%(channel)s, CASE WHEN m.flow_key IS NULL THEN m.queue
+                                           ELSE 'flow:' || m.queue END)
+        WHERE m.claimable) AS n)
+FROM marked m
 
 -- name: listen
 -- {channel} is the notification channel, quoted as an identifier by the caller.

@@ -23,7 +23,7 @@ from django_taskengine.dispatch.streams import (
     stream_key,
     workers_group,
 )
-from django_taskengine.models import Job, JobStatus, Worker
+from django_taskengine.models import Job, JobStatus, JobTimeoutError, Worker
 from django_taskengine.store.sql import query
 from tests.helpers import direct_connection, wait_for
 from tests.testapp.tasks import add, noop, record_atomic, sleep_and_record
@@ -91,11 +91,37 @@ def test_many_threads_waiting_on_their_jobs_are_all_told(start_workers):
     assert results == {job.pk: "slept" for job in jobs}
 
 
+def test_a_waits_mark_on_a_claimable_job_wakes_its_queues_workers():
+    """The mark's lock may have made a claim pass the job by: a job the mark finds claimable
+    wakes its queue's workers at the mark's commit; a job not due yet wakes none."""
+    channel = taskengine_settings.NOTIFY_CHANNEL
+    listener = direct_connection()
+    try:
+        listener.execute(f'LISTEN "{channel}"')
+        due = noop.enqueue()
+        later = noop.using(run_after=3600).enqueue()
+        for job in (later, due):
+            with pytest.raises(JobTimeoutError):
+                job.wait(timeout=0.01)
+        # A notification of our own, last: what the marks sent arrived before it.
+        listener.execute("SELECT pg_notify(%s, 'end')", [channel])
+        payloads = []
+        for notice in listener.notifies(timeout=10):
+            if notice.payload == "end":
+                break
+            payloads.append(notice.payload)
+    finally:
+        listener.close()
+    # The enqueue of `due`, then the mark of `due` (the mark of `later` sent nothing).
+    assert payloads == ["default", "default"]
+
+
 def test_a_job_a_claim_passed_by_under_a_waits_mark_starts_when_the_mark_commits(start_workers):
     """job.wait() right after an enqueue marks the job as the claims its enqueue woke reach it:
     a claim that meets the mark's lock passes the job by (SKIP LOCKED). The job must start once
-    the mark commits, not at the worker's next poll or its next end of a job (under Redis
-    Streams dispatch, its delivery must not be used up by that claim either)."""
+    the mark commits, while the worker's other job runs: under Redis Streams dispatch, the claim
+    that passed it by must not have used up its delivery (no scan, no publishing again, would
+    find it within the test)."""
     held = noop.enqueue()
     long = sleep_and_record.enqueue(seconds=5.0, label="long")
     mark = direct_connection()

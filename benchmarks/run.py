@@ -29,6 +29,7 @@ Benchmarks (each starts from empty taskengine tables):
   running again (attempt 2), with the default TASKENGINE settings. 3 repetitions.
 - ``latency``         an idle ``run_workers --processes 1``; 200 no-op jobs one at a time;
   ``started_at - created_at`` (both database timestamps) percentiles, and the worker's RSS.
+- ``latency_wait``    the same, each job waited for by ``job.wait()`` right after its enqueue.
 
 ``--compare`` also runs the same workload through procrastinate and pgqueuer, each with its own
 worker in its best documented configuration (scripts in ``benchmarks/peers/``, run with a venv
@@ -795,6 +796,16 @@ def bench_kill_recovery(opts: argparse.Namespace) -> list[Row]:
 
 
 def bench_latency(opts: argparse.Namespace) -> list[Row]:
+    return _latency(opts, wait=False)
+
+
+def bench_latency_wait(opts: argparse.Namespace) -> list[Row]:
+    return _latency(opts, wait=True)
+
+
+def _latency(opts: argparse.Namespace, *, wait: bool) -> list[Row]:
+    """``latency``, or with ``wait`` ``latency_wait``: each job waited for by ``job.wait()``
+    right after its enqueue (whose mark on the job meets the claims the enqueue woke)."""
     from benchmarks.benchapp.tasks import noop
     from django_taskengine.models import Job, Worker
 
@@ -808,6 +819,8 @@ def bench_latency(opts: argparse.Namespace) -> list[Row]:
 
         def one() -> float:
             job = noop.enqueue()
+            if wait:
+                job.wait(timeout=10)
 
             def finished(pk: int = job.pk) -> Any:
                 return (
@@ -832,18 +845,21 @@ def bench_latency(opts: argparse.Namespace) -> list[Row]:
     extra["jobs"] = len(latencies)
     spikes = extra["spikes_ms"]
     note = f"enqueue → started_at, idle worker, {len(latencies)} jobs one at a time"
+    name = "latency_wait" if wait else "latency"
+    if wait:
+        note += ", each waited for by job.wait()"
     rows = [
-        Row("latency_p50", extra["p50"], "ms", note, extra),
-        Row("latency_p95", extra["p95"], "ms", f"max {extra['max']:.1f} ms", extra),
+        Row(f"{name}_p50", extra["p50"], "ms", note, extra),
+        Row(f"{name}_p95", extra["p95"], "ms", f"max {extra['max']:.1f} ms", extra),
         Row(
-            "latency_p99",
+            f"{name}_p99",
             extra["p99"],
             "ms",
             f"{len(spikes)} job(s) over {LATENCY_SPIKE_MS:.0f} ms (missed wake-up)",
             extra,
         ),
     ]
-    if rss is not None:
+    if rss is not None and not wait:
         rows.append(
             Row(
                 "worker_idle_rss",
@@ -862,6 +878,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     **{f"drain_p{p}_c{c}": _drain(f"drain_p{p}_c{c}", p, c) for p, c in DRAIN_CONFIGS},
     "kill_recovery": bench_kill_recovery,
     "latency": bench_latency,
+    "latency_wait": bench_latency_wait,
 }
 
 

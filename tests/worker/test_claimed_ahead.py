@@ -16,7 +16,8 @@ from django.db import connection
 
 from django_taskengine import operations
 from django_taskengine.models import Job, JobStatus, Worker
-from tests.helpers import wait_for
+from django_taskengine.store.postgres_plain_claim import RESCUER_LOCK_ID, engine_lock_key
+from tests.helpers import direct_connection, wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import charge_card, record
 
@@ -32,15 +33,15 @@ def _owned(ids: list[int]) -> list[Job]:
     return list(Job.objects.filter(pk__in=ids, token__isnull=False))
 
 
-def _busy_on_the_server(pid: int) -> bool:
-    """Whether the worker process ``pid``'s own session is running a statement."""
+def _sessions_of(pid: int) -> int:
+    """The worker process ``pid``'s own sessions on the server (those its claims and outcomes
+    go through)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
-            "AND state <> 'idle'",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
             [f"taskengine-worker %:{pid}"],
         )
-        return cursor.fetchone()[0] > 0
+        return cursor.fetchone()[0]
 
 
 def _ran() -> set[int]:
@@ -107,15 +108,26 @@ def test_park_jobs_a_killed_worker_had_only_reserved_run_later(start_workers):
     owner = Job.objects.filter(pk__in=ids, token__isnull=False).values_list("worker_id").first()
     assert owner is not None
     pid = Worker.objects.get(id=owner[0]).pid
-    # Frozen first, so that what it holds is seen exactly as it dies with it.
-    os.kill(pid, signal.SIGSTOP)
-    if connection.vendor == "postgresql":
-        # A statement it sent just before still runs and commits in its server process.
-        wait_for(lambda: not _busy_on_the_server(pid), message="its last statement to end")
     held = Job.objects.filter(pk__in=ids, worker_id=owner[0])
-    started = set(held.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
-    reserved = set(held.filter(status=JobStatus.QUEUED).values_list("pk", flat=True))
-    os.kill(pid, signal.SIGKILL)
+    if connection.vendor == "postgresql":
+        # What it sent before it died still runs and commits in its server session, even a
+        # statement the session had yet to read when it looked idle: its jobs are read once
+        # that session is gone, and no rescue touches them before (the rescuer's lock).
+        guard = direct_connection()
+        try:
+            guard.execute("SELECT pg_advisory_lock(%s)", [engine_lock_key(RESCUER_LOCK_ID)])
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not _sessions_of(pid), message="its server session to end")
+            started = set(held.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
+            reserved = set(held.filter(status=JobStatus.QUEUED).values_list("pk", flat=True))
+        finally:
+            guard.close()
+    else:
+        # Frozen first, so that what it holds is seen exactly as it dies with it.
+        os.kill(pid, signal.SIGSTOP)
+        started = set(held.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
+        reserved = set(held.filter(status=JobStatus.QUEUED).values_list("pk", flat=True))
+        os.kill(pid, signal.SIGKILL)
     # One thread: its job, and at most one whose thread finished and whose outcome the worker
     # had yet to write.
     assert len(started) <= 2, started

@@ -151,16 +151,11 @@ class PlainClaims:
         """Of the jobs delivered and not claimed, those claimable still: their rows were
         locked by another transaction (a job.wait() marking one, an operator's edit) when the
         claim came. Their deliveries are used up: without a new look, they would wait for the
-        relay to publish them again. Best effort: the jobs this claim took are claimed, and a
-        failed look must not lose them (a broken connection still raises)."""
-        try:
-            rows = self.conn.execute(
-                query("claimable_ids"), params | {"ids": [d.job_id for d in missed]}
-            ).fetchall()
-        except psycopg.Error:
-            if self.conn.closed or self.conn.broken:
-                raise
-            return set()
+        relay to publish them again. (If the look fails, the jobs this claim took are given
+        back as any claim's are: the reconnect's relock releases what the worker never got.)"""
+        rows = self.conn.execute(
+            query("claimable_ids"), params | {"ids": [d.job_id for d in missed]}
+        ).fetchall()
         return {row[0] for row in rows}
 
     def _claim_after(self, params: dict[str, Any], after: tuple[int, Any, int]) -> list[Any]:

@@ -15,14 +15,7 @@ from django.utils import timezone
 from django_taskengine import operations as ops
 from django_taskengine.conf import taskengine_settings
 from django_taskengine.dispatch.options import redis_dispatch
-from django_taskengine.dispatch.streams import (
-    GROUP,
-    client,
-    first_key,
-    prefix,
-    stream_key,
-    workers_group,
-)
+from django_taskengine.dispatch.streams import GROUP, STREAMS, client, prefix, workers_group
 from django_taskengine.models import Job, JobStatus, JobTimeoutError, Worker
 from django_taskengine.store.sql import query
 from tests.helpers import direct_connection, wait_for
@@ -170,7 +163,7 @@ def _delivery_used_up(job_id: int) -> bool:
     redis = client(options)
     try:
         base = prefix(options, taskengine_settings.DATABASE)
-        for stream in (stream_key(base, "default"), first_key(base, "default")):
+        for stream in (key(base, "default") for key in STREAMS):
             entries = [e for e, f in redis.xrange(stream) if f.get("id") == str(job_id)]
             if not entries:
                 continue

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from ..conf import taskengine_settings
 from ..core.flow import WINDOW_GRAIN, FlowJob, Window
 from ..core.lifecycle import ClaimedJob, Outcome
 from .decoding import load_column
@@ -272,6 +273,7 @@ def outcome_params(
         "waits": unless_all_empty([o.waits_json for o in outcomes]),
         "waiting_for": unless_all_empty([o.waiting_for for o in outcomes]),
         "finished_channel": FINISHED_CHANNEL,
+        "channel": taskengine_settings.NOTIFY_CHANNEL,
         "worker": worker,
         "ns": ns,
         "unlock": unlock,

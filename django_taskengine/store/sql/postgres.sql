@@ -470,9 +470,11 @@ cur AS (
     SELECT o.*, j.stop_requested AS stop_now,
         (j.status = 'running' AND j.stop_requested = o.stop) IS TRUE AS applies,
         (j.status = 'running' AND j.stop_requested <> o.stop) IS TRUE AS restop,
-        j.status IS NOT NULL AS owned, j.notify_finish IS TRUE AS notify_finish
+        j.status IS NOT NULL AS owned, j.notify_finish IS TRUE AS notify_finish, j.queue,
+        j.flow_key IS NOT NULL AS lane
     FROM o LEFT JOIN LATERAL (
-        SELECT x.status, x.stop_requested, x.notify_finish FROM taskengine_job x
+        SELECT x.status, x.stop_requested, x.notify_finish, x.queue, x.flow_key
+        FROM taskengine_job x
         WHERE x.id = o.id AND x.token = o.token
         OFFSET 0
         FOR UPDATE
@@ -521,10 +523,20 @@ told AS (
     FROM (SELECT c.id, (row_number() OVER (ORDER BY c.id) - 1) / 300 AS part
           FROM cur c WHERE c.applies AND c.terminal AND c.notify_finish) AS f
     GROUP BY f.part
+),
+woke AS (
+    -- Jobs this write sent back to their queue due now (a retry without backoff, a snooze of
+    -- none, a stop that requeues): idle workers of the queue are woken at commit, as by an
+    -- enqueue; without it they would find them only at their next poll.
+    SELECT pg_notify(%(channel)s, CASE WHEN q.lane THEN 'flow:' || q.queue ELSE q.queue END)
+    FROM (SELECT DISTINCT c.queue, c.lane FROM cur c
+          WHERE c.applies AND c.status = 'queued' AND c.waiting_for IS NULL
+            AND COALESCE(c.due_in, 0) <= 0) AS q
 )
 SELECT ARRAY(SELECT id FROM upd), (SELECT count(*) FROM unlocked),
     ARRAY(SELECT id FROM cur WHERE restop ORDER BY id),
-    ARRAY(SELECT stop_now FROM cur WHERE restop ORDER BY id), (SELECT count(*) FROM told),
+    ARRAY(SELECT stop_now FROM cur WHERE restop ORDER BY id),
+    (SELECT count(*) FROM told) + (SELECT count(*) FROM woke),
     -- The jobs that wait for those it finished: once it has committed, the caller decides
     -- for those with none left unfinished (waiting_jobs).
     ARRAY(SELECT DISTINCT e.job_id FROM taskengine_dependency e

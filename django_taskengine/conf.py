@@ -22,7 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_RETRY_BACKOFF": 1.0,
     # Upper bound for one retry delay, in seconds.
     "RETRY_BACKOFF_MAX": 3600.0,
-    # How often an idle worker polls even without a notification (seconds).
+    # How often an idle worker scans for jobs without a notification (seconds): jobs that fall
+    # due (run_after, a retry's backoff) start within it. On PostgreSQL every job made due now
+    # wakes workers at once (NOTIFY); an idle worker scans no more often than this otherwise.
     "POLL_INTERVAL": 1.0,
     # How often a worker writes its heartbeat (seconds).
     "HEARTBEAT_INTERVAL": 1.0,

@@ -220,6 +220,7 @@ class WorkerSession(ABC):
         free: int | None = None,
         start: int | None = None,
         park: Collection[str] = (),
+        poll: bool = False,
     ) -> list[ClaimedJob]:
         """Take up to ``limit`` due jobs of unpaused queues for this worker, in claim order.
 
@@ -231,6 +232,12 @@ class WorkerSession(ABC):
 
         Jobs under flow control (django_taskengine/core/flow.py) are only ever started, as
         their limits allow; see :meth:`flow_look_at`.
+
+        ``poll``: the worker claims because its loop turned (a heartbeat, a rescue round),
+        not because something woke it. A session told of every job made due now (PostgreSQL:
+        NOTIFY) then scans the job table only if it was told of one since its last scan that
+        found fewer jobs than asked, or POLL_INTERVAL has passed since; jobs delivered by a
+        dispatch backend are claimed either way.
         """
 
     def flow_look_at(self) -> float | None:

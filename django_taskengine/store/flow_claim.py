@@ -32,6 +32,7 @@ from .flow_source import (
     policy_json,
     task_limits,
 )
+from .scan_gate import ScanGate
 
 
 @dataclass
@@ -58,7 +59,7 @@ class FlowResult:
 class FlowClaimer:
     """When a worker session runs a flow claim, and the lane it goes on from."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, notified: bool = False) -> None:
         #: The last lane a claim took a job from: the next one starts after it.
         self.after = ""
         self.hints = Ask()
@@ -77,23 +78,23 @@ class FlowClaimer:
         self.binding = True
         self.seen: list[tuple[str, int | None, str]] = []
         self._policy: tuple[list[tuple[str, int | None, str]], str] | None = None
-        #: While jobs under flow control wait, the plain claim is skipped until then after it
-        #: found fewer jobs than asked (a notification, or the poll interval, ends the wait):
-        #: a backlog of jobs under flow control does not cost an empty plain claim per round.
-        self._plain_idle_until = 0.0
+        #: When the plain claim scans the job table.
+        self.scans = ScanGate(notified=notified)
 
     def combine(
         self,
-        plain: Callable[[int, int, int], list[ClaimedJob]],
+        plain: Callable[[int, int, int, bool], list[ClaimedJob]],
         source: FlowSource,
         *,
         limit: int,
         free: int,
         start: int,
         park: Collection[str],
+        poll: bool = False,
     ) -> list[ClaimedJob]:
-        """A worker's claim (see WorkerSession.claim): ``plain(limit, free, start)`` claims jobs
-        not under flow control, the flow claim those under it (started only, never claimed
+        """A worker's claim (see WorkerSession.claim): ``plain(limit, free, start, scan)`` claims
+        jobs not under flow control (those delivered to it, and, if ``scan``, those it finds in
+        the job table), the flow claim those under it (started only, never claimed
         ahead: a job waiting in a worker would hold a slot another worker could use, and its
         start would not be when the rate window counted it)."""
         self._flow_first = flow_first = not self._flow_first
@@ -104,22 +105,17 @@ class FlowClaimer:
         if limit > taken:
             asked = limit - taken
             now = time.monotonic()
-            short = True
-            if not self.waiting or now >= self._plain_idle_until:
-                plain_jobs = plain(asked, max(0, free - taken), max(0, start - taken))
-                jobs += plain_jobs
-                short = len(plain_jobs) < asked
-                if short:
-                    self._plain_idle_until = now + taskengine_settings.POLL_INTERVAL
+            scan = self.scans.open(now, poll=poll, flow_waiting=self.waiting)
+            plain_jobs = plain(asked, max(0, free - taken), max(0, start - taken), scan)
+            jobs += plain_jobs
+            short = len(plain_jobs) < asked
+            if scan:
+                self.scans.scanned(now, short=short)
             started = sum(1 for job in jobs if not job.reserved)
             room = min(limit - len(jobs), start - started)
             if not flow_first and room > 0 and self.due(short=short):
                 jobs += self._claim(source, free=max(0, free - started), start=room, park=park)
         return jobs
-
-    def woken(self) -> None:
-        """A notification arrived: jobs may be due for the plain claim too."""
-        self._plain_idle_until = 0.0
 
     def finished(self, ids: Iterable[int]) -> None:
         """Jobs of this session's ended: if one was under flow control, its slot is free and
@@ -354,20 +350,23 @@ class FlowClaims:
         free: int | None = None,
         start: int | None = None,
         park: Collection[str] = (),
+        poll: bool = False,
     ) -> list[ClaimedJob]:
         return self.flow.combine(
-            lambda n, f, s: self._claim_plain(n, free=f, start=s, park=park),
+            lambda n, f, s, scan: self._claim_plain(n, free=f, start=s, park=park, scan=scan),
             self._flow_source,
             limit=limit,
             free=limit if free is None else free,
             start=limit if start is None else start,
             park=park,
+            poll=poll,
         )
 
     def _claim_plain(
-        self, limit: int, *, free: int, start: int, park: Collection[str]
+        self, limit: int, *, free: int, start: int, park: Collection[str], scan: bool = True
     ) -> list[ClaimedJob]:
-        """Jobs not under flow control, nor of a queue or task type with a limit."""
+        """Jobs not under flow control, nor of a queue or task type with a limit: those
+        delivered, and (``scan``) those found in the job table."""
         raise NotImplementedError
 
     def flow_tasks(self) -> list[str]:

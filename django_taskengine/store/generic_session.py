@@ -75,9 +75,11 @@ class GenericWorkerSession(FlowClaims, WorkerSession):
         )
 
     def _claim_plain(
-        self, limit: int, *, free: int, start: int, park: Collection[str]
+        self, limit: int, *, free: int, start: int, park: Collection[str], scan: bool = True
     ) -> list[ClaimedJob]:
         """Jobs not under flow control, nor of a queue or task type with a limit."""
+        if not scan:
+            return []
         now = timezone.now()
         token = uuid.uuid4()
         candidates = self._jobs().filter(

@@ -73,8 +73,13 @@ class PlainClaims:
         free: int,
         start: int,
         park: Collection[str],
+        scan: bool = True,
     ) -> list[ClaimedJob]:
-        """Jobs not under flow control (see claim_jobs)."""
+        """Jobs not under flow control (see claim_jobs): those delivered, and those a scan of
+        the job table finds, if ``scan`` (and, under a dispatch backend, if it is time to)."""
+        deliveries = self.deliveries
+        if deliveries is None and not scan:
+            return []
         params = {
             "queues": self.queues,
             "all_queues": not self.queues,
@@ -89,8 +94,6 @@ class PlainClaims:
         }
         delivered: list[ClaimedJob] = []
         missed: list[Any] = []
-        deliveries = self.deliveries
-        scan = deliveries is None
         if deliveries is not None:
             taken = deliveries.take(limit)
             if taken:
@@ -105,7 +108,7 @@ class PlainClaims:
                 if len(delivered) < len(taken):
                     claimed = {job.id for job in delivered}
                     missed = [d for d in taken if d.job_id not in claimed]
-            scan = len(delivered) < limit and deliveries.should_scan()
+            scan = scan and len(delivered) < limit and deliveries.should_scan()
             if scan:
                 # The delivered ones came first: the scan adds to them.
                 n = len(delivered)

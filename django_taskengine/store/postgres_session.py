@@ -67,7 +67,8 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
         self._rescues = 0
         #: Waiting jobs whose dependencies the last writes marked done (not yet decided for).
         self._followed: list[int] = []
-        self.flow = FlowClaimer()
+        # Every job made due now is told of on the channel this session listens to.
+        self.flow = FlowClaimer(notified=True)
         self._riding = Riding()
         self._flow_source = PostgresFlowSource(
             self.conn,
@@ -125,7 +126,7 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
     def finish(self, outcomes: list[Outcome], unlock: list[int]) -> set[int]:
         if not outcomes and not unlock:
             return set()
-        self.flow.finished(o.job_id for o in outcomes)
+        self._finishing(outcomes)
         return self._written(outcomes, self._write(outcomes, unlock))
 
     def finish_then_claim(
@@ -142,7 +143,7 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
         see it), in its transaction."""
         if not outcomes and not unlock:
             return set(), None
-        self.flow.finished(o.job_id for o in outcomes)
+        self._finishing(outcomes)
         if self.deliveries is not None:
             return self._written(outcomes, self._write(outcomes, unlock)), None
         riding = self._riding
@@ -171,6 +172,11 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
                 park=park,
             )
         return applied, jobs
+
+    def _finishing(self, outcomes: list[Outcome]) -> None:
+        flow = self.flow
+        flow.finished(o.job_id for o in outcomes)
+        flow.scans.requeued(o.due_in for o in outcomes if o.due_in)
 
     def _written(self, outcomes: list[Outcome], applied: set[int]) -> set[int]:
         """Once outcomes are committed: wake the workers of the jobs they parked, decide for
@@ -317,7 +323,7 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
     def drain_notifications(self) -> bool:
         payloads = [notice.payload for notice in self.conn.notifies(timeout=0)]
         if payloads:
-            self.flow.woken()
+            self.flow.scans.woken()
         if any(payload.startswith(FLOW_NOTICE) for payload in payloads):
             self.flow.notified()
         return bool(payloads)

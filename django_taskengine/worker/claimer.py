@@ -129,16 +129,15 @@ class Claimer:
         """How many more jobs to start now: one per idle thread, and up to ``start_ahead``."""
         return max(0, self.concurrency + self.start_ahead - self._started())
 
-    def claim(self, session: WorkerSession) -> bool:
+    def claim(self, session: WorkerSession, *, poll: bool = False) -> bool:
         """Start reserved jobs for the idle threads, then claim up to the free capacity; return
-        True if fewer due jobs were found than asked."""
+        True if fewer due jobs were found than asked. ``poll``: see WorkerSession.claim."""
         self.start_reserved(session)
         ask = self.ask()
         if ask is None:
             return False
-        return self.took(
-            ask, session.claim(ask.limit, free=ask.free, start=ask.start, park=ask.park)
-        )
+        jobs = session.claim(ask.limit, free=ask.free, start=ask.start, park=ask.park, poll=poll)
+        return self.took(ask, jobs)
 
     def ask(self) -> ClaimAsk | None:
         """What to claim now (after :meth:`start_reserved`), or None if there is no room."""

@@ -209,7 +209,9 @@ class WorkerProcess:
                         stops.log_interrupted(interrupted)
                         break
                 elif claiming and found is None:
-                    exhausted = claimer.claim(session) or exhausted
+                    # A turn of the loop polls, unless it drains (burst): notifications, the
+                    # rescue below and finished jobs (the flush above) claim without waiting.
+                    exhausted = claimer.claim(session, poll=not self.burst) or exhausted
                 if now >= liveness.next_heartbeat:
                     liveness.heartbeat(completer.succeeded, completer.failed)
                     liveness.next_heartbeat = now + taskengine_settings.HEARTBEAT_INTERVAL

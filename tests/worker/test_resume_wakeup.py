@@ -18,8 +18,9 @@ from tests.testapp.tasks import noop, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-#: Far longer than the bound below: a job that starts within it was woken, not polled for (the
-#: loop also claims when it wakes for a heartbeat or a rescue round).
+#: Far longer than the bound below: a job that starts within it was woken, not polled for. The
+#: heartbeats and rescue rounds are far apart too, so that the worker's connection rests while
+#: it waits (see _worker_rests).
 LONG_POLL = {
     "POLL_INTERVAL": 60.0,
     "HEARTBEAT_INTERVAL": 30.0,
@@ -34,8 +35,9 @@ def idle_worker(start_workers):
     if connection.vendor != "postgresql":
         pytest.skip("wake-ups are PostgreSQL's LISTEN/NOTIFY; other databases poll")
     start_workers("--processes", "1", TASKENGINE_TEST_OVERRIDES=json.dumps(LONG_POLL))
-    # A first job shows it running; once its connection rests after a claim, it waits.
-    waits = _worker_waits_after_a_claim()
+    # A first job shows it running; once its connection has rested for a while since, it waits
+    # (between polls an idle worker's loop sends nothing; its heartbeats are far off).
+    waits = _worker_rests()
     assert noop.enqueue().wait(timeout=30).status == "succeeded"
     wait_for(waits, timeout=30, message="the worker to wait")
 
@@ -46,21 +48,25 @@ def _database_now() -> dt.datetime:
         return cursor.fetchone()[0]
 
 
-def _worker_waits_after_a_claim() -> Callable[[], bool]:
-    """Whether the worker's own connection rests after a claim it sent from now on."""
+def _worker_rests() -> Callable[[], bool]:
+    """Whether the worker's own connection has sent nothing for half a second, half a second
+    or more from now: it has done what a wake-up sent before now made it do (under PostgreSQL
+    dispatch a claim, within milliseconds; under Redis Streams dispatch perhaps nothing), and
+    waits."""
     since = _database_now()
 
-    def waits() -> bool:
+    def rests() -> bool:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND application_name LIKE 'taskengine-worker%%' AND state = 'idle' "
-                "AND query LIKE '%%taskengine_pause%%' AND state_change > %s",
+                "AND state_change < clock_timestamp() - interval '0.5 seconds' "
+                "AND clock_timestamp() > %s + interval '0.5 seconds'",
                 [since],
             )
             return cursor.fetchone()[0] == 1
 
-    return waits
+    return rests
 
 
 def _started(job: Job) -> bool:
@@ -80,11 +86,11 @@ SCOPES = {
 def test_an_idle_worker_starts_a_resumed_job_at_once(idle_worker, scope):
     pause, resume = SCOPES[scope]
     # Held back in the enqueue's own transaction: the enqueue's wake-up finds nothing to run.
-    waits = _worker_waits_after_a_claim()
+    waits = _worker_rests()
     with transaction.atomic():
         job = record.enqueue(label="resumed")
         pause(job)
-    # The enqueue woke the worker; its claim found nothing it may run, and it waits again.
+    # The enqueue woke the worker; it found nothing it may run, and waits again.
     wait_for(waits, timeout=30, message="the worker to wait")
     resume(job)
     wait_for(lambda: _started(job), timeout=WOKEN_WITHIN, message="the resumed job to start")
@@ -107,7 +113,7 @@ HOUR = dt.timedelta(hours=1)
 @pytest.mark.parametrize("action", list(DUE_NOW))
 def test_an_idle_worker_starts_a_job_made_due_by_an_operator_at_once(idle_worker, action):
     hold, act = DUE_NOW[action]
-    waits = _worker_waits_after_a_claim()
+    waits = _worker_rests()
     with transaction.atomic():
         job = record.enqueue(label=action)
         hold(job)

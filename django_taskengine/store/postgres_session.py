@@ -248,17 +248,20 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
 
     def rescue(self, park: list[str]) -> list[RescuedJob]:
         parked = set(park)
+        params = {
+            "rescuer_key": engine_lock_key(RESCUER_LOCK_ID),
+            "ns": self.ns,
+            "grace": taskengine_settings.RESCUE_GRACE,
+            "everyone": self._rescues % RESCUES_PER_SWEEP == 0,
+        }
+        self._rescues += 1
+        # Nearly every round finds none: the look is made alone first (one round trip, where
+        # a transaction is three), and again in one that holds the orphans' locks if it found
+        # some (gone by then, or taken by another rescuer: that one finds none).
+        if self.conn.execute(query("select_orphans"), params).fetchone() is None:
+            return []
         with self.conn.transaction():
-            rows = self.conn.execute(
-                query("select_orphans"),
-                {
-                    "rescuer_key": engine_lock_key(RESCUER_LOCK_ID),
-                    "ns": self.ns,
-                    "grace": taskengine_settings.RESCUE_GRACE,
-                    "everyone": self._rescues % RESCUES_PER_SWEEP == 0,
-                },
-            ).fetchall()
-            self._rescues += 1
+            rows = self.conn.execute(query("select_orphans"), params).fetchall()
             if not rows:
                 return []
             # The database's clock, as started_at's: a timeout is judged on one clock.

@@ -20,9 +20,10 @@ verified succeeded with one attempt):
 
 Per case, medians of the rounds: throughput start → exit and steady (first start → last
 finish), and the ratio to ``plain``; and the paired ratio, each round's steady rate over
-plain's of the same round (a drift of the machine's speed over the run cancels out in it).
-Targets: a non-binding queue limit and a non-binding rate limit each drain at ≥ 0.9× the plain
-rate.
+plain's of the same round (a drift of the machine's speed over the run cancels out in it);
+and the CPU time per job of the worker processes and of the server (a private cluster's only),
+which tells where a case's cost goes. Targets: a non-binding queue limit and a non-binding
+rate limit each drain at ≥ 0.9× the plain rate.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ def _show_paired(ratios: list[float]) -> str:
     )
 
 
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _show_cpu(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="./dev bench --flow", description=__doc__.split("\n\n")[0]
@@ -173,6 +183,8 @@ def main(argv: list[str]) -> int:
                 "wall": statistics.median(r["drain"] for r in rs),
                 "steady": statistics.median(r["drain_steady"] for r in rs),
                 "jobs_per_claim": statistics.median(r["jobs_per_claim"] for r in rs),
+                "worker_cpu": statistics.median(r["worker_cpu_us_per_job"] for r in rs),
+                "server_cpu": _median_or_none([r["server_cpu_us_per_job"] for r in rs]),
                 "hops_ms": [
                     (round(r["fan_out_hop_ms"], 1), round(r["fan_in_hop_ms"], 1))
                     for r in rs
@@ -187,7 +199,7 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"{'case':<12} {'wall /s':>9} {'steady /s':>10} {'× plain':>8} {'paired':>17} "
-        f"{'jobs/cl':>8}  load"
+        f"{'jobs/cl':>8} {'wkr µs':>7} {'srv µs':>7}  load"
     )
     for case, f in figures.items():
         ratio = f["steady"] / base["steady"] if base else None
@@ -196,11 +208,15 @@ def main(argv: list[str]) -> int:
         shown = "—" if ratio is None else f"×{ratio:.2f}"
         print(
             f"{case:<12} {f['wall']:>9,.0f} {f['steady']:>10,.0f} {shown:>8} "
-            f"{_show_paired(f['paired']):>17} {f['jobs_per_claim']:>8.1f}  {f['load']}"
+            f"{_show_paired(f['paired']):>17} {f['jobs_per_claim']:>8.1f} "
+            f"{f['worker_cpu']:>7.1f} {_show_cpu(f['server_cpu']):>7}  {f['load']}"
         )
     print(
         "paired: each round's steady rate against plain's of the same round (run just before "
-        "it), median (lowest-highest): a drift of the machine over the run cancels out"
+        "it), median (lowest-highest): a drift of the machine over the run cancels out\n"
+        "wkr µs, srv µs: CPU time per job of the worker processes and of the server (user and "
+        "system; the server's on a private cluster only), medians: on a machine whose CPUs the "
+        "drain keeps busy, their sum is what bounds its rate"
     )
     if figures.get("workflow", {}).get("hops_ms"):
         print(

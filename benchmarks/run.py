@@ -56,6 +56,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -76,6 +77,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
+from benchmarks.cluster import server_cpu_seconds  # noqa: E402
 from benchmarks.peers.common import (  # noqa: E402
     LATENCY_SPIKE_MS,
     RssSampler,
@@ -491,6 +493,29 @@ def bench_enqueue_bulk(opts: argparse.Namespace) -> list[Row]:
     ]
 
 
+class CpuClock:
+    """CPU time used since it was made: by the worker processes this process started and
+    waited for (the supervisor waits for its workers, so theirs is in its own), and by the
+    private cluster's server (None on any other server)."""
+
+    def __init__(self) -> None:
+        self.children = self._children()
+        self.server = server_cpu_seconds()
+
+    @staticmethod
+    def _children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def read(self) -> tuple[float, float | None]:
+        """(workers' CPU seconds, server's CPU seconds or None), once the workers exited."""
+        server = server_cpu_seconds()
+        return (
+            self._children() - self.children,
+            None if server is None or self.server is None else server - self.server,
+        )
+
+
 def drain_once(
     processes: int, concurrency: int, *, expect: int, max_jobs: int | None = None, min_id: int = 0
 ) -> dict[str, Any]:
@@ -503,9 +528,11 @@ def drain_once(
     if max_jobs is not None:
         cmd += ["--max-jobs", str(max_jobs)]
     load = loadavg()
+    cpu = CpuClock()
     with Workers(*cmd) as workers:
         code = workers.wait(timeout=max(120.0, expect / 50))
         elapsed = workers.exited - workers.started
+        worker_cpu, server_cpu = cpu.read()
         if code != 0:
             raise BenchmarkFailed(f"run_workers {' '.join(cmd)} exited {code}\n{workers.output()}")
         verify_drained(expect, workers, min_id=min_id, partial=max_jobs is not None)
@@ -533,6 +560,8 @@ def drain_once(
         "worker_peak_rss_mb": worker_rss,
         "supervisor_peak_rss_mb": supervisor_rss,
         "loadavg_before": load,
+        "worker_cpu_us_per_job": worker_cpu * 1e6 / expect,
+        "server_cpu_us_per_job": None if server_cpu is None else server_cpu * 1e6 / expect,
     }
 
 

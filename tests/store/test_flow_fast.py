@@ -260,3 +260,42 @@ def _finish_jobs(session, jobs):
         [lifecycle.succeeded(job, "null") for job in jobs],
         [job.id for job in jobs if job.locked],
     )
+
+
+def test_the_count_of_running_jobs_is_read_by_an_index_scan_at_every_call(session):
+    """taskengine_flow_running reads the jobs started or claimed ahead under flow control
+    through their index by an index scan whatever the planner would prefer (here, made to
+    prefer reading the table: random reads priced as a slow disk's), and the plan it keeps for
+    the session is that one too."""
+    operations.set_queue_limits("flow", concurrency=50)
+    for n in range(300):
+        flow_step.enqueue(label=str(n))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job")
+    _learn_limits(session)
+    assert len(_fast(session, start=3).jobs) == 3
+    plans: list[str] = []
+    raw = connection.connection
+    handler = lambda notice: plans.append(notice.message_primary or "")  # noqa: E731
+    raw.add_notice_handler(handler)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("LOAD 'auto_explain'")
+            cursor.execute("SET auto_explain.log_min_duration = 0")
+            cursor.execute("SET auto_explain.log_nested_statements = on")
+            cursor.execute("SET auto_explain.log_level = notice")
+            cursor.execute("SET random_page_cost = 10000")
+            counts = []
+            for _ in range(3):
+                cursor.execute("SELECT taskengine_flow_running()::text")
+                counts.append(cursor.fetchone()[0])
+            cursor.execute("RESET auto_explain.log_min_duration")
+            cursor.execute("RESET random_page_cost")
+    finally:
+        raw.remove_notice_handler(handler)
+    assert counts == ['[["flow", "tests.testapp.flow_tasks.flow_step", null, null, 3]]'] * 3
+    counting = [plan for plan in plans if "taskengine_job j" in plan]
+    assert len(counting) == 3
+    for plan in counting:
+        assert "Index Scan using taskengine_job_flow_active_idx" in plan, plan
+        assert "Bitmap" not in plan, plan

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from typing import Any
 
+from benchmarks.peers.common import SERVER_DATA_ENV
 from devsupport.pgcluster import PrivateCluster
 
 #: A dedicated small server: durable writes and autovacuum as shipped, shared_buffers and
@@ -65,10 +66,6 @@ REPORTED_SETTINGS = (
 
 DATABASE = "taskengine_bench"
 
-#: The private cluster this process started, if any: :func:`server_cpu_seconds` reads its
-#: server's CPU time.
-RUNNING: PrivateCluster | None = None
-
 
 def start_private_cluster(database: str = DATABASE) -> PrivateCluster:
     """Create, configure and start the cluster and its benchmark database (``database``);
@@ -84,8 +81,7 @@ def start_private_cluster(database: str = DATABASE) -> PrivateCluster:
         settings["shared_preload_libraries"] += ",auto_explain"
         settings["auto_explain.log_min_duration"] = f"{int(slow_ms)}ms"
         settings["auto_explain.log_nested_statements"] = "on"
-    global RUNNING
-    cluster = RUNNING = PrivateCluster(settings)
+    cluster = PrivateCluster(settings)
     atexit.register(cluster.stop)
     if slow_ms:
         target = os.environ.get("TASKENGINE_BENCH_SERVER_LOG") or os.path.join(
@@ -102,54 +98,10 @@ def start_private_cluster(database: str = DATABASE) -> PrivateCluster:
     with cluster.connect(database) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{cluster.port}/{database}"
+    # Whose server's CPU time the benchmarks, and the peers' drains, read (peers/common.py).
+    os.environ[SERVER_DATA_ENV] = cluster.data
     print(f"private cluster: {os.environ['DATABASE_URL']}", file=sys.stderr)
     return cluster
-
-
-def _proc_times(pid: int | str) -> tuple[int, list[str]]:
-    """A process's parent and the fields of its /proc stat after the command name."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[1]), fields
-
-
-def server_cpu_seconds() -> float | None:
-    """The CPU time (user and system) the private cluster's server has used so far: the
-    postmaster's own, that of its children that ended (it waits for each) and that of those
-    alive (backends, and the background processes: the WAL writer, the checkpointer,
-    autovacuum). None without a private cluster, or on a system without /proc: a shared server
-    serves others too, so its CPU time would not be the benchmark's."""
-    if RUNNING is None:
-        return None
-    try:
-        with open(os.path.join(RUNNING.data, "postmaster.pid")) as f:
-            postmaster = int(f.readline())
-        for _ in range(10):
-            _, own = _proc_times(postmaster)
-            ticks = _live_children_ticks(postmaster)
-            _, again = _proc_times(postmaster)
-            # A child that ended and was waited for during the scan moved from the living to
-            # the postmaster's children's time: read again.
-            if again[13:15] == own[13:15]:
-                break
-    except (OSError, ValueError):
-        return None
-    ticks += sum(int(own[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _live_children_ticks(parent: int) -> int:
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            ppid, fields = _proc_times(entry)
-        except (OSError, ValueError, IndexError):
-            continue  # ended meanwhile
-        if ppid == parent:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks
 
 
 def server_settings(query: Any) -> dict[str, str]:

@@ -21,9 +21,10 @@ verified succeeded with one attempt):
 Per case, medians of the rounds: throughput start → exit and steady (first start → last
 finish), and the ratio to ``plain``; and the paired ratio, each round's steady rate over
 plain's of the same round (a drift of the machine's speed over the run cancels out in it);
-and the CPU time per job of the worker processes and of the server (a private cluster's only),
-which tells where a case's cost goes. Targets: a non-binding queue limit and a non-binding
-rate limit each drain at ≥ 0.9× the plain rate.
+and the CPU time per job of the worker processes and of the server (a private cluster's only;
+less that of a drain with no jobs, the workers' start-up and exit), which tells where a case's
+cost goes. Targets: a non-binding queue limit and a non-binding rate limit each drain at
+≥ 0.9× the plain rate.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 from benchmarks import run as bench
 from benchmarks import session as sess
+from benchmarks.peers.common import CpuClock, cpu_per_job
 
 LIMITED_QUEUE = "bench-limited"
 GROUPS = 50
@@ -134,6 +136,24 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
+def _idle_cpu(processes: int, concurrency: int) -> dict[str, float | None]:
+    """The CPU time of a drain with nothing to drain (the workers' start-up and exit, and what
+    they cost the server), the median of three: taken off each drain's."""
+    used: list[dict[str, float | None]] = []
+    bench.truncate()
+    for _ in range(3):
+        clock = CpuClock()
+        cmd = ["--burst", "--processes", str(processes), "--concurrency", str(concurrency)]
+        with bench.Workers(*cmd) as workers:
+            if workers.wait(timeout=120.0) != 0:
+                raise bench.BenchmarkFailed(f"run_workers {' '.join(cmd)} on no jobs failed")
+            used.append(clock.read())
+    return {
+        side: _median_or_none([u[side] for u in used])
+        for side in ("worker_cpu_seconds", "server_cpu_seconds")
+    }
+
+
 def _show_cpu(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
@@ -156,6 +176,7 @@ def main(argv: list[str]) -> int:
     jobs = opts.jobs - opts.jobs % GROUPS
     session = sess.Session(opts)
     session.print_header("flow control: drains under limits, against the plain drain")
+    idle = _idle_cpu(opts.processes, opts.concurrency)
     runs: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
     failures: dict[str, str] = {}
     for rnd in range(opts.rounds):
@@ -183,8 +204,8 @@ def main(argv: list[str]) -> int:
                 "wall": statistics.median(r["drain"] for r in rs),
                 "steady": statistics.median(r["drain_steady"] for r in rs),
                 "jobs_per_claim": statistics.median(r["jobs_per_claim"] for r in rs),
-                "worker_cpu": statistics.median(r["worker_cpu_us_per_job"] for r in rs),
-                "server_cpu": _median_or_none([r["server_cpu_us_per_job"] for r in rs]),
+                "worker_cpu": _median_or_none([cpu_per_job(r, "worker", idle) for r in rs]),
+                "server_cpu": _median_or_none([cpu_per_job(r, "server", idle) for r in rs]),
                 "hops_ms": [
                     (round(r["fan_out_hop_ms"], 1), round(r["fan_in_hop_ms"], 1))
                     for r in rs
@@ -209,13 +230,14 @@ def main(argv: list[str]) -> int:
         print(
             f"{case:<12} {f['wall']:>9,.0f} {f['steady']:>10,.0f} {shown:>8} "
             f"{_show_paired(f['paired']):>17} {f['jobs_per_claim']:>8.1f} "
-            f"{f['worker_cpu']:>7.1f} {_show_cpu(f['server_cpu']):>7}  {f['load']}"
+            f"{_show_cpu(f['worker_cpu']):>7} {_show_cpu(f['server_cpu']):>7}  {f['load']}"
         )
     print(
         "paired: each round's steady rate against plain's of the same round (run just before "
         "it), median (lowest-highest): a drift of the machine over the run cancels out\n"
         "wkr µs, srv µs: CPU time per job of the worker processes and of the server (user and "
-        "system; the server's on a private cluster only), medians: on a machine whose CPUs the "
+        "system; the server's on a private cluster only; start-up and exit taken off, as an "
+        "empty drain measured them), medians: on a machine whose CPUs the "
         "drain keeps busy, their sum is what bounds its rate"
     )
     if figures.get("workflow", {}).get("hops_ms"):

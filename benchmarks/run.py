@@ -23,7 +23,8 @@ Benchmarks (each starts from empty taskengine tables):
   --processes P --concurrency C`` (a subprocess) for P in 1, 2 and C in 1, 4, 10; the median
   of ``--repeat`` runs. Timed from start until it exits (start-up included: "wall") and from
   the first job's ``started_at`` to the last job's ``finished_at`` ("steady"); the peak RSS of
-  every worker process is sampled while it lives. Afterwards every job must be ``succeeded``
+  every worker process is sampled while it lives, and the CPU time of the workers and (on a
+  private cluster) of the server is read around it. Afterwards every job must be ``succeeded``
   with exactly one attempt row, or the benchmark fails.
 - ``kill_recovery``   SIGKILL the worker process running a 30 s job; seconds until the job is
   running again (attempt 2), with the default TASKENGINE settings. 3 repetitions.
@@ -35,7 +36,9 @@ Benchmarks (each starts from empty taskengine tables):
 worker in its best documented configuration (scripts in ``benchmarks/peers/``, run with a venv
 of their own that is created once under ``benchmarks/.venvs/``), each in a fresh database, and
 reports every figure as a ratio to theirs measured in this same invocation: enqueue and drain
-in ``--repeat`` interleaved rounds (ours, pgqueuer, procrastinate, ours, ...), medians.
+in ``--repeat`` interleaved rounds (ours, pgqueuer, procrastinate, ours, ...), medians. The
+drain's CPU time per job, the workers' and the server's, says where each system's time goes:
+on a machine whose CPUs a drain of no-op jobs keeps busy, their sum bounds the rate.
 
 ``--scale`` drains 20,000 jobs of a 100,000 and a 1,000,000-job backlog (inserted by one
 ``INSERT ... SELECT generate_series``) and 10,000 new jobs next to 1,000,000 finished ones,
@@ -56,7 +59,6 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -77,10 +79,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
-from benchmarks.cluster import server_cpu_seconds  # noqa: E402
 from benchmarks.peers.common import (  # noqa: E402
     LATENCY_SPIKE_MS,
+    CpuClock,
     RssSampler,
+    cpu_per_job,
     loadavg,
     peak_rss_mb,
     percentiles,
@@ -493,29 +496,6 @@ def bench_enqueue_bulk(opts: argparse.Namespace) -> list[Row]:
     ]
 
 
-class CpuClock:
-    """CPU time used since it was made: by the worker processes this process started and
-    waited for (the supervisor waits for its workers, so theirs is in its own), and by the
-    private cluster's server (None on any other server)."""
-
-    def __init__(self) -> None:
-        self.children = self._children()
-        self.server = server_cpu_seconds()
-
-    @staticmethod
-    def _children() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-
-    def read(self) -> tuple[float, float | None]:
-        """(workers' CPU seconds, server's CPU seconds or None), once the workers exited."""
-        server = server_cpu_seconds()
-        return (
-            self._children() - self.children,
-            None if server is None or self.server is None else server - self.server,
-        )
-
-
 def drain_once(
     processes: int, concurrency: int, *, expect: int, max_jobs: int | None = None, min_id: int = 0
 ) -> dict[str, Any]:
@@ -532,7 +512,7 @@ def drain_once(
     with Workers(*cmd) as workers:
         code = workers.wait(timeout=max(120.0, expect / 50))
         elapsed = workers.exited - workers.started
-        worker_cpu, server_cpu = cpu.read()
+        used = cpu.read()
         if code != 0:
             raise BenchmarkFailed(f"run_workers {' '.join(cmd)} exited {code}\n{workers.output()}")
         verify_drained(expect, workers, min_id=min_id, partial=max_jobs is not None)
@@ -560,8 +540,7 @@ def drain_once(
         "worker_peak_rss_mb": worker_rss,
         "supervisor_peak_rss_mb": supervisor_rss,
         "loadavg_before": load,
-        "worker_cpu_us_per_job": worker_cpu * 1e6 / expect,
-        "server_cpu_us_per_job": None if server_cpu is None else server_cpu * 1e6 / expect,
+        **used,
     }
 
 
@@ -1013,6 +992,8 @@ COMPARE_METRICS = [
     ("latency_p50", "enqueue → start p50 (idle worker)", "ms", False),
     ("latency_p95", "enqueue → start p95", "ms", False),
     ("latency_p99", "enqueue → start p99", "ms", False),
+    ("drain_worker_cpu", "drain, workers' CPU time per job, start-up included", "µs", False),
+    ("drain_server_cpu", "drain, server's CPU time per job (private cluster)", "µs", False),
     ("drain_rss", "worker RSS while draining (max per process)", "MB", False),
     ("idle_rss", "worker RSS, idle worker (latency run)", "MB", False),
 ]
@@ -1132,6 +1113,10 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
             v["drain"] = _median([d["drain"] for d in r["drain"]])
             v["drain_steady"] = _median([d["drain_steady"] for d in r["drain"]])
             v["drain_rss"] = max(mb for d in r["drain"] for mb in d["worker_peak_rss_mb"])
+            for side in ("worker", "server"):
+                used = [cpu_per_job(d, side) for d in r["drain"]]
+                known = [u for u in used if u is not None]
+                v[f"drain_{side}_cpu"] = _median(known) if known else None
         if r["latency"]:
             lat = r["latency"][0]
             v["latency_p50"], v["latency_p95"], v["latency_p99"] = (

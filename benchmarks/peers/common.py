@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -194,16 +195,114 @@ class Proc:
             pass
 
 
+#: The data folder of the private cluster the benchmarks run on (set by benchmarks/cluster.py),
+#: whose server's CPU time a :class:`CpuClock` reads.
+SERVER_DATA_ENV = "TASKENGINE_BENCH_SERVER_DATA"
+
+
+def _proc_stat(pid: int | str) -> tuple[int, list[str]]:
+    """A process's parent and the fields of its /proc stat after the command name."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), fields
+
+
+def _live_children_ticks(parent: int) -> int:
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid, fields = _proc_stat(entry)
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        if ppid == parent:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks
+
+
+def server_cpu_seconds(data: str | None) -> float | None:
+    """The CPU time (user and system) used so far by the server whose data folder is ``data``:
+    the postmaster's own, that of its children that ended (it waits for each) and that of
+    those alive (backends, and the WAL writer, the checkpointer, autovacuum). None without a
+    folder (a shared server serves others too: its CPU time would not be the benchmark's) or
+    on a system without /proc."""
+    if not data:
+        return None
+    try:
+        with open(os.path.join(data, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        for _ in range(10):
+            _, own = _proc_stat(postmaster)
+            ticks = _live_children_ticks(postmaster)
+            _, again = _proc_stat(postmaster)
+            # A child that ended and was waited for during the scan moved from the living to
+            # the postmaster's children's time: read again.
+            if again[13:15] == own[13:15]:
+                break
+    except (OSError, ValueError):
+        return None
+    ticks += sum(int(own[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """CPU time used since it was made: by the processes this one started and waited for
+    (worker commands; a supervisor waits for its workers, so theirs is in its own), and by the
+    private cluster's server (None on any other server)."""
+
+    def __init__(self) -> None:
+        self.data = os.environ.get(SERVER_DATA_ENV)
+        self.children = self._children()
+        self.server = server_cpu_seconds(self.data)
+
+    @staticmethod
+    def _children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def read(self) -> dict[str, float | None]:
+        """``worker_cpu_seconds`` and ``server_cpu_seconds`` (None on a shared server), read
+        once the workers exited."""
+        server = server_cpu_seconds(self.data)
+        return {
+            "worker_cpu_seconds": self._children() - self.children,
+            "server_cpu_seconds": None
+            if server is None or self.server is None
+            else server - self.server,
+        }
+
+
+def cpu_per_job(
+    result: dict[str, Any], side: str, idle: dict[str, float | None] | None = None
+) -> float | None:
+    """A drain's CPU time per job in µs, ``side`` "worker" or "server" (None if not read);
+    less ``idle``'s (a run of the same command with nothing to do: start-up and exit), if
+    given."""
+    seconds = result.get(f"{side}_cpu_seconds")
+    if seconds is None:
+        return None
+    if idle is not None:
+        base = idle.get(f"{side}_cpu_seconds")
+        if base is None:
+            return None
+        seconds -= base
+    return seconds * 1e6 / result["jobs"]
+
+
 def run_drain(
     procs_args: list[list[str]], env: dict[str, str], timeout: float, cwd: str | None = None
 ) -> dict[str, Any]:
-    """Start the worker commands at once, wait for all to exit; wall time and peak RSS."""
+    """Start the worker commands at once, wait for all to exit; wall time, peak RSS and CPU
+    time (see :class:`CpuClock`)."""
+    cpu = CpuClock()
     started = time.perf_counter()
     procs = [Proc(args, env=env, cwd=cwd) for args in procs_args]
     samplers = [RssSampler(p.proc.pid) for p in procs]
     try:
         codes = [p.wait(timeout=max(1.0, timeout - (time.perf_counter() - started))) for p in procs]
         elapsed = time.perf_counter() - started
+        used = cpu.read()
         for s in samplers:
             s.stop()
         if any(codes):
@@ -211,7 +310,7 @@ def run_drain(
                 f"worker exit codes {codes}\n" + "\n---\n".join(p.output() for p in procs)
             )
         rss = [mb for s in samplers for mb in s.workers()]
-        return {"wall_seconds": elapsed, "exit_codes": codes, "worker_peak_rss_mb": rss}
+        return {"wall_seconds": elapsed, "exit_codes": codes, "worker_peak_rss_mb": rss, **used}
     finally:
         for s in samplers:
             s._stop.set()

@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks import run as bench
 from benchmarks import session as sess
-from benchmarks.peers.common import CpuClock, cpu_per_job
+from benchmarks.peers.common import CpuClock, cpu_per_job, median_or_none
 
 LIMITED_QUEUE = "bench-limited"
 GROUPS = 50
@@ -131,25 +131,20 @@ def _show_paired(ratios: list[float]) -> str:
     )
 
 
-def _median_or_none(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
-
-
 def _idle_cpu(processes: int, concurrency: int) -> dict[str, float | None]:
     """The CPU time of a drain with nothing to drain (the workers' start-up and exit, and what
     they cost the server), the median of three: taken off each drain's."""
     used: list[dict[str, float | None]] = []
+    cmd = ["--burst", "--processes", str(processes), "--concurrency", str(concurrency)]
     bench.truncate()
     for _ in range(3):
         clock = CpuClock()
-        cmd = ["--burst", "--processes", str(processes), "--concurrency", str(concurrency)]
         with bench.Workers(*cmd) as workers:
             if workers.wait(timeout=120.0) != 0:
                 raise bench.BenchmarkFailed(f"run_workers {' '.join(cmd)} on no jobs failed")
             used.append(clock.read())
     return {
-        side: _median_or_none([u[side] for u in used])
+        side: median_or_none([u[side] for u in used])
         for side in ("worker_cpu_seconds", "server_cpu_seconds")
     }
 
@@ -204,8 +199,8 @@ def main(argv: list[str]) -> int:
                 "wall": statistics.median(r["drain"] for r in rs),
                 "steady": statistics.median(r["drain_steady"] for r in rs),
                 "jobs_per_claim": statistics.median(r["jobs_per_claim"] for r in rs),
-                "worker_cpu": _median_or_none([cpu_per_job(r, "worker", idle) for r in rs]),
-                "server_cpu": _median_or_none([cpu_per_job(r, "server", idle) for r in rs]),
+                "worker_cpu": median_or_none([cpu_per_job(r, "worker", idle) for r in rs]),
+                "server_cpu": median_or_none([cpu_per_job(r, "server", idle) for r in rs]),
                 "hops_ms": [
                     (round(r["fan_out_hop_ms"], 1), round(r["fan_in_hop_ms"], 1))
                     for r in rs

@@ -85,6 +85,7 @@ from benchmarks.peers.common import (  # noqa: E402
     RssSampler,
     cpu_per_job,
     loadavg,
+    median_or_none,
     peak_rss_mb,
     percentiles,
 )
@@ -1114,9 +1115,7 @@ def run_compare(opts: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
             v["drain_steady"] = _median([d["drain_steady"] for d in r["drain"]])
             v["drain_rss"] = max(mb for d in r["drain"] for mb in d["worker_peak_rss_mb"])
             for side in ("worker", "server"):
-                used = [cpu_per_job(d, side) for d in r["drain"]]
-                known = [u for u in used if u is not None]
-                v[f"drain_{side}_cpu"] = _median(known) if known else None
+                v[f"drain_{side}_cpu"] = median_or_none([cpu_per_job(d, side) for d in r["drain"]])
         if r["latency"]:
             lat = r["latency"][0]
             v["latency_p50"], v["latency_p95"], v["latency_p99"] = (

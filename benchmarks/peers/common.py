@@ -273,6 +273,12 @@ class CpuClock:
         }
 
 
+def median_or_none(values: list[float | None]) -> float | None:
+    """The median of the values that were read, None if none was."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def cpu_per_job(
     result: dict[str, Any], side: str, idle: dict[str, float | None] | None = None
 ) -> float | None:

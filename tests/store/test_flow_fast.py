@@ -278,21 +278,27 @@ def test_the_count_of_running_jobs_is_read_by_an_index_scan_at_every_call(sessio
     raw = connection.connection
     handler = lambda notice: plans.append(notice.message_primary or "")  # noqa: E731
     raw.add_notice_handler(handler)
-    try:
-        with connection.cursor() as cursor:
+    counts = []
+    with connection.cursor() as cursor:
+        try:
             cursor.execute("LOAD 'auto_explain'")
             cursor.execute("SET auto_explain.log_min_duration = 0")
             cursor.execute("SET auto_explain.log_nested_statements = on")
             cursor.execute("SET auto_explain.log_level = notice")
             cursor.execute("SET random_page_cost = 10000")
-            counts = []
             for _ in range(3):
                 cursor.execute("SELECT taskengine_flow_running()::text")
                 counts.append(cursor.fetchone()[0])
-            cursor.execute("RESET auto_explain.log_min_duration")
-            cursor.execute("RESET random_page_cost")
-    finally:
-        raw.remove_notice_handler(handler)
+        finally:
+            # The connection serves the tests after this one: as it was.
+            for setting in (
+                "auto_explain.log_min_duration",
+                "auto_explain.log_nested_statements",
+                "auto_explain.log_level",
+                "random_page_cost",
+            ):
+                cursor.execute(f"RESET {setting}")
+            raw.remove_notice_handler(handler)
     assert counts == ['[["flow", "tests.testapp.flow_tasks.flow_step", null, null, 3]]'] * 3
     counting = [plan for plan in plans if "taskengine_job j" in plan]
     assert len(counting) == 3

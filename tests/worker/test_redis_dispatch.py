@@ -78,8 +78,17 @@ def group_reads(client: Any, prefix: str, queue: str = "default") -> int:
 def test_jobs_go_through_the_streams_and_each_runs_once(start_workers, streams):
     client, dispatch = streams
     prefix = dispatch["PREFIX"]
+    # An idle worker also scans the table once per POLL_INTERVAL (for what no relay
+    # published): at the tests' 0.2 s, one such scan could take jobs between the enqueue's
+    # commit and the relay's round, and they would never be published. At 30 s every worker
+    # scans once, at its start, before the enqueue; the relay, woken by the enqueue's
+    # notification, publishes all 400 (fewer than WINDOW) in its next round.
     workers = start_workers(
-        "--processes", "2", "--concurrency", "4", TASKENGINE_TEST_OVERRIDES=overrides(dispatch)
+        "--processes",
+        "2",
+        "--concurrency",
+        "4",
+        TASKENGINE_TEST_OVERRIDES=overrides(dispatch, POLL_INTERVAL=30),
     )
     wait_for(lambda: client.hget(f"{prefix}:relay", "leader"), timeout=30, message="a relay")
     jobs = record.bulk_enqueue([((), {"label": str(i)}) for i in range(300)])

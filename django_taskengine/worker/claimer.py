@@ -27,7 +27,12 @@ from ..store import WorkerSession
 #: A worker claims ahead about this many seconds of work per thread (for jobs of a few
 #: milliseconds, batches of up to MAX_PREFETCH jobs per round trip).
 PREFETCH_WINDOW = 0.05
-MAX_PREFETCH = 100
+#: For jobs of tens of microseconds the windows allow thousands: this bounds a claim's size
+#: (the rows a worker holds, the jobs its death sends to rescue, one statement's arrays).
+#: Each claim and outcome write has a fixed cost (statements, a commit, the worker's loop):
+#: 250 rather than 100 took a 2 × 4 drain of 30,000 no-op jobs from 103 to 220 jobs a claim,
+#: ×1.11 the rate and 9% less CPU per job (benchmarks page).
+MAX_PREFETCH = 250
 #: A worker starts ahead of its free threads about this many seconds of work per thread: a
 #: started job waits at most about this long for a thread (it counts as running meanwhile).
 START_WINDOW = 0.01

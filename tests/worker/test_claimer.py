@@ -72,7 +72,7 @@ def test_very_short_jobs_are_started_ahead_a_few_milliseconds_of_work_only():
     claimer = Claimer(concurrency=2)
     claimer.adapt_prefetch(0.001)  # 1 ms jobs: 100 ms of work claimed, 20 ms started ahead
     assert START_WINDOW == 0.01
-    assert (claimer.prefetch, claimer.start_ahead) == (MAX_PREFETCH, 20)
+    assert (claimer.prefetch, claimer.start_ahead) == (100, 20)
     claimer = Claimer(concurrency=1)
     claimer.adapt_prefetch(0.02)  # 20 ms jobs: 2 claimed ahead, none started ahead
     assert (claimer.prefetch, claimer.start_ahead) == (2, 0)

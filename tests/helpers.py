@@ -62,6 +62,21 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def manage(
+    env: dict[str, str], *args: str, timeout: float = 180, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python -m django ARGS`` in ``env`` (see worker_env), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
 #: The application name of a test subprocess's database sessions.
 SUBPROCESS_APP = "taskengine-test-subprocess"
 

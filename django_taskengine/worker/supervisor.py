@@ -16,6 +16,7 @@ supervisor exits too (code 0).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
@@ -189,11 +190,18 @@ class Supervisor:
     def _spawn(self, slot: int, *, replacing: bool = False) -> None:
         # Children must not share the parent's database connections.
         connections.close_all()
+        # What the supervisor has loaded (Django, the project, the engine: tens of thousands of
+        # objects that live as long as the process) is out of the new worker's collector's
+        # reach: its full collections no longer walk them, nor write to the pages it shares
+        # with the supervisor. The supervisor takes them back at once (unfreeze below): any
+        # garbage among them stays collectable there.
+        gc.freeze()
         # Until the new worker process installs its own handlers (it unblocks them then), the
         # supervisor's would run in it: hold stop signals back, pending, across the fork.
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid != 0:
+            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1

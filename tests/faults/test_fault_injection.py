@@ -19,7 +19,7 @@ from django.db import connection
 
 from devsupport.pgcluster import PrivateCluster
 from django_taskengine.models import Attempt, Job, JobStatus
-from tests.helpers import REPO_ROOT, child_pids, wait_for, worker_env
+from tests.helpers import REPO_ROOT, child_pids, manage, wait_for, worker_env
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import record, record_atomic, sleep_and_record
 
@@ -138,23 +138,14 @@ def test_a_restarted_database_server_loses_nothing(tmp_path):
         cluster.start()
         env = worker_env(DATABASE_URL=cluster.url, TASKENGINE_TEST_DB_NAME="postgres")
 
-        def manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [sys.executable, "-m", "django", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=True,
-            )
-
-        manage("migrate", "-v0")
+        manage(env, "migrate", "-v0", check=True)
         manage(
+            env,
             "shell",
             "-c",
             "from tests.testapp.tasks import record_atomic; "
             "record_atomic.bulk_enqueue([((), {'sleep': 0.02})] * 300)",
+            check=True,
         )
         log_path = tmp_path / "workers.log"
         with open(log_path, "wb") as log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -363,3 +364,10 @@ def reports_progress_until_told(ctx, done=96, total=240, seconds=120.0):
     _told(ctx.job_id, "go", seconds)
     ctx.progress(total, total)
     return {"rows": total}
+
+
+@task
+def objects_frozen():
+    """How many objects the worker process's garbage collector leaves alone
+    (``gc.freeze()``): what the supervisor had loaded when it started the process."""
+    return gc.get_freeze_count()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import pkgutil
 import uuid
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+import django_taskengine.migrations
 from django_taskengine.models import Job, JobStatus
-from tests.helpers import REPO_ROOT, worker_env
+from tests.helpers import manage, worker_env
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,14 +84,7 @@ def _empty_database() -> tuple[str, callable]:
 def test_worker_on_a_database_without_migrations_exits_1_with_one_clear_error():
     name, drop = _empty_database()
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "django", "run_workers", "--burst"],
-            cwd=REPO_ROOT,
-            env=worker_env(TASKENGINE_TEST_DB_NAME=name),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = manage(worker_env(TASKENGINE_TEST_DB_NAME=name), "run_workers", "--burst")
     finally:
         drop()
     assert proc.returncode == 1
@@ -101,14 +94,7 @@ def test_worker_on_a_database_without_migrations_exits_1_with_one_clear_error():
 
 
 def test_bad_command_line_values_are_clear_errors():
-    proc = subprocess.run(
-        [sys.executable, "-m", "django", "run_workers", "--processes", "0"],
-        cwd=REPO_ROOT,
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = manage(worker_env(), "run_workers", "--processes", "0")
     assert proc.returncode == 1
     assert "--processes must be at least 1" in proc.stderr
 
@@ -185,3 +171,27 @@ def test_a_checkpoint_python_cannot_load_fails_only_its_job(start_workers):
     assert f"corrupted checkpoint: job {bad.pk}'s checkpoint" in error
     assert all(Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED for job in good)
     assert "Traceback" not in workers.log()
+
+
+def test_a_worker_names_the_one_migration_not_applied_and_starts_once_it_is():
+    """The start-up's quick look (every migration file recorded as applied) must not pass a
+    database where one is missing: the full plan names it."""
+    name, drop = _empty_database()
+    env = worker_env(TASKENGINE_TEST_DB_NAME=name)
+    files = sorted(
+        m.name
+        for m in pkgutil.iter_modules(django_taskengine.migrations.__path__)
+        if not m.name.startswith("_")
+    )
+    try:
+        manage(env, "migrate", "-v0", check=True)
+        # The last migration recorded as not applied (its schema stays: --fake).
+        manage(env, "migrate", "django_taskengine", files[-2], "--fake", "-v0", check=True)
+        refused = manage(env, "run_workers", "--burst")
+        manage(env, "migrate", "django_taskengine", "--fake", "-v0", check=True)
+        started = manage(env, "run_workers", "--burst")
+    finally:
+        drop()
+    assert refused.returncode == 1
+    assert f"unapplied migrations: django_taskengine.{files[-1]})" in refused.stderr
+    assert started.returncode == 0, started.stderr[-2000:]

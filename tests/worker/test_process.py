@@ -14,7 +14,7 @@ from django_taskengine.models import Attempt, AttemptOutcome, Job, JobStatus, Wo
 from django_taskengine.store import WorkerInfo, get_store
 from django_taskengine.worker.process import EXIT_RECYCLE, WorkerProcess
 from tests.helpers import wait_for
-from tests.testapp.tasks import add, always_fail, fail_then_succeed, overruns, steps
+from tests.testapp.tasks import add, always_fail, fail_then_succeed, objects_frozen, overruns, steps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,3 +136,14 @@ def test_a_stop_request_requeues_a_checkpointing_job_with_its_checkpoint():
     assert job.checkpoint["next"] >= 2
     assert job.attempts == 0, "a stop at a checkpoint gives the attempt back"
     assert list(Attempt.objects.values_list("outcome", flat=True)) == [AttemptOutcome.INTERRUPTED]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_supervised_worker_leaves_what_the_supervisor_loaded_to_the_collector_alone(
+    start_workers,
+):
+    """Django, the project and the engine, loaded before the fork, are not walked by the
+    worker's full collections (nor written to, which would copy their shared pages)."""
+    job = objects_frozen.enqueue()
+    assert start_workers("--burst").wait() == 0
+    assert Job.objects.get(pk=job.pk).result > 10_000

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
+import pkgutil
 import sys
 import threading
 import time
 from typing import Any
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 
 from ...conf import taskengine_settings
 from ...core.limits import QUEUE_NAME_MAX, check_queue_name
@@ -29,6 +35,10 @@ class Command(BaseCommand):
         "--shutdown-timeout seconds, unfinished ones go back to the queue. SIGQUIT, or a second "
         "SIGTERM or Ctrl-C to this process, stops now: running jobs go back to the queue at once."
     )
+    # The engine's own checks (its settings, its tasks, its database), not every app's models
+    # and URLs: `manage.py check` and a deployment's checks cover those, and a worker that
+    # `run_workers --burst` starts for a batch of jobs should not spend its start-up on them.
+    requires_system_checks = [Tags.compatibility]
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -153,6 +163,9 @@ def _wait_for_schema(alias: str) -> None:
         try:
             connection = connections[alias]
             connection.ensure_connection()
+            if _all_recorded(connection):
+                plan = []
+                break
             executor = MigrationExecutor(connection)
             targets = [
                 node
@@ -178,6 +191,30 @@ def _wait_for_schema(alias: str) -> None:
             f"The task engine's tables in database {alias!r} are missing or out of date "
             f"(unapplied migrations: {missing}). Run `python manage.py migrate` first."
         )
+
+
+def _all_recorded(connection: BaseDatabaseWrapper) -> bool:
+    """Whether every migration file of the engine is recorded as applied: one query, and only
+    the migrations package's names read, not its modules (loading every app's migrations into
+    a graph costs a worker's start-up tens of milliseconds). False leaves the answer to the
+    full plan (a migration missing, a squashed one, migrations not in files)."""
+    module_name, _ = MigrationLoader.migrations_module("django_taskengine")
+    if module_name is None:
+        return False
+    try:
+        package = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    names = {
+        name
+        for _, name, is_package in pkgutil.iter_modules(getattr(package, "__path__", []))
+        if not is_package and name[0] not in "_~"
+    }
+    recorder = MigrationRecorder(connection)
+    if not names or not recorder.has_table():
+        return False
+    applied = recorder.migration_qs.filter(app="django_taskengine", name__in=names)
+    return set(applied.values_list("name", flat=True)) == names
 
 
 def _configure_logging(verbosity: int) -> None:

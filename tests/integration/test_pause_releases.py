@@ -50,6 +50,23 @@ def test_resuming_the_engine_requeues_the_jobs_its_pause_stopped():
     assert _statuses(stopped, by_queue) == ["queued", "paused"]
 
 
+@pytest.mark.parametrize(
+    ("pause", "request_", "resume"),
+    [
+        (lambda: ops.pause_all(), "pause:engine", ops.resume_all),
+        (lambda: ops.pause_task(noop.name), "pause:task", lambda: ops.resume_task(noop.name)),
+        (lambda: ops.pause_queue("default"), "pause:queue", lambda: ops.resume_queue("default")),
+    ],
+)
+def test_the_only_job_a_pause_stopped_is_requeued_when_it_ends(pause, request_, resume):
+    """Whichever pause held it, with no job held by any other (what the workers' every-second
+    release looks for first)."""
+    pause()
+    stopped = _parked(noop.enqueue(), request_)
+    resume()
+    assert _statuses(stopped) == ["queued"]
+
+
 def test_resuming_a_task_type_requeues_the_jobs_its_pause_stopped():
     ops.pause_task(noop.name)
     stopped = _parked(noop.enqueue(), "pause:task")

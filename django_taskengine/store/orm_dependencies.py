@@ -229,13 +229,19 @@ def waiting_outlook(alias: str, queues: Collection[str]) -> str:
     jobs = Job.objects.using(alias)
     now = timezone.now()
     mine = Q(queue__in=list(queues)) if queues else Q()
+    # What each edge waits for is probed by primary key, running or (below) startable: the
+    # sets of running or startable jobs are never built and matched against every edge. Built
+    # as a set (`id IN (…)`), with statistics that put the blocked jobs at one row, the
+    # planner scanned the job table once per blocked job: 39 s for a fan-out of 10,000.
+    after = jobs.filter(id=OuterRef("after_id"))
+    soon = Q(Exists(after.filter(status=JobStatus.RUNNING)))
     # Queued and due in those queues, and not paused (nothing runs a paused job).
-    startable = unpaused(alias, jobs.filter(mine, status=JobStatus.QUEUED, blocked=False), now)
-    soon = Q(status=JobStatus.RUNNING)
+    startable = unpaused(
+        alias, after.filter(mine, status=JobStatus.QUEUED, blocked=False, run_after__lte=now), now
+    )
     if startable is not None:
-        soon |= Q(id__in=startable.filter(run_after__lte=now).values("id"))
-    edges = Dependency.objects.using(alias).filter(job_id=OuterRef("id"))
-    runs_soon = edges.filter(Exists(jobs.filter(soon, id=OuterRef("after_id"))))
+        soon |= Q(Exists(startable))
+    runs_soon = Dependency.objects.using(alias).filter(soon, job_id=OuterRef("id"))
     waiting = jobs.filter(mine, blocked=True, status=JobStatus.QUEUED)
     if waiting.filter(Exists(runs_soon)).exists():
         return SOON

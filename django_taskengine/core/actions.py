@@ -103,7 +103,8 @@ HARD_STOP_REQUESTS = tuple(
 #: The pauses that stop running jobs, by origin: an operator's pause of one job, and the
 #: pauses of a queue, a task type or the engine asked to stop running jobs too. A job they
 #: pause keeps the value, so that the end of that pause requeues it (and only it).
-PAUSE_REQUESTS = ("pause", "pause:queue", "pause:task", "pause:engine")
+SCOPE_PAUSE_REQUESTS = ("pause:queue", "pause:task", "pause:engine")
+PAUSE_REQUESTS = ("pause", *SCOPE_PAUSE_REQUESTS)
 
 #: The pending stop requests a new one may replace: a cancel overrides a pause, a hard stop
 #: a cooperative one of the same or a weaker kind; nothing overrides a hard cancel, a stop does

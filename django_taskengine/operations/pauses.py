@@ -23,6 +23,7 @@ from django.db.models import Exists, Q, Subquery
 from django.utils import timezone
 
 from ..audit_trail import AuditObject, AuditSource
+from ..core.actions import SCOPE_PAUSE_REQUESTS
 from ..core.limits import QUEUE_NAME_MAX, TASK_NAME_MAX, check_name, check_queue_name
 from ..job_indexes import status_in
 from ..models import Job, JobStatus, Pause, PauseScope, Queue
@@ -240,11 +241,13 @@ def release_ended_pauses(*, using: str | None = None) -> int:
     in force (resumed, or a timed pause that ran out), and wake workers for them; return how
     many. A job still held by another pause in force stays paused until that one ends too."""
     db = database(using)
-    held = ("pause:queue", "pause:task", "pause:engine")
     # Workers run this every RELEASE_INTERVAL: mostly no job is held by a pause, and this
     # simple probe (a partial index of jobs at rest) answers that for a tenth of what building
     # the full statement costs.
-    if not Job.objects.using(db).filter(status=JobStatus.PAUSED, stop_requested__in=held).exists():
+    held = Job.objects.using(db).filter(
+        status=JobStatus.PAUSED, stop_requested__in=SCOPE_PAUSE_REQUESTS
+    )
+    if not held.exists():
         return 0
     now = timezone.now()
     in_force = Q(paused_until__isnull=True) | Q(paused_until__gt=now)

@@ -179,10 +179,11 @@ class PostgresFlowSource:
         )
         # One statement, its own transaction (after the outcomes riding with it, if any): the
         # candidates, the lock, the counts and the starts; a row with no job holds the counts
-        # (see taskengine_flow_claim).
+        # and the claim order (see flow_claim).
         rows = claim_rows(self.conn, self.riding, query("flow_claim"), params)
         meta = next(row[21] for row in rows if row[0] is None)
-        rows = [row for row in rows if row[0] is not None]
+        order = {job_id: n for n, job_id in enumerate(meta["order"])}
+        rows = sorted((row for row in rows if row[0] is not None), key=lambda row: order[row[0]])
         read = FlowRead(
             now=meta["now"],
             running=[(FlowJob(0, q, t, g, s), n) for q, t, g, s, n in meta["running"]],

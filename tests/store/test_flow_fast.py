@@ -1,4 +1,4 @@
-"""The flow claim in one statement (taskengine_flow_claim, PostgreSQL): it starts a claim's
+"""The flow claim in one statement (flow_claim in store/sql/postgres.sql): it starts a claim's
 jobs only when every one of them may start, and then does what the claim made job by job in
 Python would have done; when a limit would bind it starts nothing and the worker claims job by
 job (tests/store/test_flow_claim.py proves those claims)."""
@@ -93,6 +93,17 @@ def test_while_no_limit_binds_one_statement_starts_the_claim(session):
     started = Job.objects.filter(status=JobStatus.RUNNING).order_by("id")
     assert [job.id for job in started] == [job.id for job in jobs[:3]]
     assert all(job.attempts == 1 and job.token for job in started)
+
+
+def test_one_statement_returns_the_jobs_it_started_in_claim_order(session):
+    # Claim order is priority first: here the reverse of the rows' order in the table.
+    operations.set_queue_limits("flow", concurrency=10)
+    jobs = [flow_step.using(priority=n).enqueue(label=str(n)) for n in range(6)]
+    _learn_limits(session)
+    fast = _fast(session, start=4)
+    assert fast.started
+    assert [claimed.id for claimed, _, _ in fast.jobs] == [job.id for job in jobs[:1:-1]]
+    assert [kind.id for _, kind, _ in fast.jobs] == [job.id for job in jobs[:1:-1]]
 
 
 def test_a_claim_made_by_the_worker_goes_on_in_one_statement_while_nothing_binds(session):

@@ -228,12 +228,7 @@ DROP FUNCTION IF EXISTS taskengine_enqueue_job(
 -- control started or claimed ahead, counted by queue, task, group and sequence; the queues'
 -- limits in force; the recent starts of every rate-limited scope.
 CREATE OR REPLACE FUNCTION taskengine_flow_usage(p_lock bigint)
-RETURNS TABLE (o_now float8, o_running json, o_queues json, o_windows json)
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock(p_lock);
-    RETURN QUERY
-    SELECT extract(epoch FROM clock_timestamp())::float8,
+-- include: flow_usage_head
         (SELECT COALESCE(json_agg(json_build_array(a.queue, a.task_name, a.group_key,
                                                    a.sequence_key, a.n)), '[]'::json)
          FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
@@ -481,19 +476,31 @@ DROP FUNCTION IF EXISTS taskengine_flow_running()
 -- taskengine_flow_usage of migration 0017 (see there), its count read through
 -- taskengine_flow_running.
 CREATE OR REPLACE FUNCTION taskengine_flow_usage(p_lock bigint)
+-- include: flow_usage_head
+        taskengine_flow_running(),
+-- include: flow_limits_in_force
+        ;
+END
+$$
+
+-- name: flow_usage_head
+-- The functions that read what the flow limits count (taskengine_flow_usage and
+-- taskengine_flow_read): what they return, the lock, and the database's clock read after it.
 RETURNS TABLE (o_now float8, o_running json, o_queues json, o_windows json)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
     RETURN QUERY
-    SELECT extract(epoch FROM clock_timestamp())::float8, taskengine_flow_running(),
+    SELECT extract(epoch FROM clock_timestamp())::float8,
+
+-- name: flow_limits_in_force
+-- The queues' limits in force and the recent starts of every rate-limited scope, as JSON: what
+-- the flow claim reads under its lock besides the clock and the count.
         (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)),
                          '[]'::json)
          FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
         (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json)
-         FROM taskengine_rate_window w);
-END
-$$
+         FROM taskengine_rate_window w)
 
 -- name: create_flow_candidate_type
 -- A candidate of the flow claim in one statement (taskengine_flow_claim of migration 0033): the
@@ -546,11 +553,7 @@ BEGIN
         v_running := taskengine_flow_running();
     END IF;
     SELECT extract(epoch FROM clock_timestamp())::float8,
-        (SELECT COALESCE(json_agg(json_build_array(q.name, q.concurrency, q.rate_limit)),
-                         '[]'::json)
-         FROM taskengine_queue q WHERE q.concurrency IS NOT NULL OR q.rate_limit <> ''),
-        (SELECT COALESCE(json_object_agg(w.scope, w.starts), '{}'::json)
-         FROM taskengine_rate_window w)
+-- include: flow_limits_in_force
     INTO v_now, v_queues, v_windows;
     WITH kinds AS (
         SELECT c.queue, c.task, c.grp, c.seq, count(*) AS n
@@ -661,3 +664,21 @@ FROM (SELECT j.queue, j.task_name, j.group_key, j.sequence_key, count(*) AS n
       WHERE j.flow_key >= '' AND j.token IS NOT NULL
         AND j.status IN ('running', 'queued')
       GROUP BY 1, 2, 3, 4) AS a
+
+-- name: create_flow_read_function
+-- What the flow claim in one statement (flow_claim, store/sql/postgres.sql) reads under the flow
+-- lock: it takes the lock, then reads (statements of their own: snapshots taken after it, with
+-- every earlier flow claim committed) the database's clock, the jobs under flow control started
+-- or claimed ahead if `p_count` (a concurrency limit of the claim's jobs needs them; '[]'
+-- otherwise), the queues' limits in force and the recent starts. taskengine_flow_usage reads the
+-- same, its count always.
+CREATE OR REPLACE FUNCTION taskengine_flow_read(p_lock bigint, p_count boolean)
+-- include: flow_usage_head
+        CASE WHEN p_count THEN taskengine_flow_running() ELSE '[]'::json END,
+-- include: flow_limits_in_force
+        ;
+END
+$$
+
+-- name: drop_flow_read_function
+DROP FUNCTION IF EXISTS taskengine_flow_read(bigint, boolean)

@@ -347,21 +347,138 @@ SELECT * FROM taskengine_flow_start(
     %(ids)s::bigint[], %(now)s::float8, %(worker)s::uuid, %(ns)s::integer, %(windows)s::jsonb)
 
 -- name: flow_claim
--- The flow claim in one statement, when no limit binds (the function of migration 0033; see
--- there): the candidates as flow_candidates reads them, then under the lock the counts, and
--- the jobs started if every one of the first `start` may start.
-SELECT f.*
-FROM taskengine_flow_claim(
-    %(lock)s::bigint,
-    ARRAY(
-        SELECT ROW(c.id, c.queue, c.task_name, c.group_key, c.sequence_key, c.k,
-                   c.cap)::taskengine_flow_candidate
-        FROM (
+-- The flow claim in one statement, when no limit binds (django_taskengine/store/flow_claim.py:
+-- FlowClaimer). The candidates as flow_candidates reads them (locked, before the flow lock);
+-- then, under the lock, the counts (taskengine_flow_read, migration 0035); and the first
+-- `start` candidates started if every one of them would start: the queues' limits in force are
+-- the ones the worker's `policy` was made from ("seen": what the flow claim last read), none of
+-- them is of a task in `park`, every scope they belong to has room for all of them (running and
+-- rate window), and no lane was read short of what it holds (a claim that wants more reads it
+-- again). Their rate windows then get their starts (an entry less than `grain` of the period old
+-- takes them: core/flow.py, record_starts). Otherwise nothing starts, and the worker claims
+-- again the general way (flow_usage, core/flow.py's pick, flow_start), which decides job by
+-- job. The scopes of a job are taskengine_flow_scopes' (migration 0032), under `policy`.
+-- Returns the jobs started (the columns flow_start returns), in no order, and a last row, its
+-- id NULL, with the counts as JSON: "now", "running" (counted only if a scope of the jobs to
+-- start has a concurrency limit: a sequence is one of 1), "queues", "windows" (after the
+-- starts), "offered" (how many candidates), "fast" (whether the jobs started) and "order" (the
+-- ids of the jobs to start, in claim order).
+-- Written as one statement rather than as a function that takes the candidates as an array
+-- and starts them through taskengine_flow_start (migration 0033's taskengine_flow_claim, which
+-- workers of the previous release still call): the same decision and starts, with no array of
+-- candidates built and taken apart and the jobs returned once, not copied through two
+-- functions' results and sorted there. In a drain of 30,000 no-op jobs that took a fifth off
+-- the claim's time in the server (docs/explanation/benchmarks.md).
+WITH cand AS MATERIALIZED (
+    SELECT c.id, c.queue, c.task_name AS task, c.group_key AS grp, c.sequence_key AS seq,
+        c.k AS lane, c.cap,
+        row_number() OVER (ORDER BY c.n, c.priority DESC, c.run_after, c.id) AS rank
+    FROM (
 -- include: flow_candidates
-        ) AS c
-        ORDER BY c.n, c.priority DESC, c.run_after, c.id),
-    %(start)s::integer, %(park)s::text[], %(policy)s::jsonb, %(grain)s::float8,
-    %(worker)s::uuid, %(ns)s::integer) AS f
+    ) AS c
+),
+chosen AS MATERIALIZED (
+    SELECT * FROM cand WHERE rank <= %(start)s::integer
+),
+-- The scopes of each kind of job (queue, task, group, sequence) once, not of each job.
+kinds AS MATERIALIZED (
+    SELECT c.queue, c.task, c.grp, c.seq, count(*) AS n FROM chosen c GROUP BY 1, 2, 3, 4
+),
+needed AS MATERIALIZED (
+    SELECT s.o_key AS key, s.o_concurrency AS concurrency, s.o_rate_count AS rate_count,
+        s.o_rate_seconds AS period, sum(k.n) AS n
+    FROM kinds k
+    CROSS JOIN LATERAL taskengine_flow_scopes(%(policy)s::jsonb, k.queue, k.task, k.grp, k.seq) s
+    GROUP BY 1, 2, 3, 4
+),
+usage AS MATERIALIZED (
+    -- The lock and the counts, once the candidates are read and locked: the call's arguments
+    -- wait for them.
+    SELECT u.* FROM taskengine_flow_read(
+        CASE WHEN (SELECT count(*) FROM cand) >= 0 THEN %(lock)s::bigint END,
+        EXISTS (SELECT 1 FROM needed d WHERE d.concurrency IS NOT NULL)) AS u
+),
+running AS (
+    SELECT s.o_key AS key, sum((r.e ->> 4)::integer) AS n
+    FROM usage u
+    CROSS JOIN LATERAL json_array_elements(u.o_running) AS r(e)
+    CROSS JOIN LATERAL taskengine_flow_scopes(
+        %(policy)s::jsonb, r.e ->> 0, r.e ->> 1, r.e ->> 2, r.e ->> 3) s
+    WHERE s.o_concurrency IS NOT NULL
+    GROUP BY 1
+),
+-- Each rate window of the claim's scopes: its entries inside the period.
+recent AS MATERIALIZED (
+    SELECT d.key, d.period, d.n,
+        COALESCE(jsonb_agg(w.e ORDER BY w.i) FILTER (WHERE w.e IS NOT NULL), '[]') AS entries,
+        COALESCE(sum((w.e ->> 1)::float8), 0) AS started
+    FROM needed d
+    CROSS JOIN usage u
+    LEFT JOIN LATERAL jsonb_array_elements((u.o_windows -> d.key)::jsonb)
+        WITH ORDINALITY AS w(e, i) ON (w.e ->> 0)::float8 >= u.o_now - d.period
+    WHERE d.rate_count IS NOT NULL
+    GROUP BY 1, 2, 3
+),
+decision AS MATERIALIZED (
+    SELECT
+        (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
+         FROM usage u CROSS JOIN LATERAL jsonb_array_elements(u.o_queues::jsonb) AS q)
+            = (SELECT COALESCE(jsonb_agg(q ORDER BY q), '[]')
+               FROM jsonb_array_elements(%(policy)s::jsonb -> 'seen') AS q)
+        AND NOT EXISTS (SELECT 1 FROM kinds k WHERE k.task = ANY(%(park)s::text[]))
+        AND ((SELECT count(*) FROM cand) >= %(start)s::integer OR NOT EXISTS (
+            SELECT 1 FROM cand c GROUP BY c.lane HAVING count(*) >= min(c.cap)))
+        AND NOT EXISTS (
+            SELECT 1 FROM needed d LEFT JOIN running r ON r.key = d.key
+            WHERE d.n > d.concurrency - COALESCE(r.n, 0))
+        AND NOT EXISTS (
+            SELECT 1 FROM needed d JOIN recent w ON w.key = d.key
+            WHERE d.n > d.rate_count - w.started) AS fits,
+        -- The claim's starts added to the last entry if it is less than a grain old, else
+        -- a new one.
+        (SELECT COALESCE(jsonb_object_agg(r.key, CASE
+            WHEN jsonb_array_length(r.entries) > 0
+                 AND u.o_now - (r.entries -> -1 ->> 0)::float8 < %(grain)s::float8 * r.period
+            THEN (r.entries - (-1)) || jsonb_build_array(jsonb_build_array(
+                u.o_now, (r.entries -> -1 ->> 1)::numeric + r.n))
+            ELSE r.entries || jsonb_build_array(jsonb_build_array(u.o_now, r.n))
+            END), '{}')
+         FROM recent r CROSS JOIN usage u) AS starts
+),
+windows AS (
+    INSERT INTO taskengine_rate_window AS r (scope, starts)
+    SELECT w.key, w.value FROM decision d CROSS JOIN LATERAL jsonb_each(d.starts) AS w
+    WHERE d.fits
+    ON CONFLICT (scope) DO UPDATE SET starts = EXCLUDED.starts
+),
+started AS (
+    -- By primary key (an array, as claim_jobs' update): never a join the planner might make a
+    -- scan of the table. Each is still waiting: an operator may have taken one meanwhile.
+    UPDATE taskengine_job j
+    SET status = 'running', attempts = j.attempts + 1,
+        started_at = to_timestamp((SELECT u.o_now FROM usage u)),
+        finished_at = NULL, worker_id = %(worker)s::uuid, token = gen_random_uuid(),
+        lease_expires_at = NULL
+    WHERE j.id = ANY(ARRAY(SELECT c.id FROM chosen c WHERE (SELECT d.fits FROM decision d)))
+      AND j.status = 'queued' AND j.token IS NULL
+    RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
+        j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
+        pg_try_advisory_lock(%(ns)s::integer, (j.id)::bit(32)::int4), j.priority, j.run_after,
+        j.uid, j.waits::text, GREATEST(j.created_at, j.run_after), j.group_key, j.sequence_key,
+        j.flow_key
+)
+SELECT s.*, NULL::jsonb FROM started s
+UNION ALL
+SELECT NULL::bigint, NULL::varchar, NULL::varchar, NULL::text, NULL::text, NULL::integer,
+    NULL::integer, NULL::float8, NULL::float8, NULL::uuid, NULL::timestamptz, NULL::text,
+    NULL::boolean, NULL::integer, NULL::timestamptz, NULL::uuid, NULL::text, NULL::timestamptz,
+    NULL::varchar, NULL::varchar, NULL::varchar,
+    jsonb_build_object('now', u.o_now, 'running', u.o_running, 'queues', u.o_queues,
+        'windows', COALESCE(u.o_windows::jsonb, '{}')
+            || CASE WHEN d.fits THEN d.starts ELSE '{}' END,
+        'offered', (SELECT count(*) FROM cand), 'fast', d.fits,
+        'order', (SELECT COALESCE(jsonb_agg(c.id ORDER BY c.rank), '[]') FROM chosen c))
+FROM usage u CROSS JOIN decision d
 
 -- name: start_jobs
 -- Start jobs this worker reserved (`start` true) or give them back (`start` false), fenced by

@@ -38,6 +38,14 @@ RATE_COUNT_MAX = 100_000
 #: hundred entries however fast jobs start). Merging stamps starts later than they were: they
 #: count a little longer, never shorter, so the limit is never exceeded.
 WINDOW_GRAIN = 0.01
+#: While a window holds at most this share of its limit (the claim's starts included), far from
+#: binding, its entries closer than COARSE_GRAIN of the period are merged instead: the window
+#: of a limit that never binds keeps a few entries, not a hundred (each claim reads and
+#: rewrites it: with a hundred, a flow claim under a rate limit cost a sixth more in the
+#: server). Its starts then count up to a quarter period longer, while the window is half
+#: empty; the fine grain takes over before the limit is near.
+COARSE_SHARE = 0.5
+COARSE_GRAIN = 0.25
 
 QUEUE = "q:"
 TASK = "t:"
@@ -360,10 +368,19 @@ def record_starts(policy: Policy, usage: Usage, started: Iterable[FlowJob]) -> d
                 rates[key] = rate
     windows: dict[str, Window] = {}
     for key, count in counts.items():
-        window = [list(entry) for entry in usage.recent(key, rates[key])]
-        if window and usage.now - window[-1][0] < WINDOW_GRAIN * rates[key].seconds:
+        rate = rates[key]
+        window = [list(entry) for entry in usage.recent(key, rate)]
+        if window and usage.now - window[-1][0] < merge_within(window, count, rate):
             window[-1] = [usage.now, window[-1][1] + count]
         else:
             window.append([usage.now, count])
         windows[key] = window
     return windows
+
+
+def merge_within(window: Window, count: int, rate: Rate) -> float:
+    """How recent ``window``'s last entry must be (seconds) for ``count`` more starts to join
+    it: WINDOW_GRAIN of the period, or COARSE_GRAIN while the window, with them, holds at most
+    COARSE_SHARE of its limit."""
+    far = sum(n for _, n in window) + count <= COARSE_SHARE * rate.count
+    return (COARSE_GRAIN if far else WINDOW_GRAIN) * rate.seconds

@@ -14,7 +14,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..conf import taskengine_settings
-from ..core.flow import WINDOW_GRAIN, FlowJob, Window
+from ..core.flow import COARSE_GRAIN, COARSE_SHARE, WINDOW_GRAIN, FlowJob, Window
 from ..core.lifecycle import ClaimedJob, Outcome
 from .decoding import load_column
 from .flow_source import MAX_LANES, Ask, Fast, FlowRead, lanes_of
@@ -174,6 +174,8 @@ class PostgresFlowSource:
             park=park,
             policy=policy,
             grain=WINDOW_GRAIN,
+            coarse_grain=COARSE_GRAIN,
+            coarse_share=COARSE_SHARE,
             worker=self.worker,
             ns=self.ns,
         )

@@ -157,14 +157,25 @@ def test_a_lane_read_short_of_what_it_holds_is_left_to_the_claim_made_job_by_job
     assert [job.id for job in session.claim(5)] == [job.id for job in jobs]
 
 
-def test_the_rate_window_is_written_as_python_writes_it(session):
+@pytest.mark.parametrize(
+    "before, entries",
+    [
+        # One start too old to count, one half a minute ago, one a moment ago (inside the
+        # grain of 0.6 s: the claim's starts join it).
+        ([[-90, 4], [-30, 2], [-0.1, 1]], 2),
+        # Far from the limit (6 of 100 with the claim's), an entry 5 s old takes them (the
+        # coarse grain, 15 s).
+        ([[-90, 4], [-30, 2], [-5, 1]], 2),
+        # Near it (51 of 100), the fine grain holds: the claim's starts get an entry.
+        ([[-30, 40], [-5, 8]], 3),
+    ],
+)
+def test_the_rate_window_is_written_as_python_writes_it(session, before, entries):
     operations.set_queue_limits("flow", rate_limit="100/m")
     jobs = [flow_step.enqueue(label=str(n)) for n in range(3)]
     _learn_limits(session)
     now = time.time()
-    # One start too old to count, one half a minute ago, one a moment ago (inside the grain of
-    # 0.6 s: the claim's starts join it).
-    before = [[now - 90, 4], [now - 30, 2], [now - 0.1, 1]]
+    before = [[now + age, n] for age, n in before]
     RateWindow.objects.update_or_create(scope="q:flow", defaults={"starts": before})
     fast = _fast(session, start=3)
     assert fast.started
@@ -175,7 +186,7 @@ def test_the_rate_window_is_written_as_python_writes_it(session):
         [FlowJob(job.id, "flow", flow_step.name) for job in jobs],
     )
     written = RateWindow.objects.get(scope="q:flow").starts
-    assert len(written) == 2 and written[-1][1] == 4
+    assert len(written) == entries and written[-1][1] == (4 if entries == 2 else 3)
     flat = [value for entry in written for value in entry]
     assert flat == pytest.approx([value for entry in expected["q:flow"] for value in entry])
     assert fast.read.windows["q:flow"] == written

@@ -111,6 +111,18 @@ def test_a_window_merges_close_starts_into_the_later_one():
     assert usage.started("t:t", Rate(100, 1.0)) == 9
 
 
+def test_a_window_far_from_its_limit_merges_starts_a_quarter_period_apart():
+    policy = Policy(tasks={"t": Limits(rate=Rate(100, 1.0))})
+    # 18 of 100 with the claim's: far from binding, the last entry (0.2 s old) takes them.
+    usage = Usage(now=10.0, starts={"t:t": [[9.0, 10], [9.8, 5]]})
+    assert record_starts(policy, usage, [job(1), job(2), job(3)]) == {"t:t": [[9.0, 10], [10.0, 8]]}
+    # 53 of 100: near the limit, the fine grain (0.01 s) holds, and the starts get their entry.
+    usage = Usage(now=10.0, starts={"t:t": [[9.0, 40], [9.8, 10]]})
+    assert record_starts(policy, usage, [job(1), job(2), job(3)]) == {
+        "t:t": [[9.0, 40], [9.8, 10], [10.0, 3]]
+    }
+
+
 def test_a_full_window_frees_as_its_oldest_starts_age_out():
     rate = Rate(5, 60.0)
     usage = Usage(now=100.0, starts={"r": [[50.0, 3], [70.0, 2], [90.0, 1]]})

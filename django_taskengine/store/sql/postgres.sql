@@ -354,8 +354,8 @@ SELECT * FROM taskengine_flow_start(
 -- the ones the worker's `policy` was made from ("seen": what the flow claim last read), none of
 -- them is of a task in `park`, every scope they belong to has room for all of them (running and
 -- rate window), and no lane was read short of what it holds (a claim that wants more reads it
--- again). Their rate windows then get their starts (an entry less than `grain` of the period old
--- takes them: core/flow.py, record_starts). Otherwise nothing starts, and the worker claims
+-- again). Their rate windows then get their starts (an entry less than a grain of the period
+-- old takes them: core/flow.py, record_starts). Otherwise nothing starts, and the worker claims
 -- again the general way (flow_usage, core/flow.py's pick, flow_start), which decides job by
 -- job. The scopes of a job are taskengine_flow_scopes' (migration 0032), under `policy`.
 -- Returns the jobs started (the columns flow_start returns), in no order, and a last row, its
@@ -409,7 +409,7 @@ running AS (
 ),
 -- Each rate window of the claim's scopes: its entries inside the period.
 recent AS MATERIALIZED (
-    SELECT d.key, d.period, d.n,
+    SELECT d.key, d.period, d.rate_count, d.n,
         COALESCE(jsonb_agg(w.e ORDER BY w.i) FILTER (WHERE w.e IS NOT NULL), '[]') AS entries,
         COALESCE(sum((w.e ->> 1)::float8), 0) AS started
     FROM needed d
@@ -417,7 +417,7 @@ recent AS MATERIALIZED (
     LEFT JOIN LATERAL jsonb_array_elements((u.o_windows -> d.key)::jsonb)
         WITH ORDINALITY AS w(e, i) ON (w.e ->> 0)::float8 >= u.o_now - d.period
     WHERE d.rate_count IS NOT NULL
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2, 3, 4
 ),
 decision AS MATERIALIZED (
     SELECT
@@ -434,11 +434,14 @@ decision AS MATERIALIZED (
         AND NOT EXISTS (
             SELECT 1 FROM needed d JOIN recent w ON w.key = d.key
             WHERE d.n > d.rate_count - w.started) AS fits,
-        -- The claim's starts added to the last entry if it is less than a grain old, else
-        -- a new one.
+        -- The claim's starts added to the last entry if it is less than a grain old (the
+        -- coarse one while the window, with them, holds at most `coarse_share` of its limit),
+        -- else a new one: core/flow.py, merge_within.
         (SELECT COALESCE(jsonb_object_agg(r.key, CASE
             WHEN jsonb_array_length(r.entries) > 0
-                 AND u.o_now - (r.entries -> -1 ->> 0)::float8 < %(grain)s::float8 * r.period
+                 AND u.o_now - (r.entries -> -1 ->> 0)::float8 < r.period * CASE
+                     WHEN r.started + r.n <= %(coarse_share)s::float8 * r.rate_count
+                     THEN %(coarse_grain)s::float8 ELSE %(grain)s::float8 END
             THEN (r.entries - (-1)) || jsonb_build_array(jsonb_build_array(
                 u.o_now, (r.entries -> -1 ->> 1)::numeric + r.n))
             ELSE r.entries || jsonb_build_array(jsonb_build_array(u.o_now, r.n))

@@ -15,6 +15,7 @@ from django_taskengine.core import lifecycle
 from django_taskengine.core.flow import FlowJob, Usage, record_starts
 from django_taskengine.models import Job, JobStatus, RateWindow
 from django_taskengine.store.flow_source import Ask, policy, policy_json
+from django_taskengine.store.sql import query
 from tests.helpers import committed_db, in_thread
 from tests.testapp.flow_tasks import flow_step
 
@@ -217,6 +218,49 @@ def test_jobs_under_flow_control_are_counted_only_for_a_concurrency_limit(sessio
         ("flow", 2),
     ]
     assert Job.objects.filter(queue="capped", status=JobStatus.RUNNING).count() == 2
+
+
+#: The previous release's claim in one statement: its candidates as an array, passed to
+#: taskengine_flow_claim (migration 0033), which workers of that release call while a rolling
+#: upgrade has both releases claiming.
+PREVIOUS_RELEASE_CLAIM = """
+SELECT f.* FROM taskengine_flow_claim(
+    %(lock)s::bigint,
+    ARRAY(SELECT ROW(c.id, c.queue, c.task_name, c.group_key, c.sequence_key, c.k,
+                     c.cap)::taskengine_flow_candidate
+          FROM ({candidates}) AS c ORDER BY c.n, c.priority DESC, c.run_after, c.id),
+    %(start)s::integer, %(park)s::text[], %(policy)s::jsonb, %(grain)s::float8,
+    %(worker)s::uuid, %(ns)s::integer) AS f
+"""
+
+
+def _previous_release_claim(session, *, start):
+    source = session._flow_source
+    params = source._ask(Ask(per_lane=start, cap=4 * start + 16))
+    params.update(
+        lock=source.lock_key,
+        start=start,
+        park=[],
+        policy=policy_json(session.flow.seen),
+        grain=0.01,
+        worker=source.worker,
+        ns=source.ns,
+    )
+    sql = PREVIOUS_RELEASE_CLAIM.format(candidates=query("flow_candidates"))
+    rows = source.conn.execute(sql, params).fetchall()
+    return [row[0] for row in rows if row[0] is not None]
+
+
+def test_a_worker_of_the_previous_release_and_one_of_this_release_share_the_limits(session):
+    """During a rolling upgrade both claims run: each counts what the other started."""
+    operations.set_queue_limits("flow", concurrency=3)
+    jobs = [flow_step.enqueue(label=str(n)) for n in range(5)]
+    _learn_limits(session)
+    assert _fast(session, start=2).started
+    assert _previous_release_claim(session, start=2) == [], "2 + 2 running would be 4 of 3"
+    assert _previous_release_claim(session, start=1) == [jobs[2].id]
+    assert not _fast(session, start=1).started, "3 are running, the limit"
+    assert Job.objects.filter(status=JobStatus.RUNNING).count() == 3
 
 
 def test_a_rate_window_with_no_room_for_the_whole_claim_starts_nothing(session):

@@ -23,8 +23,9 @@ finish), and the ratio to ``plain``; and the paired ratio, each round's steady r
 plain's of the same round (a drift of the machine's speed over the run cancels out in it);
 and the CPU time per job of the worker processes and of the server (a private cluster's only;
 less that of a drain with no jobs, the workers' start-up and exit), which tells where a case's
-cost goes. Targets: a non-binding queue limit and a non-binding rate limit each drain at
-≥ 0.9× the plain rate.
+cost goes, and plain's sum of the two over the case's ("by CPU": on a machine the drain keeps
+busy, the rate its cost allows, steadier from run to run than the rates). Targets: a
+non-binding queue limit and a non-binding rate limit each drain at ≥ 0.9× the plain rate.
 """
 
 from __future__ import annotations
@@ -131,6 +132,18 @@ def _show_paired(ratios: list[float]) -> str:
     )
 
 
+def _cpu_ratio(case: dict[str, Any], plain: dict[str, Any] | None) -> float | None:
+    """Plain's CPU time per job (workers and server) over the case's, if both were read."""
+    if plain is None:
+        return None
+    sums = [
+        f["worker_cpu"] + f["server_cpu"]
+        for f in (plain, case)
+        if None not in (f["worker_cpu"], f["server_cpu"])
+    ]
+    return sums[0] / sums[1] if len(sums) == 2 and sums[1] > 0 else None
+
+
 def _idle_cpu(processes: int, concurrency: int) -> dict[str, float | None]:
     """The CPU time of a drain with nothing to drain (the workers' start-up and exit, and what
     they cost the server), the median of three: taken off each drain's."""
@@ -215,17 +228,20 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"{'case':<12} {'wall /s':>9} {'steady /s':>10} {'× plain':>8} {'paired':>17} "
-        f"{'jobs/cl':>8} {'wkr µs':>7} {'srv µs':>7}  load"
+        f"{'jobs/cl':>8} {'wkr µs':>7} {'srv µs':>7} {'by CPU':>7}  load"
     )
     for case, f in figures.items():
         ratio = f["steady"] / base["steady"] if base else None
         f["ratio"] = ratio
         f["paired"] = _paired(runs[case], runs.get("plain", []))
+        f["cpu_ratio"] = _cpu_ratio(f, base)
         shown = "—" if ratio is None else f"×{ratio:.2f}"
+        by_cpu = "—" if f["cpu_ratio"] is None else f"×{f['cpu_ratio']:.2f}"
         print(
             f"{case:<12} {f['wall']:>9,.0f} {f['steady']:>10,.0f} {shown:>8} "
             f"{_show_paired(f['paired']):>17} {f['jobs_per_claim']:>8.1f} "
-            f"{_show_cpu(f['worker_cpu']):>7} {_show_cpu(f['server_cpu']):>7}  {f['load']}"
+            f"{_show_cpu(f['worker_cpu']):>7} {_show_cpu(f['server_cpu']):>7} {by_cpu:>7}  "
+            f"{f['load']}"
         )
     print(
         "paired: each round's steady rate against plain's of the same round (run just before "
@@ -233,7 +249,9 @@ def main(argv: list[str]) -> int:
         "wkr µs, srv µs: CPU time per job of the worker processes and of the server (user and "
         "system; the server's on a private cluster only; start-up and exit taken off, as an "
         "empty drain measured them), medians: on a machine whose CPUs the "
-        "drain keeps busy, their sum is what bounds its rate"
+        "drain keeps busy, their sum is what bounds its rate\n"
+        "by CPU: plain's sum of the two over the case's, the rate the case's cost allows (it moves "
+        "less from run to run than the rates do)"
     )
     if figures.get("workflow", {}).get("hops_ms"):
         print(

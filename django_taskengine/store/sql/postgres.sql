@@ -233,10 +233,16 @@ SET status = CASE WHEN j.id = ANY((SELECT ids FROM held)::bigint[]) THEN 'queued
     started_at = CASE WHEN j.id = ANY((SELECT ids FROM held)::bigint[]) THEN NULL ELSE now() END,
     finished_at = NULL, worker_id = %(worker)s, token = gen_random_uuid(), lease_expires_at = NULL
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
+RETURNING
+-- include: taken_job_columns
+
+-- name: taken_job_columns
+-- What the claims (claim_take, flow_claim) return of each job they take, in the order that
+-- store/postgres_claims.py's claimed_job reads: its advisory lock taken (`ns`) as it is read.
+    j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
-    pg_try_advisory_lock(%(ns)s, (j.id)::bit(32)::int4), j.priority, j.run_after, j.uid,
-    j.waits::text, GREATEST(j.created_at, j.run_after)
+    pg_try_advisory_lock(%(ns)s::integer, (j.id)::bit(32)::int4), j.priority, j.run_after,
+    j.uid, j.waits::text, GREATEST(j.created_at, j.run_after)
 
 -- name: begin
 -- The flow claim's transaction, its BEGIN and COMMIT sent in its pipeline
@@ -464,11 +470,9 @@ started AS (
         lease_expires_at = NULL
     WHERE j.id = ANY(ARRAY(SELECT c.id FROM chosen c WHERE (SELECT d.fits FROM decision d)))
       AND j.status = 'queued' AND j.token IS NULL
-    RETURNING j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts,
-        j.max_attempts, j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
-        pg_try_advisory_lock(%(ns)s::integer, (j.id)::bit(32)::int4), j.priority, j.run_after,
-        j.uid, j.waits::text, GREATEST(j.created_at, j.run_after), j.group_key, j.sequence_key,
-        j.flow_key
+    RETURNING
+-- include: taken_job_columns
+        , j.group_key, j.sequence_key, j.flow_key
 )
 SELECT s.*, NULL::jsonb FROM started s
 UNION ALL

@@ -27,6 +27,7 @@ from .flow_source import (
     Fast,
     FlowRead,
     FlowSource,
+    Kind,
     group_prefixes,
     policy,
     policy_json,
@@ -225,10 +226,10 @@ def fast_result(fast: Fast, *, start: int) -> FlowResult:
         rules,
         usage,
         read.queues,
-        {job.id: lane for _, job, lane in fast.jobs},
+        fast.kinds,
+        fast.last_lane,
         fast.offered,
-        [job for _, job, _ in fast.jobs],
-        [claimed for claimed, _, _ in fast.jobs],
+        fast.jobs,
         start=start,
         binding=False,
     )
@@ -275,13 +276,15 @@ def _result(
     """A claim's result (see :func:`_finish`): a limit bound if ``chosen`` is not the first
     candidates offered, as many as could start."""
     wanted = [job.id for job, _ in offered[:start]]
+    lanes = {job.id: lane for job, lane in offered}
     return _finish(
         rules,
         usage,
         seen,
-        {job.id: lane for job, lane in offered},
+        # By kind of job (queue, task, group, sequence): a claim's jobs are mostly alike.
+        Counter((job.queue, job.task_name, job.group, job.sequence) for job in chosen),
+        lanes[chosen[-1].id] if chosen else None,
         len(offered),
-        chosen,
         started,
         start=start,
         binding=[job.id for job in chosen] != wanted,
@@ -292,28 +295,27 @@ def _finish(
     rules: Policy,
     usage: Usage,
     seen: list[tuple[str, int | None, str]],
-    lanes: dict[int, str],
+    kinds: Counter[Kind],
+    last_lane: str | None,
     offered: int,
-    chosen: list[FlowJob],
     started: list[ClaimedJob],
     *,
     start: int,
     binding: bool,
 ) -> FlowResult:
-    """A claim's result, with the counts after it (``usage`` with ``chosen`` not yet running,
-    its windows with their starts): the next claim's hints."""
-    # By kind of job (queue, task, group, sequence): a claim's jobs are mostly alike.
-    kinds = Counter((job.queue, job.task_name, job.group, job.sequence) for job in chosen)
+    """A claim's result, with the counts after it (``usage`` with the jobs it chose, of
+    ``kinds``, not yet running; its windows with their starts): the next claim's hints."""
+    chosen = kinds.total()
     usage.add_running(rules, [(FlowJob(0, *kind), count) for kind, count in kinds.items()])
     blocked = usage.blocked(rules)
     rooms, _ = usage.lane_rooms(rules)
     next_start = usage.next_start(rules)
     return FlowResult(
         started=started,
-        complete=len(chosen) >= start,
-        blocked=bool(blocked) or len(chosen) < offered,
+        complete=chosen >= start,
+        blocked=bool(blocked) or chosen < offered,
         next_start=None if next_start is None else time.monotonic() + next_start - usage.now,
-        last_lane=lanes[chosen[-1].id] if chosen else None,
+        last_lane=last_lane,
         hints=Ask(rooms=_at_least_one(rooms)),
         seen=seen,
         binding=binding or bool(blocked),

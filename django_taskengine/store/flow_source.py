@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -52,16 +53,25 @@ class Ask:
     cap: int = 1
 
 
+#: A kind of job under flow control, as its scopes depend on it: (queue, task, group, sequence).
+Kind = tuple[str, str, str | None, str | None]
+
+
 @dataclass
 class Fast:
     """What :meth:`FlowSource.fast` did: the counts it read under the lock (its rate windows
     with its starts), how many candidates it read, and the jobs it started, in claim order,
-    each with its lane; ``started`` is False if it started none because a limit would bind."""
+    with how many of each kind and the lane of the last one; ``started`` is False if it
+    started none because a limit would bind. (Counted as the rows come, with no
+    :class:`~django_taskengine.core.flow.FlowJob` and lane kept per job: what the claim's
+    result needs of them is these counts.)"""
 
     read: FlowRead
     offered: int
     started: bool
-    jobs: list[tuple[ClaimedJob, FlowJob, str]]
+    jobs: list[ClaimedJob]
+    kinds: Counter[Kind]
+    last_lane: str | None
 
 
 class FlowSource(Protocol):

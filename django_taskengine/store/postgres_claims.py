@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import psycopg
@@ -184,8 +186,10 @@ class PostgresFlowSource:
         # and the claim order (see flow_claim).
         rows = claim_rows(self.conn, self.riding, query("flow_claim"), params)
         meta = next(row[21] for row in rows if row[0] is None)
-        order = {job_id: n for n, job_id in enumerate(meta["order"])}
-        rows = sorted((row for row in rows if row[0] is not None), key=lambda row: order[row[0]])
+        # In claim order: each id the statement chose, if it started (an operator may have
+        # taken one meanwhile).
+        by_id = {row[0]: row for row in rows if row[0] is not None}
+        rows = [row for row in map(by_id.get, meta["order"]) if row is not None]
         read = FlowRead(
             now=meta["now"],
             running=[(FlowJob(0, q, t, g, s), n) for q, t, g, s, n in meta["running"]],
@@ -196,10 +200,10 @@ class PostgresFlowSource:
             read=read,
             offered=meta["offered"],
             started=meta["fast"],
-            jobs=[
-                (claimed_job(row), FlowJob(row[0], row[2], row[1], row[18], row[19]), row[20])
-                for row in rows
-            ],
+            jobs=[claimed_job(row) for row in rows],
+            # (queue, task, group, sequence) of each.
+            kinds=Counter(map(itemgetter(2, 1, 18, 19), rows)),
+            last_lane=rows[-1][20] if rows else None,
         )
 
     def start(

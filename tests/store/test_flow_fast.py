@@ -87,8 +87,9 @@ def test_while_no_limit_binds_one_statement_starts_the_claim(session):
     _learn_limits(session)
     fast = _fast(session, start=3)
     assert fast.started
-    assert [claimed.id for claimed, _, _ in fast.jobs] == [job.id for job in jobs[:3]]
-    assert all(lane == "q:flow" for _, _, lane in fast.jobs)
+    assert [claimed.id for claimed in fast.jobs] == [job.id for job in jobs[:3]]
+    assert fast.kinds == {("flow", "tests.testapp.flow_tasks.flow_step", None, None): 3}
+    assert fast.last_lane == "q:flow"
     assert fast.offered == 3, "the lane is read for as many as the claim wants"
     assert fast.read.running == [], "the counts are those before the claim"
     started = Job.objects.filter(status=JobStatus.RUNNING).order_by("id")
@@ -103,8 +104,7 @@ def test_one_statement_returns_the_jobs_it_started_in_claim_order(session):
     _learn_limits(session)
     fast = _fast(session, start=4)
     assert fast.started
-    assert [claimed.id for claimed, _, _ in fast.jobs] == [job.id for job in jobs[:1:-1]]
-    assert [kind.id for _, kind, _ in fast.jobs] == [job.id for job in jobs[:1:-1]]
+    assert [claimed.id for claimed in fast.jobs] == [job.id for job in jobs[:1:-1]]
 
 
 def test_a_claim_made_by_the_worker_goes_on_in_one_statement_while_nothing_binds(session):
@@ -203,11 +203,11 @@ def test_jobs_under_flow_control_are_counted_only_for_a_concurrency_limit(sessio
     # The first claim takes the first lane ("q:capped"), whose limit needs the count; none
     # run yet.
     first = _fast(session, start=2)
-    assert first.started and {job.queue for job, _, _ in first.jobs} == {"capped"}
+    assert first.started and {job.queue for job in first.jobs} == {"capped"}
     assert first.read.running == []
     # The next lane, under its rate limit alone, is not counted.
     under_rate = _fast(session, start=2, after="q:capped")
-    assert under_rate.started and {job.queue for job, _, _ in under_rate.jobs} == {"flow"}
+    assert under_rate.started and {job.queue for job in under_rate.jobs} == {"flow"}
     assert under_rate.read.running == []
     # A claim of both lanes, the rate-limited one first, is counted for the other: two more of
     # "capped" would make four running under a limit of three, and nothing starts.

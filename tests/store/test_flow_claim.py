@@ -15,6 +15,7 @@ from django_taskengine import operations
 from django_taskengine.core import lifecycle
 from django_taskengine.models import Job, JobStatus, Queue, RateWindow
 from django_taskengine.store import WorkerInfo, get_store
+from django_taskengine.store.flow_source import Ask
 from tests.helpers import committed_db, in_thread
 from tests.testapp.flow_tasks import (
     five_per_second,
@@ -118,6 +119,16 @@ def test_lanes_take_turns_from_one_claim_to_the_next(session):
         seen.append(Job.objects.get(id=job.id).sequence_key)
         _finish(session, [job])
     assert sorted(seen) == ["s-a", "s-b", "s-c"]
+
+
+def test_a_claim_reads_each_lane_once_from_the_one_after_its_cursor_round_to_it(session):
+    # The cursor's own lane comes last, and once: read twice, its jobs would be offered twice.
+    for queue in ("la", "lb", "lc"):
+        operations.set_queue_limits(queue, concurrency=10)
+        flow_step.using(queue=queue).bulk_enqueue([((), {}) for _ in range(2)])
+    offered = session._flow_source.candidates(Ask(after="q:lb", per_lane=5, cap=50))
+    assert [lane for _, lane in offered] == ["q:lc"] * 2 + ["q:la"] * 2 + ["q:lb"] * 2
+    assert len({job.id for job, _ in offered}) == 6
 
 
 def test_a_sequence_runs_one_at_a_time_in_enqueue_order(session):

@@ -286,16 +286,20 @@ onward(k, n) AS (
     FROM onward o WHERE o.k IS NOT NULL AND o.n < %(max_lanes)s::int
 ),
 wrapped(k, n) AS (
-    -- From the first lane again, up to the cursor.
+    -- From the first lane again, short of the cursor's: that one comes last, unprobed (its
+    -- read finds nothing if no job of it waits). A probe would step over the index entries
+    -- its read steps over again: those of the jobs just taken from it (held by another
+    -- claim, or started too recently for the index to have dropped them).
     SELECT (SELECT min(j.flow_key) FROM taskengine_job j
-            WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL),
+            WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL
+              AND j.flow_key < %(after)s),
         %(max_lanes)s::int + 1
     WHERE %(after)s <> ''
     UNION ALL
     SELECT (SELECT min(j.flow_key) FROM taskengine_job j
             WHERE j.status = 'queued' AND j.token IS NULL AND j.flow_key IS NOT NULL
-              AND j.flow_key > r.k), r.n + 1
-    FROM wrapped r WHERE r.k IS NOT NULL AND r.k <= %(after)s AND r.n < 2 * %(max_lanes)s::int
+              AND j.flow_key > r.k AND j.flow_key < %(after)s), r.n + 1
+    FROM wrapped r WHERE r.k IS NOT NULL AND r.n < 2 * %(max_lanes)s::int
 ),
 lanes AS MATERIALIZED (
     -- Each lane with how many of its jobs to read (`cap`): as many as it has room for
@@ -307,7 +311,9 @@ lanes AS MATERIALIZED (
         %(per_lane)s::int)) AS cap
     FROM (SELECT k, n FROM onward WHERE k IS NOT NULL
           UNION ALL
-          SELECT k, n FROM wrapped WHERE k IS NOT NULL AND k <= %(after)s) AS o
+          SELECT k, n FROM wrapped WHERE k IS NOT NULL
+          UNION ALL
+          SELECT %(after)s, 2 * %(max_lanes)s::int + 1 WHERE %(after)s <> '') AS o
 )
 SELECT c.id, c.queue, c.task_name, c.group_key, c.sequence_key, l.k, l.cap, l.n,
     c.priority, c.run_after

@@ -2,6 +2,7 @@
 """Compare this tree's engine with an earlier commit's, on the same workload, in one run.
 
     python benchmarks/baseline.py REV [--rounds 3] [--only enqueue_single,enqueue_bulk,drain]
+    python benchmarks/baseline.py REV [--rounds 8] --flow queue_limit,rate_limit [--jobs 30000]
 
 REV (a commit, tag or branch) is checked out into a temporary git worktree. Both trees' own
 ``benchmarks/run.py`` then run the chosen benchmarks in interleaved rounds (baseline, current,
@@ -13,6 +14,13 @@ one tree's indexes must not serve the other's statements. The table gives each f
 median per tree and a ratio that is above 1.0 when the current tree does better
 (current/baseline for rates, baseline/current for times and memory). This machine is noisy:
 only ratios from one run count.
+
+``--flow CASES`` runs the flow benchmark's cases instead (``benchmarks/flow.py``: its plain drain
+and each case, one round per tree per round, options after it such as ``--jobs`` passed on):
+each case's steady rate, its ratio to the plain drain of the same tree's round, and the workers'
+CPU time per job. A change to the flow claim moves a case by a few percent, less than this
+machine's drift from one invocation to the next: against the tree before it, interleaved, it
+shows.
 """
 
 from __future__ import annotations
@@ -25,14 +33,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ONLY = "enqueue_single,enqueue_bulk,drain_p1_c1,drain_p2_c4"
 
 
-#: Units of figures where less is better (times, memory); for the rest more is better.
-LOWER_IS_BETTER = {"ms", "s", "MB"}
+#: Units of figures where less is better (times, memory, CPU per job); for the rest more is
+#: better.
+LOWER_IS_BETTER = {"ms", "s", "MB", "µs/job"}
 
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/taskengine_bench"
@@ -65,25 +75,40 @@ def fresh_database(database_url: str) -> None:
         )
 
 
+def _run_json(tree: Path, args: list[str], database_url: str) -> Any:
+    """``tree``'s ``benchmarks/run.py`` with ``args`` on ``database_url``: its JSON output."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, str(tree / "benchmarks" / "run.py"), *args, "--json", out.name]
+        env = {**os.environ, "DATABASE_URL": database_url}
+        subprocess.run(command, check=True, cwd=tree, stdout=subprocess.DEVNULL, env=env)
+        return json.loads(Path(out.name).read_text())
+
+
+def run_flow_tree(
+    tree: Path, cases: str, extra: list[str], database_url: str
+) -> dict[str, tuple[float, str]]:
+    """One round of ``tree``'s flow benchmark (the plain drain and ``cases``): figure name →
+    (value, unit)."""
+    payload = _run_json(
+        tree,
+        ["--flow", "--cases", f"plain,{cases}", "--rounds", "1", "--database-url", *extra],
+        database_url,
+    )
+    figures: dict[str, tuple[float, str]] = {}
+    for case, f in payload["figures"].items():
+        figures[f"{case}_steady"] = (f["steady"], "jobs/s")
+        if case != "plain" and f.get("ratio") is not None:
+            figures[f"{case}_vs_plain"] = (f["ratio"], "×")
+        if f.get("worker_cpu") is not None:
+            figures[f"{case}_worker_cpu"] = (f["worker_cpu"], "µs/job")
+    return figures
+
+
 def run_tree(
     tree: Path, only: str, extra: list[str], database_url: str
 ) -> dict[str, tuple[float, str]]:
     """One run of ``tree``'s benchmarks: figure name → (value, unit); failed ones left out."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [
-            sys.executable,
-            str(tree / "benchmarks" / "run.py"),
-            "--only",
-            only,
-            "--repeat",
-            "1",
-            "--json",
-            out.name,
-            *extra,
-        ]
-        env = {**os.environ, "DATABASE_URL": database_url}
-        subprocess.run(command, check=True, cwd=tree, stdout=subprocess.DEVNULL, env=env)
-        results = json.loads(Path(out.name).read_text())["results"]
+    results = _run_json(tree, ["--only", only, "--repeat", "1", *extra], database_url)["results"]
     figures = {r["name"]: (r["value"], r["unit"]) for r in results if r["value"] is not None}
     # A drain's steady rate (first start to last finish) too: its wall rate includes start-up.
     for r in results:
@@ -98,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rev", help="the commit to compare with (e.g. HEAD~3, a tag, main)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--only", default=DEFAULT_ONLY, help=f"benchmarks (default {DEFAULT_ONLY})")
+    parser.add_argument(
+        "--flow",
+        metavar="CASES",
+        help="the flow benchmark's cases instead (e.g. queue_limit,rate_limit), each against the "
+        "plain drain of the same round",
+    )
     opts, extra = parser.parse_known_args(argv)
     if opts.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -115,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 for label, tree in (("baseline", base), ("current", REPO_ROOT)):
                     print(f"round {round_}/{opts.rounds}: {label}", file=sys.stderr, flush=True)
                     database_url = database_url_of(label)
-                    for name, (value, unit) in run_tree(
-                        tree, opts.only, extra, database_url
-                    ).items():
+                    if opts.flow:
+                        got = run_flow_tree(tree, opts.flow, extra, database_url)
+                    else:
+                        got = run_tree(tree, opts.only, extra, database_url)
+                    for name, (value, unit) in got.items():
                         figures[label].setdefault(name, []).append(value)
                         units[name] = unit
         finally:
@@ -133,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         unit = units.get(name, "")
         better, worse = (before, after) if unit in LOWER_IS_BETTER else (after, before)
         ratio = better / worse if worse else float("nan")
-        print(f"{name:<28}{unit:>8}{before:>14,.1f}{after:>14,.1f}{ratio:>10.2f}")
+        shown = ",.3f" if max(abs(before), abs(after)) < 10 else ",.1f"
+        print(f"{name:<28}{unit:>8}{before:>14{shown}}{after:>14{shown}}{ratio:>10.2f}")
     return 0
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connection  # noqa: F401 - read by the skipif condition
-from django.db.models import Count
+from django.db.models import Count, F
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_taskengine.models import Job, JobStatus
+from django_taskengine.models import Job, JobStatus, Worker
 from tests.helpers import wait_for
 from tests.testapp.models import LedgerEntry
 from tests.testapp.tasks import record, record_atomic
@@ -75,14 +75,22 @@ def group_reads(client: Any, prefix: str, queue: str = "default") -> int:
     return sum(int(group["entries-read"] or 0) for group in groups)
 
 
+def past_first_claim(count: int) -> bool:
+    """``count`` workers have heartbeat since they registered: a worker's loop heartbeats
+    after its claim, so their first claim (and its scan of the table) is made."""
+    running = Worker.objects.filter(stopped_at__isnull=True)
+    return running.filter(last_heartbeat_at__gt=F("started_at")).count() == count
+
+
 def test_jobs_go_through_the_streams_and_each_runs_once(start_workers, streams):
     client, dispatch = streams
     prefix = dispatch["PREFIX"]
     # An idle worker also scans the table once per POLL_INTERVAL (for what no relay
-    # published): at the tests' 0.2 s, one such scan could take jobs between the enqueue's
-    # commit and the relay's round, and they would never be published. At 30 s every worker
-    # scans once, at its start, before the enqueue; the relay, woken by the enqueue's
-    # notification, publishes all 400 (fewer than WINDOW) in its next round.
+    # published), and at its first claim: such a scan between the enqueue's commit and the
+    # relay's round would take jobs that are then never published. At 30 s, and with the
+    # enqueue made once every worker is past its first claim (a worker that started late
+    # made it after the enqueue: 396 published), no scan can; the relay, woken by the
+    # enqueue's notification, publishes all 400 (fewer than WINDOW) in its next round.
     workers = start_workers(
         "--processes",
         "2",
@@ -91,6 +99,7 @@ def test_jobs_go_through_the_streams_and_each_runs_once(start_workers, streams):
         TASKENGINE_TEST_OVERRIDES=overrides(dispatch, POLL_INTERVAL=30),
     )
     wait_for(lambda: client.hget(f"{prefix}:relay", "leader"), timeout=30, message="a relay")
+    wait_for(lambda: past_first_claim(2), timeout=30, message="both workers past their first claim")
     jobs = record.bulk_enqueue([((), {"label": str(i)}) for i in range(300)])
     jobs += record_atomic.bulk_enqueue([((), {"label": f"a{i}"}) for i in range(100)])
     wait_for(lambda: all_succeeded(400), timeout=90, message="400 jobs done")

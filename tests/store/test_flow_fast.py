@@ -17,7 +17,7 @@ from django_taskengine.models import Job, JobStatus, RateWindow
 from django_taskengine.store.flow_source import Ask, policy, policy_json
 from django_taskengine.store.sql import query
 from tests.helpers import committed_db, in_thread
-from tests.testapp.flow_tasks import flow_step
+from tests.testapp.flow_tasks import flow_step, per_tenant
 
 pytestmark = [
     committed_db,
@@ -105,6 +105,20 @@ def test_one_statement_returns_the_jobs_it_started_in_claim_order(session):
     fast = _fast(session, start=4)
     assert fast.started
     assert [claimed.id for claimed in fast.jobs] == [job.id for job in jobs[:1:-1]]
+
+
+def test_one_statement_counts_its_jobs_by_queue_task_group_and_sequence(session):
+    # What the next claim's hints are made from: each kind under the scopes it counts for.
+    grouped = per_tenant.using(group="tenant-1").enqueue()
+    sequenced = flow_step.using(sequence="order-7").enqueue(label="s")
+    _learn_limits(session)
+    fast = _fast(session, start=2)
+    assert fast.started
+    assert sorted(claimed.id for claimed in fast.jobs) == sorted([grouped.id, sequenced.id])
+    assert fast.kinds == {
+        (grouped.queue, "tests.testapp.flow_tasks.per_tenant", "tenant-1", None): 1,
+        ("flow", "tests.testapp.flow_tasks.flow_step", None, "order-7"): 1,
+    }
 
 
 def test_a_claim_made_by_the_worker_goes_on_in_one_statement_while_nothing_binds(session):

@@ -39,6 +39,7 @@ __all__ = [
     "Dependency",
     "Event",
     "Failures",
+    "FlowQuota",
     "AttemptOutcome",
     "AuditEntry",
     "CatchUp",
@@ -301,6 +302,32 @@ class RateWindow(models.Model):
 
     def __str__(self) -> str:
         return self.scope
+
+
+class FlowQuota(models.Model):
+    """Starts a worker may make in a queue's lane without the flow lock, until ``until``:
+    granted by the flow claim while the queue's limits are far from binding
+    (docs/guide/flow-control.md, "Quotas"). Until then the flow claims count ``starts`` jobs
+    running in the queue for it, and the queue's rate window holds its starts at ``until``.
+    Written by the flow claim, under its lock (PostgreSQL only)."""
+
+    worker_id = models.UUIDField()
+    #: The queue's scope, ``q:`` and its name.
+    scope = models.CharField(max_length=FLOW_KEY_MAX)
+    starts = models.IntegerField()
+    #: The end of the quota: seconds since the epoch, by the database's clock.
+    until = models.FloatField()
+
+    class Meta:
+        db_table = "taskengine_flow_quota"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker_id", "scope"], name="taskengine_flow_quota_worker_scope"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} ({self.worker_id})"
 
 
 class Worker(models.Model):

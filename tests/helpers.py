@@ -248,3 +248,17 @@ def in_thread(target: Callable[[], Any], results: list[Any], errors: list[Any]) 
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def each_in_a_thread(
+    work: Callable[[Any], Any], items: list[Any], timeout: float = 90
+) -> list[Any]:
+    """``work(item)`` for every item at once, each in a thread of its own (see
+    :func:`in_thread`); fails if any raised. Returns what they returned, in no order."""
+    results: list[Any] = []
+    errors: list[Any] = []
+    threads = [in_thread(lambda item=item: work(item), results, errors) for item in items]
+    for thread in threads:
+        thread.join(timeout)
+    assert not errors, errors
+    return results

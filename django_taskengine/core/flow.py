@@ -47,6 +47,16 @@ WINDOW_GRAIN = 0.01
 COARSE_SHARE = 0.5
 COARSE_GRAIN = 0.25
 
+#: Quotas (docs/guide/flow-control.md, "Quotas"): while a queue's limits are far from binding
+#: (its jobs running, quotas included, and its window's starts, with a new quota's starts, at
+#: most QUOTA_SHARE of each), a flow claim that read only that queue's lane grants its worker
+#: QUOTA_ROUNDS claims' worth of starts in the lane, which it makes without the flow lock
+#: until the quota ends, QUOTA_SECONDS after it was granted (its starts count in the rate
+#: window as made at its end).
+QUOTA_ROUNDS = 8
+QUOTA_SECONDS = 0.5
+QUOTA_SHARE = 0.5
+
 QUEUE = "q:"
 TASK = "t:"
 GROUP = "g:"

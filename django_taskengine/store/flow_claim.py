@@ -16,16 +16,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 
 from ..conf import taskengine_settings
 from ..core.attempts import ClaimedJob
-from ..core.flow import FlowJob, Policy, Usage, lane_room, pick, record_starts
+from ..core.flow import QUOTA_ROUNDS, FlowJob, Policy, Usage, lane_room, pick, record_starts
+from .flow_quota import HeldQuota
 from .flow_source import (
     BLOCKED_RECHECK,
     Ask,
     Fast,
     FlowRead,
+    FlowResult,
     FlowSource,
     Kind,
     group_prefixes,
@@ -34,27 +35,6 @@ from .flow_source import (
     task_limits,
 )
 from .scan_gate import ScanGate
-
-
-@dataclass
-class FlowResult:
-    started: list[ClaimedJob]
-    #: Every job the claim wanted to start: fewer started only if limits or the lack of due
-    #: jobs stopped it.
-    complete: bool
-    #: Some scope had no room (the claim should be tried again soon).
-    blocked: bool
-    #: When a full rate window lets a job start again (time.monotonic()), if one does.
-    next_start: float | None
-    #: The lane of the last job started (the next claim goes on after it), or None.
-    last_lane: str | None
-    #: What the next claim asks for, from this claim's counts.
-    hints: Ask
-    #: The queues' limits in force, as read (see FlowClaimer.seen).
-    seen: list[tuple[str, int | None, str]]
-    #: A limit held back a candidate this claim wanted, or has no room left after it (see
-    #: FlowClaimer.binding).
-    binding: bool
 
 
 class FlowClaimer:
@@ -79,6 +59,8 @@ class FlowClaimer:
         self.binding = True
         self.seen: list[tuple[str, int | None, str]] = []
         self._policy: tuple[list[tuple[str, int | None, str]], str] | None = None
+        #: The quota the last claim in one statement granted, if it granted one.
+        self.quota = HeldQuota()
         #: When the plain claim scans the job table.
         self.scans = ScanGate(notified=notified)
 
@@ -153,7 +135,9 @@ class FlowClaimer:
         ask.after, ask.per_lane, ask.cap = self.after, start, 4 * start + 16
         ask.prefixes = group_prefixes()
         result = None
-        if not self.binding:
+        if self.quota.held is not None:
+            result = self._through_quota(source, self.quota.held.lane, free, start, park)
+        if result is None and not self.binding:
             result = self._fast(source, ask, start=start, park=park)
         if result is None:
             result = run_flow_claim(source, ask, free=free, start=start, park=park)
@@ -182,13 +166,37 @@ class FlowClaimer:
         """The claim in one statement, if the store has it and no limit binds now."""
         if self._policy is None or self._policy[0] != self.seen:
             self._policy = (self.seen, policy_json(self.seen))
-        fast = source.fast(ask, start=start, park=sorted(park), policy=self._policy[1])
+        fast = source.fast(
+            ask, start=start, park=sorted(park), policy=self._policy[1], quota=QUOTA_ROUNDS * start
+        )
         if fast is None:
             return None
         self.seen = fast.read.queues
         if not fast.started:
             return None
+        self.quota.granted(fast)
         return fast_result(fast, start=start)
+
+    def _through_quota(
+        self, source: FlowSource, lane: str, free: int, start: int, park: Collection[str]
+    ) -> FlowResult | None:
+        """A claim through the session's quota of ``lane`` (:meth:`HeldQuota.claim`); None if
+        it started none."""
+        started = self.quota.claim(source, free=free, start=start, park=park)
+        if not started:
+            return None
+        # Complete: the next claim looks again (through the quota, or at every lane if it was
+        # dropped), whether or not it asked for as many as this claim might start.
+        return FlowResult(
+            started=started,
+            complete=True,
+            blocked=False,
+            next_start=None,
+            last_lane=lane,
+            hints=self.hints,
+            seen=self.seen,
+            binding=False,
+        )
 
 
 def run_flow_claim(

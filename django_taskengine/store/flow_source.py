@@ -1,5 +1,6 @@
 """What a store supplies to the flow claim (:mod:`.flow_claim`): its statements, as a
-:class:`FlowSource`, and what they read; and the limits in force as the claim sees them.
+:class:`FlowSource`, and what they read; the limits in force as the claim sees them; and what a
+claim returns (:class:`FlowResult`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,39 @@ class Fast:
     jobs: list[ClaimedJob]
     kinds: Counter[Kind]
     last_lane: str | None
+    #: The quota the claim granted the worker, if it asked for one and the limits allowed it.
+    quota: Quota | None = None
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Starts a worker may make in a queue's lane without the flow lock (:meth:`FlowSource.
+    quota_claim`) until ``until`` (seconds since the epoch, by the database's clock)."""
+
+    lane: str
+    starts: int
+    until: float
+
+
+@dataclass
+class FlowResult:
+    started: list[ClaimedJob]
+    #: Every job the claim wanted to start: fewer started only if limits or the lack of due
+    #: jobs stopped it.
+    complete: bool
+    #: Some scope had no room (the claim should be tried again soon).
+    blocked: bool
+    #: When a full rate window lets a job start again (time.monotonic()), if one does.
+    next_start: float | None
+    #: The lane of the last job started (the next claim goes on after it), or None.
+    last_lane: str | None
+    #: What the next claim asks for, from this claim's counts.
+    hints: Ask
+    #: The queues' limits in force, as read (see FlowClaimer.seen).
+    seen: list[tuple[str, int | None, str]]
+    #: A limit held back a candidate this claim wanted, or has no room left after it (see
+    #: FlowClaimer.binding).
+    binding: bool
 
 
 class FlowSource(Protocol):
@@ -103,11 +137,19 @@ class FlowSource(Protocol):
         """Start ``jobs`` at ``now`` (unless an operator took one meanwhile) and write the rate
         windows; return how to read the jobs started, once the transaction has ended."""
 
-    def fast(self, ask: Ask, *, start: int, park: list[str], policy: str) -> Fast | None:
+    def fast(
+        self, ask: Ask, *, start: int, park: list[str], policy: str, quota: int = 0
+    ) -> Fast | None:
         """The claim in one statement, or None if this store has none: the candidates
         ``ask`` asks for, then under the flow lock the counts, and the first ``start``
         candidates started if each of them may start (``policy``: :func:`policy_json` of the
-        limits in force as the worker last read them). Nothing starts otherwise."""
+        limits in force as the worker last read them). Nothing starts otherwise. With
+        ``quota``, it grants the worker a quota of that many starts if the limits allow it."""
+
+    def quota_claim(self, quota: Quota, *, limit: int, tasks: list[str]) -> list[ClaimedJob]:
+        """Up to ``limit`` jobs of ``quota``'s lane started through it, if it has not ended:
+        none of a task type in ``tasks``, nor of a sequence. Only a store whose :meth:`fast`
+        grants quotas is asked."""
 
 
 def task_limits() -> dict[str, Limits]:

@@ -24,7 +24,7 @@ from ..core.attempts import ClaimedJob
 from ..core.flow import SEQUENCE, FlowJob, Window, lane_room
 from ..models import Job, JobStatus, Pause, PauseScope, Queue, RateWindow
 from .decoding import load_column
-from .flow_source import MAX_LANES, Ask, Fast, FlowRead
+from .flow_source import MAX_LANES, Ask, Fast, FlowRead, Quota
 
 #: The plain columns a claim reads back (the JSON ones are read as text).
 _CLAIMED_FIELDS = (
@@ -120,9 +120,14 @@ class GenericFlowSource:
         with transaction.atomic(using=self.alias):
             yield
 
-    def fast(self, ask: Ask, *, start: int, park: list[str], policy: str) -> Fast | None:
+    def fast(
+        self, ask: Ask, *, start: int, park: list[str], policy: str, quota: int = 0
+    ) -> Fast | None:
         # None: the claim is made job by job here, under the write lock it takes.
         return None
+
+    def quota_claim(self, quota: Quota, *, limit: int, tasks: list[str]) -> list[ClaimedJob]:
+        raise NotImplementedError("this store grants no quotas (its fast() is None)")
 
     def peek(self, ask: Ask) -> tuple[FlowRead, list[tuple[FlowJob, str]]]:
         # Reads only (autocommit): on SQLite they wait for no writer and stop none.

@@ -16,10 +16,19 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..conf import taskengine_settings
-from ..core.flow import COARSE_GRAIN, COARSE_SHARE, WINDOW_GRAIN, FlowJob, Window
+from ..core.flow import (
+    COARSE_GRAIN,
+    COARSE_SHARE,
+    QUEUE,
+    QUOTA_SECONDS,
+    QUOTA_SHARE,
+    WINDOW_GRAIN,
+    FlowJob,
+    Window,
+)
 from ..core.lifecycle import ClaimedJob, Outcome
 from .decoding import load_column
-from .flow_source import MAX_LANES, Ask, Fast, FlowRead, lanes_of
+from .flow_source import MAX_LANES, Ask, Fast, FlowRead, Quota, lanes_of
 from .postgres_notices import FINISHED_CHANNEL
 from .sql import query
 
@@ -168,7 +177,7 @@ class PostgresFlowSource:
             "queues": self.queues,
         }
 
-    def fast(self, ask: Ask, *, start: int, park: list[str], policy: str) -> Fast:
+    def fast(self, ask: Ask, *, start: int, park: list[str], policy: str, quota: int = 0) -> Fast:
         params = self._ask(ask)
         params.update(
             lock=self.lock_key,
@@ -178,6 +187,9 @@ class PostgresFlowSource:
             grain=WINDOW_GRAIN,
             coarse_grain=COARSE_GRAIN,
             coarse_share=COARSE_SHARE,
+            quota=quota,
+            quota_seconds=QUOTA_SECONDS,
+            quota_share=QUOTA_SHARE,
             worker=self.worker,
             ns=self.ns,
         )
@@ -204,7 +216,25 @@ class PostgresFlowSource:
             # (queue, task, group, sequence) of each.
             kinds=Counter(map(itemgetter(2, 1, 18, 19), rows)),
             last_lane=rows[-1][20] if rows else None,
+            quota=None if meta["quota"] is None else Quota(*meta["quota"]),
         )
+
+    def quota_claim(self, quota: Quota, *, limit: int, tasks: list[str]) -> list[ClaimedJob]:
+        params = {
+            "fence": self.fence_key,
+            "lane": quota.lane,
+            "queue": quota.lane[len(QUEUE) :],
+            "tasks": tasks,
+            "limit": limit,
+            "lock": self.lock_key,
+            "until": quota.until,
+            "worker": self.worker,
+            "ns": self.ns,
+        }
+        # One statement, its own transaction, after the outcomes riding with it, if any.
+        rows = claim_rows(self.conn, self.riding, query("flow_quota_claim"), params)
+        rows.sort(key=lambda row: (-row[13], row[14], row[0]))  # claim order
+        return [claimed_job(row) for row in rows]
 
     def start(
         self, jobs: list[FlowJob], now: float, windows: dict[str, Window]

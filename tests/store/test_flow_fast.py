@@ -16,7 +16,7 @@ from django_taskengine.core.flow import FlowJob, Usage, record_starts
 from django_taskengine.models import Job, JobStatus, RateWindow
 from django_taskengine.store.flow_source import Ask, policy, policy_json
 from django_taskengine.store.sql import query
-from tests.helpers import committed_db, in_thread
+from tests.helpers import committed_db, each_in_a_thread
 from tests.testapp.flow_tasks import flow_step, per_tenant
 
 pytestmark = [
@@ -321,12 +321,7 @@ def test_sessions_claiming_side_by_side_never_exceed_a_limit(open_sessions):
             ):
                 return
 
-    results: list = []
-    errors: list = []
-    threads = [in_thread(lambda s=s: work(s), results, errors) for s in sessions]
-    for thread in threads:
-        thread.join(90)
-    assert not errors, errors
+    each_in_a_thread(work, sessions)
     assert max(seen) <= 5, f"at most 5 running, seen {max(seen)}"
     assert max(seen) >= 3, "the sessions ran jobs side by side"
     assert ways["fast"] and ways["job by job"], ways

@@ -682,3 +682,56 @@ $$
 
 -- name: drop_flow_read_function
 DROP FUNCTION IF EXISTS taskengine_flow_read(bigint, boolean)
+
+-- name: create_flow_running_function_v3
+-- taskengine_flow_running of migration 0034 (see there), with the quotas in force (migration
+-- 0036, taskengine_flow_quota): each counts as `starts` jobs running in its queue (a row of no
+-- task, group or sequence) until it ends, by the clock read here, after the flow lock. A quota
+-- lets its worker start that many jobs in the queue's lane without the lock until then, and
+-- its claim checks the end after taking the lock shared (taskengine_flow_quota_clock): a claim
+-- that counts here either sees those starts made or counts the quota. Workers of the previous
+-- releases read their counts through this function too. The quota table is read whole (a
+-- few rows): with sequential scans off, that plan's cost is the one a disabled plan is given,
+-- far over the threshold of JIT compilation, which would take a third of a second; hence jit
+-- off.
+CREATE OR REPLACE FUNCTION taskengine_flow_running()
+RETURNS json
+LANGUAGE plpgsql VOLATILE
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET jit = off
+AS $$
+BEGIN
+    RETURN (
+        SELECT COALESCE(json_agg(json_build_array(a.queue, a.task_name, a.group_key,
+                                                  a.sequence_key, a.n)), '[]'::json)
+        FROM (SELECT j.queue::text, j.task_name::text, j.group_key::text,
+                     j.sequence_key::text, count(*) AS n
+              FROM taskengine_job j
+              -- As flow_running_count.
+              WHERE j.flow_key >= '' AND j.token IS NOT NULL
+                AND j.status IN ('running', 'queued')
+              GROUP BY 1, 2, 3, 4
+              UNION ALL
+              SELECT substr(l.scope, 3), '', NULL, NULL, l.starts
+              FROM taskengine_flow_quota l
+              WHERE l.until >= extract(epoch FROM clock_timestamp())) AS a
+    );
+END
+$$
+
+-- name: create_flow_quota_clock_function
+-- The clock of a claim through a quota (flow_quota_claim, store/sql/postgres.sql), read after
+-- taking the flow lock shared: claims through quotas run side by side, and a flow claim, which
+-- holds the lock alone, never counts while one is in flight (see taskengine_flow_running).
+CREATE OR REPLACE FUNCTION taskengine_flow_quota_clock(p_lock bigint)
+RETURNS float8
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(p_lock);
+    RETURN extract(epoch FROM clock_timestamp())::float8;
+END
+$$
+
+-- name: drop_flow_quota_clock_function
+DROP FUNCTION IF EXISTS taskengine_flow_quota_clock(bigint)

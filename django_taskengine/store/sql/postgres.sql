@@ -237,8 +237,9 @@ RETURNING
 -- include: taken_job_columns
 
 -- name: taken_job_columns
--- What the claims (claim_take, flow_claim) return of each job they take, in the order that
--- store/postgres_claims.py's claimed_job reads: its advisory lock taken (`ns`) as it is read.
+-- What the claims (claim_take, flow_claim, flow_quota_claim) return of each job they take, in
+-- the order that store/postgres_claims.py's claimed_job reads: its advisory lock taken (`ns`)
+-- as it is read.
     j.id, j.task_name, j.queue, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
     j.retry_backoff, j.timeout, j.token, j.started_at, j.checkpoint::text,
     pg_try_advisory_lock(%(ns)s::integer, (j.id)::bit(32)::int4), j.priority, j.run_after,
@@ -373,8 +374,9 @@ SELECT * FROM taskengine_flow_start(
 -- Returns the jobs started (the columns flow_start returns), in no order, and a last row, its
 -- id NULL, with the counts as JSON: "now", "running" (counted only if a scope of the jobs to
 -- start has a concurrency limit: a sequence is one of 1), "queues", "windows" (after the
--- starts), "offered" (how many candidates), "fast" (whether the jobs started) and "order" (the
--- ids of the jobs to start, in claim order).
+-- starts), "offered" (how many candidates), "fast" (whether the jobs started), "order" (the
+-- ids of the jobs to start, in claim order) and "quota" ([lane, starts, end] of the quota
+-- granted to the worker, or null: see `quota` below).
 -- Written as one statement rather than as a function that takes the candidates as an array
 -- and starts them through taskengine_flow_start (migration 0033's taskengine_flow_claim, which
 -- workers of the previous release still call): the same decision and starts, with no array of
@@ -460,11 +462,59 @@ decision AS MATERIALIZED (
             END), '{}')
          FROM recent r CROSS JOIN usage u) AS starts
 ),
+-- A quota for this worker (`quota` starts, 0 for none; its claims: flow_quota_claim), if the
+-- claim starts its jobs, read candidates of one lane only, a queue's, whose scope is the only
+-- limited one its jobs belong to, and the queue stays within `quota_share` of its limits with
+-- the quota's starts counted as well: of its concurrency limit (the jobs running and the
+-- quotas in force: taskengine_flow_running) and of its rate limit (the window's starts in the
+-- period). It ends `quota_seconds` after the claim's clock.
+quota AS MATERIALIZED (
+    SELECT d.key, d.concurrency, %(quota)s::integer AS starts,
+        u.o_now + %(quota_seconds)s::float8 AS until
+    FROM needed d
+    CROSS JOIN usage u
+    CROSS JOIN decision x
+    LEFT JOIN running r ON r.key = d.key
+    LEFT JOIN recent w ON w.key = d.key
+    WHERE %(quota)s::integer > 0 AND x.fits AND d.key LIKE 'q:%%'
+      AND (SELECT count(*) FROM needed) = 1
+      AND NOT EXISTS (SELECT 1 FROM cand c WHERE c.lane <> d.key)
+      AND (d.concurrency IS NULL OR COALESCE(r.n, 0) + d.n + %(quota)s::integer
+                                    <= %(quota_share)s::float8 * d.concurrency)
+      AND (d.rate_count IS NULL OR w.started + d.n + %(quota)s::integer
+                                   <= %(quota_share)s::float8 * d.rate_count)
+),
+-- The rate windows the claim writes: with its starts, and a quota's starts before the last
+-- entry, stamped at the quota's end (they count until a period after it, whenever they are
+-- made); the last entry is the one later claims' starts may join (core/flow.py,
+-- record_starts), which would stamp them earlier.
+written AS MATERIALIZED (
+    SELECT w.key, CASE WHEN e.key IS NULL THEN w.value
+        ELSE (w.value - (-1))
+            || jsonb_build_array(jsonb_build_array(e.until, e.starts), w.value -> -1)
+        END AS value
+    FROM decision d
+    CROSS JOIN LATERAL jsonb_each(d.starts) AS w
+    LEFT JOIN quota e ON e.key = w.key
+    WHERE d.fits
+),
 windows AS (
     INSERT INTO taskengine_rate_window AS r (scope, starts)
-    SELECT w.key, w.value FROM decision d CROSS JOIN LATERAL jsonb_each(d.starts) AS w
-    WHERE d.fits
+    SELECT w.key, w.value FROM written w
     ON CONFLICT (scope) DO UPDATE SET starts = EXCLUDED.starts
+),
+-- A quota of a queue with a concurrency limit, for the flow claims to count; and those that
+-- ended a minute ago, of workers that did not claim again.
+granted AS (
+    INSERT INTO taskengine_flow_quota AS l (worker_id, scope, starts, until)
+    SELECT %(worker)s::uuid, e.key, e.starts, e.until FROM quota e
+    WHERE e.concurrency IS NOT NULL
+    ON CONFLICT (worker_id, scope) DO UPDATE SET starts = EXCLUDED.starts, until = EXCLUDED.until
+),
+ended AS (
+    DELETE FROM taskengine_flow_quota l
+    WHERE EXISTS (SELECT 1 FROM quota) AND l.worker_id <> %(worker)s::uuid
+      AND l.until < (SELECT u.o_now FROM usage u) - 60
 ),
 started AS (
     -- By primary key (an array, as claim_jobs' update): never a join the planner might make a
@@ -488,10 +538,52 @@ SELECT NULL::bigint, NULL::varchar, NULL::varchar, NULL::text, NULL::text, NULL:
     NULL::varchar, NULL::varchar, NULL::varchar,
     jsonb_build_object('now', u.o_now, 'running', u.o_running, 'queues', u.o_queues,
         'windows', COALESCE(u.o_windows::jsonb, '{}')
-            || CASE WHEN d.fits THEN d.starts ELSE '{}' END,
+            || (SELECT COALESCE(jsonb_object_agg(w.key, w.value), '{}') FROM written w),
         'offered', (SELECT count(*) FROM cand), 'fast', d.fits,
-        'order', (SELECT COALESCE(jsonb_agg(c.id ORDER BY c.rank), '[]') FROM chosen c))
+        'order', (SELECT COALESCE(jsonb_agg(c.id ORDER BY c.rank), '[]') FROM chosen c),
+        'quota', (SELECT jsonb_build_array(e.key, e.starts, e.until) FROM quota e))
 FROM usage u CROSS JOIN decision d
+
+-- name: flow_quota_claim
+-- A flow claim through this worker's quota of a queue's lane (granted by flow_claim; `until`:
+-- its end, seconds since the epoch): up to `limit` due jobs of the lane, of that queue, of no
+-- sequence and of no task type in `tasks` (those with limits, and those parked when the claim
+-- may start more than the worker's free threads), in claim order, started if the database's
+-- clock, read after taking the flow lock shared (taskengine_flow_quota_clock), is not past the
+-- end, and stamped with it. A flow claim holds that lock alone and counts the quotas in force:
+-- whichever of the two comes second sees what the first did. The worker makes no more starts
+-- through a quota than it grants. Holds the start fence as claim_jobs does. Returns the
+-- columns claim_jobs returns.
+WITH pauses AS MATERIALIZED (
+    SELECT * FROM taskengine_pauses_in_force(%(fence)s::bigint)
+),
+picked AS MATERIALIZED (
+    SELECT x.id FROM taskengine_job x
+    WHERE x.flow_key = %(lane)s AND x.queue = %(queue)s
+      AND x.status = 'queued' AND x.token IS NULL AND x.run_after <= now()
+      AND x.sequence_key IS NULL AND x.task_name <> ALL(%(tasks)s::text[])
+      AND x.queue NOT IN (SELECT unnest(queues) FROM pauses)
+      AND x.task_name NOT IN (SELECT unnest(tasks) FROM pauses)
+      AND NOT (SELECT engine FROM pauses)
+    ORDER BY x.priority DESC, x.run_after, x.id
+    LIMIT %(limit)s
+    FOR UPDATE OF x SKIP LOCKED
+),
+clock AS MATERIALIZED (
+    -- The lock once the jobs are read and locked: the call's argument waits for them.
+    SELECT taskengine_flow_quota_clock(
+        CASE WHEN (SELECT count(*) FROM picked) >= 0 THEN %(lock)s::bigint END) AS now
+)
+UPDATE taskengine_job j
+SET status = 'running', attempts = j.attempts + 1,
+    started_at = to_timestamp((SELECT c.now FROM clock c)),
+    finished_at = NULL, worker_id = %(worker)s::uuid, token = gen_random_uuid(),
+    lease_expires_at = NULL
+WHERE j.id = ANY(ARRAY(
+        SELECT p.id FROM picked p WHERE (SELECT c.now FROM clock c) <= %(until)s::float8))
+  AND j.status = 'queued' AND j.token IS NULL
+RETURNING
+-- include: taken_job_columns
 
 -- name: start_jobs
 -- Start jobs this worker reserved (`start` true) or give them back (`start` false), fenced by

@@ -10,9 +10,10 @@ import signal
 import time
 
 import pytest
+from django.db import connection
 
 from django_taskengine import operations
-from django_taskengine.models import Attempt, Job, JobStatus, Worker
+from django_taskengine.models import Attempt, FlowQuota, Job, JobStatus, Worker
 from tests.helpers import wait_for
 from tests.testapp.flow_tasks import (
     five_per_second,
@@ -109,6 +110,24 @@ def test_every_limit_holds_across_three_commands(start_workers):
         "succeeded"
     ] * 3
     assert not Job.objects.filter(id__in=[j.id for j in everything], attempts__gt=1).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="quotas are PostgreSQL's")
+def test_a_rate_limit_holds_while_workers_start_through_quotas(start_workers):
+    """A queue with a rate limit of 80/s (less than the fleet would start), and a concurrency
+    limit it never reaches: while its window is at most half full, workers start its jobs
+    through quotas (docs/guide/flow-control.md, "Quotas"), then job by job; no second holds
+    more than 80 starts."""
+    operations.set_queue_limits("flow", concurrency=10_000, rate_limit="80/s")
+    flow_step.bulk_enqueue([((), {"label": str(n)}) for n in range(400)])
+    jobs = list(Job.objects.filter(queue="flow"))
+    # One thread a process: claims of one job, quotas of 8, which the limit has room for.
+    for _ in range(3):
+        start_workers("--processes", "2", "--concurrency", "1")
+    wait_for(lambda: _all_finished([j.id for j in jobs]), timeout=90, message="all ran")
+    assert FlowQuota.objects.exists(), "workers were granted quotas"
+    assert most_starts_in_a_second(_runs(jobs)) <= 80
+    assert not Job.objects.filter(id__in=[j.id for j in jobs], attempts__gt=1).exists()
 
 
 def test_a_small_tenant_is_served_while_a_large_one_has_ten_thousand_queued(start_workers):

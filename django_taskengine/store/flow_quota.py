@@ -23,8 +23,9 @@ class HeldQuota:
         self._limited_tasks: list[str] | None = None
 
     def granted(self, fast: Fast) -> None:
-        """Hold the quota ``fast`` granted, if it granted one (it ends no later by this
-        process's clock than by the database's: the claim's reply came after its clock)."""
+        """Hold the quota ``fast`` granted, if it granted one. By this process's clock it ends
+        a little later than by the database's (the reply came after the database read its
+        clock): a claim made in between starts nothing, since the database checks the end."""
         if fast.quota is not None:
             self.held, self.left = fast.quota, fast.quota.starts
             self.ends = time.monotonic() + fast.quota.until - fast.read.now

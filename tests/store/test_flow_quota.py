@@ -142,11 +142,13 @@ def test_a_quota_starts_jobs_of_its_lane_only_until_its_end(session):
     fast = _fast(session, start=1, quota=8)
     assert [job.id for job in fast.jobs] == [jobs[0].id] and fast.quota is not None
     source = session._flow_source
-    started = source.quota_claim(fast.quota, limit=3, tasks=[five_per_second.name])
+    # A quota of a minute: what this test shows must not depend on how fast it runs.
+    quota = Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
+    started = source.quota_claim(quota, limit=3, tasks=[five_per_second.name])
     assert [job.id for job in started] == [job.id for job in jobs[1:4]], "claim order"
     rows = Job.objects.filter(id__in=[job.id for job in started])
     assert all(job.status == JobStatus.RUNNING and job.attempts == 1 for job in rows)
-    assert all(job.started_at.timestamp() <= fast.quota.until for job in rows)
+    assert all(job.started_at.timestamp() <= quota.until for job in rows)
     assert Job.objects.get(id=other_task.id).status == JobStatus.QUEUED
     ended = Quota(fast.quota.lane, fast.quota.starts, fast.read.now - 1)
     assert source.quota_claim(ended, limit=2, tasks=[]) == [], "the database's clock decides"
@@ -163,13 +165,15 @@ def test_a_quota_claim_waits_while_a_flow_claim_holds_the_lock(session):
     fast = _fast(session, start=1, quota=8)
     assert fast.quota is not None
     source = session._flow_source
+    # A quota of a minute, however long the lock is held.
+    quota = Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
     results: list = []
     errors: list = []
     with direct_connection() as holder, direct_connection() as probe:
         with holder.transaction():
             holder.execute("SELECT pg_advisory_xact_lock(%s)", [source.lock_key])
             thread = in_thread(
-                lambda: source.quota_claim(fast.quota, limit=2, tasks=[]), results, errors
+                lambda: source.quota_claim(quota, limit=2, tasks=[]), results, errors
             )
             wait_for(
                 lambda: probe.execute(

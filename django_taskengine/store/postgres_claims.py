@@ -73,6 +73,12 @@ def claim_rows(
     return cursor.fetchall()
 
 
+def claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A taken job's place in claim order (priority first, then due time, then id), from the
+    columns taken_job_columns returns: UPDATE ... RETURNING gives its rows in no order."""
+    return (-row[13], row[14], row[0])
+
+
 def claimed_job(row: tuple[Any, ...]) -> ClaimedJob:
     """A job as claim_jobs and flow_start return it."""
     return ClaimedJob(
@@ -233,7 +239,7 @@ class PostgresFlowSource:
         }
         # One statement, its own transaction, after the outcomes riding with it, if any.
         rows = claim_rows(self.conn, self.riding, query("flow_quota_claim"), params)
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))  # claim order
+        rows.sort(key=claim_order)
         return [claimed_job(row) for row in rows]
 
     def start(

@@ -12,7 +12,7 @@ import psycopg
 from ..conf import taskengine_settings
 from ..core.lifecycle import ClaimedJob
 from .base import Deliveries, WorkerInfo
-from .postgres_claims import Riding, claim_rows, claimed_job
+from .postgres_claims import Riding, claim_order, claim_rows, claimed_job
 from .sql import query
 
 #: Low 32 bits of the engine's own advisory lock keys (single bigint keys whose high 32 bits are
@@ -147,7 +147,7 @@ class PlainClaims:
         rows = self.conn.execute(
             query("claim_ids"), params | {"ids": ids, "limit": min(params["limit"], len(ids))}
         ).fetchall()
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
+        rows.sort(key=claim_order)
         return [claimed_job(row) for row in rows]
 
     def _claimable_still(self, params: dict[str, Any], missed: list[Any]) -> set[int]:
@@ -165,8 +165,7 @@ class PlainClaims:
         rows = claim_rows(
             self.conn, self._riding, query("claim_jobs"), params | claim_params(after)
         )
-        # RETURNING has no order: run them in claim order.
-        rows.sort(key=lambda row: (-row[13], row[14], row[0]))
+        rows.sort(key=claim_order)
         if rows:
             self._after = (rows[-1][13], rows[-1][14], rows[-1][0])
         return rows

@@ -155,18 +155,35 @@ def test_a_quota_starts_jobs_of_its_lane_only_until_its_end(session):
     assert Job.objects.filter(status=JobStatus.QUEUED).count() == 3
 
 
-def test_a_quota_claim_waits_while_a_flow_claim_holds_the_lock(session):
-    """A claim that counts (it holds the flow lock alone) never runs while a claim through a
-    quota is making starts it could not see: the quota claim waits for it, and starts after."""
+def _minute_quota(session):
+    """Four jobs under a queue limit far from binding, one started by a claim that granted a
+    quota; that quota with its end a minute on, so that what a test shows does not depend on
+    how fast it runs."""
     operations.set_queue_limits("flow", concurrency=100)
     for n in range(4):
         flow_step.enqueue(label=str(n))
     _learn_limits(session)
     fast = _fast(session, start=1, quota=8)
-    assert fast.quota is not None
+    assert fast.started and fast.quota is not None
+    return Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
+
+
+@pytest.mark.parametrize("pause", ["queue", "task"])
+def test_a_quota_starts_nothing_once_a_pause_has_returned(session, pause):
+    quota = _minute_quota(session)
+    if pause == "queue":
+        operations.pause_queue("flow")
+    else:
+        operations.pause_task(STEP)
+    assert session._flow_source.quota_claim(quota, limit=3, tasks=[]) == []
+    assert Job.objects.filter(status=JobStatus.QUEUED).count() == 3
+
+
+def test_a_quota_claim_waits_while_a_flow_claim_holds_the_lock(session):
+    """A claim that counts (it holds the flow lock alone) never runs while a claim through a
+    quota is making starts it could not see: the quota claim waits for it, and starts after."""
+    quota = _minute_quota(session)
     source = session._flow_source
-    # A quota of a minute, however long the lock is held.
-    quota = Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
     results: list = []
     errors: list = []
     with direct_connection() as holder, direct_connection() as probe:

@@ -1,7 +1,7 @@
 """The statements of the two dispatch backends, timed against a backlog half drained:
 ``EXPLAIN (ANALYZE, BUFFERS)`` of ``claim_ids`` (a claim of delivered ids), ``claim_jobs`` (a
 scan) and ``relay_candidates`` (a relay round), each under the generic plan a worker's
-prepared statement uses (``plan_generic``), in rolled-back transactions (``benchmarks/dispatch.py
+prepared statement uses (``plan_settings``), in rolled-back transactions (``benchmarks/dispatch.py
 --profile``).
 
 The backlog is left as a drain leaves it: the first half of the jobs succeeded (their entries
@@ -89,7 +89,7 @@ def claim_plans(jobs: int) -> dict[str, Any]:
                 "SELECT id FROM taskengine_job WHERE status = 'queued' ORDER BY id"
             )
         ]
-        conn.execute(query("plan_generic"))
+        conn.execute(query("plan_settings"))
         statements = {
             name: _prepare(conn, name, query(name))
             for name in ("claim_ids", "claim_jobs", "relay_candidates")

@@ -62,7 +62,7 @@ class PostgresWorkerSession(PlainClaims, FlowClaims, WorkerSession):
         self.ns = taskengine_settings.ADVISORY_LOCK_NAMESPACE
         channel = psycopg.sql.Identifier(taskengine_settings.NOTIFY_CHANNEL)
         self.conn.execute(psycopg.sql.SQL(query("listen")).format(channel=channel))
-        self.conn.execute(query("plan_generic"))
+        self.conn.execute(query("plan_settings"))
         self.queues = list(worker.queues)
         self._rescues = 0
         #: Waiting jobs whose dependencies the last writes marked done (not yet decided for).

@@ -1,6 +1,6 @@
 """The statements a worker runs every second or faster (the claim, the write of outcomes,
 the heartbeat, the rescue) keep their shape of plan whatever the table's statistics say. A
-worker's session plans them once, generically (``plan_generic``), with the statistics of that
+worker's session plans them once, generically (``plan_settings``), with the statistics of that
 moment: a plan that is only right for some statistics is wrong for the rest of the session.
 Each test sets up statistics that misled an earlier form of the statement, and reads the
 generic plan of what the worker runs."""
@@ -8,6 +8,7 @@ generic plan of what the worker runs."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -19,8 +20,15 @@ from django_taskengine.conf import taskengine_settings
 from django_taskengine.core.attempts import Outcome
 from django_taskengine.core.statuses import AttemptOutcome
 from django_taskengine.models import Job, JobStatus, Queue, Worker
+from django_taskengine.store import get_store
+from django_taskengine.store.base import WorkerInfo
+from django_taskengine.store.flow_source import FLOW_LOCK_ID
 from django_taskengine.store.postgres_claims import outcome_params
-from django_taskengine.store.postgres_session import RESCUER_LOCK_ID, engine_lock_key
+from django_taskengine.store.postgres_session import (
+    RESCUER_LOCK_ID,
+    START_FENCE_LOCK_ID,
+    engine_lock_key,
+)
 from django_taskengine.store.sql import query
 from tests.helpers import claim_statement_params
 
@@ -57,8 +65,9 @@ def generic_plan(name: str, params: dict[str, Any], *, analyze: bool) -> list[st
 
 
 def _jobs(count: int, **fields: Any) -> list[Job]:
+    fields = {"task_name": "plans.noop", "queue": "default", **fields}
     return Job.objects.bulk_create(
-        [Job(task_name="plans.noop", queue="default", **fields) for _ in range(count)],
+        [Job(**fields) for _ in range(count)],
         batch_size=5_000,
     )
 
@@ -91,6 +100,47 @@ def test_the_claim_reads_the_claim_index_in_order_even_when_every_job_is_queued(
         ("Index Scan", "taskengine_job_claimable_idx"),
         ("Index Scan", "taskengine_job_pkey"),
     }, text
+
+
+def test_a_claim_through_a_quota_reads_its_lane_in_order_when_one_task_fills_the_queue():
+    # Statistics taken during a backlog of one task in a queue with a limit: the task types
+    # a quota skips were `<> ALL` of an array, estimated to keep no row, and the claim read
+    # and sorted the whole backlog (15 ms a claim of 250 against 1.7 ms from the index).
+    _jobs(20_000, queue="mail", flow_key="q:mail")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskengine_job, taskengine_pause")
+    params = {
+        "fence": engine_lock_key(START_FENCE_LOCK_ID),
+        "lane": "q:mail",
+        "queue": "mail",
+        "tasks": ["plans.limited"],
+        "limit": 250,
+        "lock": engine_lock_key(FLOW_LOCK_ID),
+        "until": time.time() + 60,
+        "worker": uuid.uuid4(),
+        "ns": taskengine_settings.ADVISORY_LOCK_NAMESPACE,
+    }
+    text = "\n".join(generic_plan("flow_quota_claim", params, analyze=True))
+    scans = re.findall(r"(\w+ Scan)(?: using (\w+))? on taskengine_job ", text)
+    assert ("Index Scan", "taskengine_job_flow_idx") in scans, text
+    assert set(scans) <= {
+        ("Index Scan", "taskengine_job_flow_idx"),
+        ("Index Scan", "taskengine_job_pkey"),
+    }, text
+    assert "Sort" not in text, text
+    assert Job.objects.filter(status=JobStatus.RUNNING).count() == 250, text
+
+
+def test_a_worker_session_never_compiles_a_plan():
+    # The flow claim's estimated cost passes jit_above_cost once the table is analysed with a
+    # backlog: compiling it took 100 ms of a claim that runs in 5.
+    info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=[], concurrency=1)
+    session = get_store().open_session(info)
+    try:
+        assert session.conn.execute("SHOW jit").fetchone() == ("off",)
+        assert session.conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+    finally:
+        session.close()
 
 
 def test_the_write_of_outcomes_takes_each_job_by_its_key_and_joins_nothing_square():

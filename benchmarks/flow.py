@@ -3,7 +3,7 @@ bind, of 50 groups of 200 jobs under ``group_concurrency=1``, and of a workflow'
 fan-in, against the plain drain in the same run.
 
     ./dev bench --flow [--jobs 10000] [--processes 2] [--concurrency 4] [--rounds 3]
-                       [--json PATH] [--database-url URL | --private-cluster]
+                       [--analyze] [--json PATH] [--database-url URL | --private-cluster]
 
 Each round drains ``--jobs`` queued no-op jobs with ``run_workers --burst --processes P
 --concurrency C`` once per case (the cases interleaved, each from empty tables, every job
@@ -26,6 +26,11 @@ less that of a drain with no jobs, the workers' start-up and exit), which tells 
 cost goes, and plain's sum of the two over the case's ("by CPU": on a machine the drain keeps
 busy, the rate its cost allows, steadier from run to run than the rates). Targets: a
 non-binding queue limit and a non-binding rate limit each drain at ≥ 0.9× the plain rate.
+
+``--analyze`` analyzes the job table once its backlog is queued, in every round, as a
+production table would have been: the workers then plan their statements with statistics of
+a backlog. Without it a round drains with whatever statistics autovacuum last took, of an
+empty table, or of an earlier round's backlog (autoanalyze may come during any round).
 """
 
 from __future__ import annotations
@@ -175,6 +180,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="threads each (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"a subset of {', '.join(CASES)}")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="ANALYZE the job table after enqueueing, every round (default: no)",
+    )
     sess.add_arguments(parser)
     opts = parser.parse_args(argv)
     cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
@@ -195,6 +205,8 @@ def main(argv: list[str]) -> int:
             try:
                 bench.truncate()
                 CASES[case](jobs)
+                if opts.analyze:
+                    bench.execute("ANALYZE taskengine_job")
                 run = bench.drain_once(opts.processes, opts.concurrency, expect=jobs)
                 run["round"] = rnd
                 if case == "workflow":
@@ -225,6 +237,7 @@ def main(argv: list[str]) -> int:
     print(
         f"\n{jobs:,} queued no-op jobs, run_workers --burst --processes {opts.processes} "
         f"--concurrency {opts.concurrency}; medians of {opts.rounds} interleaved rounds"
+        + ("; the job table analyzed with each backlog" if opts.analyze else "")
     )
     print(
         f"{'case':<12} {'wall /s':>9} {'steady /s':>10} {'× plain':>8} {'paired':>17} "

@@ -138,6 +138,7 @@ class Relay:
             "application_name", f"taskengine-relay {socket.gethostname()}:{os.getpid()}"
         )
         self._conn = psycopg.connect(**params)
+        self._conn.execute(query("plan_settings"))
 
     def _listen(self) -> None:
         """Be woken by enqueues: the leader only (before its first round, so that none is

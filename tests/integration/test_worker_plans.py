@@ -19,6 +19,8 @@ from django.utils import timezone
 from django_taskengine.conf import taskengine_settings
 from django_taskengine.core.attempts import Outcome
 from django_taskengine.core.statuses import AttemptOutcome
+from django_taskengine.dispatch.options import RedisDispatch
+from django_taskengine.dispatch.relay import Relay
 from django_taskengine.models import Job, JobStatus, Queue, Worker
 from django_taskengine.store import get_store
 from django_taskengine.store.base import WorkerInfo
@@ -131,9 +133,10 @@ def test_a_claim_through_a_quota_reads_its_lane_in_order_when_one_task_fills_the
     assert Job.objects.filter(status=JobStatus.RUNNING).count() == 250, text
 
 
-def test_a_worker_session_never_compiles_a_plan():
-    # The flow claim's estimated cost passes jit_above_cost once the table is analysed with a
-    # backlog: compiling it took 100 ms of a claim that runs in 5.
+def test_the_engines_own_sessions_never_compile_a_plan():
+    # The estimated costs of the flow claim and of the relay's round pass jit_above_cost once
+    # the table is analysed with a backlog: compiling took 100 ms of a flow claim that runs in
+    # 5, and 14-40 ms of a relay round that runs in 2.
     info = WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=[], concurrency=1)
     session = get_store().open_session(info)
     try:
@@ -141,6 +144,14 @@ def test_a_worker_session_never_compiles_a_plan():
         assert session.conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
     finally:
         session.close()
+    options = RedisDispatch("redis://127.0.0.1:6379/0", None, 100, 10.0, 10.0, 1_000, 0.01)
+    relay = Relay(options, "default", uuid.uuid4())
+    relay._connect()
+    try:
+        assert relay._conn is not None
+        assert relay._conn.execute("SHOW jit").fetchone() == ("off",)
+    finally:
+        relay._close_database()
 
 
 def test_the_write_of_outcomes_takes_each_job_by_its_key_and_joins_nothing_square():

@@ -7,6 +7,7 @@ window holds them at the quota's end, so the limits hold whichever way a job sta
 from __future__ import annotations
 
 import time
+import uuid
 from bisect import bisect_right
 
 import pytest
@@ -96,6 +97,29 @@ def test_a_limit_holds_while_a_quota_has_starts_left(open_sessions):
     assert len(taken) == 20 - 2 - 8
     assert len(holder._flow_source.quota_claim(quota, limit=8, tasks=[])) == 8
     assert Job.objects.filter(status=JobStatus.RUNNING).count() == 20
+
+
+def test_a_grant_deletes_the_quotas_that_ended_a_minute_ago(session):
+    """Dead workers leave their quota rows behind: a grant deletes the other workers' rows
+    that ended over a minute ago, and keeps the rest (they count no more once ended)."""
+    operations.set_queue_limits("flow", concurrency=100)
+    for n in range(4):
+        flow_step.enqueue(label=str(n))
+    _learn_limits(session)
+    now = time.time()
+    dead, recent, live = (uuid.uuid4() for _ in range(3))
+    FlowQuota.objects.bulk_create(
+        [
+            FlowQuota(worker_id=dead, scope="q:flow", starts=8, until=now - 600),
+            FlowQuota(worker_id=dead, scope="q:other", starts=8, until=now - 61),
+            FlowQuota(worker_id=recent, scope="q:flow", starts=8, until=now - 30),
+            FlowQuota(worker_id=live, scope="q:flow", starts=8, until=now + 600),
+        ]
+    )
+    fast = _fast(session, start=2, quota=8)
+    assert fast.quota is not None
+    left = set(FlowQuota.objects.values_list("worker_id", "scope"))
+    assert left == {(recent, "q:flow"), (live, "q:flow"), (session.worker.id, "q:flow")}
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,25 @@ def _running_in(read, queue):
     return sum(n for kind, n in read.running if kind.queue == queue)
 
 
+def _granted(session):
+    """Four jobs under a queue limit far from binding, one started by a claim in one statement
+    that granted a quota (returned as it came back)."""
+    operations.set_queue_limits("flow", concurrency=100)
+    for n in range(4):
+        flow_step.enqueue(label=str(n))
+    _learn_limits(session)
+    fast = _fast(session, start=1, quota=8)
+    assert fast.started and fast.quota is not None
+    return fast
+
+
+def _minute_quota(session):
+    """The quota :func:`_granted` grants, with its end a minute on, so that what a test shows
+    does not depend on how fast it runs."""
+    fast = _granted(session)
+    return Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
+
+
 def test_a_claim_far_from_its_limit_quotas_starts_that_every_claim_counts(open_sessions):
     operations.set_queue_limits("flow", concurrency=100)
     for n in range(20):
@@ -102,10 +121,6 @@ def test_a_limit_holds_while_a_quota_has_starts_left(open_sessions):
 def test_a_grant_deletes_the_quotas_that_ended_a_minute_ago(session):
     """Dead workers leave their quota rows behind: a grant deletes the other workers' rows
     that ended over a minute ago, and keeps the rest (they count no more once ended)."""
-    operations.set_queue_limits("flow", concurrency=100)
-    for n in range(4):
-        flow_step.enqueue(label=str(n))
-    _learn_limits(session)
     now = time.time()
     dead, recent, live = (uuid.uuid4() for _ in range(3))
     FlowQuota.objects.bulk_create(
@@ -116,8 +131,7 @@ def test_a_grant_deletes_the_quotas_that_ended_a_minute_ago(session):
             FlowQuota(worker_id=live, scope="q:flow", starts=8, until=now + 600),
         ]
     )
-    fast = _fast(session, start=2, quota=8)
-    assert fast.quota is not None
+    _granted(session)
     left = set(FlowQuota.objects.values_list("worker_id", "scope"))
     assert left == {(recent, "q:flow"), (live, "q:flow"), (session.worker.id, "q:flow")}
 
@@ -179,19 +193,6 @@ def test_a_quota_starts_jobs_of_its_lane_only_until_its_end(session):
     assert Job.objects.filter(status=JobStatus.QUEUED).count() == 3
 
 
-def _minute_quota(session):
-    """Four jobs under a queue limit far from binding, one started by a claim that granted a
-    quota; that quota with its end a minute on, so that what a test shows does not depend on
-    how fast it runs."""
-    operations.set_queue_limits("flow", concurrency=100)
-    for n in range(4):
-        flow_step.enqueue(label=str(n))
-    _learn_limits(session)
-    fast = _fast(session, start=1, quota=8)
-    assert fast.started and fast.quota is not None
-    return Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
-
-
 @pytest.mark.parametrize("pause", ["queue", "task"])
 def test_a_quota_starts_nothing_once_a_pause_has_returned(session, pause):
     quota = _minute_quota(session)
@@ -201,6 +202,25 @@ def test_a_quota_starts_nothing_once_a_pause_has_returned(session, pause):
         operations.pause_task(STEP)
     assert session._flow_source.quota_claim(quota, limit=3, tasks=[]) == []
     assert Job.objects.filter(status=JobStatus.QUEUED).count() == 3
+
+
+def test_a_quota_starts_no_park_job_ahead_of_a_free_thread(session):
+    """A task parked when its worker dies is never started ahead of a thread free to run it
+    (it would be parked having never run): through a quota either."""
+    fast = _granted(session)
+    held, source = session.flow.quota, session._flow_source
+
+    def hold_for_a_minute():
+        held.granted(fast)
+        held.held = Quota(fast.quota.lane, fast.quota.starts, fast.read.now + 60)
+        held.ends = time.monotonic() + 60
+
+    hold_for_a_minute()
+    assert held.claim(source, free=1, start=3, park=[STEP]) == []
+    assert Job.objects.filter(status=JobStatus.RUNNING).count() == 1
+    assert held.held is None, "dropped: the next claim reads every lane"
+    hold_for_a_minute()
+    assert len(held.claim(source, free=3, start=3, park=[STEP])) == 3
 
 
 def test_a_quota_claim_waits_while_a_flow_claim_holds_the_lock(session):
